@@ -1,0 +1,117 @@
+//! Static analysis of compiled expressions and scripts: the ids they name as
+//! literals, and the minimum levels requirements ask for. The title loader
+//! uses this for "unknown id" diagnostics, requirement cycles and levels that
+//! can never be reached.
+
+use rhai::{ASTNode, Expr as RExpr, AST};
+
+use crate::api::{IdKind, ID_FUNCTIONS};
+use crate::sandbox::{Expr, Script};
+
+/// A literal id passed to a builder function, e.g. `level("barracks")`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdRef {
+    /// The builder function called.
+    pub function: String,
+    pub kind: IdKind,
+    pub id: String,
+    /// The least level this reference demands when the expression is true,
+    /// when that can be read off the text: `level("x") >= 3`, `level("x") > 2`,
+    /// `has_research("x", 3)`, `count_at_least("x", 3) >= 1`.
+    pub min_level: Option<i64>,
+    /// 1-based line and column of the id string inside the source.
+    pub line: usize,
+    pub column: usize,
+}
+
+fn int_const(e: &RExpr) -> Option<i64> {
+    match e {
+        RExpr::IntegerConstant(i, _) => Some(*i),
+        _ => None,
+    }
+}
+
+/// `(function, id)` of a call like `level("x")` with a literal first argument.
+fn id_call(e: &RExpr) -> Option<(&str, &RExpr)> {
+    match e {
+        RExpr::FnCall(call, _) if call.namespace.is_empty() => {
+            Some((call.name.as_str(), call.args.first()?))
+        }
+        _ => None,
+    }
+}
+
+fn collect(ast: &AST) -> Vec<IdRef> {
+    let mut refs = Vec::new();
+    // Minimum levels demanded by comparisons, keyed by the id string's position.
+    let mut bounds: Vec<(rhai::Position, i64)> = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        let Some(ASTNode::Expr(RExpr::FnCall(call, _))) = path.last() else { return true };
+        // Comparisons are operator calls with two arguments.
+        if call.args.len() == 2 && call.op_token.is_some() {
+            let (l, r) = (&call.args[0], &call.args[1]);
+            let (query, n, op) = match (id_call(l), int_const(r), id_call(r), int_const(l)) {
+                (Some(q), Some(n), _, _) => (q, n, call.name.as_str().to_string()),
+                // `3 <= level("x")` reads as `level("x") >= 3`.
+                (_, _, Some(q), Some(n)) => (q, n, flip(call.name.as_str()).to_string()),
+                _ => return true,
+            };
+            let (function, id_expr) = query;
+            if matches!(function, "level" | "research_level") {
+                let min = match op.as_str() {
+                    ">=" | "==" => Some(n),
+                    ">" => Some(n + 1),
+                    _ => None,
+                };
+                if let (Some(min), RExpr::StringConstant(_, pos)) = (min, id_expr) {
+                    bounds.push((*pos, min));
+                }
+            }
+            return true;
+        }
+        let Some(&(_, kind)) = ID_FUNCTIONS.iter().find(|(f, _)| *f == call.name.as_str()) else { return true };
+        if !call.namespace.is_empty() {
+            return true;
+        }
+        let Some(RExpr::StringConstant(id, pos)) = call.args.first() else { return true };
+        let min_level = match call.name.as_str() {
+            "has_research" | "count_at_least" => call.args.get(1).and_then(int_const),
+            _ => None,
+        };
+        refs.push(IdRef {
+            function: call.name.to_string(),
+            kind,
+            id: id.to_string(),
+            min_level,
+            line: pos.line().unwrap_or(1),
+            column: pos.position().unwrap_or(1),
+        });
+        true
+    });
+    for r in &mut refs {
+        if let Some((_, min)) = bounds.iter().find(|(p, _)| p.line() == Some(r.line) && p.position() == Some(r.column)) {
+            r.min_level = Some(*min);
+        }
+    }
+    refs
+}
+
+fn flip(op: &str) -> &str {
+    match op {
+        "<=" => ">=",
+        "<" => ">",
+        ">=" => "<=",
+        ">" => "<",
+        other => other,
+    }
+}
+
+/// Literal ids named by an expression, with positions inside its text.
+pub fn expr_id_refs(expr: &Expr) -> Vec<IdRef> {
+    collect(&expr.parsed)
+}
+
+/// Literal ids named anywhere in a script, with positions inside the file.
+pub fn script_id_refs(script: &Script) -> Vec<IdRef> {
+    collect(&script.ast)
+}
