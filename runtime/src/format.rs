@@ -1,0 +1,364 @@
+//! The title format v1 as typed data, exactly as the files in a title folder
+//! are written. These types mirror `schemas/*.schema.json`; a file is
+//! deserialized only after it passed its schema, and the `schema_agrees`
+//! tests keep the two in step.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Resources, items or units by id with an amount.
+pub type Amounts = BTreeMap<String, i64>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    pub width: i32,
+    pub height: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBuilding {
+    pub building: String,
+    #[serde(default = "one")]
+    pub level: u32,
+    pub x: i32,
+    pub y: i32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    pub resources: Amounts,
+    pub buildings: Vec<StartBuilding>,
+    #[serde(default)]
+    pub units: Amounts,
+    #[serde(default)]
+    pub items: Amounts,
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+/// Hook names a title may bind, with the event fields each receives.
+pub const HOOKS: &[&str] =
+    &["on_login", "on_build_complete", "on_research_complete", "on_unit_trained", "on_quest_claimed", "on_purchase", "on_timer"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomAction {
+    pub function: String,
+    #[serde(default)]
+    pub requires: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `title.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TitleFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub grid: Grid,
+    pub premium_resource: String,
+    pub headquarters: String,
+    pub builders: u32,
+    #[serde(default = "default_training_queue")]
+    pub training_queue: u32,
+    #[serde(default = "default_refund")]
+    pub cancel_refund_percent: u32,
+    #[serde(default = "default_speed_up")]
+    pub speed_up_seconds_per_premium: i64,
+    pub xp_levels: Vec<i64>,
+    #[serde(default)]
+    pub scores: Vec<String>,
+    pub start: Start,
+    #[serde(default)]
+    pub hooks: BTreeMap<String, String>,
+    #[serde(default)]
+    pub actions: BTreeMap<String, CustomAction>,
+}
+
+fn default_training_queue() -> u32 {
+    20
+}
+fn default_refund() -> u32 {
+    50
+}
+fn default_speed_up() -> i64 {
+    60
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub cap: Option<i64>,
+}
+
+/// `resources.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub resources: Vec<ResourceDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Size {
+    pub w: i32,
+    pub h: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Production {
+    pub resource: String,
+    pub per_hour: i64,
+    pub capacity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildingLevel {
+    pub cost: Amounts,
+    pub build_seconds: i64,
+    #[serde(default)]
+    pub requires: Option<String>,
+    #[serde(default)]
+    pub xp: i64,
+    #[serde(default)]
+    pub production: Option<Production>,
+    #[serde(default)]
+    pub storage: Amounts,
+    #[serde(default)]
+    pub housing: i64,
+    #[serde(default)]
+    pub builders: u32,
+    #[serde(default)]
+    pub hitpoints: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildingDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub size: Size,
+    pub max_count: Vec<u32>,
+    pub levels: Vec<BuildingLevel>,
+}
+
+/// `buildings.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildingsFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub buildings: Vec<BuildingDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub building: String,
+    pub cost: Amounts,
+    pub train_seconds: i64,
+    pub housing: i64,
+    #[serde(default)]
+    pub requires: Option<String>,
+    #[serde(default)]
+    pub attack: i64,
+    #[serde(default = "one_i64")]
+    pub hitpoints: i64,
+}
+
+fn one_i64() -> i64 {
+    1
+}
+
+/// `units.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitsFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub units: Vec<UnitDef>,
+}
+
+/// Lasting effects research grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResearchEffectKind {
+    ProductionPercent,
+    StoragePercent,
+    BuildTimePercent,
+    TrainTimePercent,
+    UnitAttackPercent,
+    UnitHitpointsPercent,
+}
+
+impl ResearchEffectKind {
+    /// The kind of id `target` must name, if any.
+    pub fn target_kind(self) -> Option<citadel_dsl::IdKind> {
+        use citadel_dsl::IdKind;
+        match self {
+            Self::ProductionPercent | Self::StoragePercent => Some(IdKind::Resource),
+            Self::UnitAttackPercent | Self::UnitHitpointsPercent => Some(IdKind::Unit),
+            Self::BuildTimePercent | Self::TrainTimePercent => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchEffect {
+    pub kind: ResearchEffectKind,
+    #[serde(default)]
+    pub target: Option<String>,
+    pub value: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchLevel {
+    pub cost: Amounts,
+    pub research_seconds: i64,
+    #[serde(default)]
+    pub requires: Option<String>,
+    #[serde(default)]
+    pub effects: Vec<ResearchEffect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub building: String,
+    pub levels: Vec<ResearchLevel>,
+}
+
+/// `research.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub research: Vec<ResearchDef>,
+}
+
+/// What a quest reward, a store offer or an item use gives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default)]
+    pub resources: Amounts,
+    #[serde(default)]
+    pub items: Amounts,
+    #[serde(default)]
+    pub units: Amounts,
+    #[serde(default)]
+    pub xp: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, rename = "use")]
+    pub use_grants: Option<Grants>,
+    #[serde(default)]
+    pub hook: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub price: Amounts,
+    pub grants: Grants,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub requires: Option<String>,
+}
+
+/// `store.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    #[serde(default)]
+    pub items: Vec<ItemDef>,
+    #[serde(default)]
+    pub offers: Vec<OfferDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub requires: Option<String>,
+    pub goal: String,
+    pub rewards: Grants,
+}
+
+/// `quests.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuestsFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub quests: Vec<QuestDef>,
+}

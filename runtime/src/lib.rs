@@ -1,0 +1,32 @@
+//! Citadel's runtime: turns a title folder into an immutable, validated
+//! [`Title`], and applies player actions to player state as pure functions
+//! of (title, state, action, now, rng). No HTTP, no sockets, no async.
+//!
+//! # Layout
+//! - [`load`]: reading a title folder and collecting every [`Diagnostic`].
+//! - [`schema`]: the embedded JSON Schemas from `schemas/`.
+//! - [`format`]: the title format v1 as typed data.
+//! - [`title`]: the compiled [`Title`].
+//! - [`state`]: [`PlayerState`], its `format_version` and migrations.
+//! - [`rules`]: [`advance`], [`apply`], [`login`]: the rules engine.
+//! - [`scenario`]: running a title's scenario tests.
+//! - [`diagnostic`], [`spans`]: designer-facing errors with positions.
+//! - [`time`]: UTC timestamps.
+
+pub mod diagnostic;
+pub mod format;
+pub mod load;
+pub mod rules;
+pub mod scenario;
+pub mod schema;
+pub mod spans;
+pub mod state;
+pub mod time;
+pub mod title;
+mod view;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use load::{load, load_files, read_dir, TitleFiles};
+pub use rules::{advance, apply, login, new_player, Action, ActionError, ErrorCode, Event, Rng};
+pub use state::{PlayerState, StateError, STATE_FORMAT_VERSION};
+pub use title::Title;

@@ -1,0 +1,940 @@
+//! Loading a title folder into a [`Title`], collecting every diagnostic.
+//!
+//! Order of operations (each pass runs even if an earlier one found errors,
+//! on whatever parsed, so that a designer sees all problems at once):
+//! 1. read the folder (size and count limits, UTF-8);
+//! 2. parse each JSON file and validate it against its schema;
+//! 3. deserialize the files that passed into typed data;
+//! 4. compile scripts and link their imports;
+//! 5. check cross-references between files, with "did you mean";
+//! 6. compile every expression and check the ids it names;
+//! 7. check levels that can never be reached and requirement cycles;
+//! 8. if there is no error so far, build the [`Title`] and evaluate every
+//!    expression once against a new player's state, to catch type errors.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use citadel_dsl::analyze::{expr_id_refs, script_id_refs, IdRef};
+use citadel_dsl::{EvalErrorKind, Expr, IdKind, Sandbox, Script};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::{did_you_mean, Diagnostic, Severity};
+use crate::format::*;
+use crate::schema::{self, FileKind};
+use crate::spans::SourceMap;
+use crate::title::*;
+
+/// Bytes of one file of a title. The largest real data file is a few tens
+/// of KiB; 1 MiB leaves room and bounds the loader's memory per file.
+pub const TITLE_FILE_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes of a whole title (all files read), bounding a reload's memory.
+pub const TITLE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Files read from one title folder (data files, scripts, tests).
+pub const TITLE_FILES_MAX: usize = 512;
+
+/// The files of a title folder, by path relative to it (`/` separated).
+pub type TitleFiles = BTreeMap<String, String>;
+
+/// Reads a title folder: the JSON files at its root, `scripts/*.rhai` and
+/// `tests/*.json`. Problems reading are diagnostics, like everything else.
+pub fn read_dir(dir: &Path) -> (TitleFiles, Vec<Diagnostic>) {
+    let mut files = TitleFiles::new();
+    let mut diags = Vec::new();
+    let mut total = 0usize;
+    let mut visit = |rel_dir: &str, want_ext: &str, diags: &mut Vec<Diagnostic>| {
+        let path = if rel_dir.is_empty() { dir.to_path_buf() } else { dir.join(rel_dir) };
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            if rel_dir.is_empty() {
+                diags.push(Diagnostic::error("io", "", format!("cannot read title folder {}", dir.display())));
+            }
+            return;
+        };
+        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        names.sort();
+        for p in names {
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
+            if !p.is_file() || !name.ends_with(want_ext) || name.starts_with('.') {
+                continue;
+            }
+            let rel = if rel_dir.is_empty() { name.to_string() } else { format!("{rel_dir}/{name}") };
+            if files.len() >= TITLE_FILES_MAX {
+                diags.push(Diagnostic::error("limit", rel, format!("title has more than {TITLE_FILES_MAX} files")));
+                return;
+            }
+            match std::fs::read(&p) {
+                Err(e) => diags.push(Diagnostic::error("io", rel, format!("cannot read file: {e}"))),
+                Ok(bytes) if bytes.len() > TITLE_FILE_BYTES_MAX => diags.push(Diagnostic::error(
+                    "limit",
+                    rel,
+                    format!("file is {} bytes, the limit is {TITLE_FILE_BYTES_MAX}", bytes.len()),
+                )),
+                Ok(bytes) => {
+                    total += bytes.len();
+                    if total > TITLE_BYTES_MAX {
+                        diags.push(Diagnostic::error("limit", rel, format!("title is larger than {TITLE_BYTES_MAX} bytes")));
+                        return;
+                    }
+                    match String::from_utf8(bytes) {
+                        Ok(text) => {
+                            files.insert(rel, text);
+                        }
+                        Err(_) => diags.push(Diagnostic::error("encoding", rel, "file is not valid UTF-8")),
+                    }
+                }
+            }
+        }
+    };
+    visit("", ".json", &mut diags);
+    visit("scripts", ".rhai", &mut diags);
+    visit("tests", ".json", &mut diags);
+    (files, diags)
+}
+
+/// Loads the title folder at `dir`. Returns the title if there was no error,
+/// and every diagnostic (errors and warnings) either way.
+pub fn load(dir: &Path) -> (Option<Title>, Vec<Diagnostic>) {
+    let (files, mut diags) = read_dir(dir);
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let (title, more) = load_files(name, &files);
+    diags.extend(more);
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        return (None, sorted(diags));
+    }
+    (title, sorted(diags))
+}
+
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by(|a, b| (&a.file, a.line, a.column, &a.message).cmp(&(&b.file, b.line, b.column, &b.message)));
+    diags.dedup();
+    diags
+}
+
+/// The content version of a title: a hash of its data files and scripts
+/// (scenario tests do not change the game, so they do not count).
+pub fn content_version(files: &TitleFiles) -> String {
+    let mut h = Sha256::new();
+    for (path, text) in files.iter().filter(|(p, _)| !p.starts_with("tests/")) {
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path.as_bytes());
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads a title from its files (as [`read_dir`] returns them, or as sent
+/// to a server's admin API). `folder` is the folder name the title id must match.
+pub fn load_files(folder: &str, files: &TitleFiles) -> (Option<Title>, Vec<Diagnostic>) {
+    let mut l = Loader { files, maps: HashMap::new(), diags: Vec::new() };
+    let title = l.run(folder);
+    let diags = sorted(l.diags);
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        return (None, diags);
+    }
+    (title, diags)
+}
+
+/// Parsed data files; `None` where the file is missing or has errors.
+#[derive(Default)]
+struct Parsed {
+    title: Option<TitleFile>,
+    resources: Option<ResourcesFile>,
+    buildings: Option<BuildingsFile>,
+    units: Option<UnitsFile>,
+    research: Option<ResearchFile>,
+    store: Option<StoreFile>,
+    quests: Option<QuestsFile>,
+}
+
+struct Loader<'a> {
+    files: &'a TitleFiles,
+    maps: HashMap<String, SourceMap>,
+    diags: Vec<Diagnostic>,
+}
+
+/// Where an expression lives, for positions and messages.
+#[derive(Clone)]
+struct ExprSite {
+    file: &'static str,
+    pointer: String,
+    /// The node of the requirement graph this expression gates, if any.
+    node: Option<Node>,
+}
+
+/// A node of the requirement graph: a building or research at a level.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Node {
+    kind: IdKind,
+    id: String,
+    level: i64,
+}
+
+impl Node {
+    fn describe(&self) -> String {
+        format!("{} `{}` level {}", self.kind.noun(), self.id, self.level)
+    }
+}
+
+/// Known ids of one title, for cross-reference checks.
+#[derive(Default)]
+struct Known {
+    ids: HashMap<IdKind, Vec<String>>,
+    /// Number of levels of each building and research.
+    levels: HashMap<(IdKind, String), i64>,
+}
+
+impl Known {
+    fn has(&self, kind: IdKind, id: &str) -> bool {
+        self.ids.get(&kind).is_some_and(|v| v.iter().any(|k| k == id))
+    }
+    fn list(&self, kind: IdKind) -> Vec<&str> {
+        self.ids.get(&kind).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default()
+    }
+}
+
+impl Loader<'_> {
+    fn map(&mut self, file: &str) -> Option<&SourceMap> {
+        if !self.maps.contains_key(file) {
+            let text = self.files.get(file)?;
+            self.maps.insert(file.to_string(), SourceMap::new(text));
+        }
+        self.maps.get(file)
+    }
+
+    /// An error at a JSON pointer of a file (at the key when `key`).
+    fn at(&mut self, code: &'static str, file: &str, pointer: &str, key: bool, message: String, help: Option<String>) {
+        let mut d = Diagnostic::error(code, file, message).pointer(pointer).help(help);
+        if let Some((line, col, len)) = self.map(file).and_then(|m| m.locate(pointer, key)) {
+            d = d.at(line, col, len);
+        }
+        self.diags.push(d);
+    }
+
+    fn warn_at(&mut self, code: &'static str, file: &str, pointer: &str, message: String, help: Option<String>) {
+        self.at(code, file, pointer, false, message, help);
+        if let Some(d) = self.diags.last_mut() {
+            d.severity = Severity::Warning;
+        }
+    }
+
+    fn run(&mut self, folder: &str) -> Option<Title> {
+        // 1-3: parse, schema, typed data.
+        let mut p = Parsed::default();
+        for (kind, name, required) in FileKind::DATA {
+            if !self.files.contains_key(name) {
+                if required {
+                    self.diags.push(Diagnostic::error("missing-file", name, format!("missing required file {name}")));
+                }
+                continue;
+            }
+            match kind {
+                FileKind::Title => p.title = self.parse(kind, name),
+                FileKind::Resources => p.resources = self.parse(kind, name),
+                FileKind::Buildings => p.buildings = self.parse(kind, name),
+                FileKind::Units => p.units = self.parse(kind, name),
+                FileKind::Research => p.research = self.parse(kind, name),
+                FileKind::Store => p.store = self.parse(kind, name),
+                FileKind::Quests => p.quests = self.parse(kind, name),
+                FileKind::Scenario => {}
+            }
+        }
+        let known_names: Vec<&str> = FileKind::DATA.iter().map(|(_, n, _)| *n).collect();
+        let strays: Vec<String> =
+            self.files.keys().filter(|f| !f.contains('/') && !known_names.contains(&f.as_str())).cloned().collect();
+        for f in strays {
+            let help = did_you_mean(&f, known_names.iter().copied());
+            self.diags.push(
+                Diagnostic::error("unknown-file", &f, format!("unknown file {f}; a title folder holds {}", known_names.join(", ")))
+                    .warning()
+                    .help(help),
+            );
+        }
+
+        // 4: scripts.
+        let sources: BTreeMap<String, String> = self
+            .files
+            .iter()
+            .filter_map(|(p, t)| Some((p.strip_prefix("scripts/")?.strip_suffix(".rhai")?.to_string(), t.clone())))
+            .collect();
+        let sandbox = Sandbox::new(sources.clone());
+        let mut scripts = BTreeMap::new();
+        for (module, text) in &sources {
+            let file = format!("scripts/{module}.rhai");
+            match sandbox.compile_script(module, text) {
+                Ok(s) => {
+                    scripts.insert(module.clone(), s);
+                }
+                Err(e) => self.script_error(&file, "script", e.message, e.line, e.column),
+            }
+        }
+        for (module, script) in &scripts {
+            if let Err(e) = sandbox.link(script) {
+                self.script_error(&format!("scripts/{module}.rhai"), "import", e.message, e.line, e.column);
+            }
+        }
+
+        // 5: cross-references.
+        let known = self.known(&p);
+        if let Some(t) = &p.title {
+            if t.id != folder && !folder.is_empty() {
+                self.at("title-id", "title.json", "/id", false, format!("title id `{}` does not match its folder name `{folder}`", t.id), None);
+            }
+        }
+        self.check_refs(&p, &known);
+        for (module, script) in &scripts {
+            self.check_script_ids(&format!("scripts/{module}.rhai"), script, &known);
+        }
+        let hooks = self.check_hooks(&p, &scripts);
+
+        // 6-7: expressions, reachability, cycles.
+        let mut exprs: HashMap<String, Expr> = HashMap::new();
+        let mut edges: BTreeMap<Node, Vec<(Node, ExprSite)>> = BTreeMap::new();
+        for (source, site) in self.expression_sites(&p) {
+            let Some(expr) = self.compile_expr(&sandbox, &source, &site) else { continue };
+            for r in expr_id_refs(&expr) {
+                self.check_expr_ref(&r, &site, &known, &mut edges);
+            }
+            exprs.insert(format!("{}#{}", site.file, site.pointer), expr);
+        }
+        self.check_cycles(&p, &edges);
+
+        if self.diags.iter().any(|d| d.severity == Severity::Error) {
+            return None;
+        }
+        // 8: build, then trial-evaluate.
+        let title = self.build(p, exprs, hooks, scripts, sandbox, content_version(self.files))?;
+        self.trial(&title);
+        if self.diags.iter().any(|d| d.severity == Severity::Error) {
+            return None;
+        }
+        Some(title)
+    }
+
+    fn script_error(&mut self, file: &str, code: &'static str, message: String, line: Option<usize>, column: Option<usize>) {
+        let mut d = Diagnostic::error(code, file, message);
+        if let (Some(l), Some(c)) = (line, column) {
+            d = d.at(l, c, 1);
+        }
+        self.diags.push(d);
+    }
+
+    fn parse<T: DeserializeOwned>(&mut self, kind: FileKind, file: &str) -> Option<T> {
+        let text = self.files.get(file)?;
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                let d = Diagnostic::error("json", file, format!("invalid JSON: {}", strip_position(&e.to_string())))
+                    .at(e.line().max(1), e.column().max(1), 1);
+                self.diags.push(d);
+                return None;
+            }
+        };
+        let violations = schema::validate(kind, &value);
+        if !violations.is_empty() {
+            for v in violations {
+                let key = v.pointer.rsplit('/').next().unwrap_or("").replace("~1", "/").replace("~0", "~");
+                let help = if v.at_key { did_you_mean(&key, v.expected_keys.iter().map(String::as_str)) } else { None };
+                self.at("schema", file, &v.pointer, v.at_key, v.message, help);
+            }
+            return None;
+        }
+        match serde_json::from_value(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.diags.push(Diagnostic::error("schema", file, format!("file does not match the title format: {e}")));
+                None
+            }
+        }
+    }
+
+    fn known(&mut self, p: &Parsed) -> Known {
+        let mut k = Known::default();
+        let mut add = |this: &mut Self, kind: IdKind, file: &str, list: Vec<(String, String)>| {
+            let mut seen = HashSet::new();
+            for (id, pointer) in list {
+                if !seen.insert(id.clone()) {
+                    this.at("duplicate-id", file, &pointer, false, format!("duplicate {} id `{id}`", kind.noun()), None);
+                }
+            }
+            k.ids.insert(kind, seen.into_iter().collect());
+        };
+        if let Some(f) = &p.resources {
+            add(self, IdKind::Resource, "resources.json", f.resources.iter().enumerate().map(|(i, r)| (r.id.clone(), format!("/resources/{i}/id"))).collect());
+        }
+        if let Some(f) = &p.buildings {
+            add(self, IdKind::Building, "buildings.json", f.buildings.iter().enumerate().map(|(i, b)| (b.id.clone(), format!("/buildings/{i}/id"))).collect());
+        }
+        if let Some(f) = &p.units {
+            add(self, IdKind::Unit, "units.json", f.units.iter().enumerate().map(|(i, u)| (u.id.clone(), format!("/units/{i}/id"))).collect());
+        }
+        if let Some(f) = &p.research {
+            add(self, IdKind::Research, "research.json", f.research.iter().enumerate().map(|(i, r)| (r.id.clone(), format!("/research/{i}/id"))).collect());
+        }
+        if let Some(f) = &p.store {
+            add(self, IdKind::Item, "store.json", f.items.iter().enumerate().map(|(i, r)| (r.id.clone(), format!("/items/{i}/id"))).collect());
+            let mut seen = HashSet::new();
+            for (i, o) in f.offers.iter().enumerate() {
+                if !seen.insert(o.id.clone()) {
+                    self.at("duplicate-id", "store.json", &format!("/offers/{i}/id"), false, format!("duplicate offer id `{}`", o.id), None);
+                }
+            }
+        }
+        if let Some(f) = &p.quests {
+            add(self, IdKind::Quest, "quests.json", f.quests.iter().enumerate().map(|(i, q)| (q.id.clone(), format!("/quests/{i}/id"))).collect());
+        }
+        for kind in [IdKind::Resource, IdKind::Building, IdKind::Unit, IdKind::Research, IdKind::Item, IdKind::Quest] {
+            k.ids.entry(kind).or_default().sort();
+        }
+        if let Some(f) = &p.buildings {
+            for b in &f.buildings {
+                k.levels.insert((IdKind::Building, b.id.clone()), b.levels.len() as i64);
+            }
+        }
+        if let Some(f) = &p.research {
+            for r in &f.research {
+                k.levels.insert((IdKind::Research, r.id.clone()), r.levels.len() as i64);
+            }
+        }
+        k
+    }
+
+    /// Reports `id` at `pointer` if it is not a known id of `kind`. Skips the
+    /// check when the file defining that kind failed to parse (its own
+    /// errors are already reported, and every id would look unknown).
+    fn need(&mut self, known: &Known, kind: IdKind, id: &str, file: &str, pointer: &str, key: bool) {
+        if !known.ids.contains_key(&kind) || known.has(kind, id) {
+            return;
+        }
+        let defined_in = match kind {
+            IdKind::Resource => "resources.json",
+            IdKind::Building => "buildings.json",
+            IdKind::Unit => "units.json",
+            IdKind::Research => "research.json",
+            IdKind::Item => "store.json",
+            IdKind::Quest => "quests.json",
+        };
+        let help = did_you_mean(id, known.list(kind));
+        self.at("unknown-id", file, pointer, key, format!("unknown {} `{id}`: not defined in {defined_in}", kind.noun()), help);
+    }
+
+    fn need_keys(&mut self, known: &Known, kind: IdKind, map: &Amounts, file: &str, pointer: &str) {
+        for id in map.keys() {
+            self.need(known, kind, id, file, &format!("{pointer}/{}", crate::spans::escape_segment(id)), true);
+        }
+    }
+
+    fn need_grants(&mut self, known: &Known, g: &Grants, file: &str, pointer: &str) {
+        self.need_keys(known, IdKind::Resource, &g.resources, file, &format!("{pointer}/resources"));
+        self.need_keys(known, IdKind::Item, &g.items, file, &format!("{pointer}/items"));
+        self.need_keys(known, IdKind::Unit, &g.units, file, &format!("{pointer}/units"));
+    }
+
+    fn check_refs(&mut self, p: &Parsed, known: &Known) {
+        // Parsed only borrows; clone the few small pieces we iterate while
+        // reporting (reporting needs &mut self).
+        if let Some(t) = p.title.clone() {
+            let f = "title.json";
+            self.need(known, IdKind::Resource, &t.premium_resource, f, "/premium_resource", false);
+            self.need(known, IdKind::Building, &t.headquarters, f, "/headquarters", false);
+            self.need_keys(known, IdKind::Resource, &t.start.resources, f, "/start/resources");
+            self.need_keys(known, IdKind::Unit, &t.start.units, f, "/start/units");
+            self.need_keys(known, IdKind::Item, &t.start.items, f, "/start/items");
+            if t.xp_levels.first() != Some(&0) {
+                self.at("xp-levels", f, "/xp_levels/0", false, "xp_levels must start with 0 (level 1 needs no xp)".into(), None);
+            }
+            for i in 1..t.xp_levels.len() {
+                if t.xp_levels[i] <= t.xp_levels[i - 1] {
+                    self.at("xp-levels", f, &format!("/xp_levels/{i}"), false, format!("xp_levels must increase: {} is not above {}", t.xp_levels[i], t.xp_levels[i - 1]), None);
+                }
+            }
+            self.check_start(&t, p, known);
+        }
+        if let Some(bf) = p.buildings.clone() {
+            let f = "buildings.json";
+            let hq_levels = p.title.as_ref().and_then(|t| known.levels.get(&(IdKind::Building, t.headquarters.clone())).copied());
+            for (i, b) in bf.buildings.iter().enumerate() {
+                if let Some(n) = hq_levels {
+                    if b.max_count.len() as i64 != n {
+                        let hq = p.title.as_ref().map(|t| t.headquarters.as_str()).unwrap_or("headquarters");
+                        self.at("level-array", f, &format!("/buildings/{i}/max_count"), false,
+                            format!("max_count has {} entries but `{hq}` has {n} levels; give one count per headquarters level", b.max_count.len()), None);
+                    }
+                }
+                for (l, lv) in b.levels.iter().enumerate() {
+                    let base = format!("/buildings/{i}/levels/{l}");
+                    self.need_keys(known, IdKind::Resource, &lv.cost, f, &format!("{base}/cost"));
+                    self.need_keys(known, IdKind::Resource, &lv.storage, f, &format!("{base}/storage"));
+                    if let Some(prod) = &lv.production {
+                        self.need(known, IdKind::Resource, &prod.resource, f, &format!("{base}/production/resource"), false);
+                    }
+                }
+            }
+        }
+        if let Some(uf) = p.units.clone() {
+            for (i, u) in uf.units.iter().enumerate() {
+                self.need(known, IdKind::Building, &u.building, "units.json", &format!("/units/{i}/building"), false);
+                self.need_keys(known, IdKind::Resource, &u.cost, "units.json", &format!("/units/{i}/cost"));
+            }
+        }
+        if let Some(rf) = p.research.clone() {
+            let f = "research.json";
+            for (i, r) in rf.research.iter().enumerate() {
+                self.need(known, IdKind::Building, &r.building, f, &format!("/research/{i}/building"), false);
+                for (l, lv) in r.levels.iter().enumerate() {
+                    let base = format!("/research/{i}/levels/{l}");
+                    self.need_keys(known, IdKind::Resource, &lv.cost, f, &format!("{base}/cost"));
+                    for (e, eff) in lv.effects.iter().enumerate() {
+                        let ep = format!("{base}/effects/{e}");
+                        match (eff.kind.target_kind(), &eff.target) {
+                            (Some(kind), Some(t)) => self.need(known, kind, t, f, &format!("{ep}/target"), false),
+                            (Some(kind), None) => self.at("effect-target", f, &ep, false, format!("this effect needs a target {} id", kind.noun()), None),
+                            (None, Some(_)) => self.at("effect-target", f, &format!("{ep}/target"), true, "this effect kind takes no target".into(), None),
+                            (None, None) => {}
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(sf) = p.store.clone() {
+            let f = "store.json";
+            for (i, it) in sf.items.iter().enumerate() {
+                if let Some(g) = &it.use_grants {
+                    self.need_grants(known, g, f, &format!("/items/{i}/use"));
+                }
+            }
+            for (i, o) in sf.offers.iter().enumerate() {
+                self.need_keys(known, IdKind::Resource, &o.price, f, &format!("/offers/{i}/price"));
+                self.need_grants(known, &o.grants, f, &format!("/offers/{i}/grants"));
+                if let Some(w) = &o.window {
+                    let (s, e) = (crate::time::parse_utc(&w.start), crate::time::parse_utc(&w.end));
+                    if s.is_none() {
+                        self.at("time", f, &format!("/offers/{i}/window/start"), false, format!("`{}` is not a real date and time", w.start), None);
+                    }
+                    if e.is_none() {
+                        self.at("time", f, &format!("/offers/{i}/window/end"), false, format!("`{}` is not a real date and time", w.end), None);
+                    }
+                    if let (Some(s), Some(e)) = (s, e) {
+                        if e <= s {
+                            self.at("time", f, &format!("/offers/{i}/window"), false, "window end must be after its start".into(), None);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(qf) = p.quests.clone() {
+            for (i, q) in qf.quests.iter().enumerate() {
+                self.need_grants(known, &q.rewards, "quests.json", &format!("/quests/{i}/rewards"));
+            }
+        }
+    }
+
+    fn check_start(&mut self, t: &TitleFile, p: &Parsed, known: &Known) {
+        let Some(bf) = &p.buildings else { return };
+        let f = "title.json";
+        let mut cells: HashMap<(i32, i32), usize> = HashMap::new();
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        let hq_level = t.start.buildings.iter().filter(|b| b.building == t.headquarters).map(|b| b.level).max().unwrap_or(0);
+        if hq_level == 0 && known.has(IdKind::Building, &t.headquarters) {
+            self.at("start", f, "/start/buildings", false, format!("a new player must start with the headquarters `{}`", t.headquarters), None);
+        }
+        for (i, sb) in t.start.buildings.iter().enumerate() {
+            let base = format!("/start/buildings/{i}");
+            let Some(def) = bf.buildings.iter().find(|b| b.id == sb.building) else {
+                self.need(known, IdKind::Building, &sb.building, f, &format!("{base}/building"), false);
+                continue;
+            };
+            if sb.level as usize > def.levels.len() {
+                self.at("level-range", f, &format!("{base}/level"), false, format!("`{}` has {} levels, not {}", def.id, def.levels.len(), sb.level), None);
+            }
+            if sb.x + def.size.w > t.grid.width || sb.y + def.size.h > t.grid.height {
+                self.at("start", f, &base, false, format!("`{}` at ({}, {}) with size {}x{} does not fit the {}x{} grid", def.id, sb.x, sb.y, def.size.w, def.size.h, t.grid.width, t.grid.height), None);
+            }
+            for x in sb.x..sb.x + def.size.w {
+                for y in sb.y..sb.y + def.size.h {
+                    if let Some(other) = cells.insert((x, y), i) {
+                        if other != i {
+                            self.at("start", f, &base, false, format!("`{}` overlaps start building {other} at ({x}, {y})", def.id), None);
+                            break;
+                        }
+                    }
+                }
+            }
+            let c = counts.entry(def.id.as_str()).or_default();
+            *c += 1;
+            if hq_level > 0 {
+                if let Some(&max) = def.max_count.get(hq_level as usize - 1) {
+                    if *c > max {
+                        self.at("start", f, &base, false, format!("a new player may have {max} `{}` at headquarters level {hq_level}, the start has more", def.id), None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_script_ids(&mut self, file: &str, script: &Script, known: &Known) {
+        for r in script_id_refs(script) {
+            if known.ids.contains_key(&r.kind) && !known.has(r.kind, &r.id) {
+                let help = did_you_mean(&r.id, known.list(r.kind));
+                self.diags.push(
+                    Diagnostic::error("unknown-id", file, format!("unknown {} `{}` in {}(..)", r.kind.noun(), r.id, r.function))
+                        .at(r.line, r.column, r.id.chars().count() + 2)
+                        .help(help),
+                );
+            }
+        }
+    }
+
+    /// Checks every hook binding: the module exists, the function exists,
+    /// and it takes exactly one argument.
+    fn check_hooks(&mut self, p: &Parsed, scripts: &BTreeMap<String, Script>) -> BTreeMap<String, HookRef> {
+        let mut bound = BTreeMap::new();
+        let mut sites: Vec<(String, &'static str, String)> = Vec::new();
+        if let Some(t) = &p.title {
+            for (name, r) in &t.hooks {
+                sites.push((r.clone(), "title.json", format!("/hooks/{name}")));
+            }
+            for (name, a) in &t.actions {
+                sites.push((a.function.clone(), "title.json", format!("/actions/{name}/function")));
+            }
+        }
+        if let Some(s) = &p.store {
+            for (i, it) in s.items.iter().enumerate() {
+                if let Some(h) = &it.hook {
+                    sites.push((h.clone(), "store.json", format!("/items/{i}/hook")));
+                }
+            }
+        }
+        for (text, file, pointer) in sites {
+            let Some(h) = HookRef::parse(&text) else { continue };
+            let Some(script) = scripts.get(&h.module) else {
+                let present = self.files.contains_key(&format!("scripts/{}.rhai", h.module));
+                if !present {
+                    let modules: Vec<&str> = scripts.keys().map(String::as_str).collect();
+                    self.at("hook", file, &pointer, false, format!("no script file scripts/{}.rhai for `{text}`", h.module), did_you_mean(&h.module, modules));
+                }
+                continue;
+            };
+            let arities = script.arities(&h.function);
+            if arities.is_empty() {
+                let names = script.function_names();
+                self.at("hook", file, &pointer, false, format!("scripts/{}.rhai has no function `{}`", h.module, h.function), did_you_mean(&h.function, names.iter().map(String::as_str)));
+            } else if !arities.contains(&1) {
+                self.at("hook", file, &pointer, false, format!("`{text}` takes {} argument(s); hooks and actions take exactly 1 (the event or args map)", arities[0]), None);
+            } else if let Some(name) = pointer.strip_prefix("/hooks/") {
+                bound.insert(name.to_string(), h);
+            }
+        }
+        bound
+    }
+
+    fn expression_sites(&self, p: &Parsed) -> Vec<(String, ExprSite)> {
+        let mut out = Vec::new();
+        let site = |file: &'static str, pointer: String, node: Option<Node>| ExprSite { file, pointer, node };
+        if let Some(t) = &p.title {
+            for (name, a) in &t.actions {
+                if let Some(r) = &a.requires {
+                    out.push((r.clone(), site("title.json", format!("/actions/{name}/requires"), None)));
+                }
+            }
+        }
+        if let Some(f) = &p.buildings {
+            for (i, b) in f.buildings.iter().enumerate() {
+                for (l, lv) in b.levels.iter().enumerate() {
+                    if let Some(r) = &lv.requires {
+                        let node = Node { kind: IdKind::Building, id: b.id.clone(), level: l as i64 + 1 };
+                        out.push((r.clone(), site("buildings.json", format!("/buildings/{i}/levels/{l}/requires"), Some(node))));
+                    }
+                }
+            }
+        }
+        if let Some(f) = &p.units {
+            for (i, u) in f.units.iter().enumerate() {
+                if let Some(r) = &u.requires {
+                    out.push((r.clone(), site("units.json", format!("/units/{i}/requires"), None)));
+                }
+            }
+        }
+        if let Some(f) = &p.research {
+            for (i, r) in f.research.iter().enumerate() {
+                for (l, lv) in r.levels.iter().enumerate() {
+                    if let Some(req) = &lv.requires {
+                        let node = Node { kind: IdKind::Research, id: r.id.clone(), level: l as i64 + 1 };
+                        out.push((req.clone(), site("research.json", format!("/research/{i}/levels/{l}/requires"), Some(node))));
+                    }
+                }
+            }
+        }
+        if let Some(f) = &p.store {
+            for (i, o) in f.offers.iter().enumerate() {
+                if let Some(r) = &o.requires {
+                    out.push((r.clone(), site("store.json", format!("/offers/{i}/requires"), None)));
+                }
+            }
+        }
+        if let Some(f) = &p.quests {
+            for (i, q) in f.quests.iter().enumerate() {
+                out.push((q.goal.clone(), site("quests.json", format!("/quests/{i}/goal"), None)));
+                if let Some(r) = &q.requires {
+                    out.push((r.clone(), site("quests.json", format!("/quests/{i}/requires"), None)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Position in the file of a (line, column) inside an expression string.
+    fn expr_pos(&mut self, site: &ExprSite, line: usize, column: usize) -> Option<(usize, usize)> {
+        self.map(site.file)?.string_position(&site.pointer, line, column)
+    }
+
+    fn compile_expr(&mut self, sandbox: &Sandbox, source: &str, site: &ExprSite) -> Option<Expr> {
+        match sandbox.compile_expr(source) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                let mut d = Diagnostic::error("expression", site.file, format!("in expression: {}", e.message)).pointer(&site.pointer);
+                let pos = match (e.line, e.column) {
+                    (Some(l), Some(c)) => self.expr_pos(site, l, c),
+                    _ => self.map(site.file).and_then(|m| m.locate(&site.pointer, false)).map(|(l, c, _)| (l, c)),
+                };
+                if let Some((l, c)) = pos {
+                    d = d.at(l, c, 1);
+                }
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    fn check_expr_ref(&mut self, r: &IdRef, site: &ExprSite, known: &Known, edges: &mut BTreeMap<Node, Vec<(Node, ExprSite)>>) {
+        let pos = self.expr_pos(site, r.line, r.column);
+        let place = |d: Diagnostic| match pos {
+            Some((l, c)) => d.pointer(&site.pointer).at(l, c, r.id.chars().count() + 2),
+            None => d.pointer(&site.pointer),
+        };
+        if known.ids.contains_key(&r.kind) && !known.has(r.kind, &r.id) {
+            let help = did_you_mean(&r.id, known.list(r.kind));
+            let d = Diagnostic::error("unknown-id", site.file, format!("unknown {} `{}` in {}(..)", r.kind.noun(), r.id, r.function)).help(help);
+            self.diags.push(place(d));
+            return;
+        }
+        let (Some(min), Some(&levels)) = (r.min_level, known.levels.get(&(r.kind, r.id.clone()))) else { return };
+        if min > levels {
+            let d = Diagnostic::error(
+                "unreachable",
+                site.file,
+                format!("requires {} `{}` level {min}, but it has only {levels} levels: this can never be met", r.kind.noun(), r.id),
+            );
+            self.diags.push(place(d));
+            return;
+        }
+        if let Some(from) = &site.node {
+            if min >= 1 {
+                let to = Node { kind: r.kind, id: r.id.clone(), level: min };
+                edges.entry(from.clone()).or_default().push((to, site.clone()));
+            }
+        }
+    }
+
+    /// Finds requirement cycles: a level that (through other requirements)
+    /// needs itself. Level L of anything also needs level L-1 of it, and a
+    /// research needs its building at level 1.
+    fn check_cycles(&mut self, p: &Parsed, edges: &BTreeMap<Node, Vec<(Node, ExprSite)>>) {
+        let research_building: HashMap<String, String> =
+            p.research.iter().flat_map(|f| f.research.iter().map(|r| (r.id.clone(), r.building.clone()))).collect();
+        let next = |n: &Node| -> Vec<Node> {
+            let mut out: Vec<Node> = edges.get(n).map(|v| v.iter().map(|(t, _)| t.clone()).collect()).unwrap_or_default();
+            if n.level > 1 {
+                out.push(Node { level: n.level - 1, ..n.clone() });
+            }
+            if n.kind == IdKind::Research {
+                if let Some(b) = research_building.get(&n.id) {
+                    out.push(Node { kind: IdKind::Building, id: b.clone(), level: 1 });
+                }
+            }
+            out
+        };
+        // Iterative DFS with colours; report each cycle once, at the
+        // expression of the edge that closes it.
+        let mut state: HashMap<Node, u8> = HashMap::new();
+        let mut reported: HashSet<Vec<Node>> = HashSet::new();
+        for start in edges.keys() {
+            if state.get(start).copied().unwrap_or(0) != 0 {
+                continue;
+            }
+            let mut stack: Vec<(Node, Vec<Node>, usize)> = vec![(start.clone(), next(start), 0)];
+            state.insert(start.clone(), 1);
+            while let Some((node, succ, i)) = stack.last_mut() {
+                if *i >= succ.len() {
+                    state.insert(node.clone(), 2);
+                    stack.pop();
+                    continue;
+                }
+                let to = succ[*i].clone();
+                *i += 1;
+                match state.get(&to).copied().unwrap_or(0) {
+                    0 => {
+                        state.insert(to.clone(), 1);
+                        let s = next(&to);
+                        stack.push((to, s, 0));
+                    }
+                    1 => {
+                        let pos = stack.iter().position(|(n, _, _)| *n == to).unwrap_or(0);
+                        let mut cycle: Vec<Node> = stack[pos..].iter().map(|(n, _, _)| n.clone()).collect();
+                        let mut key = cycle.clone();
+                        key.sort();
+                        if reported.insert(key) {
+                            let closing = cycle.last().cloned();
+                            cycle.push(to.clone());
+                            let text = cycle.iter().map(Node::describe).collect::<Vec<_>>().join(" needs ");
+                            let site = closing
+                                .and_then(|c| edges.get(&c).and_then(|v| v.iter().find(|(t, _)| *t == to)).map(|(_, s)| s.clone()))
+                                .or_else(|| edges.get(&cycle[0]).and_then(|v| v.first()).map(|(_, s)| s.clone()));
+                            if let Some(site) = site {
+                                self.at("cycle", site.file, &site.pointer, false, format!("requirement cycle: {text}; none of them can ever be built"), None);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn build(
+        &mut self,
+        p: Parsed,
+        mut exprs: HashMap<String, Expr>,
+        hooks: BTreeMap<String, HookRef>,
+        scripts: BTreeMap<String, Script>,
+        sandbox: Sandbox,
+        content_version: String,
+    ) -> Option<Title> {
+        let manifest = p.title?;
+        let mut take = |file: &str, pointer: String| exprs.remove(&format!("{file}#{pointer}"));
+        let buildings: Vec<BuildingType> = p.buildings?.buildings.into_iter().enumerate()
+            .map(|(i, def)| BuildingType {
+                requires: (0..def.levels.len()).map(|l| take("buildings.json", format!("/buildings/{i}/levels/{l}/requires"))).collect(),
+                def,
+            })
+            .collect();
+        let units: Vec<UnitType> = p.units.map(|f| f.units).unwrap_or_default().into_iter().enumerate()
+            .map(|(i, def)| UnitType { requires: take("units.json", format!("/units/{i}/requires")), def })
+            .collect();
+        let research: Vec<ResearchType> = p.research.map(|f| f.research).unwrap_or_default().into_iter().enumerate()
+            .map(|(i, def)| ResearchType {
+                requires: (0..def.levels.len()).map(|l| take("research.json", format!("/research/{i}/levels/{l}/requires"))).collect(),
+                def,
+            })
+            .collect();
+        let store = p.store.unwrap_or(StoreFile { schema: None, format_version: 1, items: Vec::new(), offers: Vec::new() });
+        let items: Vec<Item> = store.items.into_iter().map(|def| Item { hook: def.hook.as_deref().and_then(HookRef::parse), def }).collect();
+        let offers: Vec<Offer> = store.offers.into_iter().enumerate()
+            .map(|(i, def)| Offer {
+                requires: take("store.json", format!("/offers/{i}/requires")),
+                window_ms: def.window.as_ref().and_then(|w| Some((crate::time::parse_utc(&w.start)?, crate::time::parse_utc(&w.end)?))),
+                def,
+            })
+            .collect();
+        let mut quests = Vec::new();
+        for (i, def) in p.quests.map(|f| f.quests).unwrap_or_default().into_iter().enumerate() {
+            let goal = take("quests.json", format!("/quests/{i}/goal"))?;
+            quests.push(Quest { requires: take("quests.json", format!("/quests/{i}/requires")), goal, def });
+        }
+        let mut actions = BTreeMap::new();
+        for (name, def) in &manifest.actions {
+            let function = HookRef::parse(&def.function)?;
+            actions.insert(name.clone(), Action { requires: take("title.json", format!("/actions/{name}/requires")), function, def: def.clone() });
+        }
+        let resources = p.resources?.resources;
+        let index = crate::title::Index {
+            resources: resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect(),
+            buildings: buildings.iter().enumerate().map(|(i, b)| (b.def.id.clone(), i)).collect(),
+            units: units.iter().enumerate().map(|(i, u)| (u.def.id.clone(), i)).collect(),
+            research: research.iter().enumerate().map(|(i, r)| (r.def.id.clone(), i)).collect(),
+            items: items.iter().enumerate().map(|(i, it)| (it.def.id.clone(), i)).collect(),
+            offers: offers.iter().enumerate().map(|(i, o)| (o.def.id.clone(), i)).collect(),
+            quests: quests.iter().enumerate().map(|(i, q)| (q.def.id.clone(), i)).collect(),
+        };
+        Some(Title(Arc::new(TitleData {
+            manifest,
+            content_version,
+            resources,
+            buildings,
+            units,
+            research,
+            items,
+            offers,
+            quests,
+            actions,
+            hooks,
+            scripts,
+            sandbox,
+            index,
+        })))
+    }
+
+    /// Evaluates every expression once against a new player's state. A
+    /// requirement that is not true/false is an error; any other failure is
+    /// a warning (it may depend on state a new player does not have yet).
+    fn trial(&mut self, title: &Title) {
+        let state = crate::rules::new_player(title, 0);
+        let mut checks: Vec<(&'static str, String, &Expr)> = Vec::new();
+        for (i, b) in title.buildings.iter().enumerate() {
+            for (l, e) in b.requires.iter().enumerate() {
+                if let Some(e) = e {
+                    checks.push(("buildings.json", format!("/buildings/{i}/levels/{l}/requires"), e));
+                }
+            }
+        }
+        for (i, u) in title.units.iter().enumerate() {
+            if let Some(e) = &u.requires {
+                checks.push(("units.json", format!("/units/{i}/requires"), e));
+            }
+        }
+        for (i, r) in title.research.iter().enumerate() {
+            for (l, e) in r.requires.iter().enumerate() {
+                if let Some(e) = e {
+                    checks.push(("research.json", format!("/research/{i}/levels/{l}/requires"), e));
+                }
+            }
+        }
+        for (i, o) in title.offers.iter().enumerate() {
+            if let Some(e) = &o.requires {
+                checks.push(("store.json", format!("/offers/{i}/requires"), e));
+            }
+        }
+        for (i, q) in title.quests.iter().enumerate() {
+            checks.push(("quests.json", format!("/quests/{i}/goal"), &q.goal));
+            if let Some(e) = &q.requires {
+                checks.push(("quests.json", format!("/quests/{i}/requires"), e));
+            }
+        }
+        for (name, a) in &title.actions {
+            if let Some(e) = &a.requires {
+                checks.push(("title.json", format!("/actions/{name}/requires"), e));
+            }
+        }
+        let ctx = crate::view::ctx(title, &state, 0, 0);
+        for (file, pointer, expr) in checks {
+            if let Err(e) = title.sandbox.eval_bool(expr, &ctx) {
+                if e.kind == EvalErrorKind::WrongType {
+                    self.at("expression", file, &pointer, false, format!("requirement must be true or false: {}", e.message), None);
+                } else {
+                    self.warn_at("expression", file, &pointer, format!("fails for a new player: {}", e.with_position()), None);
+                }
+            }
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; diagnostics carry that apart.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}

@@ -1,0 +1,910 @@
+//! The rules engine: pure functions of (title, state, action, now, rng).
+//!
+//! Time is lazy: nothing ticks. [`advance`] brings a state to `now` by
+//! completing every timer that ended in between, in time order, and
+//! [`apply`] advances and then performs one [`Action`]. An action either
+//! succeeds completely or fails with an [`ActionError`] and leaves the
+//! (advanced) state exactly as it was: simple actions check everything
+//! before they change anything; actions that apply lists of effects
+//! (purchases, items, quests, custom script actions) work on a copy that
+//! replaces the state only on success.
+
+use std::collections::BTreeMap;
+
+use citadel_dsl::{Dynamic, Effect, Expr, IdKind};
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::did_you_mean;
+use crate::format::{Amounts, Grants, ResearchEffectKind};
+use crate::state::*;
+use crate::title::{HookRef, Title};
+use crate::view::with_ctx;
+
+/// Units one `train` action may queue; bigger batches are a client bug.
+pub const TRAIN_COUNT_MAX: i64 = 100;
+/// Flags one player may have set; flags are for scripted progress, not data.
+pub const FLAGS_MAX: usize = 256;
+/// Length of one flag or timer name.
+pub const NAME_BYTES_MAX: usize = 64;
+/// Script timers one player may have running.
+pub const TIMERS_MAX: usize = 32;
+/// Script timers fired in one advance. A timer that restarts itself every
+/// second would otherwise fire millions of times after a month offline;
+/// timers beyond this fire at the next advance instead.
+pub const TIMER_FIRINGS_PER_ADVANCE_MAX: usize = 1000;
+/// Length of a notification text.
+pub const NOTIFY_BYTES_MAX: usize = 500;
+/// Most of one item kind a player may hold.
+pub const ITEM_COUNT_MAX: i64 = 1_000_000_000;
+
+/// The deterministic random source injected into the rules. Hooks draw
+/// their seeds from it, so a replay with the same seed gives the same result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// What a player asks for. The JSON form is what clients send:
+/// `{"action": "build", "building": "farm", "x": 3, "y": 4}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Place a new building and start its construction.
+    Build { building: String, x: i32, y: i32 },
+    /// Start upgrading a building to its next level.
+    Upgrade { id: u32 },
+    /// Cancel a construction or upgrade; refunds `cancel_refund_percent` of its cost.
+    Cancel { id: u32 },
+    /// Finish a construction or upgrade now, paying premium currency.
+    SpeedUp { id: u32 },
+    /// Finish the running research now, paying premium currency.
+    SpeedUpResearch {},
+    /// Finish a building type's whole training queue now, paying premium currency.
+    SpeedUpTraining { building: String },
+    /// Move a building to another free spot.
+    Move { id: u32, x: i32, y: i32 },
+    /// Collect a producer's output into storage.
+    Collect { id: u32 },
+    /// Collect every producer.
+    CollectAll {},
+    /// Queue units for training.
+    Train { unit: String, count: i64 },
+    /// Start the next level of a research.
+    Research { research: String },
+    /// Buy a store offer once.
+    Buy { offer: String },
+    /// Use one item from the inventory.
+    UseItem { item: String },
+    /// Claim a finished quest's rewards.
+    ClaimQuest { quest: String },
+    /// A title-defined action handled by a script.
+    Custom {
+        name: String,
+        #[serde(default)]
+        args: serde_json::Value,
+    },
+}
+
+impl Action {
+    /// The action's name as in its JSON form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Build { .. } => "build",
+            Action::Upgrade { .. } => "upgrade",
+            Action::Cancel { .. } => "cancel",
+            Action::SpeedUp { .. } => "speed_up",
+            Action::SpeedUpResearch {} => "speed_up_research",
+            Action::SpeedUpTraining { .. } => "speed_up_training",
+            Action::Move { .. } => "move",
+            Action::Collect { .. } => "collect",
+            Action::CollectAll {} => "collect_all",
+            Action::Train { .. } => "train",
+            Action::Research { .. } => "research",
+            Action::Buy { .. } => "buy",
+            Action::UseItem { .. } => "use_item",
+            Action::ClaimQuest { .. } => "claim_quest",
+            Action::Custom { .. } => "custom",
+        }
+    }
+}
+
+/// Stable error codes; clients and scenario tests match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The action names an id the title does not define.
+    UnknownId,
+    /// No building with that instance id.
+    NotFound,
+    /// Arguments out of range or of the wrong kind.
+    InvalidArgument,
+    InsufficientResources,
+    RequirementNotMet,
+    NoFreeBuilder,
+    /// The count limit for this building at the current headquarters level.
+    LimitReached,
+    MaxLevel,
+    /// Already upgrading / a research already running.
+    Busy,
+    /// Nothing in progress to cancel or speed up.
+    NotBusy,
+    OutOfBounds,
+    Collision,
+    QueueFull,
+    HousingFull,
+    /// Offer outside its window or over its purchase limit, or no such item held.
+    NotAvailable,
+    AlreadyClaimed,
+    GoalNotMet,
+    NothingToCollect,
+    StorageFull,
+    /// A script failed or returned invalid effects.
+    ScriptError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => match ALL_CODES.iter().find(|c| **c == s) {
+                Some(c) => c,
+                None => "unknown",
+            },
+            _ => "unknown",
+        }
+    }
+}
+
+/// Every error code, as in JSON (kept in step with [`ErrorCode`] by a test).
+pub const ALL_CODES: &[&str] = &[
+    "unknown_id", "not_found", "invalid_argument", "insufficient_resources", "requirement_not_met",
+    "no_free_builder", "limit_reached", "max_level", "busy", "not_busy", "out_of_bounds", "collision",
+    "queue_full", "housing_full", "not_available", "already_claimed", "goal_not_met", "nothing_to_collect",
+    "storage_full", "script_error",
+];
+
+/// Why an action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ActionError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn err<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, ActionError> {
+    Err(ActionError { code, message: message.into() })
+}
+
+/// Something that happened, for the client to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    BuildingCompleted { id: u32, building: String, level: u32 },
+    ResearchCompleted { research: String, level: u32 },
+    UnitTrained { unit: String, building: String },
+    TimerEnded { name: String },
+    Collected { resource: String, amount: i64 },
+    Refunded { resources: Amounts },
+    Notify { text: String },
+    /// A hook failed; its effects were not applied, the game went on.
+    HookFailed { hook: String, message: String },
+}
+
+fn unknown(title: &Title, kind: IdKind, id: &str) -> ActionError {
+    let help = did_you_mean(id, title.ids(kind)).map(|h| format!("; {h}")).unwrap_or_default();
+    ActionError { code: ErrorCode::UnknownId, message: format!("unknown {} `{id}`{help}", kind.noun()) }
+}
+
+/// A new player's state at `now_ms`.
+pub fn new_player(title: &Title, now_ms: i64) -> PlayerState {
+    let start = &title.manifest.start;
+    let mut s = PlayerState {
+        format_version: STATE_FORMAT_VERSION,
+        title: title.id().to_string(),
+        content_version: title.content_version.clone(),
+        created_ms: now_ms,
+        clock_ms: now_ms,
+        ..PlayerState::default()
+    };
+    for r in &title.resources {
+        s.resources.insert(r.id.clone(), start.resources.get(&r.id).copied().unwrap_or(0));
+    }
+    for (i, b) in start.buildings.iter().enumerate() {
+        s.buildings.push(Building {
+            id: i as u32 + 1,
+            building: b.building.clone(),
+            level: b.level,
+            x: b.x,
+            y: b.y,
+            upgrade: None,
+            stored: 0,
+            since_ms: now_ms,
+        });
+    }
+    s.next_building_id = s.buildings.len() as u32 + 1;
+    s.units = start.units.clone();
+    s.items = start.items.clone();
+    s.flags = start.flags.iter().cloned().collect();
+    s
+}
+
+// ---------------------------------------------------------------- derived stats
+
+fn level_stats<'t>(title: &'t Title, b: &Building) -> Option<&'t crate::format::BuildingLevel> {
+    if b.level == 0 {
+        return None;
+    }
+    title.building(&b.building)?.def.levels.get(b.level as usize - 1)
+}
+
+/// Sum of a research effect over every completed research level.
+pub fn research_bonus(title: &Title, s: &PlayerState, kind: ResearchEffectKind, target: Option<&str>) -> i64 {
+    let mut total = 0;
+    for (id, &lvl) in &s.research {
+        let Some(r) = title.research_type(id) else { continue };
+        for level in r.def.levels.iter().take(lvl as usize) {
+            for e in &level.effects {
+                if e.kind == kind && e.target.as_deref() == target {
+                    total += e.value;
+                }
+            }
+        }
+    }
+    total
+}
+
+/// Storage cap of a resource: its base cap plus storage buildings, scaled
+/// by storage research. `i64::MAX` for uncapped resources.
+pub fn cap(title: &Title, s: &PlayerState, r: &str) -> i64 {
+    let Some(base) = title.resource(r).and_then(|d| d.cap) else { return i64::MAX };
+    let built: i64 = s.buildings.iter().filter_map(|b| level_stats(title, b)).filter_map(|l| l.storage.get(r)).sum();
+    let pct = 100 + research_bonus(title, s, ResearchEffectKind::StoragePercent, Some(r));
+    (base + built).saturating_mul(pct.max(0)) / 100
+}
+
+fn hq_level(title: &Title, s: &PlayerState) -> u32 {
+    s.buildings.iter().filter(|b| b.building == title.headquarters()).map(|b| b.level).max().unwrap_or(0)
+}
+
+fn builders_total(title: &Title, s: &PlayerState) -> u32 {
+    title.manifest.builders + s.buildings.iter().filter_map(|b| level_stats(title, b)).map(|l| l.builders).sum::<u32>()
+}
+
+fn builders_busy(s: &PlayerState) -> u32 {
+    s.buildings.iter().filter(|b| b.upgrade.is_some()).count() as u32
+}
+
+fn housing_total(title: &Title, s: &PlayerState) -> i64 {
+    s.buildings.iter().filter_map(|b| level_stats(title, b)).map(|l| l.housing).sum()
+}
+
+fn housing_used(title: &Title, s: &PlayerState) -> i64 {
+    let of = |u: &str| title.unit(u).map_or(0, |t| t.def.housing);
+    s.units.iter().map(|(u, n)| of(u) * n).sum::<i64>() + s.training.iter().map(|o| of(&o.unit)).sum::<i64>()
+}
+
+/// `(resource, per_hour, capacity)` of a building's current level, with research applied.
+fn production(title: &Title, s: &PlayerState, b: &Building) -> Option<(String, i64, i64)> {
+    let p = level_stats(title, b)?.production.as_ref()?;
+    let pct = 100 + research_bonus(title, s, ResearchEffectKind::ProductionPercent, Some(&p.resource));
+    Some((p.resource.clone(), p.per_hour * pct.max(0) / 100, p.capacity))
+}
+
+/// Production waiting in a building at `now`: nothing accrues while it upgrades.
+fn accrued(title: &Title, s: &PlayerState, b: &Building, now: i64) -> i64 {
+    match production(title, s, b) {
+        Some((_, rate, capacity)) if b.upgrade.is_none() => {
+            let elapsed = (now - b.since_ms).max(0) as i128;
+            let made = (rate as i128 * elapsed / 3_600_000) as i64;
+            b.stored.saturating_add(made).min(capacity)
+        }
+        _ => b.stored,
+    }
+}
+
+/// Folds accrued production into `stored` as of `now` for every producer,
+/// before anything changes production rates.
+fn settle_all(title: &Title, s: &mut PlayerState, now: i64) {
+    for i in 0..s.buildings.len() {
+        let a = accrued(title, s, &s.buildings[i], now);
+        let b = &mut s.buildings[i];
+        b.stored = a;
+        b.since_ms = now;
+    }
+}
+
+fn scaled_seconds(secs: i64, percent: i64) -> i64 {
+    // Research can make things faster, but never below a tenth of the time.
+    secs * (100 + percent).max(10) / 100
+}
+
+/// Adds an amount to a resource, clamped to its cap (what does not fit is
+/// lost, as in every builder game); never lowers an amount already above the cap.
+fn credit(title: &Title, s: &mut PlayerState, r: &str, amount: i64) {
+    let cap = cap(title, s, r);
+    let have = s.resources.get(r).copied().unwrap_or(0);
+    let new = if have >= cap { have } else { have.saturating_add(amount).min(cap) };
+    s.resources.insert(r.to_string(), new);
+}
+
+fn check_cost(title: &Title, s: &PlayerState, cost: &Amounts, times: i64) -> Result<(), ActionError> {
+    for (r, &amount) in cost {
+        let need = amount.checked_mul(times).unwrap_or(i64::MAX);
+        let have = s.resources.get(r).copied().unwrap_or(0);
+        if have < need {
+            let name = title.resource(r).map_or(r.as_str(), |d| d.name.as_str());
+            return err(ErrorCode::InsufficientResources, format!("needs {need} {name}, has {have}"));
+        }
+    }
+    Ok(())
+}
+
+fn pay(s: &mut PlayerState, cost: &Amounts, times: i64) {
+    for (r, &amount) in cost {
+        if let Some(v) = s.resources.get_mut(r) {
+            *v -= amount * times;
+        }
+    }
+}
+
+fn require(title: &Title, s: &mut PlayerState, expr: Option<&Expr>, now: i64, rng: &mut Rng) -> Result<(), ActionError> {
+    let Some(expr) = expr else { return Ok(()) };
+    let seed = rng.next_u64();
+    match with_ctx(title, s, now, seed, |ctx| title.sandbox.eval_bool(expr, ctx)) {
+        Ok(true) => Ok(()),
+        Ok(false) => err(ErrorCode::RequirementNotMet, format!("requirement not met: {}", expr.source())),
+        Err(e) => err(ErrorCode::ScriptError, format!("requirement `{}` failed: {}", expr.source(), e.with_position())),
+    }
+}
+
+fn fits(title: &Title, s: &PlayerState, building: &str, x: i32, y: i32, ignore: Option<u32>) -> Result<(), ActionError> {
+    let Some(def) = title.building(building) else { return Err(unknown(title, IdKind::Building, building)) };
+    let (w, h) = (def.def.size.w, def.def.size.h);
+    let grid = &title.manifest.grid;
+    if x < 0 || y < 0 || x + w > grid.width || y + h > grid.height {
+        return err(ErrorCode::OutOfBounds, format!("a {w}x{h} building at ({x}, {y}) does not fit the {}x{} grid", grid.width, grid.height));
+    }
+    for b in s.buildings.iter().filter(|b| Some(b.id) != ignore) {
+        let Some(o) = title.building(&b.building) else { continue };
+        if x < b.x + o.def.size.w && b.x < x + w && y < b.y + o.def.size.h && b.y < y + h {
+            return err(ErrorCode::Collision, format!("overlaps building {} ({}) at ({}, {})", b.id, b.building, b.x, b.y));
+        }
+    }
+    Ok(())
+}
+
+fn building_index(s: &PlayerState, id: u32) -> Result<usize, ActionError> {
+    s.buildings.iter().position(|b| b.id == id).map_or_else(|| err(ErrorCode::NotFound, format!("no building with id {id}")), Ok)
+}
+
+fn speed_up_cost(title: &Title, remaining_ms: i64) -> i64 {
+    let per = title.manifest.speed_up_seconds_per_premium * 1000;
+    ((remaining_ms.max(0) + per - 1) / per).max(1)
+}
+
+// ---------------------------------------------------------------- hooks and effects
+
+fn event_map(pairs: &[(&str, Dynamic)]) -> Dynamic {
+    let mut map = citadel_dsl::Map::new();
+    for (k, v) in pairs {
+        map.insert((*k).into(), v.clone());
+    }
+    Dynamic::from_map(map)
+}
+
+/// Calls a script function and returns its effects, or a message.
+fn call_fn(title: &Title, s: &mut PlayerState, f: &HookRef, arg: Dynamic, now: i64, rng: &mut Rng) -> Result<Vec<Effect>, String> {
+    let Some(script) = title.script_fn(f) else { return Err(format!("no script `{}`", f.module)) };
+    let seed = rng.next_u64();
+    with_ctx(title, s, now, seed, |ctx| title.sandbox.call(script, &f.function, arg, ctx)).map_err(|e| format!("{f}: {}", e.with_position()))
+}
+
+/// Applies effects to `s` all together or not at all.
+fn apply_effects(title: &Title, s: &mut PlayerState, effects: &[Effect], now: i64, events: &mut Vec<Event>) -> Result<(), String> {
+    let mut next = s.clone();
+    let mut out = Vec::new();
+    for (i, e) in effects.iter().enumerate() {
+        apply_effect(title, &mut next, e, now, &mut out).map_err(|m| format!("effect {i} ({}): {m}", e.kind()))?;
+    }
+    *s = next;
+    events.extend(out);
+    Ok(())
+}
+
+fn name_ok(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(format!("name must be 1 to {NAME_BYTES_MAX} bytes"));
+    }
+    Ok(())
+}
+
+fn apply_effect(title: &Title, s: &mut PlayerState, e: &Effect, now: i64, events: &mut Vec<Event>) -> Result<(), String> {
+    let unknown = |kind: IdKind, id: &str| unknown(title, kind, id).message;
+    match e {
+        Effect::Grant { resource, amount } => {
+            title.resource(resource).ok_or_else(|| unknown(IdKind::Resource, resource))?;
+            credit(title, s, resource, *amount);
+        }
+        Effect::Spend { resource, amount } => {
+            title.resource(resource).ok_or_else(|| unknown(IdKind::Resource, resource))?;
+            let have = s.resources.get(resource).copied().unwrap_or(0);
+            if have < *amount {
+                return Err(format!("needs {amount} {resource}, has {have}"));
+            }
+            s.resources.insert(resource.clone(), have - amount);
+        }
+        Effect::GrantItem { item, count } => {
+            title.item(item).ok_or_else(|| unknown(IdKind::Item, item))?;
+            let n = s.items.entry(item.clone()).or_default();
+            *n = n.saturating_add(*count).min(ITEM_COUNT_MAX);
+        }
+        Effect::GrantUnit { unit, count } => {
+            let u = title.unit(unit).ok_or_else(|| unknown(IdKind::Unit, unit))?;
+            let need = u.def.housing.saturating_mul(*count);
+            let (used, total) = (housing_used(title, s), housing_total(title, s));
+            if used + need > total {
+                return Err(format!("not enough housing: {count} {unit} need {need}, {} free", total - used));
+            }
+            *s.units.entry(unit.clone()).or_default() += count;
+        }
+        Effect::SetFlag { flag } => {
+            name_ok(flag)?;
+            if !s.flags.contains(flag) && s.flags.len() >= FLAGS_MAX {
+                return Err(format!("a player may have at most {FLAGS_MAX} flags"));
+            }
+            s.flags.insert(flag.clone());
+        }
+        Effect::ClearFlag { flag } => {
+            s.flags.remove(flag);
+        }
+        Effect::StartTimer { name, seconds } => {
+            name_ok(name)?;
+            if !s.timers.contains_key(name) && s.timers.len() >= TIMERS_MAX {
+                return Err(format!("a player may have at most {TIMERS_MAX} timers"));
+            }
+            s.timers.insert(name.clone(), now + seconds * 1000);
+        }
+        Effect::AwardScore { stat, amount } => {
+            if !title.manifest.scores.contains(stat) {
+                let help = did_you_mean(stat, title.manifest.scores.iter().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
+                return Err(format!("unknown score `{stat}`: not listed in title.json scores{help}"));
+            }
+            let v = s.scores.entry(stat.clone()).or_default();
+            *v = v.saturating_add(*amount);
+        }
+        Effect::GrantXp { amount } => s.xp = s.xp.saturating_add(*amount),
+        Effect::Notify { text } => {
+            if text.len() > NOTIFY_BYTES_MAX {
+                return Err(format!("notification longer than {NOTIFY_BYTES_MAX} bytes"));
+            }
+            events.push(Event::Notify { text: text.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Runs a bound hook, applying its effects if they are all valid; a failure
+/// becomes a [`Event::HookFailed`] and changes nothing.
+fn run_hook(title: &Title, s: &mut PlayerState, hook: &str, arg: Dynamic, now: i64, rng: &mut Rng, events: &mut Vec<Event>) {
+    let Some(f) = title.hooks.get(hook).cloned() else { return };
+    let result = call_fn(title, s, &f, arg, now, rng).and_then(|fx| apply_effects(title, s, &fx, now, events));
+    if let Err(message) = result {
+        events.push(Event::HookFailed { hook: hook.to_string(), message });
+    }
+}
+
+fn apply_grants(title: &Title, s: &mut PlayerState, g: &Grants) -> Result<(), ActionError> {
+    let need: i64 = g.units.iter().map(|(u, n)| title.unit(u).map_or(0, |t| t.def.housing) * n).sum();
+    let (used, total) = (housing_used(title, s), housing_total(title, s));
+    if need > 0 && used + need > total {
+        return err(ErrorCode::HousingFull, format!("not enough housing: needs {need}, {} free", total - used));
+    }
+    for (u, n) in &g.units {
+        *s.units.entry(u.clone()).or_default() += n;
+    }
+    for (i, n) in &g.items {
+        let v = s.items.entry(i.clone()).or_default();
+        *v = v.saturating_add(*n).min(ITEM_COUNT_MAX);
+    }
+    for (r, n) in &g.resources {
+        credit(title, s, r, *n);
+    }
+    s.xp = s.xp.saturating_add(g.xp);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- time
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Building(u32),
+    Research,
+    Training(usize),
+    Timer(String),
+}
+
+fn next_due(s: &PlayerState, now: i64) -> Option<(i64, Due)> {
+    let mut best: Option<(i64, Due)> = None;
+    let mut offer = |t: i64, d: Due| {
+        if t <= now && best.as_ref().is_none_or(|(bt, bd)| (t, &d) < (*bt, bd)) {
+            best = Some((t, d));
+        }
+    };
+    for b in &s.buildings {
+        if let Some(u) = &b.upgrade {
+            offer(u.ends_ms, Due::Building(b.id));
+        }
+    }
+    if let Some(r) = &s.research_active {
+        offer(r.ends_ms, Due::Research);
+    }
+    for (i, o) in s.training.iter().enumerate() {
+        offer(o.ends_ms, Due::Training(i));
+    }
+    for (name, &t) in &s.timers {
+        offer(t, Due::Timer(name.clone()));
+    }
+    best
+}
+
+/// Brings `s` to `now_ms`, completing every timer that ended by then, in
+/// time order, each at its own end time (so hooks see the right `now()`).
+/// A clock behind the state's is treated as the state's (time never runs back).
+pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -> Vec<Event> {
+    let now = now_ms.max(s.clock_ms);
+    let mut events = Vec::new();
+    let mut timer_firings = 0;
+    // Order of operations per step: pick the earliest due completion, apply
+    // it at its time, run its hook, repeat; then set the clock.
+    while let Some((t, due)) = next_due(s, now) {
+        match due {
+            Due::Building(id) => {
+                let Some(b) = s.building_mut(id) else { break };
+                let Some(up) = b.upgrade.take() else { break };
+                b.level = up.to_level;
+                b.since_ms = t;
+                let (building, level) = (b.building.clone(), b.level);
+                let xp = title.building(&building).and_then(|d| d.def.levels.get(level as usize - 1)).map_or(0, |l| l.xp);
+                s.xp = s.xp.saturating_add(xp);
+                events.push(Event::BuildingCompleted { id, building: building.clone(), level });
+                let arg = event_map(&[("id", (id as i64).into()), ("building", building.into()), ("level", (level as i64).into())]);
+                run_hook(title, s, "on_build_complete", arg, t, rng, &mut events);
+            }
+            Due::Research => {
+                let Some(r) = s.research_active.take() else { break };
+                // Research may change production rates: bank what was made at the old rate.
+                settle_all(title, s, t);
+                s.research.insert(r.research.clone(), r.level);
+                events.push(Event::ResearchCompleted { research: r.research.clone(), level: r.level });
+                let arg = event_map(&[("research", r.research.into()), ("level", (r.level as i64).into())]);
+                run_hook(title, s, "on_research_complete", arg, t, rng, &mut events);
+            }
+            Due::Training(i) => {
+                let o = s.training.remove(i);
+                *s.units.entry(o.unit.clone()).or_default() += 1;
+                events.push(Event::UnitTrained { unit: o.unit.clone(), building: o.building.clone() });
+                let arg = event_map(&[("unit", o.unit.into()), ("building", o.building.into())]);
+                run_hook(title, s, "on_unit_trained", arg, t, rng, &mut events);
+            }
+            Due::Timer(name) => {
+                timer_firings += 1;
+                if timer_firings > TIMER_FIRINGS_PER_ADVANCE_MAX {
+                    // Postpone every due timer to now; they fire next time.
+                    for v in s.timers.values_mut() {
+                        *v = (*v).max(now + 1);
+                    }
+                    continue;
+                }
+                s.timers.remove(&name);
+                events.push(Event::TimerEnded { name: name.clone() });
+                run_hook(title, s, "on_timer", event_map(&[("name", name.into())]), t, rng, &mut events);
+            }
+        }
+        s.clock_ms = s.clock_ms.max(t);
+    }
+    s.clock_ms = now;
+    s.content_version.clone_from(&title.content_version);
+    events
+}
+
+/// A player logs in: advance, then run the `on_login` hook.
+pub fn login(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -> Vec<Event> {
+    let mut events = advance(title, s, now_ms, rng);
+    let now = s.clock_ms;
+    let first = s.last_login_ms.is_none();
+    let away = s.last_login_ms.map_or(0, |t| (now - t) / 1000);
+    s.last_login_ms = Some(now);
+    let arg = event_map(&[("first", first.into()), ("away_seconds", away.into())]);
+    run_hook(title, s, "on_login", arg, now, rng, &mut events);
+    events
+}
+
+/// Advances `s` to `now_ms` and performs `action`. On error the state is
+/// exactly as [`advance`] left it.
+pub fn apply(title: &Title, s: &mut PlayerState, action: &Action, now_ms: i64, rng: &mut Rng) -> Result<Vec<Event>, ActionError> {
+    let mut events = advance(title, s, now_ms, rng);
+    let now = s.clock_ms;
+    act(title, s, action, now, rng, &mut events)?;
+    // Actions with zero-time results (instant builds, speed-ups) complete now.
+    events.extend(advance(title, s, now, rng));
+    Ok(events)
+}
+
+fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut Rng, events: &mut Vec<Event>) -> Result<(), ActionError> {
+    match action {
+        Action::Build { building, x, y } => {
+            let def = title.building(building).ok_or_else(|| unknown(title, IdKind::Building, building))?;
+            let hq = hq_level(title, s);
+            let max = def.def.max_count.get(hq.max(1) as usize - 1).copied().unwrap_or(0);
+            let count = s.buildings.iter().filter(|b| &b.building == building).count() as u32;
+            if count >= max {
+                return err(ErrorCode::LimitReached, format!("you may have {max} {} at headquarters level {hq}", def.def.name));
+            }
+            fits(title, s, building, *x, *y, None)?;
+            let lv = &def.def.levels[0];
+            if lv.build_seconds > 0 && builders_busy(s) >= builders_total(title, s) {
+                return err(ErrorCode::NoFreeBuilder, "every builder is busy");
+            }
+            require(title, s, def.requires[0].as_ref(), now, rng)?;
+            check_cost(title, s, &lv.cost, 1)?;
+            pay(s, &lv.cost, 1);
+            let secs = scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
+            let id = s.next_building_id;
+            s.next_building_id += 1;
+            s.buildings.push(Building {
+                id,
+                building: building.clone(),
+                level: 0,
+                x: *x,
+                y: *y,
+                upgrade: Some(Upgrade { to_level: 1, started_ms: now, ends_ms: now + secs * 1000 }),
+                stored: 0,
+                since_ms: now,
+            });
+        }
+        Action::Upgrade { id } => {
+            let i = building_index(s, *id)?;
+            let b = &s.buildings[i];
+            let def = title.building(&b.building).ok_or_else(|| unknown(title, IdKind::Building, &b.building))?;
+            if b.upgrade.is_some() {
+                return err(ErrorCode::Busy, format!("building {id} is already under construction"));
+            }
+            let to = b.level + 1;
+            let Some(lv) = def.def.levels.get(to as usize - 1) else {
+                return err(ErrorCode::MaxLevel, format!("{} is at its highest level ({})", def.def.name, b.level));
+            };
+            if lv.build_seconds > 0 && builders_busy(s) >= builders_total(title, s) {
+                return err(ErrorCode::NoFreeBuilder, "every builder is busy");
+            }
+            require(title, s, def.requires[to as usize - 1].as_ref(), now, rng)?;
+            check_cost(title, s, &lv.cost, 1)?;
+            pay(s, &lv.cost, 1);
+            let secs = scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
+            let a = accrued(title, s, &s.buildings[i], now);
+            let b = &mut s.buildings[i];
+            b.stored = a;
+            b.since_ms = now;
+            b.upgrade = Some(Upgrade { to_level: to, started_ms: now, ends_ms: now + secs * 1000 });
+        }
+        Action::Cancel { id } => {
+            let i = building_index(s, *id)?;
+            let Some(up) = s.buildings[i].upgrade.clone() else {
+                return err(ErrorCode::NotBusy, format!("building {id} is not under construction"));
+            };
+            let def = title.building(&s.buildings[i].building).ok_or_else(|| unknown(title, IdKind::Building, &s.buildings[i].building))?;
+            let pct = i64::from(title.manifest.cancel_refund_percent);
+            let refund: Amounts = def.def.levels[up.to_level as usize - 1].cost.iter().map(|(r, n)| (r.clone(), n * pct / 100)).filter(|(_, n)| *n > 0).collect();
+            if s.buildings[i].level == 0 {
+                s.buildings.remove(i);
+            } else {
+                s.buildings[i].upgrade = None;
+                s.buildings[i].since_ms = now;
+            }
+            for (r, n) in &refund {
+                credit(title, s, r, *n);
+            }
+            events.push(Event::Refunded { resources: refund });
+        }
+        Action::SpeedUp { id } => {
+            let i = building_index(s, *id)?;
+            let Some(up) = &s.buildings[i].upgrade else {
+                return err(ErrorCode::NotBusy, format!("building {id} is not under construction"));
+            };
+            let cost = speed_up_cost(title, up.ends_ms - now);
+            check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
+            s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
+            if let Some(up) = &mut s.buildings[i].upgrade {
+                up.ends_ms = now;
+            }
+        }
+        Action::SpeedUpResearch {} => {
+            let Some(r) = &s.research_active else { return err(ErrorCode::NotBusy, "no research is running") };
+            let cost = speed_up_cost(title, r.ends_ms - now);
+            check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
+            s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
+            if let Some(r) = &mut s.research_active {
+                r.ends_ms = now;
+            }
+        }
+        Action::SpeedUpTraining { building } => {
+            title.building(building).ok_or_else(|| unknown(title, IdKind::Building, building))?;
+            let Some(last) = s.training.iter().filter(|o| &o.building == building).map(|o| o.ends_ms).max() else {
+                return err(ErrorCode::NotBusy, format!("nothing is training in {building}"));
+            };
+            let cost = speed_up_cost(title, last - now);
+            check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
+            s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
+            for o in s.training.iter_mut().filter(|o| &o.building == building) {
+                o.ends_ms = now;
+            }
+        }
+        Action::Move { id, x, y } => {
+            let i = building_index(s, *id)?;
+            let kind = s.buildings[i].building.clone();
+            fits(title, s, &kind, *x, *y, Some(*id))?;
+            s.buildings[i].x = *x;
+            s.buildings[i].y = *y;
+        }
+        Action::Collect { id } => {
+            let i = building_index(s, *id)?;
+            let Some((r, _, _)) = production(title, s, &s.buildings[i]) else {
+                return err(ErrorCode::InvalidArgument, format!("building {id} produces nothing"));
+            };
+            let amount = collect_one(title, s, i, &r, now)?;
+            events.push(Event::Collected { resource: r, amount });
+        }
+        Action::CollectAll {} => {
+            let mut total: BTreeMap<String, i64> = BTreeMap::new();
+            for i in 0..s.buildings.len() {
+                if let Some((r, _, _)) = production(title, s, &s.buildings[i]) {
+                    if let Ok(n) = collect_one(title, s, i, &r, now) {
+                        *total.entry(r).or_default() += n;
+                    }
+                }
+            }
+            if total.is_empty() {
+                return err(ErrorCode::NothingToCollect, "nothing to collect, or storage is full");
+            }
+            events.extend(total.into_iter().map(|(resource, amount)| Event::Collected { resource, amount }));
+        }
+        Action::Train { unit, count } => {
+            let u = title.unit(unit).ok_or_else(|| unknown(title, IdKind::Unit, unit))?;
+            if !(1..=TRAIN_COUNT_MAX).contains(count) {
+                return err(ErrorCode::InvalidArgument, format!("count must be between 1 and {TRAIN_COUNT_MAX}"));
+            }
+            if !s.buildings.iter().any(|b| b.building == u.def.building && b.level >= 1) {
+                return err(ErrorCode::RequirementNotMet, format!("{} needs a finished {}", u.def.name, u.def.building));
+            }
+            if s.training.len() as i64 + count > i64::from(title.manifest.training_queue) {
+                return err(ErrorCode::QueueFull, format!("training queue holds {} units", title.manifest.training_queue));
+            }
+            let (used, total) = (housing_used(title, s), housing_total(title, s));
+            if used + u.def.housing * count > total {
+                return err(ErrorCode::HousingFull, format!("not enough housing: needs {}, {} free", u.def.housing * count, total - used));
+            }
+            require(title, s, u.requires.as_ref(), now, rng)?;
+            check_cost(title, s, &u.def.cost, *count)?;
+            pay(s, &u.def.cost, *count);
+            let secs = scaled_seconds(u.def.train_seconds, research_bonus(title, s, ResearchEffectKind::TrainTimePercent, None));
+            let mut t = s.training.iter().filter(|o| o.building == u.def.building).map(|o| o.ends_ms).max().unwrap_or(now).max(now);
+            for _ in 0..*count {
+                t += secs * 1000;
+                s.training.push(TrainingOrder { unit: unit.clone(), building: u.def.building.clone(), ends_ms: t });
+            }
+        }
+        Action::Research { research } => {
+            let r = title.research_type(research).ok_or_else(|| unknown(title, IdKind::Research, research))?;
+            if s.research_active.is_some() {
+                return err(ErrorCode::Busy, "a research is already running");
+            }
+            let level = s.research.get(research).copied().unwrap_or(0) + 1;
+            let Some(lv) = r.def.levels.get(level as usize - 1) else {
+                return err(ErrorCode::MaxLevel, format!("{} is fully researched", r.def.name));
+            };
+            if !s.buildings.iter().any(|b| b.building == r.def.building && b.level >= 1) {
+                return err(ErrorCode::RequirementNotMet, format!("{} needs a finished {}", r.def.name, r.def.building));
+            }
+            require(title, s, r.requires[level as usize - 1].as_ref(), now, rng)?;
+            check_cost(title, s, &lv.cost, 1)?;
+            pay(s, &lv.cost, 1);
+            s.research_active = Some(ResearchOrder { research: research.clone(), level, started_ms: now, ends_ms: now + lv.research_seconds * 1000 });
+        }
+        Action::Buy { offer } => {
+            let o = title.offer(offer).ok_or_else(|| ActionError { code: ErrorCode::UnknownId, message: format!("unknown offer `{offer}`") })?;
+            if let Some((start, end)) = o.window_ms {
+                if now < start || now >= end {
+                    return err(ErrorCode::NotAvailable, format!("{} is not on sale now", o.def.name));
+                }
+            }
+            let bought = s.purchases.get(offer).copied().unwrap_or(0);
+            if o.def.limit.is_some_and(|l| bought >= l) {
+                return err(ErrorCode::NotAvailable, format!("{} can be bought {} time(s)", o.def.name, o.def.limit.unwrap_or(0)));
+            }
+            require(title, s, o.requires.as_ref(), now, rng)?;
+            check_cost(title, s, &o.def.price, 1)?;
+            let mut next = s.clone();
+            pay(&mut next, &o.def.price, 1);
+            apply_grants(title, &mut next, &o.def.grants)?;
+            *next.purchases.entry(offer.clone()).or_default() += 1;
+            *s = next;
+            run_hook(title, s, "on_purchase", event_map(&[("offer", offer.as_str().into())]), now, rng, events);
+        }
+        Action::UseItem { item } => {
+            let it = title.item(item).ok_or_else(|| unknown(title, IdKind::Item, item))?;
+            if s.items.get(item).copied().unwrap_or(0) < 1 {
+                return err(ErrorCode::NotAvailable, format!("you have no {}", it.def.name));
+            }
+            if it.def.use_grants.is_none() && it.hook.is_none() {
+                return err(ErrorCode::InvalidArgument, format!("{} cannot be used", it.def.name));
+            }
+            let mut next = s.clone();
+            if let Some(n) = next.items.get_mut(item) {
+                *n -= 1;
+            }
+            if let Some(g) = &it.def.use_grants {
+                apply_grants(title, &mut next, g)?;
+            }
+            if let Some(h) = &it.hook {
+                let fx = call_fn(title, &mut next, h, event_map(&[("item", item.as_str().into())]), now, rng)
+                    .map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
+                apply_effects(title, &mut next, &fx, now, events).map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
+            }
+            *s = next;
+        }
+        Action::ClaimQuest { quest } => {
+            let q = title.quest(quest).ok_or_else(|| unknown(title, IdKind::Quest, quest))?;
+            if s.quests_claimed.contains(quest) {
+                return err(ErrorCode::AlreadyClaimed, format!("{} was already claimed", q.def.name));
+            }
+            require(title, s, q.requires.as_ref(), now, rng)?;
+            if let Err(e) = require(title, s, Some(&q.goal), now, rng) {
+                let code = if e.code == ErrorCode::RequirementNotMet { ErrorCode::GoalNotMet } else { e.code };
+                return err(code, format!("{} is not done yet: {}", q.def.name, q.goal.source()));
+            }
+            let mut next = s.clone();
+            apply_grants(title, &mut next, &q.def.rewards)?;
+            next.quests_claimed.insert(quest.clone());
+            *s = next;
+            run_hook(title, s, "on_quest_claimed", event_map(&[("quest", quest.as_str().into())]), now, rng, events);
+        }
+        Action::Custom { name, args } => {
+            let Some(a) = title.actions.get(name) else {
+                let help = did_you_mean(name, title.actions.keys().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
+                return err(ErrorCode::UnknownId, format!("unknown custom action `{name}`{help}"));
+            };
+            require(title, s, a.requires.as_ref(), now, rng)?;
+            let arg = citadel_dsl::json_to_dynamic(args).map_err(|m| ActionError { code: ErrorCode::InvalidArgument, message: format!("args: {m}") })?;
+            let fx = call_fn(title, s, &a.function, arg, now, rng).map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
+            apply_effects(title, s, &fx, now, events).map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
+        }
+    }
+    Ok(())
+}
+
+fn collect_one(title: &Title, s: &mut PlayerState, i: usize, r: &str, now: i64) -> Result<i64, ActionError> {
+    let a = accrued(title, s, &s.buildings[i], now);
+    if a <= 0 {
+        return err(ErrorCode::NothingToCollect, "nothing to collect yet");
+    }
+    let have = s.resources.get(r).copied().unwrap_or(0);
+    let free = cap(title, s, r).saturating_sub(have).max(0);
+    if free == 0 {
+        return err(ErrorCode::StorageFull, format!("{r} storage is full"));
+    }
+    let taken = a.min(free);
+    s.resources.insert(r.to_string(), have + taken);
+    let b = &mut s.buildings[i];
+    b.stored = a - taken;
+    b.since_ms = now;
+    Ok(taken)
+}

@@ -1,0 +1,221 @@
+//! Scenario tests: `titles/<id>/tests/*.json`, each a new player and a list
+//! of steps (advance the clock, log in, do an action, expect an error code,
+//! expect state values, check an expression). Run by `cargo test` for every
+//! title and by `citadel-edit test`.
+//!
+//! JSON was chosen over a new mini-language so that the same schema,
+//! positions and editor completion work for tests as for title data.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::rules::{self, Action, Rng, ALL_CODES};
+use crate::schema::{self, FileKind};
+use crate::spans::SourceMap;
+use crate::title::Title;
+
+/// Default clock of a scenario: 2026-01-01T00:00:00Z.
+pub const DEFAULT_START_MS: i64 = 1_767_225_600_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    #[serde(rename = "$schema", default)]
+    _schema: Option<String>,
+    #[allow(dead_code)]
+    format_version: u32,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    #[serde(default)]
+    start_time: Option<String>,
+    #[serde(default)]
+    seed: Option<u64>,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    #[serde(default)]
+    advance: Option<i64>,
+    #[serde(default)]
+    login: Option<bool>,
+    #[serde(default, rename = "do")]
+    action: Option<Value>,
+    #[serde(default)]
+    expect_error: Option<String>,
+    #[serde(default)]
+    expect: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    check: Option<String>,
+}
+
+/// The outcome of one scenario file.
+#[derive(Debug)]
+pub struct Outcome {
+    pub file: String,
+    /// Steps that ran and passed.
+    pub steps_passed: usize,
+    /// Empty when the scenario passed.
+    pub failures: Vec<Diagnostic>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs every `tests/*.json` of a title's files.
+pub fn run_all(title: &Title, files: &crate::TitleFiles) -> Vec<Outcome> {
+    files
+        .iter()
+        .filter(|(p, _)| p.starts_with("tests/") && p.ends_with(".json"))
+        .map(|(p, text)| run(title, p, text))
+        .collect()
+}
+
+/// Runs one scenario file.
+pub fn run(title: &Title, file: &str, text: &str) -> Outcome {
+    let map = SourceMap::new(text);
+    let fail = |pointer: &str, message: String, help: Option<String>| {
+        let mut d = Diagnostic::error("scenario", file, message).pointer(pointer).help(help);
+        if let Some((l, c, len)) = map.locate(pointer, false) {
+            d = d.at(l, c, len);
+        }
+        d
+    };
+    let mut out = Outcome { file: file.to_string(), steps_passed: 0, failures: Vec::new() };
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            out.failures.push(Diagnostic::error("json", file, format!("invalid JSON: {e}")).at(e.line().max(1), e.column().max(1), 1));
+            return out;
+        }
+    };
+    let violations = schema::validate(FileKind::Scenario, &value);
+    if !violations.is_empty() {
+        for v in violations {
+            out.failures.push(fail(&v.pointer, v.message, None));
+        }
+        return out;
+    }
+    let sc: Scenario = match serde_json::from_value(value) {
+        Ok(s) => s,
+        Err(e) => {
+            out.failures.push(fail("", format!("not a scenario: {e}"), None));
+            return out;
+        }
+    };
+    let mut now = match &sc.start_time {
+        Some(t) => match crate::time::parse_utc(t) {
+            Some(ms) => ms,
+            None => {
+                out.failures.push(fail("/start_time", format!("`{t}` is not a real date and time"), None));
+                return out;
+            }
+        },
+        None => DEFAULT_START_MS,
+    };
+    let mut rng = Rng::new(sc.seed.unwrap_or(1));
+    let mut state = rules::new_player(title, now);
+    for (i, step) in sc.steps.iter().enumerate() {
+        let at = |k: &str| format!("/steps/{i}/{k}");
+        if let Some(secs) = step.advance {
+            now += secs * 1000;
+            rules::advance(title, &mut state, now, &mut rng);
+        }
+        if step.login == Some(true) {
+            rules::login(title, &mut state, now, &mut rng);
+        }
+        if let Some(code) = &step.expect_error {
+            if !ALL_CODES.contains(&code.as_str()) {
+                out.failures.push(fail(&at("expect_error"), format!("`{code}` is not an error code"), did_you_mean(code, ALL_CODES.iter().copied())));
+                return out;
+            }
+            if step.action.is_none() {
+                out.failures.push(fail(&at("expect_error"), "expect_error needs a `do` action in the same step".into(), None));
+                return out;
+            }
+        }
+        if let Some(a) = &step.action {
+            let action: Action = match serde_json::from_value(a.clone()) {
+                Ok(a) => a,
+                Err(e) => {
+                    out.failures.push(fail(&at("do"), format!("not a valid action: {e}"), None));
+                    return out;
+                }
+            };
+            let (before, rng_before) = (state.clone(), rng.clone());
+            match (rules::apply(title, &mut state, &action, now, &mut rng), &step.expect_error) {
+                (Ok(_), None) => {}
+                (Ok(_), Some(code)) => {
+                    out.failures.push(fail(&at("do"), format!("expected the action to fail with {code}, it succeeded"), None));
+                    return out;
+                }
+                (Err(e), None) => {
+                    out.failures.push(fail(&at("do"), format!("action failed: {} ({})", e.message, e.code.as_str()), None));
+                    return out;
+                }
+                (Err(e), Some(code)) if e.code.as_str() != code => {
+                    out.failures.push(fail(&at("expect_error"), format!("expected error {code}, got {}: {}", e.code.as_str(), e.message), None));
+                    return out;
+                }
+                (Err(_), Some(_)) => {
+                    // A refused action must leave the state as advancing the
+                    // clock alone would: anything else is an engine bug.
+                    let mut advanced = before;
+                    rules::advance(title, &mut advanced, now, &mut rng_before.clone());
+                    if advanced != state {
+                        out.failures.push(fail(&at("do"), "the refused action changed the player's state".into(), None));
+                        return out;
+                    }
+                }
+            }
+        }
+        if let Some(expect) = &step.expect {
+            let actual = serde_json::to_value(&state).unwrap_or(Value::Null);
+            for (pointer, want) in expect {
+                let got = actual.pointer(pointer).cloned();
+                let ok = match (&got, want) {
+                    (None, Value::Null) => true,
+                    (Some(g), w) => g == w,
+                    (None, _) => false,
+                };
+                if !ok {
+                    let got = got.map_or("nothing".to_string(), |g| g.to_string());
+                    let key = format!("{}/{}", at("expect"), crate::spans::escape_segment(pointer));
+                    out.failures.push(fail(&key, format!("expected {pointer} to be {want}, it is {got}"), None));
+                }
+            }
+            if !out.failures.is_empty() {
+                return out;
+            }
+        }
+        if let Some(src) = &step.check {
+            let expr = match title.sandbox.compile_expr(src) {
+                Ok(e) => e,
+                Err(e) => {
+                    out.failures.push(fail(&at("check"), format!("in expression: {}", e.message), None));
+                    return out;
+                }
+            };
+            let ctx = crate::view::ctx(title, &state, now, 0);
+            match title.sandbox.eval_bool(&expr, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.failures.push(fail(&at("check"), format!("check is false: {src}"), None));
+                    return out;
+                }
+                Err(e) => {
+                    out.failures.push(fail(&at("check"), format!("check failed: {}", e.with_position()), None));
+                    return out;
+                }
+            }
+        }
+        out.steps_passed += 1;
+    }
+    out
+}

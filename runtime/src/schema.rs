@@ -1,0 +1,223 @@
+//! The JSON Schemas in `schemas/`, compiled once and used to validate every
+//! title file before anything else reads it.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::Validator;
+use serde_json::Value;
+
+/// The kinds of JSON file a title folder holds, with their schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Title,
+    Resources,
+    Buildings,
+    Units,
+    Research,
+    Store,
+    Quests,
+    Scenario,
+}
+
+/// Base URI of our schemas' `$id`s (a reserved domain: never fetched).
+const BASE: &str = "https://citadel.invalid/schemas/v1/";
+
+/// Every schema file, embedded at build time so the binary is self-contained.
+pub const SCHEMAS: &[(&str, &str)] = &[
+    ("defs.schema.json", include_str!("../../schemas/defs.schema.json")),
+    ("title.schema.json", include_str!("../../schemas/title.schema.json")),
+    ("resources.schema.json", include_str!("../../schemas/resources.schema.json")),
+    ("buildings.schema.json", include_str!("../../schemas/buildings.schema.json")),
+    ("units.schema.json", include_str!("../../schemas/units.schema.json")),
+    ("research.schema.json", include_str!("../../schemas/research.schema.json")),
+    ("store.schema.json", include_str!("../../schemas/store.schema.json")),
+    ("quests.schema.json", include_str!("../../schemas/quests.schema.json")),
+    ("scenario.schema.json", include_str!("../../schemas/scenario.schema.json")),
+];
+
+impl FileKind {
+    /// The data files of a title folder, in load order.
+    pub const DATA: [(FileKind, &'static str, bool); 7] = [
+        (FileKind::Title, "title.json", true),
+        (FileKind::Resources, "resources.json", true),
+        (FileKind::Buildings, "buildings.json", true),
+        (FileKind::Units, "units.json", false),
+        (FileKind::Research, "research.json", false),
+        (FileKind::Store, "store.json", false),
+        (FileKind::Quests, "quests.json", false),
+    ];
+
+    fn schema_file(self) -> &'static str {
+        match self {
+            FileKind::Title => "title.schema.json",
+            FileKind::Resources => "resources.schema.json",
+            FileKind::Buildings => "buildings.schema.json",
+            FileKind::Units => "units.schema.json",
+            FileKind::Research => "research.schema.json",
+            FileKind::Store => "store.schema.json",
+            FileKind::Quests => "quests.schema.json",
+            FileKind::Scenario => "scenario.schema.json",
+        }
+    }
+}
+
+fn parse(name: &str) -> Value {
+    let text = SCHEMAS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).unwrap_or("{}");
+    // The schemas are part of the build; a broken one is a bug caught by
+    // every test, so failing loudly at first use is right (TigerStyle: crash
+    // on corrupt startup configuration).
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("embedded schema {name} is not JSON: {e}"))
+}
+
+fn validators() -> &'static Vec<(FileKind, Validator)> {
+    static V: OnceLock<Vec<(FileKind, Validator)>> = OnceLock::new();
+    V.get_or_init(|| {
+        let defs = parse("defs.schema.json");
+        let registry = jsonschema::Registry::new()
+            .add(format!("{BASE}defs.schema.json"), defs)
+            .and_then(|r| r.prepare())
+            .unwrap_or_else(|e| panic!("schema registry: {e}"));
+        [
+            FileKind::Title,
+            FileKind::Resources,
+            FileKind::Buildings,
+            FileKind::Units,
+            FileKind::Research,
+            FileKind::Store,
+            FileKind::Quests,
+            FileKind::Scenario,
+        ]
+        .into_iter()
+        .map(|k| {
+            let v = jsonschema::options()
+                .with_registry(&registry)
+                .build(&parse(k.schema_file()))
+                .unwrap_or_else(|e| panic!("schema {}: {e}", k.schema_file()));
+            (k, v)
+        })
+        .collect()
+    })
+}
+
+/// One schema violation: where (JSON pointer), whether the key itself is
+/// wrong (an unexpected property), and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub pointer: String,
+    pub at_key: bool,
+    pub message: String,
+    /// Known property names at that place, for "did you mean".
+    pub expected_keys: Vec<String>,
+}
+
+/// Every violation of `value` against the schema of `kind`.
+pub fn validate(kind: FileKind, value: &Value) -> Vec<Violation> {
+    let Some((_, validator)) = validators().iter().find(|(k, _)| *k == kind) else { return Vec::new() };
+    let mut out = Vec::new();
+    for err in validator.iter_errors(value) {
+        let pointer = err.instance_path().as_str().to_string();
+        match err.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let expected_keys = allowed_keys(&err);
+                for key in unexpected {
+                    out.push(Violation {
+                        pointer: format!("{pointer}/{}", crate::spans::escape_segment(key)),
+                        at_key: true,
+                        message: if expected_keys.is_empty() {
+                            format!("unexpected property `{key}`")
+                        } else {
+                            format!("unexpected property `{key}`; expected one of: {}", expected_keys.join(", "))
+                        },
+                        expected_keys: expected_keys.clone(),
+                    });
+                }
+            }
+            _ => out.push(Violation { pointer, at_key: false, message: friendly(&err), expected_keys: Vec::new() }),
+        }
+    }
+    out
+}
+
+/// The property names the schema allows where an unexpected one was found.
+fn allowed_keys(err: &jsonschema::ValidationError<'_>) -> Vec<String> {
+    // The schema path ends in `/additionalProperties`; the sibling
+    // `properties` object lists what is allowed.
+    let path = err.schema_path().as_str();
+    let Some(parent) = path.strip_suffix("/additionalProperties") else { return Vec::new() };
+    for (name, text) in SCHEMAS {
+        let Ok(schema) = serde_json::from_str::<Value>(text) else { continue };
+        let _ = name;
+        if let Some(Value::Object(props)) = schema.pointer(&format!("{parent}/properties")) {
+            // Several schemas may share a path shape; only the one whose
+            // properties object exists at this exact path is a candidate,
+            // and the file kinds are distinct enough at the paths used.
+            let keys: Vec<String> = props.keys().filter(|k| *k != "$schema").cloned().collect();
+            if !keys.is_empty() && schema_matches(err, &schema) {
+                return keys;
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn schema_matches(err: &jsonschema::ValidationError<'_>, schema: &Value) -> bool {
+    // The error's absolute location names the schema document it came from.
+    let id = schema.get("$id").and_then(Value::as_str).unwrap_or("");
+    match err.absolute_keyword_location() {
+        Some(uri) => uri.as_str().starts_with(id),
+        None => true,
+    }
+}
+
+fn friendly(err: &jsonschema::ValidationError<'_>) -> String {
+    use ValidationErrorKind as K;
+    let msg = match err.kind() {
+        K::Required { property } => format!("missing required property {property}"),
+        K::Type { kind } => format!("expected {}, found {}", type_words(kind), json_type(err.instance())),
+        K::Pattern { pattern } if pattern.contains("[a-z][a-z0-9_]{0,31}") => {
+            format!("{} is not a valid id: use lowercase letters, digits and _, starting with a letter, at most 32 characters", err.instance())
+        }
+        K::Enum { options } => format!("{} is not one of {options}", err.instance()),
+        K::Constant { expected_value } => format!("expected {expected_value}, found {}", err.instance()),
+        _ => lower(&err.to_string()),
+    };
+    msg
+}
+
+fn type_words(kind: &TypeKind) -> String {
+    let word = |t: String| match t.to_lowercase().as_str() {
+        "integer" => "an integer".to_string(),
+        "object" => "an object".to_string(),
+        "array" => "an array".to_string(),
+        "string" => "a string".to_string(),
+        "boolean" => "a boolean".to_string(),
+        "number" => "a number".to_string(),
+        other => other.to_string(),
+    };
+    match kind {
+        TypeKind::Single(t) => word(t.to_string()),
+        TypeKind::Multiple(ts) => ts.iter().map(|t| word(t.to_string())).collect::<Vec<_>>().join(" or "),
+    }
+}
+
+fn json_type(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => format!("the integer {n}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {:?}", s.chars().take(40).collect::<String>()),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+fn lower(s: &str) -> String {
+    let s = s.trim_end_matches('.');
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}

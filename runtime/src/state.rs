@@ -1,0 +1,148 @@
+//! The player's saved state: typed, serde round-trippable, versioned.
+//!
+//! Every saved player file carries `format_version`. Loading goes through
+//! [`PlayerState::from_json`], which runs the migration chain from the file's
+//! version to [`STATE_FORMAT_VERSION`]. Each migration step is a total
+//! function on JSON values (it fills defaults, renames keys), so migrating
+//! cannot fail; only a file that is not a player file at all is refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// The current player file format.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// A construction or upgrade in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upgrade {
+    /// The level being built.
+    pub to_level: u32,
+    pub started_ms: i64,
+    pub ends_ms: i64,
+}
+
+/// One building on the player's grid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Building {
+    /// Unique within the player, never reused.
+    pub id: u32,
+    /// The building type's id.
+    pub building: String,
+    /// Completed level; 0 while the first construction runs.
+    pub level: u32,
+    pub x: i32,
+    pub y: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<Upgrade>,
+    /// Production accrued and not yet collected, as of `since_ms`.
+    #[serde(default)]
+    pub stored: i64,
+    /// When production was last settled into `stored`.
+    #[serde(default)]
+    pub since_ms: i64,
+}
+
+/// One unit waiting in (or at the head of) a training queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingOrder {
+    pub unit: String,
+    /// The building type that trains it (one queue per building type).
+    pub building: String,
+    pub ends_ms: i64,
+}
+
+/// The research in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchOrder {
+    pub research: String,
+    pub level: u32,
+    pub started_ms: i64,
+    pub ends_ms: i64,
+}
+
+/// Everything the server saves about one player of one title.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayerState {
+    pub format_version: u32,
+    pub title: String,
+    /// The title content version this state was last advanced under.
+    pub content_version: String,
+    pub created_ms: i64,
+    /// The time the state has been advanced to.
+    pub clock_ms: i64,
+    pub resources: BTreeMap<String, i64>,
+    pub buildings: Vec<Building>,
+    pub next_building_id: u32,
+    pub units: BTreeMap<String, i64>,
+    pub training: Vec<TrainingOrder>,
+    pub research: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub research_active: Option<ResearchOrder>,
+    pub items: BTreeMap<String, i64>,
+    /// Purchases per offer id.
+    pub purchases: BTreeMap<String, u32>,
+    pub quests_claimed: BTreeSet<String>,
+    pub flags: BTreeSet<String>,
+    /// Script timers by name, with the time they end.
+    pub timers: BTreeMap<String, i64>,
+    pub scores: BTreeMap<String, i64>,
+    pub xp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login_ms: Option<i64>,
+}
+
+/// Why a player file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("player file is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("player file has format_version {0}, newer than this server understands ({STATE_FORMAT_VERSION})")]
+    TooNew(u64),
+    #[error("player file has no format_version")]
+    NoVersion,
+}
+
+/// One migration step: from the version in its index + 1 to the next.
+type Migration = fn(&mut serde_json::Map<String, serde_json::Value>);
+
+/// The chain of migrations; `MIGRATIONS[i]` turns version `i + 1` into
+/// `i + 2`. Empty while only version 1 exists.
+const MIGRATIONS: &[Migration] = &[];
+
+impl PlayerState {
+    /// The building with this instance id.
+    pub fn building(&self, id: u32) -> Option<&Building> {
+        self.buildings.iter().find(|b| b.id == id)
+    }
+
+    pub(crate) fn building_mut(&mut self, id: u32) -> Option<&mut Building> {
+        self.buildings.iter_mut().find(|b| b.id == id)
+    }
+
+    /// Serializes to the saved JSON form.
+    pub fn to_json(&self) -> String {
+        // Serializing plain maps, vectors and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a player file of any known version, migrating it to the current one.
+    pub fn from_json(text: &str) -> Result<PlayerState, StateError> {
+        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        let obj = value.as_object_mut().ok_or(StateError::NoVersion)?;
+        let version = obj.get("format_version").and_then(|v| v.as_u64()).ok_or(StateError::NoVersion)?;
+        if version > u64::from(STATE_FORMAT_VERSION) {
+            return Err(StateError::TooNew(version));
+        }
+        for step in MIGRATIONS.iter().skip(version.saturating_sub(1) as usize) {
+            step(obj);
+        }
+        obj.insert("format_version".into(), STATE_FORMAT_VERSION.into());
+        Ok(serde_json::from_value(value)?)
+    }
+}

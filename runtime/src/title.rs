@@ -1,0 +1,173 @@
+//! The compiled, immutable [`Title`]: a title folder after it loaded and
+//! validated without errors. Cheap to clone (one `Arc`); a running server
+//! holds one per title version.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use citadel_dsl::{Expr, Sandbox, Script};
+
+use crate::format::*;
+
+/// A script function named by `module::function`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRef {
+    pub module: String,
+    pub function: String,
+}
+
+impl HookRef {
+    pub fn parse(s: &str) -> Option<HookRef> {
+        let (m, f) = s.split_once("::")?;
+        Some(HookRef { module: m.to_string(), function: f.to_string() })
+    }
+}
+
+impl std::fmt::Display for HookRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}::{}", self.module, self.function)
+    }
+}
+
+#[derive(Debug)]
+pub struct BuildingType {
+    pub def: BuildingDef,
+    /// Compiled `requires` of each level, parallel to `def.levels`.
+    pub requires: Vec<Option<Expr>>,
+}
+
+#[derive(Debug)]
+pub struct UnitType {
+    pub def: UnitDef,
+    pub requires: Option<Expr>,
+}
+
+#[derive(Debug)]
+pub struct ResearchType {
+    pub def: ResearchDef,
+    pub requires: Vec<Option<Expr>>,
+}
+
+#[derive(Debug)]
+pub struct Item {
+    pub def: ItemDef,
+    pub hook: Option<HookRef>,
+}
+
+#[derive(Debug)]
+pub struct Offer {
+    pub def: OfferDef,
+    pub requires: Option<Expr>,
+    /// The sale window in epoch milliseconds: `[start, end)`.
+    pub window_ms: Option<(i64, i64)>,
+}
+
+#[derive(Debug)]
+pub struct Quest {
+    pub def: QuestDef,
+    pub requires: Option<Expr>,
+    pub goal: Expr,
+}
+
+#[derive(Debug)]
+pub struct Action {
+    pub def: CustomAction,
+    pub requires: Option<Expr>,
+    pub function: HookRef,
+}
+
+/// Everything a title defines, compiled and cross-checked.
+#[derive(Debug)]
+pub struct TitleData {
+    pub manifest: TitleFile,
+    /// Hash of every file of the title folder: the title's content version.
+    pub content_version: String,
+    pub resources: Vec<ResourceDef>,
+    pub buildings: Vec<BuildingType>,
+    pub units: Vec<UnitType>,
+    pub research: Vec<ResearchType>,
+    pub items: Vec<Item>,
+    pub offers: Vec<Offer>,
+    pub quests: Vec<Quest>,
+    pub actions: BTreeMap<String, Action>,
+    pub hooks: BTreeMap<String, HookRef>,
+    pub scripts: BTreeMap<String, Script>,
+    pub sandbox: Sandbox,
+    pub(crate) index: Index,
+}
+
+/// Id -> position lookups, built once at load.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub(crate) resources: HashMap<String, usize>,
+    pub(crate) buildings: HashMap<String, usize>,
+    pub(crate) units: HashMap<String, usize>,
+    pub(crate) research: HashMap<String, usize>,
+    pub(crate) items: HashMap<String, usize>,
+    pub(crate) offers: HashMap<String, usize>,
+    pub(crate) quests: HashMap<String, usize>,
+}
+
+/// A loaded title. Immutable; clone freely.
+#[derive(Debug, Clone)]
+pub struct Title(pub(crate) Arc<TitleData>);
+
+impl std::ops::Deref for Title {
+    type Target = TitleData;
+    fn deref(&self) -> &TitleData {
+        &self.0
+    }
+}
+
+impl TitleData {
+    pub fn id(&self) -> &str {
+        &self.manifest.id
+    }
+    pub fn resource(&self, id: &str) -> Option<&ResourceDef> {
+        self.index.resources.get(id).map(|&i| &self.resources[i])
+    }
+    pub fn building(&self, id: &str) -> Option<&BuildingType> {
+        self.index.buildings.get(id).map(|&i| &self.buildings[i])
+    }
+    pub fn unit(&self, id: &str) -> Option<&UnitType> {
+        self.index.units.get(id).map(|&i| &self.units[i])
+    }
+    pub fn research_type(&self, id: &str) -> Option<&ResearchType> {
+        self.index.research.get(id).map(|&i| &self.research[i])
+    }
+    pub fn item(&self, id: &str) -> Option<&Item> {
+        self.index.items.get(id).map(|&i| &self.items[i])
+    }
+    pub fn offer(&self, id: &str) -> Option<&Offer> {
+        self.index.offers.get(id).map(|&i| &self.offers[i])
+    }
+    pub fn quest(&self, id: &str) -> Option<&Quest> {
+        self.index.quests.get(id).map(|&i| &self.quests[i])
+    }
+    pub fn headquarters(&self) -> &str {
+        &self.manifest.headquarters
+    }
+    pub fn premium(&self) -> &str {
+        &self.manifest.premium_resource
+    }
+    /// The script file and function a hook name is bound to.
+    pub fn script_fn(&self, hook: &HookRef) -> Option<&Script> {
+        self.scripts.get(&hook.module)
+    }
+    /// The player level for an amount of xp (1-based).
+    pub fn player_level(&self, xp: i64) -> i64 {
+        self.manifest.xp_levels.iter().filter(|&&t| t <= xp).count().max(1) as i64
+    }
+    /// Ids of every definition of one kind, for "did you mean" at run time.
+    pub fn ids(&self, kind: citadel_dsl::IdKind) -> Vec<&str> {
+        use citadel_dsl::IdKind as K;
+        match kind {
+            K::Building => self.buildings.iter().map(|b| b.def.id.as_str()).collect(),
+            K::Resource => self.resources.iter().map(|r| r.id.as_str()).collect(),
+            K::Research => self.research.iter().map(|r| r.def.id.as_str()).collect(),
+            K::Unit => self.units.iter().map(|u| u.def.id.as_str()).collect(),
+            K::Item => self.items.iter().map(|i| i.def.id.as_str()).collect(),
+            K::Quest => self.quests.iter().map(|q| q.def.id.as_str()).collect(),
+        }
+    }
+}
