@@ -129,7 +129,7 @@ pub fn content_version(files: &TitleFiles) -> String {
 /// Loads a title from its files (as [`read_dir`] returns them, or as sent
 /// to a server's admin API). `folder` is the folder name the title id must match.
 pub fn load_files(folder: &str, files: &TitleFiles) -> (Option<Title>, Vec<Diagnostic>) {
-    let mut l = Loader { files, maps: HashMap::new(), diags: Vec::new() };
+    let mut l = Loader { files, maps: HashMap::new(), diags: Vec::new(), raw: HashMap::new() };
     let title = l.run(folder);
     let diags = sorted(l.diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
@@ -154,6 +154,10 @@ struct Loader<'a> {
     files: &'a TitleFiles,
     maps: HashMap<String, SourceMap>,
     diags: Vec<Diagnostic>,
+    /// Every data file that is well-formed JSON, even if it failed its
+    /// schema: ids are read from here so that one broken entry does not make
+    /// every reference to its kind look unknown.
+    raw: HashMap<String, Value>,
 }
 
 /// Where an expression lives, for positions and messages.
@@ -278,7 +282,7 @@ impl Loader<'_> {
         }
 
         // 5: cross-references.
-        let known = self.known(&p);
+        let known = self.known();
         if let Some(t) = &p.title {
             if t.id != folder && !folder.is_empty() {
                 self.at("title-id", "title.json", "/id", false, format!("title id `{}` does not match its folder name `{folder}`", t.id), None);
@@ -334,6 +338,7 @@ impl Loader<'_> {
             }
         };
         let violations = schema::validate(kind, &value);
+        self.raw.insert(file.to_string(), value.clone());
         if !violations.is_empty() {
             for v in violations {
                 let key = v.pointer.rsplit('/').next().unwrap_or("").replace("~1", "/").replace("~0", "~");
@@ -351,52 +356,47 @@ impl Loader<'_> {
         }
     }
 
-    fn known(&mut self, p: &Parsed) -> Known {
+    fn known(&mut self) -> Known {
         let mut k = Known::default();
-        let mut add = |this: &mut Self, kind: IdKind, file: &str, list: Vec<(String, String)>| {
-            let mut seen = HashSet::new();
-            for (id, pointer) in list {
-                if !seen.insert(id.clone()) {
-                    this.at("duplicate-id", file, &pointer, false, format!("duplicate {} id `{id}`", kind.noun()), None);
+        let lists: [(IdKind, &str, &str); 6] = [
+            (IdKind::Resource, "resources.json", "resources"),
+            (IdKind::Building, "buildings.json", "buildings"),
+            (IdKind::Unit, "units.json", "units"),
+            (IdKind::Research, "research.json", "research"),
+            (IdKind::Item, "store.json", "items"),
+            (IdKind::Quest, "quests.json", "quests"),
+        ];
+        for (kind, file, list) in lists {
+            let Some(entries) = self.raw.get(file).and_then(|v| v.get(list)).and_then(Value::as_array).cloned() else {
+                // A missing optional file defines none of its kind; a file
+                // that is not JSON leaves the kind unchecked.
+                if !self.files.contains_key(file) {
+                    k.ids.insert(kind, Vec::new());
+                }
+                continue;
+            };
+            let mut ids = Vec::new();
+            for (i, e) in entries.iter().enumerate() {
+                let Some(id) = e.get("id").and_then(Value::as_str) else { continue };
+                if ids.iter().any(|x: &String| x == id) {
+                    self.at("duplicate-id", file, &format!("/{list}/{i}/id"), false, format!("duplicate {} id `{id}`", kind.noun()), None);
+                } else {
+                    ids.push(id.to_string());
+                }
+                if let Some(levels) = e.get("levels").and_then(Value::as_array) {
+                    k.levels.insert((kind, id.to_string()), levels.len() as i64);
                 }
             }
-            k.ids.insert(kind, seen.into_iter().collect());
-        };
-        if let Some(f) = &p.resources {
-            add(self, IdKind::Resource, "resources.json", f.resources.iter().enumerate().map(|(i, r)| (r.id.clone(), format!("/resources/{i}/id"))).collect());
+            ids.sort();
+            k.ids.insert(kind, ids);
         }
-        if let Some(f) = &p.buildings {
-            add(self, IdKind::Building, "buildings.json", f.buildings.iter().enumerate().map(|(i, b)| (b.id.clone(), format!("/buildings/{i}/id"))).collect());
-        }
-        if let Some(f) = &p.units {
-            add(self, IdKind::Unit, "units.json", f.units.iter().enumerate().map(|(i, u)| (u.id.clone(), format!("/units/{i}/id"))).collect());
-        }
-        if let Some(f) = &p.research {
-            add(self, IdKind::Research, "research.json", f.research.iter().enumerate().map(|(i, r)| (r.id.clone(), format!("/research/{i}/id"))).collect());
-        }
-        if let Some(f) = &p.store {
-            add(self, IdKind::Item, "store.json", f.items.iter().enumerate().map(|(i, r)| (r.id.clone(), format!("/items/{i}/id"))).collect());
+        if let Some(offers) = self.raw.get("store.json").and_then(|v| v.get("offers")).and_then(Value::as_array).cloned() {
             let mut seen = HashSet::new();
-            for (i, o) in f.offers.iter().enumerate() {
-                if !seen.insert(o.id.clone()) {
-                    self.at("duplicate-id", "store.json", &format!("/offers/{i}/id"), false, format!("duplicate offer id `{}`", o.id), None);
+            for (i, o) in offers.iter().enumerate() {
+                let Some(id) = o.get("id").and_then(Value::as_str) else { continue };
+                if !seen.insert(id.to_string()) {
+                    self.at("duplicate-id", "store.json", &format!("/offers/{i}/id"), false, format!("duplicate offer id `{id}`"), None);
                 }
-            }
-        }
-        if let Some(f) = &p.quests {
-            add(self, IdKind::Quest, "quests.json", f.quests.iter().enumerate().map(|(i, q)| (q.id.clone(), format!("/quests/{i}/id"))).collect());
-        }
-        for kind in [IdKind::Resource, IdKind::Building, IdKind::Unit, IdKind::Research, IdKind::Item, IdKind::Quest] {
-            k.ids.entry(kind).or_default().sort();
-        }
-        if let Some(f) = &p.buildings {
-            for b in &f.buildings {
-                k.levels.insert((IdKind::Building, b.id.clone()), b.levels.len() as i64);
-            }
-        }
-        if let Some(f) = &p.research {
-            for r in &f.research {
-                k.levels.insert((IdKind::Research, r.id.clone()), r.levels.len() as i64);
             }
         }
         k

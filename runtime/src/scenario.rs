@@ -6,6 +6,8 @@
 //! JSON was chosen over a new mini-language so that the same schema,
 //! positions and editor completion work for tests as for title data.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -32,7 +34,85 @@ struct Scenario {
     start_time: Option<String>,
     #[serde(default)]
     seed: Option<u64>,
+    #[serde(default)]
+    given: Option<Given>,
     steps: Vec<Step>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Given {
+    #[serde(default)]
+    resources: BTreeMap<String, i64>,
+    #[serde(default)]
+    buildings: Vec<crate::format::StartBuilding>,
+    #[serde(default)]
+    upgrade: BTreeMap<String, u32>,
+    #[serde(default)]
+    research: BTreeMap<String, u32>,
+    #[serde(default)]
+    units: BTreeMap<String, i64>,
+    #[serde(default)]
+    items: BTreeMap<String, i64>,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    xp: i64,
+}
+
+/// Applies a scenario's `given` block; returns (pointer, message) on a bad id.
+fn apply_given(title: &Title, s: &mut crate::PlayerState, g: &Given, now: i64) -> Result<(), (String, String)> {
+    use citadel_dsl::IdKind;
+    let bad = |ptr: String, kind: IdKind, id: &str| {
+        let help = did_you_mean(id, title.ids(kind)).map(|h| format!("; {h}")).unwrap_or_default();
+        Err((ptr, format!("unknown {} `{id}`{help}", kind.noun())))
+    };
+    for (r, n) in &g.resources {
+        if title.resource(r).is_none() {
+            return bad(format!("/given/resources/{r}"), IdKind::Resource, r);
+        }
+        s.resources.insert(r.clone(), *n);
+    }
+    for (i, b) in g.buildings.iter().enumerate() {
+        let Some(def) = title.building(&b.building) else { return bad(format!("/given/buildings/{i}/building"), IdKind::Building, &b.building) };
+        if b.level as usize > def.def.levels.len() {
+            return Err((format!("/given/buildings/{i}/level"), format!("`{}` has {} levels", b.building, def.def.levels.len())));
+        }
+        let id = s.next_building_id;
+        s.next_building_id += 1;
+        s.buildings.push(crate::state::Building { id, building: b.building.clone(), level: b.level, x: b.x, y: b.y, upgrade: None, stored: 0, since_ms: now });
+    }
+    for (id, level) in &g.upgrade {
+        let Some(b) = id.parse::<u32>().ok().and_then(|n| s.buildings.iter_mut().find(|b| b.id == n)) else {
+            return Err((format!("/given/upgrade/{id}"), format!("no building with id {id}")));
+        };
+        let max = title.building(&b.building).map_or(0, |d| d.def.levels.len());
+        if *level as usize > max {
+            return Err((format!("/given/upgrade/{id}"), format!("`{}` has {max} levels", b.building)));
+        }
+        b.level = *level;
+    }
+    for (r, n) in &g.research {
+        if title.research_type(r).is_none() {
+            return bad(format!("/given/research/{r}"), IdKind::Research, r);
+        }
+        s.research.insert(r.clone(), *n);
+    }
+    for (u, n) in &g.units {
+        if title.unit(u).is_none() {
+            return bad(format!("/given/units/{u}"), IdKind::Unit, u);
+        }
+        *s.units.entry(u.clone()).or_default() += n;
+    }
+    for (it, n) in &g.items {
+        if title.item(it).is_none() {
+            return bad(format!("/given/items/{it}"), IdKind::Item, it);
+        }
+        *s.items.entry(it.clone()).or_default() += n;
+    }
+    s.flags.extend(g.flags.iter().cloned());
+    s.xp += g.xp;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +201,12 @@ pub fn run(title: &Title, file: &str, text: &str) -> Outcome {
     };
     let mut rng = Rng::new(sc.seed.unwrap_or(1));
     let mut state = rules::new_player(title, now);
+    if let Some(g) = &sc.given {
+        if let Err((pointer, message)) = apply_given(title, &mut state, g, now) {
+            out.failures.push(fail(&pointer, message, None));
+            return out;
+        }
+    }
     for (i, step) in sc.steps.iter().enumerate() {
         let at = |k: &str| format!("/steps/{i}/{k}");
         if let Some(secs) = step.advance {

@@ -65,7 +65,8 @@ impl SourceMap {
                 let (line, col) = self.line_col(start);
                 // Underline at most to the end of the first line.
                 let text = self.text.get(start..end).unwrap_or("");
-                let len = text.lines().next().map_or(1, |l| l.chars().count());
+                // Objects and arrays: point at the opening bracket only.
+                let len = if text.starts_with(['{', '[']) { 1 } else { text.lines().next().map_or(1, |l| l.chars().count()) };
                 return Some((line, col, len));
             }
             match p.rfind('/') {
