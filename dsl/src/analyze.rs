@@ -46,7 +46,13 @@ fn collect(ast: &AST) -> Vec<IdRef> {
     // Minimum levels demanded by comparisons, keyed by the id string's position.
     let mut bounds: Vec<(rhai::Position, i64)> = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
-        let Some(ASTNode::Expr(RExpr::FnCall(call, _))) = path.last() else { return true };
+        // A call at the top of an expression or statement is a `Stmt::FnCall`;
+        // nested ones are `Expr::FnCall`.
+        let call = match path.last() {
+            Some(ASTNode::Expr(RExpr::FnCall(call, _))) => call,
+            Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, _))) => call,
+            _ => return true,
+        };
         // Comparisons are operator calls with two arguments.
         if call.args.len() == 2 && call.op_token.is_some() {
             let (l, r) = (&call.args[0], &call.args[1]);

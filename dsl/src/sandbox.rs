@@ -53,6 +53,21 @@ pub struct EvalError {
     pub column: Option<usize>,
 }
 
+/// A designer's word for a Rhai type name.
+fn type_words(rhai_type: &str) -> &str {
+    match rhai_type {
+        "i64" => "an integer",
+        "f64" => "a decimal number",
+        "bool" => "true or false",
+        "string" | "ImmutableString" | "&str" => "a string",
+        "()" => "nothing",
+        "array" => "an array",
+        "map" => "a map",
+        "char" => "a character",
+        other => other,
+    }
+}
+
 impl EvalError {
     fn wrong_type(message: String) -> Self {
         EvalError { kind: EvalErrorKind::WrongType, message, line: None, column: None }
@@ -328,13 +343,13 @@ impl Sandbox {
     /// Evaluates a requirement; it must produce `true` or `false`.
     pub fn eval_bool(&self, expr: &Expr, ctx: &Ctx) -> Result<bool, EvalError> {
         let v = self.call_expr(expr, ctx)?;
-        v.as_bool().map_err(|t| EvalError::wrong_type(format!("expected true or false, got {t}")))
+        v.as_bool().map_err(|t| EvalError::wrong_type(format!("expected true or false, got {}", type_words(t))))
     }
 
     /// Evaluates a formula; it must produce an integer.
     pub fn eval_int(&self, expr: &Expr, ctx: &Ctx) -> Result<i64, EvalError> {
         let v = self.call_expr(expr, ctx)?;
-        v.as_int().map_err(|t| EvalError::wrong_type(format!("expected an integer, got {t}")))
+        v.as_int().map_err(|t| EvalError::wrong_type(format!("expected an integer, got {}", type_words(t))))
     }
 
     /// Calls `function` of `script` with one argument and returns the effects
@@ -359,7 +374,7 @@ fn effects_from(value: Dynamic) -> Result<Vec<Effect>, EvalError> {
     let type_name = value.type_name();
     let Some(array) = value.try_cast::<rhai::Array>() else {
         return Err(EvalError::wrong_type(format!(
-            "a hook must return an effect, an array of effects or nothing; it returned {type_name}"
+            "a hook must return an effect, an array of effects or nothing; it returned {}", type_words(type_name)
         )));
     };
     if array.len() > EFFECTS_MAX {
@@ -377,7 +392,7 @@ fn effects_from(value: Dynamic) -> Result<Vec<Effect>, EvalError> {
             let t = v.type_name();
             v.try_cast::<Effect>().ok_or_else(|| {
                 EvalError::wrong_type(format!(
-                    "element {i} of the returned array is {t}, expected an effect such as grant(\"gold\", 10)"
+                    "element {i} of the returned array is {}, expected an effect such as grant(\"gold\", 10)", type_words(t)
                 ))
             })
         })

@@ -130,18 +130,27 @@ impl Diagnostic {
     }
 }
 
-/// Levenshtein distance, for "did you mean".
+/// Edit distance counting a swap of two neighbours as one edit (optimal
+/// string alignment), since `mien` for `mine` is the commonest typo.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The closest known name to `name`, if it is close enough to be a typo:
@@ -168,5 +177,6 @@ mod tests {
         assert_eq!(did_you_mean("gld", known), Some("did you mean `gold`?".into()));
         assert_eq!(did_you_mean("ston", known), Some("did you mean `stone`?".into()));
         assert_eq!(did_you_mean("barracks", known), None);
+        assert_eq!(did_you_mean("mien", ["mine", "hq"]), Some("did you mean `mine`?".into()));
     }
 }

@@ -368,9 +368,11 @@ impl Loader<'_> {
         ];
         for (kind, file, list) in lists {
             let Some(entries) = self.raw.get(file).and_then(|v| v.get(list)).and_then(Value::as_array).cloned() else {
-                // A missing optional file defines none of its kind; a file
-                // that is not JSON leaves the kind unchecked.
-                if !self.files.contains_key(file) {
+                // A missing optional file defines none of its kind; a
+                // missing required file or one that is not JSON leaves the
+                // kind unchecked (its own error is already reported).
+                let required = FileKind::DATA.iter().any(|(_, n, req)| *n == file && *req);
+                if !self.files.contains_key(file) && !required {
                     k.ids.insert(kind, Vec::new());
                 }
                 continue;
@@ -384,7 +386,7 @@ impl Loader<'_> {
                     ids.push(id.to_string());
                 }
                 if let Some(levels) = e.get("levels").and_then(Value::as_array) {
-                    k.levels.insert((kind, id.to_string()), levels.len() as i64);
+                    k.levels.entry((kind, id.to_string())).or_insert(levels.len() as i64);
                 }
             }
             ids.sort();
@@ -553,15 +555,12 @@ impl Loader<'_> {
             if sb.x + def.size.w > t.grid.width || sb.y + def.size.h > t.grid.height {
                 self.at("start", f, &base, false, format!("`{}` at ({}, {}) with size {}x{} does not fit the {}x{} grid", def.id, sb.x, sb.y, def.size.w, def.size.h, t.grid.width, t.grid.height), None);
             }
-            for x in sb.x..sb.x + def.size.w {
-                for y in sb.y..sb.y + def.size.h {
-                    if let Some(other) = cells.insert((x, y), i) {
-                        if other != i {
-                            self.at("start", f, &base, false, format!("`{}` overlaps start building {other} at ({x}, {y})", def.id), None);
-                            break;
-                        }
-                    }
-                }
+            let overlap = (sb.x..sb.x + def.size.w)
+                .flat_map(|x| (sb.y..sb.y + def.size.h).map(move |y| (x, y)))
+                .find_map(|cell| cells.insert(cell, i).map(|other| (cell, other)));
+            if let Some(((x, y), other)) = overlap {
+                let other_id = &t.start.buildings[other].building;
+                self.at("start", f, &base, false, format!("`{}` overlaps `{other_id}` (start building {}) at ({x}, {y})", def.id, other + 1), None);
             }
             let c = counts.entry(def.id.as_str()).or_default();
             *c += 1;
@@ -922,7 +921,7 @@ impl Loader<'_> {
         for (file, pointer, expr) in checks {
             if let Err(e) = title.sandbox.eval_bool(expr, &ctx) {
                 if e.kind == EvalErrorKind::WrongType {
-                    self.at("expression", file, &pointer, false, format!("requirement must be true or false: {}", e.message), None);
+                    self.at("expression", file, &pointer, false, format!("in expression: {}", e.message), None);
                 } else {
                     self.warn_at("expression", file, &pointer, format!("fails for a new player: {}", e.with_position()), None);
                 }

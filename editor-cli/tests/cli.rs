@@ -1,0 +1,127 @@
+//! The designer's command line as designers use it: real processes, real
+//! folders, exit codes and printed diagnostics.
+//!
+//! Golden files: each `tests/invalid/<case>/expected.txt` holds what
+//! `citadel-edit validate tests/invalid/<case>` prints. Run with
+//! `UPDATE_GOLDEN=1` to rewrite them after an intended change, then review
+//! the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn edit(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_citadel-edit")).args(args).current_dir(dir).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn every_title_in_titles_validates() {
+    let o = edit(&root(), &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("titles/ironhold: ok"), "{}", text(&o));
+}
+
+#[test]
+fn every_title_in_titles_passes_its_scenarios() {
+    let o = edit(&root(), &["test"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(" 0 failed"), "{}", text(&o));
+}
+
+#[test]
+fn each_invalid_fixture_exits_1_with_its_golden_diagnostics() {
+    let cases = root().join("tests/invalid");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&cases).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(names.len() >= 15, "the corpus must cover at least 15 diagnostic classes");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut mismatches = Vec::new();
+    for name in &names {
+        let rel = format!("tests/invalid/{name}");
+        let o = edit(&root(), &["validate", &rel]);
+        assert_eq!(o.status.code(), Some(1), "{name} must be invalid:\n{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        // Every error names its file; those inside a file also a line:col.
+        let errors = out.lines().filter(|l| l.starts_with("error[")).count();
+        let located = out.lines().filter(|l| l.starts_with(&format!("  --> {rel}/"))).count();
+        assert!(errors >= 1 && located == errors, "{name}: {errors} errors, {located} located:\n{out}");
+        let golden = cases.join(name).join("expected.txt");
+        if update {
+            std::fs::write(&golden, &out).unwrap();
+        } else {
+            let want = std::fs::read_to_string(&golden).unwrap_or_default();
+            if want != out {
+                mismatches.push(format!("--- {name}: expected\n{want}\n--- got\n{out}"));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "golden mismatch (UPDATE_GOLDEN=1 to accept):\n{}", mismatches.join("\n"));
+}
+
+#[test]
+fn json_format_lists_diagnostics_with_pointers() {
+    let o = edit(&root(), &["validate", "--format", "json", "tests/invalid/unknown_id_cost"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &v[0]["diagnostics"][0];
+    assert_eq!(v[0]["ok"], false);
+    assert_eq!(d["code"], "unknown-id");
+    assert_eq!(d["file"], "buildings.json");
+    assert_eq!(d["pointer"], "/buildings/2/levels/0/cost/gld");
+    assert!(d["line"].as_u64().is_some() && d["column"].as_u64().is_some());
+    assert_eq!(d["help"], "did you mean `gold`?");
+}
+
+#[test]
+fn new_title_validates_and_passes_its_own_test() {
+    let tmp = std::env::temp_dir().join(format!("citadel-edit-new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("titles")).unwrap();
+    let o = edit(&tmp, &["new", "demo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(tmp.join("titles/demo/title.json").is_file());
+    let o = edit(&tmp, &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = edit(&tmp, &["test", "demo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
+    // A second `new` with the same id refuses to overwrite.
+    let o = edit(&tmp, &["new", "demo"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let r = root();
+    assert_eq!(edit(&r, &["validate", "no/such/folder"]).status.code(), Some(2));
+    assert_eq!(edit(&r, &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(edit(&r, &["new", "Bad Id"]).status.code(), Some(2));
+    assert_eq!(edit(&r, &["test", "no_such_title"]).status.code(), Some(2));
+}
+
+#[test]
+fn failing_scenario_exits_1_and_names_the_step() {
+    let tmp = std::env::temp_dir().join(format!("citadel-edit-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    assert_eq!(edit(&tmp, &["new", "broken", "--dir", "."]).status.code(), Some(0));
+    let test = tmp.join("broken/tests/basics.json");
+    let t = std::fs::read_to_string(&test).unwrap().replace("\"/resources/gold\": 200", "\"/resources/gold\": 201");
+    std::fs::write(&test, t).unwrap();
+    let o = edit(&tmp, &["test", "./broken"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("expected /resources/gold to be 201, it is 200"), "{out}");
+    assert!(out.contains("broken/tests/basics.json:6:"), "{out}");
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
