@@ -1,0 +1,66 @@
+//! Every title in `titles/` (and the test fixture) loads without a single
+//! diagnostic and passes all of its scenario tests.
+
+use citadel_runtime::scenario;
+use citadel_tests::{load_valid, render, root, title_dirs};
+
+#[test]
+fn every_title_loads_cleanly_and_passes_its_scenarios() {
+    let mut dirs = title_dirs();
+    assert!(!dirs.is_empty(), "titles/ has no title");
+    dirs.push(root().join("tests/fixtures/mini"));
+    for dir in dirs {
+        let (files, _) = citadel_runtime::read_dir(&dir);
+        let (title, diags) = citadel_runtime::load(&dir);
+        assert!(diags.is_empty(), "{} has diagnostics:\n{}", dir.display(), render(&dir, &files, &diags));
+        let title = title.expect("no diagnostics means a title");
+        let outcomes = scenario::run_all(&title, &files);
+        assert!(!outcomes.is_empty(), "{} has no scenario tests", dir.display());
+        for o in outcomes {
+            assert!(o.passed(), "{}/{} failed:\n{}", dir.display(), o.file, render(&dir, &files, &o.failures));
+        }
+    }
+}
+
+#[test]
+fn the_first_title_meets_the_content_bar() {
+    let (t, files) = load_valid(&root().join("titles/ironhold"));
+    let five_levels = t.buildings.iter().filter(|b| b.def.levels.len() >= 5).count();
+    assert!(five_levels >= 10, "needs 10 building types with 5+ levels, has {five_levels}");
+    let plain = t.resources.iter().filter(|r| r.id != t.premium()).count();
+    assert!(plain >= 3 && t.resource(t.premium()).is_some());
+    assert!(t.units.len() >= 6 && t.research.len() >= 8 && t.quests.len() >= 10);
+    assert!(!t.offers.is_empty() && !t.items.is_empty());
+    assert!(t.hooks.len() >= 3, "at least 3 hooks bound");
+    let scripts = files.keys().filter(|f| f.starts_with("scripts/")).count();
+    assert!(scripts >= 3);
+}
+
+#[test]
+fn content_version_changes_with_any_data_or_script_byte_and_not_with_tests() {
+    let dir = root().join("titles/ironhold");
+    let (files, _) = citadel_runtime::read_dir(&dir);
+    let v = citadel_runtime::load::content_version(&files);
+    for key in ["buildings.json", "scripts/hooks.rhai"] {
+        let mut changed = files.clone();
+        changed.get_mut(key).expect("file exists").push(' ');
+        assert_ne!(citadel_runtime::load::content_version(&changed), v, "{key}");
+    }
+    let mut tests_only = files.clone();
+    tests_only.insert("tests/extra.json".into(), "{}".into());
+    assert_eq!(citadel_runtime::load::content_version(&tests_only), v);
+}
+
+#[test]
+fn player_state_json_round_trips_exactly_and_refuses_future_versions() {
+    let (t, _) = load_valid(&root().join("titles/ironhold"));
+    let s = citadel_runtime::new_player(&t, 1_767_225_600_000);
+    let text = s.to_json();
+    let back = citadel_runtime::PlayerState::from_json(&text).expect("round trip");
+    assert_eq!(back, s);
+    assert_eq!(back.to_json(), text);
+    let future = text.replace("\"format_version\":1", "\"format_version\":99");
+    assert!(matches!(citadel_runtime::PlayerState::from_json(&future), Err(citadel_runtime::StateError::TooNew(99))));
+    assert!(citadel_runtime::PlayerState::from_json("[1,2]").is_err());
+    assert!(citadel_runtime::PlayerState::from_json("{\"title\":\"x\"}").is_err());
+}
