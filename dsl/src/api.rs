@@ -178,3 +178,39 @@ pub(crate) fn register_effects(engine: &mut Engine) {
         })
     });
 }
+
+/// The read-only queries, as designers call them, with what they return.
+/// `docs/title-format.md` is generated from this list and a test calls
+/// every entry, so the docs and the engine cannot drift apart.
+pub const QUERY_DOCS: &[(&str, &str)] = &[
+    ("level(building)", "highest completed level of any building of that type (0 if none)"),
+    ("count(building)", "number of buildings of that type, including ones under construction"),
+    ("count_at_least(building, level)", "number of buildings of that type at that level or higher"),
+    ("resource(resource)", "amount of a resource held"),
+    ("cap(resource)", "storage cap of a resource (a huge number if uncapped)"),
+    ("has_research(research, level)", "true if that research is at that level or higher"),
+    ("research_level(research)", "completed level of a research (0 if never researched)"),
+    ("unit_count(unit)", "trained units of that type"),
+    ("item_count(item)", "items of that type in the inventory"),
+    ("quest_claimed(quest)", "true if the quest's rewards were claimed"),
+    ("player_level()", "the player's level, from xp and the title's xp_levels"),
+    ("xp()", "the player's experience points"),
+    ("flag(name)", "true if the flag is set"),
+    ("score(stat)", "a score stat (0 if never awarded)"),
+    ("now()", "the current time in seconds since 1970-01-01 UTC"),
+];
+
+/// The effect constructors (scripts only), with what they ask for.
+pub const EFFECT_DOCS: &[(&str, &str)] = &[
+    ("grant(resource, amount)", "add a resource, clamped to its storage cap"),
+    ("spend(resource, amount)", "remove a resource; the whole hook fails if the player has less"),
+    ("grant_item(item, count)", "add items to the inventory"),
+    ("grant_unit(unit, count)", "add trained units; fails if housing is short"),
+    ("set_flag(name)", "set a flag (at most 256 per player, names up to 64 bytes)"),
+    ("clear_flag(name)", "clear a flag"),
+    ("start_timer(name, seconds)", "start or restart a named timer; the on_timer hook runs when it ends (at most 32 running)"),
+    ("award_score(stat, amount)", "add to a score stat listed in title.json scores"),
+    ("grant_xp(amount)", "add experience points"),
+    ("notify(text)", "send the player a message (up to 500 bytes)"),
+    ("random(low, high)", "a random whole number from low to high inclusive, the same on every replay (not an effect; scripts only)"),
+];

@@ -113,10 +113,13 @@ impl Diagnostic {
             Some(p) if !p.is_empty() => out.push_str(&format!("  --> {loc} ({p})\n")),
             _ => out.push_str(&format!("  --> {loc}\n")),
         }
+        // The help line lines up with the gutter, whose width is the line number's.
+        let mut gutter = 2;
         if let (Some(line), Some(col), Some(src)) = (self.line, self.column, source) {
             if let Some(text) = src.lines().nth(line - 1) {
                 let num = line.to_string();
                 let pad = " ".repeat(num.len());
+                gutter = num.len() + 1;
                 // Tabs would misalign the caret; show them as one space.
                 let shown: String = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
                 let width = shown.chars().count().saturating_sub(col - 1).max(1);
@@ -124,7 +127,7 @@ impl Diagnostic {
             }
         }
         if let Some(help) = &self.help {
-            out.push_str(&format!("   = help: {help}\n"));
+            out.push_str(&format!("{}= help: {help}\n", " ".repeat(gutter)));
         }
         out
     }

@@ -14,6 +14,7 @@
 //! - [`time`]: UTC timestamps.
 
 pub mod diagnostic;
+pub mod docs;
 pub mod format;
 pub mod load;
 pub mod rules;

@@ -165,7 +165,33 @@ impl ErrorCode {
     }
 }
 
-/// Every error code, as in JSON (kept in step with [`ErrorCode`] by a test).
+/// Every error code as in JSON, with its meaning (the protocol docs and the
+/// title format docs are generated from this; a test keeps it in step with
+/// [`ErrorCode`]).
+pub const ERROR_CODE_DOCS: &[(&str, &str)] = &[
+    ("unknown_id", "the action names a building type, unit, research, item, offer, quest or custom action the title does not define"),
+    ("not_found", "no building with that instance id"),
+    ("invalid_argument", "an argument is out of range, or the target cannot do that (collect from a non-producer, use a keepsake item)"),
+    ("insufficient_resources", "the player cannot pay the cost"),
+    ("requirement_not_met", "a requires expression is false, or the needed building is missing"),
+    ("no_free_builder", "every builder is busy"),
+    ("limit_reached", "max_count for this building at the current headquarters level is reached"),
+    ("max_level", "already at the highest level"),
+    ("busy", "that building is already under construction, or a research is already running"),
+    ("not_busy", "nothing in progress to cancel or speed up"),
+    ("out_of_bounds", "the building would stick out of the grid"),
+    ("collision", "the building would overlap another"),
+    ("queue_full", "the training queue is full"),
+    ("housing_full", "not enough housing for the units"),
+    ("not_available", "the offer is outside its window or over its purchase limit, or the player holds none of that item"),
+    ("already_claimed", "the quest was already claimed"),
+    ("goal_not_met", "the quest's goal is not reached yet"),
+    ("nothing_to_collect", "nothing has been produced yet (or storage is full, for collect_all)"),
+    ("storage_full", "the resource's storage is full"),
+    ("script_error", "a script failed (endless loop, error, limit) or returned an invalid effect; nothing was applied"),
+];
+
+/// Every error code, as in JSON.
 pub const ALL_CODES: &[&str] = &[
     "unknown_id", "not_found", "invalid_argument", "insufficient_resources", "requirement_not_met",
     "no_free_builder", "limit_reached", "max_level", "busy", "not_busy", "out_of_bounds", "collision",

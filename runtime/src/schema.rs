@@ -221,3 +221,118 @@ fn lower(s: &str) -> String {
         None => String::new(),
     }
 }
+
+/// The schema files that describe title files, in the order the reference lists them.
+const REFERENCE_ORDER: &[&str] = &[
+    "title.schema.json",
+    "resources.schema.json",
+    "buildings.schema.json",
+    "units.schema.json",
+    "research.schema.json",
+    "store.schema.json",
+    "quests.schema.json",
+    "scenario.schema.json",
+];
+
+/// The field reference of `docs/title-format.md`, generated from the
+/// schemas so that the docs cannot drift from them (a test compares).
+pub fn reference_markdown() -> String {
+    let defs = parse("defs.schema.json");
+    let mut out = String::new();
+    for name in REFERENCE_ORDER {
+        let schema = parse(name);
+        let title = schema.get("title").and_then(Value::as_str).unwrap_or(name);
+        let description = schema.get("description").and_then(Value::as_str).unwrap_or("");
+        out.push_str(&format!("### `{title}`\n\n{description} Schema: `schemas/{name}`.\n\n"));
+        out.push_str("| field | type | required | description |\n|---|---|---|---|\n");
+        let mut rows = Vec::new();
+        fields(&schema, &defs, "", &mut rows);
+        for (path, ty, required, desc) in rows {
+            out.push_str(&format!("| `{path}` | {ty} | {} | {} |\n", if required { "yes" } else { "" }, desc.replace('|', "\\|")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Follows a `$ref` into the shared definitions (or the same document).
+fn resolve<'a>(node: &'a Value, defs: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let ptr = r.split_once('#').map_or("", |(_, p)| p);
+            defs.pointer(ptr).map_or(node, |target| resolve(target, defs))
+        }
+        None => node,
+    }
+}
+
+fn describe(node: &Value, defs: &Value) -> (String, String) {
+    let target = resolve(node, defs);
+    let desc = node.get("description").or_else(|| target.get("description")).and_then(Value::as_str).unwrap_or("").to_string();
+    let reference = node.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).map(str::to_string);
+    let ty = if let Some(c) = target.get("const") {
+        format!("`{c}`")
+    } else if let Some(e) = target.get("enum").and_then(Value::as_array) {
+        e.iter().map(|v| format!("`{}`", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(", ")
+    } else {
+        let base = target.get("type").and_then(Value::as_str).unwrap_or("any").to_string();
+        let range = match (target.get("minimum"), target.get("maximum")) {
+            (Some(a), Some(b)) => format!(" {a} to {b}"),
+            (Some(a), None) => format!(" ≥ {a}"),
+            _ => String::new(),
+        };
+        match (reference.as_deref(), base.as_str()) {
+            (Some("id"), _) => "id".into(),
+            (Some("expression"), _) => "expression".into(),
+            (Some("hook_ref"), _) => "`module::function`".into(),
+            (Some("timestamp"), _) => "UTC time".into(),
+            (Some("cost"), _) => "map of resource id → amount".into(),
+            (Some("counts"), _) => "map of id → count".into(),
+            (Some("seconds"), _) => "seconds".into(),
+            (_, "array") => {
+                let items = target.get("items").map(|i| describe(i, defs).0).unwrap_or_default();
+                format!("array of {items}")
+            }
+            (_, "object") if target.get("properties").is_none() && target.get("additionalProperties").is_some_and(Value::is_object) => {
+                let v = target.get("additionalProperties").map(|i| describe(i, defs).0).unwrap_or_default();
+                format!("map of name → {v}")
+            }
+            _ => format!("{base}{range}"),
+        }
+    };
+    (ty, desc)
+}
+
+fn fields(node: &Value, defs: &Value, path: &str, rows: &mut Vec<(String, String, bool, String)>) {
+    let node = resolve(node, defs);
+    let required: Vec<&str> = node.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (key, child) in props {
+            if key == "$schema" {
+                continue;
+            }
+            let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            let (ty, desc) = describe(child, defs);
+            rows.push((p.clone(), ty, required.contains(&key.as_str()), desc));
+            let target = resolve(child, defs);
+            match target.get("type").and_then(Value::as_str) {
+                Some("object") => {
+                    fields(target, defs, &p, rows);
+                    if let Some(ap) = target.get("additionalProperties").filter(|v| v.is_object()) {
+                        if resolve(ap, defs).get("properties").is_some() {
+                            fields(ap, defs, &format!("{p}.<name>"), rows);
+                        }
+                    }
+                }
+                Some("array") => {
+                    if let Some(items) = target.get("items") {
+                        if resolve(items, defs).get("properties").is_some() {
+                            fields(items, defs, &format!("{p}[]"), rows);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
