@@ -28,7 +28,13 @@ fn tithe(script: &'static str) -> (Result<Vec<Event>, citadel_runtime::ActionErr
             let mut s = new_player(&title, NOW);
             let before = s.clone();
             let start = Instant::now();
-            let r = apply(&title, &mut s, &Action::Custom { name: "tithe".into(), args: serde_json::Value::Null }, NOW, &mut Rng::new(1));
+            let r = apply(
+                &title,
+                &mut s,
+                &Action::Custom { name: "tithe".into(), args: serde_json::Value::Null },
+                NOW,
+                &mut Rng::new(1),
+            );
             (r, s == before, start.elapsed())
         })
         .unwrap()
@@ -50,7 +56,8 @@ fn endless_loop_in_custom_action_fails_that_action_only() {
 
 #[test]
 fn unbounded_recursion_in_custom_action_fails_cleanly() {
-    let (r, unchanged, _) = tithe("fn on_build_complete(ev) { } fn deeper(n) { deeper(n + 1) } fn tithe(args) { deeper(0) }");
+    let (r, unchanged, _) =
+        tithe("fn on_build_complete(ev) { } fn deeper(n) { deeper(n + 1) } fn tithe(args) { deeper(0) }");
     let e = r.unwrap_err();
     assert_eq!(e.code, ErrorCode::ScriptError);
     assert!(e.message.contains("call depth"), "{}", e.message);
@@ -70,7 +77,8 @@ fn runaway_string_in_custom_action_fails_cleanly() {
 fn invalid_effect_applies_nothing() {
     // The first effect is fine, the second spends more than the player has:
     // neither may be applied.
-    let (r, unchanged, _) = tithe(r#"fn on_build_complete(ev) { } fn tithe(args) { [grant("gems", 5), spend("gold", 999999)] }"#);
+    let (r, unchanged, _) =
+        tithe(r#"fn on_build_complete(ev) { } fn tithe(args) { [grant("gems", 5), spend("gold", 999999)] }"#);
     let e = r.unwrap_err();
     assert_eq!(e.code, ErrorCode::ScriptError);
     assert!(e.message.contains("effect 1 (spend)"), "{}", e.message);
@@ -108,7 +116,8 @@ fn self_restarting_timer_is_bounded_per_advance() {
     let title = title.unwrap_or_else(|| panic!("{diags:?}"));
     let mut s = new_player(&title, NOW);
     let mut rng = Rng::new(1);
-    apply(&title, &mut s, &Action::Custom { name: "tithe".into(), args: serde_json::Value::Null }, NOW, &mut rng).unwrap();
+    apply(&title, &mut s, &Action::Custom { name: "tithe".into(), args: serde_json::Value::Null }, NOW, &mut rng)
+        .unwrap();
     // A month offline would be 2.6 million firings; one advance does at most the limit.
     let events = citadel_runtime::advance(&title, &mut s, NOW + 30 * 86_400_000, &mut rng);
     let fired = events.iter().filter(|e| matches!(e, Event::TimerEnded { .. })).count();
@@ -123,10 +132,12 @@ fn oversized_and_deep_action_args_are_refused() {
     let mut s = new_player(&title, NOW);
     let before = s.clone();
     let deep = (0..50).fold(serde_json::json!(1), |v, _| serde_json::json!([v]));
-    let e = apply(&title, &mut s, &Action::Custom { name: "tithe".into(), args: deep }, NOW, &mut Rng::new(1)).unwrap_err();
+    let e =
+        apply(&title, &mut s, &Action::Custom { name: "tithe".into(), args: deep }, NOW, &mut Rng::new(1)).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
     let huge = serde_json::json!({ "text": "x".repeat(1 << 20) });
-    let e = apply(&title, &mut s, &Action::Custom { name: "tithe".into(), args: huge }, NOW, &mut Rng::new(1)).unwrap_err();
+    let e =
+        apply(&title, &mut s, &Action::Custom { name: "tithe".into(), args: huge }, NOW, &mut Rng::new(1)).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidArgument);
     assert_eq!(s, before);
 }

@@ -61,7 +61,9 @@ proptest! {
 fn collect(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
     out.push(at.clone());
     match v {
-        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| collect(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out)),
+        serde_json::Value::Object(m) => {
+            m.iter().for_each(|(k, x)| collect(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+        }
         serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| collect(x, format!("{at}/{i}"), out)),
         _ => {}
     }

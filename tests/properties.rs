@@ -78,7 +78,9 @@ fn check_invariants(t: &Title, s: &PlayerState, prev_clock: i64) -> Result<(), S
             return Err(format!("building {} at level {} of {levels}", b.id, b.level));
         }
         match &b.upgrade {
-            Some(u) if u.to_level != b.level + 1 || u.to_level > levels => return Err(format!("bad upgrade on {}", b.id)),
+            Some(u) if u.to_level != b.level + 1 || u.to_level > levels => {
+                return Err(format!("bad upgrade on {}", b.id))
+            }
             None if b.level == 0 => return Err(format!("building {} at level 0 with no construction", b.id)),
             _ => {}
         }
@@ -100,14 +102,23 @@ fn check_invariants(t: &Title, s: &PlayerState, prev_clock: i64) -> Result<(), S
     }
     let busy = s.buildings.iter().filter(|b| b.upgrade.is_some()).count() as u32;
     let builders = t.manifest.builders
-        + s.buildings.iter().filter(|b| b.level > 0).map(|b| t.building(&b.building).map_or(0, |d| d.def.levels[b.level as usize - 1].builders)).sum::<u32>();
+        + s.buildings
+            .iter()
+            .filter(|b| b.level > 0)
+            .map(|b| t.building(&b.building).map_or(0, |d| d.def.levels[b.level as usize - 1].builders))
+            .sum::<u32>();
     if busy > builders {
         return Err(format!("{busy} constructions with {builders} builders"));
     }
     if s.training.len() > t.manifest.training_queue as usize {
         return Err("training queue over its limit".into());
     }
-    let housing: i64 = s.buildings.iter().filter(|b| b.level > 0).map(|b| t.building(&b.building).map_or(0, |d| d.def.levels[b.level as usize - 1].housing)).sum();
+    let housing: i64 = s
+        .buildings
+        .iter()
+        .filter(|b| b.level > 0)
+        .map(|b| t.building(&b.building).map_or(0, |d| d.def.levels[b.level as usize - 1].housing))
+        .sum();
     let used: i64 = s.units.iter().map(|(u, n)| t.unit(u).map_or(0, |d| d.def.housing) * n).sum::<i64>()
         + s.training.iter().map(|o| t.unit(&o.unit).map_or(0, |d| d.def.housing)).sum::<i64>();
     if used > housing {
@@ -147,9 +158,17 @@ fn run(t: &Title, seq: &[Step], seed: u64) -> Result<PlayerState, TestCaseError>
         advance(t, &mut advanced, now, &mut rng.clone());
         match apply(t, &mut s, &step.action, now, &mut rng) {
             Ok(_) => {}
-            Err(e) => prop_assert_eq!(&s, &advanced, "step {}: refused {:?} ({}) changed the state", i, step.action, e.message),
+            Err(e) => prop_assert_eq!(
+                &s,
+                &advanced,
+                "step {}: refused {:?} ({}) changed the state",
+                i,
+                step.action,
+                e.message
+            ),
         }
-        check_invariants(t, &s, prev).map_err(|m| TestCaseError::fail(format!("step {i} after {:?}: {m}", step.action)))?;
+        check_invariants(t, &s, prev)
+            .map_err(|m| TestCaseError::fail(format!("step {i} after {:?}: {m}", step.action)))?;
     }
     Ok(s)
 }
@@ -166,8 +185,8 @@ proptest! {
     }
 }
 
-/// The same random play, but starting from a wealthy player so that the
-/// later content (upgrades, research, training) is actually reached.
+// The same random play, but starting from a wealthy player so that the
+// later content (upgrades, research, training) is actually reached.
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 

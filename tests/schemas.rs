@@ -66,7 +66,8 @@ fn error_code_lists_agree_with_the_enum() {
     let documented: Vec<&str> = ERROR_CODE_DOCS.iter().map(|(c, _)| *c).collect();
     assert_eq!(documented, ALL_CODES);
     for code in ALL_CODES {
-        let parsed: ErrorCode = serde_json::from_value(Value::String(code.to_string())).unwrap_or_else(|_| panic!("{code} is not an ErrorCode"));
+        let parsed: ErrorCode = serde_json::from_value(Value::String(code.to_string()))
+            .unwrap_or_else(|_| panic!("{code} is not an ErrorCode"));
         assert_eq!(parsed.as_str(), *code);
     }
 }

@@ -34,9 +34,7 @@ fn int_const(e: &RExpr) -> Option<i64> {
 /// `(function, id)` of a call like `level("x")` with a literal first argument.
 fn id_call(e: &RExpr) -> Option<(&str, &RExpr)> {
     match e {
-        RExpr::FnCall(call, _) if call.namespace.is_empty() => {
-            Some((call.name.as_str(), call.args.first()?))
-        }
+        RExpr::FnCall(call, _) if call.namespace.is_empty() => Some((call.name.as_str(), call.args.first()?)),
         _ => None,
     }
 }
@@ -95,7 +93,8 @@ fn collect(ast: &AST) -> Vec<IdRef> {
         true
     });
     for r in &mut refs {
-        if let Some((_, min)) = bounds.iter().find(|(p, _)| p.line() == Some(r.line) && p.position() == Some(r.column)) {
+        if let Some((_, min)) = bounds.iter().find(|(p, _)| p.line() == Some(r.line) && p.position() == Some(r.column))
+        {
             r.min_level = Some(*min);
         }
     }

@@ -99,20 +99,15 @@ pub(crate) fn register_queries(engine: &mut Engine) {
         with_ctx(&nc, |c| known(&nc, c.view.count_at_least(id, level), IdKind::Building, id))
     });
     engine.register_fn("has_research", |nc: NativeCallContext, id: &str, level: i64| -> Res<bool> {
-        with_ctx(&nc, |c| {
-            known(&nc, c.view.research_level(id), IdKind::Research, id).map(|l| l >= level)
-        })
+        with_ctx(&nc, |c| known(&nc, c.view.research_level(id), IdKind::Research, id).map(|l| l >= level))
     });
     engine.register_fn("player_level", |nc: NativeCallContext| -> Res<i64> {
         with_ctx(&nc, |c| Ok(c.view.player_level()))
     });
     engine.register_fn("xp", |nc: NativeCallContext| -> Res<i64> { with_ctx(&nc, |c| Ok(c.view.xp())) });
-    engine.register_fn("flag", |nc: NativeCallContext, f: &str| -> Res<bool> {
-        with_ctx(&nc, |c| Ok(c.view.flag(f)))
-    });
-    engine.register_fn("score", |nc: NativeCallContext, s: &str| -> Res<i64> {
-        with_ctx(&nc, |c| Ok(c.view.score(s)))
-    });
+    engine.register_fn("flag", |nc: NativeCallContext, f: &str| -> Res<bool> { with_ctx(&nc, |c| Ok(c.view.flag(f))) });
+    engine
+        .register_fn("score", |nc: NativeCallContext, s: &str| -> Res<i64> { with_ctx(&nc, |c| Ok(c.view.score(s))) });
     // Seconds, not milliseconds: designers write `now() - x > 3600`.
     engine.register_fn("now", |nc: NativeCallContext| -> Res<i64> {
         with_ctx(&nc, |c| Ok(c.view.now_ms().div_euclid(1000)))
@@ -121,10 +116,7 @@ pub(crate) fn register_queries(engine: &mut Engine) {
 
 fn amount(nc: &NativeCallContext, what: &str, n: i64) -> Res<i64> {
     if n <= 0 || n > EFFECT_AMOUNT_MAX {
-        return runtime_err(
-            format!("{what} must be between 1 and {EFFECT_AMOUNT_MAX}, got {n}"),
-            nc.call_position(),
-        );
+        return runtime_err(format!("{what} must be between 1 and {EFFECT_AMOUNT_MAX}, got {n}"), nc.call_position());
     }
     Ok(n)
 }
@@ -208,9 +200,15 @@ pub const EFFECT_DOCS: &[(&str, &str)] = &[
     ("grant_unit(unit, count)", "add trained units; fails if housing is short"),
     ("set_flag(name)", "set a flag (at most 256 per player, names up to 64 bytes)"),
     ("clear_flag(name)", "clear a flag"),
-    ("start_timer(name, seconds)", "start or restart a named timer; the on_timer hook runs when it ends (at most 32 running)"),
+    (
+        "start_timer(name, seconds)",
+        "start or restart a named timer; the on_timer hook runs when it ends (at most 32 running)",
+    ),
     ("award_score(stat, amount)", "add to a score stat listed in title.json scores"),
     ("grant_xp(amount)", "add experience points"),
     ("notify(text)", "send the player a message (up to 500 bytes)"),
-    ("random(low, high)", "a random whole number from low to high inclusive, the same on every replay (not an effect; scripts only)"),
+    (
+        "random(low, high)",
+        "a random whole number from low to high inclusive, the same on every replay (not an effect; scripts only)",
+    ),
 ];

@@ -95,10 +95,10 @@ fn compile_error(err: ParseError, line_shift: usize) -> CompileError {
     }
 }
 
-fn eval_error(err: Box<EvalAltResult>, line_shift: usize) -> EvalError {
+fn eval_error(err: EvalAltResult, line_shift: usize) -> EvalError {
     let (line, column) = pos_parts(err.position());
     let line = line.map(|l| l.saturating_sub(line_shift).max(1));
-    let (kind, message) = match *err {
+    let (kind, message) = match err {
         EvalAltResult::ErrorTooManyOperations(_) => (
             EvalErrorKind::TooManyOperations,
             "script exceeded its operations limit (is there an endless loop?)".to_string(),
@@ -112,10 +112,10 @@ fn eval_error(err: Box<EvalAltResult>, line_shift: usize) -> EvalError {
         }
         EvalAltResult::ErrorRuntime(ref v, _) => (EvalErrorKind::Runtime, v.to_string()),
         EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => {
-            let inner = eval_error(inner, line_shift);
+            let inner = eval_error(*inner, line_shift);
             return inner;
         }
-        EvalAltResult::ErrorInModule(_, inner, _) => return eval_error(inner, 0),
+        EvalAltResult::ErrorInModule(_, inner, _) => return eval_error(*inner, 0),
         ref other => (EvalErrorKind::Runtime, lower_first(&other.to_string())),
     };
     EvalError { kind, message, line, column }
@@ -188,10 +188,17 @@ struct TitleModules {
 }
 
 impl ModuleResolver for TitleModules {
-    fn resolve(&self, engine: &Engine, _source: Option<&str>, path: &str, pos: Position) -> Result<SharedModule, Box<EvalAltResult>> {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
         // Rhai rewrites `ErrorModuleNotFound` to the bare path, so the
         // explanation travels as a runtime error.
-        let not_found = |why: String| Err(Box::new(EvalAltResult::ErrorRuntime(format!("cannot import {why}").into(), pos)));
+        let not_found =
+            |why: String| Err(Box::new(EvalAltResult::ErrorRuntime(format!("cannot import {why}").into(), pos)));
         if let Some(m) = lock(&self.built).get(path) {
             return Ok(m.clone());
         }
@@ -209,10 +216,8 @@ impl ModuleResolver for TitleModules {
             }
             building.push(path.to_string());
         }
-        let result = engine
-            .compile(source)
-            .map_err(|e| Box::new(EvalAltResult::ErrorParsing(*e.0, e.1)))
-            .and_then(|mut ast| {
+        let result =
+            engine.compile(source).map_err(|e| Box::new(EvalAltResult::ErrorParsing(*e.0, e.1))).and_then(|mut ast| {
                 ast.set_source(path);
                 Module::eval_ast_as_new(Scope::new(), &ast, engine)
             });
@@ -323,7 +328,7 @@ impl Sandbox {
             if let Some(rhai::ASTNode::Stmt(rhai::Stmt::Import(x, pos))) = path.last() {
                 if let rhai::Expr::StringConstant(name, _) = &x.0 {
                     if let Err(e) = self.scripts.module_resolver().resolve(&self.scripts, None, name, *pos) {
-                        failure = Some(eval_error(e, 0));
+                        failure = Some(eval_error(*e, 0));
                         return false;
                     }
                 }
@@ -337,7 +342,7 @@ impl Sandbox {
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true).with_tag(ctx.clone());
         self.exprs
             .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &expr.callable, EXPR_FN, ())
-            .map_err(|e| eval_error(e, EXPR_LINE_SHIFT))
+            .map_err(|e| eval_error(*e, EXPR_LINE_SHIFT))
     }
 
     /// Evaluates a requirement; it must produce `true` or `false`.
@@ -359,7 +364,7 @@ impl Sandbox {
         let out = self
             .scripts
             .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &script.ast, function, (arg,))
-            .map_err(|e| eval_error(e, 0))?;
+            .map_err(|e| eval_error(*e, 0))?;
         effects_from(out)
     }
 }
@@ -374,7 +379,8 @@ fn effects_from(value: Dynamic) -> Result<Vec<Effect>, EvalError> {
     let type_name = value.type_name();
     let Some(array) = value.try_cast::<rhai::Array>() else {
         return Err(EvalError::wrong_type(format!(
-            "a hook must return an effect, an array of effects or nothing; it returned {}", type_words(type_name)
+            "a hook must return an effect, an array of effects or nothing; it returned {}",
+            type_words(type_name)
         )));
     };
     if array.len() > EFFECTS_MAX {
@@ -392,7 +398,8 @@ fn effects_from(value: Dynamic) -> Result<Vec<Effect>, EvalError> {
             let t = v.type_name();
             v.try_cast::<Effect>().ok_or_else(|| {
                 EvalError::wrong_type(format!(
-                    "element {i} of the returned array is {}, expected an effect such as grant(\"gold\", 10)", type_words(t)
+                    "element {i} of the returned array is {}, expected an effect such as grant(\"gold\", 10)",
+                    type_words(t)
                 ))
             })
         })

@@ -109,15 +109,9 @@ fn unknown_id_at_run_time_is_an_error_naming_it() {
 #[test]
 fn expressions_cannot_loop_define_closures_or_use_variables() {
     let sb = sandbox(&[]);
-    for src in [
-        "loop { }",
-        "while true { }",
-        "for x in 0..10 { }",
-        "|x| x + 1",
-        "gold > 3",
-        "let x = 1",
-        r#"eval("1")"#,
-    ] {
+    for src in
+        ["loop { }", "while true { }", "for x in 0..10 { }", "|x| x + 1", "gold > 3", "let x = 1", r#"eval("1")"#]
+    {
         let err = sb.compile_expr(src).expect_err(src);
         assert!(err.line.is_some() || !err.message.is_empty(), "{src}: {err:?}");
     }
@@ -156,10 +150,7 @@ fn hook_returns_effects() {
     let fx = sb.call(&s, "on_build_complete", ev.into(), &ctx()).unwrap();
     assert_eq!(
         fx,
-        vec![
-            Effect::Grant { resource: "gold".into(), amount: 30 },
-            Effect::SetFlag { flag: "hq_up".into() }
-        ]
+        vec![Effect::Grant { resource: "gold".into(), amount: 30 }, Effect::SetFlag { flag: "hq_up".into() }]
     );
     assert!(sb.call(&s, "nothing", Dynamic::UNIT, &ctx()).unwrap().is_empty());
     assert_eq!(sb.call(&s, "one", Dynamic::UNIT, &ctx()).unwrap(), vec![Effect::GrantXp { amount: 5 }]);
@@ -269,10 +260,16 @@ fn oversized_sources_are_refused() {
 
 #[test]
 fn imports_resolve_to_the_titles_own_scripts_only() {
-    let sb = sandbox(&[("util", "fn bonus(n) { n * 2 }"), ("hooks", r#"import "util" as u; fn f(e) { grant("gold", u::bonus(5)) }"#)]);
+    let sb = sandbox(&[
+        ("util", "fn bonus(n) { n * 2 }"),
+        ("hooks", r#"import "util" as u; fn f(e) { grant("gold", u::bonus(5)) }"#),
+    ]);
     let hooks = sb.compile_script("hooks", r#"import "util" as u; fn f(e) { grant("gold", u::bonus(5)) }"#).unwrap();
     sb.link(&hooks).unwrap();
-    assert_eq!(sb.call(&hooks, "f", Dynamic::UNIT, &ctx()).unwrap(), vec![Effect::Grant { resource: "gold".into(), amount: 10 }]);
+    assert_eq!(
+        sb.call(&hooks, "f", Dynamic::UNIT, &ctx()).unwrap(),
+        vec![Effect::Grant { resource: "gold".into(), amount: 10 }]
+    );
 
     for path in ["../util", "/etc/passwd", "../../secrets/key", "util.rhai", "nope"] {
         let s = sb.compile_script("evil", &format!(r#"import "{path}" as m; fn f(e) {{ }}"#)).unwrap();
@@ -299,8 +296,14 @@ fn imports_do_not_leak_between_sandboxes() {
     let v2 = sandbox(&[("util", "fn n() { 2 }")]);
     let s1 = v1.compile_script("hooks", hooks).unwrap();
     let s2 = v2.compile_script("hooks", hooks).unwrap();
-    assert_eq!(v1.call(&s1, "f", Dynamic::UNIT, &ctx()).unwrap(), vec![Effect::Grant { resource: "gold".into(), amount: 1 }]);
-    assert_eq!(v2.call(&s2, "f", Dynamic::UNIT, &ctx()).unwrap(), vec![Effect::Grant { resource: "gold".into(), amount: 2 }]);
+    assert_eq!(
+        v1.call(&s1, "f", Dynamic::UNIT, &ctx()).unwrap(),
+        vec![Effect::Grant { resource: "gold".into(), amount: 1 }]
+    );
+    assert_eq!(
+        v2.call(&s2, "f", Dynamic::UNIT, &ctx()).unwrap(),
+        vec![Effect::Grant { resource: "gold".into(), amount: 2 }]
+    );
 }
 
 #[test]

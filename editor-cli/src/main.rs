@@ -38,9 +38,7 @@ enum Command {
     },
     /// Validate titles and run their scenario tests (tests/*.json).
     /// A title is a folder path or an id under ./titles; none means all.
-    Test {
-        titles: Vec<String>,
-    },
+    Test { titles: Vec<String> },
     /// Create a new title folder that validates and passes its own test.
     New {
         /// The new title's id: lowercase letters, digits and _, starting with a letter.
@@ -106,7 +104,11 @@ fn validate(dirs: Vec<PathBuf>, format: Format) -> anyhow::Result<bool> {
     for dir in &dirs {
         check_dir(dir)?;
         let (files, mut diags) = citadel_runtime::read_dir(dir);
-        let folder = dir.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+        let folder = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
         let (title, more) = citadel_runtime::load_files(&folder, &files);
         diags.extend(more);
         let ok = title.is_some() && !diags.iter().any(|d| d.severity == Severity::Error);
@@ -115,7 +117,12 @@ fn validate(dirs: Vec<PathBuf>, format: Format) -> anyhow::Result<bool> {
             Format::Human => {
                 let (errors, warnings) = print_human(dir, &files, &diags);
                 match &title {
-                    Some(t) if ok => println!("{}: ok, title `{}` content version {} ({warnings} warning(s))", dir.display(), t.id(), t.content_version),
+                    Some(t) if ok => println!(
+                        "{}: ok, title `{}` content version {} ({warnings} warning(s))",
+                        dir.display(),
+                        t.id(),
+                        t.content_version
+                    ),
                     _ => println!("{}: invalid, {errors} error(s), {warnings} warning(s)", dir.display()),
                 }
             }
@@ -190,22 +197,31 @@ fn new(id: &str, dir: Option<PathBuf>) -> anyhow::Result<bool> {
     if !valid {
         bail!("`{id}` is not a valid title id: use lowercase letters, digits and _, starting with a letter, at most 32 characters");
     }
-    let parent = dir.unwrap_or_else(|| if Path::new("titles").is_dir() { PathBuf::from("titles") } else { PathBuf::from(".") });
+    let parent =
+        dir.unwrap_or_else(|| if Path::new("titles").is_dir() { PathBuf::from("titles") } else { PathBuf::from(".") });
     let target = parent.join(id);
     if target.exists() {
         bail!("{} already exists", target.display());
     }
-    let name: String = id.split('_').map(|w| {
-        let mut c = w.chars();
-        c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
-    }).collect::<Vec<_>>().join(" ");
+    let name: String = id
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     for (path, text) in TEMPLATE {
         let dest = target.join(path);
         if let Some(p) = dest.parent() {
             std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
         }
-        std::fs::write(&dest, text.replace("{{id}}", id).replace("{{name}}", &name)).with_context(|| format!("writing {}", dest.display()))?;
+        std::fs::write(&dest, text.replace("{{id}}", id).replace("{{name}}", &name))
+            .with_context(|| format!("writing {}", dest.display()))?;
     }
-    println!("created {} (validate with: citadel-edit validate {0}; test with: citadel-edit test {0})", target.display());
+    println!(
+        "created {} (validate with: citadel-edit validate {0}; test with: citadel-edit test {0})",
+        target.display()
+    );
     Ok(true)
 }

@@ -123,7 +123,11 @@ impl Diagnostic {
                 // Tabs would misalign the caret; show them as one space.
                 let shown: String = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
                 let width = shown.chars().count().saturating_sub(col - 1).max(1);
-                out.push_str(&format!("{pad} |\n{num} | {shown}\n{pad} | {}{}\n", " ".repeat(col - 1), "^".repeat(self.len.min(width))));
+                out.push_str(&format!(
+                    "{pad} |\n{num} | {shown}\n{pad} | {}{}\n",
+                    " ".repeat(col - 1),
+                    "^".repeat(self.len.min(width))
+                ));
             }
         }
         if let Some(help) = &self.help {
@@ -141,8 +145,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

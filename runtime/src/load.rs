@@ -75,7 +75,11 @@ pub fn read_dir(dir: &Path) -> (TitleFiles, Vec<Diagnostic>) {
                 Ok(bytes) => {
                     total += bytes.len();
                     if total > TITLE_BYTES_MAX {
-                        diags.push(Diagnostic::error("limit", rel, format!("title is larger than {TITLE_BYTES_MAX} bytes")));
+                        diags.push(Diagnostic::error(
+                            "limit",
+                            rel,
+                            format!("title is larger than {TITLE_BYTES_MAX} bytes"),
+                        ));
                         return;
                     }
                     match String::from_utf8(bytes) {
@@ -252,9 +256,13 @@ impl Loader<'_> {
         for f in strays {
             let help = did_you_mean(&f, known_names.iter().copied());
             self.diags.push(
-                Diagnostic::error("unknown-file", &f, format!("unknown file {f}; a title folder holds {}", known_names.join(", ")))
-                    .warning()
-                    .help(help),
+                Diagnostic::error(
+                    "unknown-file",
+                    &f,
+                    format!("unknown file {f}; a title folder holds {}", known_names.join(", ")),
+                )
+                .warning()
+                .help(help),
             );
         }
 
@@ -285,7 +293,14 @@ impl Loader<'_> {
         let known = self.known();
         if let Some(t) = &p.title {
             if t.id != folder && !folder.is_empty() {
-                self.at("title-id", "title.json", "/id", false, format!("title id `{}` does not match its folder name `{folder}`", t.id), None);
+                self.at(
+                    "title-id",
+                    "title.json",
+                    "/id",
+                    false,
+                    format!("title id `{}` does not match its folder name `{folder}`", t.id),
+                    None,
+                );
             }
         }
         self.check_refs(&p, &known);
@@ -318,7 +333,14 @@ impl Loader<'_> {
         Some(title)
     }
 
-    fn script_error(&mut self, file: &str, code: &'static str, message: String, line: Option<usize>, column: Option<usize>) {
+    fn script_error(
+        &mut self,
+        file: &str,
+        code: &'static str,
+        message: String,
+        line: Option<usize>,
+        column: Option<usize>,
+    ) {
         let mut d = Diagnostic::error(code, file, message);
         if let (Some(l), Some(c)) = (line, column) {
             d = d.at(l, c, 1);
@@ -350,7 +372,11 @@ impl Loader<'_> {
         match serde_json::from_value(value) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.diags.push(Diagnostic::error("schema", file, format!("file does not match the title format: {e}")));
+                self.diags.push(Diagnostic::error(
+                    "schema",
+                    file,
+                    format!("file does not match the title format: {e}"),
+                ));
                 None
             }
         }
@@ -381,7 +407,14 @@ impl Loader<'_> {
             for (i, e) in entries.iter().enumerate() {
                 let Some(id) = e.get("id").and_then(Value::as_str) else { continue };
                 if ids.iter().any(|x: &String| x == id) {
-                    self.at("duplicate-id", file, &format!("/{list}/{i}/id"), false, format!("duplicate {} id `{id}`", kind.noun()), None);
+                    self.at(
+                        "duplicate-id",
+                        file,
+                        &format!("/{list}/{i}/id"),
+                        false,
+                        format!("duplicate {} id `{id}`", kind.noun()),
+                        None,
+                    );
                 } else {
                     ids.push(id.to_string());
                 }
@@ -392,12 +425,21 @@ impl Loader<'_> {
             ids.sort();
             k.ids.insert(kind, ids);
         }
-        if let Some(offers) = self.raw.get("store.json").and_then(|v| v.get("offers")).and_then(Value::as_array).cloned() {
+        if let Some(offers) =
+            self.raw.get("store.json").and_then(|v| v.get("offers")).and_then(Value::as_array).cloned()
+        {
             let mut seen = HashSet::new();
             for (i, o) in offers.iter().enumerate() {
                 let Some(id) = o.get("id").and_then(Value::as_str) else { continue };
                 if !seen.insert(id.to_string()) {
-                    self.at("duplicate-id", "store.json", &format!("/offers/{i}/id"), false, format!("duplicate offer id `{id}`"), None);
+                    self.at(
+                        "duplicate-id",
+                        "store.json",
+                        &format!("/offers/{i}/id"),
+                        false,
+                        format!("duplicate offer id `{id}`"),
+                        None,
+                    );
                 }
             }
         }
@@ -420,7 +462,14 @@ impl Loader<'_> {
             IdKind::Quest => "quests.json",
         };
         let help = did_you_mean(id, known.list(kind));
-        self.at("unknown-id", file, pointer, key, format!("unknown {} `{id}`: not defined in {defined_in}", kind.noun()), help);
+        self.at(
+            "unknown-id",
+            file,
+            pointer,
+            key,
+            format!("unknown {} `{id}`: not defined in {defined_in}", kind.noun()),
+            help,
+        );
     }
 
     fn need_keys(&mut self, known: &Known, kind: IdKind, map: &Amounts, file: &str, pointer: &str) {
@@ -446,18 +495,33 @@ impl Loader<'_> {
             self.need_keys(known, IdKind::Unit, &t.start.units, f, "/start/units");
             self.need_keys(known, IdKind::Item, &t.start.items, f, "/start/items");
             if t.xp_levels.first() != Some(&0) {
-                self.at("xp-levels", f, "/xp_levels/0", false, "xp_levels must start with 0 (level 1 needs no xp)".into(), None);
+                self.at(
+                    "xp-levels",
+                    f,
+                    "/xp_levels/0",
+                    false,
+                    "xp_levels must start with 0 (level 1 needs no xp)".into(),
+                    None,
+                );
             }
             for i in 1..t.xp_levels.len() {
                 if t.xp_levels[i] <= t.xp_levels[i - 1] {
-                    self.at("xp-levels", f, &format!("/xp_levels/{i}"), false, format!("xp_levels must increase: {} is not above {}", t.xp_levels[i], t.xp_levels[i - 1]), None);
+                    self.at(
+                        "xp-levels",
+                        f,
+                        &format!("/xp_levels/{i}"),
+                        false,
+                        format!("xp_levels must increase: {} is not above {}", t.xp_levels[i], t.xp_levels[i - 1]),
+                        None,
+                    );
                 }
             }
             self.check_start(&t, p, known);
         }
         if let Some(bf) = p.buildings.clone() {
             let f = "buildings.json";
-            let hq_levels = p.title.as_ref().and_then(|t| known.levels.get(&(IdKind::Building, t.headquarters.clone())).copied());
+            let hq_levels =
+                p.title.as_ref().and_then(|t| known.levels.get(&(IdKind::Building, t.headquarters.clone())).copied());
             for (i, b) in bf.buildings.iter().enumerate() {
                 if let Some(n) = hq_levels {
                     if b.max_count.len() as i64 != n {
@@ -471,7 +535,14 @@ impl Loader<'_> {
                     self.need_keys(known, IdKind::Resource, &lv.cost, f, &format!("{base}/cost"));
                     self.need_keys(known, IdKind::Resource, &lv.storage, f, &format!("{base}/storage"));
                     if let Some(prod) = &lv.production {
-                        self.need(known, IdKind::Resource, &prod.resource, f, &format!("{base}/production/resource"), false);
+                        self.need(
+                            known,
+                            IdKind::Resource,
+                            &prod.resource,
+                            f,
+                            &format!("{base}/production/resource"),
+                            false,
+                        );
                     }
                 }
             }
@@ -493,8 +564,22 @@ impl Loader<'_> {
                         let ep = format!("{base}/effects/{e}");
                         match (eff.kind.target_kind(), &eff.target) {
                             (Some(kind), Some(t)) => self.need(known, kind, t, f, &format!("{ep}/target"), false),
-                            (Some(kind), None) => self.at("effect-target", f, &ep, false, format!("this effect needs a target {} id", kind.noun()), None),
-                            (None, Some(_)) => self.at("effect-target", f, &format!("{ep}/target"), true, "this effect kind takes no target".into(), None),
+                            (Some(kind), None) => self.at(
+                                "effect-target",
+                                f,
+                                &ep,
+                                false,
+                                format!("this effect needs a target {} id", kind.noun()),
+                                None,
+                            ),
+                            (None, Some(_)) => self.at(
+                                "effect-target",
+                                f,
+                                &format!("{ep}/target"),
+                                true,
+                                "this effect kind takes no target".into(),
+                                None,
+                            ),
                             (None, None) => {}
                         }
                     }
@@ -514,14 +599,35 @@ impl Loader<'_> {
                 if let Some(w) = &o.window {
                     let (s, e) = (crate::time::parse_utc(&w.start), crate::time::parse_utc(&w.end));
                     if s.is_none() {
-                        self.at("time", f, &format!("/offers/{i}/window/start"), false, format!("`{}` is not a real date and time", w.start), None);
+                        self.at(
+                            "time",
+                            f,
+                            &format!("/offers/{i}/window/start"),
+                            false,
+                            format!("`{}` is not a real date and time", w.start),
+                            None,
+                        );
                     }
                     if e.is_none() {
-                        self.at("time", f, &format!("/offers/{i}/window/end"), false, format!("`{}` is not a real date and time", w.end), None);
+                        self.at(
+                            "time",
+                            f,
+                            &format!("/offers/{i}/window/end"),
+                            false,
+                            format!("`{}` is not a real date and time", w.end),
+                            None,
+                        );
                     }
                     if let (Some(s), Some(e)) = (s, e) {
                         if e <= s {
-                            self.at("time", f, &format!("/offers/{i}/window"), false, "window end must be after its start".into(), None);
+                            self.at(
+                                "time",
+                                f,
+                                &format!("/offers/{i}/window"),
+                                false,
+                                "window end must be after its start".into(),
+                                None,
+                            );
                         }
                     }
                 }
@@ -539,9 +645,17 @@ impl Loader<'_> {
         let f = "title.json";
         let mut cells: HashMap<(i32, i32), usize> = HashMap::new();
         let mut counts: HashMap<&str, u32> = HashMap::new();
-        let hq_level = t.start.buildings.iter().filter(|b| b.building == t.headquarters).map(|b| b.level).max().unwrap_or(0);
+        let hq_level =
+            t.start.buildings.iter().filter(|b| b.building == t.headquarters).map(|b| b.level).max().unwrap_or(0);
         if hq_level == 0 && known.has(IdKind::Building, &t.headquarters) {
-            self.at("start", f, "/start/buildings", false, format!("a new player must start with the headquarters `{}`", t.headquarters), None);
+            self.at(
+                "start",
+                f,
+                "/start/buildings",
+                false,
+                format!("a new player must start with the headquarters `{}`", t.headquarters),
+                None,
+            );
         }
         for (i, sb) in t.start.buildings.iter().enumerate() {
             let base = format!("/start/buildings/{i}");
@@ -550,24 +664,58 @@ impl Loader<'_> {
                 continue;
             };
             if sb.level as usize > def.levels.len() {
-                self.at("level-range", f, &format!("{base}/level"), false, format!("`{}` has {} levels, not {}", def.id, def.levels.len(), sb.level), None);
+                self.at(
+                    "level-range",
+                    f,
+                    &format!("{base}/level"),
+                    false,
+                    format!("`{}` has {} levels, not {}", def.id, def.levels.len(), sb.level),
+                    None,
+                );
             }
             if sb.x + def.size.w > t.grid.width || sb.y + def.size.h > t.grid.height {
-                self.at("start", f, &base, false, format!("`{}` at ({}, {}) with size {}x{} does not fit the {}x{} grid", def.id, sb.x, sb.y, def.size.w, def.size.h, t.grid.width, t.grid.height), None);
+                self.at(
+                    "start",
+                    f,
+                    &base,
+                    false,
+                    format!(
+                        "`{}` at ({}, {}) with size {}x{} does not fit the {}x{} grid",
+                        def.id, sb.x, sb.y, def.size.w, def.size.h, t.grid.width, t.grid.height
+                    ),
+                    None,
+                );
             }
             let overlap = (sb.x..sb.x + def.size.w)
                 .flat_map(|x| (sb.y..sb.y + def.size.h).map(move |y| (x, y)))
                 .find_map(|cell| cells.insert(cell, i).map(|other| (cell, other)));
             if let Some(((x, y), other)) = overlap {
                 let other_id = &t.start.buildings[other].building;
-                self.at("start", f, &base, false, format!("`{}` overlaps `{other_id}` (start building {}) at ({x}, {y})", def.id, other + 1), None);
+                self.at(
+                    "start",
+                    f,
+                    &base,
+                    false,
+                    format!("`{}` overlaps `{other_id}` (start building {}) at ({x}, {y})", def.id, other + 1),
+                    None,
+                );
             }
             let c = counts.entry(def.id.as_str()).or_default();
             *c += 1;
             if hq_level > 0 {
                 if let Some(&max) = def.max_count.get(hq_level as usize - 1) {
                     if *c > max {
-                        self.at("start", f, &base, false, format!("a new player may have {max} `{}` at headquarters level {hq_level}, the start has more", def.id), None);
+                        self.at(
+                            "start",
+                            f,
+                            &base,
+                            false,
+                            format!(
+                                "a new player may have {max} `{}` at headquarters level {hq_level}, the start has more",
+                                def.id
+                            ),
+                            None,
+                        );
                     }
                 }
             }
@@ -579,9 +727,13 @@ impl Loader<'_> {
             if known.ids.contains_key(&r.kind) && !known.has(r.kind, &r.id) {
                 let help = did_you_mean(&r.id, known.list(r.kind));
                 self.diags.push(
-                    Diagnostic::error("unknown-id", file, format!("unknown {} `{}` in {}(..)", r.kind.noun(), r.id, r.function))
-                        .at(r.line, r.column, r.id.chars().count() + 2)
-                        .help(help),
+                    Diagnostic::error(
+                        "unknown-id",
+                        file,
+                        format!("unknown {} `{}` in {}(..)", r.kind.noun(), r.id, r.function),
+                    )
+                    .at(r.line, r.column, r.id.chars().count() + 2)
+                    .help(help),
                 );
             }
         }
@@ -613,16 +765,40 @@ impl Loader<'_> {
                 let present = self.files.contains_key(&format!("scripts/{}.rhai", h.module));
                 if !present {
                     let modules: Vec<&str> = scripts.keys().map(String::as_str).collect();
-                    self.at("hook", file, &pointer, false, format!("no script file scripts/{}.rhai for `{text}`", h.module), did_you_mean(&h.module, modules));
+                    self.at(
+                        "hook",
+                        file,
+                        &pointer,
+                        false,
+                        format!("no script file scripts/{}.rhai for `{text}`", h.module),
+                        did_you_mean(&h.module, modules),
+                    );
                 }
                 continue;
             };
             let arities = script.arities(&h.function);
             if arities.is_empty() {
                 let names = script.function_names();
-                self.at("hook", file, &pointer, false, format!("scripts/{}.rhai has no function `{}`", h.module, h.function), did_you_mean(&h.function, names.iter().map(String::as_str)));
+                self.at(
+                    "hook",
+                    file,
+                    &pointer,
+                    false,
+                    format!("scripts/{}.rhai has no function `{}`", h.module, h.function),
+                    did_you_mean(&h.function, names.iter().map(String::as_str)),
+                );
             } else if !arities.contains(&1) {
-                self.at("hook", file, &pointer, false, format!("`{text}` takes {} argument(s); hooks and actions take exactly 1 (the event or args map)", arities[0]), None);
+                self.at(
+                    "hook",
+                    file,
+                    &pointer,
+                    false,
+                    format!(
+                        "`{text}` takes {} argument(s); hooks and actions take exactly 1 (the event or args map)",
+                        arities[0]
+                    ),
+                    None,
+                );
             } else if let Some(name) = pointer.strip_prefix("/hooks/") {
                 bound.insert(name.to_string(), h);
             }
@@ -645,7 +821,10 @@ impl Loader<'_> {
                 for (l, lv) in b.levels.iter().enumerate() {
                     if let Some(r) = &lv.requires {
                         let node = Node { kind: IdKind::Building, id: b.id.clone(), level: l as i64 + 1 };
-                        out.push((r.clone(), site("buildings.json", format!("/buildings/{i}/levels/{l}/requires"), Some(node))));
+                        out.push((
+                            r.clone(),
+                            site("buildings.json", format!("/buildings/{i}/levels/{l}/requires"), Some(node)),
+                        ));
                     }
                 }
             }
@@ -662,7 +841,10 @@ impl Loader<'_> {
                 for (l, lv) in r.levels.iter().enumerate() {
                     if let Some(req) = &lv.requires {
                         let node = Node { kind: IdKind::Research, id: r.id.clone(), level: l as i64 + 1 };
-                        out.push((req.clone(), site("research.json", format!("/research/{i}/levels/{l}/requires"), Some(node))));
+                        out.push((
+                            req.clone(),
+                            site("research.json", format!("/research/{i}/levels/{l}/requires"), Some(node)),
+                        ));
                     }
                 }
             }
@@ -694,7 +876,8 @@ impl Loader<'_> {
         match sandbox.compile_expr(source) {
             Ok(e) => Some(e),
             Err(e) => {
-                let mut d = Diagnostic::error("expression", site.file, format!("in expression: {}", e.message)).pointer(&site.pointer);
+                let mut d = Diagnostic::error("expression", site.file, format!("in expression: {}", e.message))
+                    .pointer(&site.pointer);
                 let pos = match (e.line, e.column) {
                     (Some(l), Some(c)) => self.expr_pos(site, l, c),
                     _ => self.map(site.file).and_then(|m| m.locate(&site.pointer, false)).map(|(l, c, _)| (l, c)),
@@ -708,7 +891,13 @@ impl Loader<'_> {
         }
     }
 
-    fn check_expr_ref(&mut self, r: &IdRef, site: &ExprSite, known: &Known, edges: &mut BTreeMap<Node, Vec<(Node, ExprSite)>>) {
+    fn check_expr_ref(
+        &mut self,
+        r: &IdRef,
+        site: &ExprSite,
+        known: &Known,
+        edges: &mut BTreeMap<Node, Vec<(Node, ExprSite)>>,
+    ) {
         let pos = self.expr_pos(site, r.line, r.column);
         let place = |d: Diagnostic| match pos {
             Some((l, c)) => d.pointer(&site.pointer).at(l, c, r.id.chars().count() + 2),
@@ -716,7 +905,12 @@ impl Loader<'_> {
         };
         if known.ids.contains_key(&r.kind) && !known.has(r.kind, &r.id) {
             let help = did_you_mean(&r.id, known.list(r.kind));
-            let d = Diagnostic::error("unknown-id", site.file, format!("unknown {} `{}` in {}(..)", r.kind.noun(), r.id, r.function)).help(help);
+            let d = Diagnostic::error(
+                "unknown-id",
+                site.file,
+                format!("unknown {} `{}` in {}(..)", r.kind.noun(), r.id, r.function),
+            )
+            .help(help);
             self.diags.push(place(d));
             return;
         }
@@ -725,7 +919,11 @@ impl Loader<'_> {
             let d = Diagnostic::error(
                 "unreachable",
                 site.file,
-                format!("requires {} `{}` level {min}, but it has only {levels} levels: this can never be met", r.kind.noun(), r.id),
+                format!(
+                    "requires {} `{}` level {min}, but it has only {levels} levels: this can never be met",
+                    r.kind.noun(),
+                    r.id
+                ),
             );
             self.diags.push(place(d));
             return;
@@ -745,7 +943,8 @@ impl Loader<'_> {
         let research_building: HashMap<String, String> =
             p.research.iter().flat_map(|f| f.research.iter().map(|r| (r.id.clone(), r.building.clone()))).collect();
         let next = |n: &Node| -> Vec<Node> {
-            let mut out: Vec<Node> = edges.get(n).map(|v| v.iter().map(|(t, _)| t.clone()).collect()).unwrap_or_default();
+            let mut out: Vec<Node> =
+                edges.get(n).map(|v| v.iter().map(|(t, _)| t.clone()).collect()).unwrap_or_default();
             if n.level > 1 {
                 out.push(Node { level: n.level - 1, ..n.clone() });
             }
@@ -790,10 +989,19 @@ impl Loader<'_> {
                             cycle.push(to.clone());
                             let text = cycle.iter().map(Node::describe).collect::<Vec<_>>().join(" needs ");
                             let site = closing
-                                .and_then(|c| edges.get(&c).and_then(|v| v.iter().find(|(t, _)| *t == to)).map(|(_, s)| s.clone()))
+                                .and_then(|c| {
+                                    edges.get(&c).and_then(|v| v.iter().find(|(t, _)| *t == to)).map(|(_, s)| s.clone())
+                                })
                                 .or_else(|| edges.get(&cycle[0]).and_then(|v| v.first()).map(|(_, s)| s.clone()));
                             if let Some(site) = site {
-                                self.at("cycle", site.file, &site.pointer, false, format!("requirement cycle: {text}; none of them can ever be built"), None);
+                                self.at(
+                                    "cycle",
+                                    site.file,
+                                    &site.pointer,
+                                    false,
+                                    format!("requirement cycle: {text}; none of them can ever be built"),
+                                    None,
+                                );
                             }
                         }
                     }
@@ -814,27 +1022,56 @@ impl Loader<'_> {
     ) -> Option<Title> {
         let manifest = p.title?;
         let mut take = |file: &str, pointer: String| exprs.remove(&format!("{file}#{pointer}"));
-        let buildings: Vec<BuildingType> = p.buildings?.buildings.into_iter().enumerate()
+        let buildings: Vec<BuildingType> = p
+            .buildings?
+            .buildings
+            .into_iter()
+            .enumerate()
             .map(|(i, def)| BuildingType {
-                requires: (0..def.levels.len()).map(|l| take("buildings.json", format!("/buildings/{i}/levels/{l}/requires"))).collect(),
+                requires: (0..def.levels.len())
+                    .map(|l| take("buildings.json", format!("/buildings/{i}/levels/{l}/requires")))
+                    .collect(),
                 def,
             })
             .collect();
-        let units: Vec<UnitType> = p.units.map(|f| f.units).unwrap_or_default().into_iter().enumerate()
+        let units: Vec<UnitType> = p
+            .units
+            .map(|f| f.units)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
             .map(|(i, def)| UnitType { requires: take("units.json", format!("/units/{i}/requires")), def })
             .collect();
-        let research: Vec<ResearchType> = p.research.map(|f| f.research).unwrap_or_default().into_iter().enumerate()
+        let research: Vec<ResearchType> = p
+            .research
+            .map(|f| f.research)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
             .map(|(i, def)| ResearchType {
-                requires: (0..def.levels.len()).map(|l| take("research.json", format!("/research/{i}/levels/{l}/requires"))).collect(),
+                requires: (0..def.levels.len())
+                    .map(|l| take("research.json", format!("/research/{i}/levels/{l}/requires")))
+                    .collect(),
                 def,
             })
             .collect();
-        let store = p.store.unwrap_or(StoreFile { schema: None, format_version: 1, items: Vec::new(), offers: Vec::new() });
-        let items: Vec<Item> = store.items.into_iter().map(|def| Item { hook: def.hook.as_deref().and_then(HookRef::parse), def }).collect();
-        let offers: Vec<Offer> = store.offers.into_iter().enumerate()
+        let store =
+            p.store.unwrap_or(StoreFile { schema: None, format_version: 1, items: Vec::new(), offers: Vec::new() });
+        let items: Vec<Item> = store
+            .items
+            .into_iter()
+            .map(|def| Item { hook: def.hook.as_deref().and_then(HookRef::parse), def })
+            .collect();
+        let offers: Vec<Offer> = store
+            .offers
+            .into_iter()
+            .enumerate()
             .map(|(i, def)| Offer {
                 requires: take("store.json", format!("/offers/{i}/requires")),
-                window_ms: def.window.as_ref().and_then(|w| Some((crate::time::parse_utc(&w.start)?, crate::time::parse_utc(&w.end)?))),
+                window_ms: def
+                    .window
+                    .as_ref()
+                    .and_then(|w| Some((crate::time::parse_utc(&w.start)?, crate::time::parse_utc(&w.end)?))),
                 def,
             })
             .collect();
@@ -846,7 +1083,14 @@ impl Loader<'_> {
         let mut actions = BTreeMap::new();
         for (name, def) in &manifest.actions {
             let function = HookRef::parse(&def.function)?;
-            actions.insert(name.clone(), Action { requires: take("title.json", format!("/actions/{name}/requires")), function, def: def.clone() });
+            actions.insert(
+                name.clone(),
+                Action {
+                    requires: take("title.json", format!("/actions/{name}/requires")),
+                    function,
+                    def: def.clone(),
+                },
+            );
         }
         let resources = p.resources?.resources;
         let index = crate::title::Index {
@@ -923,7 +1167,13 @@ impl Loader<'_> {
                 if e.kind == EvalErrorKind::WrongType {
                     self.at("expression", file, &pointer, false, format!("in expression: {}", e.message), None);
                 } else {
-                    self.warn_at("expression", file, &pointer, format!("fails for a new player: {}", e.with_position()), None);
+                    self.warn_at(
+                        "expression",
+                        file,
+                        &pointer,
+                        format!("fails for a new player: {}", e.with_position()),
+                        None,
+                    );
                 }
             }
         }

@@ -193,10 +193,26 @@ pub const ERROR_CODE_DOCS: &[(&str, &str)] = &[
 
 /// Every error code, as in JSON.
 pub const ALL_CODES: &[&str] = &[
-    "unknown_id", "not_found", "invalid_argument", "insufficient_resources", "requirement_not_met",
-    "no_free_builder", "limit_reached", "max_level", "busy", "not_busy", "out_of_bounds", "collision",
-    "queue_full", "housing_full", "not_available", "already_claimed", "goal_not_met", "nothing_to_collect",
-    "storage_full", "script_error",
+    "unknown_id",
+    "not_found",
+    "invalid_argument",
+    "insufficient_resources",
+    "requirement_not_met",
+    "no_free_builder",
+    "limit_reached",
+    "max_level",
+    "busy",
+    "not_busy",
+    "out_of_bounds",
+    "collision",
+    "queue_full",
+    "housing_full",
+    "not_available",
+    "already_claimed",
+    "goal_not_met",
+    "nothing_to_collect",
+    "storage_full",
+    "script_error",
 ];
 
 /// Why an action was refused.
@@ -215,15 +231,37 @@ fn err<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, ActionError>
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    BuildingCompleted { id: u32, building: String, level: u32 },
-    ResearchCompleted { research: String, level: u32 },
-    UnitTrained { unit: String, building: String },
-    TimerEnded { name: String },
-    Collected { resource: String, amount: i64 },
-    Refunded { resources: Amounts },
-    Notify { text: String },
+    BuildingCompleted {
+        id: u32,
+        building: String,
+        level: u32,
+    },
+    ResearchCompleted {
+        research: String,
+        level: u32,
+    },
+    UnitTrained {
+        unit: String,
+        building: String,
+    },
+    TimerEnded {
+        name: String,
+    },
+    Collected {
+        resource: String,
+        amount: i64,
+    },
+    Refunded {
+        resources: Amounts,
+    },
+    Notify {
+        text: String,
+    },
     /// A hook failed; its effects were not applied, the game went on.
-    HookFailed { hook: String, message: String },
+    HookFailed {
+        hook: String,
+        message: String,
+    },
 }
 
 fn unknown(title: &Title, kind: IdKind, id: &str) -> ActionError {
@@ -383,7 +421,13 @@ fn pay(s: &mut PlayerState, cost: &Amounts, times: i64) {
     }
 }
 
-fn require(title: &Title, s: &mut PlayerState, expr: Option<&Expr>, now: i64, rng: &mut Rng) -> Result<(), ActionError> {
+fn require(
+    title: &Title,
+    s: &mut PlayerState,
+    expr: Option<&Expr>,
+    now: i64,
+    rng: &mut Rng,
+) -> Result<(), ActionError> {
     let Some(expr) = expr else { return Ok(()) };
     let seed = rng.next_u64();
     match with_ctx(title, s, now, seed, |ctx| title.sandbox.eval_bool(expr, ctx)) {
@@ -393,24 +437,40 @@ fn require(title: &Title, s: &mut PlayerState, expr: Option<&Expr>, now: i64, rn
     }
 }
 
-fn fits(title: &Title, s: &PlayerState, building: &str, x: i32, y: i32, ignore: Option<u32>) -> Result<(), ActionError> {
+fn fits(
+    title: &Title,
+    s: &PlayerState,
+    building: &str,
+    x: i32,
+    y: i32,
+    ignore: Option<u32>,
+) -> Result<(), ActionError> {
     let Some(def) = title.building(building) else { return Err(unknown(title, IdKind::Building, building)) };
     let (w, h) = (def.def.size.w, def.def.size.h);
     let grid = &title.manifest.grid;
     if x < 0 || y < 0 || x + w > grid.width || y + h > grid.height {
-        return err(ErrorCode::OutOfBounds, format!("a {w}x{h} building at ({x}, {y}) does not fit the {}x{} grid", grid.width, grid.height));
+        return err(
+            ErrorCode::OutOfBounds,
+            format!("a {w}x{h} building at ({x}, {y}) does not fit the {}x{} grid", grid.width, grid.height),
+        );
     }
     for b in s.buildings.iter().filter(|b| Some(b.id) != ignore) {
         let Some(o) = title.building(&b.building) else { continue };
         if x < b.x + o.def.size.w && b.x < x + w && y < b.y + o.def.size.h && b.y < y + h {
-            return err(ErrorCode::Collision, format!("overlaps building {} ({}) at ({}, {})", b.id, b.building, b.x, b.y));
+            return err(
+                ErrorCode::Collision,
+                format!("overlaps building {} ({}) at ({}, {})", b.id, b.building, b.x, b.y),
+            );
         }
     }
     Ok(())
 }
 
 fn building_index(s: &PlayerState, id: u32) -> Result<usize, ActionError> {
-    s.buildings.iter().position(|b| b.id == id).map_or_else(|| err(ErrorCode::NotFound, format!("no building with id {id}")), Ok)
+    s.buildings
+        .iter()
+        .position(|b| b.id == id)
+        .map_or_else(|| err(ErrorCode::NotFound, format!("no building with id {id}")), Ok)
 }
 
 fn speed_up_cost(title: &Title, remaining_ms: i64) -> i64 {
@@ -429,14 +489,28 @@ fn event_map(pairs: &[(&str, Dynamic)]) -> Dynamic {
 }
 
 /// Calls a script function and returns its effects, or a message.
-fn call_fn(title: &Title, s: &mut PlayerState, f: &HookRef, arg: Dynamic, now: i64, rng: &mut Rng) -> Result<Vec<Effect>, String> {
+fn call_fn(
+    title: &Title,
+    s: &mut PlayerState,
+    f: &HookRef,
+    arg: Dynamic,
+    now: i64,
+    rng: &mut Rng,
+) -> Result<Vec<Effect>, String> {
     let Some(script) = title.script_fn(f) else { return Err(format!("no script `{}`", f.module)) };
     let seed = rng.next_u64();
-    with_ctx(title, s, now, seed, |ctx| title.sandbox.call(script, &f.function, arg, ctx)).map_err(|e| format!("{f}: {}", e.with_position()))
+    with_ctx(title, s, now, seed, |ctx| title.sandbox.call(script, &f.function, arg, ctx))
+        .map_err(|e| format!("{f}: {}", e.with_position()))
 }
 
 /// Applies effects to `s` all together or not at all.
-fn apply_effects(title: &Title, s: &mut PlayerState, effects: &[Effect], now: i64, events: &mut Vec<Event>) -> Result<(), String> {
+fn apply_effects(
+    title: &Title,
+    s: &mut PlayerState,
+    effects: &[Effect],
+    now: i64,
+    events: &mut Vec<Event>,
+) -> Result<(), String> {
     let mut next = s.clone();
     let mut out = Vec::new();
     for (i, e) in effects.iter().enumerate() {
@@ -454,7 +528,13 @@ fn name_ok(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn apply_effect(title: &Title, s: &mut PlayerState, e: &Effect, now: i64, events: &mut Vec<Event>) -> Result<(), String> {
+fn apply_effect(
+    title: &Title,
+    s: &mut PlayerState,
+    e: &Effect,
+    now: i64,
+    events: &mut Vec<Event>,
+) -> Result<(), String> {
     let unknown = |kind: IdKind, id: &str| unknown(title, kind, id).message;
     match e {
         Effect::Grant { resource, amount } => {
@@ -502,7 +582,9 @@ fn apply_effect(title: &Title, s: &mut PlayerState, e: &Effect, now: i64, events
         }
         Effect::AwardScore { stat, amount } => {
             if !title.manifest.scores.contains(stat) {
-                let help = did_you_mean(stat, title.manifest.scores.iter().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
+                let help = did_you_mean(stat, title.manifest.scores.iter().map(String::as_str))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
                 return Err(format!("unknown score `{stat}`: not listed in title.json scores{help}"));
             }
             let v = s.scores.entry(stat.clone()).or_default();
@@ -521,7 +603,15 @@ fn apply_effect(title: &Title, s: &mut PlayerState, e: &Effect, now: i64, events
 
 /// Runs a bound hook, applying its effects if they are all valid; a failure
 /// becomes a [`Event::HookFailed`] and changes nothing.
-fn run_hook(title: &Title, s: &mut PlayerState, hook: &str, arg: Dynamic, now: i64, rng: &mut Rng, events: &mut Vec<Event>) {
+fn run_hook(
+    title: &Title,
+    s: &mut PlayerState,
+    hook: &str,
+    arg: Dynamic,
+    now: i64,
+    rng: &mut Rng,
+    events: &mut Vec<Event>,
+) {
     let Some(f) = title.hooks.get(hook).cloned() else { return };
     let result = call_fn(title, s, &f, arg, now, rng).and_then(|fx| apply_effects(title, s, &fx, now, events));
     if let Err(message) = result {
@@ -600,10 +690,15 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                 b.level = up.to_level;
                 b.since_ms = t;
                 let (building, level) = (b.building.clone(), b.level);
-                let xp = title.building(&building).and_then(|d| d.def.levels.get(level as usize - 1)).map_or(0, |l| l.xp);
+                let xp =
+                    title.building(&building).and_then(|d| d.def.levels.get(level as usize - 1)).map_or(0, |l| l.xp);
                 s.xp = s.xp.saturating_add(xp);
                 events.push(Event::BuildingCompleted { id, building: building.clone(), level });
-                let arg = event_map(&[("id", (id as i64).into()), ("building", building.into()), ("level", (level as i64).into())]);
+                let arg = event_map(&[
+                    ("id", (id as i64).into()),
+                    ("building", building.into()),
+                    ("level", (level as i64).into()),
+                ]);
                 run_hook(title, s, "on_build_complete", arg, t, rng, &mut events);
             }
             Due::Research => {
@@ -657,7 +752,13 @@ pub fn login(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -> 
 
 /// Advances `s` to `now_ms` and performs `action`. On error the state is
 /// exactly as [`advance`] left it.
-pub fn apply(title: &Title, s: &mut PlayerState, action: &Action, now_ms: i64, rng: &mut Rng) -> Result<Vec<Event>, ActionError> {
+pub fn apply(
+    title: &Title,
+    s: &mut PlayerState,
+    action: &Action,
+    now_ms: i64,
+    rng: &mut Rng,
+) -> Result<Vec<Event>, ActionError> {
     let mut events = advance(title, s, now_ms, rng);
     let now = s.clock_ms;
     act(title, s, action, now, rng, &mut events)?;
@@ -666,7 +767,14 @@ pub fn apply(title: &Title, s: &mut PlayerState, action: &Action, now_ms: i64, r
     Ok(events)
 }
 
-fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut Rng, events: &mut Vec<Event>) -> Result<(), ActionError> {
+fn act(
+    title: &Title,
+    s: &mut PlayerState,
+    action: &Action,
+    now: i64,
+    rng: &mut Rng,
+    events: &mut Vec<Event>,
+) -> Result<(), ActionError> {
     match action {
         Action::Build { building, x, y } => {
             let def = title.building(building).ok_or_else(|| unknown(title, IdKind::Building, building))?;
@@ -674,7 +782,10 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
             let max = def.def.max_count.get(hq.max(1) as usize - 1).copied().unwrap_or(0);
             let count = s.buildings.iter().filter(|b| &b.building == building).count() as u32;
             if count >= max {
-                return err(ErrorCode::LimitReached, format!("you may have {max} {} at headquarters level {hq}", def.def.name));
+                return err(
+                    ErrorCode::LimitReached,
+                    format!("you may have {max} {} at headquarters level {hq}", def.def.name),
+                );
             }
             fits(title, s, building, *x, *y, None)?;
             let lv = &def.def.levels[0];
@@ -684,7 +795,8 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
             require(title, s, def.requires[0].as_ref(), now, rng)?;
             check_cost(title, s, &lv.cost, 1)?;
             pay(s, &lv.cost, 1);
-            let secs = scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
+            let secs =
+                scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
             let id = s.next_building_id;
             s.next_building_id += 1;
             s.buildings.push(Building {
@@ -715,7 +827,8 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
             require(title, s, def.requires[to as usize - 1].as_ref(), now, rng)?;
             check_cost(title, s, &lv.cost, 1)?;
             pay(s, &lv.cost, 1);
-            let secs = scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
+            let secs =
+                scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
             let a = accrued(title, s, &s.buildings[i], now);
             let b = &mut s.buildings[i];
             b.stored = a;
@@ -727,9 +840,16 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
             let Some(up) = s.buildings[i].upgrade.clone() else {
                 return err(ErrorCode::NotBusy, format!("building {id} is not under construction"));
             };
-            let def = title.building(&s.buildings[i].building).ok_or_else(|| unknown(title, IdKind::Building, &s.buildings[i].building))?;
+            let def = title
+                .building(&s.buildings[i].building)
+                .ok_or_else(|| unknown(title, IdKind::Building, &s.buildings[i].building))?;
             let pct = i64::from(title.manifest.cancel_refund_percent);
-            let refund: Amounts = def.def.levels[up.to_level as usize - 1].cost.iter().map(|(r, n)| (r.clone(), n * pct / 100)).filter(|(_, n)| *n > 0).collect();
+            let refund: Amounts = def.def.levels[up.to_level as usize - 1]
+                .cost
+                .iter()
+                .map(|(r, n)| (r.clone(), n * pct / 100))
+                .filter(|(_, n)| *n > 0)
+                .collect();
             if s.buildings[i].level == 0 {
                 s.buildings.remove(i);
             } else {
@@ -809,20 +929,39 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
                 return err(ErrorCode::InvalidArgument, format!("count must be between 1 and {TRAIN_COUNT_MAX}"));
             }
             if !s.buildings.iter().any(|b| b.building == u.def.building && b.level >= 1) {
-                return err(ErrorCode::RequirementNotMet, format!("{} needs a finished {}", u.def.name, u.def.building));
+                return err(
+                    ErrorCode::RequirementNotMet,
+                    format!("{} needs a finished {}", u.def.name, u.def.building),
+                );
             }
             if s.training.len() as i64 + count > i64::from(title.manifest.training_queue) {
-                return err(ErrorCode::QueueFull, format!("training queue holds {} units", title.manifest.training_queue));
+                return err(
+                    ErrorCode::QueueFull,
+                    format!("training queue holds {} units", title.manifest.training_queue),
+                );
             }
             let (used, total) = (housing_used(title, s), housing_total(title, s));
             if used + u.def.housing * count > total {
-                return err(ErrorCode::HousingFull, format!("not enough housing: needs {}, {} free", u.def.housing * count, total - used));
+                return err(
+                    ErrorCode::HousingFull,
+                    format!("not enough housing: needs {}, {} free", u.def.housing * count, total - used),
+                );
             }
             require(title, s, u.requires.as_ref(), now, rng)?;
             check_cost(title, s, &u.def.cost, *count)?;
             pay(s, &u.def.cost, *count);
-            let secs = scaled_seconds(u.def.train_seconds, research_bonus(title, s, ResearchEffectKind::TrainTimePercent, None));
-            let mut t = s.training.iter().filter(|o| o.building == u.def.building).map(|o| o.ends_ms).max().unwrap_or(now).max(now);
+            let secs = scaled_seconds(
+                u.def.train_seconds,
+                research_bonus(title, s, ResearchEffectKind::TrainTimePercent, None),
+            );
+            let mut t = s
+                .training
+                .iter()
+                .filter(|o| o.building == u.def.building)
+                .map(|o| o.ends_ms)
+                .max()
+                .unwrap_or(now)
+                .max(now);
             for _ in 0..*count {
                 t += secs * 1000;
                 s.training.push(TrainingOrder { unit: unit.clone(), building: u.def.building.clone(), ends_ms: t });
@@ -838,15 +977,26 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
                 return err(ErrorCode::MaxLevel, format!("{} is fully researched", r.def.name));
             };
             if !s.buildings.iter().any(|b| b.building == r.def.building && b.level >= 1) {
-                return err(ErrorCode::RequirementNotMet, format!("{} needs a finished {}", r.def.name, r.def.building));
+                return err(
+                    ErrorCode::RequirementNotMet,
+                    format!("{} needs a finished {}", r.def.name, r.def.building),
+                );
             }
             require(title, s, r.requires[level as usize - 1].as_ref(), now, rng)?;
             check_cost(title, s, &lv.cost, 1)?;
             pay(s, &lv.cost, 1);
-            s.research_active = Some(ResearchOrder { research: research.clone(), level, started_ms: now, ends_ms: now + lv.research_seconds * 1000 });
+            s.research_active = Some(ResearchOrder {
+                research: research.clone(),
+                level,
+                started_ms: now,
+                ends_ms: now + lv.research_seconds * 1000,
+            });
         }
         Action::Buy { offer } => {
-            let o = title.offer(offer).ok_or_else(|| ActionError { code: ErrorCode::UnknownId, message: format!("unknown offer `{offer}`") })?;
+            let o = title.offer(offer).ok_or_else(|| ActionError {
+                code: ErrorCode::UnknownId,
+                message: format!("unknown offer `{offer}`"),
+            })?;
             if let Some((start, end)) = o.window_ms {
                 if now < start || now >= end {
                     return err(ErrorCode::NotAvailable, format!("{} is not on sale now", o.def.name));
@@ -854,7 +1004,10 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
             }
             let bought = s.purchases.get(offer).copied().unwrap_or(0);
             if o.def.limit.is_some_and(|l| bought >= l) {
-                return err(ErrorCode::NotAvailable, format!("{} can be bought {} time(s)", o.def.name, o.def.limit.unwrap_or(0)));
+                return err(
+                    ErrorCode::NotAvailable,
+                    format!("{} can be bought {} time(s)", o.def.name, o.def.limit.unwrap_or(0)),
+                );
             }
             require(title, s, o.requires.as_ref(), now, rng)?;
             check_cost(title, s, &o.def.price, 1)?;
@@ -883,7 +1036,8 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
             if let Some(h) = &it.hook {
                 let fx = call_fn(title, &mut next, h, event_map(&[("item", item.as_str().into())]), now, rng)
                     .map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
-                apply_effects(title, &mut next, &fx, now, events).map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
+                apply_effects(title, &mut next, &fx, now, events)
+                    .map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
             }
             *s = next;
         }
@@ -905,13 +1059,18 @@ fn act(title: &Title, s: &mut PlayerState, action: &Action, now: i64, rng: &mut 
         }
         Action::Custom { name, args } => {
             let Some(a) = title.actions.get(name) else {
-                let help = did_you_mean(name, title.actions.keys().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
+                let help = did_you_mean(name, title.actions.keys().map(String::as_str))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
                 return err(ErrorCode::UnknownId, format!("unknown custom action `{name}`{help}"));
             };
             require(title, s, a.requires.as_ref(), now, rng)?;
-            let arg = citadel_dsl::json_to_dynamic(args).map_err(|m| ActionError { code: ErrorCode::InvalidArgument, message: format!("args: {m}") })?;
-            let fx = call_fn(title, s, &a.function, arg, now, rng).map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
-            apply_effects(title, s, &fx, now, events).map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
+            let arg = citadel_dsl::json_to_dynamic(args)
+                .map_err(|m| ActionError { code: ErrorCode::InvalidArgument, message: format!("args: {m}") })?;
+            let fx = call_fn(title, s, &a.function, arg, now, rng)
+                .map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
+            apply_effects(title, s, &fx, now, events)
+                .map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;
         }
     }
     Ok(())

@@ -74,13 +74,27 @@ fn apply_given(title: &Title, s: &mut crate::PlayerState, g: &Given, now: i64) -
         s.resources.insert(r.clone(), *n);
     }
     for (i, b) in g.buildings.iter().enumerate() {
-        let Some(def) = title.building(&b.building) else { return bad(format!("/given/buildings/{i}/building"), IdKind::Building, &b.building) };
+        let Some(def) = title.building(&b.building) else {
+            return bad(format!("/given/buildings/{i}/building"), IdKind::Building, &b.building);
+        };
         if b.level as usize > def.def.levels.len() {
-            return Err((format!("/given/buildings/{i}/level"), format!("`{}` has {} levels", b.building, def.def.levels.len())));
+            return Err((
+                format!("/given/buildings/{i}/level"),
+                format!("`{}` has {} levels", b.building, def.def.levels.len()),
+            ));
         }
         let id = s.next_building_id;
         s.next_building_id += 1;
-        s.buildings.push(crate::state::Building { id, building: b.building.clone(), level: b.level, x: b.x, y: b.y, upgrade: None, stored: 0, since_ms: now });
+        s.buildings.push(crate::state::Building {
+            id,
+            building: b.building.clone(),
+            level: b.level,
+            x: b.x,
+            y: b.y,
+            upgrade: None,
+            stored: 0,
+            since_ms: now,
+        });
     }
     for (id, level) in &g.upgrade {
         let Some(b) = id.parse::<u32>().ok().and_then(|n| s.buildings.iter_mut().find(|b| b.id == n)) else {
@@ -171,7 +185,11 @@ pub fn run(title: &Title, file: &str, text: &str) -> Outcome {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            out.failures.push(Diagnostic::error("json", file, format!("invalid JSON: {e}")).at(e.line().max(1), e.column().max(1), 1));
+            out.failures.push(Diagnostic::error("json", file, format!("invalid JSON: {e}")).at(
+                e.line().max(1),
+                e.column().max(1),
+                1,
+            ));
             return out;
         }
     };
@@ -218,11 +236,19 @@ pub fn run(title: &Title, file: &str, text: &str) -> Outcome {
         }
         if let Some(code) = &step.expect_error {
             if !ALL_CODES.contains(&code.as_str()) {
-                out.failures.push(fail(&at("expect_error"), format!("`{code}` is not an error code"), did_you_mean(code, ALL_CODES.iter().copied())));
+                out.failures.push(fail(
+                    &at("expect_error"),
+                    format!("`{code}` is not an error code"),
+                    did_you_mean(code, ALL_CODES.iter().copied()),
+                ));
                 return out;
             }
             if step.action.is_none() {
-                out.failures.push(fail(&at("expect_error"), "expect_error needs a `do` action in the same step".into(), None));
+                out.failures.push(fail(
+                    &at("expect_error"),
+                    "expect_error needs a `do` action in the same step".into(),
+                    None,
+                ));
                 return out;
             }
         }
@@ -238,15 +264,27 @@ pub fn run(title: &Title, file: &str, text: &str) -> Outcome {
             match (rules::apply(title, &mut state, &action, now, &mut rng), &step.expect_error) {
                 (Ok(_), None) => {}
                 (Ok(_), Some(code)) => {
-                    out.failures.push(fail(&at("do"), format!("expected the action to fail with {code}, it succeeded"), None));
+                    out.failures.push(fail(
+                        &at("do"),
+                        format!("expected the action to fail with {code}, it succeeded"),
+                        None,
+                    ));
                     return out;
                 }
                 (Err(e), None) => {
-                    out.failures.push(fail(&at("do"), format!("action failed: {} ({})", e.message, e.code.as_str()), None));
+                    out.failures.push(fail(
+                        &at("do"),
+                        format!("action failed: {} ({})", e.message, e.code.as_str()),
+                        None,
+                    ));
                     return out;
                 }
                 (Err(e), Some(code)) if e.code.as_str() != code => {
-                    out.failures.push(fail(&at("expect_error"), format!("expected error {code}, got {}: {}", e.code.as_str(), e.message), None));
+                    out.failures.push(fail(
+                        &at("expect_error"),
+                        format!("expected error {code}, got {}: {}", e.code.as_str(), e.message),
+                        None,
+                    ));
                     return out;
                 }
                 (Err(_), Some(_)) => {
@@ -255,7 +293,11 @@ pub fn run(title: &Title, file: &str, text: &str) -> Outcome {
                     let mut advanced = before;
                     rules::advance(title, &mut advanced, now, &mut rng_before.clone());
                     if advanced != state {
-                        out.failures.push(fail(&at("do"), "the refused action changed the player's state".into(), None));
+                        out.failures.push(fail(
+                            &at("do"),
+                            "the refused action changed the player's state".into(),
+                            None,
+                        ));
                         return out;
                     }
                 }

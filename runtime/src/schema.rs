@@ -248,7 +248,11 @@ pub fn reference_markdown() -> String {
         let mut rows = Vec::new();
         fields(&schema, &defs, "", &mut rows);
         for (path, ty, required, desc) in rows {
-            out.push_str(&format!("| `{path}` | {ty} | {} | {} |\n", if required { "yes" } else { "" }, desc.replace('|', "\\|")));
+            out.push_str(&format!(
+                "| `{path}` | {ty} | {} | {} |\n",
+                if required { "yes" } else { "" },
+                desc.replace('|', "\\|")
+            ));
         }
         out.push('\n');
     }
@@ -268,7 +272,8 @@ fn resolve<'a>(node: &'a Value, defs: &'a Value) -> &'a Value {
 
 fn describe(node: &Value, defs: &Value) -> (String, String) {
     let target = resolve(node, defs);
-    let desc = node.get("description").or_else(|| target.get("description")).and_then(Value::as_str).unwrap_or("").to_string();
+    let desc =
+        node.get("description").or_else(|| target.get("description")).and_then(Value::as_str).unwrap_or("").to_string();
     let reference = node.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()).map(str::to_string);
     let ty = if let Some(c) = target.get("const") {
         format!("`{c}`")
@@ -293,7 +298,10 @@ fn describe(node: &Value, defs: &Value) -> (String, String) {
                 let items = target.get("items").map(|i| describe(i, defs).0).unwrap_or_default();
                 format!("array of {items}")
             }
-            (_, "object") if target.get("properties").is_none() && target.get("additionalProperties").is_some_and(Value::is_object) => {
+            (_, "object")
+                if target.get("properties").is_none()
+                    && target.get("additionalProperties").is_some_and(Value::is_object) =>
+            {
                 let v = target.get("additionalProperties").map(|i| describe(i, defs).0).unwrap_or_default();
                 format!("map of name → {v}")
             }
@@ -305,7 +313,11 @@ fn describe(node: &Value, defs: &Value) -> (String, String) {
 
 fn fields(node: &Value, defs: &Value, path: &str, rows: &mut Vec<(String, String, bool, String)>) {
     let node = resolve(node, defs);
-    let required: Vec<&str> = node.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let required: Vec<&str> = node
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
         for (key, child) in props {
             if key == "$schema" {

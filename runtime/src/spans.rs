@@ -66,7 +66,8 @@ impl SourceMap {
                 // Underline at most to the end of the first line.
                 let text = self.text.get(start..end).unwrap_or("");
                 // Objects and arrays: point at the opening bracket only.
-                let len = if text.starts_with(['{', '[']) { 1 } else { text.lines().next().map_or(1, |l| l.chars().count()) };
+                let len =
+                    if text.starts_with(['{', '[']) { 1 } else { text.lines().next().map_or(1, |l| l.chars().count()) };
                 return Some((line, col, len));
             }
             match p.rfind('/') {
@@ -212,7 +213,10 @@ impl Scanner<'_> {
                 self.string();
             }
             _ => {
-                while self.i < self.b.len() && !matches!(self.b[self.i], b',' | b'}' | b']') && !self.b[self.i].is_ascii_whitespace() {
+                while self.i < self.b.len()
+                    && !matches!(self.b[self.i], b',' | b'}' | b']')
+                    && !self.b[self.i].is_ascii_whitespace()
+                {
                     self.i += 1;
                 }
             }

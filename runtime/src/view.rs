@@ -80,7 +80,13 @@ pub(crate) fn ctx(title: &Title, state: &PlayerState, now_ms: i64, seed: u64) ->
 
 /// Runs `f` with a context over `state` without copying it: the state is
 /// moved into the view and moved back when `f` returns.
-pub(crate) fn with_ctx<R>(title: &Title, state: &mut PlayerState, now_ms: i64, seed: u64, f: impl FnOnce(&Ctx) -> R) -> R {
+pub(crate) fn with_ctx<R>(
+    title: &Title,
+    state: &mut PlayerState,
+    now_ms: i64,
+    seed: u64,
+    f: impl FnOnce(&Ctx) -> R,
+) -> R {
     let shared = Arc::new(std::mem::take(state));
     let ctx = Ctx::new(Arc::new(View { title: title.clone(), state: shared.clone(), now_ms }), seed);
     let out = f(&ctx);
