@@ -15,11 +15,16 @@ const IDLE_SECONDS_MAX_FIRST_HALF: i64 = 5 * 60;
 const IDLE_SECONDS_MAX_SECOND_HALF: i64 = 10 * 60;
 
 /// What a new player builds first, in order of preference.
-const PRIORITY: &[&str] = &[
-    "lumber_mill", "vault", "warehouse", "camp", "barracks", "gold_mine", "quarry", "academy", "watchtower",
-];
+const PRIORITY: &[&str] =
+    &["lumber_mill", "vault", "warehouse", "camp", "barracks", "gold_mine", "quarry", "academy", "watchtower"];
 
-fn try_act(t: &Title, s: &mut citadel_runtime::PlayerState, a: Action, now: i64, rng: &mut Rng) -> Result<(), ErrorCode> {
+fn try_act(
+    t: &Title,
+    s: &mut citadel_runtime::PlayerState,
+    a: Action,
+    now: i64,
+    rng: &mut Rng,
+) -> Result<(), ErrorCode> {
     apply(t, s, &a, now, rng).map(|_| ()).map_err(|e| e.code)
 }
 
@@ -48,7 +53,8 @@ fn play_minute(t: &Title, s: &mut citadel_runtime::PlayerState, now: i64, rng: &
                 }
             }
         }
-        let mut ids: Vec<(u32, u32, String)> = s.buildings.iter().map(|b| (b.level, b.id, b.building.clone())).collect();
+        let mut ids: Vec<(u32, u32, String)> =
+            s.buildings.iter().map(|b| (b.level, b.id, b.building.clone())).collect();
         ids.sort();
         for (level, id, kind) in ids {
             if kind != "wall" && try_act(t, s, Action::Upgrade { id }, now, rng).is_ok() {
@@ -89,11 +95,18 @@ fn first_hour_has_something_to_do_every_few_minutes() {
         }
     }
     gaps.push((last_progress, 3600));
-    let longest = |from: i64, to: i64| gaps.iter().filter(|(a, _)| *a >= from && *a < to).map(|(a, b)| b - a).max().unwrap_or(0);
+    let longest =
+        |from: i64, to: i64| gaps.iter().filter(|(a, _)| *a >= from && *a < to).map(|(a, b)| b - a).max().unwrap_or(0);
     let (first, second) = (longest(0, 1800), longest(1800, 3600));
     println!("longest wait: {first} s in the first half hour, {second} s in the second; {total} progress actions");
-    assert!(first <= IDLE_SECONDS_MAX_FIRST_HALF, "a new player waits {first} s with nothing to do in the first half hour");
-    assert!(second <= IDLE_SECONDS_MAX_SECOND_HALF, "a new player waits {second} s with nothing to do in the second half hour");
+    assert!(
+        first <= IDLE_SECONDS_MAX_FIRST_HALF,
+        "a new player waits {first} s with nothing to do in the first half hour"
+    );
+    assert!(
+        second <= IDLE_SECONDS_MAX_SECOND_HALF,
+        "a new player waits {second} s with nothing to do in the second half hour"
+    );
     assert!(total >= 40, "only {total} progress actions in the first hour");
     assert!(s.buildings[0].level >= 2, "the headquarters should reach level 2 in the first hour");
 }

@@ -57,9 +57,20 @@ fn mid_game(t: &Title, now: i64) -> PlayerState {
         *v = 1_000_000_000;
     }
     let layout = [
-        ("gold_mine", 6, 2), ("lumber_mill", 10, 2), ("lumber_mill", 14, 2), ("quarry", 18, 2),
-        ("vault", 22, 2), ("vault", 26, 2), ("warehouse", 30, 2), ("warehouse", 34, 2), ("camp", 2, 6),
-        ("camp", 6, 6), ("barracks", 10, 6), ("academy", 14, 6), ("watchtower", 18, 6), ("watchtower", 22, 6),
+        ("gold_mine", 6, 2),
+        ("lumber_mill", 10, 2),
+        ("lumber_mill", 14, 2),
+        ("quarry", 18, 2),
+        ("vault", 22, 2),
+        ("vault", 26, 2),
+        ("warehouse", 30, 2),
+        ("warehouse", 34, 2),
+        ("camp", 2, 6),
+        ("camp", 6, 6),
+        ("barracks", 10, 6),
+        ("academy", 14, 6),
+        ("watchtower", 18, 6),
+        ("watchtower", 22, 6),
     ];
     let mut at = now;
     for (b, x, y) in layout {
