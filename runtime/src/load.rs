@@ -311,12 +311,15 @@ impl Loader<'_> {
 
         // 6-7: expressions, reachability, cycles.
         let mut exprs: HashMap<String, Expr> = HashMap::new();
+        // Kept for the trial evaluation after the title is built.
+        let mut trial_list: Vec<(&'static str, String, Expr)> = Vec::new();
         let mut edges: BTreeMap<Node, Vec<(Node, ExprSite)>> = BTreeMap::new();
         for (source, site) in self.expression_sites(&p) {
             let Some(expr) = self.compile_expr(&sandbox, &source, &site) else { continue };
             for r in expr_id_refs(&expr) {
                 self.check_expr_ref(&r, &site, &known, &mut edges);
             }
+            trial_list.push((site.file, site.pointer.clone(), expr.clone()));
             exprs.insert(format!("{}#{}", site.file, site.pointer), expr);
         }
         self.check_cycles(&p, &edges);
@@ -326,7 +329,7 @@ impl Loader<'_> {
         }
         // 8: build, then trial-evaluate.
         let title = self.build(p, exprs, hooks, scripts, sandbox, content_version(self.files))?;
-        self.trial(&title);
+        self.trial(&title, &trial_list);
         if self.diags.iter().any(|d| d.severity == Severity::Error) {
             return None;
         }
@@ -1123,54 +1126,18 @@ impl Loader<'_> {
     /// Evaluates every expression once against a new player's state. A
     /// requirement that is not true/false is an error; any other failure is
     /// a warning (it may depend on state a new player does not have yet).
-    fn trial(&mut self, title: &Title) {
+    fn trial(&mut self, title: &Title, exprs: &[(&'static str, String, Expr)]) {
         let state = crate::rules::new_player(title, 0);
-        let mut checks: Vec<(&'static str, String, &Expr)> = Vec::new();
-        for (i, b) in title.buildings.iter().enumerate() {
-            for (l, e) in b.requires.iter().enumerate() {
-                if let Some(e) = e {
-                    checks.push(("buildings.json", format!("/buildings/{i}/levels/{l}/requires"), e));
-                }
-            }
-        }
-        for (i, u) in title.units.iter().enumerate() {
-            if let Some(e) = &u.requires {
-                checks.push(("units.json", format!("/units/{i}/requires"), e));
-            }
-        }
-        for (i, r) in title.research.iter().enumerate() {
-            for (l, e) in r.requires.iter().enumerate() {
-                if let Some(e) = e {
-                    checks.push(("research.json", format!("/research/{i}/levels/{l}/requires"), e));
-                }
-            }
-        }
-        for (i, o) in title.offers.iter().enumerate() {
-            if let Some(e) = &o.requires {
-                checks.push(("store.json", format!("/offers/{i}/requires"), e));
-            }
-        }
-        for (i, q) in title.quests.iter().enumerate() {
-            checks.push(("quests.json", format!("/quests/{i}/goal"), &q.goal));
-            if let Some(e) = &q.requires {
-                checks.push(("quests.json", format!("/quests/{i}/requires"), e));
-            }
-        }
-        for (name, a) in &title.actions {
-            if let Some(e) = &a.requires {
-                checks.push(("title.json", format!("/actions/{name}/requires"), e));
-            }
-        }
         let ctx = crate::view::ctx(title, &state, 0, 0);
-        for (file, pointer, expr) in checks {
+        for (file, pointer, expr) in exprs {
             if let Err(e) = title.sandbox.eval_bool(expr, &ctx) {
                 if e.kind == EvalErrorKind::WrongType {
-                    self.at("expression", file, &pointer, false, format!("in expression: {}", e.message), None);
+                    self.at("expression", file, pointer, false, format!("in expression: {}", e.message), None);
                 } else {
                     self.warn_at(
                         "expression",
                         file,
-                        &pointer,
+                        pointer,
                         format!("fails for a new player: {}", e.with_position()),
                         None,
                     );

@@ -156,10 +156,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match serde_json::to_value(self) {
-            Ok(serde_json::Value::String(s)) => match ALL_CODES.iter().find(|c| **c == s) {
-                Some(c) => c,
-                None => "unknown",
-            },
+            Ok(serde_json::Value::String(s)) => error_codes().find(|c| *c == s).unwrap_or("unknown"),
             _ => "unknown",
         }
     }
@@ -192,28 +189,9 @@ pub const ERROR_CODE_DOCS: &[(&str, &str)] = &[
 ];
 
 /// Every error code, as in JSON.
-pub const ALL_CODES: &[&str] = &[
-    "unknown_id",
-    "not_found",
-    "invalid_argument",
-    "insufficient_resources",
-    "requirement_not_met",
-    "no_free_builder",
-    "limit_reached",
-    "max_level",
-    "busy",
-    "not_busy",
-    "out_of_bounds",
-    "collision",
-    "queue_full",
-    "housing_full",
-    "not_available",
-    "already_claimed",
-    "goal_not_met",
-    "nothing_to_collect",
-    "storage_full",
-    "script_error",
-];
+pub fn error_codes() -> impl Iterator<Item = &'static str> {
+    ERROR_CODE_DOCS.iter().map(|(code, _)| *code)
+}
 
 /// Why an action was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -284,16 +262,7 @@ pub fn new_player(title: &Title, now_ms: i64) -> PlayerState {
         s.resources.insert(r.id.clone(), start.resources.get(&r.id).copied().unwrap_or(0));
     }
     for (i, b) in start.buildings.iter().enumerate() {
-        s.buildings.push(Building {
-            id: i as u32 + 1,
-            building: b.building.clone(),
-            level: b.level,
-            x: b.x,
-            y: b.y,
-            upgrade: None,
-            stored: 0,
-            since_ms: now_ms,
-        });
+        s.buildings.push(Building::completed(i as u32 + 1, &b.building, b.level, b.x, b.y, now_ms));
     }
     s.next_building_id = s.buildings.len() as u32 + 1;
     s.units = start.units.clone();

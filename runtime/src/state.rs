@@ -45,6 +45,13 @@ pub struct Building {
     pub since_ms: i64,
 }
 
+impl Building {
+    /// A finished building (no construction running), producing from `now_ms`.
+    pub fn completed(id: u32, building: &str, level: u32, x: i32, y: i32, now_ms: i64) -> Building {
+        Building { id, building: building.to_string(), level, x, y, upgrade: None, stored: 0, since_ms: now_ms }
+    }
+}
+
 /// One unit waiting in (or at the head of) a training queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
