@@ -1,0 +1,120 @@
+//! Session tokens: HMAC-SHA256 signed `{title, player, expiry}`, so any
+//! server holding the secret can check a token without a lookup. A token
+//! for one title is refused by every other title.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Longest player id. Ids become file names, so they are short and plain.
+pub const PLAYER_ID_BYTES_MAX: usize = 64;
+
+/// Whether `id` is a valid player id: 1 to 64 of `A-Z a-z 0-9 _ -`.
+pub fn valid_player_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= PLAYER_ID_BYTES_MAX
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Title id.
+    pub t: String,
+    /// Player id.
+    pub p: String,
+    /// Expiry, milliseconds since the epoch.
+    pub e: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the session token is malformed or its signature is wrong")]
+    Invalid,
+    #[error("the session token has expired; log in again")]
+    Expired,
+    #[error("the session token was issued for another title")]
+    WrongTitle,
+}
+
+/// Signs and checks tokens with one secret.
+#[derive(Clone)]
+pub struct Signer {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+impl Signer {
+    pub fn new(secret: &[u8]) -> Signer {
+        Signer { secret: secret.to_vec() }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        Hmac::<Sha256>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+    }
+
+    pub fn issue(&self, claims: &Claims) -> String {
+        let body = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
+        let mut mac = self.mac();
+        mac.update(body.as_bytes());
+        format!("{body}.{}", B64.encode(mac.finalize().into_bytes()))
+    }
+
+    /// Checks signature, expiry (against `now_ms`) and title.
+    pub fn verify(&self, token: &str, title: &str, now_ms: i64) -> Result<Claims, TokenError> {
+        let (body, sig) = token.split_once('.').ok_or(TokenError::Invalid)?;
+        let sig = B64.decode(sig).map_err(|_| TokenError::Invalid)?;
+        let mut mac = self.mac();
+        mac.update(body.as_bytes());
+        mac.verify_slice(&sig).map_err(|_| TokenError::Invalid)?;
+        let bytes = B64.decode(body).map_err(|_| TokenError::Invalid)?;
+        let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| TokenError::Invalid)?;
+        if claims.e <= now_ms {
+            return Err(TokenError::Expired);
+        }
+        if claims.t != title {
+            return Err(TokenError::WrongTitle);
+        }
+        if !valid_player_id(&claims.p) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_check_signature_expiry_and_title() {
+        let s = Signer::new(b"0123456789abcdef0123456789abcdef");
+        let c = Claims { t: "ironhold".into(), p: "alice".into(), e: 1000 };
+        let tok = s.issue(&c);
+        assert_eq!(s.verify(&tok, "ironhold", 999), Ok(c));
+        assert_eq!(s.verify(&tok, "ironhold", 1000), Err(TokenError::Expired));
+        assert_eq!(s.verify(&tok, "other", 0), Err(TokenError::WrongTitle));
+        assert_eq!(
+            Signer::new(b"another secret of 32 bytes......").verify(&tok, "ironhold", 0),
+            Err(TokenError::Invalid)
+        );
+        let forged = format!("{}x", tok);
+        assert_eq!(s.verify(&forged, "ironhold", 0), Err(TokenError::Invalid));
+        assert_eq!(s.verify("garbage", "ironhold", 0), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn player_ids_are_plain_file_names() {
+        assert!(valid_player_id("alice_01-x"));
+        for bad in ["", "../etc", "a/b", "a b", "é", &"x".repeat(65)] {
+            assert!(!valid_player_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Blob storage for player files, behind a trait so that the filesystem
+//! (embedded default) and S3 (production) are interchangeable.
+//!
+//! Writes are conditional: a writer says which version it last read, and
+//! the write is refused if the stored version has moved on. A server that
+//! lost a player's lock therefore can never overwrite a newer file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+/// A version tag of a stored blob.
+pub type Etag = String;
+
+/// When a write may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Only if no blob exists under the key.
+    Absent,
+    /// Only if the stored blob has this version.
+    Matches(Etag),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("the stored version changed since it was read; the write was refused")]
+    PreconditionFailed,
+    #[error("invalid blob key `{0}`")]
+    BadKey(String),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// The blob and its version, or `None` if absent.
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Etag)>, BlobError>;
+    /// Stores `bytes` if `cond` holds; returns the new version.
+    async fn put(&self, key: &str, bytes: Vec<u8>, cond: Precondition) -> Result<Etag, BlobError>;
+}
+
+/// Keys are `/`-separated paths of plain segments (no `..`, no absolute paths).
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 512
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        })
+}
+
+fn etag_of(bytes: &[u8]) -> Etag {
+    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Player files on the local filesystem. Each write goes to a temporary
+/// file, is fsynced, renamed over the old one, and the directory is fsynced,
+/// so a crash leaves either the old or the new file, never a torn one.
+#[derive(Debug)]
+pub struct FsBlobStore {
+    root: PathBuf,
+    /// One lock per key, so that check-then-write is atomic within this
+    /// process (another process never writes the same player: the player
+    /// lock ensures that).
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl FsBlobStore {
+    pub fn new(root: impl Into<PathBuf>) -> FsBlobStore {
+        FsBlobStore { root: root.into(), locks: Mutex::new(HashMap::new()) }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
+        if !valid_key(key) {
+            return Err(BlobError::BadKey(key.to_string()));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
+    }
+}
+
+fn read_opt(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // The rename is durable only once the directory entry is.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Etag)>, BlobError> {
+        let path = self.path(key)?;
+        let bytes = tokio::task::spawn_blocking(move || read_opt(&path)).await.map_err(std::io::Error::other)??;
+        Ok(bytes.map(|b| {
+            let tag = etag_of(&b);
+            (b, tag)
+        }))
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, cond: Precondition) -> Result<Etag, BlobError> {
+        let path = self.path(key)?;
+        let lock = self.key_lock(key);
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let current = read_opt(&path)?.map(|b| etag_of(&b));
+            let ok = match (&cond, &current) {
+                (Precondition::Absent, None) => true,
+                (Precondition::Matches(want), Some(have)) => want == have,
+                _ => false,
+            };
+            if !ok {
+                return Err(BlobError::PreconditionFailed);
+            }
+            write_atomic(&path, &bytes)?;
+            Ok(etag_of(&bytes))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}

@@ -1,0 +1,146 @@
+//! Server configuration: defaults, then a TOML file, then environment
+//! variables, then command-line flags (each overrides the one before).
+//! Every option is documented in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Limits on what one client or player may use. Each has a reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open HTTP and WebSocket connections at once. 20,000 leaves headroom
+    /// over the 10,000 players per core we aim for on one server.
+    pub connections_max: usize,
+    /// Bytes in one request body or WebSocket message. Actions are tiny
+    /// (under 1 KiB); 16 KiB bounds the parser's work per message.
+    pub message_bytes_max: usize,
+    /// Requests waiting for one player's session. A client that queues more
+    /// than this is not waiting for answers.
+    pub session_queue_max: usize,
+    /// Requests per second one player may send, with bursts up to twice
+    /// that. Human play is under 5 per second.
+    pub requests_per_second_max: u32,
+    /// WebSocket read buffer per connection. The 128 KiB default costs
+    /// about 13x the memory at 10,000 connections; messages are small.
+    pub ws_read_buffer_bytes: usize,
+    /// Players held in memory at once; logins beyond it get `server_full`.
+    pub sessions_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 20_000,
+            message_bytes_max: 16 * 1024,
+            session_queue_max: 64,
+            requests_per_second_max: 20,
+            ws_read_buffer_bytes: 4 * 1024,
+            sessions_max: 50_000,
+        }
+    }
+}
+
+/// Everything `citadel serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Folder for player files and the server's own files.
+    pub data_dir: PathBuf,
+    /// Folder holding one folder per title.
+    pub titles: PathBuf,
+    /// Secret for signing session tokens. When absent, a random secret is
+    /// created in `data_dir/token-secret` on first start and kept.
+    pub token_secret: Option<String>,
+    /// Accept `login` with a bare player name (embedded and test setups).
+    pub dev_login: bool,
+    /// How long a session token stays valid.
+    pub token_ttl_seconds: u64,
+    /// How often a session with unsaved changes is saved.
+    pub save_interval_seconds: u64,
+    /// A session with no request for this long is saved and closed.
+    pub idle_timeout_seconds: u64,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("var/data"),
+            titles: PathBuf::from("titles"),
+            token_secret: None,
+            dev_login: true,
+            token_ttl_seconds: 24 * 3600,
+            save_interval_seconds: 30,
+            idle_timeout_seconds: 300,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The environment variables `citadel serve` reads, with the option each sets.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("CITADEL_LISTEN", "listen"),
+    ("CITADEL_DATA_DIR", "data_dir"),
+    ("CITADEL_TITLES", "titles"),
+    ("CITADEL_TOKEN_SECRET", "token_secret"),
+    ("CITADEL_DEV_LOGIN", "dev_login"),
+];
+
+impl Config {
+    /// Defaults overridden by the TOML file at `path`, if given.
+    pub fn from_file(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        match path {
+            None => Ok(Config::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+            }
+        }
+    }
+
+    /// Applies `CITADEL_*` environment variables (see [`ENV_VARS`]).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = get("CITADEL_LISTEN") {
+            self.listen = v.parse().with_context(|| format!("CITADEL_LISTEN={v} is not ADDR:PORT"))?;
+        }
+        if let Some(v) = get("CITADEL_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("CITADEL_TITLES") {
+            self.titles = v.into();
+        }
+        if let Some(v) = get("CITADEL_TOKEN_SECRET") {
+            self.token_secret = Some(v);
+        }
+        if let Some(v) = get("CITADEL_DEV_LOGIN") {
+            self.dev_login = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        Ok(())
+    }
+
+    /// Refuses configurations that cannot work, so that a server never
+    /// starts half-configured.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        anyhow::ensure!(l.message_bytes_max >= 256, "limits.message_bytes_max must be at least 256");
+        anyhow::ensure!(l.session_queue_max >= 1, "limits.session_queue_max must be at least 1");
+        anyhow::ensure!(l.requests_per_second_max >= 1, "limits.requests_per_second_max must be at least 1");
+        anyhow::ensure!(
+            l.connections_max >= 1 && l.sessions_max >= 1,
+            "connection and session limits must be at least 1"
+        );
+        anyhow::ensure!(self.save_interval_seconds >= 1, "save_interval_seconds must be at least 1");
+        anyhow::ensure!(self.token_ttl_seconds >= 60, "token_ttl_seconds must be at least 60");
+        if let Some(s) = &self.token_secret {
+            anyhow::ensure!(s.len() >= 32, "token_secret must be at least 32 characters");
+        }
+        Ok(())
+    }
+}

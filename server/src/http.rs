@@ -1,0 +1,223 @@
+//! Routes: login, requests over HTTP, requests over WebSocket. HTTP and
+//! WebSocket call the same [`dispatch`], so a request means the same thing
+//! on both.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{valid_player_id, Claims, Signer, TokenError};
+use crate::protocol::{decode, ApiError, Code, Push, Request, Response};
+use crate::session::{Deps, Sessions};
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub deps: Arc<Deps>,
+    pub sessions: Arc<Sessions>,
+    pub signer: Signer,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Open WebSocket connections (axum's graceful shutdown does not wait
+    /// for upgraded connections, so we do).
+    pub sockets: TaskTracker,
+}
+
+/// How much larger than `limits.message_bytes_max` a body or frame may be
+/// before the transport itself refuses it. Below this, an oversized message
+/// gets a `message_too_large` answer and a WebSocket stays usable.
+const HARD_LIMIT_FACTOR: usize = 4;
+
+/// The router. `main` and the tests both serve exactly this.
+pub fn app(state: AppState) -> Router {
+    let hard = state.deps.config.limits.message_bytes_max * HARD_LIMIT_FACTOR;
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/titles", get(titles))
+        .route("/v1/{title}/login", post(login))
+        .route("/v1/{title}/request", post(http_request))
+        .route("/v1/{title}/ws", get(ws_upgrade))
+        .layer(DefaultBodyLimit::max(hard))
+        .with_state(state)
+}
+
+struct Fail(ApiError, Value);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> HttpResponse {
+        if self.0.code == Code::Internal.as_str() {
+            tracing::error!(message = %self.0.message, "internal error");
+        }
+        (self.0.status, Json(Response::err(self.1, &self.0))).into_response()
+    }
+}
+
+fn fail(e: ApiError) -> Fail {
+    Fail(e, Value::Null)
+}
+
+async fn titles(State(st): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = st
+        .deps
+        .titles
+        .iter()
+        .map(|t| json!({ "id": t.id(), "name": t.manifest.name, "content_version": t.content_version }))
+        .collect();
+    Json(json!({ "titles": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    player: String,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, ApiError> {
+    if body.len() > limit {
+        return Err(ApiError::new(Code::MessageTooLarge, format!("{} bytes; the limit is {limit}", body.len())));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::new(Code::BadRequest, format!("not a valid request: {e}")))
+}
+
+async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Bytes) -> Result<Json<Value>, Fail> {
+    if st.deps.titles.get(&title).is_none() {
+        return Err(fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))));
+    }
+    if !st.deps.config.dev_login {
+        return Err(fail(ApiError::new(Code::DevLoginDisabled, "log in through the gateway")));
+    }
+    let req: LoginBody = parse_json(&body, st.deps.config.limits.message_bytes_max).map_err(fail)?;
+    if !valid_player_id(&req.player) {
+        return Err(fail(ApiError::new(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -")));
+    }
+    let out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
+    let expires = st.deps.clock.now_ms() + st.deps.config.token_ttl_seconds as i64 * 1000;
+    let token = st.signer.issue(&Claims { t: title.clone(), p: req.player.clone(), e: expires });
+    Ok(Json(
+        json!({ "token": token, "player": req.player, "title": title, "expires_at_ms": expires, "state": out["state"], "events": out["events"] }),
+    ))
+}
+
+fn authorize(st: &AppState, title: &str, token: Option<&str>) -> Result<Claims, ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::new(Code::Unauthorized, "send the session token as `Authorization: Bearer <token>`")
+    })?;
+    st.signer.verify(token, title, st.deps.clock.now_ms()).map_err(|e| match e {
+        TokenError::Invalid => ApiError::new(Code::Unauthorized, e.to_string()),
+        TokenError::Expired => ApiError::new(Code::TokenExpired, e.to_string()),
+        TokenError::WrongTitle => ApiError::new(Code::WrongTitle, e.to_string()),
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// Decodes and runs one request for an authorized player.
+pub async fn dispatch(st: &AppState, claims: &Claims, req: &Request) -> Result<Value, ApiError> {
+    let cmd = decode(req)?;
+    st.sessions.request(&claims.t, &claims.p, cmd).await
+}
+
+async fn http_request(
+    State(st): State<AppState>,
+    Path(title): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Response>), Fail> {
+    if st.deps.titles.get(&title).is_none() {
+        return Err(fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))));
+    }
+    let claims = authorize(&st, &title, bearer(&headers)).map_err(fail)?;
+    let req: Request = parse_json(&body, st.deps.config.limits.message_bytes_max).map_err(fail)?;
+    match dispatch(&st, &claims, &req).await {
+        Ok(result) => Ok((StatusCode::OK, Json(Response::ok(req.id, result)))),
+        Err(e) => Err(Fail(e, req.id)),
+    }
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws_upgrade(
+    State(st): State<AppState>,
+    Path(title): Path<String>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<HttpResponse, Fail> {
+    if st.deps.titles.get(&title).is_none() {
+        return Err(fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))));
+    }
+    if st.shutdown.is_cancelled() {
+        return Err(fail(ApiError::new(Code::ShuttingDown, "the server is shutting down")));
+    }
+    let claims = authorize(&st, &title, q.token.as_deref().or_else(|| bearer(&headers))).map_err(fail)?;
+    let limits = &st.deps.config.limits;
+    let ws = ws
+        .read_buffer_size(limits.ws_read_buffer_bytes)
+        .max_message_size(limits.message_bytes_max * HARD_LIMIT_FACTOR)
+        .max_frame_size(limits.message_bytes_max * HARD_LIMIT_FACTOR);
+    let tracker = st.sockets.clone();
+    Ok(ws.on_upgrade(move |socket| tracker.track_future(serve_socket(st, claims, socket))))
+}
+
+/// One WebSocket connection. Order of operations per message: check its
+/// size, decode it, dispatch it, send the answer; one message at a time,
+/// so a player's requests on one socket apply in the order sent. On
+/// shutdown: push `server_shutdown`, close with 1001 (going away).
+async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    let limit = st.deps.config.limits.message_bytes_max;
+    let version = st.deps.titles.get(&claims.t).map(|t| t.content_version.clone()).unwrap_or_default();
+    let welcome = Push::Welcome { player: claims.p.clone(), title: claims.t.clone(), content_version: version };
+    if tx.send(Message::Text(json!(welcome).to_string().into())).await.is_err() {
+        return;
+    }
+    loop {
+        let msg = tokio::select! {
+            _ = st.shutdown.cancelled() => {
+                let push = Push::ServerShutdown { reconnect_after_ms: 1000 };
+                let _ = tx.send(Message::Text(json!(push).to_string().into())).await;
+                let _ = tx.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
+                return;
+            }
+            m = rx.next() => m,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                let e = ApiError::new(Code::BadRequest, "binary messages are not supported; send JSON text");
+                if tx.send(Message::Text(json!(Response::err(Value::Null, &e)).to_string().into())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+        };
+        let answer = match parse_json::<Request>(text.as_bytes(), limit) {
+            Err(e) => Response::err(Value::Null, &e),
+            Ok(req) => match dispatch(&st, &claims, &req).await {
+                Ok(result) => Response::ok(req.id, result),
+                Err(e) => Response::err(req.id, &e),
+            },
+        };
+        if tx.send(Message::Text(json!(answer).to_string().into())).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `citadel`: the game server's command line. It only parses configuration
+//! and starts the library's server.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "citadel", version, about = "The Citadel game server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every title in the titles folder. Options come from the
+    /// defaults, then --config, then CITADEL_* environment variables, then
+    /// these flags (see docs/configuration.md).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address and port to listen on [default: 127.0.0.1:7070].
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Folder for player files [default: var/data].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Folder of title folders [default: titles].
+        #[arg(long, value_name = "DIR")]
+        titles: Option<PathBuf>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let Command::Serve { config, listen, data_dir, titles, log_json } = Cli::parse().command;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let mut cfg = citadel_server::Config::from_file(config.as_deref())?;
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(v) = listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = titles {
+        cfg.titles = v;
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
+        citadel_server::run(cfg, listener, shutdown_signal()).await
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,210 @@
+//! Protocol v1 wire types: requests `{id, action, args}`, responses
+//! `{id, ok, result}` or `{id, ok: false, error: {code, message, details}}`,
+//! and server-pushed events. The same types travel over HTTP and WebSocket.
+//! Documented, with every error code, in `docs/protocol.md`.
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The protocol version in URLs (`/v1/...`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request from a client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Echoed in the response so clients can match answers to questions.
+    #[serde(default)]
+    pub id: Value,
+    /// An action of the title's rules (`build`, `upgrade`, ...), or one of
+    /// the session actions `get_state` and `ping`.
+    pub action: String,
+    /// The action's arguments, e.g. `{"building": "farm", "x": 3, "y": 4}`.
+    #[serde(default)]
+    pub args: Value,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub id: Value,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+/// Errors of the server itself (the rules engine's codes, such as
+/// `insufficient_resources`, pass through as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BadRequest,
+    UnknownAction,
+    InvalidArgument,
+    MessageTooLarge,
+    RateLimited,
+    SessionQueueFull,
+    UnknownTitle,
+    Unauthorized,
+    TokenExpired,
+    WrongTitle,
+    DevLoginDisabled,
+    InvalidPlayer,
+    ServerFull,
+    ShuttingDown,
+    Internal,
+}
+
+/// Every server error code on the wire, its HTTP status, and its meaning.
+pub const SERVER_CODES: &[(Code, &str, u16, &str)] = &[
+    (Code::BadRequest, "bad_request", 400, "the body is not JSON, or not a request object"),
+    (Code::UnknownAction, "unknown_action", 400, "no action of that name"),
+    (Code::InvalidArgument, "invalid_argument", 400, "the args do not fit the action (missing field, wrong type)"),
+    (Code::MessageTooLarge, "message_too_large", 413, "the request is larger than limits.message_bytes_max"),
+    (Code::RateLimited, "rate_limited", 429, "the player sends more than limits.requests_per_second_max"),
+    (
+        Code::SessionQueueFull,
+        "session_queue_full",
+        429,
+        "more than limits.session_queue_max requests are waiting for this player",
+    ),
+    (Code::UnknownTitle, "unknown_title", 404, "no title with that id is served here"),
+    (Code::Unauthorized, "unauthorized", 401, "no session token, or a forged or malformed one"),
+    (Code::TokenExpired, "token_expired", 401, "the session token has expired; log in again"),
+    (Code::WrongTitle, "wrong_title", 403, "the session token was issued for another title"),
+    (Code::DevLoginDisabled, "dev_login_disabled", 403, "this server does not accept development logins"),
+    (Code::InvalidPlayer, "invalid_player", 400, "player ids are 1 to 64 of A-Z a-z 0-9 _ -"),
+    (
+        Code::ServerFull,
+        "server_full",
+        503,
+        "the server holds limits.sessions_max players or connections_max connections",
+    ),
+    (Code::ShuttingDown, "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly"),
+    (Code::Internal, "internal", 500, "something went wrong on the server; it has been logged"),
+];
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        SERVER_CODES.iter().find(|(c, ..)| *c == self).map_or("internal", |(_, s, ..)| s)
+    }
+    pub fn status(self) -> StatusCode {
+        let n = SERVER_CODES.iter().find(|(c, ..)| *c == self).map_or(500, |(_, _, n, _)| *n);
+        StatusCode::from_u16(n).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// An error answer: a server code or a rules code, with a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub status: StatusCode,
+    pub message: String,
+    /// Boxed: errors travel through `Result`s on hot paths; keep them small.
+    pub details: Option<Box<Value>>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError { code: code.as_str(), status: code.status(), message: message.into(), details: None }
+    }
+
+    /// A refusal by the game's rules: the request was processed, so HTTP 200.
+    pub fn rules(e: citadel_runtime::ActionError) -> ApiError {
+        ApiError { code: e.code.as_str(), status: StatusCode::OK, message: e.message, details: None }
+    }
+
+    pub fn details(mut self, d: Value) -> ApiError {
+        self.details = Some(Box::new(d));
+        self
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { code: self.code.to_string(), message: self.message.clone(), details: self.details.as_deref().cloned() }
+    }
+}
+
+impl Response {
+    pub fn ok(id: Value, result: Value) -> Response {
+        Response { id, ok: true, result: Some(result), error: None }
+    }
+    pub fn err(id: Value, e: &ApiError) -> Response {
+        Response { id, ok: false, result: None, error: Some(e.body()) }
+    }
+}
+
+/// Actions handled by the session rather than the rules engine.
+pub const SESSION_ACTIONS: &[&str] = &["get_state", "ping"];
+
+/// Every rules action name, as clients send it.
+pub const RULES_ACTIONS: &[&str] = &[
+    "build",
+    "upgrade",
+    "cancel",
+    "speed_up",
+    "speed_up_research",
+    "speed_up_training",
+    "move",
+    "collect",
+    "collect_all",
+    "train",
+    "research",
+    "buy",
+    "use_item",
+    "claim_quest",
+    "custom",
+];
+
+/// What a request asks the session to do, once decoded.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Rules(citadel_runtime::Action),
+    GetState,
+    Ping,
+}
+
+/// Decodes a request's action and args into a [`Command`].
+pub fn decode(req: &Request) -> Result<Command, ApiError> {
+    match req.action.as_str() {
+        "get_state" => return Ok(Command::GetState),
+        "ping" => return Ok(Command::Ping),
+        name if RULES_ACTIONS.contains(&name) => {}
+        other => {
+            return Err(ApiError::new(Code::UnknownAction, format!("unknown action `{other}`")).details(
+                serde_json::json!({ "actions": RULES_ACTIONS.iter().chain(SESSION_ACTIONS).collect::<Vec<_>>() }),
+            ))
+        }
+    }
+    let mut obj = match &req.args {
+        Value::Null => serde_json::Map::new(),
+        Value::Object(m) => m.clone(),
+        _ => return Err(ApiError::new(Code::InvalidArgument, "args must be an object")),
+    };
+    if obj.contains_key("action") {
+        return Err(ApiError::new(Code::InvalidArgument, "args must not contain `action`"));
+    }
+    obj.insert("action".into(), Value::String(req.action.clone()));
+    serde_json::from_value(Value::Object(obj))
+        .map(Command::Rules)
+        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("{}: {e}", req.action)))
+}
+
+/// Events the server pushes without a request (WebSocket only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Push {
+    /// Sent once after the WebSocket opens.
+    Welcome { player: String, title: String, content_version: String },
+    /// The server is going away; reconnect after the delay.
+    ServerShutdown { reconnect_after_ms: u64 },
+}

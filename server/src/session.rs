@@ -1,0 +1,392 @@
+//! Player sessions: one task per player in memory, applying that player's
+//! requests one at a time, in order; different players run in parallel.
+//!
+//! A session loads the player file when it starts, saves it while dirty
+//! every `save_interval_seconds`, and saves and ends after
+//! `idle_timeout_seconds` without a request or at shutdown. A per-player
+//! file lock is held for a session's whole life, so a new session for the
+//! same player never loads the file before the old one finished saving.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use citadel_runtime::{rules, PlayerState, Rng, Title};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::blob::{BlobStore, Precondition};
+use crate::config::Config;
+use crate::protocol::{ApiError, Code, Command};
+use crate::titles::Titles;
+
+/// The injected clock: game time for the rules engine.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The real clock.
+#[derive(Debug)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+}
+
+/// What sessions need from the rest of the server.
+#[derive(Debug)]
+pub struct Deps {
+    pub config: Config,
+    pub titles: Arc<Titles>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+type Key = (String, String);
+type Reply = oneshot::Sender<Result<Value, ApiError>>;
+
+enum Msg {
+    Login(Reply),
+    Do(Command, Reply),
+}
+
+/// A token bucket: `rate` per second, bursts up to twice that.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate * 2.0);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Entry {
+    generation: u64,
+    tx: mpsc::Sender<Msg>,
+    bucket: Arc<Mutex<Bucket>>,
+}
+
+/// Every player session of this server.
+pub struct Sessions {
+    deps: Arc<Deps>,
+    live: Mutex<HashMap<Key, Entry>>,
+    file_locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    generation: AtomicU64,
+    closing: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("live", &self.len()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections here are single map operations that cannot leave
+    // the map inconsistent, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sessions {
+    pub fn new(deps: Arc<Deps>) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            deps,
+            live: Mutex::new(HashMap::new()),
+            file_locks: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Players in memory now.
+    pub fn len(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Logs a player in: loads (or creates) them, runs the login hook.
+    pub async fn login(self: &Arc<Self>, title: &str, player: &str) -> Result<Value, ApiError> {
+        self.send(title, player, Msg::Login, false).await
+    }
+
+    /// Runs one request for a player, after the requests before it.
+    pub async fn request(self: &Arc<Self>, title: &str, player: &str, cmd: Command) -> Result<Value, ApiError> {
+        self.send(title, player, move |reply| Msg::Do(cmd, reply), true).await
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        title: &str,
+        player: &str,
+        make: impl FnOnce(Reply) -> Msg,
+        limited: bool,
+    ) -> Result<Value, ApiError> {
+        if self.closing.is_cancelled() {
+            return Err(ApiError::new(Code::ShuttingDown, "the server is shutting down"));
+        }
+        let key = (title.to_string(), player.to_string());
+        let (tx, rx) = oneshot::channel();
+        let mut msg = Some(make(tx));
+        // A session found closing is replaced by a new one; twice is enough
+        // (the second is always fresh).
+        for _ in 0..2 {
+            let (sender, bucket) = self.entry(&key)?;
+            if limited {
+                let rate = f64::from(self.deps.config.limits.requests_per_second_max);
+                if !lock(&bucket).take(rate) {
+                    return Err(ApiError::new(Code::RateLimited, format!("more than {rate} requests per second")));
+                }
+            }
+            match sender.try_send(msg.take().unwrap_or_else(|| unreachable!("message is put back on retry"))) {
+                Ok(()) => {
+                    return rx
+                        .await
+                        .unwrap_or_else(|_| Err(ApiError::new(Code::Internal, "the session ended before answering")));
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(ApiError::new(
+                        Code::SessionQueueFull,
+                        format!("more than {} requests are waiting", self.deps.config.limits.session_queue_max),
+                    ));
+                }
+                Err(mpsc::error::TrySendError::Closed(m)) => {
+                    msg = Some(m);
+                    let mut live = lock(&self.live);
+                    if live.get(&key).is_some_and(|e| e.tx.is_closed()) {
+                        live.remove(&key);
+                    }
+                }
+            }
+        }
+        Err(ApiError::new(Code::Internal, "could not reach the player's session"))
+    }
+
+    /// The live session for `key`, started if needed.
+    fn entry(self: &Arc<Self>, key: &Key) -> Result<(mpsc::Sender<Msg>, Arc<Mutex<Bucket>>), ApiError> {
+        let mut live = lock(&self.live);
+        if let Some(e) = live.get(key) {
+            if !e.tx.is_closed() {
+                return Ok((e.tx.clone(), e.bucket.clone()));
+            }
+        }
+        if live.len() >= self.deps.config.limits.sessions_max {
+            return Err(ApiError::new(Code::ServerFull, "this server holds as many players as it may"));
+        }
+        let title = self
+            .deps
+            .titles
+            .get(&key.0)
+            .ok_or_else(|| ApiError::new(Code::UnknownTitle, format!("no title `{}`", key.0)))?;
+        let (tx, rx) = mpsc::channel(self.deps.config.limits.session_queue_max);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let rate = f64::from(self.deps.config.limits.requests_per_second_max);
+        let bucket = Arc::new(Mutex::new(Bucket { tokens: rate * 2.0, at: Instant::now() }));
+        live.insert(key.clone(), Entry { generation, tx: tx.clone(), bucket: bucket.clone() });
+        let file_lock = lock(&self.file_locks).entry(key.clone()).or_default().clone();
+        let me = self.clone();
+        let key = key.clone();
+        self.tasks.spawn(async move { me.run(key, generation, title, rx, file_lock).await });
+        Ok((tx, bucket))
+    }
+
+    /// Saves every player and ends every session; returns when all are saved.
+    pub async fn shutdown(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn blob_key(title: &str, player: &str) -> String {
+        format!("players/{title}/{player}.json")
+    }
+
+    /// One player's session. Order of operations: take the player's file
+    /// lock; load the file (or create a new player); then loop over
+    /// requests, periodic saves and the idle deadline; on the way out leave
+    /// the live map, answer every request still queued, save, and release
+    /// the file lock.
+    async fn run(
+        self: Arc<Self>,
+        key: Key,
+        generation: u64,
+        title: Title,
+        mut rx: mpsc::Receiver<Msg>,
+        file_lock: Arc<tokio::sync::Mutex<()>>,
+    ) {
+        let _file = file_lock.lock_owned().await;
+        let deps = self.deps.clone();
+        let blob_key = Self::blob_key(&key.0, &key.1);
+        let mut session = match Session::load(&deps, &title, &blob_key).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(title = %key.0, player = %key.1, error = %e.message, "cannot load player");
+                self.leave(&key, generation);
+                rx.close();
+                while let Some(m) = rx.recv().await {
+                    answer(m, Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let save_every = Duration::from_secs(deps.config.save_interval_seconds);
+        let idle = Duration::from_secs(deps.config.idle_timeout_seconds);
+        let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + save_every, save_every);
+        let mut deadline = tokio::time::Instant::now() + idle;
+        loop {
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(m) => {
+                        session.handle(&deps, &title, m);
+                        deadline = tokio::time::Instant::now() + idle;
+                    }
+                    None => break,
+                },
+                _ = self.closing.cancelled() => break,
+                _ = save_tick.tick() => session.save(&deps, &blob_key).await,
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.leave(&key, generation);
+        rx.close();
+        while let Some(m) = rx.recv().await {
+            session.handle(&deps, &title, m);
+        }
+        session.save(&deps, &blob_key).await;
+    }
+
+    fn leave(&self, key: &Key, generation: u64) {
+        let mut live = lock(&self.live);
+        if live.get(key).is_some_and(|e| e.generation == generation) {
+            live.remove(key);
+        }
+    }
+}
+
+fn answer(m: Msg, r: Result<Value, ApiError>) {
+    let reply = match m {
+        Msg::Login(r) | Msg::Do(_, r) => r,
+    };
+    // The requester may have gone away; nothing to do then.
+    let _ = reply.send(r);
+}
+
+/// One player's state in memory.
+struct Session {
+    state: PlayerState,
+    /// Version of the player file this state was loaded from or last saved as.
+    etag: Option<String>,
+    dirty: bool,
+    /// Set when the stored file moved on under us: this server must not
+    /// write the player again.
+    fenced: bool,
+    rng: Rng,
+}
+
+impl Session {
+    async fn load(deps: &Deps, title: &Title, blob_key: &str) -> Result<Session, ApiError> {
+        let seed = {
+            use std::hash::{BuildHasher, Hash, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            blob_key.hash(&mut h);
+            deps.clock.now_ms().hash(&mut h);
+            h.finish()
+        };
+        let loaded = deps
+            .blobs
+            .get(blob_key)
+            .await
+            .map_err(|e| ApiError::new(Code::Internal, format!("loading the player: {e}")))?;
+        let (state, etag) = match loaded {
+            Some((bytes, etag)) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| ApiError::new(Code::Internal, "the player file is not UTF-8"))?;
+                let state = PlayerState::from_json(&text)
+                    .map_err(|e| ApiError::new(Code::Internal, format!("the player file is unreadable: {e}")))?;
+                (state, Some(etag))
+            }
+            None => (rules::new_player(title, deps.clock.now_ms()), None),
+        };
+        Ok(Session { dirty: etag.is_none(), state, etag, fenced: false, rng: Rng::new(seed) })
+    }
+
+    fn handle(&mut self, deps: &Deps, title: &Title, m: Msg) {
+        let now = deps.clock.now_ms();
+        let (reply, result) = match m {
+            Msg::Login(reply) => {
+                let events = rules::login(title, &mut self.state, now, &mut self.rng);
+                self.dirty = true;
+                (reply, Ok(json!({ "events": events, "state": self.state })))
+            }
+            Msg::Do(cmd, reply) => {
+                let r = match cmd {
+                    _ if self.fenced => Err(ApiError::new(
+                        Code::Internal,
+                        "this player's file was changed by another server; log in again",
+                    )),
+                    Command::Ping => Ok(json!({ "pong": now })),
+                    Command::GetState => {
+                        let events = rules::advance(title, &mut self.state, now, &mut self.rng);
+                        self.dirty = true;
+                        Ok(json!({ "events": events, "state": self.state }))
+                    }
+                    Command::Rules(action) => {
+                        self.dirty = true;
+                        rules::apply(title, &mut self.state, &action, now, &mut self.rng)
+                            .map(|events| json!({ "events": events }))
+                            .map_err(ApiError::rules)
+                    }
+                };
+                (reply, r)
+            }
+        };
+        let _ = reply.send(result);
+    }
+
+    async fn save(&mut self, deps: &Deps, blob_key: &str) {
+        if !self.dirty || self.fenced {
+            return;
+        }
+        let cond = match &self.etag {
+            Some(e) => Precondition::Matches(e.clone()),
+            None => Precondition::Absent,
+        };
+        match deps.blobs.put(blob_key, self.state.to_json().into_bytes(), cond).await {
+            Ok(etag) => {
+                self.etag = Some(etag);
+                self.dirty = false;
+            }
+            Err(crate::blob::BlobError::PreconditionFailed) => {
+                tracing::error!(
+                    key = blob_key,
+                    "player file changed by another writer; this session will not write it again"
+                );
+                self.fenced = true;
+            }
+            // Kept dirty: the next tick or the final save tries again.
+            Err(e) => tracing::error!(key = blob_key, error = %e, "saving the player failed"),
+        }
+    }
+}

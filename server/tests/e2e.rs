@@ -1,0 +1,378 @@
+//! End-to-end tests of the game server through real sockets on 127.0.0.1:
+//! login, actions over HTTP and WebSocket, errors, reconnects, persistence
+//! across restarts, graceful shutdown. Time is an injected clock.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use citadel_server::{Clock, Config};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+
+const START: i64 = 1_767_225_600_000;
+
+#[derive(Debug)]
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Server {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    clock: Arc<ManualClock>,
+    data: PathBuf,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A titles folder with the first title and the small fixture title.
+fn titles_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("citadel-e2e-titles-{}", std::process::id()));
+    if !dir.join("mini/title.json").exists() {
+        copy_dir(&root().join("titles/ironhold"), &dir.join("ironhold"));
+        copy_dir(&root().join("tests/fixtures/mini"), &dir.join("mini"));
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn fresh_data(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("citadel-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+async fn start(data: PathBuf, tweak: impl FnOnce(&mut Config)) -> Server {
+    start_at(data, Arc::new(ManualClock(AtomicI64::new(START))), tweak).await
+}
+
+async fn start_at(data: PathBuf, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config { data_dir: data.clone(), titles: titles_dir(), ..Config::default() };
+    config.token_secret = Some("an e2e test secret of at least 32 chars".into());
+    tweak(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let c: Arc<dyn Clock> = clock.clone();
+    let done = tokio::spawn(citadel_server::run_with_clock(
+        config,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        c,
+    ));
+    Server { addr, stop: Some(stop), done, clock, data }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn login(&self, title: &str, player: &str) -> (String, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(&format!("/v1/{title}/login")))
+            .json(&json!({ "player": player }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        (v["token"].as_str().unwrap().to_string(), v)
+    }
+
+    async fn post(&self, title: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let mut rb = reqwest::Client::new().post(self.url(&format!("/v1/{title}/request"))).body(body);
+        if let Some(t) = token {
+            rb = rb.header("authorization", format!("Bearer {t}"));
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn act(&self, title: &str, token: &str, action: &str, args: Value) -> (u16, Value) {
+        self.post(title, Some(token), json!({ "id": 7, "action": action, "args": args }).to_string()).await
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.clock.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+
+    async fn stop(mut self) -> PathBuf {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("shutdown in time")
+            .unwrap()
+            .expect("clean exit");
+        self.data
+    }
+}
+
+fn saved(data: &Path, title: &str, player: &str) -> Value {
+    let text = std::fs::read_to_string(data.join(format!("players/{title}/{player}.json"))).expect("player file saved");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn login_build_upgrade_and_timers_over_http() {
+    let s = start(fresh_data("http"), |_| {}).await;
+    let (tok, login) = s.login("ironhold", "alice").await;
+    assert_eq!(login["state"]["resources"]["gold"], 750);
+    let (st, r) = s.act("ironhold", &tok, "build", json!({ "building": "lumber_mill", "x": 10, "y": 10 })).await;
+    assert_eq!((st, &r["ok"], &r["id"]), (200, &json!(true), &json!(7)));
+    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["buildings"][3]["level"], 0, "still under construction");
+    s.advance(10);
+    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["events"][0]["event"], "building_completed");
+    assert_eq!(r["result"]["state"]["buildings"][3]["level"], 1);
+    let (st, r) = s.act("ironhold", &tok, "upgrade", json!({ "id": 4 })).await;
+    assert_eq!((st, &r["ok"]), (200, &json!(true)), "{r}");
+    let (st, r) = s.act("ironhold", &tok, "upgrade", json!({ "id": 4 })).await;
+    assert_eq!((st, &r["error"]["code"]), (200, &json!("busy")), "a rules refusal is a processed request");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_documented_codes() {
+    let s = start(fresh_data("errors"), |_| {}).await;
+    let (tok, _) = s.login("ironhold", "bob").await;
+    let tampered = format!("{tok}x");
+    let cases: Vec<(Option<&str>, String, u16, &str)> = vec![
+        (Some(&tok), "{not json".into(), 400, "bad_request"),
+        (Some(&tok), json!({ "id": 1, "action": "fly" }).to_string(), 400, "unknown_action"),
+        (
+            Some(&tok),
+            json!({ "id": 1, "action": "build", "args": { "building": 5 } }).to_string(),
+            400,
+            "invalid_argument",
+        ),
+        (Some(&tok), json!({ "id": 1, "action": "build", "args": [1] }).to_string(), 400, "invalid_argument"),
+        (Some(&tok), json!({ "id": 1, "action": "ping", "extra": 1 }).to_string(), 400, "bad_request"),
+        (
+            Some(&tok),
+            format!("{{\"id\":1,\"action\":\"ping\",\"args\":{{\"x\":\"{}\"}}}}", "a".repeat(20_000)),
+            413,
+            "message_too_large",
+        ),
+        (None, json!({ "id": 1, "action": "ping" }).to_string(), 401, "unauthorized"),
+        (Some("forged.token"), json!({ "id": 1, "action": "ping" }).to_string(), 401, "unauthorized"),
+        (Some(&tampered), json!({ "id": 1, "action": "ping" }).to_string(), 401, "unauthorized"),
+    ];
+    for (token, body, status, code) in cases {
+        let (st, r) = s.post("ironhold", token, body.clone()).await;
+        assert_eq!((st, r["error"]["code"].as_str().unwrap_or("")), (status, code), "{}", &body[..body.len().min(80)]);
+        assert_eq!(r["ok"], false);
+    }
+    let (st, r) = s.post("nowhere", Some(&tok), json!({ "action": "ping" }).to_string()).await;
+    assert_eq!((st, r["error"]["code"].as_str().unwrap()), (404, "unknown_title"));
+    // A token for one title is refused by another.
+    let (st, r) = s.post("mini", Some(&tok), json!({ "action": "ping" }).to_string()).await;
+    assert_eq!((st, r["error"]["code"].as_str().unwrap()), (403, "wrong_title"));
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/ironhold/login"))
+        .json(&json!({ "player": "../etc" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing above changed the player.
+    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["resources"]["gold"], 750);
+    // Tokens expire.
+    s.advance(25 * 3600);
+    let (st, r) = s.post("ironhold", Some(&tok), json!({ "action": "ping" }).to_string()).await;
+    assert_eq!((st, r["error"]["code"].as_str().unwrap()), (401, "token_expired"));
+    s.stop().await;
+}
+
+async fn ws(
+    s: &Server,
+    title: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut w, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/{title}/ws?token={token}", s.addr)).await.unwrap();
+    let hello = next_json(&mut w).await;
+    assert_eq!(hello["event"], "welcome");
+    w
+}
+
+async fn next_json(
+    w: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("message in time") {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Close(f))) => return json!({ "closed": f.map(|f| u16::from(f.code)) }),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_uses_the_same_dispatcher_and_survives_bad_messages() {
+    let s = start(fresh_data("ws"), |_| {}).await;
+    let (tok, _) = s.login("ironhold", "carol").await;
+    let mut w = ws(&s, "ironhold", &tok).await;
+    w.send(Message::Text(
+        json!({ "id": 1, "action": "build", "args": { "building": "lumber_mill", "x": 10, "y": 10 } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let r = next_json(&mut w).await;
+    assert_eq!((&r["id"], &r["ok"]), (&json!(1), &json!(true)));
+    for (bad, code) in [
+        ("{oops".to_string(), "bad_request"),
+        (json!({ "id": 2, "action": "fly" }).to_string(), "unknown_action"),
+        (
+            format!("{{\"id\":3,\"action\":\"ping\",\"args\":{{\"x\":\"{}\"}}}}", "a".repeat(20_000)),
+            "message_too_large",
+        ),
+    ] {
+        w.send(Message::Text(bad.into())).await.unwrap();
+        assert_eq!(next_json(&mut w).await["error"]["code"], code);
+    }
+    w.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(next_json(&mut w).await["error"]["code"], "bad_request");
+    // Still usable, and the HTTP path sees the same session.
+    w.send(Message::Text(
+        json!({ "id": 4, "action": "build", "args": { "building": "lumber_mill", "x": 10, "y": 10 } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut w).await["error"]["code"], "limit_reached");
+    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["buildings"].as_array().unwrap().len(), 4);
+    // A frame far over the limit closes the connection (the transport's hard limit).
+    w.send(Message::Text("x".repeat(200_000).into())).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap();
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn reconnect_resumes_the_session_and_restart_keeps_the_player() {
+    let data = fresh_data("resume");
+    let s = start(data.clone(), |_| {}).await;
+    let (tok, _) = s.login("ironhold", "dave").await;
+    let mut w = ws(&s, "ironhold", &tok).await;
+    w.send(Message::Text(
+        json!({ "id": 1, "action": "build", "args": { "building": "vault", "x": 4, "y": 4 } }).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut w).await["ok"], true);
+    drop(w);
+    let mut w = ws(&s, "ironhold", &tok).await;
+    w.send(Message::Text(json!({ "id": 2, "action": "get_state" }).to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut w).await["result"]["state"]["buildings"][3]["building"], "vault");
+    drop(w);
+    let clock = s.clock.clone();
+    s.stop().await;
+    assert_eq!(saved(&data, "ironhold", "dave")["buildings"][3]["building"], "vault");
+    // A new server process on the same data: the player is as they were.
+    let s = start_at(data.clone(), clock, |_| {}).await;
+    let (_, login) = s.login("ironhold", "dave").await;
+    assert_eq!(login["state"]["buildings"][3]["building"], "vault");
+    assert_eq!(login["state"]["resources"]["wood"], 450);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_pushes_an_event_closes_sockets_with_1001_and_saves() {
+    let data = fresh_data("shutdown");
+    let s = start(data.clone(), |_| {}).await;
+    let (tok, _) = s.login("mini", "erin").await;
+    let mut w = ws(&s, "mini", &tok).await;
+    w.send(Message::Text(
+        json!({ "id": 1, "action": "build", "args": { "building": "mine", "x": 1, "y": 1 } }).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut w).await["ok"], true);
+    let stop = tokio::spawn(s.stop());
+    assert_eq!(next_json(&mut w).await["event"], "server_shutdown");
+    assert_eq!(next_json(&mut w).await["closed"], 1001);
+    let data = stop.await.unwrap();
+    assert_eq!(saved(&data, "mini", "erin")["buildings"][1]["building"], "mine");
+}
+
+#[tokio::test]
+async fn one_players_requests_apply_one_at_a_time() {
+    let s = Arc::new(start(fresh_data("order"), |c| c.limits.requests_per_second_max = 1000).await);
+    let (tok, _) = s.login("mini", "fay").await;
+    // 40 concurrent requests, each spending 10 gold and granting 1 gem:
+    // every one must apply exactly once, with no lost update.
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (s, tok) = (s.clone(), tok.clone());
+        tasks.push(tokio::spawn(async move { s.act("mini", &tok, "custom", json!({ "name": "tithe" })).await }));
+    }
+    for t in tasks {
+        let (st, r) = t.await.unwrap();
+        assert_eq!((st, &r["ok"]), (200, &json!(true)), "{r}");
+    }
+    let (_, r) = s.act("mini", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["resources"]["gold"], 100);
+    assert_eq!(r["result"]["state"]["resources"]["gems"], 50);
+}
+
+#[tokio::test]
+async fn floods_are_refused_with_rate_limited() {
+    let s = start(fresh_data("flood"), |c| c.limits.requests_per_second_max = 5).await;
+    let (tok, _) = s.login("mini", "gus").await;
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let (st, r) = s.act("mini", &tok, "ping", Value::Null).await;
+        codes.push((st, r["error"]["code"].as_str().unwrap_or("ok").to_string()));
+    }
+    assert!(codes.iter().filter(|(_, c)| c == "ok").count() >= 10, "the burst allowance is served: {codes:?}");
+    assert!(codes.iter().any(|(st, c)| *st == 429 && c == "rate_limited"), "{codes:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idle_sessions_are_saved_and_closed() {
+    let data = fresh_data("idle");
+    let s = start(data.clone(), |c| c.idle_timeout_seconds = 1).await;
+    let (tok, _) = s.login("mini", "hal").await;
+    s.act("mini", &tok, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(saved(&data, "mini", "hal")["buildings"][1]["building"], "mine", "saved when the session went idle");
+    // The player comes back: a new session loads what was saved.
+    let (_, r) = s.act("mini", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["buildings"][1]["building"], "mine");
+    s.stop().await;
+}
