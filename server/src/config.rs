@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Limits on what one client or player may use. Each has a reason.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open HTTP and WebSocket connections at once. 20,000 leaves headroom
@@ -45,7 +45,7 @@ impl Default for Limits {
 }
 
 /// Everything `citadel serve` needs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address and port to listen on.
@@ -56,6 +56,7 @@ pub struct Config {
     pub titles: PathBuf,
     /// Secret for signing session tokens. When absent, a random secret is
     /// created in `data_dir/token-secret` on first start and kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<String>,
     /// Accept `login` with a bare player name (embedded and test setups).
     pub dev_login: bool,

@@ -10,10 +10,12 @@
 //! - [`auth`]: signed session tokens.
 //! - [`titles`]: the titles served.
 //! - [`listener`]: the connection limit.
+//! - [`docs`]: generated sections of the protocol and configuration docs.
 
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod docs;
 pub mod http;
 pub mod listener;
 pub mod protocol;
