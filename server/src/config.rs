@@ -66,6 +66,10 @@ pub struct Config {
     pub save_interval_seconds: u64,
     /// A session with no request for this long is saved and closed.
     pub idle_timeout_seconds: u64,
+    /// How long a player's lock lasts without renewal. A server that dies
+    /// holding players frees them after this long; sessions renew at a
+    /// third of it.
+    pub lock_ttl_seconds: u64,
     pub limits: Limits,
 }
 
@@ -80,6 +84,7 @@ impl Default for Config {
             token_ttl_seconds: 24 * 3600,
             save_interval_seconds: 30,
             idle_timeout_seconds: 300,
+            lock_ttl_seconds: 60,
             limits: Limits::default(),
         }
     }
@@ -139,6 +144,7 @@ impl Config {
         );
         anyhow::ensure!(self.save_interval_seconds >= 1, "save_interval_seconds must be at least 1");
         anyhow::ensure!(self.token_ttl_seconds >= 60, "token_ttl_seconds must be at least 60");
+        anyhow::ensure!(self.lock_ttl_seconds >= 3, "lock_ttl_seconds must be at least 3");
         if let Some(s) = &self.token_secret {
             anyhow::ensure!(s.len() >= 32, "token_secret must be at least 32 characters");
         }

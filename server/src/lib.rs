@@ -9,6 +9,7 @@
 //! - [`blob`]: player file storage (filesystem; S3 to come).
 //! - [`auth`]: signed session tokens.
 //! - [`titles`]: the titles served.
+//! - [`world`]: data shared between servers (player locks).
 //! - [`listener`]: the connection limit.
 //! - [`docs`]: generated sections of the protocol and configuration docs.
 
@@ -21,6 +22,7 @@ pub mod listener;
 pub mod protocol;
 pub mod session;
 pub mod titles;
+pub mod world;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +56,14 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(hex.into_bytes())
 }
 
+/// A random id for this server process (lock owner).
+fn process_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{:016x}", h.finish())
+}
+
 /// Serves until `shutdown` completes, then shuts down gracefully: stop
 /// accepting, let in-flight HTTP requests finish, push `server_shutdown`
 /// and close every WebSocket with 1001, save every player, return.
@@ -76,8 +86,10 @@ pub async fn run_with_clock(
     let titles = Arc::new(titles::Titles::load_dir(&config.titles)?);
     let signer = auth::Signer::new(&token_secret(&config)?);
     let blobs: Arc<dyn blob::BlobStore> = Arc::new(blob::FsBlobStore::new(&config.data_dir));
+    let world: Arc<dyn world::WorldStore> = Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?);
     let connections_max = config.limits.connections_max;
-    let deps = Arc::new(session::Deps { config, titles, blobs, clock });
+    let server_id = format!("{}-{}", std::process::id(), &process_nonce());
+    let deps = Arc::new(session::Deps { config, titles, blobs, world, clock, server_id });
     let sessions = session::Sessions::new(deps.clone());
     let token = CancellationToken::new();
     let state =

@@ -44,55 +44,38 @@ pub struct ErrorBody {
     pub details: Option<Value>,
 }
 
-/// Errors of the server itself (the rules engine's codes, such as
-/// `insufficient_resources`, pass through as they are).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    BadRequest,
-    UnknownAction,
-    InvalidArgument,
-    MessageTooLarge,
-    RateLimited,
-    SessionQueueFull,
-    UnknownTitle,
-    Unauthorized,
-    TokenExpired,
-    WrongTitle,
-    DevLoginDisabled,
-    InvalidPlayer,
-    ServerFull,
-    ShuttingDown,
-    Internal,
+/// Declares [`Code`] and [`SERVER_CODES`] together, so that every code has
+/// its wire name, HTTP status and meaning, and the docs list them all.
+macro_rules! server_codes {
+    ($($variant:ident => $name:literal, $status:literal, $meaning:literal;)*) => {
+        /// Errors of the server itself (the rules engine's codes, such as
+        /// `insufficient_resources`, pass through as they are).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code { $($variant),* }
+
+        /// Every server error code on the wire, its HTTP status, and its meaning.
+        pub const SERVER_CODES: &[(Code, &str, u16, &str)] = &[$((Code::$variant, $name, $status, $meaning)),*];
+    };
 }
 
-/// Every server error code on the wire, its HTTP status, and its meaning.
-pub const SERVER_CODES: &[(Code, &str, u16, &str)] = &[
-    (Code::BadRequest, "bad_request", 400, "the body is not JSON, or not a request object"),
-    (Code::UnknownAction, "unknown_action", 400, "no action of that name"),
-    (Code::InvalidArgument, "invalid_argument", 400, "the args do not fit the action (missing field, wrong type)"),
-    (Code::MessageTooLarge, "message_too_large", 413, "the request is larger than limits.message_bytes_max"),
-    (Code::RateLimited, "rate_limited", 429, "the player sends more than limits.requests_per_second_max"),
-    (
-        Code::SessionQueueFull,
-        "session_queue_full",
-        429,
-        "more than limits.session_queue_max requests are waiting for this player",
-    ),
-    (Code::UnknownTitle, "unknown_title", 404, "no title with that id is served here"),
-    (Code::Unauthorized, "unauthorized", 401, "no session token, or a forged or malformed one"),
-    (Code::TokenExpired, "token_expired", 401, "the session token has expired; log in again"),
-    (Code::WrongTitle, "wrong_title", 403, "the session token was issued for another title"),
-    (Code::DevLoginDisabled, "dev_login_disabled", 403, "this server does not accept development logins"),
-    (Code::InvalidPlayer, "invalid_player", 400, "player ids are 1 to 64 of A-Z a-z 0-9 _ -"),
-    (
-        Code::ServerFull,
-        "server_full",
-        503,
-        "the server holds limits.sessions_max players or connections_max connections",
-    ),
-    (Code::ShuttingDown, "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly"),
-    (Code::Internal, "internal", 500, "something went wrong on the server; it has been logged"),
-];
+server_codes! {
+    BadRequest => "bad_request", 400, "the body is not JSON, or not a request object";
+    UnknownAction => "unknown_action", 400, "no action of that name";
+    InvalidArgument => "invalid_argument", 400, "the args do not fit the action (missing field, wrong type)";
+    MessageTooLarge => "message_too_large", 413, "the request is larger than limits.message_bytes_max";
+    RateLimited => "rate_limited", 429, "the player sends more than limits.requests_per_second_max";
+    SessionQueueFull => "session_queue_full", 429, "more than limits.session_queue_max requests are waiting for this player";
+    UnknownTitle => "unknown_title", 404, "no title with that id is served here";
+    Unauthorized => "unauthorized", 401, "no session token, or a forged or malformed one";
+    TokenExpired => "token_expired", 401, "the session token has expired; log in again";
+    WrongTitle => "wrong_title", 403, "the session token was issued for another title";
+    DevLoginDisabled => "dev_login_disabled", 403, "this server does not accept development logins";
+    InvalidPlayer => "invalid_player", 400, "player ids are 1 to 64 of A-Z a-z 0-9 _ -";
+    PlayerLocked => "player_locked", 409, "the player is logged in on another server; retry when that session ends or its lock expires (lock_ttl_seconds)";
+    ServerFull => "server_full", 503, "the server holds limits.sessions_max players in memory";
+    ShuttingDown => "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly";
+    Internal => "internal", 500, "something went wrong on the server; it has been logged";
+}
 
 impl Code {
     pub fn as_str(self) -> &'static str {
@@ -130,7 +113,11 @@ impl ApiError {
     }
 
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { code: self.code.to_string(), message: self.message.clone(), details: self.details.as_deref().cloned() }
+        ErrorBody {
+            code: self.code.to_string(),
+            message: self.message.clone(),
+            details: self.details.as_deref().cloned(),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use crate::blob::{BlobStore, Precondition};
 use crate::config::Config;
 use crate::protocol::{ApiError, Code, Command};
 use crate::titles::Titles;
+use crate::world::{Lease, WorldStore};
 
 /// The injected clock: game time for the rules engine.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -45,7 +46,10 @@ pub struct Deps {
     pub config: Config,
     pub titles: Arc<Titles>,
     pub blobs: Arc<dyn BlobStore>,
+    pub world: Arc<dyn WorldStore>,
     pub clock: Arc<dyn Clock>,
+    /// This server process's identity as a lock owner.
+    pub server_id: String,
 }
 
 type Key = (String, String);
@@ -252,7 +256,9 @@ impl Sessions {
         };
         let save_every = Duration::from_secs(deps.config.save_interval_seconds);
         let idle = Duration::from_secs(deps.config.idle_timeout_seconds);
+        let renew_every = Duration::from_millis(deps.config.lock_ttl_seconds * 1000 / 3);
         let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + save_every, save_every);
+        let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         let mut deadline = tokio::time::Instant::now() + idle;
         loop {
             tokio::select! {
@@ -266,6 +272,7 @@ impl Sessions {
                 },
                 _ = self.closing.cancelled() => break,
                 _ = save_tick.tick() => session.save(&deps, &blob_key).await,
+                _ = renew_tick.tick() => session.renew(&deps).await,
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -275,6 +282,7 @@ impl Sessions {
             session.handle(&deps, &title, m);
         }
         session.save(&deps, &blob_key).await;
+        session.release(&deps).await;
     }
 
     fn leave(&self, key: &Key, generation: u64) {
@@ -303,6 +311,8 @@ struct Session {
     /// write the player again.
     fenced: bool,
     rng: Rng,
+    /// This server's lock on the player.
+    lease: Lease,
 }
 
 impl Session {
@@ -314,22 +324,39 @@ impl Session {
             deps.clock.now_ms().hash(&mut h);
             h.finish()
         };
-        let loaded = deps
-            .blobs
-            .get(blob_key)
+        // The lock first: only its holder may read the file as current.
+        let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
+        let lease = deps
+            .world
+            .acquire(&format!("player:{blob_key}"), &deps.server_id, ttl, deps.clock.now_ms())
             .await
-            .map_err(|e| ApiError::new(Code::Internal, format!("loading the player: {e}")))?;
-        let (state, etag) = match loaded {
-            Some((bytes, etag)) => {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| ApiError::new(Code::Internal, "the player file is not UTF-8"))?;
-                let state = PlayerState::from_json(&text)
-                    .map_err(|e| ApiError::new(Code::Internal, format!("the player file is unreadable: {e}")))?;
-                (state, Some(etag))
+            .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
+            .ok_or_else(|| ApiError::new(Code::PlayerLocked, "the player is logged in on another server"))?;
+        let loaded = match deps.blobs.get(blob_key).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = deps.world.release(&lease).await;
+                return Err(ApiError::new(Code::Internal, format!("loading the player: {e}")));
             }
-            None => (rules::new_player(title, deps.clock.now_ms()), None),
         };
-        Ok(Session { dirty: etag.is_none(), state, etag, fenced: false, rng: Rng::new(seed) })
+        let parsed = match loaded {
+            Some((bytes, etag)) => String::from_utf8(bytes)
+                .map_err(|_| "the player file is not UTF-8".to_string())
+                .and_then(|text| {
+                    PlayerState::from_json(&text).map_err(|e| format!("the player file is unreadable: {e}"))
+                })
+                .map(|state| (state, Some(etag))),
+            None => Ok((rules::new_player(title, deps.clock.now_ms()), None)),
+        };
+        let (state, etag) = match parsed {
+            Ok(p) => p,
+            Err(message) => {
+                // A broken file must not keep the player locked.
+                let _ = deps.world.release(&lease).await;
+                return Err(ApiError::new(Code::Internal, message));
+            }
+        };
+        Ok(Session { dirty: etag.is_none(), state, etag, fenced: false, rng: Rng::new(seed), lease })
     }
 
     fn handle(&mut self, deps: &Deps, title: &Title, m: Msg) {
@@ -363,6 +390,30 @@ impl Session {
             }
         };
         let _ = reply.send(result);
+    }
+
+    /// Extends the player's lock; a lost lock fences the session.
+    async fn renew(&mut self, deps: &Deps) {
+        if self.fenced {
+            return;
+        }
+        let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
+        match deps.world.renew(&self.lease, ttl, deps.clock.now_ms()).await {
+            Ok(Some(lease)) => self.lease = lease,
+            Ok(None) => {
+                tracing::error!(lock = %self.lease.name, "player lock lost; this session will not write the player again");
+                self.fenced = true;
+            }
+            // A transient store error: the lease is still valid until it
+            // expires, and the next tick tries again.
+            Err(e) => tracing::warn!(lock = %self.lease.name, error = %e, "renewing the player lock failed"),
+        }
+    }
+
+    async fn release(&self, deps: &Deps) {
+        if let Err(e) = deps.world.release(&self.lease).await {
+            tracing::warn!(lock = %self.lease.name, error = %e, "releasing the player lock failed; it expires by itself");
+        }
     }
 
     async fn save(&mut self, deps: &Deps, blob_key: &str) {

@@ -44,7 +44,8 @@ fn config_layers_file_then_environment() {
     let dir = std::env::temp_dir().join(format!("citadel-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("citadel.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/a\"\n[limits]\nsession_queue_max = 8\n").unwrap();
+    std::fs::write(&file, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/a\"\n[limits]\nsession_queue_max = 8\n")
+        .unwrap();
     let mut c = Config::from_file(Some(&file)).unwrap();
     assert_eq!((c.listen.port(), c.limits.session_queue_max, c.limits.message_bytes_max), (9000, 8, 16 * 1024));
     c.apply_env(|k| match k {
@@ -85,5 +86,9 @@ fn serve_refuses_a_broken_config_at_start() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("session_queue_max"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("session_queue_max"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

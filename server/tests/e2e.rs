@@ -376,3 +376,40 @@ async fn idle_sessions_are_saved_and_closed() {
     assert_eq!(r["result"]["state"]["buildings"][1]["building"], "mine");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_player_live_on_one_server_is_refused_by_another_until_released_or_expired() {
+    let data = fresh_data("locks");
+    let a = start(data.clone(), |_| {}).await;
+    let b = start(data.clone(), |_| {}).await;
+    let (tok, _) = a.login("mini", "ivy").await;
+    let r =
+        reqwest::Client::new().post(b.url("/v1/mini/login")).json(&json!({ "player": "ivy" })).send().await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((status.as_u16(), v["error"]["code"].as_str()), (409, Some("player_locked")), "{v}");
+    // The same token on the other server: the session there cannot start either.
+    let (st, r) = b.act("mini", &tok, "ping", Value::Null).await;
+    assert_eq!((st, r["error"]["code"].as_str().unwrap()), (409, "player_locked"));
+    // A logs out (here: shuts down, saving and releasing); B may now log in.
+    a.act("mini", &tok, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
+    a.stop().await;
+    let (_, login) = b.login("mini", "ivy").await;
+    assert_eq!(login["state"]["buildings"][1]["building"], "mine", "B sees what A saved");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_lock_can_be_taken_over() {
+    let data = fresh_data("expiry");
+    let a = start(data.clone(), |c| c.lock_ttl_seconds = 60).await;
+    let (_, _) = a.login("mini", "jay").await;
+    // B's clock runs 2 minutes ahead: A's lease (60 s) looks expired to it,
+    // as it would after A died without renewing.
+    let clock_b = Arc::new(ManualClock(AtomicI64::new(START + 120_000)));
+    let b = start_at(data.clone(), clock_b, |_| {}).await;
+    let (_, login) = b.login("mini", "jay").await;
+    assert_eq!(login["player"], "jay");
+    b.stop().await;
+    a.stop().await;
+}
