@@ -143,3 +143,32 @@ impl BlobStore for FsBlobStore {
         .map_err(std::io::Error::other)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_are_conditional_on_the_version_read() {
+        let root = std::env::temp_dir().join(format!("citadel-blob-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = FsBlobStore::new(&root);
+        let k = "players/t/p.json";
+        assert!(s.get(k).await.unwrap().is_none());
+        let e1 = s.put(k, b"one".to_vec(), Precondition::Absent).await.unwrap();
+        assert!(matches!(s.put(k, b"x".to_vec(), Precondition::Absent).await, Err(BlobError::PreconditionFailed)));
+        let e2 = s.put(k, b"two".to_vec(), Precondition::Matches(e1.clone())).await.unwrap();
+        assert!(matches!(
+            s.put(k, b"stale".to_vec(), Precondition::Matches(e1)).await,
+            Err(BlobError::PreconditionFailed)
+        ));
+        assert_eq!(s.get(k).await.unwrap(), Some((b"two".to_vec(), e2)));
+        // No temporary files are left behind.
+        let names: Vec<_> =
+            std::fs::read_dir(root.join("players/t")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("p.json")]);
+        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+            assert!(matches!(s.put(bad, vec![], Precondition::Absent).await, Err(BlobError::BadKey(_))), "{bad}");
+        }
+    }
+}

@@ -413,3 +413,42 @@ async fn an_expired_lock_can_be_taken_over() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_whose_lock_was_taken_over_cannot_overwrite_the_player() {
+    let data = fresh_data("stale");
+    // A saves rarely, so its changes are still in memory when B takes over.
+    let a = start(data.clone(), |c| {
+        c.lock_ttl_seconds = 60;
+        c.save_interval_seconds = 3600;
+    })
+    .await;
+    let (tok_a, _) = a.login("mini", "kim").await;
+    a.act("mini", &tok_a, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
+    // B's clock is past A's lease: B takes the player over, changes and saves them.
+    let b = start_at(data.clone(), Arc::new(ManualClock(AtomicI64::new(START + 120_000))), |_| {}).await;
+    let (tok_b, _) = b.login("mini", "kim").await;
+    let (_, r) = b.act("mini", &tok_b, "build", json!({ "building": "barracks", "x": 5, "y": 1 })).await;
+    assert_eq!(r["ok"], true, "{r}");
+    b.stop().await;
+    let after_b = saved(&data, "mini", "kim");
+    // A now shuts down and tries to save its stale copy: the conditional
+    // write is refused and B's file stays.
+    a.stop().await;
+    assert_eq!(saved(&data, "mini", "kim"), after_b, "the stale writer must not overwrite the newer file");
+    assert!(after_b["buildings"].as_array().unwrap().iter().any(|b| b["building"] == "barracks"));
+}
+
+#[tokio::test]
+async fn logins_beyond_sessions_max_get_server_full() {
+    let s = start(fresh_data("full"), |c| c.limits.sessions_max = 2).await;
+    s.login("mini", "p1").await;
+    s.login("mini", "p2").await;
+    let r = reqwest::Client::new().post(s.url("/v1/mini/login")).json(&json!({ "player": "p3" })).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((status, v["error"]["code"].as_str()), (503, Some("server_full")), "{v}");
+    // Players already in keep playing.
+    s.login("mini", "p1").await;
+    s.stop().await;
+}
