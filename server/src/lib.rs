@@ -52,7 +52,20 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    std::fs::write(&path, &hex).with_context(|| format!("writing {}", path.display()))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Readable by the server's user only: whoever reads it can forge tokens.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(hex.as_bytes())
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(hex.into_bytes())
 }
 

@@ -231,7 +231,7 @@ impl Sessions {
     /// requests, periodic saves and the idle deadline; on the way out leave
     /// the live map, answer every request still queued, save, and release
     /// the file lock.
-    async fn run(
+    async fn run_inner(
         self: Arc<Self>,
         key: Key,
         generation: u64,
@@ -283,6 +283,29 @@ impl Sessions {
         }
         session.save(&deps, &blob_key).await;
         session.release(&deps).await;
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        key: Key,
+        generation: u64,
+        title: Title,
+        rx: mpsc::Receiver<Msg>,
+        file_lock: Arc<tokio::sync::Mutex<()>>,
+    ) {
+        self.clone().run_inner(key.clone(), generation, title, rx, file_lock.clone()).await;
+        // Forget the player's file lock unless a newer session holds a
+        // reference to it: without this the map would keep one entry for
+        // every player ever seen.
+        let mut locks = lock(&self.file_locks);
+        if Arc::strong_count(&file_lock) == 2 && locks.get(&key).is_some_and(|l| Arc::ptr_eq(l, &file_lock)) {
+            locks.remove(&key);
+        }
+    }
+
+    /// Players whose file lock is tracked (live or finishing); for tests.
+    pub fn tracked_players(&self) -> usize {
+        lock(&self.file_locks).len()
     }
 
     fn leave(&self, key: &Key, generation: u64) {
@@ -439,5 +462,36 @@ impl Session {
             // Kept dirty: the next tick or the final save tries again.
             Err(e) => tracing::error!(key = blob_key, error = %e, "saving the player failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_sessions_leave_no_trace_in_memory() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let data = std::env::temp_dir().join(format!("citadel-session-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let config = Config { idle_timeout_seconds: 1, ..Config::default() };
+        let deps = Arc::new(Deps {
+            config,
+            titles: Arc::new(Titles::load_dir(&root).unwrap()),
+            blobs: Arc::new(crate::blob::FsBlobStore::new(&data)),
+            world: Arc::new(crate::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
+            clock: Arc::new(SystemClock),
+            server_id: "test".into(),
+        });
+        let sessions = Sessions::new(deps);
+        for p in ["a", "b", "c"] {
+            sessions.login("mini", p).await.unwrap();
+        }
+        assert_eq!((sessions.len(), sessions.tracked_players()), (3, 3));
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert_eq!((sessions.len(), sessions.tracked_players()), (0, 0), "idle sessions and their file locks are gone");
+        // And the players were saved on the way out.
+        assert!(data.join("players/mini/a.json").is_file());
+        sessions.shutdown().await;
     }
 }
