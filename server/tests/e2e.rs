@@ -452,3 +452,36 @@ async fn logins_beyond_sessions_max_get_server_full() {
     s.login("mini", "p1").await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_load_generator_drives_a_server_and_reports() {
+    let s = start(fresh_data("bench"), |_| {}).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_citadel-bench"))
+        .args([
+            "--addr",
+            &s.addr.to_string(),
+            "--players",
+            "20",
+            "--rate",
+            "5",
+            "--duration",
+            "1",
+            "--json",
+            "--with-echo",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["game"]["connect_failures"], 0, "{r}");
+    assert_eq!(r["game"]["errors"], 0, "{r}");
+    assert!(r["game"]["answered"].as_u64().unwrap() >= 20, "{r}");
+    assert_eq!(r["game"]["answered"], r["game"]["sent"], "every request answered: {r}");
+    assert!(r["game"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(
+        r["echo"]["answered"].as_u64().unwrap() >= 20 && r["game_to_echo_throughput_ratio"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    s.stop().await;
+}

@@ -1,0 +1,337 @@
+//! `citadel-bench`: a load generator. N simulated players log in over HTTP,
+//! open a WebSocket each, and send valid actions of a title at a given rate
+//! (open loop: sends are scheduled independently of answers, so a slow
+//! server cannot hide its latency) or as fast as answers come (closed
+//! loop), for a bounded time. It reports throughput, latency percentiles,
+//! errors and the server's CPU and memory. `--with-echo` also runs the same
+//! traffic against a minimal axum WebSocket echo server that the tool
+//! starts itself, the transport ceiling of this machine, and reports the
+//! game server's throughput as a ratio of it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Simulated players at most; each holds a socket and two tasks.
+const PLAYERS_MAX: usize = 50_000;
+/// Longest run.
+const DURATION_SECONDS_MAX: u64 = 3600;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "citadel-bench", about = "Load generator for a Citadel game server")]
+struct Args {
+    /// Server address (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: SocketAddr,
+    /// Title to play.
+    #[arg(long, default_value = "ironhold")]
+    title: String,
+    /// Simulated players.
+    #[arg(long, default_value_t = 100)]
+    players: usize,
+    /// Actions per second per player; 0 means closed loop (next action as
+    /// soon as the answer arrives).
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Seconds to send for (after every player has connected).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// `move` (the headquarters back and forth: rules engine and collision
+    /// check) or `ping` (transport and session only).
+    #[arg(long, default_value = "move")]
+    action: String,
+    /// Player id prefix, so that runs do not share players.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// Process id of the server, to report its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Also run the same traffic against a built-in echo server and report the ratio.
+    #[arg(long)]
+    with_echo: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Outcome {
+    sent: u64,
+    answered: u64,
+    errors: u64,
+    /// Error answers by code (e.g. `rate_limited` when the server's
+    /// per-player limit is below the offered rate).
+    error_codes: HashMap<String, u64>,
+    latencies_us: Vec<u64>,
+    seconds: f64,
+    connect_failures: u64,
+}
+
+impl Outcome {
+    fn summary(&mut self) -> Value {
+        self.latencies_us.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if self.latencies_us.is_empty() {
+                return 0.0;
+            }
+            let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).clamp(1, self.latencies_us.len()) - 1;
+            self.latencies_us[i] as f64 / 1000.0
+        };
+        json!({
+            "sent": self.sent,
+            "answered": self.answered,
+            "errors": self.errors,
+            "error_codes": self.error_codes,
+            "connect_failures": self.connect_failures,
+            "seconds": self.seconds,
+            "throughput_per_s": self.answered as f64 / self.seconds.max(1e-9),
+            "latency_ms": { "p50": pct(0.50), "p99": pct(0.99), "p99_9": pct(0.999), "max": pct(1.0) },
+        })
+    }
+}
+
+/// A minimal HTTP/1.1 POST (the bench needs only the login call).
+async fn post(addr: SocketAddr, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let body = body.to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("login failed: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+fn request(i: u64, action: &str) -> String {
+    match action {
+        "ping" => json!({ "id": i, "action": "ping" }).to_string(),
+        // Ironhold's headquarters (instance 1, 3x3) between two free spots.
+        _ => {
+            let (x, y) = if i % 2 == 0 { (30, 30) } else { (18, 18) };
+            json!({ "id": i, "action": "move", "args": { "id": 1, "x": x, "y": y } }).to_string()
+        }
+    }
+}
+
+/// One simulated player: log in, connect, send until `until`, collect answers.
+async fn player(
+    args: Arc<Args>,
+    addr: SocketAddr,
+    n: usize,
+    start_at: Instant,
+    until: Instant,
+    out: Arc<Mutex<Outcome>>,
+) {
+    let name = format!("{}-{n}", args.prefix);
+    let token = match post(addr, &format!("/v1/{}/login", args.title), &json!({ "player": name })).await {
+        Ok(v) => v["token"].as_str().unwrap_or_default().to_string(),
+        Err(_) => {
+            out.lock().unwrap_or_else(|p| p.into_inner()).connect_failures += 1;
+            return;
+        }
+    };
+    let url = format!("ws://{addr}/v1/{}/ws?token={token}", args.title);
+    let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else {
+        out.lock().unwrap_or_else(|p| p.into_inner()).connect_failures += 1;
+        return;
+    };
+    let (mut tx, mut rx) = ws.split();
+    let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(0u64);
+    let closed_loop = args.rate <= 0.0;
+    let (answered_tx, mut answered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Receiver: match answers to sends by id.
+    let recv = {
+        let (sent_at, out) = (sent_at.clone(), out.clone());
+        tokio::spawn(async move {
+            let (mut lat, mut errors, mut answered) = (Vec::new(), 0u64, 0u64);
+            let mut codes: HashMap<String, u64> = HashMap::new();
+            let total_target = loop {
+                tokio::select! {
+                    _ = done_rx.changed() => break *done_rx.borrow(),
+                    m = rx.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                            let Some(id) = v["id"].as_u64() else { continue };
+                            if let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                                lat.push(t0.elapsed().as_micros() as u64);
+                                answered += 1;
+                                if v["ok"] == false {
+                                    errors += 1;
+                                    *codes.entry(v["error"]["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+                                }
+                                let _ = answered_tx.send(());
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break u64::MAX,
+                    }
+                }
+            };
+            // Drain answers still in flight (bounded wait).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while answered < total_target {
+                match tokio::time::timeout_at(deadline, rx.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                        let Some(id) = v["id"].as_u64() else { continue };
+                        if let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                            lat.push(t0.elapsed().as_micros() as u64);
+                            answered += 1;
+                            if v["ok"] == false {
+                                errors += 1;
+                                *codes.entry(v["error"]["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+                            }
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+            let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+            o.answered += answered;
+            o.errors += errors;
+            for (c, n) in codes {
+                *o.error_codes.entry(c).or_default() += n;
+            }
+            o.latencies_us.extend(lat);
+        })
+    };
+    tokio::time::sleep_until(start_at.into()).await;
+    let mut i = 0u64;
+    let period = if closed_loop { Duration::ZERO } else { Duration::from_secs_f64(1.0 / args.rate) };
+    // Spread players' first sends over one period so they do not all fire at once.
+    let offset = if closed_loop { Duration::ZERO } else { period.mul_f64((n % 1000) as f64 / 1000.0) };
+    let mut next = start_at + offset;
+    while Instant::now() < until {
+        if closed_loop {
+            if i > 0 && answered_rx.recv().await.is_none() {
+                break;
+            }
+        } else {
+            tokio::time::sleep_until(next.into()).await;
+            next += period;
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(i, Instant::now());
+        if tx.send(Message::Text(request(i, &args.action).into())).await.is_err() {
+            break;
+        }
+        i += 1;
+    }
+    out.lock().unwrap_or_else(|p| p.into_inner()).sent += i;
+    let _ = done_tx.send(i);
+    let _ = recv.await;
+    let _ = tx.close().await;
+}
+
+/// Runs the traffic against `addr` and returns what it measured.
+async fn run(args: Arc<Args>, addr: SocketAddr) -> Outcome {
+    let out = Arc::new(Mutex::new(Outcome::default()));
+    // Connections open over up to 10 s before sending starts.
+    let start_at = Instant::now() + Duration::from_secs(((args.players / 1000) as u64).clamp(1, 10));
+    let until = start_at + Duration::from_secs(args.duration);
+    let mut tasks = Vec::with_capacity(args.players);
+    for n in 0..args.players {
+        tasks.push(tokio::spawn(player(args.clone(), addr, n, start_at, until, out.clone())));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut o = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+    o.seconds = args.duration as f64;
+    o
+}
+
+/// The transport ceiling: answers every message with the same text at once,
+/// and accepts the same login and WebSocket URLs as the game server.
+async fn echo_server() -> anyhow::Result<SocketAddr> {
+    use axum::extract::ws::{Message as AxMessage, WebSocketUpgrade};
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route("/v1/{title}/login", post(|| async { axum::Json(json!({ "token": "echo" })) }))
+        .route(
+            "/v1/{title}/ws",
+            get(|ws: WebSocketUpgrade| async move {
+                ws.read_buffer_size(4096).on_upgrade(|mut socket| async move {
+                    while let Some(Ok(m)) = socket.recv().await {
+                        if let AxMessage::Text(t) = m {
+                            if socket.send(AxMessage::Text(t)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                })
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// CPU seconds (user + system) and resident memory of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are 12 and 13 after the command name.
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.players == 0 || args.players > PLAYERS_MAX {
+        bail!("--players must be 1 to {PLAYERS_MAX}");
+    }
+    if args.duration == 0 || args.duration > DURATION_SECONDS_MAX {
+        bail!("--duration must be 1 to {DURATION_SECONDS_MAX} seconds");
+    }
+    if !matches!(args.action.as_str(), "move" | "ping") {
+        bail!("--action must be move or ping");
+    }
+    let args = Arc::new(args);
+    let before = args.server_pid.and_then(process_usage);
+    let mut game = run(args.clone(), args.addr).await;
+    let after = args.server_pid.and_then(process_usage);
+    let mut report = json!({ "title": args.title, "players": args.players, "rate": args.rate, "action": args.action, "game": game.summary() });
+    if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
+        report["server"] = json!({ "cpu_percent_of_one_core": (c1 - c0) / game.seconds * 100.0, "rss_bytes": rss, "rss_bytes_per_player": rss / args.players as u64 });
+    }
+    if args.with_echo {
+        let mut echo_args = (*args).clone();
+        echo_args.prefix = format!("{}-echo", args.prefix);
+        let mut echo = run(Arc::new(echo_args), echo_server().await?).await;
+        let ratio = game.answered as f64 / echo.answered.max(1) as f64;
+        report["echo"] = echo.summary();
+        report["game_to_echo_throughput_ratio"] = json!(ratio);
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
