@@ -129,6 +129,32 @@ fn request(i: u64, action: &str) -> String {
     }
 }
 
+/// Answers one player received.
+#[derive(Default)]
+struct Tally {
+    answered: u64,
+    errors: u64,
+    codes: HashMap<String, u64>,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    /// Records an answer to one of our sends; false for anything else
+    /// (pushed events, answers already counted).
+    fn record(&mut self, text: &str, sent_at: &Mutex<HashMap<u64, Instant>>) -> bool {
+        let Ok(v) = serde_json::from_str::<Value>(text) else { return false };
+        let Some(id) = v["id"].as_u64() else { return false };
+        let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) else { return false };
+        self.latencies_us.push(t0.elapsed().as_micros() as u64);
+        self.answered += 1;
+        if v["ok"] == false {
+            self.errors += 1;
+            *self.codes.entry(v["error"]["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+        }
+        true
+    }
+}
+
 /// One simulated player: log in, connect, send until `until`, collect answers.
 async fn player(
     args: Arc<Args>,
@@ -160,22 +186,13 @@ async fn player(
     let recv = {
         let (sent_at, out) = (sent_at.clone(), out.clone());
         tokio::spawn(async move {
-            let (mut lat, mut errors, mut answered) = (Vec::new(), 0u64, 0u64);
-            let mut codes: HashMap<String, u64> = HashMap::new();
+            let mut tally = Tally::default();
             let total_target = loop {
                 tokio::select! {
                     _ = done_rx.changed() => break *done_rx.borrow(),
                     m = rx.next() => match m {
                         Some(Ok(Message::Text(t))) => {
-                            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                            let Some(id) = v["id"].as_u64() else { continue };
-                            if let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
-                                lat.push(t0.elapsed().as_micros() as u64);
-                                answered += 1;
-                                if v["ok"] == false {
-                                    errors += 1;
-                                    *codes.entry(v["error"]["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
-                                }
+                            if tally.record(t.as_str(), &sent_at) {
                                 let _ = answered_tx.send(());
                             }
                         }
@@ -186,31 +203,22 @@ async fn player(
             };
             // Drain answers still in flight (bounded wait).
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while answered < total_target {
+            while tally.answered < total_target {
                 match tokio::time::timeout_at(deadline, rx.next()).await {
                     Ok(Some(Ok(Message::Text(t)))) => {
-                        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                        let Some(id) = v["id"].as_u64() else { continue };
-                        if let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
-                            lat.push(t0.elapsed().as_micros() as u64);
-                            answered += 1;
-                            if v["ok"] == false {
-                                errors += 1;
-                                *codes.entry(v["error"]["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
-                            }
-                        }
+                        tally.record(t.as_str(), &sent_at);
                     }
                     Ok(Some(Ok(_))) => {}
                     _ => break,
                 }
             }
             let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-            o.answered += answered;
-            o.errors += errors;
-            for (c, n) in codes {
+            o.answered += tally.answered;
+            o.errors += tally.errors;
+            for (c, n) in tally.codes {
                 *o.error_codes.entry(c).or_default() += n;
             }
-            o.latencies_us.extend(lat);
+            o.latencies_us.extend(tally.latencies_us);
         })
     };
     tokio::time::sleep_until(start_at.into()).await;
