@@ -3,7 +3,7 @@
 //! title's own scripts.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rhai::module_resolvers::ModuleResolver;
 use rhai::packages::Package;
@@ -444,6 +444,3 @@ pub fn json_to_dynamic(value: &serde_json::Value) -> Result<Dynamic, String> {
     }
     go(value, 0)
 }
-
-/// Shared handle type used by the runtime to keep one sandbox per title version.
-pub type SharedSandbox = Arc<Sandbox>;

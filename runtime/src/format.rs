@@ -44,17 +44,6 @@ pub struct Start {
     pub flags: Vec<String>,
 }
 
-/// Hook names a title may bind, with the event fields each receives.
-pub const HOOKS: &[&str] = &[
-    "on_login",
-    "on_build_complete",
-    "on_research_complete",
-    "on_unit_trained",
-    "on_quest_claimed",
-    "on_purchase",
-    "on_timer",
-];
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomAction {

@@ -96,28 +96,25 @@ pub enum Action {
     },
 }
 
-impl Action {
-    /// The action's name as in its JSON form.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::Build { .. } => "build",
-            Action::Upgrade { .. } => "upgrade",
-            Action::Cancel { .. } => "cancel",
-            Action::SpeedUp { .. } => "speed_up",
-            Action::SpeedUpResearch {} => "speed_up_research",
-            Action::SpeedUpTraining { .. } => "speed_up_training",
-            Action::Move { .. } => "move",
-            Action::Collect { .. } => "collect",
-            Action::CollectAll {} => "collect_all",
-            Action::Train { .. } => "train",
-            Action::Research { .. } => "research",
-            Action::Buy { .. } => "buy",
-            Action::UseItem { .. } => "use_item",
-            Action::ClaimQuest { .. } => "claim_quest",
-            Action::Custom { .. } => "custom",
-        }
-    }
-}
+/// Every action name as clients send it (`{"action": "<name>", ...}`);
+/// a test checks it against the [`Action`] enum itself.
+pub const ACTION_NAMES: &[&str] = &[
+    "build",
+    "upgrade",
+    "cancel",
+    "speed_up",
+    "speed_up_research",
+    "speed_up_training",
+    "move",
+    "collect",
+    "collect_all",
+    "train",
+    "research",
+    "buy",
+    "use_item",
+    "claim_quest",
+    "custom",
+];
 
 /// Stable error codes; clients and scenario tests match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,10 +151,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as in JSON (`insufficient_resources`); a test checks that it
+    /// matches serde's name for every code.
     pub fn as_str(self) -> &'static str {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::String(s)) => error_codes().find(|c| *c == s).unwrap_or("unknown"),
-            _ => "unknown",
+        match self {
+            ErrorCode::UnknownId => "unknown_id",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::InsufficientResources => "insufficient_resources",
+            ErrorCode::RequirementNotMet => "requirement_not_met",
+            ErrorCode::NoFreeBuilder => "no_free_builder",
+            ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::MaxLevel => "max_level",
+            ErrorCode::Busy => "busy",
+            ErrorCode::NotBusy => "not_busy",
+            ErrorCode::OutOfBounds => "out_of_bounds",
+            ErrorCode::Collision => "collision",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::HousingFull => "housing_full",
+            ErrorCode::NotAvailable => "not_available",
+            ErrorCode::AlreadyClaimed => "already_claimed",
+            ErrorCode::GoalNotMet => "goal_not_met",
+            ErrorCode::NothingToCollect => "nothing_to_collect",
+            ErrorCode::StorageFull => "storage_full",
+            ErrorCode::ScriptError => "script_error",
         }
     }
 }
@@ -1061,4 +1078,17 @@ fn collect_one(title: &Title, s: &mut PlayerState, i: usize, r: &str, now: i64) 
     b.stored = a - taken;
     b.since_ms = now;
     Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_names_are_every_variant() {
+        // serde lists every variant when it meets an unknown one.
+        let err = serde_json::from_str::<Action>(r#"{"action": "zzz"}"#).unwrap_err().to_string();
+        let listed: Vec<&str> = err.split('`').skip(3).step_by(2).collect();
+        assert_eq!(listed, ACTION_NAMES, "{err}");
+    }
 }

@@ -62,12 +62,30 @@ impl FileKind {
     }
 }
 
+/// Every embedded schema, parsed once.
+fn parsed() -> &'static [(&'static str, Value)] {
+    static P: OnceLock<Vec<(&'static str, Value)>> = OnceLock::new();
+    P.get_or_init(|| {
+        SCHEMAS
+            .iter()
+            .map(|(name, text)| {
+                // The schemas are part of the build; a broken one is a bug
+                // caught by every test, so failing loudly at first use is
+                // right (TigerStyle: crash on corrupt startup configuration).
+                let v =
+                    serde_json::from_str(text).unwrap_or_else(|e| panic!("embedded schema {name} is not JSON: {e}"));
+                (*name, v)
+            })
+            .collect()
+    })
+}
+
+fn schema(name: &str) -> Option<&'static Value> {
+    parsed().iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
 fn parse(name: &str) -> Value {
-    let text = SCHEMAS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).unwrap_or("{}");
-    // The schemas are part of the build; a broken one is a bug caught by
-    // every test, so failing loudly at first use is right (TigerStyle: crash
-    // on corrupt startup configuration).
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("embedded schema {name} is not JSON: {e}"))
+    schema(name).cloned().unwrap_or_else(|| panic!("no embedded schema {name}"))
 }
 
 fn validators() -> &'static Vec<(FileKind, Validator)> {
@@ -119,7 +137,7 @@ pub fn validate(kind: FileKind, value: &Value) -> Vec<Violation> {
         let pointer = err.instance_path().as_str().to_string();
         match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let expected_keys = allowed_keys(&err);
+                let expected_keys = allowed_keys(&err, kind);
                 for key in unexpected {
                     out.push(Violation {
                         pointer: format!("{pointer}/{}", crate::spans::escape_segment(key)),
@@ -139,34 +157,22 @@ pub fn validate(kind: FileKind, value: &Value) -> Vec<Violation> {
     out
 }
 
-/// The property names the schema allows where an unexpected one was found.
-fn allowed_keys(err: &jsonschema::ValidationError<'_>) -> Vec<String> {
-    // The schema path ends in `/additionalProperties`; the sibling
-    // `properties` object lists what is allowed.
-    let path = err.schema_path().as_str();
-    let Some(parent) = path.strip_suffix("/additionalProperties") else { return Vec::new() };
-    for (name, text) in SCHEMAS {
-        let Ok(schema) = serde_json::from_str::<Value>(text) else { continue };
-        let _ = name;
-        if let Some(Value::Object(props)) = schema.pointer(&format!("{parent}/properties")) {
-            // Several schemas may share a path shape; only the one whose
-            // properties object exists at this exact path is a candidate,
-            // and the file kinds are distinct enough at the paths used.
-            let keys: Vec<String> = props.keys().filter(|k| *k != "$schema").cloned().collect();
-            if !keys.is_empty() && schema_matches(err, &schema) {
-                return keys;
-            }
+/// The property names the schema allows where an unexpected one was found:
+/// the `properties` beside the `additionalProperties` keyword that failed,
+/// in the schema document that keyword is in (a shared definition or the
+/// file's own schema).
+fn allowed_keys(err: &jsonschema::ValidationError<'_>, kind: FileKind) -> Vec<String> {
+    let (doc, pointer) = match err.absolute_keyword_location() {
+        Some(uri) => {
+            let (base, fragment) = uri.as_str().split_once('#').unwrap_or((uri.as_str(), ""));
+            (base.rsplit('/').next().unwrap_or("").to_string(), fragment.replace("%24", "$"))
         }
-    }
-    Vec::new()
-}
-
-fn schema_matches(err: &jsonschema::ValidationError<'_>, schema: &Value) -> bool {
-    // The error's absolute location names the schema document it came from.
-    let id = schema.get("$id").and_then(Value::as_str).unwrap_or("");
-    match err.absolute_keyword_location() {
-        Some(uri) => uri.as_str().starts_with(id),
-        None => true,
+        None => (kind.schema_file().to_string(), err.schema_path().as_str().to_string()),
+    };
+    let Some(parent) = pointer.strip_suffix("/additionalProperties") else { return Vec::new() };
+    match schema(&doc).and_then(|s| s.pointer(&format!("{parent}/properties"))) {
+        Some(Value::Object(props)) => props.keys().filter(|k| *k != "$schema").cloned().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -346,5 +352,26 @@ fn fields(node: &Value, defs: &Value, path: &str, rows: &mut Vec<(String, String
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unknown keys list what is allowed in the schema document where the
+    /// failing keyword lives: a file's own schema or a shared definition.
+    #[test]
+    fn unexpected_properties_name_the_allowed_ones() {
+        let q = serde_json::json!({"format_version": 1, "quests": [{"id": "a", "name": "A", "goal": "true", "rewards": {"resource": {}}}]});
+        let v = validate(FileKind::Quests, &q);
+        assert_eq!(v[0].pointer, "/quests/0/rewards/resource");
+        assert_eq!(v[0].expected_keys, ["resources", "items", "units", "xp"]);
+        let b = serde_json::json!({"format_version": 1, "buildings": [{"id": "a", "name": "A", "size": {"w": 1, "h": 1}, "max_count": [1], "levels": [{"cost": {}, "build_seconds": 1, "biuld": 2}]}]});
+        let v = validate(FileKind::Buildings, &b);
+        assert!(v[0].at_key && v[0].expected_keys.contains(&"build_seconds".to_string()), "{v:?}");
+        let t = serde_json::json!({"format_version": 1, "titel": "x"});
+        let v = validate(FileKind::Resources, &t);
+        assert!(v.iter().any(|x| x.pointer == "/titel" && x.expected_keys == ["format_version", "resources"]), "{v:?}");
     }
 }

@@ -125,7 +125,8 @@ impl BlobStore for FsBlobStore {
     async fn put(&self, key: &str, bytes: Vec<u8>, cond: Precondition) -> Result<Etag, BlobError> {
         let path = self.path(key)?;
         let lock = self.key_lock(key);
-        tokio::task::spawn_blocking(move || {
+        let held = lock.clone();
+        let result = tokio::task::spawn_blocking(move || {
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             let current = read_opt(&path)?.map(|b| etag_of(&b));
             let ok = match (&cond, &current) {
@@ -140,7 +141,14 @@ impl BlobStore for FsBlobStore {
             Ok(etag_of(&bytes))
         })
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+        // Forget the key's lock unless another writer holds it, so the map
+        // does not keep one entry for every player ever saved.
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&held) == 2 {
+            locks.remove(key);
+        }
+        result
     }
 }
 
@@ -163,6 +171,7 @@ mod tests {
             Err(BlobError::PreconditionFailed)
         ));
         assert_eq!(s.get(k).await.unwrap(), Some((b"two".to_vec(), e2)));
+        assert!(s.locks.lock().unwrap().is_empty(), "per-key locks are forgotten after use");
         // No temporary files are left behind.
         let names: Vec<_> =
             std::fs::read_dir(root.join("players/t")).unwrap().map(|e| e.unwrap().file_name()).collect();

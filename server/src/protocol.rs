@@ -4,6 +4,7 @@
 //! Documented, with every error code, in `docs/protocol.md`.
 
 use axum::http::StatusCode;
+use citadel_runtime::rules::ACTION_NAMES;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -133,25 +134,6 @@ impl Response {
 /// Actions handled by the session rather than the rules engine.
 pub const SESSION_ACTIONS: &[&str] = &["get_state", "ping"];
 
-/// Every rules action name, as clients send it.
-pub const RULES_ACTIONS: &[&str] = &[
-    "build",
-    "upgrade",
-    "cancel",
-    "speed_up",
-    "speed_up_research",
-    "speed_up_training",
-    "move",
-    "collect",
-    "collect_all",
-    "train",
-    "research",
-    "buy",
-    "use_item",
-    "claim_quest",
-    "custom",
-];
-
 /// What a request asks the session to do, once decoded.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -165,10 +147,10 @@ pub fn decode(req: &Request) -> Result<Command, ApiError> {
     match req.action.as_str() {
         "get_state" => return Ok(Command::GetState),
         "ping" => return Ok(Command::Ping),
-        name if RULES_ACTIONS.contains(&name) => {}
+        name if ACTION_NAMES.contains(&name) => {}
         other => {
             return Err(ApiError::new(Code::UnknownAction, format!("unknown action `{other}`")).details(
-                serde_json::json!({ "actions": RULES_ACTIONS.iter().chain(SESSION_ACTIONS).collect::<Vec<_>>() }),
+                serde_json::json!({ "actions": ACTION_NAMES.iter().chain(SESSION_ACTIONS).collect::<Vec<_>>() }),
             ))
         }
     }
