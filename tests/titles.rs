@@ -10,8 +10,10 @@ fn every_title_loads_cleanly_and_passes_its_scenarios() {
     assert!(!dirs.is_empty(), "titles/ has no title");
     dirs.push(root().join("tests/fixtures/mini"));
     for dir in dirs {
-        let (files, _) = citadel_runtime::read_dir(&dir);
-        let (title, diags) = citadel_runtime::load(&dir);
+        let (files, read) = citadel_runtime::read_dir(&dir);
+        assert!(read.is_empty(), "{}", render(&dir, &files, &read));
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let (title, diags) = citadel_runtime::load_files(name, &files);
         assert!(diags.is_empty(), "{} has diagnostics:\n{}", dir.display(), render(&dir, &files, &diags));
         let title = title.expect("no diagnostics means a title");
         let outcomes = scenario::run_all(&title, &files);

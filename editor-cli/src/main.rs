@@ -86,6 +86,23 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads a title folder once and loads it. The folder's own name (also for
+/// `.`) is what the title id must match.
+fn load_dir(
+    dir: &Path,
+) -> anyhow::Result<(citadel_runtime::TitleFiles, Option<citadel_runtime::Title>, Vec<Diagnostic>)> {
+    check_dir(dir)?;
+    let (files, mut diags) = citadel_runtime::read_dir(dir);
+    let folder = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let (title, more) = citadel_runtime::load_files(&folder, &files);
+    diags.extend(more);
+    Ok((files, title, diags))
+}
+
 /// Prints diagnostics the way a compiler does; returns (errors, warnings).
 fn print_human(dir: &Path, files: &citadel_runtime::TitleFiles, diags: &[Diagnostic]) -> (usize, usize) {
     let shown = dir.display().to_string();
@@ -102,15 +119,7 @@ fn validate(dirs: Vec<PathBuf>, format: Format) -> anyhow::Result<bool> {
     let mut all_ok = true;
     let mut report = Vec::new();
     for dir in &dirs {
-        check_dir(dir)?;
-        let (files, mut diags) = citadel_runtime::read_dir(dir);
-        let folder = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_default();
-        let (title, more) = citadel_runtime::load_files(&folder, &files);
-        diags.extend(more);
+        let (files, title, diags) = load_dir(dir)?;
         let ok = title.is_some() && !diags.iter().any(|d| d.severity == Severity::Error);
         all_ok &= ok;
         match format {
@@ -153,9 +162,7 @@ fn test(titles: Vec<String>) -> anyhow::Result<bool> {
     let dirs = if titles.is_empty() { all_titles()? } else { titles.iter().map(|t| resolve_title(t)).collect() };
     let (mut passed, mut failed) = (0usize, 0usize);
     for dir in &dirs {
-        check_dir(dir)?;
-        let (title, diags) = citadel_runtime::load(dir);
-        let (files, _) = citadel_runtime::read_dir(dir);
+        let (files, title, diags) = load_dir(dir)?;
         let Some(title) = title else {
             print_human(dir, &files, &diags);
             println!("FAIL {}: the title does not load", dir.display());
