@@ -61,8 +61,25 @@ fn player_state_json_round_trips_exactly_and_refuses_future_versions() {
     let back = citadel_runtime::PlayerState::from_json(&text).expect("round trip");
     assert_eq!(back, s);
     assert_eq!(back.to_json(), text);
-    let future = text.replace("\"format_version\":1", "\"format_version\":99");
+    let current = format!("\"format_version\":{}", citadel_runtime::STATE_FORMAT_VERSION);
+    assert!(text.contains(&current));
+    let future = text.replace(&current, "\"format_version\":99");
     assert!(matches!(citadel_runtime::PlayerState::from_json(&future), Err(citadel_runtime::StateError::TooNew(99))));
     assert!(citadel_runtime::PlayerState::from_json("[1,2]").is_err());
     assert!(citadel_runtime::PlayerState::from_json("{\"title\":\"x\"}").is_err());
+}
+
+#[test]
+fn version_1_player_files_migrate_to_the_current_format() {
+    let (t, _) = load_valid(&root().join("titles/ironhold"));
+    let mut s = citadel_runtime::new_player(&t, 1_767_225_600_000);
+    s.seq = 7;
+    // A version 1 file: no `seq` yet.
+    let mut v1: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+    v1["format_version"] = 1.into();
+    v1.as_object_mut().unwrap().remove("seq");
+    let migrated = citadel_runtime::PlayerState::from_json(&v1.to_string()).expect("a version 1 file loads");
+    assert_eq!(migrated.format_version, citadel_runtime::STATE_FORMAT_VERSION);
+    assert_eq!(migrated.seq, 0, "a version 1 file has absorbed no journaled operation");
+    assert_eq!(citadel_runtime::PlayerState { seq: 7, ..migrated }, s);
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 /// The current player file format.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
 /// A construction or upgrade in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +102,11 @@ pub struct PlayerState {
     pub xp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_login_ms: Option<i64>,
+    /// How many journaled operations this state has absorbed. The server
+    /// numbers each operation it applies; after a crash it replays from its
+    /// journal exactly the operations numbered above the saved `seq`, so
+    /// nothing acknowledged is lost and nothing is applied twice.
+    pub seq: u64,
 }
 
 /// Why a player file could not be read.
@@ -119,8 +124,14 @@ pub enum StateError {
 type Migration = fn(&mut serde_json::Map<String, serde_json::Value>);
 
 /// The chain of migrations; `MIGRATIONS[i]` turns version `i + 1` into
-/// `i + 2`. Empty while only version 1 exists.
-const MIGRATIONS: &[Migration] = &[];
+/// `i + 2`.
+const MIGRATIONS: &[Migration] = &[v1_to_v2];
+
+/// Version 2 counts journaled operations in `seq`; a version 1 file was
+/// written before any were counted.
+fn v1_to_v2(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    obj.entry("seq").or_insert(0.into());
+}
 
 impl PlayerState {
     /// The building with this instance id.

@@ -54,6 +54,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Folder holding one folder per title.
     pub titles: PathBuf,
+    /// This server's own files: its journal and its identity. Default
+    /// `<data_dir>/server`. Servers sharing a `data_dir` (on one machine)
+    /// each need their own; a second process on the same one is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_dir: Option<PathBuf>,
     /// Secret for signing session tokens. When absent, a random secret is
     /// created in `data_dir/token-secret` on first start and kept.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +75,10 @@ pub struct Config {
     /// holding players frees them after this long; sessions renew at a
     /// third of it.
     pub lock_ttl_seconds: u64,
+    /// Journal every operation and acknowledge it only once on disk. Turn
+    /// off only to measure what the journal costs: without it a crash
+    /// loses every action since each player's last save.
+    pub journal: bool,
     pub limits: Limits,
 }
 
@@ -79,12 +88,14 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("var/data"),
             titles: PathBuf::from("titles"),
+            server_dir: None,
             token_secret: None,
             dev_login: true,
             token_ttl_seconds: 24 * 3600,
             save_interval_seconds: 30,
             idle_timeout_seconds: 300,
             lock_ttl_seconds: 60,
+            journal: true,
             limits: Limits::default(),
         }
     }
@@ -95,11 +106,17 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CITADEL_LISTEN", "listen"),
     ("CITADEL_DATA_DIR", "data_dir"),
     ("CITADEL_TITLES", "titles"),
+    ("CITADEL_SERVER_DIR", "server_dir"),
     ("CITADEL_TOKEN_SECRET", "token_secret"),
     ("CITADEL_DEV_LOGIN", "dev_login"),
 ];
 
 impl Config {
+    /// Where this server keeps its journal and identity.
+    pub fn server_dir(&self) -> PathBuf {
+        self.server_dir.clone().unwrap_or_else(|| self.data_dir.join("server"))
+    }
+
     /// Defaults overridden by the TOML file at `path`, if given.
     pub fn from_file(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
         match path {
@@ -121,6 +138,9 @@ impl Config {
         }
         if let Some(v) = get("CITADEL_TITLES") {
             self.titles = v.into();
+        }
+        if let Some(v) = get("CITADEL_SERVER_DIR") {
+            self.server_dir = Some(v.into());
         }
         if let Some(v) = get("CITADEL_TOKEN_SECRET") {
             self.token_secret = Some(v);

@@ -6,6 +6,7 @@
 //! - [`protocol`]: protocol v1 wire types and error codes.
 //! - [`http`]: the router; HTTP and WebSocket share one dispatcher.
 //! - [`session`]: per-player sessions, the injected clock.
+//! - [`journal`]: the write-ahead journal: acknowledged means durable.
 //! - [`blob`]: player file storage (filesystem; S3 to come).
 //! - [`auth`]: signed session tokens.
 //! - [`titles`]: the titles served.
@@ -18,6 +19,7 @@ pub mod blob;
 pub mod config;
 pub mod docs;
 pub mod http;
+pub mod journal;
 pub mod listener;
 pub mod protocol;
 pub mod session;
@@ -36,26 +38,22 @@ pub use config::Config;
 pub use http::{app, AppState};
 pub use session::{Clock, SystemClock};
 
-/// The token secret: from the config, or kept in `data_dir/token-secret`
-/// (created with 32 random bytes on first start).
-fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
-    if let Some(s) = &config.token_secret {
-        return Ok(s.as_bytes().to_vec());
-    }
-    let path = config.data_dir.join("token-secret");
+/// The contents of `data_dir/name`, created on first start with `bytes`
+/// random bytes in hex, readable by the server's user only.
+fn kept_random(data_dir: &std::path::Path, name: &str, bytes: usize) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
     if let Ok(s) = std::fs::read_to_string(&path) {
-        anyhow::ensure!(s.trim().len() >= 32, "{} is shorter than 32 characters", path.display());
-        return Ok(s.trim().as_bytes().to_vec());
+        anyhow::ensure!(s.trim().len() >= bytes * 2, "{} is shorter than {} characters", path.display(), bytes * 2);
+        return Ok(s.trim().to_string());
     }
     use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let mut random = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).context("reading /dev/urandom")?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        // Readable by the server's user only: whoever reads it can forge tokens.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -66,15 +64,36 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
             .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(hex.into_bytes())
+    Ok(hex)
 }
 
-/// A random id for this server process (lock owner).
-fn process_nonce() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    format!("{:016x}", h.finish())
+/// Takes `dir/LOCK` for this process's life: two processes writing one
+/// journal would corrupt it. The lock goes with the process, even on a crash.
+fn lock_server_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another server process uses {}; give each server its own server_dir", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// The token secret: from the config, or kept in `data_dir/token-secret`
+/// (whoever reads it can forge tokens).
+fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    match &config.token_secret {
+        Some(s) => Ok(s.as_bytes().to_vec()),
+        None => Ok(kept_random(&config.data_dir, "token-secret", 32)?.into_bytes()),
+    }
 }
 
 /// Serves until `shutdown` completes, then shuts down gracefully: stop
@@ -101,8 +120,13 @@ pub async fn run_with_clock(
     let blobs: Arc<dyn blob::BlobStore> = Arc::new(blob::FsBlobStore::new(&config.data_dir));
     let world: Arc<dyn world::WorldStore> = Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?);
     let connections_max = config.limits.connections_max;
-    let server_id = format!("{}-{}", std::process::id(), &process_nonce());
-    let deps = Arc::new(session::Deps { config, titles, blobs, world, clock, server_id });
+    // The same data directory is the same server: after a crash it takes
+    // its own player locks back at once instead of waiting for them to expire.
+    let server_dir = config.server_dir();
+    let _only_process = lock_server_dir(&server_dir)?;
+    let server_id = format!("server-{}", kept_random(&server_dir, "server-id", 8)?);
+    let journal = open_journal(&config, &titles, &*blobs, &*world, &server_id, clock.now_ms()).await?;
+    let deps = Arc::new(session::Deps { config, titles, blobs, world, clock, journal: journal.clone(), server_id });
     let sessions = session::Sessions::new(deps.clone());
     let token = CancellationToken::new();
     let state =
@@ -120,6 +144,43 @@ pub async fn run_with_clock(
     sockets.close();
     sockets.wait().await;
     sessions.shutdown().await;
+    journal.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Replays what the journal holds from an earlier run into the player
+/// files, then starts a fresh journal.
+async fn open_journal(
+    config: &Config,
+    titles: &titles::Titles,
+    blobs: &dyn blob::BlobStore,
+    world: &dyn world::WorldStore,
+    server_id: &str,
+    now_ms: i64,
+) -> anyhow::Result<Arc<journal::Journal>> {
+    let dir = config.server_dir().join("journal");
+    let found = journal::read_dir(&dir)?;
+    if !found.records.is_empty() {
+        let deps = journal::ReplayDeps {
+            titles,
+            blobs,
+            world,
+            server_id,
+            lock_ttl_ms: config.lock_ttl_seconds as i64 * 1000,
+            now_ms,
+            data_dir: &config.data_dir,
+        };
+        let done = journal::replay(&deps, found.records).await.context("replaying the journal")?;
+        tracing::info!(?done, dropped = found.bad_lines, "journal replayed");
+    }
+    // Every record is now in a player file (or kept with the orphans).
+    for path in &found.segments {
+        std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
+    }
+    Ok(Arc::new(if config.journal {
+        journal::Journal::open(&dir, found.next_id)?
+    } else {
+        journal::Journal::disabled()
+    }))
 }

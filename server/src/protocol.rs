@@ -75,6 +75,7 @@ server_codes! {
     PlayerLocked => "player_locked", 409, "the player is logged in on another server; retry when that session ends or its lock expires (lock_ttl_seconds)";
     ServerFull => "server_full", 503, "the server holds limits.sessions_max players in memory";
     ShuttingDown => "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly";
+    NotDurable => "not_durable", 503, "the server could not write the action to its journal, so did not apply it; the server is unhealthy: log in again (on another server)";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
 

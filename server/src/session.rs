@@ -1,14 +1,20 @@
 //! Player sessions: one task per player in memory, applying that player's
 //! requests one at a time, in order; different players run in parallel.
 //!
-//! A session loads the player file when it starts, saves it while dirty
-//! every `save_interval_seconds`, and saves and ends after
-//! `idle_timeout_seconds` without a request or at shutdown. A per-player
-//! file lock is held for a session's whole life, so a new session for the
-//! same player never loads the file before the old one finished saving.
+//! A session loads the player file when it starts (creating it for a new
+//! player), saves it while dirty every `save_interval_seconds`, and saves
+//! and ends after `idle_timeout_seconds` without a request or at shutdown.
+//! A per-player file lock is held for a session's whole life, so a new
+//! session for the same player never loads the file before the old one
+//! finished saving.
+//!
+//! Every operation that changes the player is numbered and journaled, and
+//! answered only once its journal record is durable (see [`crate::journal`]).
+//! Answers leave in request order: one that needs no record waits behind
+//! the records still being written.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::blob::{BlobStore, Precondition};
 use crate::config::Config;
+use crate::journal::{Journal, Op, Record, JOURNAL_FORMAT_VERSION};
 use crate::protocol::{ApiError, Code, Command};
 use crate::titles::Titles;
 use crate::world::{Lease, WorldStore};
@@ -48,7 +55,9 @@ pub struct Deps {
     pub blobs: Arc<dyn BlobStore>,
     pub world: Arc<dyn WorldStore>,
     pub clock: Arc<dyn Clock>,
-    /// This server process's identity as a lock owner.
+    pub journal: Arc<Journal>,
+    /// This server's identity as a lock owner (kept across restarts of the
+    /// same data directory, so a restarted server takes its own locks back).
     pub server_id: String,
 }
 
@@ -222,15 +231,13 @@ impl Sessions {
         self.tasks.wait().await;
     }
 
-    fn blob_key(title: &str, player: &str) -> String {
-        format!("players/{title}/{player}.json")
-    }
-
     /// One player's session. Order of operations: take the player's file
     /// lock; load the file (or create a new player); then loop over
-    /// requests, periodic saves and the idle deadline; on the way out leave
-    /// the live map, answer every request still queued, save, and release
-    /// the file lock.
+    /// requests, periodic saves, lock renewals and the idle deadline (an
+    /// idle session whose save fails stays, and tries again); on the way
+    /// out leave the live map, answer every request still queued, save,
+    /// release the player lock if the save succeeded, and release the file
+    /// lock.
     async fn run_inner(
         self: Arc<Self>,
         key: Key,
@@ -241,8 +248,8 @@ impl Sessions {
     ) {
         let _file = file_lock.lock_owned().await;
         let deps = self.deps.clone();
-        let blob_key = Self::blob_key(&key.0, &key.1);
-        let mut session = match Session::load(&deps, &title, &blob_key).await {
+        let blob_key = blob_key(&key.0, &key.1);
+        let mut session = match Session::load(&deps, &title, &key, &blob_key).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(title = %key.0, player = %key.1, error = %e.message, "cannot load player");
@@ -265,7 +272,7 @@ impl Sessions {
                 biased;
                 msg = rx.recv() => match msg {
                     Some(m) => {
-                        session.handle(&deps, &title, m);
+                        session.handle(&deps, &title, m).await;
                         deadline = tokio::time::Instant::now() + idle;
                     }
                     None => break,
@@ -273,16 +280,31 @@ impl Sessions {
                 _ = self.closing.cancelled() => break,
                 _ = save_tick.tick() => session.save(&deps, &blob_key).await,
                 _ = renew_tick.tick() => session.renew(&deps).await,
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    session.save(&deps, &blob_key).await;
+                    if !session.unsaved(&deps) {
+                        break;
+                    }
+                    // The save failed (storage down): stay, keep the lock,
+                    // and try again, so nobody loads an older file.
+                    deadline = tokio::time::Instant::now() + save_every;
+                }
             }
         }
         self.leave(&key, generation);
         rx.close();
         while let Some(m) = rx.recv().await {
-            session.handle(&deps, &title, m);
+            session.handle(&deps, &title, m).await;
         }
         session.save(&deps, &blob_key).await;
-        session.release(&deps).await;
+        if session.unsaved(&deps) {
+            // Keep the lock until it expires: another server must not load
+            // the older file; this server's journal replays the player at
+            // its next start.
+            tracing::error!(title = %key.0, player = %key.1, "ending a session with unsaved operations; the journal keeps them");
+        } else {
+            session.release(&deps).await;
+        }
     }
 
     async fn run(
@@ -316,6 +338,39 @@ impl Sessions {
     }
 }
 
+fn not_durable() -> ApiError {
+    ApiError::new(Code::NotDurable, "the server could not make this action durable; it was not applied")
+}
+
+/// Where a player's file lives in the blob store.
+pub(crate) fn blob_key(title: &str, player: &str) -> String {
+    format!("players/{title}/{player}.json")
+}
+
+/// Runs one operation on a player: the single place where sessions and
+/// journal replay change player state.
+pub(crate) fn execute(
+    title: &Title,
+    state: &mut PlayerState,
+    op: &Op,
+    now: i64,
+    rng: &mut Rng,
+) -> Result<Value, ApiError> {
+    match op {
+        Op::Login => {
+            let events = rules::login(title, state, now, rng);
+            Ok(json!({ "events": events, "state": state }))
+        }
+        Op::Advance => {
+            let events = rules::advance(title, state, now, rng);
+            Ok(json!({ "events": events, "state": state }))
+        }
+        Op::Act { action } => rules::apply(title, state, action, now, rng)
+            .map(|events| json!({ "events": events }))
+            .map_err(ApiError::rules),
+    }
+}
+
 fn answer(m: Msg, r: Result<Value, ApiError>) {
     let reply = match m {
         Msg::Login(r) | Msg::Do(_, r) => r,
@@ -326,9 +381,10 @@ fn answer(m: Msg, r: Result<Value, ApiError>) {
 
 /// One player's state in memory.
 struct Session {
+    key: Key,
     state: PlayerState,
     /// Version of the player file this state was loaded from or last saved as.
-    etag: Option<String>,
+    etag: crate::blob::Etag,
     dirty: bool,
     /// Set when the stored file moved on under us: this server must not
     /// write the player again.
@@ -336,10 +392,12 @@ struct Session {
     rng: Rng,
     /// This server's lock on the player.
     lease: Lease,
+    /// Journal records appended and not yet answered.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Session {
-    async fn load(deps: &Deps, title: &Title, blob_key: &str) -> Result<Session, ApiError> {
+    async fn load(deps: &Deps, title: &Title, key: &Key, blob_key: &str) -> Result<Session, ApiError> {
         let seed = {
             use std::hash::{BuildHasher, Hash, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -368,8 +426,16 @@ impl Session {
                 .and_then(|text| {
                     PlayerState::from_json(&text).map_err(|e| format!("the player file is unreadable: {e}"))
                 })
-                .map(|state| (state, Some(etag))),
-            None => Ok((rules::new_player(title, deps.clock.now_ms()), None)),
+                .map(|state| (state, etag)),
+            // A new player's file is written before their first operation,
+            // so that every journal record applies to a stored file.
+            None => {
+                let state = rules::new_player(title, deps.clock.now_ms());
+                match deps.blobs.put(blob_key, state.to_json().into_bytes(), Precondition::Absent).await {
+                    Ok(etag) => Ok((state, etag)),
+                    Err(e) => Err(format!("creating the player file: {e}")),
+                }
+            }
         };
         let (state, etag) = match parsed {
             Ok(p) => p,
@@ -379,40 +445,80 @@ impl Session {
                 return Err(ApiError::new(Code::Internal, message));
             }
         };
-        Ok(Session { dirty: etag.is_none(), state, etag, fenced: false, rng: Rng::new(seed), lease })
+        Ok(Session {
+            key: key.clone(),
+            dirty: false,
+            state,
+            etag,
+            fenced: false,
+            rng: Rng::new(seed),
+            lease,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
-    fn handle(&mut self, deps: &Deps, title: &Title, m: Msg) {
+    /// Applies one request and journals it; the answer leaves once the
+    /// record is durable. Order of operations: refuse if fenced or the
+    /// journal failed; run the operation; number it; append its record with
+    /// the answer attached.
+    async fn handle(&mut self, deps: &Deps, title: &Title, m: Msg) {
         let now = deps.clock.now_ms();
-        let (reply, result) = match m {
-            Msg::Login(reply) => {
-                let events = rules::login(title, &mut self.state, now, &mut self.rng);
-                self.dirty = true;
-                (reply, Ok(json!({ "events": events, "state": self.state })))
+        let (reply, op) = match m {
+            Msg::Login(reply) => (reply, Op::Login),
+            Msg::Do(Command::Ping, reply) => {
+                return self.answer_in_order(deps, reply, Ok(json!({ "pong": now }))).await
             }
-            Msg::Do(cmd, reply) => {
-                let r = match cmd {
-                    _ if self.fenced => Err(ApiError::new(
-                        Code::Internal,
-                        "this player's file was changed by another server; log in again",
-                    )),
-                    Command::Ping => Ok(json!({ "pong": now })),
-                    Command::GetState => {
-                        let events = rules::advance(title, &mut self.state, now, &mut self.rng);
-                        self.dirty = true;
-                        Ok(json!({ "events": events, "state": self.state }))
-                    }
-                    Command::Rules(action) => {
-                        self.dirty = true;
-                        rules::apply(title, &mut self.state, &action, now, &mut self.rng)
-                            .map(|events| json!({ "events": events }))
-                            .map_err(ApiError::rules)
-                    }
-                };
-                (reply, r)
-            }
+            Msg::Do(Command::GetState, reply) => (reply, Op::Advance),
+            Msg::Do(Command::Rules(action), reply) => (reply, Op::Act { action }),
         };
-        let _ = reply.send(result);
+        if self.fenced {
+            let e = ApiError::new(Code::Internal, "this player's file was changed by another server; log in again");
+            return self.answer_in_order(deps, reply, Err(e)).await;
+        }
+        if deps.journal.failed() {
+            return self.answer_in_order(deps, reply, Err(not_durable())).await;
+        }
+        let rng = self.rng.state();
+        let result = execute(title, &mut self.state, &op, now, &mut self.rng);
+        self.state.seq += 1;
+        self.dirty = true;
+        let record = Record {
+            format_version: JOURNAL_FORMAT_VERSION,
+            title: self.key.0.clone(),
+            player: self.key.1.clone(),
+            seq: self.state.seq,
+            now_ms: now,
+            rng,
+            content_version: title.content_version.clone(),
+            op,
+        };
+        let in_flight = self.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let done = Box::new(move |durable: Result<(), crate::journal::JournalFailed>| {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            let _ = reply.send(durable.map_err(|_| not_durable()).and(result));
+        });
+        deps.journal.append(&record, done).await;
+    }
+
+    /// Sends an answer that needs no journal record, after the answers
+    /// still waiting for theirs.
+    async fn answer_in_order(&self, deps: &Deps, reply: Reply, result: Result<Value, ApiError>) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ = reply.send(result);
+        } else {
+            deps.journal
+                .barrier(Box::new(move |_| {
+                    let _ = reply.send(result);
+                }))
+                .await;
+        }
+    }
+
+    /// True while the player has operations that are in memory only and
+    /// this session may still save.
+    fn unsaved(&self, deps: &Deps) -> bool {
+        self.dirty && !self.fenced && !deps.journal.failed()
     }
 
     /// Extends the player's lock; a lost lock fences the session.
@@ -443,14 +549,21 @@ impl Session {
         if !self.dirty || self.fenced {
             return;
         }
-        let cond = match &self.etag {
-            Some(e) => Precondition::Matches(e.clone()),
-            None => Precondition::Absent,
-        };
+        // Only operations that are durable in the journal may reach the
+        // file: one whose record failed was answered `not_durable`, and
+        // must not appear later.
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            let _ = deps.journal.flush().await;
+        }
+        if deps.journal.failed() {
+            return;
+        }
+        let cond = Precondition::Matches(self.etag.clone());
         match deps.blobs.put(blob_key, self.state.to_json().into_bytes(), cond).await {
             Ok(etag) => {
-                self.etag = Some(etag);
+                self.etag = etag;
                 self.dirty = false;
+                deps.journal.saved(self.key.clone(), self.state.seq).await;
             }
             Err(crate::blob::BlobError::PreconditionFailed) => {
                 tracing::error!(
@@ -481,6 +594,7 @@ mod tests {
             blobs: Arc::new(crate::blob::FsBlobStore::new(&data)),
             world: Arc::new(crate::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
             clock: Arc::new(SystemClock),
+            journal: Arc::new(Journal::disabled()),
             server_id: "test".into(),
         });
         let sessions = Sessions::new(deps);

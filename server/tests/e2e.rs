@@ -88,6 +88,13 @@ async fn start_at(data: PathBuf, clock: Arc<ManualClock>, tweak: impl FnOnce(&mu
     Server { addr, stop: Some(stop), done, clock, data }
 }
 
+/// Another server sharing `data` (player files, world store), with its
+/// own journal and identity.
+fn second_server(data: &Path) -> impl FnOnce(&mut Config) {
+    let dir = data.join("server-b");
+    move |c| c.server_dir = Some(dir)
+}
+
 impl Server {
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -327,6 +334,9 @@ async fn shutdown_pushes_an_event_closes_sockets_with_1001_and_saves() {
     assert_eq!(next_json(&mut w).await["closed"], 1001);
     let data = stop.await.unwrap();
     assert_eq!(saved(&data, "mini", "erin")["buildings"][1]["building"], "mine");
+    // Every player is saved, so the journal kept nothing.
+    let left: Vec<_> = std::fs::read_dir(data.join("server/journal")).unwrap().collect();
+    assert!(left.is_empty(), "a clean shutdown leaves no journal segment: {left:?}");
 }
 
 #[tokio::test]
@@ -381,7 +391,7 @@ async fn idle_sessions_are_saved_and_closed() {
 async fn a_player_live_on_one_server_is_refused_by_another_until_released_or_expired() {
     let data = fresh_data("locks");
     let a = start(data.clone(), |_| {}).await;
-    let b = start(data.clone(), |_| {}).await;
+    let b = start(data.clone(), second_server(&data)).await;
     let (tok, _) = a.login("mini", "ivy").await;
     let r =
         reqwest::Client::new().post(b.url("/v1/mini/login")).json(&json!({ "player": "ivy" })).send().await.unwrap();
@@ -407,7 +417,7 @@ async fn an_expired_lock_can_be_taken_over() {
     // B's clock runs 2 minutes ahead: A's lease (60 s) looks expired to it,
     // as it would after A died without renewing.
     let clock_b = Arc::new(ManualClock(AtomicI64::new(START + 120_000)));
-    let b = start_at(data.clone(), clock_b, |_| {}).await;
+    let b = start_at(data.clone(), clock_b, second_server(&data)).await;
     let (_, login) = b.login("mini", "jay").await;
     assert_eq!(login["player"], "jay");
     b.stop().await;
@@ -426,7 +436,7 @@ async fn a_server_whose_lock_was_taken_over_cannot_overwrite_the_player() {
     let (tok_a, _) = a.login("mini", "kim").await;
     a.act("mini", &tok_a, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
     // B's clock is past A's lease: B takes the player over, changes and saves them.
-    let b = start_at(data.clone(), Arc::new(ManualClock(AtomicI64::new(START + 120_000))), |_| {}).await;
+    let b = start_at(data.clone(), Arc::new(ManualClock(AtomicI64::new(START + 120_000))), second_server(&data)).await;
     let (tok_b, _) = b.login("mini", "kim").await;
     let (_, r) = b.act("mini", &tok_b, "build", json!({ "building": "barracks", "x": 5, "y": 1 })).await;
     assert_eq!(r["ok"], true, "{r}");

@@ -123,7 +123,7 @@ fn request(i: u64, action: &str) -> String {
         "ping" => json!({ "id": i, "action": "ping" }).to_string(),
         // Ironhold's headquarters (instance 1, 3x3) between two free spots.
         _ => {
-            let (x, y) = if i % 2 == 0 { (30, 30) } else { (18, 18) };
+            let (x, y) = if i.is_multiple_of(2) { (30, 30) } else { (18, 18) };
             json!({ "id": i, "action": "move", "args": { "id": 1, "x": x, "y": y } }).to_string()
         }
     }

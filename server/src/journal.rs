@@ -1,0 +1,720 @@
+//! The write-ahead journal: an operation on a player is acknowledged only
+//! once its record is on disk.
+//!
+//! A session applies an operation to the player in memory, numbers it (the
+//! player's `seq` goes up by one), and hands the journal a [`Record`]: the
+//! player, the operation, the time and the random generator's state it ran
+//! with. One writer thread appends records to the active segment file and
+//! fsyncs once per batch (group commit: records that arrive during an fsync
+//! share the next one), then answers every request of the batch.
+//!
+//! Records are redo records. Operations are pure functions of (title,
+//! state, operation, time, rng), so after a crash [`replay`] loads each
+//! player's file and re-runs exactly the records numbered above the file's
+//! `seq`: nothing acknowledged is lost and nothing is applied twice.
+//!
+//! Once a player is saved, the session tells the journal up to which `seq`;
+//! a closed segment whose every player is saved that far is deleted
+//! (checkpoint and truncation). A clean shutdown leaves no segment behind.
+//!
+//! The journal is fail-stop: after one failed write or fsync it refuses
+//! every later record (an fsync error may have dropped data the kernel
+//! already claimed to have written, so retrying proves nothing), sessions
+//! answer `not_durable`, and the players' files are left for replay.
+//!
+//! Segment files are `journal/<id>.log`, one record per line:
+//! `<crc32 of the JSON, 8 hex digits> <record JSON>\n`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use citadel_runtime::{Action, PlayerState, Rng};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::blob::{BlobError, BlobStore, Precondition};
+use crate::titles::Titles;
+use crate::world::WorldStore;
+
+/// The journal record format. Replay refuses records newer than this (a
+/// journal written by a newer server: downgrading over it would drop them).
+pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+
+/// A segment this large is closed and a new one started, so that the
+/// records to read at start stay bounded and saved ones can be deleted.
+const SEGMENT_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// A segment this old is closed at the next write even if small: records
+/// are deleted about this long (plus the save interval) after their player
+/// is saved.
+const SEGMENT_AGE_MAX: Duration = Duration::from_secs(30);
+/// Entries waiting for the writer. When full, sessions wait to append
+/// (backpressure), so a slow disk cannot make memory grow without bound.
+const QUEUE_MAX: usize = 16_384;
+/// Records written per fsync at most; bounds the batch buffer (records are
+/// a few hundred bytes, so a full batch is about a megabyte).
+const BATCH_MAX: usize = 4_096;
+/// The longest record line replay accepts; anything longer is corruption
+/// (a record holds one request of at most `limits.message_bytes_max`).
+const RECORD_BYTES_MAX: usize = 1024 * 1024;
+/// Players replayed at once at start.
+const REPLAY_PARALLEL_MAX: usize = 32;
+
+/// An operation on a player's state, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// Log in: advance, then the title's login hook.
+    Login,
+    /// Advance timers and production to now (`get_state`).
+    Advance,
+    /// Advance, then one action of the title's rules.
+    Act { action: Action },
+}
+
+/// One journaled operation: enough to re-run it exactly as it first ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub format_version: u32,
+    pub title: String,
+    pub player: String,
+    /// The player's `seq` after this operation; it applies to a state whose
+    /// `seq` is one less, and is already in a state whose `seq` is this or more.
+    pub seq: u64,
+    pub now_ms: i64,
+    /// The random generator's state before the operation.
+    pub rng: u64,
+    /// The title content the operation ran under.
+    pub content_version: String,
+    pub op: Op,
+}
+
+/// Why an operation could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the journal failed earlier and accepts no more records (see the server log)")]
+pub struct JournalFailed;
+
+/// Called by the writer once a record (or barrier) is durable, or is not.
+pub type Done = Box<dyn FnOnce(Result<(), JournalFailed>) + Send>;
+
+/// A player: (title, player id).
+pub type Key = (String, String);
+
+enum Entry {
+    Append {
+        line: Vec<u8>,
+        key: Key,
+        seq: u64,
+        done: Done,
+    },
+    /// Answered after everything queued before it.
+    Barrier(Done),
+    /// The player is saved with this `seq`: their records up to it may go.
+    Saved {
+        key: Key,
+        seq: u64,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+/// The journal of one server process.
+pub struct Journal {
+    /// `None` when journaling is off (`journal = false`, benchmarks only).
+    tx: Option<mpsc::Sender<Entry>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("enabled", &self.tx.is_some()).field("failed", &self.failed()).finish()
+    }
+}
+
+impl Journal {
+    /// Starts the writer on a new segment `first_id` in `dir`.
+    pub fn open(dir: &Path, first_id: u64) -> anyhow::Result<Journal> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            file: create_segment(dir, first_id)?,
+            id: first_id,
+            bytes: 0,
+            opened: Instant::now(),
+            pending: HashMap::new(),
+            closed: BTreeMap::new(),
+            failed: failed.clone(),
+            buf: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || writer.run(rx))
+            .context("starting the journal writer")?;
+        Ok(Journal { tx: Some(tx), failed })
+    }
+
+    /// A journal that writes nothing and acknowledges at once: a crash
+    /// loses every action since each player's last save.
+    pub fn disabled() -> Journal {
+        Journal { tx: None, failed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// True once a write failed; no record is accepted after that.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Appends `record`; `done` runs once it is durable (or cannot be).
+    /// Waits while the writer's queue is full.
+    pub async fn append(&self, record: &Record, done: Done) {
+        let Some(tx) = &self.tx else { return done(Ok(())) };
+        let line = encode(record);
+        let key = (record.title.clone(), record.player.clone());
+        if let Err(mpsc::error::SendError(e)) = tx.send(Entry::Append { line, key, seq: record.seq, done }).await {
+            fail_entry(e);
+        }
+    }
+
+    /// Runs `done` after every record appended before it is durable (or
+    /// failed): answers that must not overtake earlier ones go through here.
+    pub async fn barrier(&self, done: Done) {
+        let Some(tx) = &self.tx else { return done(Ok(())) };
+        if let Err(mpsc::error::SendError(e)) = tx.send(Entry::Barrier(done)).await {
+            fail_entry(e);
+        }
+    }
+
+    /// Waits until every record appended so far is durable (or failed).
+    pub async fn flush(&self) -> Result<(), JournalFailed> {
+        let (tx, rx) = oneshot::channel();
+        self.barrier(Box::new(move |r| {
+            let _ = tx.send(r);
+        }))
+        .await;
+        rx.await.unwrap_or(Err(JournalFailed))
+    }
+
+    /// The player's file now holds every operation up to `seq`.
+    pub async fn saved(&self, key: Key, seq: u64) {
+        if let Some(tx) = &self.tx {
+            // A closed writer has nothing left to truncate.
+            let _ = tx.send(Entry::Saved { key, seq }).await;
+        }
+    }
+
+    /// Stops the writer after everything queued; deletes the segments if
+    /// every player in them was saved.
+    pub async fn close(&self) {
+        if let Some(tx) = &self.tx {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Entry::Close(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+}
+
+/// The writer is gone (closed): whoever waits on this entry hears "failed".
+fn fail_entry(e: Entry) {
+    match e {
+        Entry::Append { done, .. } | Entry::Barrier(done) => done(Err(JournalFailed)),
+        Entry::Saved { .. } | Entry::Close(_) => {}
+    }
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    // A record is plain strings, integers and an action: serializing cannot fail.
+    let json = serde_json::to_vec(record).unwrap_or_default();
+    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    line
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.log"))
+}
+
+fn create_segment(dir: &Path, id: u64) -> anyhow::Result<std::fs::File> {
+    let path = segment_path(dir, id);
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    // The new name must be durable before records in it are acknowledged.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(file)
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: std::fs::File,
+    /// The active segment.
+    id: u64,
+    bytes: u64,
+    opened: Instant,
+    /// Players with records in the active segment, and their highest `seq` there.
+    pending: HashMap<Key, u64>,
+    /// Closed segments still holding records of unsaved players.
+    closed: BTreeMap<u64, HashMap<Key, u64>>,
+    failed: Arc<AtomicBool>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// The writer loop. Order of operations per batch: take every queued
+    /// entry (up to `BATCH_MAX`); write the records in one go and fsync;
+    /// answer every waiter in queue order; apply checkpoints; rotate and
+    /// delete segments.
+    fn run(&mut self, mut rx: mpsc::Receiver<Entry>) {
+        let mut dones: Vec<Done> = Vec::new();
+        let mut saved: Vec<(Key, u64)> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut close = None;
+            self.buf.clear();
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(entry) = next.take() {
+                taken += 1;
+                match entry {
+                    Entry::Append { line, key, seq, done } => {
+                        if !self.failed() {
+                            self.buf.extend_from_slice(&line);
+                            self.pending.insert(key, seq);
+                        }
+                        dones.push(done);
+                    }
+                    Entry::Barrier(done) => dones.push(done),
+                    Entry::Saved { key, seq } => saved.push((key, seq)),
+                    Entry::Close(c) => {
+                        close = Some(c);
+                        break;
+                    }
+                }
+                if taken < BATCH_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let result = self.write_batch();
+            for done in dones.drain(..) {
+                done(result.clone());
+            }
+            for (key, seq) in saved.drain(..) {
+                self.checkpoint(&key, seq);
+            }
+            self.rotate_and_truncate();
+            if let Some(c) = close {
+                self.finish();
+                let _ = c.send(());
+                return;
+            }
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn write_batch(&mut self) -> Result<(), JournalFailed> {
+        if self.failed() {
+            return Err(JournalFailed);
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        match self.file.write_all(&self.buf).and_then(|()| self.file.sync_data()) {
+            Ok(()) => {
+                self.bytes += self.buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(segment = self.id, error = %e, "journal write failed; no more actions will be acknowledged");
+                self.failed.store(true, Ordering::Release);
+                Err(JournalFailed)
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, key: &Key, seq: u64) {
+        for map in std::iter::once(&mut self.pending).chain(self.closed.values_mut()) {
+            if map.get(key).is_some_and(|&s| s <= seq) {
+                map.remove(key);
+            }
+        }
+    }
+
+    fn rotate_and_truncate(&mut self) {
+        if self.failed() {
+            return;
+        }
+        let full = self.bytes >= SEGMENT_BYTES_MAX;
+        let old = self.bytes > 0 && self.opened.elapsed() >= SEGMENT_AGE_MAX;
+        if full || old {
+            match create_segment(&self.dir, self.id + 1) {
+                Ok(file) => {
+                    let pending = std::mem::take(&mut self.pending);
+                    self.closed.insert(self.id, pending);
+                    self.file = file;
+                    self.id += 1;
+                    self.bytes = 0;
+                    self.opened = Instant::now();
+                }
+                // Keep writing the current segment; rotation is retried
+                // after the next batch.
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "starting a new journal segment failed"),
+            }
+        }
+        let done: Vec<u64> = self.closed.iter().filter(|(_, m)| m.is_empty()).map(|(id, _)| *id).collect();
+        for id in done {
+            let path = segment_path(&self.dir, id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    self.closed.remove(&id);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "deleting a checkpointed journal segment failed")
+                }
+            }
+        }
+    }
+
+    /// At close: if every player is saved, no record is needed any more.
+    fn finish(&mut self) {
+        if self.failed() || !self.pending.is_empty() || !self.closed.is_empty() {
+            tracing::warn!("journal closed with records of unsaved players; they are replayed at the next start");
+            return;
+        }
+        let path = segment_path(&self.dir, self.id);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "deleting the last journal segment failed");
+        }
+    }
+}
+
+/// What a journal directory held at start.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub records: Vec<Record>,
+    pub segments: Vec<PathBuf>,
+    /// The id for the next segment (after every existing one).
+    pub next_id: u64,
+    /// Lines dropped: a torn last write, or corruption (logged with place).
+    pub bad_lines: usize,
+}
+
+/// Reads every segment in `dir`, oldest first. A record of a newer format
+/// refuses the start; a line that fails its checksum is dropped and logged
+/// (a crash mid-write leaves a torn last line; such a record was never
+/// acknowledged).
+pub fn read_dir(dir: &Path) -> anyhow::Result<Found> {
+    let mut found = Found { next_id: 1, ..Found::default() };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut ids = Vec::new();
+    for e in entries {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    for id in ids {
+        let path = segment_path(dir, id);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match decode(line) {
+                Some(Ok(r)) => found.records.push(r),
+                Some(Err(version)) => anyhow::bail!(
+                    "{} line {}: journal record format_version {version} is newer than this server understands ({JOURNAL_FORMAT_VERSION}); run the newer server to replay it",
+                    path.display(),
+                    n + 1
+                ),
+                None => {
+                    tracing::warn!(path = %path.display(), line = n + 1, "dropping a torn or corrupt journal record");
+                    found.bad_lines += 1;
+                }
+            }
+        }
+        found.segments.push(path);
+        found.next_id = id + 1;
+    }
+    Ok(found)
+}
+
+/// `None` for a line that is torn or corrupt; `Some(Err(v))` for a sound
+/// record of a newer format `v`.
+fn decode(line: &[u8]) -> Option<Result<Record, u64>> {
+    if line.len() > RECORD_BYTES_MAX || line.len() < 10 || line[8] != b' ' {
+        return None;
+    }
+    let crc = u32::from_str_radix(std::str::from_utf8(&line[..8]).ok()?, 16).ok()?;
+    let json = &line[9..];
+    if crc32fast::hash(json) != crc {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let version = value.get("format_version")?.as_u64()?;
+    if version > u64::from(JOURNAL_FORMAT_VERSION) {
+        return Some(Err(version));
+    }
+    // Version 1 is the only one so far; older versions would be migrated
+    // here, as player files are.
+    serde_json::from_value(value).ok().map(Ok)
+}
+
+/// What replay did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Players whose file gained operations.
+    pub players: usize,
+    /// Operations re-applied.
+    pub applied: usize,
+    /// Records already in the player's file.
+    pub skipped: usize,
+    /// Records that could not be applied, kept in `journal-orphans/`.
+    pub orphaned: usize,
+}
+
+/// What replay needs from the server.
+#[derive(Debug)]
+pub struct ReplayDeps<'a> {
+    pub titles: &'a Titles,
+    pub blobs: &'a dyn BlobStore,
+    pub world: &'a dyn WorldStore,
+    pub server_id: &'a str,
+    pub lock_ttl_ms: i64,
+    pub now_ms: i64,
+    pub data_dir: &'a Path,
+}
+
+/// Applies every record not yet in its player's file and saves the files.
+/// Runs at start, before the server accepts anyone. A storage error stops
+/// the start (the journal stays for the next attempt); a record that cannot
+/// apply (its player is locked by another server, its title is gone, a
+/// record before it is missing) is logged and kept in `journal-orphans/`
+/// for support, and replay goes on.
+pub async fn replay(deps: &ReplayDeps<'_>, records: Vec<Record>) -> anyhow::Result<Replayed> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let mut by_player: BTreeMap<Key, Vec<Record>> = BTreeMap::new();
+    for r in records {
+        by_player.entry((r.title.clone(), r.player.clone())).or_default().push(r);
+    }
+    let outcomes: Vec<(Replayed, Vec<(Record, String)>)> = stream::iter(by_player)
+        .map(|(key, records)| replay_player(deps, key, records))
+        .buffer_unordered(REPLAY_PARALLEL_MAX)
+        .try_collect()
+        .await?;
+    let mut total = Replayed::default();
+    let mut orphans = Vec::new();
+    for (r, o) in outcomes {
+        total.players += r.players;
+        total.applied += r.applied;
+        total.skipped += r.skipped;
+        orphans.extend(o);
+    }
+    total.orphaned = orphans.len();
+    if !orphans.is_empty() {
+        let dir = deps.data_dir.join("journal-orphans");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{}.jsonl", deps.now_ms));
+        let mut text = String::new();
+        for (record, reason) in &orphans {
+            text.push_str(&serde_json::json!({ "reason": reason, "record": record }).to_string());
+            text.push('\n');
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        tracing::error!(count = orphans.len(), path = %path.display(), "journal records could not be replayed; kept for support");
+    }
+    Ok(total)
+}
+
+async fn replay_player(
+    deps: &ReplayDeps<'_>,
+    key: Key,
+    records: Vec<Record>,
+) -> anyhow::Result<(Replayed, Vec<(Record, String)>)> {
+    let orphan_all = |records: Vec<Record>, why: &str| {
+        Ok((Replayed::default(), records.into_iter().map(|r| (r, why.to_string())).collect()))
+    };
+    let Some(title) = deps.titles.get(&key.0) else {
+        return orphan_all(records, "the title is no longer served");
+    };
+    let blob_key = crate::session::blob_key(&key.0, &key.1);
+    let lock = format!("player:{blob_key}");
+    let Some(lease) = deps.world.acquire(&lock, deps.server_id, deps.lock_ttl_ms, deps.now_ms).await? else {
+        return orphan_all(records, "the player is locked by another server");
+    };
+    let result = async {
+        let Some((bytes, etag)) = deps.blobs.get(&blob_key).await? else {
+            // Sessions create the file before their first operation.
+            return orphan_all(records, "the player file does not exist");
+        };
+        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
+        let mut state = PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?;
+        let mut done = Replayed::default();
+        let mut orphans = Vec::new();
+        for r in records {
+            if r.seq <= state.seq {
+                done.skipped += 1;
+            } else if r.seq == state.seq + 1 && orphans.is_empty() {
+                if r.content_version != title.content_version {
+                    tracing::warn!(title = %key.0, player = %key.1, seq = r.seq, "replaying under different title content");
+                }
+                let mut rng = Rng::new(r.rng);
+                // The outcome was already answered; replay only rebuilds the state.
+                let _ = crate::session::execute(&title, &mut state, &r.op, r.now_ms, &mut rng);
+                state.seq = r.seq;
+                done.applied += 1;
+            } else {
+                orphans.push((r, format!("a record is missing before it (the file has seq {})", state.seq)));
+            }
+        }
+        if done.applied > 0 {
+            match deps.blobs.put(&blob_key, state.to_json().into_bytes(), Precondition::Matches(etag)).await {
+                Ok(_) => done.players = 1,
+                Err(BlobError::PreconditionFailed) => anyhow::bail!("{blob_key} changed during replay"),
+                Err(e) => return Err(e).with_context(|| format!("saving {blob_key}")),
+            }
+        }
+        Ok((done, orphans))
+    }
+    .await;
+    if let Err(e) = deps.world.release(&lease).await {
+        tracing::warn!(lock = %lease.name, error = %e, "releasing a player lock after replay failed; it expires by itself");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(player: &str, seq: u64) -> Record {
+        Record {
+            format_version: JOURNAL_FORMAT_VERSION,
+            title: "mini".into(),
+            player: player.into(),
+            seq,
+            now_ms: 1_000 + seq as i64,
+            rng: seq,
+            content_version: "v".into(),
+            op: Op::Act { action: Action::Collect { id: 1 } },
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("citadel-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    async fn append(j: &Journal, r: &Record) -> Result<(), JournalFailed> {
+        let (tx, rx) = oneshot::channel();
+        j.append(
+            r,
+            Box::new(move |d| {
+                let _ = tx.send(d);
+            }),
+        )
+        .await;
+        rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_survive_and_a_torn_tail_is_dropped() {
+        let dir = temp("torn");
+        let j = Journal::open(&dir, 1).unwrap();
+        for seq in 1..=3 {
+            append(&j, &record("a", seq)).await.unwrap();
+        }
+        // Simulate a crash: the writer is never closed. Then tear the tail
+        // as a crash mid-write would.
+        let path = segment_path(&dir, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let full = bytes.len();
+        bytes.extend_from_slice(&encode(&record("a", 4))[..40]);
+        std::fs::write(&path, &bytes).unwrap();
+        let found = read_dir(&dir).unwrap();
+        assert_eq!(found.records, (1..=3).map(|s| record("a", s)).collect::<Vec<_>>());
+        assert_eq!((found.bad_lines, found.next_id), (1, 2));
+        // A flipped byte inside a record fails its checksum.
+        bytes.truncate(full);
+        bytes[20] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_dir(&dir).unwrap().records.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn newer_records_refuse_the_start() {
+        let dir = temp("newer");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = record("a", 1);
+        r.format_version = JOURNAL_FORMAT_VERSION + 1;
+        std::fs::write(segment_path(&dir, 7), encode(&r)).unwrap();
+        let e = read_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("newer than this server understands"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn saved_players_segments_are_deleted_and_a_clean_close_leaves_nothing() {
+        let dir = temp("truncate");
+        let j = Journal::open(&dir, 5).unwrap();
+        append(&j, &record("a", 1)).await.unwrap();
+        append(&j, &record("b", 1)).await.unwrap();
+        j.saved(("mini".into(), "a".into()), 1).await;
+        j.close().await;
+        // b is unsaved: its record must stay.
+        let found = read_dir(&dir).unwrap();
+        assert_eq!(found.records.len(), 2);
+        assert_eq!(found.next_id, 6);
+        let j = Journal::open(&dir, found.next_id).unwrap();
+        append(&j, &record("c", 1)).await.unwrap();
+        j.saved(("mini".into(), "c".into()), 1).await;
+        j.close().await;
+        assert!(!segment_path(&dir, 6).exists(), "a clean close with every player saved leaves no segment");
+    }
+
+    #[test]
+    fn a_full_or_old_segment_rotates_and_is_deleted_once_its_players_are_saved() {
+        let dir = temp("rotate");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = Writer {
+            dir: dir.clone(),
+            file: create_segment(&dir, 1).unwrap(),
+            id: 1,
+            bytes: 0,
+            opened: Instant::now(),
+            pending: HashMap::new(),
+            closed: BTreeMap::new(),
+            failed: Arc::new(AtomicBool::new(false)),
+            buf: encode(&record("a", 1)),
+        };
+        w.pending.insert(("mini".into(), "a".into()), 1);
+        w.write_batch().unwrap();
+        w.bytes = SEGMENT_BYTES_MAX;
+        w.rotate_and_truncate();
+        assert_eq!(w.id, 2);
+        assert!(segment_path(&dir, 1).exists(), "a's record is not saved yet");
+        w.checkpoint(&("mini".into(), "a".into()), 0);
+        w.rotate_and_truncate();
+        assert!(segment_path(&dir, 1).exists(), "saving an older seq does not cover the record");
+        w.checkpoint(&("mini".into(), "a".into()), 1);
+        w.rotate_and_truncate();
+        assert!(!segment_path(&dir, 1).exists());
+        assert!(w.closed.is_empty());
+    }
+}

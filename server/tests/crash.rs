@@ -1,0 +1,191 @@
+//! The crash test: the `citadel` process is killed with SIGKILL while many
+//! players send actions over WebSockets; after a restart on the same data
+//! directory every acknowledged action is in the players' state and none is
+//! applied twice. Checked by counting: each action grants exactly one gem.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const PLAYERS: usize = 24;
+const START_GEMS: i64 = 10;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("citadel-crash-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The mini fixture title, with its `tithe` action changed to grant one
+/// gem and cost nothing, so it always succeeds and is easy to count.
+fn counting_title(dir: &Path) {
+    let from = root().join("tests/fixtures/mini");
+    let to = dir.join("mini");
+    for sub in ["", "scripts"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for e in std::fs::read_dir(from.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, to.join(sub).join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let hooks = to.join("scripts/hooks.rhai");
+    let text = std::fs::read_to_string(&hooks).unwrap();
+    let counted = text.replace("[spend(\"gold\", 10), grant(\"gems\", 1)]", "[grant(\"gems\", 1)]");
+    assert_ne!(text, counted, "the fixture's tithe changed; update this test");
+    std::fs::write(hooks, counted).unwrap();
+}
+
+/// A server process, killed with SIGKILL when dropped (also when a failed
+/// assertion unwinds, so no server outlives the test).
+struct Killed(Child);
+
+impl Killed {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `citadel serve` and returns it with the address it listens on.
+fn serve(data: &Path, titles: &Path, config: &Path) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_citadel"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-json", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--titles")
+        .arg(titles)
+        .env("CITADEL_TOKEN_SECRET", "a crash test secret of at least 32 chars")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("citadel starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the server logs before it exits").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["fields"]["message"] == "listening" {
+            break v["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Killed(child), addr)
+}
+
+async fn login(addr: &str, player: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/mini/login"))
+        .json(&json!({ "player": player }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Sends `tithe` until the connection dies; returns (sent, acknowledged).
+async fn play(addr: String, player: String) -> (u64, u64) {
+    let token = login(&addr, &player).await["token"].as_str().unwrap().to_string();
+    let (mut w, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/mini/ws?token={token}")).await.unwrap();
+    let (mut sent, mut acked) = (0, 0);
+    loop {
+        let msg = json!({ "id": sent, "action": "custom", "args": { "name": "tithe" } }).to_string();
+        if w.send(Message::Text(msg.into())).await.is_err() {
+            return (sent, acked);
+        }
+        sent += 1;
+        // The welcome event comes first; then exactly one answer per request.
+        loop {
+            match w.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v.get("event").is_some() {
+                        continue;
+                    }
+                    assert_eq!(v["ok"], true, "{v}");
+                    acked += 1;
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (sent, acked),
+            }
+        }
+    }
+}
+
+fn gems_on_disk(data: &Path, player: &str) -> i64 {
+    let text = std::fs::read_to_string(data.join(format!("players/mini/{player}.json"))).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["resources"]["gems"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
+    let titles = temp("titles");
+    counting_title(&titles);
+    let data = temp("data");
+    let config = data.join("citadel.toml");
+    // Players are never saved while the server runs: every acknowledged
+    // action can only come back from the journal.
+    std::fs::write(
+        &config,
+        "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\n[limits]\nrequests_per_second_max = 100000\n",
+    )
+    .unwrap();
+    let (mut server, addr) = serve(&data, &titles, &config);
+    let players: Vec<String> = (0..PLAYERS).map(|i| format!("p{i}")).collect();
+    let tasks: Vec<_> = players.iter().map(|p| tokio::spawn(play(addr.clone(), p.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill(); // SIGKILL
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(tokio::time::timeout(Duration::from_secs(10), t).await.expect("clients notice").unwrap());
+    }
+    let acked: u64 = counts.iter().map(|c| c.1).sum();
+    assert!(acked >= PLAYERS as u64 * 5, "the load was real: only {acked} actions acknowledged");
+    for p in &players {
+        assert_eq!(gems_on_disk(&data, p), START_GEMS, "{p} was not saved before the kill");
+    }
+
+    let (mut server, addr) = serve(&data, &titles, &config);
+    for (p, (sent, acked)) in players.iter().zip(&counts) {
+        // The player file itself holds the replayed actions.
+        let on_disk = gems_on_disk(&data, p) - START_GEMS;
+        let state = &login(&addr, p).await["state"];
+        let applied = (state["resources"]["gems"].as_i64().unwrap() - START_GEMS) as u64;
+        assert_eq!(on_disk as u64, applied, "{p}: replay saved the player before serving");
+        assert!(applied >= *acked, "{p}: {acked} acknowledged but only {applied} applied");
+        assert!(applied <= *sent, "{p}: {applied} applied but only {sent} sent: something applied twice");
+    }
+    let journal = data.join("server/journal");
+    server.kill();
+    // The replayed records were deleted once in the files: a third start
+    // replays nothing (the counts stay the same).
+    let leftover: Vec<_> = std::fs::read_dir(&journal).unwrap().collect();
+    assert!(leftover.len() <= 1, "only the new segment remains: {leftover:?}");
+    let (mut server, addr) = serve(&data, &titles, &config);
+    for p in &players {
+        let gems = login(&addr, p).await["state"]["resources"]["gems"].as_i64().unwrap();
+        assert_eq!(gems, gems_on_disk(&data, p), "{p}: replaying twice changed nothing");
+    }
+    server.kill();
+}
