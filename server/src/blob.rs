@@ -15,6 +15,11 @@ use sha2::{Digest, Sha256};
 /// A version tag of a stored blob.
 pub type Etag = String;
 
+/// The largest blob read or written. Player files are tens of kilobytes; a
+/// file this large is corrupt or hostile, and holding it would cost memory
+/// for as long as the player is online.
+pub const BLOB_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// When a write may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -30,6 +35,10 @@ pub enum BlobError {
     PreconditionFailed,
     #[error("invalid blob key `{0}`")]
     BadKey(String),
+    #[error("blob `{0}` is larger than {BLOB_BYTES_MAX} bytes")]
+    TooLarge(String),
+    #[error("{0}")]
+    Backend(String),
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -88,12 +97,19 @@ impl FsBlobStore {
     }
 }
 
-fn read_opt(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, BlobError> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    file.take(BLOB_BYTES_MAX as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > BLOB_BYTES_MAX {
+        return Err(BlobError::TooLarge(path.display().to_string()));
     }
+    Ok(Some(bytes))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -116,6 +132,7 @@ impl BlobStore for FsBlobStore {
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Etag)>, BlobError> {
         let path = self.path(key)?;
         let bytes = tokio::task::spawn_blocking(move || read_opt(&path)).await.map_err(std::io::Error::other)??;
+
         Ok(bytes.map(|b| {
             let tag = etag_of(&b);
             (b, tag)
@@ -124,6 +141,9 @@ impl BlobStore for FsBlobStore {
 
     async fn put(&self, key: &str, bytes: Vec<u8>, cond: Precondition) -> Result<Etag, BlobError> {
         let path = self.path(key)?;
+        if bytes.len() > BLOB_BYTES_MAX {
+            return Err(BlobError::TooLarge(key.to_string()));
+        }
         let lock = self.key_lock(key);
         let held = lock.clone();
         let result = tokio::task::spawn_blocking(move || {

@@ -79,6 +79,9 @@ pub struct Config {
     /// off only to measure what the journal costs: without it a crash
     /// loses every action since each player's last save.
     pub journal: bool,
+    /// Keep player files in S3 instead of `data_dir/players`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::s3::S3Config>,
     pub limits: Limits,
 }
 
@@ -96,6 +99,7 @@ impl Default for Config {
             idle_timeout_seconds: 300,
             lock_ttl_seconds: 60,
             journal: true,
+            s3: None,
             limits: Limits::default(),
         }
     }
@@ -109,6 +113,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CITADEL_SERVER_DIR", "server_dir"),
     ("CITADEL_TOKEN_SECRET", "token_secret"),
     ("CITADEL_DEV_LOGIN", "dev_login"),
+    ("CITADEL_S3_BUCKET", "s3.bucket"),
+    ("CITADEL_S3_PREFIX", "s3.prefix"),
+    ("CITADEL_S3_REGION", "s3.region"),
+    ("CITADEL_S3_ENDPOINT", "s3.endpoint"),
+    ("AWS_ACCESS_KEY_ID", "s3.access_key_id"),
+    ("AWS_SECRET_ACCESS_KEY", "s3.secret_access_key"),
 ];
 
 impl Config {
@@ -147,6 +157,22 @@ impl Config {
         }
         if let Some(v) = get("CITADEL_DEV_LOGIN") {
             self.dev_login = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(bucket) = get("CITADEL_S3_BUCKET") {
+            let s3 = self.s3.get_or_insert_with(|| crate::s3::S3Config::new(""));
+            s3.bucket = bucket;
+        }
+        if let Some(s3) = &mut self.s3 {
+            if let Some(v) = get("CITADEL_S3_PREFIX") {
+                s3.prefix = v;
+            }
+            if let Some(v) = get("CITADEL_S3_REGION") {
+                s3.region = v;
+            }
+            if let Some(v) = get("CITADEL_S3_ENDPOINT") {
+                s3.endpoint = Some(v);
+                s3.path_style = true;
+            }
         }
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! - [`http`]: the router; HTTP and WebSocket share one dispatcher.
 //! - [`session`]: per-player sessions, the injected clock.
 //! - [`journal`]: the write-ahead journal: acknowledged means durable.
-//! - [`blob`]: player file storage (filesystem; S3 to come).
+//! - [`blob`]: player file storage: the trait and the filesystem backend.
+//! - [`s3`]: the S3 backend of the blob store.
 //! - [`auth`]: signed session tokens.
 //! - [`titles`]: the titles served.
 //! - [`world`]: data shared between servers (player locks).
@@ -22,6 +23,7 @@ pub mod http;
 pub mod journal;
 pub mod listener;
 pub mod protocol;
+pub mod s3;
 pub mod session;
 pub mod titles;
 pub mod world;
@@ -117,7 +119,10 @@ pub async fn run_with_clock(
     config.check()?;
     let titles = Arc::new(titles::Titles::load_dir(&config.titles)?);
     let signer = auth::Signer::new(&token_secret(&config)?);
-    let blobs: Arc<dyn blob::BlobStore> = Arc::new(blob::FsBlobStore::new(&config.data_dir));
+    let blobs: Arc<dyn blob::BlobStore> = match &config.s3 {
+        Some(s3) => Arc::new(s3::S3BlobStore::new(s3, |k| std::env::var(k).ok())?),
+        None => Arc::new(blob::FsBlobStore::new(&config.data_dir)),
+    };
     let world: Arc<dyn world::WorldStore> = Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?);
     let connections_max = config.limits.connections_max;
     // The same data directory is the same server: after a crash it takes

@@ -57,6 +57,18 @@ fn config_layers_file_then_environment() {
     assert_eq!((c.data_dir.to_str().unwrap(), c.dev_login), ("/srv/b", false));
     c.check().unwrap();
     assert!(c.clone().apply_env(|k| (k == "CITADEL_LISTEN").then(|| "nonsense".into())).is_err());
+    assert!(c.s3.is_none(), "player files stay on disk unless told otherwise");
+    c.apply_env(|k| match k {
+        "CITADEL_S3_BUCKET" => Some("players".into()),
+        "CITADEL_S3_ENDPOINT" => Some("http://127.0.0.1:9000".into()),
+        _ => None,
+    })
+    .unwrap();
+    let s3 = c.s3.as_ref().expect("a bucket turns S3 on");
+    assert_eq!(
+        (s3.bucket.as_str(), s3.endpoint.as_deref(), s3.path_style),
+        ("players", Some("http://127.0.0.1:9000"), true)
+    );
 
     std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
     let err = format!("{:#}", Config::from_file(Some(&file)).unwrap_err());

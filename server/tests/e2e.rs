@@ -1,6 +1,10 @@
 //! End-to-end tests of the game server through real sockets on 127.0.0.1:
 //! login, actions over HTTP and WebSocket, errors, reconnects, persistence
-//! across restarts, graceful shutdown. Time is an injected clock.
+//! across restarts, graceful shutdown. Time is an injected clock. Player
+//! files live on the filesystem, except in the `s3_*` tests at the end,
+//! which run the same flows with player files in S3.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -494,4 +498,93 @@ async fn the_load_generator_drives_a_server_and_reports() {
         "{r}"
     );
     s.stop().await;
+}
+
+/// Login, actions over HTTP and WebSocket, errors, restart, lock refusal
+/// and a refused stale writer, with player files in S3.
+async fn s3_flows(cfg: citadel_server::s3::S3Config) {
+    let data = fresh_data(&support::unique("s3"));
+    let with = |cfg: &citadel_server::s3::S3Config| {
+        let cfg = cfg.clone();
+        move |c: &mut Config| c.s3 = Some(cfg)
+    };
+    let store = citadel_server::s3::S3BlobStore::new(&cfg, |_| None).unwrap();
+    let in_s3 = |player: &'static str| {
+        let store = store.clone();
+        async move {
+            use citadel_server::blob::BlobStore;
+            let (bytes, _) = store.get(&format!("players/mini/{player}.json")).await.unwrap().expect("saved in S3");
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+
+    let s = start(data.clone(), with(&cfg)).await;
+    let (tok, _) = s.login("mini", "sam").await;
+    let (_, r) = s.act("mini", &tok, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let mut w = ws(&s, "mini", &tok).await;
+    w.send(Message::Text(json!({ "id": 1, "action": "fly" }).to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut w).await["error"]["code"], "unknown_action");
+    w.send(Message::Text(json!({ "id": 2, "action": "get_state" }).to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut w).await["result"]["state"]["buildings"].as_array().unwrap().len(), 2);
+    drop(w);
+    s.stop().await;
+    assert!(!data.join("players").exists(), "nothing on the local disk");
+    assert_eq!(in_s3("sam").await["buildings"][1]["building"], "mine");
+    let s = start(data.clone(), with(&cfg)).await;
+    let (_, login) = s.login("mini", "sam").await;
+    assert_eq!(login["state"]["buildings"][1]["building"], "mine", "a restart loads the player from S3");
+
+    // A second server sharing the world store is refused while A holds
+    // the player, then takes over once A's lease looks expired to it; A's
+    // later save of its stale copy is refused by S3.
+    let slow = |cfg: &citadel_server::s3::S3Config| {
+        let f = with(cfg);
+        move |c: &mut Config| {
+            f(c);
+            c.save_interval_seconds = 3600;
+        }
+    };
+    s.stop().await;
+    let a = start(data.clone(), slow(&cfg)).await;
+    let (tok_a, _) = a.login("mini", "kim").await;
+    let b_now = start(data.clone(), {
+        let (f, g) = (with(&cfg), second_server(&data));
+        move |c: &mut Config| {
+            f(c);
+            g(c);
+        }
+    })
+    .await;
+    let r = reqwest::Client::new().post(b_now.url("/v1/mini/login")).json(&json!({ "player": "kim" })).send().await;
+    assert_eq!(r.unwrap().status().as_u16(), 409, "player_locked while A holds kim");
+    b_now.stop().await;
+    a.act("mini", &tok_a, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
+    let b = start_at(data.clone(), Arc::new(ManualClock(AtomicI64::new(START + 120_000))), {
+        let (f, g) = (with(&cfg), second_server(&data));
+        move |c: &mut Config| {
+            f(c);
+            g(c);
+        }
+    })
+    .await;
+    let (tok_b, _) = b.login("mini", "kim").await;
+    let (_, r) = b.act("mini", &tok_b, "build", json!({ "building": "barracks", "x": 5, "y": 1 })).await;
+    assert_eq!(r["ok"], true, "{r}");
+    b.stop().await;
+    let after_b = in_s3("kim").await;
+    a.stop().await;
+    assert_eq!(in_s3("kim").await, after_b, "the stale writer must not overwrite the newer file in S3");
+    assert!(after_b["buildings"].as_array().unwrap().iter().any(|b| b["building"] == "barracks"));
+}
+
+#[tokio::test]
+async fn s3_on_s3s_fs_serves_players_end_to_end() {
+    s3_flows(support::s3s_fs().await).await;
+}
+
+#[tokio::test]
+async fn s3_on_moto_serves_players_end_to_end() {
+    let Some(cfg) = support::moto("end-to-end on moto").await else { return };
+    s3_flows(cfg).await;
 }

@@ -1,0 +1,110 @@
+//! One conformance suite for every blob store backend: the local
+//! filesystem, S3 served by `s3s-fs` in process, and the moto S3 server.
+//! What sessions rely on: absent is absent, a write conditional on a
+//! version fails once the version moved on, create-only fails if present,
+//! and (on backends whose conditional writes are atomic: the filesystem and
+//! moto, not s3s-fs) of many racing writers exactly one wins.
+
+mod support;
+
+use std::sync::Arc;
+
+use citadel_server::blob::{BlobError, BlobStore, FsBlobStore, Precondition, BLOB_BYTES_MAX};
+use citadel_server::s3::S3BlobStore;
+
+async fn conformance(store: Arc<dyn BlobStore>, atomic: bool) {
+    let k = "players/mini/ann.json";
+    assert!(store.get(k).await.unwrap().is_none(), "absent");
+    let e1 = store.put(k, b"{\"v\":1}".to_vec(), Precondition::Absent).await.unwrap();
+    assert_eq!(store.get(k).await.unwrap(), Some((b"{\"v\":1}".to_vec(), e1.clone())));
+    assert!(matches!(store.put(k, b"x".to_vec(), Precondition::Absent).await, Err(BlobError::PreconditionFailed)));
+    let e2 = store.put(k, b"{\"v\":2}".to_vec(), Precondition::Matches(e1.clone())).await.unwrap();
+    assert_ne!(e1, e2, "a new version has a new tag");
+    assert!(
+        matches!(store.put(k, b"stale".to_vec(), Precondition::Matches(e1)).await, Err(BlobError::PreconditionFailed)),
+        "a write based on an older version is refused"
+    );
+    assert_eq!(store.get(k).await.unwrap(), Some((b"{\"v\":2}".to_vec(), e2.clone())), "and changed nothing");
+    assert!(
+        matches!(
+            store.put("players/mini/nobody.json", b"x".to_vec(), Precondition::Matches(e2.clone())).await,
+            Err(BlobError::PreconditionFailed)
+        ),
+        "replacing a file that does not exist is refused"
+    );
+    assert!(store.get("players/mini/nobody.json").await.unwrap().is_none());
+    for bad in ["../x", "/etc/passwd", "a//b", "a/./b", "", "a b"] {
+        assert!(matches!(store.put(bad, vec![], Precondition::Absent).await, Err(BlobError::BadKey(_))), "{bad:?}");
+        assert!(matches!(store.get(bad).await, Err(BlobError::BadKey(_))), "{bad:?}");
+    }
+    assert!(matches!(
+        store.put("players/mini/big.json", vec![b'x'; BLOB_BYTES_MAX + 1], Precondition::Absent).await,
+        Err(BlobError::TooLarge(_))
+    ));
+    // A realistic large player file round-trips byte for byte.
+    let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let eb = store.put("players/mini/big.json", big.clone(), Precondition::Absent).await.unwrap();
+    assert_eq!(store.get("players/mini/big.json").await.unwrap(), Some((big, eb)));
+    if atomic {
+        races(store).await;
+    }
+}
+
+/// Many writers holding the same version (or none) race; one wins.
+async fn races(store: Arc<dyn BlobStore>) {
+    const WRITERS: usize = 12;
+    let k = "players/mini/race.json";
+    let base = store.put(k, b"base".to_vec(), Precondition::Absent).await.unwrap();
+    for cond in [Precondition::Matches(base), Precondition::Absent] {
+        let k = if cond == Precondition::Absent { "players/mini/race-new.json" } else { k };
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|i| {
+                let (store, cond) = (store.clone(), cond.clone());
+                tokio::spawn(async move { (i, store.put(k, format!("writer {i}").into_bytes(), cond).await) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (i, Ok(etag)) => winners.push((i, etag)),
+                (_, Err(BlobError::PreconditionFailed)) => {}
+                (_, Err(e)) => panic!("a losing writer gets PreconditionFailed, not {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one racing writer wins ({cond:?}): {winners:?}");
+        let (i, etag) = &winners[0];
+        assert_eq!(store.get(k).await.unwrap(), Some((format!("writer {i}").into_bytes(), etag.clone())));
+    }
+}
+
+#[tokio::test]
+async fn filesystem() {
+    let root = std::env::temp_dir().join(support::unique("citadel-conformance-fs"));
+    conformance(Arc::new(FsBlobStore::new(&root)), true).await;
+}
+
+#[tokio::test]
+async fn s3_on_s3s_fs() {
+    let cfg = support::s3s_fs().await;
+    conformance(Arc::new(S3BlobStore::new(&cfg, |_| None).unwrap()), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_on_moto() {
+    let Some(cfg) = support::moto("blob conformance on moto").await else { return };
+    conformance(Arc::new(S3BlobStore::new(&cfg, |_| None).unwrap()), true).await;
+}
+
+#[tokio::test]
+async fn s3_prefixes_keep_stores_apart() {
+    let cfg = support::s3s_fs().await;
+    let a = S3BlobStore::new(&citadel_server::s3::S3Config { prefix: "a/".into(), ..cfg.clone() }, |_| None).unwrap();
+    let b = S3BlobStore::new(&citadel_server::s3::S3Config { prefix: "b/".into(), ..cfg.clone() }, |_| None).unwrap();
+    a.put("players/t/p.json", b"a".to_vec(), Precondition::Absent).await.unwrap();
+    assert!(b.get("players/t/p.json").await.unwrap().is_none());
+    let bad = citadel_server::s3::S3Config { prefix: "../".into(), ..cfg.clone() };
+    assert!(S3BlobStore::new(&bad, |_| None).is_err(), "a prefix must be plain segments");
+    let no_creds = citadel_server::s3::S3Config { access_key_id: None, secret_access_key: None, ..cfg };
+    let e = S3BlobStore::new(&no_creds, |_| None).unwrap_err().to_string();
+    assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+}
