@@ -6,7 +6,13 @@
 //! errors and the server's CPU and memory. `--with-echo` also runs the same
 //! traffic against a minimal axum WebSocket echo server that the tool
 //! starts itself, the transport ceiling of this machine, and reports the
-//! game server's throughput as a ratio of it.
+//! game server's throughput as a ratio of it; `--echo-cpu` runs that echo
+//! server in a process of its own pinned to a core (as the game server is).
+//!
+//! `--seed DIR` writes player files of `--file-kb` kilobytes into a data
+//! directory before a server starts; `--logins` then measures how fast the
+//! server logs those players in (each login loads and parses the file and
+//! takes the player's lock).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,6 +63,30 @@ struct Args {
     /// Also run the same traffic against a built-in echo server and report the ratio.
     #[arg(long)]
     with_echo: bool,
+    /// Run the echo server in its own process pinned to this CPU (with
+    /// `taskset`), so that it has the game server's resources, not the
+    /// load generator's.
+    #[arg(long)]
+    echo_cpu: Option<u32>,
+    /// Serve the echo server only and print its address (used by `--echo-cpu`).
+    #[arg(long, hide = true)]
+    serve_echo: bool,
+    /// Write `--players` player files of the title into this data
+    /// directory (file backend) and exit.
+    #[arg(long, value_name = "DATA_DIR")]
+    seed: Option<std::path::PathBuf>,
+    /// Folder of title folders (for `--seed`).
+    #[arg(long, default_value = "titles")]
+    titles: std::path::PathBuf,
+    /// Size of each seeded player file, in kilobytes.
+    #[arg(long, default_value_t = 50)]
+    file_kb: usize,
+    /// Measure logins instead of actions: every player logs in once.
+    #[arg(long)]
+    logins: bool,
+    /// Logins in flight at once (for `--logins`).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -296,6 +326,110 @@ async fn echo_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Serves the echo server until stdin closes (the parent's end).
+async fn serve_echo() -> anyhow::Result<()> {
+    let addr = echo_server().await?;
+    println!("{addr}");
+    // Blocking read on a thread of its own: tokio's stdin needs a feature
+    // the server does not use.
+    tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while std::io::stdin().read(&mut buf).unwrap_or(0) > 0 {}
+    })
+    .await?;
+    Ok(())
+}
+
+/// Starts `citadel-bench --serve-echo` pinned to `cpu`; returns it and its address.
+fn spawn_echo(cpu: u32) -> anyhow::Result<(std::process::Child, SocketAddr)> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("finding this program")?;
+    let mut child = std::process::Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg(exe)
+        .arg("--serve-echo")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the echo server with taskset")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("echo server stdout")?).read_line(&mut line)?;
+    Ok((child, line.trim().parse().context("echo server address")?))
+}
+
+/// Writes `players` files of about `file_kb` KB each for the title.
+fn seed(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let (title, diags) = citadel_runtime::load(&args.titles.join(&args.title));
+    let Some(title) = title else {
+        bail!("title {} does not load: {} problems (run citadel-edit validate)", args.title, diags.len())
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let mut state = citadel_runtime::new_player(&title, now);
+    // Padding: flags, a plain part of every player file, until the size is reached.
+    let mut n = 0;
+    while state.to_json().len() < args.file_kb * 1024 {
+        for _ in 0..64 {
+            state.flags.insert(format!("bench_padding_flag_{n:08}"));
+            n += 1;
+        }
+    }
+    let text = state.to_json();
+    let dir = data_dir.join("players").join(&args.title);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for i in 0..args.players {
+        let path = dir.join(format!("{}-{i}.json", args.prefix));
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("wrote {} player files of {} bytes into {}", args.players, text.len(), dir.display());
+    Ok(())
+}
+
+/// Every player logs in once over a new connection, `concurrency` at a time.
+async fn logins(args: Arc<Args>) -> Outcome {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let out = Arc::new(Mutex::new(Outcome::default()));
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (args, next, out) = (args.clone(), next.clone(), out.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= args.players {
+                        break;
+                    }
+                    let body = json!({ "player": format!("{}-{n}", args.prefix) });
+                    let t = Instant::now();
+                    let r = post(args.addr, &format!("/v1/{}/login", args.title), &body).await;
+                    tally.latencies_us.push(t.elapsed().as_micros() as u64);
+                    tally.answered += 1;
+                    if let Err(e) = r {
+                        tally.errors += 1;
+                        *tally.codes.entry(e.to_string()).or_default() += 1;
+                    }
+                }
+                let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+                o.sent += tally.answered;
+                o.answered += tally.answered;
+                o.errors += tally.errors;
+                for (c, n) in tally.codes {
+                    *o.error_codes.entry(c).or_default() += n;
+                }
+                o.latencies_us.extend(tally.latencies_us);
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let mut o = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+    o.seconds = t0.elapsed().as_secs_f64();
+    o
+}
+
 /// CPU seconds (user + system) and resident memory of a process, from /proc.
 fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -311,6 +445,9 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.serve_echo {
+        return serve_echo().await;
+    }
     if args.players == 0 || args.players > PLAYERS_MAX {
         bail!("--players must be 1 to {PLAYERS_MAX}");
     }
@@ -320,18 +457,41 @@ async fn main() -> anyhow::Result<()> {
     if !matches!(args.action.as_str(), "move" | "ping") {
         bail!("--action must be move or ping");
     }
+    if let Some(dir) = &args.seed {
+        return seed(&args, dir);
+    }
     let args = Arc::new(args);
     let before = args.server_pid.and_then(process_usage);
-    let mut game = run(args.clone(), args.addr).await;
+    let mut game = if args.logins { logins(args.clone()).await } else { run(args.clone(), args.addr).await };
     let after = args.server_pid.and_then(process_usage);
-    let mut report = json!({ "title": args.title, "players": args.players, "rate": args.rate, "action": args.action, "game": game.summary() });
+    let mut report = if args.logins {
+        json!({ "title": args.title, "players": args.players, "mode": "logins", "concurrency": args.concurrency, "game": game.summary() })
+    } else {
+        json!({ "title": args.title, "players": args.players, "rate": args.rate, "action": args.action, "game": game.summary() })
+    };
     if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
         report["server"] = json!({ "cpu_percent_of_one_core": (c1 - c0) / game.seconds * 100.0, "rss_bytes": rss, "rss_bytes_per_player": rss / args.players as u64 });
     }
-    if args.with_echo {
+    if args.with_echo && !args.logins {
         let mut echo_args = (*args).clone();
         echo_args.prefix = format!("{}-echo", args.prefix);
-        let mut echo = run(Arc::new(echo_args), echo_server().await?).await;
+        let (child, addr) = match args.echo_cpu {
+            Some(cpu) => {
+                let (child, addr) = spawn_echo(cpu)?;
+                (Some(child), addr)
+            }
+            None => (None, echo_server().await?),
+        };
+        let echo_before = child.as_ref().and_then(|c| process_usage(c.id()));
+        let mut echo = run(Arc::new(echo_args), addr).await;
+        if let (Some((c0, _)), Some((c1, rss))) = (echo_before, child.as_ref().and_then(|c| process_usage(c.id()))) {
+            report["echo_server"] =
+                json!({ "cpu_percent_of_one_core": (c1 - c0) / echo.seconds * 100.0, "rss_bytes": rss });
+        }
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let ratio = game.answered as f64 / echo.answered.max(1) as f64;
         report["echo"] = echo.summary();
         report["game_to_echo_throughput_ratio"] = json!(ratio);
