@@ -151,6 +151,14 @@ impl PlayerState {
 
     /// Reads a player file of any known version, migrating it to the current one.
     pub fn from_json(text: &str) -> Result<PlayerState, StateError> {
+        // Fast path: a file of the current version parses straight into the
+        // typed state (no intermediate JSON tree); anything else goes
+        // through the migration chain.
+        if let Ok(state) = serde_json::from_str::<PlayerState>(text) {
+            if state.format_version == STATE_FORMAT_VERSION {
+                return Ok(state);
+            }
+        }
         let mut value: serde_json::Value = serde_json::from_str(text)?;
         let obj = value.as_object_mut().ok_or(StateError::NoVersion)?;
         let version = obj.get("format_version").and_then(|v| v.as_u64()).ok_or(StateError::NoVersion)?;

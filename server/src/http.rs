@@ -101,11 +101,11 @@ async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Byte
     if !valid_player_id(&req.player) {
         return Err(fail(ApiError::new(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -")));
     }
-    let out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
+    let mut out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
     let expires = st.deps.clock.now_ms() + st.deps.config.token_ttl_seconds as i64 * 1000;
     let token = st.signer.issue(&Claims { t: title.clone(), p: req.player.clone(), e: expires });
     Ok(Json(
-        json!({ "token": token, "player": req.player, "title": title, "expires_at_ms": expires, "state": out["state"], "events": out["events"] }),
+        json!({ "token": token, "player": req.player, "title": title, "expires_at_ms": expires, "state": out["state"].take(), "events": out["events"].take() }),
     ))
 }
 

@@ -104,6 +104,8 @@ struct Outcome {
     latencies_us: Vec<u64>,
     seconds: f64,
     connect_failures: u64,
+    /// The measured process's CPU (percent of one core) and resident bytes.
+    usage: Option<(f64, u64)>,
 }
 
 impl Outcome {
@@ -185,28 +187,46 @@ impl Tally {
     }
 }
 
-/// One simulated player: log in, connect, send until `until`, collect answers.
-async fn player(
-    args: Arc<Args>,
-    addr: SocketAddr,
-    n: usize,
-    start_at: Instant,
-    until: Instant,
-    out: Arc<Mutex<Outcome>>,
-) {
+/// The start line: every player reports ready (connected, or failed), and
+/// sending starts for all at once, so that slow logins never turn into a
+/// burst of overdue sends.
+struct Start {
+    ready: std::sync::atomic::AtomicUsize,
+    /// (start, end) of the sending window, once everyone is ready.
+    go: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
+}
+
+impl Start {
+    fn arrive(&self) {
+        self.ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One simulated player: log in, connect, wait for the start, send until
+/// the end, collect answers.
+async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, out: Arc<Mutex<Outcome>>) {
     let name = format!("{}-{n}", args.prefix);
     let token = match post(addr, &format!("/v1/{}/login", args.title), &json!({ "player": name })).await {
         Ok(v) => v["token"].as_str().unwrap_or_default().to_string(),
         Err(_) => {
             out.lock().unwrap_or_else(|p| p.into_inner()).connect_failures += 1;
+            start.arrive();
             return;
         }
     };
     let url = format!("ws://{addr}/v1/{}/ws?token={token}", args.title);
     let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else {
         out.lock().unwrap_or_else(|p| p.into_inner()).connect_failures += 1;
+        start.arrive();
         return;
     };
+    start.arrive();
+    let mut go = start.go.clone();
+    let window = match go.wait_for(Option::is_some).await {
+        Ok(w) => *w,
+        Err(_) => return,
+    };
+    let Some((start_at, until)) = window else { return };
     let (mut tx, mut rx) = ws.split();
     let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(0u64);
@@ -282,20 +302,35 @@ async fn player(
 }
 
 /// Runs the traffic against `addr` and returns what it measured.
-async fn run(args: Arc<Args>, addr: SocketAddr) -> Outcome {
+async fn run(args: Arc<Args>, addr: SocketAddr, pid: Option<u32>) -> Outcome {
     let out = Arc::new(Mutex::new(Outcome::default()));
-    // Connections open over up to 10 s before sending starts.
-    let start_at = Instant::now() + Duration::from_secs(((args.players / 1000) as u64).clamp(1, 10));
-    let until = start_at + Duration::from_secs(args.duration);
+    let (go_tx, go) = tokio::sync::watch::channel(None);
+    let start = Arc::new(Start { ready: std::sync::atomic::AtomicUsize::new(0), go });
     let mut tasks = Vec::with_capacity(args.players);
     for n in 0..args.players {
-        tasks.push(tokio::spawn(player(args.clone(), addr, n, start_at, until, out.clone())));
+        tasks.push(tokio::spawn(player(args.clone(), addr, n, start.clone(), out.clone())));
     }
+    // Everyone logs in and connects first (bounded by a minute per 1,000).
+    let deadline = Instant::now() + Duration::from_secs(60 * (args.players as u64 / 1000 + 1));
+    while start.ready.load(std::sync::atomic::Ordering::Relaxed) < args.players && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start_at = Instant::now() + Duration::from_secs(1);
+    let until = start_at + Duration::from_secs(args.duration);
+    let _ = go_tx.send(Some((start_at, until)));
+    // The process's CPU over the sending window only (not logins).
+    tokio::time::sleep_until(start_at.into()).await;
+    let before = pid.and_then(process_usage);
+    tokio::time::sleep_until(until.into()).await;
+    let after = pid.and_then(process_usage);
     for t in tasks {
         let _ = t.await;
     }
     let mut o = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
     o.seconds = args.duration as f64;
+    if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
+        o.usage = Some(((c1 - c0) / o.seconds * 100.0, rss));
+    }
     o
 }
 
@@ -367,13 +402,35 @@ fn seed(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<()> {
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let mut state = citadel_runtime::new_player(&title, now);
-    // Padding: flags, a plain part of every player file, until the size is reached.
+    // A big base: the title's smallest building type on every free cell
+    // of the grid's first rows (what makes real player files large), then
+    // flags for whatever size is left.
+    let smallest = title.buildings.iter().min_by_key(|b| b.def.size.w * b.def.size.h).context("no buildings")?;
+    let (w, h) = (smallest.def.size.w, smallest.def.size.h);
+    let grid = &title.manifest.grid;
+    let taken = |s: &citadel_runtime::PlayerState, x: i32, y: i32| {
+        s.buildings.iter().any(|b| {
+            let d = &title.building(&b.building).map(|t| &t.def.size);
+            let (bw, bh) = d.map_or((1, 1), |d| (d.w, d.h));
+            x < b.x + bw && b.x < x + w && y < b.y + bh && b.y < y + h
+        })
+    };
+    'fill: for y in (0..grid.height - h + 1).step_by(h as usize) {
+        for x in (0..grid.width - w + 1).step_by(w as usize) {
+            if state.to_json().len() >= args.file_kb * 1024 {
+                break 'fill;
+            }
+            if !taken(&state, x, y) {
+                let id = state.next_building_id;
+                state.next_building_id += 1;
+                state.buildings.push(citadel_runtime::state::Building::completed(id, &smallest.def.id, 1, x, y, now));
+            }
+        }
+    }
     let mut n = 0;
     while state.to_json().len() < args.file_kb * 1024 {
-        for _ in 0..64 {
-            state.flags.insert(format!("bench_padding_flag_{n:08}"));
-            n += 1;
-        }
+        state.flags.insert(format!("bench_padding_{n:06}"));
+        n += 1;
     }
     let text = state.to_json();
     let dir = data_dir.join("players").join(&args.title);
@@ -462,15 +519,21 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Arc::new(args);
     let before = args.server_pid.and_then(process_usage);
-    let mut game = if args.logins { logins(args.clone()).await } else { run(args.clone(), args.addr).await };
+    let mut game =
+        if args.logins { logins(args.clone()).await } else { run(args.clone(), args.addr, args.server_pid).await };
     let after = args.server_pid.and_then(process_usage);
+    if args.logins {
+        if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
+            game.usage = Some(((c1 - c0) / game.seconds * 100.0, rss));
+        }
+    }
     let mut report = if args.logins {
         json!({ "title": args.title, "players": args.players, "mode": "logins", "concurrency": args.concurrency, "game": game.summary() })
     } else {
         json!({ "title": args.title, "players": args.players, "rate": args.rate, "action": args.action, "game": game.summary() })
     };
-    if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
-        report["server"] = json!({ "cpu_percent_of_one_core": (c1 - c0) / game.seconds * 100.0, "rss_bytes": rss, "rss_bytes_per_player": rss / args.players as u64 });
+    if let Some((cpu, rss)) = game.usage {
+        report["server"] = json!({ "cpu_percent_of_one_core": cpu, "rss_bytes": rss, "rss_bytes_per_player": rss / args.players as u64 });
     }
     if args.with_echo && !args.logins {
         let mut echo_args = (*args).clone();
@@ -482,11 +545,9 @@ async fn main() -> anyhow::Result<()> {
             }
             None => (None, echo_server().await?),
         };
-        let echo_before = child.as_ref().and_then(|c| process_usage(c.id()));
-        let mut echo = run(Arc::new(echo_args), addr).await;
-        if let (Some((c0, _)), Some((c1, rss))) = (echo_before, child.as_ref().and_then(|c| process_usage(c.id()))) {
-            report["echo_server"] =
-                json!({ "cpu_percent_of_one_core": (c1 - c0) / echo.seconds * 100.0, "rss_bytes": rss });
+        let mut echo = run(Arc::new(echo_args), addr, child.as_ref().map(|c| c.id())).await;
+        if let Some((cpu, rss)) = echo.usage {
+            report["echo_server"] = json!({ "cpu_percent_of_one_core": cpu, "rss_bytes": rss });
         }
         if let Some(mut c) = child {
             let _ = c.kill();
