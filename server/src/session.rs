@@ -264,8 +264,13 @@ impl Sessions {
         let save_every = Duration::from_secs(deps.config.save_interval_seconds);
         let idle = Duration::from_secs(deps.config.idle_timeout_seconds);
         let renew_every = Duration::from_millis(deps.config.lock_ttl_seconds * 1000 / 3);
-        let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + save_every, save_every);
-        let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        // Each session's first save and renewal fall at a random point of
+        // the first period: players who logged in together (after a
+        // restart, say) must not all save and renew in the same instant,
+        // while their requests wait behind the storage calls.
+        let jitter = |period: Duration| period.mul_f64(0.5 + (session.rng.clone().next_u64() % 1000) as f64 / 1000.0);
+        let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + jitter(save_every), save_every);
+        let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + jitter(renew_every), renew_every);
         let mut deadline = tokio::time::Instant::now() + idle;
         loop {
             tokio::select! {
