@@ -122,6 +122,12 @@ impl S3BlobStore {
         })
     }
 
+    /// The configured client, for operations outside the blob store
+    /// (tests create their buckets with it).
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
     fn object(&self, key: &str) -> Result<String, BlobError> {
         if !valid_key(key) {
             return Err(BlobError::BadKey(key.to_string()));

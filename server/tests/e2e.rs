@@ -500,6 +500,14 @@ async fn the_load_generator_drives_a_server_and_reports() {
     s.stop().await;
 }
 
+/// Two config tweaks, one after the other.
+fn both(f: impl FnOnce(&mut Config), g: impl FnOnce(&mut Config)) -> impl FnOnce(&mut Config) {
+    move |c| {
+        f(c);
+        g(c);
+    }
+}
+
 /// Login, actions over HTTP and WebSocket, errors, restart, lock refusal
 /// and a refused stale writer, with player files in S3.
 async fn s3_flows(cfg: citadel_server::s3::S3Config) {
@@ -538,36 +546,16 @@ async fn s3_flows(cfg: citadel_server::s3::S3Config) {
     // A second server sharing the world store is refused while A holds
     // the player, then takes over once A's lease looks expired to it; A's
     // later save of its stale copy is refused by S3.
-    let slow = |cfg: &citadel_server::s3::S3Config| {
-        let f = with(cfg);
-        move |c: &mut Config| {
-            f(c);
-            c.save_interval_seconds = 3600;
-        }
-    };
     s.stop().await;
-    let a = start(data.clone(), slow(&cfg)).await;
+    let a = start(data.clone(), both(with(&cfg), |c: &mut Config| c.save_interval_seconds = 3600)).await;
     let (tok_a, _) = a.login("mini", "kim").await;
-    let b_now = start(data.clone(), {
-        let (f, g) = (with(&cfg), second_server(&data));
-        move |c: &mut Config| {
-            f(c);
-            g(c);
-        }
-    })
-    .await;
+    let b_now = start(data.clone(), both(with(&cfg), second_server(&data))).await;
     let r = reqwest::Client::new().post(b_now.url("/v1/mini/login")).json(&json!({ "player": "kim" })).send().await;
     assert_eq!(r.unwrap().status().as_u16(), 409, "player_locked while A holds kim");
     b_now.stop().await;
     a.act("mini", &tok_a, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
-    let b = start_at(data.clone(), Arc::new(ManualClock(AtomicI64::new(START + 120_000))), {
-        let (f, g) = (with(&cfg), second_server(&data));
-        move |c: &mut Config| {
-            f(c);
-            g(c);
-        }
-    })
-    .await;
+    let clock_b = Arc::new(ManualClock(AtomicI64::new(START + 120_000)));
+    let b = start_at(data.clone(), clock_b, both(with(&cfg), second_server(&data))).await;
     let (tok_b, _) = b.login("mini", "kim").await;
     let (_, r) = b.act("mini", &tok_b, "build", json!({ "building": "barracks", "x": 5, "y": 1 })).await;
     assert_eq!(r["ok"], true, "{r}");

@@ -53,7 +53,8 @@ pub async fn s3s_fs() -> S3Config {
 pub async fn moto(suite: &str) -> Option<S3Config> {
     let endpoint = service("CITADEL_TEST_MOTO_ENDPOINT", suite, "the moto S3 server")?;
     let cfg = config(&endpoint, &unique("players"));
-    client(&cfg).create_bucket().bucket(&cfg.bucket).send().await.expect("creating a bucket on moto");
+    let store = citadel_server::s3::S3BlobStore::new(&cfg, |_| None).unwrap();
+    store.client().create_bucket().bucket(&cfg.bucket).send().await.expect("creating a bucket on moto");
     Some(cfg)
 }
 
@@ -78,16 +79,4 @@ fn config(endpoint: &str, bucket: &str) -> S3Config {
         secret_access_key: Some(SECRET_KEY.into()),
         ..S3Config::new(bucket)
     }
-}
-
-/// A plain S3 client for test setup.
-pub fn client(cfg: &S3Config) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new(cfg.region.clone()))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-        .force_path_style(true)
-        .endpoint_url(cfg.endpoint.clone().unwrap())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
 }
