@@ -77,11 +77,29 @@ pub struct FsBlobStore {
     /// process (another process never writes the same player: the player
     /// lock ensures that).
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Bounds the file operations running at once (see [`FS_IO_MAX`]).
+    io: tokio::sync::Semaphore,
 }
+
+/// File operations (each a few system calls and an fsync) running at once
+/// on blocking threads. More would not make the disk faster, and every
+/// runnable blocking thread takes CPU from the threads answering players:
+/// unbounded, a burst of saves starved the runtime for a second.
+const FS_IO_MAX: usize = 2;
 
 impl FsBlobStore {
     pub fn new(root: impl Into<PathBuf>) -> FsBlobStore {
-        FsBlobStore { root: root.into(), locks: Mutex::new(HashMap::new()) }
+        FsBlobStore { root: root.into(), locks: Mutex::new(HashMap::new()), io: tokio::sync::Semaphore::new(FS_IO_MAX) }
+    }
+
+    /// Runs `f` on a blocking thread once an I/O slot is free.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, BlobError> + Send + 'static,
+    ) -> Result<T, BlobError> {
+        // The semaphore is never closed.
+        let _slot = self.io.acquire().await.map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
@@ -131,7 +149,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl BlobStore for FsBlobStore {
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Etag)>, BlobError> {
         let path = self.path(key)?;
-        let bytes = tokio::task::spawn_blocking(move || read_opt(&path)).await.map_err(std::io::Error::other)??;
+        let bytes = self.blocking(move || read_opt(&path)).await?;
 
         Ok(bytes.map(|b| {
             let tag = etag_of(&b);
@@ -146,22 +164,22 @@ impl BlobStore for FsBlobStore {
         }
         let lock = self.key_lock(key);
         let held = lock.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let current = read_opt(&path)?.map(|b| etag_of(&b));
-            let ok = match (&cond, &current) {
-                (Precondition::Absent, None) => true,
-                (Precondition::Matches(want), Some(have)) => want == have,
-                _ => false,
-            };
-            if !ok {
-                return Err(BlobError::PreconditionFailed);
-            }
-            write_atomic(&path, &bytes)?;
-            Ok(etag_of(&bytes))
-        })
-        .await
-        .map_err(std::io::Error::other)?;
+        let result = self
+            .blocking(move || {
+                let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let current = read_opt(&path)?.map(|b| etag_of(&b));
+                let ok = match (&cond, &current) {
+                    (Precondition::Absent, None) => true,
+                    (Precondition::Matches(want), Some(have)) => want == have,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(BlobError::PreconditionFailed);
+                }
+                write_atomic(&path, &bytes)?;
+                Ok(etag_of(&bytes))
+            })
+            .await;
         // Forget the key's lock unless another writer holds it, so the map
         // does not keep one entry for every player ever saved.
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());

@@ -12,8 +12,15 @@
 //! answered only once its journal record is durable (see [`crate::journal`]).
 //! Answers leave in request order: one that needs no record waits behind
 //! the records still being written.
+//!
+//! Storage calls never hold up a player's requests: a periodic save
+//! serializes the state, then writes it in the background while the
+//! session goes on applying requests (on S3 a write takes tens of
+//! milliseconds); lock renewals run beside requests the same way.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,6 +69,8 @@ pub struct Deps {
 }
 
 type Key = (String, String);
+/// A storage call running beside the session's requests.
+type Background<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Reply = oneshot::Sender<Result<Value, ApiError>>;
 
 enum Msg {
@@ -271,7 +280,13 @@ impl Sessions {
         let jitter = |period: Duration| period.mul_f64(0.5 + (session.rng.clone().next_u64() % 1000) as f64 / 1000.0);
         let mut save_tick = tokio::time::interval_at(tokio::time::Instant::now() + jitter(save_every), save_every);
         let mut renew_tick = tokio::time::interval_at(tokio::time::Instant::now() + jitter(renew_every), renew_every);
+        // A tick missed while the previous call still ran comes one period
+        // later, not at once.
+        save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deadline = tokio::time::Instant::now() + idle;
+        let mut saving: Option<Background<SaveOutcome>> = None;
+        let mut renewing: Option<Background<RenewOutcome>> = None;
         loop {
             tokio::select! {
                 biased;
@@ -283,10 +298,18 @@ impl Sessions {
                     None => break,
                 },
                 _ = self.closing.cancelled() => break,
-                _ = save_tick.tick() => session.save(&deps, &blob_key).await,
-                _ = renew_tick.tick() => session.renew(&deps).await,
+                out = background(&mut saving) => {
+                    saving = None;
+                    session.saved(&deps, out).await;
+                }
+                out = background(&mut renewing) => {
+                    renewing = None;
+                    session.renewed(out);
+                }
+                _ = save_tick.tick(), if saving.is_none() => saving = session.start_save(&deps, &blob_key).await,
+                _ = renew_tick.tick(), if renewing.is_none() => renewing = Some(session.start_renew(&deps)),
                 _ = tokio::time::sleep_until(deadline) => {
-                    session.save(&deps, &blob_key).await;
+                    session.save_now(&deps, &blob_key, saving.take()).await;
                     if !session.unsaved(&deps) {
                         break;
                     }
@@ -301,7 +324,10 @@ impl Sessions {
         while let Some(m) = rx.recv().await {
             session.handle(&deps, &title, m).await;
         }
-        session.save(&deps, &blob_key).await;
+        if let Some(r) = renewing.take() {
+            session.renewed(r.await);
+        }
+        session.save_now(&deps, &blob_key, saving.take()).await;
         if session.unsaved(&deps) {
             // Keep the lock until it expires: another server must not load
             // the older file; this server's journal replays the player at
@@ -342,6 +368,30 @@ impl Sessions {
         }
     }
 }
+
+/// Waits for a background call, or forever when there is none (a
+/// `select!` branch that never fires).
+async fn background<T>(call: &mut Option<Background<T>>) -> T {
+    match call {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a background save ended.
+enum SaveOutcome {
+    /// The file now holds every operation up to `seq`.
+    Saved { etag: crate::blob::Etag, seq: u64 },
+    /// The stored file moved on: another server wrote it.
+    Fenced,
+    /// The journal failed before the state's records were durable, so the
+    /// state must not reach the file.
+    NotDurable,
+    /// Storage failed; the next save tries again.
+    Failed(String),
+}
+
+type RenewOutcome = Result<Option<Lease>, crate::world::WorldError>;
 
 fn not_durable() -> ApiError {
     ApiError::new(Code::NotDurable, "the server could not make this action durable; it was not applied")
@@ -390,7 +440,9 @@ struct Session {
     state: PlayerState,
     /// Version of the player file this state was loaded from or last saved as.
     etag: crate::blob::Etag,
-    dirty: bool,
+    /// The `seq` of the stored file: operations above it are in memory
+    /// (and in the journal) only.
+    saved_seq: u64,
     /// Set when the stored file moved on under us: this server must not
     /// write the player again.
     fenced: bool,
@@ -452,7 +504,7 @@ impl Session {
         };
         Ok(Session {
             key: key.clone(),
-            dirty: false,
+            saved_seq: state.seq,
             state,
             etag,
             fenced: false,
@@ -486,7 +538,6 @@ impl Session {
         let rng = self.rng.state();
         let result = execute(title, &mut self.state, &op, now, &mut self.rng);
         self.state.seq += 1;
-        self.dirty = true;
         let record = Record {
             format_version: JOURNAL_FORMAT_VERSION,
             title: self.key.0.clone(),
@@ -523,19 +574,26 @@ impl Session {
     /// True while the player has operations that are in memory only and
     /// this session may still save.
     fn unsaved(&self, deps: &Deps) -> bool {
-        self.dirty && !self.fenced && !deps.journal.failed()
+        self.state.seq > self.saved_seq && !self.fenced && !deps.journal.failed()
     }
 
-    /// Extends the player's lock; a lost lock fences the session.
-    async fn renew(&mut self, deps: &Deps) {
-        if self.fenced {
-            return;
-        }
-        let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
-        match deps.world.renew(&self.lease, ttl, deps.clock.now_ms()).await {
+    /// Starts extending the player's lock.
+    fn start_renew(&self, deps: &Arc<Deps>) -> Background<RenewOutcome> {
+        let (deps, lease) = (deps.clone(), self.lease.clone());
+        Box::pin(async move {
+            let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
+            deps.world.renew(&lease, ttl, deps.clock.now_ms()).await
+        })
+    }
+
+    /// A lost lock fences the session.
+    fn renewed(&mut self, out: RenewOutcome) {
+        match out {
             Ok(Some(lease)) => self.lease = lease,
             Ok(None) => {
-                tracing::error!(lock = %self.lease.name, "player lock lost; this session will not write the player again");
+                if !self.fenced {
+                    tracing::error!(lock = %self.lease.name, "player lock lost; this session will not write the player again");
+                }
                 self.fenced = true;
             }
             // A transient store error: the lease is still valid until it
@@ -550,35 +608,78 @@ impl Session {
         }
     }
 
-    async fn save(&mut self, deps: &Deps, blob_key: &str) {
-        if !self.dirty || self.fenced {
-            return;
+    /// Starts saving the state as it is now, if it has unsaved operations.
+    /// The state is serialized here; the write runs in the background,
+    /// after the journal holds every operation the state contains (one
+    /// whose record failed was answered `not_durable` and must not appear
+    /// in the file later). Only one save runs at a time, so each write is
+    /// conditional on the version the previous one wrote.
+    async fn start_save(&self, deps: &Arc<Deps>, blob_key: &str) -> Option<Background<SaveOutcome>> {
+        if !self.unsaved(deps) {
+            return None;
         }
-        // Only operations that are durable in the journal may reach the
-        // file: one whose record failed was answered `not_durable`, and
-        // must not appear later.
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            let _ = deps.journal.flush().await;
-        }
-        if deps.journal.failed() {
-            return;
-        }
-        let cond = Precondition::Matches(self.etag.clone());
-        match deps.blobs.put(blob_key, self.state.to_json().into_bytes(), cond).await {
-            Ok(etag) => {
-                self.etag = etag;
-                self.dirty = false;
-                deps.journal.saved(self.key.clone(), self.state.seq).await;
+        let bytes = self.state.to_json().into_bytes();
+        let seq = self.state.seq;
+        let durable = if self.in_flight.load(Ordering::Acquire) > 0 {
+            let (tx, rx) = oneshot::channel();
+            deps.journal
+                .barrier(Box::new(move |r| {
+                    let _ = tx.send(r);
+                }))
+                .await;
+            Some(rx)
+        } else {
+            None
+        };
+        let (deps, blob_key, cond) = (deps.clone(), blob_key.to_string(), Precondition::Matches(self.etag.clone()));
+        Some(Box::pin(async move {
+            if let Some(rx) = durable {
+                if !matches!(rx.await, Ok(Ok(()))) {
+                    return SaveOutcome::NotDurable;
+                }
             }
-            Err(crate::blob::BlobError::PreconditionFailed) => {
+            if deps.journal.failed() {
+                return SaveOutcome::NotDurable;
+            }
+            match deps.blobs.put(&blob_key, bytes, cond).await {
+                Ok(etag) => SaveOutcome::Saved { etag, seq },
+                Err(crate::blob::BlobError::PreconditionFailed) => SaveOutcome::Fenced,
+                Err(e) => SaveOutcome::Failed(e.to_string()),
+            }
+        }))
+    }
+
+    /// Takes in the end of a save.
+    async fn saved(&mut self, deps: &Deps, out: SaveOutcome) {
+        match out {
+            SaveOutcome::Saved { etag, seq } => {
+                self.etag = etag;
+                self.saved_seq = seq;
+                deps.journal.saved(self.key.clone(), seq).await;
+            }
+            SaveOutcome::Fenced => {
                 tracing::error!(
-                    key = blob_key,
+                    key = %blob_key(&self.key.0, &self.key.1),
                     "player file changed by another writer; this session will not write it again"
                 );
                 self.fenced = true;
             }
-            // Kept dirty: the next tick or the final save tries again.
-            Err(e) => tracing::error!(key = blob_key, error = %e, "saving the player failed"),
+            SaveOutcome::NotDurable => {}
+            // Kept unsaved: the next tick or the final save tries again.
+            SaveOutcome::Failed(e) => {
+                tracing::error!(key = %blob_key(&self.key.0, &self.key.1), error = %e, "saving the player failed")
+            }
+        }
+    }
+
+    /// Lets a save already running finish, then saves what is left, and
+    /// waits for both.
+    async fn save_now(&mut self, deps: &Arc<Deps>, blob_key: &str, running: Option<Background<SaveOutcome>>) {
+        if let Some(f) = running {
+            self.saved(deps, f.await).await;
+        }
+        if let Some(f) = self.start_save(deps, blob_key).await {
+            self.saved(deps, f.await).await;
         }
     }
 }
@@ -587,22 +688,30 @@ impl Session {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn idle_sessions_leave_no_trace_in_memory() {
+    fn deps(name: &str, config: Config, blobs: Arc<dyn BlobStore>) -> Arc<Deps> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        let data = std::env::temp_dir().join(format!("citadel-session-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        let config = Config { idle_timeout_seconds: 1, ..Config::default() };
-        let deps = Arc::new(Deps {
+        let data = data_dir(name);
+        Arc::new(Deps {
             config,
             titles: Arc::new(Titles::load_dir(&root).unwrap()),
-            blobs: Arc::new(crate::blob::FsBlobStore::new(&data)),
+            blobs,
             world: Arc::new(crate::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
             clock: Arc::new(SystemClock),
             journal: Arc::new(Journal::disabled()),
             server_id: "test".into(),
-        });
-        let sessions = Sessions::new(deps);
+        })
+    }
+
+    fn data_dir(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("citadel-session-{name}-{}", std::process::id()))
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_leave_no_trace_in_memory() {
+        let data = data_dir("idle");
+        let _ = std::fs::remove_dir_all(&data);
+        let config = Config { idle_timeout_seconds: 1, ..Config::default() };
+        let sessions = Sessions::new(deps("idle", config, Arc::new(crate::blob::FsBlobStore::new(&data))));
         for p in ["a", "b", "c"] {
             sessions.login("mini", p).await.unwrap();
         }
@@ -612,5 +721,59 @@ mod tests {
         // And the players were saved on the way out.
         assert!(data.join("players/mini/a.json").is_file());
         sessions.shutdown().await;
+    }
+
+    /// Player files whose replacing writes hang until the test lets them go.
+    #[derive(Debug)]
+    struct StuckSaves {
+        inner: crate::blob::FsBlobStore,
+        gate: tokio::sync::Semaphore,
+        saves: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl BlobStore for StuckSaves {
+        async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, crate::blob::Etag)>, crate::blob::BlobError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            bytes: Vec<u8>,
+            cond: Precondition,
+        ) -> Result<crate::blob::Etag, crate::blob::BlobError> {
+            if matches!(cond, Precondition::Matches(_)) {
+                self.saves.fetch_add(1, Ordering::SeqCst);
+                let _pass = self.gate.acquire().await;
+            }
+            self.inner.put(key, bytes, cond).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_save_does_not_hold_up_the_players_requests() {
+        let data = data_dir("slow-save");
+        let _ = std::fs::remove_dir_all(&data);
+        let blobs = Arc::new(StuckSaves {
+            inner: crate::blob::FsBlobStore::new(&data),
+            gate: tokio::sync::Semaphore::new(0),
+            saves: AtomicUsize::new(0),
+        });
+        let config = Config { save_interval_seconds: 1, ..Config::default() };
+        let sessions = Sessions::new(deps("slow-save", config, blobs.clone()));
+        sessions.login("mini", "a").await.unwrap();
+        sessions.request("mini", "a", Command::GetState).await.unwrap();
+        // The first periodic save falls within 1.5 save intervals.
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        assert_eq!(blobs.saves.load(Ordering::SeqCst), 1, "a save started and hangs");
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(1), sessions.request("mini", "a", Command::GetState));
+            answer.await.expect("requests are answered while the save hangs").unwrap();
+        }
+        // Once storage comes back, shutdown saves everything.
+        blobs.gate.add_permits(100);
+        sessions.shutdown().await;
+        let text = std::fs::read_to_string(data.join("players/mini/a.json")).unwrap();
+        assert_eq!(PlayerState::from_json(&text).unwrap().seq, 5, "login, four get_state");
     }
 }

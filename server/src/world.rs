@@ -4,7 +4,7 @@
 //! processes on one machine; MongoDB joins it behind the same trait.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -39,7 +39,10 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
 /// SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteWorld {
-    conn: Arc<Mutex<Connection>>,
+    /// One connection: SQLite runs one write transaction at a time anyway.
+    /// Callers queue for it here, asynchronously, rather than each on a
+    /// blocking thread of its own.
+    conn: Arc<tokio::sync::Mutex<Connection>>,
 }
 
 /// How long a writer waits for another process's transaction, in ms. Lock
@@ -75,20 +78,17 @@ impl SqliteWorld {
              INSERT OR IGNORE INTO fence (id, last) VALUES (1, 0);",
         )
         .map_err(db)?;
-        Ok(SqliteWorld { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteWorld { conn: Arc::new(tokio::sync::Mutex::new(conn)) })
     }
 
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, WorldError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut c).map_err(db)
-        })
-        .await
-        .map_err(|e| WorldError::Db(e.to_string()))?
+        let mut conn = self.conn.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut conn).map_err(db))
+            .await
+            .map_err(|e| WorldError::Db(e.to_string()))?
     }
 }
 
