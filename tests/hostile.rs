@@ -141,3 +141,34 @@ fn oversized_and_deep_action_args_are_refused() {
     assert_eq!(e.code, ErrorCode::InvalidArgument);
     assert_eq!(s, before);
 }
+
+#[test]
+fn a_failing_effect_undoes_every_effect_of_its_hook() {
+    // Every kind of effect (but units: the mini base has no housing), then
+    // one that cannot apply: none may stay.
+    let failing = title_with_hooks(
+        r#"fn on_build_complete(ev) {
+            [grant("gold", 5), grant_item("purse", 1), set_flag("seen"), clear_flag("old"),
+             start_timer("t", 60), award_score("power", 9), grant_xp(3), notify("hi"), spend("gold", 1000000000)]
+        }
+        fn tithe(args) { }"#,
+    );
+    let quiet = title_with_hooks("fn on_build_complete(ev) { } fn tithe(args) { }");
+    let run = |title: &Title| {
+        let mut s = new_player(title, NOW);
+        s.flags.insert("old".into());
+        let mut rng = Rng::new(1);
+        apply(title, &mut s, &Action::Build { building: "mine".into(), x: 1, y: 1 }, NOW, &mut rng).unwrap();
+        let events = citadel_runtime::advance(title, &mut s, NOW + 10_000, &mut rng);
+        s.content_version.clear();
+        (s, events)
+    };
+    let (after_failure, events) = run(&failing);
+    let (after_nothing, _) = run(&quiet);
+    assert!(
+        events.iter().any(|e| matches!(e, Event::HookFailed { message, .. } if message.contains("effect 8 (spend)"))),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Notify { .. })), "no event of the failed batch: {events:?}");
+    assert_eq!(after_failure, after_nothing, "the completion applied, and nothing of its hook");
+}

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{valid_player_id, Claims, Signer, TokenError};
-use crate::protocol::{decode, ApiError, Code, Push, Request, Response};
+use crate::protocol::{decode, Answer, ApiError, Code, Push, Request, Response};
 use crate::session::{Deps, Sessions};
 
 /// Shared state of every handler.
@@ -90,7 +90,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize) -> Resu
     serde_json::from_slice(body).map_err(|e| ApiError::new(Code::BadRequest, format!("not a valid request: {e}")))
 }
 
-async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Bytes) -> Result<Json<Value>, Fail> {
+async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Bytes) -> Result<HttpResponse, Fail> {
     if st.deps.titles.get(&title).is_none() {
         return Err(fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))));
     }
@@ -101,12 +101,27 @@ async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Byte
     if !valid_player_id(&req.player) {
         return Err(fail(ApiError::new(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -")));
     }
-    let mut out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
+    let out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
     let expires = st.deps.clock.now_ms() + st.deps.config.token_ttl_seconds as i64 * 1000;
     let token = st.signer.issue(&Claims { t: title.clone(), p: req.player.clone(), e: expires });
-    Ok(Json(
-        json!({ "token": token, "player": req.player, "title": title, "expires_at_ms": expires, "state": out["state"].take(), "events": out["events"].take() }),
-    ))
+    let head = json!({ "token": token, "player": req.player, "title": title, "expires_at_ms": expires });
+    let body = join_objects(&head, &out)
+        .ok_or_else(|| fail(ApiError::new(Code::Internal, "a login answer is not an object")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `{...head, ...tail}` as JSON text, for two objects with distinct keys
+/// (`None` if either is not an object): the session's answer (`events`,
+/// `state`) is serialized already, and copying its text is far cheaper than
+/// parsing it back into a `Value`.
+fn join_objects(head: &Value, tail: &Answer) -> Option<String> {
+    let head = head.to_string();
+    let (h, t) = (head.strip_suffix('}')?, tail.get().strip_prefix('{')?);
+    Some(match (h == "{", t == "}") {
+        (_, true) => head.clone(),
+        (true, false) => tail.get().to_string(),
+        (false, false) => format!("{h},{t}"),
+    })
 }
 
 fn authorize(st: &AppState, title: &str, token: Option<&str>) -> Result<Claims, ApiError> {
@@ -125,7 +140,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Decodes and runs one request for an authorized player.
-pub async fn dispatch(st: &AppState, claims: &Claims, req: &Request) -> Result<Value, ApiError> {
+pub async fn dispatch(st: &AppState, claims: &Claims, req: &Request) -> Result<Answer, ApiError> {
     let cmd = decode(req)?;
     st.sessions.request(&claims.t, &claims.p, cmd).await
 }
@@ -201,7 +216,7 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
                 let e = ApiError::new(Code::BadRequest, "binary messages are not supported; send JSON text");
-                if tx.send(Message::Text(json!(Response::err(Value::Null, &e)).to_string().into())).await.is_err() {
+                if tx.send(Message::Text(encode(&Response::err(Value::Null, &e)).into())).await.is_err() {
                     return;
                 }
                 continue;
@@ -216,8 +231,33 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
                 Err(e) => Response::err(req.id, &e),
             },
         };
-        if tx.send(Message::Text(json!(answer).to_string().into())).await.is_err() {
+        if tx.send(Message::Text(encode(&answer).into())).await.is_err() {
             return;
         }
+    }
+}
+
+/// A response as JSON text. Serializing a `Response` cannot fail: its
+/// result is JSON text already and the rest are plain values.
+fn encode(r: &Response) -> String {
+    const UNENCODABLE: &str =
+        r#"{"id":null,"ok":false,"error":{"code":"internal","message":"the answer could not be encoded"}}"#;
+    serde_json::to_string(r).unwrap_or_else(|_| UNENCODABLE.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_answer_joins_the_token_fields_and_the_session_answer() {
+        let tail = |s: &str| serde_json::value::RawValue::from_string(s.to_string()).unwrap();
+        let head = json!({ "token": "t", "player": "p" });
+        let joined = join_objects(&head, &tail(r#"{"events":[],"state":{"a":1}}"#)).unwrap();
+        let v: Value = serde_json::from_str(&joined).unwrap();
+        assert_eq!(v, json!({ "token": "t", "player": "p", "events": [], "state": { "a": 1 } }));
+        assert_eq!(join_objects(&head, &tail("{}")).unwrap(), head.to_string());
+        assert_eq!(join_objects(&json!({}), &tail(r#"{"a":1}"#)).unwrap(), r#"{"a":1}"#);
+        assert_eq!(join_objects(&head, &tail("[1]")), None);
     }
 }

@@ -6,6 +6,7 @@
 use axum::http::StatusCode;
 use citadel_runtime::rules::ACTION_NAMES;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The protocol version in URLs (`/v1/...`).
@@ -26,13 +27,26 @@ pub struct Request {
     pub args: Value,
 }
 
+/// A request's result, serialized once where it is made (a login's is the
+/// whole player state: building a `Value` tree of it first cost more than
+/// everything else a login does).
+pub type Answer = Box<RawValue>;
+
+/// Serializes a result. Results are plain data (strings, numbers, string
+/// keyed maps), which always serialize; should one not, the client gets
+/// an internal error rather than a malformed answer.
+pub fn answer(v: &impl Serialize) -> Result<Answer, ApiError> {
+    serde_json::value::to_raw_value(v)
+        .map_err(|e| ApiError::new(Code::Internal, format!("serializing the answer: {e}")))
+}
+
 /// The answer to one request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
     pub id: Value,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<Answer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
@@ -124,7 +138,7 @@ impl ApiError {
 }
 
 impl Response {
-    pub fn ok(id: Value, result: Value) -> Response {
+    pub fn ok(id: Value, result: Answer) -> Response {
         Response { id, ok: true, result: Some(result), error: None }
     }
     pub fn err(id: Value, e: &ApiError) -> Response {

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use citadel_runtime::{rules, PlayerState, Rng, Title};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::blob::{BlobStore, Precondition};
 use crate::config::Config;
 use crate::journal::{Journal, Op, Record, JOURNAL_FORMAT_VERSION};
-use crate::protocol::{ApiError, Code, Command};
+use crate::protocol::{answer as serialize, Answer, ApiError, Code, Command};
 use crate::titles::Titles;
 use crate::world::{Lease, WorldStore};
 
@@ -71,7 +71,7 @@ pub struct Deps {
 type Key = (String, String);
 /// A storage call running beside the session's requests.
 type Background<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Reply = oneshot::Sender<Result<Value, ApiError>>;
+type Reply = oneshot::Sender<Result<Answer, ApiError>>;
 
 enum Msg {
     Login(Reply),
@@ -149,12 +149,12 @@ impl Sessions {
     }
 
     /// Logs a player in: loads (or creates) them, runs the login hook.
-    pub async fn login(self: &Arc<Self>, title: &str, player: &str) -> Result<Value, ApiError> {
+    pub async fn login(self: &Arc<Self>, title: &str, player: &str) -> Result<Answer, ApiError> {
         self.send(title, player, Msg::Login, false).await
     }
 
     /// Runs one request for a player, after the requests before it.
-    pub async fn request(self: &Arc<Self>, title: &str, player: &str, cmd: Command) -> Result<Value, ApiError> {
+    pub async fn request(self: &Arc<Self>, title: &str, player: &str, cmd: Command) -> Result<Answer, ApiError> {
         self.send(title, player, move |reply| Msg::Do(cmd, reply), true).await
     }
 
@@ -164,7 +164,7 @@ impl Sessions {
         player: &str,
         make: impl FnOnce(Reply) -> Msg,
         limited: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Answer, ApiError> {
         if self.closing.is_cancelled() {
             return Err(ApiError::new(Code::ShuttingDown, "the server is shutting down"));
         }
@@ -402,6 +402,19 @@ pub(crate) fn blob_key(title: &str, player: &str) -> String {
     format!("players/{title}/{player}.json")
 }
 
+/// The result of an operation that returns the player's state.
+#[derive(serde::Serialize)]
+struct WithState<'a> {
+    events: &'a [rules::Event],
+    state: &'a PlayerState,
+}
+
+/// The result of a rules action.
+#[derive(serde::Serialize)]
+struct Events<'a> {
+    events: &'a [rules::Event],
+}
+
 /// Runs one operation on a player: the single place where sessions and
 /// journal replay change player state.
 pub(crate) fn execute(
@@ -410,23 +423,24 @@ pub(crate) fn execute(
     op: &Op,
     now: i64,
     rng: &mut Rng,
-) -> Result<Value, ApiError> {
+) -> Result<Answer, ApiError> {
     match op {
         Op::Login => {
             let events = rules::login(title, state, now, rng);
-            Ok(json!({ "events": events, "state": state }))
+            serialize(&WithState { events: &events, state })
         }
         Op::Advance => {
             let events = rules::advance(title, state, now, rng);
-            Ok(json!({ "events": events, "state": state }))
+            serialize(&WithState { events: &events, state })
         }
-        Op::Act { action } => rules::apply(title, state, action, now, rng)
-            .map(|events| json!({ "events": events }))
-            .map_err(ApiError::rules),
+        Op::Act { action } => match rules::apply(title, state, action, now, rng) {
+            Ok(events) => serialize(&Events { events: &events }),
+            Err(e) => Err(ApiError::rules(e)),
+        },
     }
 }
 
-fn answer(m: Msg, r: Result<Value, ApiError>) {
+fn answer(m: Msg, r: Result<Answer, ApiError>) {
     let reply = match m {
         Msg::Login(r) | Msg::Do(_, r) => r,
     };
@@ -523,7 +537,7 @@ impl Session {
         let (reply, op) = match m {
             Msg::Login(reply) => (reply, Op::Login),
             Msg::Do(Command::Ping, reply) => {
-                return self.answer_in_order(deps, reply, Ok(json!({ "pong": now }))).await
+                return self.answer_in_order(deps, reply, serialize(&json!({ "pong": now }))).await
             }
             Msg::Do(Command::GetState, reply) => (reply, Op::Advance),
             Msg::Do(Command::Rules(action), reply) => (reply, Op::Act { action }),
@@ -559,7 +573,7 @@ impl Session {
 
     /// Sends an answer that needs no journal record, after the answers
     /// still waiting for theirs.
-    async fn answer_in_order(&self, deps: &Deps, reply: Reply, result: Result<Value, ApiError>) {
+    async fn answer_in_order(&self, deps: &Deps, reply: Reply, result: Result<Answer, ApiError>) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = reply.send(result);
         } else {
