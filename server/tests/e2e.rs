@@ -454,6 +454,58 @@ async fn a_server_whose_lock_was_taken_over_cannot_overwrite_the_player() {
 }
 
 #[tokio::test]
+async fn requests_beyond_the_players_queue_get_session_queue_full() {
+    let s = Arc::new(
+        start(fresh_data("queue"), |c| {
+            c.limits.session_queue_max = 1;
+            c.limits.requests_per_second_max = 100_000;
+        })
+        .await,
+    );
+    let (tok, _) = s.login("mini", "quinn").await;
+    // 100 requests at once for one player whose queue holds one: the ones
+    // that find it full are refused at once; every other one applies.
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (s, tok) = (s.clone(), tok.clone());
+        tasks.push(tokio::spawn(async move { s.act("mini", &tok, "custom", json!({ "name": "tithe" })).await }));
+    }
+    let (mut applied, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, r) if r["ok"] == true => applied += 1,
+            (429, r) if r["error"]["code"] == "session_queue_full" => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused > 0, "the queue limit was reached ({applied} applied)");
+    // Refused requests changed nothing: gems went up by exactly the applied ones.
+    let (_, r) = s.act("mini", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["resources"]["gems"], 10 + applied, "{applied} applied, {refused} refused");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    let s = start(fresh_data("conns"), |c| c.limits.connections_max = 2).await;
+    let (tok, _) = s.login("mini", "rae").await;
+    let ws = |tok: String| {
+        let url = format!("ws://{}/v1/mini/ws?token={tok}", s.addr);
+        async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
+    };
+    let first = ws(tok.clone()).await;
+    let _second = ws(tok.clone()).await;
+    // A third connection is not served while two are open...
+    let third = reqwest::Client::new().get(s.url("/health")).send();
+    let third = tokio::spawn(third);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served beyond connections_max");
+    // ...and is served as soon as one closes.
+    drop(first);
+    let r = tokio::time::timeout(Duration::from_secs(5), third).await.expect("served once a connection closed");
+    assert_eq!(r.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn logins_beyond_sessions_max_get_server_full() {
     let s = start(fresh_data("full"), |c| c.limits.sessions_max = 2).await;
     s.login("mini", "p1").await;
