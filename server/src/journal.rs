@@ -274,15 +274,22 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 /// Creates segment `id` filled with zeros, durable with its name, and
-/// positioned at its start.
+/// positioned at its start. On failure no file is left behind, so that a
+/// later attempt can create the same segment.
 fn create_segment(dir: &Path, id: u64) -> anyhow::Result<std::fs::File> {
-    use std::io::{Seek, SeekFrom};
     let path = segment_path(dir, id);
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
+    fill_segment(dir, &path, file).inspect_err(|_| {
+        let _ = std::fs::remove_file(&path);
+    })
+}
+
+fn fill_segment(dir: &Path, path: &Path, mut file: std::fs::File) -> anyhow::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
     // Real zeros, not `set_len`: a hole would be allocated on the first
     // write, and that allocation is metadata every commit would sync.
     let zeros = vec![0u8; 1024 * 1024];
