@@ -71,11 +71,12 @@ const QUEUE_MAX: usize = 16_384;
 /// a few hundred bytes, so a full batch is about a megabyte).
 const BATCH_MAX: usize = 4_096;
 /// The shortest time from one commit (fsync) to the next. Each fsync costs
-/// about 0.1 ms of CPU in the kernel whatever it carries; at 10,000
-/// records a second, committing as fast as the disk allows meant 1,000
-/// fsyncs a second, a tenth of the server's core. Waiting this long
-/// gathers more records per commit for at most this much added latency.
-const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(2);
+/// CPU in the kernel whatever it carries; at 10,000 records a second,
+/// committing as fast as the disk allows meant well over 1,000 fsyncs a
+/// second on the server's one core. Waiting this long gathers more records
+/// per commit for at most this much added latency (2 ms cost more in
+/// latency than it saved in CPU: docs/benchmarks.md).
+const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(1);
 /// The longest record line replay accepts; anything longer is corruption
 /// (a record holds one request of at most `limits.message_bytes_max`).
 const RECORD_BYTES_MAX: usize = 1024 * 1024;
@@ -288,16 +289,26 @@ fn create_segment(dir: &Path, id: u64) -> anyhow::Result<std::fs::File> {
     })
 }
 
+/// Zeros are written and synced this much at a time, with a pause after
+/// each piece: a segment written in one go put megabytes in the disk's
+/// queue ahead of the journal's next commit, and every answer waited
+/// (tens of milliseconds at each rotation).
+const ZERO_CHUNK_BYTES: usize = 256 * 1024;
+const ZERO_CHUNK_PAUSE: Duration = Duration::from_millis(1);
+
 fn fill_segment(dir: &Path, path: &Path, mut file: std::fs::File) -> anyhow::Result<std::fs::File> {
     use std::io::{Seek, SeekFrom};
     // Real zeros, not `set_len`: a hole would be allocated on the first
     // write, and that allocation is metadata every commit would sync.
-    let zeros = vec![0u8; 1024 * 1024];
+    let zeros = vec![0u8; ZERO_CHUNK_BYTES];
     let mut left = SEGMENT_BYTES_MAX;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n]).with_context(|| format!("filling {}", path.display()))?;
+        file.write_all(&zeros[..n])
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("filling {}", path.display()))?;
         left -= n as u64;
+        std::thread::sleep(ZERO_CHUNK_PAUSE);
     }
     file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
     // The new name must be durable before records in it are acknowledged.

@@ -102,6 +102,10 @@ struct Outcome {
     /// per-player limit is below the offered rate).
     error_codes: HashMap<String, u64>,
     latencies_us: Vec<u64>,
+    /// The longest latency of the answers to each second's sends: a stall
+    /// (of the disk, of a core) shows as a few bad seconds, an overloaded
+    /// server as bad seconds throughout.
+    max_us_by_second: Vec<u64>,
     seconds: f64,
     connect_failures: u64,
     /// The measured process's CPU (percent of one core) and resident bytes.
@@ -127,6 +131,7 @@ impl Outcome {
             "seconds": self.seconds,
             "throughput_per_s": self.answered as f64 / self.seconds.max(1e-9),
             "latency_ms": { "p50": pct(0.50), "p99": pct(0.99), "p99_9": pct(0.999), "max": pct(1.0) },
+            "max_latency_ms_by_second": self.max_us_by_second.iter().map(|&us| us as f64 / 1000.0).collect::<Vec<_>>(),
         })
     }
 }
@@ -168,6 +173,19 @@ struct Tally {
     errors: u64,
     codes: HashMap<String, u64>,
     latencies_us: Vec<u64>,
+    /// Start of the sending window, for `max_us_by_second`.
+    start: Option<Instant>,
+    max_us_by_second: Vec<u64>,
+}
+
+/// Merges per-second maxima.
+fn merge_max(into: &mut Vec<u64>, from: &[u64]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        *a = (*a).max(*b);
+    }
 }
 
 impl Tally {
@@ -177,7 +195,16 @@ impl Tally {
         let Ok(v) = serde_json::from_str::<Value>(text) else { return false };
         let Some(id) = v["id"].as_u64() else { return false };
         let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) else { return false };
-        self.latencies_us.push(t0.elapsed().as_micros() as u64);
+        let us = t0.elapsed().as_micros() as u64;
+        self.latencies_us.push(us);
+        if let Some(start) = self.start {
+            // Bounded by the run's duration (at most an hour of seconds).
+            let second = t0.saturating_duration_since(start).as_secs() as usize;
+            if self.max_us_by_second.len() <= second {
+                self.max_us_by_second.resize(second + 1, 0);
+            }
+            self.max_us_by_second[second] = self.max_us_by_second[second].max(us);
+        }
         self.answered += 1;
         if v["ok"] == false {
             self.errors += 1;
@@ -236,7 +263,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
     let recv = {
         let (sent_at, out) = (sent_at.clone(), out.clone());
         tokio::spawn(async move {
-            let mut tally = Tally::default();
+            let mut tally = Tally { start: Some(start_at), ..Tally::default() };
             let total_target = loop {
                 tokio::select! {
                     _ = done_rx.changed() => break *done_rx.borrow(),
@@ -269,6 +296,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
                 *o.error_codes.entry(c).or_default() += n;
             }
             o.latencies_us.extend(tally.latencies_us);
+            merge_max(&mut o.max_us_by_second, &tally.max_us_by_second);
         })
     };
     tokio::time::sleep_until(start_at.into()).await;
