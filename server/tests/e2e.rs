@@ -532,6 +532,8 @@ async fn the_load_generator_drives_a_server_and_reports() {
             "5",
             "--duration",
             "1",
+            "--warmup",
+            "1",
             "--json",
             "--with-echo",
         ])
@@ -545,6 +547,10 @@ async fn the_load_generator_drives_a_server_and_reports() {
     assert!(r["game"]["answered"].as_u64().unwrap() >= 20, "{r}");
     assert_eq!(r["game"]["answered"], r["game"]["sent"], "every request answered: {r}");
     assert!(r["game"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    // 20 players at 5/s for one measured second after one of warm-up.
+    let sent = r["game"]["sent"].as_u64().unwrap();
+    assert!((60..=140).contains(&sent), "only the measured second's sends count: {r}");
+    assert_eq!(r["game"]["max_latency_ms_by_second"].as_array().unwrap().len(), 2, "warm-up and measured seconds: {r}");
     assert!(
         r["echo"]["answered"].as_u64().unwrap() >= 20 && r["game_to_echo_throughput_ratio"].as_f64().unwrap() > 0.0,
         "{r}"

@@ -47,9 +47,17 @@ struct Args {
     /// soon as the answer arrives).
     #[arg(long, default_value_t = 1.0)]
     rate: f64,
-    /// Seconds to send for (after every player has connected).
+    /// Seconds to send for and measure (after every player has connected
+    /// and after the warm-up).
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Seconds of sending before measuring starts. Every simulated player
+    /// starts sending in the same instant, which no real population does;
+    /// the first seconds measure that artificial burst (and first-use
+    /// allocation), not the steady state. Their worst latencies are still
+    /// reported, in `max_latency_ms_by_second`.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
     /// `move` (the headquarters back and forth: rules engine and collision
     /// check) or `ping` (transport and session only).
     #[arg(long, default_value = "move")]
@@ -175,6 +183,10 @@ struct Tally {
     latencies_us: Vec<u64>,
     /// Start of the sending window, for `max_us_by_second`.
     start: Option<Instant>,
+    /// Answers to sends before this are matched but not measured.
+    measure_from: Option<Instant>,
+    /// Every answer matched, measured or not.
+    matched: u64,
     max_us_by_second: Vec<u64>,
 }
 
@@ -196,7 +208,7 @@ impl Tally {
         let Some(id) = v["id"].as_u64() else { return false };
         let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) else { return false };
         let us = t0.elapsed().as_micros() as u64;
-        self.latencies_us.push(us);
+        self.matched += 1;
         if let Some(start) = self.start {
             // Bounded by the run's duration (at most an hour of seconds).
             let second = t0.saturating_duration_since(start).as_secs() as usize;
@@ -205,6 +217,10 @@ impl Tally {
             }
             self.max_us_by_second[second] = self.max_us_by_second[second].max(us);
         }
+        if self.measure_from.is_some_and(|m| t0 < m) {
+            return true;
+        }
+        self.latencies_us.push(us);
         self.answered += 1;
         if v["ok"] == false {
             self.errors += 1;
@@ -219,8 +235,9 @@ impl Tally {
 /// burst of overdue sends.
 struct Start {
     ready: std::sync::atomic::AtomicUsize,
-    /// (start, end) of the sending window, once everyone is ready.
-    go: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
+    /// (start, start of measuring, end) of the sending window, once
+    /// everyone is ready.
+    go: tokio::sync::watch::Receiver<Option<(Instant, Instant, Instant)>>,
 }
 
 impl Start {
@@ -253,7 +270,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
         Ok(w) => *w,
         Err(_) => return,
     };
-    let Some((start_at, until)) = window else { return };
+    let Some((start_at, measure_from, until)) = window else { return };
     let (mut tx, mut rx) = ws.split();
     let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(0u64);
@@ -263,7 +280,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
     let recv = {
         let (sent_at, out) = (sent_at.clone(), out.clone());
         tokio::spawn(async move {
-            let mut tally = Tally { start: Some(start_at), ..Tally::default() };
+            let mut tally = Tally { start: Some(start_at), measure_from: Some(measure_from), ..Tally::default() };
             let total_target = loop {
                 tokio::select! {
                     _ = done_rx.changed() => break *done_rx.borrow(),
@@ -280,7 +297,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
             };
             // Drain answers still in flight (bounded wait).
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while tally.answered < total_target {
+            while tally.matched < total_target {
                 match tokio::time::timeout_at(deadline, rx.next()).await {
                     Ok(Some(Ok(Message::Text(t)))) => {
                         tally.record(t.as_str(), &sent_at);
@@ -301,6 +318,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
     };
     tokio::time::sleep_until(start_at.into()).await;
     let mut i = 0u64;
+    let mut measured = 0u64;
     let period = if closed_loop { Duration::ZERO } else { Duration::from_secs_f64(1.0 / args.rate) };
     // Spread players' first sends over one period so they do not all fire at once.
     let offset = if closed_loop { Duration::ZERO } else { period.mul_f64((n % 1000) as f64 / 1000.0) };
@@ -317,13 +335,15 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
                 break;
             }
         }
-        sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(i, Instant::now());
+        let now = Instant::now();
+        measured += u64::from(now >= measure_from);
+        sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(i, now);
         if tx.send(Message::Text(request(i, &args.action).into())).await.is_err() {
             break;
         }
         i += 1;
     }
-    out.lock().unwrap_or_else(|p| p.into_inner()).sent += i;
+    out.lock().unwrap_or_else(|p| p.into_inner()).sent += measured;
     let _ = done_tx.send(i);
     let _ = recv.await;
     let _ = tx.close().await;
@@ -344,10 +364,11 @@ async fn run(args: Arc<Args>, addr: SocketAddr, pid: Option<u32>) -> Outcome {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let start_at = Instant::now() + Duration::from_secs(1);
-    let until = start_at + Duration::from_secs(args.duration);
-    let _ = go_tx.send(Some((start_at, until)));
-    // The process's CPU over the sending window only (not logins).
-    tokio::time::sleep_until(start_at.into()).await;
+    let measure_from = start_at + Duration::from_secs(args.warmup);
+    let until = measure_from + Duration::from_secs(args.duration);
+    let _ = go_tx.send(Some((start_at, measure_from, until)));
+    // The process's CPU over the measured window only (not logins).
+    tokio::time::sleep_until(measure_from.into()).await;
     let before = pid.and_then(process_usage);
     tokio::time::sleep_until(until.into()).await;
     let after = pid.and_then(process_usage);
@@ -539,6 +560,9 @@ async fn main() -> anyhow::Result<()> {
     if args.duration == 0 || args.duration > DURATION_SECONDS_MAX {
         bail!("--duration must be 1 to {DURATION_SECONDS_MAX} seconds");
     }
+    if args.warmup > DURATION_SECONDS_MAX {
+        bail!("--warmup must be at most {DURATION_SECONDS_MAX} seconds");
+    }
     if !matches!(args.action.as_str(), "move" | "ping") {
         bail!("--action must be move or ping");
     }
@@ -558,7 +582,7 @@ async fn main() -> anyhow::Result<()> {
     let mut report = if args.logins {
         json!({ "title": args.title, "players": args.players, "mode": "logins", "concurrency": args.concurrency, "game": game.summary() })
     } else {
-        json!({ "title": args.title, "players": args.players, "rate": args.rate, "action": args.action, "game": game.summary() })
+        json!({ "title": args.title, "players": args.players, "rate": args.rate, "action": args.action, "warmup_seconds": args.warmup, "game": game.summary() })
     };
     if let Some((cpu, rss)) = game.usage {
         report["server"] = json!({ "cpu_percent_of_one_core": cpu, "rss_bytes": rss, "rss_bytes_per_player": rss / args.players as u64 });
