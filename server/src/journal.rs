@@ -36,6 +36,7 @@
 //! zero ends a segment's records.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,7 +165,7 @@ impl Journal {
         let failed = Arc::new(AtomicBool::new(false));
         let mut writer = Writer {
             dir: dir.to_path_buf(),
-            file: create_segment(dir, first_id)?,
+            file: create_segment(dir, first_id, Fill::AtOnce)?,
             id: first_id,
             bytes: 0,
             opened: Instant::now(),
@@ -223,14 +224,16 @@ impl Journal {
         }
     }
 
-    /// Waits until every record appended so far is durable (or failed).
-    pub async fn flush(&self) -> Result<(), JournalFailed> {
+    /// Marks the records appended so far: the returned future resolves
+    /// once they are all durable (or cannot be). The mark is placed now;
+    /// waiting for it can happen elsewhere (a background save).
+    pub async fn mark(&self) -> impl Future<Output = Result<(), JournalFailed>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         self.barrier(Box::new(move |r| {
             let _ = tx.send(r);
         }))
         .await;
-        rx.await.unwrap_or(Err(JournalFailed))
+        async move { rx.await.unwrap_or(Err(JournalFailed)) }
     }
 
     /// The player's file now holds every operation up to `seq`.
@@ -274,29 +277,38 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.log"))
 }
 
+/// How a new segment's zeros are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// In one go: nothing is committing yet (the first segment, at start).
+    AtOnce,
+    /// In pieces with pauses, beside a writer that is committing.
+    Paced,
+}
+
 /// Creates segment `id` filled with zeros, durable with its name, and
 /// positioned at its start. On failure no file is left behind, so that a
 /// later attempt can create the same segment.
-fn create_segment(dir: &Path, id: u64) -> anyhow::Result<std::fs::File> {
+fn create_segment(dir: &Path, id: u64, fill: Fill) -> anyhow::Result<std::fs::File> {
     let path = segment_path(dir, id);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
-    fill_segment(dir, &path, file).inspect_err(|_| {
+    fill_segment(dir, &path, file, fill).inspect_err(|_| {
         let _ = std::fs::remove_file(&path);
     })
 }
 
-/// Zeros are written and synced this much at a time, with a pause after
-/// each piece: a segment written in one go put megabytes in the disk's
-/// queue ahead of the journal's next commit, and every answer waited
+/// Paced zeros are written and synced this much at a time, with a pause
+/// after each piece: a segment written in one go put megabytes in the
+/// disk's queue ahead of the journal's next commit, and every answer waited
 /// (tens of milliseconds at each rotation).
 const ZERO_CHUNK_BYTES: usize = 256 * 1024;
 const ZERO_CHUNK_PAUSE: Duration = Duration::from_millis(1);
 
-fn fill_segment(dir: &Path, path: &Path, mut file: std::fs::File) -> anyhow::Result<std::fs::File> {
+fn fill_segment(dir: &Path, path: &Path, mut file: std::fs::File, fill: Fill) -> anyhow::Result<std::fs::File> {
     use std::io::{Seek, SeekFrom};
     // Real zeros, not `set_len`: a hole would be allocated on the first
     // write, and that allocation is metadata every commit would sync.
@@ -304,11 +316,12 @@ fn fill_segment(dir: &Path, path: &Path, mut file: std::fs::File) -> anyhow::Res
     let mut left = SEGMENT_BYTES_MAX;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("filling {}", path.display()))?;
+        file.write_all(&zeros[..n]).with_context(|| format!("filling {}", path.display()))?;
         left -= n as u64;
-        std::thread::sleep(ZERO_CHUNK_PAUSE);
+        if fill == Fill::Paced {
+            file.sync_data().with_context(|| format!("filling {}", path.display()))?;
+            std::thread::sleep(ZERO_CHUNK_PAUSE);
+        }
     }
     file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
     // The new name must be durable before records in it are acknowledged.
@@ -327,7 +340,7 @@ struct Spare {
 impl Spare {
     fn prepare(dir: &Path, id: u64) -> Spare {
         let dir = dir.to_path_buf();
-        Spare { id, thread: std::thread::spawn(move || create_segment(&dir, id)) }
+        Spare { id, thread: std::thread::spawn(move || create_segment(&dir, id, Fill::Paced)) }
     }
 
     /// Waits for the segment (at once, unless rotation came early).
@@ -452,11 +465,11 @@ impl Writer {
         let full = self.bytes >= SEGMENT_BYTES_MAX;
         let old = self.bytes > 0 && self.opened.elapsed() >= SEGMENT_AGE_MAX;
         if full || old {
+            // The spare is always the next id; there is none only after
+            // preparing it failed, and then this tries again.
             let next = match self.spare.take() {
-                Some(spare) if spare.id == self.id + 1 => spare.take(),
-                // A spare of another id (none today) is left for start-up
-                // to delete; make this one now.
-                _ => create_segment(&self.dir, self.id + 1),
+                Some(spare) => spare.take(),
+                None => create_segment(&self.dir, self.id + 1, Fill::Paced),
             };
             match next {
                 Ok(file) => {
@@ -814,7 +827,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut w = Writer {
             dir: dir.clone(),
-            file: create_segment(&dir, 1).unwrap(),
+            file: create_segment(&dir, 1, Fill::AtOnce).unwrap(),
             id: 1,
             bytes: 0,
             opened: Instant::now(),

@@ -307,7 +307,7 @@ impl Sessions {
                     session.renewed(out);
                 }
                 _ = save_tick.tick(), if saving.is_none() => saving = session.start_save(&deps, &blob_key).await,
-                _ = renew_tick.tick(), if renewing.is_none() => renewing = Some(session.start_renew(&deps)),
+                _ = renew_tick.tick(), if renewing.is_none() => renewing = session.start_renew(&deps),
                 _ = tokio::time::sleep_until(deadline) => {
                     session.save_now(&deps, &blob_key, saving.take()).await;
                     if !session.unsaved(&deps) {
@@ -591,13 +591,17 @@ impl Session {
         self.state.seq > self.saved_seq && !self.fenced && !deps.journal.failed()
     }
 
-    /// Starts extending the player's lock.
-    fn start_renew(&self, deps: &Arc<Deps>) -> Background<RenewOutcome> {
+    /// Starts extending the player's lock, unless the session is fenced
+    /// (it will not write the player again, so it must not keep them locked).
+    fn start_renew(&self, deps: &Arc<Deps>) -> Option<Background<RenewOutcome>> {
+        if self.fenced {
+            return None;
+        }
         let (deps, lease) = (deps.clone(), self.lease.clone());
-        Box::pin(async move {
+        Some(Box::pin(async move {
             let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
             deps.world.renew(&lease, ttl, deps.clock.now_ms()).await
-        })
+        }))
     }
 
     /// A lost lock fences the session.
@@ -605,9 +609,7 @@ impl Session {
         match out {
             Ok(Some(lease)) => self.lease = lease,
             Ok(None) => {
-                if !self.fenced {
-                    tracing::error!(lock = %self.lease.name, "player lock lost; this session will not write the player again");
-                }
+                tracing::error!(lock = %self.lease.name, "player lock lost; this session will not write the player again");
                 self.fenced = true;
             }
             // A transient store error: the lease is still valid until it
@@ -634,21 +636,11 @@ impl Session {
         }
         let bytes = self.state.to_json().into_bytes();
         let seq = self.state.seq;
-        let durable = if self.in_flight.load(Ordering::Acquire) > 0 {
-            let (tx, rx) = oneshot::channel();
-            deps.journal
-                .barrier(Box::new(move |r| {
-                    let _ = tx.send(r);
-                }))
-                .await;
-            Some(rx)
-        } else {
-            None
-        };
+        let durable = if self.in_flight.load(Ordering::Acquire) > 0 { Some(deps.journal.mark().await) } else { None };
         let (deps, blob_key, cond) = (deps.clone(), blob_key.to_string(), Precondition::Matches(self.etag.clone()));
         Some(Box::pin(async move {
-            if let Some(rx) = durable {
-                if !matches!(rx.await, Ok(Ok(()))) {
+            if let Some(durable) = durable {
+                if durable.await.is_err() {
                     return SaveOutcome::NotDurable;
                 }
             }
