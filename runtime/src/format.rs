@@ -83,6 +83,30 @@ pub struct TitleFile {
     pub hooks: BTreeMap<String, String>,
     #[serde(default)]
     pub actions: BTreeMap<String, CustomAction>,
+    /// Ids renamed since earlier versions, old id to new, per kind.
+    #[serde(default)]
+    pub renamed: Renamed,
+}
+
+/// Ids renamed since earlier versions of a title (old id to new id): a
+/// player's state is carried over to the new ids when they next play.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Renamed {
+    #[serde(default)]
+    pub resources: BTreeMap<String, String>,
+    #[serde(default)]
+    pub buildings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    #[serde(default)]
+    pub research: BTreeMap<String, String>,
+    #[serde(default)]
+    pub items: BTreeMap<String, String>,
+    #[serde(default)]
+    pub offers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub quests: BTreeMap<String, String>,
 }
 
 fn default_training_queue() -> u32 {

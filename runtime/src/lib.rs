@@ -8,6 +8,7 @@
 //! - [`format`]: the title format v1 as typed data.
 //! - [`title`]: the compiled [`Title`].
 //! - [`state`]: [`PlayerState`], its `format_version` and migrations.
+//! - [`reconcile`]: bringing a player to a new version of the title's data.
 //! - [`rules`]: [`advance`], [`apply`], [`login`]: the rules engine.
 //! - [`scenario`]: running a title's scenario tests.
 //! - [`diagnostic`], [`spans`]: designer-facing errors with positions.
@@ -17,6 +18,7 @@ pub mod diagnostic;
 pub mod docs;
 pub mod format;
 pub mod load;
+pub mod reconcile;
 pub mod rules;
 pub mod scenario;
 pub mod schema;

@@ -304,6 +304,7 @@ impl Loader<'_> {
             }
         }
         self.check_refs(&p, &known);
+        self.check_renamed(&p, &known);
         for (module, script) in &scripts {
             self.check_script_ids(&format!("scripts/{module}.rhai"), script, &known);
         }
@@ -639,6 +640,54 @@ impl Loader<'_> {
         if let Some(qf) = p.quests.clone() {
             for (i, q) in qf.quests.iter().enumerate() {
                 self.need_grants(known, &q.rewards, "quests.json", &format!("/quests/{i}/rewards"));
+            }
+        }
+    }
+
+    /// `renamed`: every new id exists, and no old id is still defined.
+    fn check_renamed(&mut self, p: &Parsed, known: &Known) {
+        let Some(t) = &p.title else { return };
+        let f = "title.json";
+        let r = &t.renamed;
+        let kinds = [
+            ("resources", Some(IdKind::Resource), &r.resources),
+            ("buildings", Some(IdKind::Building), &r.buildings),
+            ("units", Some(IdKind::Unit), &r.units),
+            ("research", Some(IdKind::Research), &r.research),
+            ("items", Some(IdKind::Item), &r.items),
+            ("offers", None, &r.offers),
+            ("quests", Some(IdKind::Quest), &r.quests),
+        ];
+        let offers: Option<Vec<&str>> = p.store.as_ref().map(|s| s.offers.iter().map(|o| o.id.as_str()).collect());
+        for (name, kind, map) in kinds {
+            for (old, new) in map {
+                let pointer = format!("/renamed/{name}/{}", crate::spans::escape_segment(old));
+                let (old_exists, new_exists, list) = match kind {
+                    Some(k) => {
+                        if !known.ids.contains_key(&k) {
+                            continue;
+                        }
+                        (known.has(k, old), known.has(k, new), known.list(k))
+                    }
+                    None => match &offers {
+                        Some(o) => (o.contains(&old.as_str()), o.contains(&new.as_str()), o.clone()),
+                        None => continue,
+                    },
+                };
+                if !new_exists {
+                    let help = did_you_mean(new, list.iter().copied());
+                    self.at("unknown-id", f, &pointer, false, format!("renamed to `{new}`, which is not defined"), help);
+                }
+                if old_exists {
+                    self.at(
+                        "renamed",
+                        f,
+                        &pointer,
+                        true,
+                        format!("`{old}` is renamed to `{new}` but is still defined; a renamed id must be gone"),
+                        None,
+                    );
+                }
             }
         }
     }

@@ -257,6 +257,14 @@ pub enum Event {
     Notify {
         text: String,
     },
+    /// The title's data changed since the player last played: the state
+    /// was brought to the new version (see [`crate::reconcile`]); `changes`
+    /// counts what the policy changed.
+    Migrated {
+        from: String,
+        to: String,
+        changes: u32,
+    },
     /// A hook failed; its effects were not applied, the game went on.
     HookFailed {
         hook: String,
@@ -639,7 +647,7 @@ fn apply_effect(
 
 /// Runs a bound hook, applying its effects if they are all valid; a failure
 /// becomes a [`Event::HookFailed`] and changes nothing.
-fn run_hook(
+pub(crate) fn run_hook(
     title: &Title,
     s: &mut PlayerState,
     hook: &str,
@@ -714,7 +722,8 @@ fn next_due(s: &PlayerState, now: i64) -> Option<(i64, Due)> {
 /// A clock behind the state's is treated as the state's (time never runs back).
 pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -> Vec<Event> {
     let now = now_ms.max(s.clock_ms);
-    let mut events = Vec::new();
+    // First make the state valid for this version of the title's data.
+    let mut events = crate::reconcile::reconcile(title, s, now, rng);
     let mut timer_firings = 0;
     // Order of operations per step: pick the earliest due completion, apply
     // it at its time, run its hook, repeat; then set the clock.

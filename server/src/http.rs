@@ -71,6 +71,7 @@ async fn titles(State(st): State<AppState>) -> Json<Value> {
     let list: Vec<Value> = st
         .deps
         .titles
+        .current()
         .iter()
         .map(|t| json!({ "id": t.id(), "name": t.manifest.name, "content_version": t.content_version }))
         .collect();

@@ -677,7 +677,7 @@ async fn replay_player(
     let orphan_all = |records: Vec<Record>, why: &str| {
         Ok((Replayed::default(), records.into_iter().map(|r| (r, why.to_string())).collect()))
     };
-    let Some(title) = deps.titles.get(&key.0) else {
+    let Some(current) = deps.titles.get(&key.0) else {
         return orphan_all(records, "the title is no longer served");
     };
     let blob_key = crate::session::blob_key(&key.0, &key.1);
@@ -698,9 +698,17 @@ async fn replay_player(
             if r.seq <= state.seq {
                 done.skipped += 1;
             } else if r.seq == state.seq + 1 && orphans.is_empty() {
-                if r.content_version != title.content_version {
-                    tracing::warn!(title = %key.0, player = %key.1, seq = r.seq, "replaying under different title content");
-                }
+                // Each record re-runs on the title version it first ran on
+                // (served versions are kept in the version store).
+                let title = if r.content_version == current.content_version {
+                    current.clone()
+                } else if let Some(t) = deps.titles.version(&key.0, &r.content_version) {
+                    t
+                } else {
+                    tracing::warn!(title = %key.0, player = %key.1, seq = r.seq, version = %r.content_version,
+                        "the record's title version is not kept; replaying on the current one");
+                    current.clone()
+                };
                 let mut rng = Rng::new(r.rng);
                 // The outcome was already answered; replay only rebuilds the state.
                 let _ = crate::session::execute(&title, &mut state, &r.op, r.now_ms, &mut rng);

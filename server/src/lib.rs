@@ -117,7 +117,7 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
     config.check()?;
-    let titles = Arc::new(titles::Titles::load_dir(&config.titles)?);
+    let titles = Arc::new(titles::Titles::open(&config.titles, Some(&config.data_dir.join("title-versions")))?);
     let signer = auth::Signer::new(&token_secret(&config)?);
     let blobs: Arc<dyn blob::BlobStore> = match &config.s3 {
         Some(s3) => Arc::new(s3::S3BlobStore::new(s3, |k| std::env::var(k).ok())?),

@@ -292,6 +292,9 @@ impl Sessions {
                 biased;
                 msg = rx.recv() => match msg {
                     Some(m) => {
+                        // Each request runs on the version served when it
+                        // starts (hot reload swaps versions between requests).
+                        let title = deps.titles.get(&key.0).unwrap_or_else(|| title.clone());
                         session.handle(&deps, &title, m).await;
                         deadline = tokio::time::Instant::now() + idle;
                     }
@@ -322,6 +325,7 @@ impl Sessions {
         self.leave(&key, generation);
         rx.close();
         while let Some(m) = rx.recv().await {
+            let title = deps.titles.get(&key.0).unwrap_or_else(|| title.clone());
             session.handle(&deps, &title, m).await;
         }
         if let Some(r) = renewing.take() {

@@ -1,50 +1,543 @@
-//! The titles this server serves, loaded from the titles folder at start.
-//! A title that fails to load is reported and not served; the others are.
+//! The titles this server serves, and every change to them while it runs.
+//!
+//! A change (a reload from the titles folder, a title pushed to the admin
+//! API, a rollback) goes through one gate: the title is loaded and
+//! validated in full, and only a title without errors replaces the one
+//! served; on errors the running version stays and the diagnostics are
+//! reported (log, [`Titles::reports`], the admin API). The swap is one
+//! pointer write under a lock: a request takes the current version once, at
+//! its start ([`Titles::get`]), and runs entirely on it.
+//!
+//! Every version served is also written to the version store
+//! (`data_dir/title-versions/<title>/<content_version>.json`) before it is
+//! swapped in, so that journal replay after a crash re-runs each record on
+//! the exact data it first ran on, and so that a rollback can return to a
+//! version this process never loaded. A title is never unloaded while the
+//! server runs: a folder that disappears is reported and its last version
+//! stays served (players in the middle of a session keep playing).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
-use citadel_runtime::{Severity, Title};
+use anyhow::Context;
+use citadel_runtime::{Diagnostic, Severity, Title, TitleFiles};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
-#[derive(Debug, Default)]
+/// Versions of each title kept in memory, newest first, current included:
+/// what a rollback returns to without reading the store, and what replay
+/// and pinned requests find at once.
+pub const HISTORY_MAX: usize = 8;
+/// Versions of each title kept in the version store. Journal replay needs
+/// the versions of records not yet saved (minutes old at most); the rest
+/// are rollback targets. Older files are deleted.
+pub const STORED_VERSIONS_MAX: usize = 32;
+/// Reports waiting for a slow subscriber (an admin console); a subscriber
+/// further behind misses the oldest and is told how many it missed.
+const REPORTS_QUEUE_MAX: usize = 64;
+/// The version store's file format.
+const STORED_FORMAT_VERSION: u32 = 1;
+/// Largest title the store reads back (a title is a few hundred KB; the
+/// admin API refuses pushes over `admin::PUSH_BYTES_MAX`).
+const STORED_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// What started a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Start,
+    Folder,
+    Push,
+    Rollback,
+}
+
+/// How a change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The new version is served.
+    Swapped,
+    /// The new content is the version already served.
+    Unchanged,
+    /// The new content has errors (or could not be read): the running
+    /// version stays.
+    Refused,
+}
+
+/// The result of one change, as the log, the admin API and `citadel-edit
+/// push` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub title: String,
+    pub source: Source,
+    pub outcome: Outcome,
+    /// Epoch milliseconds.
+    pub at_ms: i64,
+    /// The version served after the change (none if the title is not served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_version: Option<String>,
+    /// The version served before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// How long reading and validating took.
+    pub load_ms: f64,
+    /// Every error and warning of the new content.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+    }
+}
+
+/// One title: the version served and the ones before it.
+#[derive(Debug)]
+struct Slot {
+    /// Newest first; `history[0]` is served.
+    history: VecDeque<Title>,
+    last: Option<Report>,
+}
+
+/// What the admin API shows of a title.
+#[derive(Debug, Clone, Serialize)]
+pub struct TitleInfo {
+    pub id: String,
+    pub name: String,
+    pub content_version: String,
+    /// Versions in memory, newest first (the served one first).
+    pub history: Vec<String>,
+    /// The last change tried, if any since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<Report>,
+}
+
+/// A version as the store keeps it: the files it was loaded from.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    format_version: u32,
+    title: String,
+    content_version: String,
+    files: TitleFiles,
+}
+
+/// Every title served, with history; see the module docs.
+#[derive(Debug)]
 pub struct Titles {
-    by_id: BTreeMap<String, Title>,
+    slots: RwLock<BTreeMap<String, Slot>>,
+    folder: PathBuf,
+    store: Option<PathBuf>,
+    /// One change at a time, so two reloads never race to swap.
+    gate: tokio::sync::Mutex<()>,
+    reports: broadcast::Sender<Report>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn log(report: &Report) {
+    for d in &report.diagnostics {
+        match d.severity {
+            Severity::Error => tracing::error!(title = %report.title, at = %d.location(), "{}", d.message),
+            Severity::Warning => tracing::warn!(title = %report.title, at = %d.location(), "{}", d.message),
+        }
+    }
+    match report.outcome {
+        Outcome::Swapped => tracing::info!(
+            title = %report.title, source = ?report.source,
+            content_version = report.content_version.as_deref().unwrap_or(""),
+            previous = report.previous.as_deref().unwrap_or(""),
+            load_ms = report.load_ms, "serving title version"
+        ),
+        Outcome::Unchanged => {
+            tracing::info!(title = %report.title, source = ?report.source, "title content unchanged")
+        }
+        Outcome::Refused => tracing::error!(
+            title = %report.title, source = ?report.source, errors = report.errors(),
+            serving = report.content_version.as_deref().unwrap_or("nothing"),
+            "title change refused; the running version stays"
+        ),
+    }
+}
+
+/// The title folders under `dir`, by folder name.
+fn folders(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read titles folder {}", dir.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 impl Titles {
-    /// Loads every title folder under `dir`, logging each one's diagnostics.
+    /// Loads every title folder under `dir` (no version store: tests and tools).
     pub fn load_dir(dir: &Path) -> anyhow::Result<Titles> {
-        let mut by_id = BTreeMap::new();
-        let entries =
-            std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("cannot read titles folder {}: {e}", dir.display()))?;
-        let mut dirs: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
-        dirs.sort();
-        for d in dirs {
-            let (title, diags) = citadel_runtime::load(&d);
-            for diag in &diags {
-                match diag.severity {
-                    Severity::Error => tracing::error!(title = %d.display(), at = %diag.location(), "{}", diag.message),
-                    Severity::Warning => {
-                        tracing::warn!(title = %d.display(), at = %diag.location(), "{}", diag.message)
-                    }
+        Titles::open(dir, None)
+    }
+
+    /// Loads every title folder under `dir` and writes each version served
+    /// to the version store at `store`. A title with errors is reported and
+    /// not served; the others are.
+    pub fn open(dir: &Path, store: Option<&Path>) -> anyhow::Result<Titles> {
+        let titles = Titles {
+            slots: RwLock::new(BTreeMap::new()),
+            folder: dir.to_path_buf(),
+            store: store.map(Path::to_path_buf),
+            gate: tokio::sync::Mutex::new(()),
+            reports: broadcast::channel(REPORTS_QUEUE_MAX).0,
+        };
+        for name in folders(dir)? {
+            let (files, loaded) = load_folder(&dir.join(&name), &name);
+            titles.finish(&name, Source::Start, files, loaded);
+        }
+        Ok(titles)
+    }
+
+    /// The version served now. A request calls this once and keeps the
+    /// result for its whole run.
+    pub fn get(&self, id: &str) -> Option<Title> {
+        self.read().get(id).and_then(|s| s.history.front().cloned())
+    }
+
+    /// Ids of the titles served.
+    pub fn ids(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// The versions served now, one per title.
+    pub fn current(&self) -> Vec<Title> {
+        self.read().values().filter_map(|s| s.history.front().cloned()).collect()
+    }
+
+    /// A given version of a title: from memory, else from the version store.
+    pub fn version(&self, id: &str, content_version: &str) -> Option<Title> {
+        if let Some(t) = self.read().get(id).and_then(|s| s.history.iter().find(|t| t.content_version == content_version))
+        {
+            return Some(t.clone());
+        }
+        let stored = self.read_stored(id, content_version)?;
+        let (title, _) = citadel_runtime::load_files(id, &stored.files);
+        title.filter(|t| t.content_version == content_version)
+    }
+
+    /// Every title with its history and last change, for the admin API.
+    pub fn info(&self) -> Vec<TitleInfo> {
+        self.read()
+            .iter()
+            .filter_map(|(id, s)| {
+                let t = s.history.front()?;
+                Some(TitleInfo {
+                    id: id.clone(),
+                    name: t.manifest.name.clone(),
+                    content_version: t.content_version.clone(),
+                    history: s.history.iter().map(|t| t.content_version.clone()).collect(),
+                    last_change: s.last.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every change's report, as it happens.
+    pub fn reports(&self) -> broadcast::Receiver<Report> {
+        self.reports.subscribe()
+    }
+
+    /// Reloads the named titles from the folder, or every title folder
+    /// (new ones included) when `ids` is empty.
+    pub async fn reload(self: &Arc<Self>, ids: &[String]) -> anyhow::Result<Vec<Report>> {
+        let _one = self.gate.lock().await;
+        let names = if ids.is_empty() {
+            let mut all = folders(&self.folder)?;
+            // A served title whose folder is gone is reported, not dropped.
+            for id in self.ids() {
+                if !all.contains(&id) {
+                    all.push(id);
                 }
             }
-            match title {
-                Some(t) => {
-                    tracing::info!(title = t.id(), content_version = %t.content_version, "serving title");
-                    by_id.insert(t.id().to_string(), t);
+            all
+        } else {
+            ids.to_vec()
+        };
+        let mut reports = Vec::new();
+        for name in names {
+            let me = self.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                let dir = me.folder.join(&name);
+                if !dir.is_dir() {
+                    let d = Diagnostic::error("folder", "", format!("title folder {} does not exist", dir.display()));
+                    return me.refuse(&name, Source::Folder, vec![d], 0.0);
                 }
-                None => tracing::error!(title = %d.display(), "title has errors and is not served"),
+                let (files, loaded) = load_folder(&dir, &name);
+                me.finish(&name, Source::Folder, files, loaded)
+            })
+            .await?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Validates a title sent as files (the admin API) and serves it if it
+    /// has no errors.
+    pub async fn push(self: &Arc<Self>, id: &str, files: TitleFiles) -> anyhow::Result<Report> {
+        let _one = self.gate.lock().await;
+        let me = self.clone();
+        let id = id.to_string();
+        Ok(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let (title, diags) = citadel_runtime::load_files(&id, &files);
+            me.finish(&id, Source::Push, files, (title, diags, started))
+        })
+        .await?)
+    }
+
+    /// Serves an earlier version again: `to`, or the one before the current.
+    pub async fn rollback(self: &Arc<Self>, id: &str, to: Option<&str>) -> Result<Report, RollbackError> {
+        let _one = self.gate.lock().await;
+        let started = Instant::now();
+        let (current, target) = {
+            let slots = self.read();
+            let slot = slots.get(id).ok_or(RollbackError::UnknownTitle)?;
+            let current = slot.history.front().map(|t| t.content_version.clone());
+            let target = match to {
+                Some(v) => v.to_string(),
+                None => slot.history.get(1).map(|t| t.content_version.clone()).ok_or(RollbackError::NoEarlier)?,
+            };
+            (current, target)
+        };
+        if current.as_deref() == Some(target.as_str()) {
+            let r = self.report(id, Source::Rollback, Outcome::Unchanged, current.clone(), current, vec![], started);
+            return Ok(self.publish(id, r));
+        }
+        let me = self.clone();
+        let (id2, target2) = (id.to_string(), target.clone());
+        let title = tokio::task::spawn_blocking(move || me.version(&id2, &target2))
+            .await
+            .map_err(|e| RollbackError::Internal(e.to_string()))?
+            .ok_or(RollbackError::UnknownVersion(target))?;
+        Ok(self.install(id, Source::Rollback, title, vec![], started, None))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Slot>> {
+        // Critical sections swap or clone an `Arc`; they cannot leave the
+        // map half-changed, so a poisoned lock is still consistent.
+        self.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Slot>> {
+        self.slots.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends a load: swap in on success, keep the running version otherwise.
+    fn finish(
+        &self,
+        id: &str,
+        source: Source,
+        files: TitleFiles,
+        (title, diags, started): (Option<Title>, Vec<Diagnostic>, Instant),
+    ) -> Report {
+        match title {
+            Some(t) => self.install(id, source, t, diags, started, Some(files)),
+            None => self.refuse(id, source, diags, started.elapsed().as_secs_f64() * 1000.0),
+        }
+    }
+
+    fn refuse(&self, id: &str, source: Source, diags: Vec<Diagnostic>, load_ms: f64) -> Report {
+        let current = self.get(id).map(|t| t.content_version.clone());
+        let r = Report {
+            title: id.to_string(),
+            source,
+            outcome: Outcome::Refused,
+            at_ms: now_ms(),
+            content_version: current.clone(),
+            previous: current,
+            load_ms,
+            diagnostics: diags,
+        };
+        self.publish(id, r)
+    }
+
+    /// Stores (when `files` are new content) and swaps in a valid title.
+    fn install(
+        &self,
+        id: &str,
+        source: Source,
+        title: Title,
+        diags: Vec<Diagnostic>,
+        started: Instant,
+        files: Option<TitleFiles>,
+    ) -> Report {
+        let previous = self.get(id).map(|t| t.content_version.clone());
+        let version = title.content_version.clone();
+        if previous.as_deref() == Some(version.as_str()) {
+            let r = self.report(id, source, Outcome::Unchanged, previous.clone(), previous, diags, started);
+            return self.publish(id, r);
+        }
+        // Stored before it is served: a journal record naming this version
+        // must always find it again after a crash.
+        if let Some(files) = files {
+            if let Err(e) = self.store_version(id, &version, files) {
+                let mut diags = diags;
+                diags.push(Diagnostic::error("store", "", format!("could not keep the version: {e:#}")));
+                let r = self.report(id, source, Outcome::Refused, previous.clone(), previous, diags, started);
+                return self.publish(id, r);
             }
         }
-        Ok(Titles { by_id })
+        {
+            let mut slots = self.write();
+            let slot = slots.entry(id.to_string()).or_insert_with(|| Slot { history: VecDeque::new(), last: None });
+            slot.history.retain(|t| t.content_version != version);
+            slot.history.push_front(title);
+            slot.history.truncate(HISTORY_MAX);
+        }
+        let r = self.report(id, source, Outcome::Swapped, Some(version), previous, diags, started);
+        self.publish(id, r)
     }
 
-    pub fn get(&self, id: &str) -> Option<Title> {
-        self.by_id.get(id).cloned()
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        id: &str,
+        source: Source,
+        outcome: Outcome,
+        content_version: Option<String>,
+        previous: Option<String>,
+        diagnostics: Vec<Diagnostic>,
+        started: Instant,
+    ) -> Report {
+        Report {
+            title: id.to_string(),
+            source,
+            outcome,
+            at_ms: now_ms(),
+            content_version,
+            previous,
+            load_ms: started.elapsed().as_secs_f64() * 1000.0,
+            diagnostics,
+        }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Title> {
-        self.by_id.values()
+    /// Logs, remembers and broadcasts a report.
+    fn publish(&self, id: &str, r: Report) -> Report {
+        log(&r);
+        if let Some(slot) = self.write().get_mut(id) {
+            slot.last = Some(r.clone());
+        }
+        // No subscriber is fine.
+        let _ = self.reports.send(r.clone());
+        r
     }
+
+    fn stored_path(&self, id: &str, version: &str) -> Option<PathBuf> {
+        // Ids and versions are checked before they reach a path: ids by
+        // the title schema (or `valid_id`), versions are hex.
+        if !valid_id(id) || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version.is_empty() {
+            return None;
+        }
+        Some(self.store.as_ref()?.join(id).join(format!("{version}.json")))
+    }
+
+    fn store_version(&self, id: &str, version: &str, files: TitleFiles) -> anyhow::Result<()> {
+        let Some(path) = self.stored_path(id, version) else { return Ok(()) };
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stored =
+            Stored { format_version: STORED_FORMAT_VERSION, title: id.into(), content_version: version.into(), files };
+        let tmp = dir.join(format!(".{version}.{}.tmp", std::process::id()));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            f.write_all(&serde_json::to_vec(&stored)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        self.prune(dir);
+        Ok(())
+    }
+
+    /// Deletes the oldest stored versions beyond `STORED_VERSIONS_MAX`.
+    fn prune(&self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        if files.len() <= STORED_VERSIONS_MAX {
+            return;
+        }
+        files.sort();
+        let keep: Vec<String> = self.read().values().flat_map(|s| s.history.iter().map(|t| t.content_version.clone())).collect();
+        for (_, path) in &files[..files.len() - STORED_VERSIONS_MAX] {
+            let in_memory = path.file_stem().and_then(|s| s.to_str()).is_some_and(|v| keep.iter().any(|k| k == v));
+            if !in_memory {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete an old title version");
+                }
+            }
+        }
+    }
+
+    fn read_stored(&self, id: &str, version: &str) -> Option<Stored> {
+        let path = self.stored_path(id, version)?;
+        let read = || -> anyhow::Result<Stored> {
+            use std::io::Read;
+            let mut text = Vec::new();
+            std::fs::File::open(&path)?.take(STORED_BYTES_MAX).read_to_end(&mut text)?;
+            let s: Stored = serde_json::from_slice(&text)?;
+            anyhow::ensure!(s.format_version == STORED_FORMAT_VERSION, "format_version {}", s.format_version);
+            anyhow::ensure!(s.title == id && s.content_version == version, "names another version");
+            Ok(s)
+        };
+        match read() {
+            Ok(s) => Some(s),
+            Err(e) if path.exists() => {
+                tracing::error!(path = %path.display(), error = %e, "unreadable stored title version");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Why a rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("no such title")]
+    UnknownTitle,
+    #[error("no earlier version of this title is kept")]
+    NoEarlier,
+    #[error("version {0} of this title is not kept")]
+    UnknownVersion(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A title id as the schema allows it (safe as a path component).
+pub fn valid_id(id: &str) -> bool {
+    id.len() <= 32
+        && id.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+type Loaded = (Option<Title>, Vec<Diagnostic>, Instant);
+
+fn load_folder(dir: &Path, name: &str) -> (TitleFiles, Loaded) {
+    let started = Instant::now();
+    let (files, mut diags) = citadel_runtime::read_dir(dir);
+    let (title, more) = citadel_runtime::load_files(name, &files);
+    diags.extend(more);
+    let title = title.filter(|_| !diags.iter().any(|d| d.severity == Severity::Error));
+    (files, (title, diags, started))
 }
