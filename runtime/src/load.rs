@@ -133,6 +133,12 @@ pub fn content_version(files: &TitleFiles) -> String {
 /// Loads a title from its files (as [`read_dir`] returns them, or as sent
 /// to a server's admin API). `folder` is the folder name the title id must match.
 pub fn load_files(folder: &str, files: &TitleFiles) -> (Option<Title>, Vec<Diagnostic>) {
+    // Files that did not come through `read_dir` (a push to a server) meet
+    // the same limits before anything parses them.
+    let limits = file_limits(files);
+    if !limits.is_empty() {
+        return (None, limits);
+    }
     let mut l = Loader { files, maps: HashMap::new(), diags: Vec::new(), raw: HashMap::new() };
     let title = l.run(folder);
     let diags = sorted(l.diags);
@@ -140,6 +146,28 @@ pub fn load_files(folder: &str, files: &TitleFiles) -> (Option<Title>, Vec<Diagn
         return (None, diags);
     }
     (title, diags)
+}
+
+fn file_limits(files: &TitleFiles) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    if files.len() > TITLE_FILES_MAX {
+        diags.push(Diagnostic::error("limit", "", format!("title has {} files, the limit is {TITLE_FILES_MAX}", files.len())));
+    }
+    let mut total = 0usize;
+    for (path, text) in files {
+        total += text.len();
+        if text.len() > TITLE_FILE_BYTES_MAX {
+            diags.push(Diagnostic::error(
+                "limit",
+                path.clone(),
+                format!("file is {} bytes, the limit is {TITLE_FILE_BYTES_MAX}", text.len()),
+            ));
+        }
+    }
+    if total > TITLE_BYTES_MAX {
+        diags.push(Diagnostic::error("limit", "", format!("title is {total} bytes, the limit is {TITLE_BYTES_MAX}")));
+    }
+    diags
 }
 
 /// Parsed data files; `None` where the file is missing or has errors.

@@ -63,6 +63,14 @@ pub struct Config {
     /// created in `data_dir/token-secret` on first start and kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<String>,
+    /// Bearer token for the admin API (`/admin/api/`). When absent, a
+    /// random token is created in `data_dir/admin-token` on first start and
+    /// kept: read it from there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// Reload a title when a file of its folder changes (validated first;
+    /// see docs/operations.md). SIGHUP and the admin API reload either way.
+    pub watch_titles: bool,
     /// Accept `login` with a bare player name (embedded and test setups).
     pub dev_login: bool,
     /// How long a session token stays valid.
@@ -93,6 +101,8 @@ impl Default for Config {
             titles: PathBuf::from("titles"),
             server_dir: None,
             token_secret: None,
+            admin_token: None,
+            watch_titles: true,
             dev_login: true,
             token_ttl_seconds: 24 * 3600,
             save_interval_seconds: 30,
@@ -113,6 +123,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CITADEL_SERVER_DIR", "server_dir"),
     ("CITADEL_TOKEN_SECRET", "token_secret"),
     ("CITADEL_DEV_LOGIN", "dev_login"),
+    ("CITADEL_ADMIN_TOKEN", "admin_token"),
+    ("CITADEL_WATCH_TITLES", "watch_titles"),
     ("CITADEL_S3_BUCKET", "s3.bucket"),
     ("CITADEL_S3_PREFIX", "s3.prefix"),
     ("CITADEL_S3_REGION", "s3.region"),
@@ -158,6 +170,12 @@ impl Config {
         if let Some(v) = get("CITADEL_DEV_LOGIN") {
             self.dev_login = matches!(v.as_str(), "1" | "true" | "yes");
         }
+        if let Some(v) = get("CITADEL_ADMIN_TOKEN") {
+            self.admin_token = Some(v);
+        }
+        if let Some(v) = get("CITADEL_WATCH_TITLES") {
+            self.watch_titles = matches!(v.as_str(), "1" | "true" | "yes");
+        }
         if let Some(bucket) = get("CITADEL_S3_BUCKET") {
             let s3 = self.s3.get_or_insert_with(|| crate::s3::S3Config::new(""));
             s3.bucket = bucket;
@@ -191,6 +209,9 @@ impl Config {
         anyhow::ensure!(self.save_interval_seconds >= 1, "save_interval_seconds must be at least 1");
         anyhow::ensure!(self.token_ttl_seconds >= 60, "token_ttl_seconds must be at least 60");
         anyhow::ensure!(self.lock_ttl_seconds >= 3, "lock_ttl_seconds must be at least 3");
+        if let Some(t) = &self.admin_token {
+            anyhow::ensure!(t.len() >= 16, "admin_token must be at least 16 characters");
+        }
         if let Some(s) = &self.token_secret {
             anyhow::ensure!(s.len() >= 32, "token_secret must be at least 32 characters");
         }

@@ -32,6 +32,8 @@ pub struct AppState {
     /// Open WebSocket connections (axum's graceful shutdown does not wait
     /// for upgraded connections, so we do).
     pub sockets: TaskTracker,
+    /// The admin API's bearer token.
+    pub admin_token: Arc<str>,
 }
 
 /// How much larger than `limits.message_bytes_max` a body or frame may be
@@ -49,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/{title}/request", post(http_request))
         .route("/v1/{title}/ws", get(ws_upgrade))
         .layer(DefaultBodyLimit::max(hard))
+        .nest("/admin/api", crate::admin::routes(state.clone()))
         .with_state(state)
 }
 

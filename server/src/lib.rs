@@ -10,11 +10,14 @@
 //! - [`blob`]: player file storage: the trait and the filesystem backend.
 //! - [`s3`]: the S3 backend of the blob store.
 //! - [`auth`]: signed session tokens.
-//! - [`titles`]: the titles served.
+//! - [`titles`]: the titles served, their versions, the reload gate.
+//! - [`watch`]: hot reload triggers (the titles folder watcher, SIGHUP).
+//! - [`admin`]: the admin API.
 //! - [`world`]: data shared between servers (player locks).
 //! - [`listener`]: the connection limit.
 //! - [`docs`]: generated sections of the protocol and configuration docs.
 
+pub mod admin;
 pub mod auth;
 pub mod blob;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod protocol;
 pub mod s3;
 pub mod session;
 pub mod titles;
+pub mod watch;
 pub mod world;
 
 use std::future::Future;
@@ -98,6 +102,14 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The admin API token: from the config, or kept in `data_dir/admin-token`.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    match &config.admin_token {
+        Some(t) => Ok(t.clone()),
+        None => kept_random(&config.data_dir, "admin-token", 24),
+    }
+}
+
 /// Serves until `shutdown` completes, then shuts down gracefully: stop
 /// accepting, let in-flight HTTP requests finish, push `server_shutdown`
 /// and close every WebSocket with 1001, save every player, return.
@@ -134,8 +146,19 @@ pub async fn run_with_clock(
     let deps = Arc::new(session::Deps { config, titles, blobs, world, clock, journal: journal.clone(), server_id });
     let sessions = session::Sessions::new(deps.clone());
     let token = CancellationToken::new();
-    let state =
-        AppState { deps, sessions: sessions.clone(), signer, shutdown: token.clone(), sockets: TaskTracker::new() };
+    if deps.config.watch_titles {
+        watch::spawn(deps.titles.clone(), &deps.config.titles, token.clone())?;
+    }
+    watch::on_sighup(deps.titles.clone(), token.clone())?;
+    let admin_token = admin_token(&deps.config)?.into();
+    let state = AppState {
+        deps,
+        sessions: sessions.clone(),
+        signer,
+        shutdown: token.clone(),
+        sockets: TaskTracker::new(),
+        admin_token,
+    };
     let sockets = state.sockets.clone();
     let listener = listener::Limited::new(listener, connections_max);
     tracing::info!(addr = %listener.local_addr_string(), "listening");

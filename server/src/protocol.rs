@@ -81,7 +81,7 @@ server_codes! {
     RateLimited => "rate_limited", 429, "the player sends more than limits.requests_per_second_max";
     SessionQueueFull => "session_queue_full", 429, "more than limits.session_queue_max requests are waiting for this player";
     UnknownTitle => "unknown_title", 404, "no title with that id is served here";
-    Unauthorized => "unauthorized", 401, "no session token, or a forged or malformed one";
+    Unauthorized => "unauthorized", 401, "no session token, or a forged or malformed one (admin API: no admin token, or a wrong one)";
     TokenExpired => "token_expired", 401, "the session token has expired; log in again";
     WrongTitle => "wrong_title", 403, "the session token was issued for another title";
     DevLoginDisabled => "dev_login_disabled", 403, "this server does not accept development logins";
@@ -90,6 +90,7 @@ server_codes! {
     ServerFull => "server_full", 503, "the server holds limits.sessions_max players in memory";
     ShuttingDown => "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly";
     NotDurable => "not_durable", 503, "the server could not write the action to its journal, so did not apply it; the server is unhealthy: log in again (on another server)";
+    UnknownVersion => "unknown_version", 404, "admin API: no kept version of the title has that content version (or there is no earlier one to roll back to)";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
 
