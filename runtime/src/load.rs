@@ -151,7 +151,11 @@ pub fn load_files(folder: &str, files: &TitleFiles) -> (Option<Title>, Vec<Diagn
 fn file_limits(files: &TitleFiles) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     if files.len() > TITLE_FILES_MAX {
-        diags.push(Diagnostic::error("limit", "", format!("title has {} files, the limit is {TITLE_FILES_MAX}", files.len())));
+        diags.push(Diagnostic::error(
+            "limit",
+            "",
+            format!("title has {} files, the limit is {TITLE_FILES_MAX}", files.len()),
+        ));
     }
     let mut total = 0usize;
     for (path, text) in files {
@@ -704,7 +708,14 @@ impl Loader<'_> {
                 };
                 if !new_exists {
                     let help = did_you_mean(new, list.iter().copied());
-                    self.at("unknown-id", f, &pointer, false, format!("renamed to `{new}`, which is not defined"), help);
+                    self.at(
+                        "unknown-id",
+                        f,
+                        &pointer,
+                        false,
+                        format!("renamed to `{new}`, which is not defined"),
+                        help,
+                    );
                 }
                 if old_exists {
                     self.at(

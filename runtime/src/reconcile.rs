@@ -66,13 +66,23 @@ fn rename_keys<V: Copy>(
                 None => v,
             };
             map.insert(new.clone(), merged);
-            changes.push(change(&[("kind", text("renamed")), ("of", text(kind)), ("from", text(old)), ("to", text(new))]));
+            changes.push(change(&[
+                ("kind", text("renamed")),
+                ("of", text(kind)),
+                ("from", text(old)),
+                ("to", text(new)),
+            ]));
         }
     }
 }
 
 /// Drops every key of `map` for which `known` is false.
-fn drop_unknown<V>(map: &mut BTreeMap<String, V>, known: impl Fn(&str) -> bool, kind: &str, changes: &mut Vec<Dynamic>) {
+fn drop_unknown<V>(
+    map: &mut BTreeMap<String, V>,
+    known: impl Fn(&str) -> bool,
+    kind: &str,
+    changes: &mut Vec<Dynamic>,
+) {
     let gone: Vec<String> = map.keys().filter(|k| !known(k)).cloned().collect();
     for k in gone {
         map.remove(&k);

@@ -70,7 +70,8 @@ fn answer(reports: Vec<Report>) -> (StatusCode, Json<Value>) {
 }
 
 async fn reload_all(State(st): State<AppState>) -> Result<(StatusCode, Json<Value>), Fail> {
-    let reports = st.deps.titles.reload(&[]).await.map_err(|e| Fail(ApiError::new(Code::Internal, format!("{e:#}"))))?;
+    let reports =
+        st.deps.titles.reload(&[]).await.map_err(|e| Fail(ApiError::new(Code::Internal, format!("{e:#}"))))?;
     Ok(answer(reports))
 }
 
@@ -104,8 +105,12 @@ async fn push(
     known(&id)?;
     let body: PushBody = serde_json::from_slice(&body)
         .map_err(|e| Fail(ApiError::new(Code::BadRequest, format!("expected {{\"files\": {{path: text}}}}: {e}"))))?;
-    let report =
-        st.deps.titles.push(&id, body.files).await.map_err(|e| Fail(ApiError::new(Code::Internal, format!("{e:#}"))))?;
+    let report = st
+        .deps
+        .titles
+        .push(&id, body.files)
+        .await
+        .map_err(|e| Fail(ApiError::new(Code::Internal, format!("{e:#}"))))?;
     Ok(answer(vec![report]))
 }
 

@@ -219,7 +219,8 @@ impl Titles {
 
     /// A given version of a title: from memory, else from the version store.
     pub fn version(&self, id: &str, content_version: &str) -> Option<Title> {
-        if let Some(t) = self.read().get(id).and_then(|s| s.history.iter().find(|t| t.content_version == content_version))
+        if let Some(t) =
+            self.read().get(id).and_then(|s| s.history.iter().find(|t| t.content_version == content_version))
         {
             return Some(t.clone());
         }
@@ -478,7 +479,8 @@ impl Titles {
             return;
         }
         files.sort();
-        let keep: Vec<String> = self.read().values().flat_map(|s| s.history.iter().map(|t| t.content_version.clone())).collect();
+        let keep: Vec<String> =
+            self.read().values().flat_map(|s| s.history.iter().map(|t| t.content_version.clone())).collect();
         for (_, path) in &files[..files.len() - STORED_VERSIONS_MAX] {
             let in_memory = path.file_stem().and_then(|s| s.to_str()).is_some_and(|v| keep.iter().any(|k| k == v));
             if !in_memory {

@@ -134,7 +134,8 @@ pub fn spawn(titles: Arc<Titles>, folder: &Path, stop: CancellationToken) -> any
 
 /// Reloads every title on SIGHUP until `stop`.
 pub fn on_sighup(titles: Arc<Titles>, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("listening for SIGHUP")?;
+    let mut hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("listening for SIGHUP")?;
     tokio::spawn(async move {
         loop {
             tokio::select! {

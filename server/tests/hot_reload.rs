@@ -1,0 +1,371 @@
+//! Hot reload under load: players play over WebSocket and HTTP while the
+//! first title's folder is edited 20 times, valid and invalid edits mixed
+//! (data, scripts, a rename that migrates every player). No request fails,
+//! each valid version is served to new requests within a second, no
+//! invalid version is ever served, and every player file is sound at the end.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use citadel_runtime::{PlayerState, TitleFiles};
+use citadel_server::Config;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+const ADMIN: &str = "hot-reload-test-admin-token";
+/// Players on each transport.
+const PLAYERS_PER_TRANSPORT: usize = 8;
+/// How soon a valid change must reach new requests.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(1);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("citadel-hot-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes a title's files into `dir`, each changed file the way editors
+/// do it: alternately in place and as a temporary file renamed over it.
+fn write_changed(dir: &Path, old: &TitleFiles, new: &TitleFiles, n: usize) {
+    for (path, text) in new {
+        if old.get(path) == Some(text) {
+            continue;
+        }
+        let target = dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        if n.is_multiple_of(2) {
+            std::fs::write(&target, text).unwrap();
+        } else {
+            let tmp = target.with_file_name(format!(".{}.swp", target.file_name().unwrap().to_str().unwrap()));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &target).unwrap();
+        }
+    }
+    for path in old.keys().filter(|p| !new.contains_key(*p)) {
+        std::fs::remove_file(dir.join(path)).unwrap();
+    }
+}
+
+fn set_json(files: &mut TitleFiles, file: &str, f: impl FnOnce(&mut Value)) {
+    let mut v: Value = serde_json::from_str(&files[file]).unwrap();
+    f(&mut v);
+    files.insert(file.into(), serde_json::to_string_pretty(&v).unwrap());
+}
+
+/// The 20 edits: `(what, files, valid)`, each from the last valid files.
+fn edits(start: &TitleFiles) -> Vec<(String, TitleFiles, bool)> {
+    let mut out = Vec::new();
+    let mut good = start.clone();
+    for i in 0..20 {
+        let mut f = good.clone();
+        let (what, valid) = match i % 5 {
+            0 => {
+                set_json(&mut f, "title.json", |v| v["speed_up_seconds_per_premium"] = json!(60 + i));
+                ("data: speed-up price".to_string(), true)
+            }
+            1 => {
+                let text = f["title.json"].clone();
+                f.insert("title.json".into(), text[..text.len() / 2].to_string());
+                ("invalid: title.json cut in half".into(), false)
+            }
+            2 => {
+                let text = f["scripts/hooks.rhai"].replace("Welcome, commander!", &format!("Welcome, commander {i}!"));
+                let text = text.replace(&format!("commander {}!", i - 5), &format!("commander {i}!"));
+                f.insert("scripts/hooks.rhai".into(), text);
+                ("script: welcome text".into(), true)
+            }
+            3 => {
+                if i == 8 {
+                    set_json(&mut f, "title.json", |v| v["builders"] = json!("many"));
+                    ("invalid: builders is a string".into(), false)
+                } else {
+                    let text = format!("{}\nfn broken( {{\n", f["scripts/hooks.rhai"]);
+                    f.insert("scripts/hooks.rhai".into(), text);
+                    ("invalid: script syntax".into(), false)
+                }
+            }
+            _ if i == 9 => {
+                // Every player has a gold mine: renaming it migrates them all.
+                for text in f.values_mut() {
+                    *text = text.replace("gold_mine", "gold_pit");
+                }
+                set_json(&mut f, "title.json", |v| v["renamed"] = json!({ "buildings": { "gold_mine": "gold_pit" } }));
+                ("migration: gold_mine renamed gold_pit".into(), true)
+            }
+            _ => {
+                set_json(&mut f, "title.json", |v| v["cancel_refund_percent"] = json!(40 + i));
+                ("data: refund percent".into(), true)
+            }
+        };
+        if valid {
+            good = f.clone();
+        }
+        out.push((what, f, valid));
+    }
+    out
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failures: Mutex<Vec<String>>,
+    /// Content versions seen in players' states.
+    seen: Mutex<BTreeSet<String>>,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        self.failures.lock().unwrap().push(what);
+    }
+    /// Checks one response: a server error is a failure; a rules refusal
+    /// (not enough gold, say) is a game answer.
+    fn check(&self, v: &Value, status: u16) {
+        let server_codes: BTreeSet<&str> = citadel_server::protocol::SERVER_CODES.iter().map(|c| c.1).collect();
+        if v["ok"] == true {
+            if status != 200 {
+                self.fail(format!("status {status} with ok: {v}"));
+                return;
+            }
+            self.ok.fetch_add(1, Ordering::Relaxed);
+            if let Some(cv) = v["result"]["state"]["content_version"].as_str() {
+                self.seen.lock().unwrap().insert(cv.to_string());
+            }
+        } else {
+            let code = v["error"]["code"].as_str().unwrap_or("");
+            if server_codes.contains(code) || code.is_empty() {
+                self.fail(format!("status {status}: {v}"));
+            } else {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn request(i: u64) -> Value {
+    match i % 3 {
+        0 => json!({ "id": i, "action": "get_state" }),
+        1 => json!({ "id": i, "action": "collect_all" }),
+        _ => json!({ "id": i, "action": "ping" }),
+    }
+}
+
+async fn login(http: &reqwest::Client, base: &str, player: &str) -> String {
+    let v: Value = http
+        .post(format!("{base}/v1/ironhold/login"))
+        .json(&json!({ "player": player }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+async fn http_player(base: String, player: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let http = reqwest::Client::new();
+    let token = login(&http, &base, &player).await;
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        match http.post(format!("{base}/v1/ironhold/request")).bearer_auth(&token).json(&request(i)).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                match r.json::<Value>().await {
+                    Ok(v) => tally.check(&v, status),
+                    Err(e) => tally.fail(format!("{player}: unreadable answer: {e}")),
+                }
+            }
+            Err(e) => tally.fail(format!("{player}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn ws_player(base: String, addr: String, player: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let http = reqwest::Client::new();
+    let token = login(&http, &base, &player).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ironhold/ws?token={token}")).await.unwrap();
+    let _welcome = ws.next().await;
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        if let Err(e) = ws.send(Message::Text(request(i).to_string().into())).await {
+            tally.fail(format!("{player}: send: {e}"));
+            return;
+        }
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(&t) {
+                Ok(v) => tally.check(&v, 200),
+                Err(e) => tally.fail(format!("{player}: {e}")),
+            },
+            other => {
+                tally.fail(format!("{player}: socket ended: {other:?}"));
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = ws.close(None).await;
+}
+
+async fn served(http: &reqwest::Client, base: &str) -> String {
+    let v: Value = http.get(format!("{base}/v1/titles")).send().await.unwrap().json().await.unwrap();
+    v["titles"].as_array().unwrap().iter().find(|t| t["id"] == "ironhold").unwrap()["content_version"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn last_change(http: &reqwest::Client, base: &str) -> Value {
+    let v: Value =
+        http.get(format!("{base}/admin/api/titles")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    v["titles"].as_array().unwrap().iter().find(|t| t["id"] == "ironhold").unwrap()["last_change"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() {
+    let titles = temp("titles");
+    let folder = titles.join("ironhold");
+    let start = citadel_runtime::read_dir(&root().join("titles/ironhold")).0;
+    write_changed(&folder, &TitleFiles::new(), &start, 0);
+    let data = temp("data");
+    let mut config = Config { data_dir: data.clone(), titles: titles.clone(), ..Config::default() };
+    config.token_secret = Some("a hot reload test secret of 32 chars".into());
+    config.admin_token = Some(ADMIN.into());
+    config.limits.requests_per_second_max = 10_000;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(citadel_server::run(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let first = citadel_runtime::load::content_version(&start);
+    assert_eq!(served(&http, &base).await, first);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut players = Vec::new();
+    for p in 0..PLAYERS_PER_TRANSPORT {
+        players.push(tokio::spawn(http_player(base.clone(), format!("h{p}"), stop.clone(), tally.clone())));
+        players.push(tokio::spawn(ws_player(
+            base.clone(),
+            addr.to_string(),
+            format!("w{p}"),
+            stop.clone(),
+            tally.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut valid = BTreeSet::from([first.clone()]);
+    let mut invalid = BTreeSet::new();
+    let mut on_disk = start.clone();
+    let mut current = first;
+    let mut log = Vec::new();
+    for (n, (what, files, ok)) in edits(&start).into_iter().enumerate() {
+        let version = citadel_runtime::load::content_version(&files);
+        let before = tally.ok.load(Ordering::Relaxed);
+        let written = Instant::now();
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        write_changed(&folder, &on_disk, &files, n);
+        on_disk = files;
+        if ok {
+            valid.insert(version.clone());
+            loop {
+                if served(&http, &base).await == version {
+                    break;
+                }
+                assert!(
+                    written.elapsed() < VISIBLE_WITHIN,
+                    "edit {n} ({what}) not served after {:?}",
+                    written.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            current = version;
+        } else {
+            invalid.insert(version.clone());
+            loop {
+                let change = last_change(&http, &base).await;
+                if change["at_ms"].as_i64().unwrap_or(0) >= at_ms && change["outcome"] == "refused" {
+                    assert!(!change["diagnostics"].as_array().unwrap().is_empty(), "{change}");
+                    break;
+                }
+                assert!(
+                    written.elapsed() < VISIBLE_WITHIN,
+                    "edit {n} ({what}) not reported after {:?}",
+                    written.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(served(&http, &base).await, current, "edit {n} ({what}): the running version must stay");
+        }
+        log.push(format!("{n}: {what}: {:?}", written.elapsed()));
+        // Let players play a little on every version.
+        while tally.ok.load(Ordering::Relaxed) < before + 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for p in players {
+        p.await.unwrap();
+    }
+
+    let failures = tally.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    let seen = tally.seen.lock().unwrap().clone();
+    assert!(seen.is_subset(&valid), "served versions {seen:?}, valid ones {valid:?}");
+    assert!(seen.is_disjoint(&invalid));
+    assert!(seen.len() >= 10, "players saw only {} versions: {log:#?}", seen.len());
+    assert!(tally.ok.load(Ordering::Relaxed) > 500);
+
+    // Every player, asked now, is on the last version and migrated.
+    for p in ["h0", "w0"] {
+        let token = login(&http, &base, p).await;
+        let v: Value = http
+            .post(format!("{base}/v1/ironhold/request"))
+            .bearer_auth(&token)
+            .json(&json!({ "action": "get_state" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let state = &v["result"]["state"];
+        assert_eq!(state["content_version"], json!(current));
+        let kinds: Vec<&str> =
+            state["buildings"].as_array().unwrap().iter().map(|b| b["building"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"gold_pit") && !kinds.contains(&"gold_mine"), "{kinds:?}");
+    }
+
+    let _ = stop_server.send(());
+    server.await.unwrap().unwrap();
+    // No player file corrupted: each reads back, on the last version.
+    let dir = data.join("players/ironhold");
+    let mut files = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = PlayerState::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(s.content_version, current, "{}", path.display());
+        assert!(s.buildings.iter().all(|b| b.building != "gold_mine"));
+        files += 1;
+    }
+    assert_eq!(files, PLAYERS_PER_TRANSPORT * 2);
+}
