@@ -1,6 +1,7 @@
-//! `citadel-edit`: the designers' command line. Validates title folders,
-//! runs their scenario tests and scaffolds new titles. It never links the
-//! server; later commands talk to a running server over its admin API.
+//! `citadel-edit`: the designers' command line. Validates title folders
+//! (once, or on every save), runs their scenario tests, scaffolds new
+//! titles, and pushes titles to (or rolls them back on) a running server
+//! through its admin API. It never links the server.
 //!
 //! Exit codes: 0 success, 1 the title is invalid or a test failed,
 //! 2 usage or I/O error.
@@ -12,6 +13,9 @@ use anyhow::{bail, Context};
 use citadel_runtime::{scenario, Diagnostic, Severity};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod remote;
+mod watch;
+
 #[derive(Parser)]
 #[command(name = "citadel-edit", version, about = "Validate, test and scaffold Citadel titles")]
 struct Cli {
@@ -20,7 +24,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Human,
     Json,
 }
@@ -39,6 +43,39 @@ enum Command {
     /// Validate titles and run their scenario tests (tests/*.json).
     /// A title is a folder path or an id under ./titles; none means all.
     Test { titles: Vec<String> },
+    /// Validate titles again on every save, printing the diagnostics.
+    /// A title is a folder path or an id under ./titles; none means all.
+    Watch { titles: Vec<String> },
+    /// Send a title to a running server: it is validated there and served
+    /// if it has no errors (exit 0), else refused with its diagnostics
+    /// (exit 1) while the server keeps the version it runs.
+    Push {
+        /// A title folder, or an id under ./titles.
+        title: String,
+        /// The server, e.g. http://127.0.0.1:7070.
+        #[arg(long)]
+        server: String,
+        /// Admin token [default: $CITADEL_ADMIN_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Serve an earlier version of a title again on a running server.
+    Rollback {
+        /// The title id.
+        title: String,
+        #[arg(long)]
+        server: String,
+        /// The content version to return to [default: the one before the current].
+        #[arg(long)]
+        to: Option<String>,
+        /// Admin token [default: $CITADEL_ADMIN_TOKEN].
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Create a new title folder that validates and passes its own test.
     New {
         /// The new title's id: lowercase letters, digits and _, starting with a letter.
@@ -55,6 +92,9 @@ fn main() -> ExitCode {
         Command::Validate { dirs, format } => validate(dirs, format),
         Command::Test { titles } => test(titles),
         Command::New { id, dir } => new(&id, dir),
+        Command::Watch { titles } => titles_or_all(&titles).and_then(watch::watch),
+        Command::Push { title, server, token, format } => remote::push(&resolve_title(&title), &server, token, format),
+        Command::Rollback { title, server, to, token, format } => remote::rollback(&title, &server, to, token, format),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -88,7 +128,7 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Reads a title folder once and loads it. The folder's own name (also for
 /// `.`) is what the title id must match.
-fn load_dir(
+pub(crate) fn load_dir(
     dir: &Path,
 ) -> anyhow::Result<(citadel_runtime::TitleFiles, Option<citadel_runtime::Title>, Vec<Diagnostic>)> {
     check_dir(dir)?;
@@ -104,7 +144,7 @@ fn load_dir(
 }
 
 /// Prints diagnostics the way a compiler does; returns (errors, warnings).
-fn print_human(dir: &Path, files: &citadel_runtime::TitleFiles, diags: &[Diagnostic]) -> (usize, usize) {
+pub(crate) fn print_human(dir: &Path, files: &citadel_runtime::TitleFiles, diags: &[Diagnostic]) -> (usize, usize) {
     let shown = dir.display().to_string();
     for d in diags {
         let source = files.get(&d.file).map(String::as_str);
@@ -158,8 +198,17 @@ fn resolve_title(arg: &str) -> PathBuf {
     Path::new("titles").join(arg)
 }
 
+/// The folders of the titles named (folders or ids under ./titles), or of all.
+fn titles_or_all(titles: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    if titles.is_empty() {
+        all_titles()
+    } else {
+        Ok(titles.iter().map(|t| resolve_title(t)).collect())
+    }
+}
+
 fn test(titles: Vec<String>) -> anyhow::Result<bool> {
-    let dirs = if titles.is_empty() { all_titles()? } else { titles.iter().map(|t| resolve_title(t)).collect() };
+    let dirs = titles_or_all(&titles)?;
     let (mut passed, mut failed) = (0usize, 0usize);
     for dir in &dirs {
         let (files, title, diags) = load_dir(dir)?;

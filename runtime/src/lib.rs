@@ -13,6 +13,7 @@
 //! - [`scenario`]: running a title's scenario tests.
 //! - [`diagnostic`], [`spans`]: designer-facing errors with positions.
 //! - [`time`]: UTC timestamps.
+//! - [`watch`]: a debounced watcher over a folder of titles (hot reload, `citadel-edit watch`).
 
 pub mod diagnostic;
 pub mod docs;
@@ -27,6 +28,7 @@ pub mod state;
 pub mod time;
 pub mod title;
 mod view;
+pub mod watch;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::{load, load_files, read_dir, TitleFiles};
