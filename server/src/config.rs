@@ -83,6 +83,11 @@ pub struct Config {
     /// holding players frees them after this long; sessions renew at a
     /// third of it.
     pub lock_ttl_seconds: u64,
+    /// How long a login (or a request starting a session) waits for a
+    /// player lock held by another server before answering
+    /// `player_locked`. Covers a binary upgrade, where the old process
+    /// saves and releases players just after they reconnect to the new one.
+    pub login_lock_wait_seconds: u64,
     /// Journal every operation and acknowledge it only once on disk. Turn
     /// off only to measure what the journal costs: without it a crash
     /// loses every action since each player's last save.
@@ -108,6 +113,7 @@ impl Default for Config {
             save_interval_seconds: 30,
             idle_timeout_seconds: 300,
             lock_ttl_seconds: 60,
+            login_lock_wait_seconds: 10,
             journal: true,
             s3: None,
             limits: Limits::default(),

@@ -15,6 +15,7 @@
 //! - [`admin`]: the admin API.
 //! - [`world`]: data shared between servers (player locks).
 //! - [`listener`]: the connection limit.
+//! - [`handoff`]: passing the listening socket to a new process (binary upgrades).
 //! - [`docs`]: generated sections of the protocol and configuration docs.
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod docs;
+pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod listener;
@@ -128,6 +130,28 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
+    serve(config, listener, shutdown, clock, None).await
+}
+
+/// [`run`] on a listening socket taken over from a running server
+/// ([`handoff::take_over`]): once this server accepts connections, the old
+/// one is told to drain.
+pub async fn run_taking_over(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    old: std::os::unix::net::UnixStream,
+) -> anyhow::Result<()> {
+    serve(config, listener, shutdown, Arc::new(SystemClock), Some(old)).await
+}
+
+async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+    old: Option<std::os::unix::net::UnixStream>,
+) -> anyhow::Result<()> {
     config.check()?;
     let titles = Arc::new(titles::Titles::open(&config.titles, Some(&config.data_dir.join("title-versions")))?);
     let signer = auth::Signer::new(&token_secret(&config)?);
@@ -160,6 +184,18 @@ pub async fn run_with_clock(
         admin_token,
     };
     let sockets = state.sockets.clone();
+    // A successor takes a copy of the listening socket; it then tells this
+    // server to drain, which is the graceful shutdown.
+    let handoff_path = handoff::socket_path(&state.deps.config.server_dir());
+    {
+        use std::os::fd::AsFd;
+        let copy = listener.as_fd().try_clone_to_owned().context("copying the listening socket")?;
+        // Serving goes on without it (a Unix socket path is limited to 107
+        // bytes, for one): only take-overs are unavailable.
+        if let Err(e) = handoff::serve(handoff_path.clone(), copy, token.clone(), token.clone()) {
+            tracing::warn!(error = %format!("{e:#}"), "binary upgrades by take-over are unavailable");
+        }
+    }
     let listener = listener::Limited::new(listener, connections_max);
     tracing::info!(addr = %listener.local_addr_string(), "listening");
     let stop = token.clone();
@@ -168,7 +204,13 @@ pub async fn run_with_clock(
         stop.cancel();
     });
     let graceful = token.clone();
+    if let Some(old) = old {
+        // The socket already listens; connections wait in its queue until
+        // `axum::serve` accepts them just below.
+        handoff::ready(old)?;
+    }
     axum::serve(listener, app(state)).with_graceful_shutdown(async move { graceful.cancelled().await }).await?;
+    let _ = std::fs::remove_file(&handoff_path);
     sockets.close();
     sockets.wait().await;
     sessions.shutdown().await;

@@ -31,6 +31,14 @@ enum Command {
         /// Folder of title folders [default: titles].
         #[arg(long, value_name = "DIR")]
         titles: Option<PathBuf>,
+        /// This server's own folder (journal, identity) [default: <data-dir>/server].
+        #[arg(long, value_name = "DIR")]
+        server_dir: Option<PathBuf>,
+        /// Take the listening socket over from the server whose handoff
+        /// socket this is (its <server_dir>/handoff.sock); that server then
+        /// drains and exits. --listen is ignored. See docs/operations.md.
+        #[arg(long, value_name = "SOCKET")]
+        take_over: Option<PathBuf>,
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
@@ -38,7 +46,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Command::Serve { config, listen, data_dir, titles, log_json } = Cli::parse().command;
+    let Command::Serve { config, listen, data_dir, titles, server_dir, take_over, log_json } = Cli::parse().command;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if log_json {
@@ -57,11 +65,25 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = titles {
         cfg.titles = v;
     }
+    if let Some(v) = server_dir {
+        cfg.server_dir = Some(v);
+    }
+    // Before the runtime: the descriptor arrives over a blocking socket.
+    let taken = take_over.map(|p| citadel_server::handoff::take_over(&p)).transpose()?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
-        citadel_server::run(cfg, listener, shutdown_signal()).await
+        match taken {
+            Some((listener, old)) => {
+                let listener = tokio::net::TcpListener::from_std(listener).context("using the taken-over socket")?;
+                citadel_server::run_taking_over(cfg, listener, shutdown_signal(), old).await
+            }
+            None => {
+                let listener = tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .with_context(|| format!("listening on {}", cfg.listen))?;
+                citadel_server::run(cfg, listener, shutdown_signal()).await
+            }
+        }
     })
 }
 

@@ -68,6 +68,11 @@ pub struct Deps {
     pub server_id: String,
 }
 
+/// First pause before trying a held player lock again; doubles up to
+/// [`LOCK_RETRY_MAX`] (a world store query per try, so not too often).
+const LOCK_RETRY_FIRST: Duration = Duration::from_millis(20);
+const LOCK_RETRY_MAX: Duration = Duration::from_millis(500);
+
 type Key = (String, String);
 /// A storage call running beside the session's requests.
 type Background<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -481,13 +486,27 @@ impl Session {
             h.finish()
         };
         // The lock first: only its holder may read the file as current.
+        // A lock held elsewhere is waited for a while: during a binary
+        // upgrade the old process saves and releases its players moments
+        // after their clients reconnect here.
         let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
-        let lease = deps
-            .world
-            .acquire(&format!("player:{blob_key}"), &deps.server_id, ttl, deps.clock.now_ms())
-            .await
-            .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
-            .ok_or_else(|| ApiError::new(Code::PlayerLocked, "the player is logged in on another server"))?;
+        let give_up = Instant::now() + Duration::from_secs(deps.config.login_lock_wait_seconds);
+        let mut pause = LOCK_RETRY_FIRST;
+        let lease = loop {
+            let got = deps
+                .world
+                .acquire(&format!("player:{blob_key}"), &deps.server_id, ttl, deps.clock.now_ms())
+                .await
+                .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+            match got {
+                Some(lease) => break lease,
+                None if Instant::now() + pause < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LOCK_RETRY_MAX);
+                }
+                None => return Err(ApiError::new(Code::PlayerLocked, "the player is logged in on another server")),
+            }
+        };
         let loaded = match deps.blobs.get(blob_key).await {
             Ok(l) => l,
             Err(e) => {

@@ -3,93 +3,31 @@
 //! directory every acknowledged action is in the players' state and none is
 //! applied twice. Checked by counting: each action grants exactly one gem.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+mod support;
+
+use support::{counting_title, temp, Killed, START_GEMS};
+
 const PLAYERS: usize = 24;
-const START_GEMS: i64 = 10;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("citadel-crash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The mini fixture title, with its `tithe` action changed to grant one
-/// gem and cost nothing, so it always succeeds and is easy to count.
-fn counting_title(dir: &Path) {
-    let from = root().join("tests/fixtures/mini");
-    let to = dir.join("mini");
-    for sub in ["", "scripts"] {
-        std::fs::create_dir_all(to.join(sub)).unwrap();
-        for e in std::fs::read_dir(from.join(sub)).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, to.join(sub).join(p.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    let hooks = to.join("scripts/hooks.rhai");
-    let text = std::fs::read_to_string(&hooks).unwrap();
-    let counted = text.replace("[spend(\"gold\", 10), grant(\"gems\", 1)]", "[grant(\"gems\", 1)]");
-    assert_ne!(text, counted, "the fixture's tithe changed; update this test");
-    std::fs::write(hooks, counted).unwrap();
-}
-
-/// A server process, killed with SIGKILL when dropped (also when a failed
-/// assertion unwinds, so no server outlives the test).
-struct Killed(Child);
-
-impl Killed {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Starts `citadel serve` and returns it with the address it listens on.
 fn serve(data: &Path, titles: &Path, config: &Path) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_citadel"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-json", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--titles")
-        .arg(titles)
-        .env("CITADEL_TOKEN_SECRET", "a crash test secret of at least 32 chars")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("citadel starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server logs before it exits").unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if v["fields"]["message"] == "listening" {
-            break v["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Killed(child), addr)
+    support::citadel(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--titles".as_ref(),
+        titles.as_os_str(),
+    ])
 }
 
 async fn login(addr: &str, player: &str) -> Value {

@@ -76,6 +76,9 @@ async fn start(data: PathBuf, tweak: impl FnOnce(&mut Config)) -> Server {
 async fn start_at(data: PathBuf, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> Server {
     let mut config = Config { data_dir: data.clone(), titles: titles_dir(), ..Config::default() };
     config.token_secret = Some("an e2e test secret of at least 32 chars".into());
+    // Refusals of a locked player come at once here (the wait is for
+    // upgrades: tests/upgrade.rs).
+    config.login_lock_wait_seconds = 0;
     tweak(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,0 +1,222 @@
+//! A binary upgrade under load: a second `citadel` process takes the
+//! listening socket over from the first (`--take-over`), the first drains
+//! and exits 0, and players on WebSocket and HTTP notice nothing but a
+//! reconnect. Every action sent is answered (zero failed requests), and
+//! every acknowledged one is in the players' state exactly once (counted:
+//! each action grants exactly one gem).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::{citadel, counting_title, temp, START_GEMS};
+use tokio_tungstenite::tungstenite::Message;
+
+const PLAYERS_PER_TRANSPORT: usize = 8;
+/// A request not answered after this long, reconnects included, failed.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Tally {
+    acked: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+fn tithe(id: u64) -> Value {
+    json!({ "id": id, "action": "custom", "args": { "name": "tithe" } })
+}
+
+/// Logs in, retrying while the port changes hands; `None` past the deadline.
+async fn login(http: &reqwest::Client, addr: &str, player: &str, deadline: Instant) -> Option<String> {
+    while Instant::now() < deadline {
+        let r = http.post(format!("http://{addr}/v1/mini/login")).json(&json!({ "player": player })).send().await;
+        if let Ok(r) = r {
+            if let Ok(v) = r.json::<Value>().await {
+                if let Some(t) = v["token"].as_str() {
+                    return Some(t.to_string());
+                }
+                assert_eq!(v["error"]["code"], "shutting_down", "{player}: login failed: {v}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Sends tithes over WebSocket until `stop`; reconnects when the server
+/// closes the socket and sends the unanswered request again (a request
+/// the old server never read). Returns the actions acknowledged.
+async fn ws_player(addr: String, player: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> Result<u64, String> {
+    let http = reqwest::Client::new();
+    let mut acked = 0;
+    let mut id = 0;
+    'connect: while !stop.load(Ordering::Relaxed) {
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        let token = login(&http, &addr, &player, deadline).await.ok_or(format!("{player}: no login"))?;
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/mini/ws?token={token}")).await
+        else {
+            tally.reconnects.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if ws.send(Message::Text(tithe(id).to_string().into())).await.is_err() {
+                tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                continue 'connect;
+            }
+            loop {
+                match tokio::time::timeout(ANSWER_WITHIN, ws.next()).await {
+                    Err(_) => return Err(format!("{player}: request {id} unanswered")),
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
+                        if v.get("event").is_some() {
+                            continue; // welcome, server_shutdown
+                        }
+                        if v["ok"] != true {
+                            return Err(format!("{player}: request {id} failed: {v}"));
+                        }
+                        acked += 1;
+                        tally.acked.fetch_add(1, Ordering::Relaxed);
+                        id += 1;
+                        break;
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(Some(Err(_)) | None) => {
+                        tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                        continue 'connect;
+                    }
+                }
+            }
+        }
+    }
+    Ok(acked)
+}
+
+/// Sends tithes over HTTP keep-alive until `stop`; a request that got no
+/// answer (its connection closed) or `shutting_down` is sent again.
+async fn http_player(addr: String, player: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> Result<u64, String> {
+    let http = reqwest::Client::new();
+    let mut acked = 0;
+    let mut token = login(&http, &addr, &player, Instant::now() + ANSWER_WITHIN).await.ok_or("no login")?;
+    let mut id = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!("{player}: request {id} unanswered"));
+            }
+            let sent =
+                http.post(format!("http://{addr}/v1/mini/request")).bearer_auth(&token).json(&tithe(id)).send().await;
+            let v = match sent {
+                Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            if v["ok"] == true {
+                acked += 1;
+                tally.acked.fetch_add(1, Ordering::Relaxed);
+                id += 1;
+                break;
+            }
+            if v.is_null() || v["error"]["code"] == "shutting_down" {
+                tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if v.is_null() {
+                    token = login(&http, &addr, &player, deadline).await.ok_or("no login")?;
+                }
+                continue;
+            }
+            return Err(format!("{player}: request {id} failed: {v}"));
+        }
+    }
+    Ok(acked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_process_takes_over_under_load_without_a_failed_request_or_a_lost_action() {
+    let titles = temp("upgrade-titles");
+    counting_title(&titles);
+    let data = temp("upgrade-data");
+    let config = data.join("citadel.toml");
+    std::fs::write(&config, "[limits]\nrequests_per_second_max = 100000\n").unwrap();
+    let common = |server_dir: &str| {
+        vec![
+            "--config".into(),
+            config.clone().into_os_string(),
+            "--data-dir".into(),
+            data.clone().into_os_string(),
+            "--titles".into(),
+            titles.clone().into_os_string(),
+            "--server-dir".into(),
+            data.join(server_dir).into_os_string(),
+        ]
+    };
+    let mut args_a = common("server-a");
+    args_a.extend(["--listen".into(), "127.0.0.1:0".into()]);
+    let refs: Vec<&std::ffi::OsStr> = args_a.iter().map(|a| a.as_os_str()).collect();
+    let (mut old, addr) = citadel(&refs);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut players = Vec::new();
+    for p in 0..PLAYERS_PER_TRANSPORT {
+        let (a, s, t) = (addr.clone(), stop.clone(), tally.clone());
+        players.push((format!("w{p}"), tokio::spawn(ws_player(a, format!("w{p}"), s, t))));
+        let (a, s, t) = (addr.clone(), stop.clone(), tally.clone());
+        players.push((format!("h{p}"), tokio::spawn(http_player(a, format!("h{p}"), s, t))));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = tally.acked.load(Ordering::Relaxed);
+    assert!(before > 100, "the load was real: {before} actions before the upgrade");
+
+    // The upgrade: B takes the socket over; A drains and exits 0.
+    let mut args_b = common("server-b");
+    args_b.extend(["--take-over".into(), data.join("server-a/handoff.sock").into_os_string()]);
+    let refs: Vec<&std::ffi::OsStr> = args_b.iter().map(|a| a.as_os_str()).collect();
+    let (_new, addr_b) = citadel(&refs);
+    assert_eq!(addr_b, addr, "the same socket");
+    let drained = Instant::now();
+    let status = loop {
+        if let Some(s) = old.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(drained.elapsed() < Duration::from_secs(30), "the old process did not drain");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "the old process exits 0 after draining: {status:?}");
+    let at_exit = tally.acked.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked_by = Vec::new();
+    for (name, p) in players {
+        match p.await.unwrap() {
+            Ok(n) => acked_by.push((name, n)),
+            Err(e) => panic!("a failed request: {e}"),
+        }
+    }
+    let after = tally.acked.load(Ordering::Relaxed);
+    let reconnects = tally.reconnects.load(Ordering::Relaxed);
+    eprintln!("upgrade: {before} acknowledged before, {at_exit} when the old process exited, {after} in all; {reconnects} reconnects");
+    assert!(after > at_exit + 100, "the new process served the load: {at_exit} then {after}");
+    assert!(reconnects >= PLAYERS_PER_TRANSPORT as u64, "WebSockets reconnected");
+
+    // Exactly the acknowledged actions, each once, on the new process.
+    let http = reqwest::Client::new();
+    for (player, n) in acked_by {
+        let token = login(&http, &addr, &player, Instant::now() + ANSWER_WITHIN).await.unwrap();
+        let v: Value = http
+            .post(format!("http://{addr}/v1/mini/request"))
+            .bearer_auth(&token)
+            .json(&json!({ "action": "get_state" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let gems = v["result"]["state"]["resources"]["gems"].as_i64().unwrap();
+        assert_eq!((gems - START_GEMS) as u64, n, "{player}: {n} acknowledged, {} applied", gems - START_GEMS);
+    }
+}
