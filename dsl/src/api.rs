@@ -22,6 +22,7 @@ pub const ID_FUNCTIONS: &[(&str, IdKind)] = &[
     ("unit_count", IdKind::Unit),
     ("item_count", IdKind::Item),
     ("quest_claimed", IdKind::Quest),
+    ("event_active", IdKind::Event),
     ("grant", IdKind::Resource),
     ("spend", IdKind::Resource),
     ("grant_item", IdKind::Item),
@@ -37,6 +38,8 @@ pub enum IdKind {
     Unit,
     Item,
     Quest,
+    /// A live-ops event of `title.json` `events`.
+    Event,
 }
 
 impl IdKind {
@@ -49,6 +52,7 @@ impl IdKind {
             IdKind::Unit => "unit",
             IdKind::Item => "item",
             IdKind::Quest => "quest",
+            IdKind::Event => "event",
         }
     }
 }
@@ -95,6 +99,7 @@ pub(crate) fn register_queries(engine: &mut Engine) {
     id_query!(engine, "unit_count", IdKind::Unit, i64, |v, id| v.unit_count(id));
     id_query!(engine, "item_count", IdKind::Item, i64, |v, id| v.item_count(id));
     id_query!(engine, "quest_claimed", IdKind::Quest, bool, |v, id| v.quest_claimed(id));
+    id_query!(engine, "event_active", IdKind::Event, bool, |v, id| v.event_active(id));
     engine.register_fn("count_at_least", |nc: NativeCallContext, id: &str, level: i64| -> Res<i64> {
         with_ctx(&nc, |c| known(&nc, c.view.count_at_least(id, level), IdKind::Building, id))
     });
@@ -190,6 +195,10 @@ pub const QUERY_DOCS: &[(&str, &str)] = &[
     ("flag(name)", "true if the flag is set"),
     ("score(stat)", "a score stat (0 if never awarded)"),
     ("now()", "the current time in seconds since 1970-01-01 UTC"),
+    (
+        "event_active(event)",
+        "whether a live-ops event of title.json `events` is running now (its window holds the current time)",
+    ),
 ];
 
 /// The effect constructors (scripts only), with what they ask for.

@@ -40,6 +40,8 @@ pub trait StateView: Send + Sync {
     fn score(&self, stat: &str) -> i64;
     /// The injected clock, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
+    /// Whether a live-ops event is running now.
+    fn event_active(&self, event: &str) -> Option<bool>;
 }
 
 /// The per-evaluation context: the state view plus a deterministic random

@@ -145,4 +145,7 @@ impl citadel_dsl::StateView for NoState {
     fn now_ms(&self) -> i64 {
         0
     }
+    fn event_active(&self, _: &str) -> Option<bool> {
+        None
+    }
 }

@@ -57,6 +57,9 @@ impl StateView for Fixed {
     fn now_ms(&self) -> i64 {
         1_700_000_000_123
     }
+    fn event_active(&self, e: &str) -> Option<bool> {
+        (e == "harvest").then_some(true)
+    }
 }
 
 fn ctx() -> Ctx {
@@ -328,7 +331,7 @@ fn every_documented_function_exists() {
         "building" => "\"hq\"",
         "resource" => "\"gold\"",
         "research" => "\"masonry\"",
-        "unit" | "item" | "quest" => "\"nope\"",
+        "unit" | "item" | "quest" | "event" => "\"nope\"",
         "name" | "stat" | "text" => "\"x\"",
         "low" => "1",
         "high" => "6",

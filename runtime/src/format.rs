@@ -86,6 +86,28 @@ pub struct TitleFile {
     /// Ids renamed since earlier versions, old id to new, per kind.
     #[serde(default)]
     pub renamed: Renamed,
+    /// Live-ops events: time windows that start and stop on their own.
+    #[serde(default)]
+    pub events: Vec<EventDef>,
+}
+
+/// A live-ops event (a sale, a weekend event): a time window that scripts
+/// and requirements can test with `event_active`, and that may discount
+/// store offers while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub window: Window,
+    /// Percent off store prices while the event runs.
+    #[serde(default)]
+    pub store_discount_percent: u32,
+    /// The offers discounted; all of them when empty.
+    #[serde(default)]
+    pub offers: Vec<String>,
 }
 
 /// Ids renamed since earlier versions of a title (old id to new id): a

@@ -337,6 +337,7 @@ impl Loader<'_> {
         }
         self.check_refs(&p, &known);
         self.check_renamed(&p, &known);
+        self.check_events(&p);
         for (module, script) in &scripts {
             self.check_script_ids(&format!("scripts/{module}.rhai"), script, &known);
         }
@@ -420,13 +421,14 @@ impl Loader<'_> {
 
     fn known(&mut self) -> Known {
         let mut k = Known::default();
-        let lists: [(IdKind, &str, &str); 6] = [
+        let lists: [(IdKind, &str, &str); 7] = [
             (IdKind::Resource, "resources.json", "resources"),
             (IdKind::Building, "buildings.json", "buildings"),
             (IdKind::Unit, "units.json", "units"),
             (IdKind::Research, "research.json", "research"),
             (IdKind::Item, "store.json", "items"),
             (IdKind::Quest, "quests.json", "quests"),
+            (IdKind::Event, "title.json", "events"),
         ];
         for (kind, file, list) in lists {
             let Some(entries) = self.raw.get(file).and_then(|v| v.get(list)).and_then(Value::as_array).cloned() else {
@@ -434,7 +436,9 @@ impl Loader<'_> {
                 // missing required file or one that is not JSON leaves the
                 // kind unchecked (its own error is already reported).
                 let required = FileKind::DATA.iter().any(|(_, n, req)| *n == file && *req);
-                if !self.files.contains_key(file) && !required {
+                // A well-formed file without the list (title.json without
+                // `events`) defines none of that kind either.
+                if self.raw.contains_key(file) || (!self.files.contains_key(file) && !required) {
                     k.ids.insert(kind, Vec::new());
                 }
                 continue;
@@ -496,6 +500,7 @@ impl Loader<'_> {
             IdKind::Research => "research.json",
             IdKind::Item => "store.json",
             IdKind::Quest => "quests.json",
+            IdKind::Event => "title.json events",
         };
         let help = did_you_mean(id, known.list(kind));
         self.at(
@@ -633,45 +638,59 @@ impl Loader<'_> {
                 self.need_keys(known, IdKind::Resource, &o.price, f, &format!("/offers/{i}/price"));
                 self.need_grants(known, &o.grants, f, &format!("/offers/{i}/grants"));
                 if let Some(w) = &o.window {
-                    let (s, e) = (crate::time::parse_utc(&w.start), crate::time::parse_utc(&w.end));
-                    if s.is_none() {
-                        self.at(
-                            "time",
-                            f,
-                            &format!("/offers/{i}/window/start"),
-                            false,
-                            format!("`{}` is not a real date and time", w.start),
-                            None,
-                        );
-                    }
-                    if e.is_none() {
-                        self.at(
-                            "time",
-                            f,
-                            &format!("/offers/{i}/window/end"),
-                            false,
-                            format!("`{}` is not a real date and time", w.end),
-                            None,
-                        );
-                    }
-                    if let (Some(s), Some(e)) = (s, e) {
-                        if e <= s {
-                            self.at(
-                                "time",
-                                f,
-                                &format!("/offers/{i}/window"),
-                                false,
-                                "window end must be after its start".into(),
-                                None,
-                            );
-                        }
-                    }
+                    self.check_window(f, &format!("/offers/{i}/window"), w);
                 }
             }
         }
         if let Some(qf) = p.quests.clone() {
             for (i, q) in qf.quests.iter().enumerate() {
                 self.need_grants(known, &q.rewards, "quests.json", &format!("/quests/{i}/rewards"));
+            }
+        }
+    }
+
+    /// A time window: real dates, end after start.
+    fn check_window(&mut self, f: &str, base: &str, w: &crate::format::Window) {
+        let (s, e) = (crate::time::parse_utc(&w.start), crate::time::parse_utc(&w.end));
+        if s.is_none() {
+            self.at(
+                "time",
+                f,
+                &format!("{base}/start"),
+                false,
+                format!("`{}` is not a real date and time", w.start),
+                None,
+            );
+        }
+        if e.is_none() {
+            self.at("time", f, &format!("{base}/end"), false, format!("`{}` is not a real date and time", w.end), None);
+        }
+        if let (Some(s), Some(e)) = (s, e) {
+            if e <= s {
+                self.at("time", f, base, false, "window end must be after its start".into(), None);
+            }
+        }
+    }
+
+    /// Live-ops events: real windows, and the offers they discount exist.
+    fn check_events(&mut self, p: &Parsed) {
+        let Some(t) = &p.title else { return };
+        let offers: Option<Vec<&str>> = p.store.as_ref().map(|s| s.offers.iter().map(|o| o.id.as_str()).collect());
+        for (i, e) in t.events.iter().enumerate() {
+            self.check_window("title.json", &format!("/events/{i}/window"), &e.window);
+            let Some(offers) = &offers else { continue };
+            for (j, o) in e.offers.iter().enumerate() {
+                if !offers.contains(&o.as_str()) {
+                    let help = did_you_mean(o, offers.iter().copied());
+                    self.at(
+                        "unknown-id",
+                        "title.json",
+                        &format!("/events/{i}/offers/{j}"),
+                        false,
+                        format!("unknown offer `{o}`: not defined in store.json"),
+                        help,
+                    );
+                }
             }
         }
     }
@@ -1183,8 +1202,17 @@ impl Loader<'_> {
                 },
             );
         }
+        let events: Vec<LiveEvent> = manifest
+            .events
+            .iter()
+            .filter_map(|def| {
+                let w = (crate::time::parse_utc(&def.window.start)?, crate::time::parse_utc(&def.window.end)?);
+                Some(LiveEvent { def: def.clone(), window_ms: w })
+            })
+            .collect();
         let resources = p.resources?.resources;
         let index = crate::title::Index {
+            events: events.iter().enumerate().map(|(i, e)| (e.def.id.clone(), i)).collect(),
             resources: resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect(),
             buildings: buildings.iter().enumerate().map(|(i, b)| (b.def.id.clone(), i)).collect(),
             units: units.iter().enumerate().map(|(i, u)| (u.def.id.clone(), i)).collect(),
@@ -1203,6 +1231,7 @@ impl Loader<'_> {
             items,
             offers,
             quests,
+            events,
             actions,
             hooks,
             scripts,

@@ -1055,9 +1055,12 @@ fn act(
                 );
             }
             require(title, s, o.requires.as_ref(), now, rng)?;
-            check_cost(title, s, &o.def.price, 1)?;
+            // A running live-ops event may discount it; prices round up.
+            let off = i64::from(title.discount_percent(offer, now));
+            let price: Amounts = o.def.price.iter().map(|(r, &p)| (r.clone(), (p * (100 - off) + 99) / 100)).collect();
+            check_cost(title, s, &price, 1)?;
             let mut next = s.clone();
-            pay(&mut next, &o.def.price, 1);
+            pay(&mut next, &price, 1);
             apply_grants(title, &mut next, &o.def.grants)?;
             *next.purchases.entry(offer.clone()).or_default() += 1;
             *s = next;

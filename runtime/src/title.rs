@@ -62,6 +62,19 @@ pub struct Offer {
     pub window_ms: Option<(i64, i64)>,
 }
 
+/// A live-ops event with its window in epoch milliseconds: `[start, end)`.
+#[derive(Debug)]
+pub struct LiveEvent {
+    pub def: EventDef,
+    pub window_ms: (i64, i64),
+}
+
+impl LiveEvent {
+    pub fn active(&self, now_ms: i64) -> bool {
+        self.window_ms.0 <= now_ms && now_ms < self.window_ms.1
+    }
+}
+
 #[derive(Debug)]
 pub struct Quest {
     pub def: QuestDef,
@@ -89,6 +102,7 @@ pub struct TitleData {
     pub items: Vec<Item>,
     pub offers: Vec<Offer>,
     pub quests: Vec<Quest>,
+    pub events: Vec<LiveEvent>,
     pub actions: BTreeMap<String, Action>,
     pub hooks: BTreeMap<String, HookRef>,
     pub scripts: BTreeMap<String, Script>,
@@ -106,6 +120,7 @@ pub(crate) struct Index {
     pub(crate) items: HashMap<String, usize>,
     pub(crate) offers: HashMap<String, usize>,
     pub(crate) quests: HashMap<String, usize>,
+    pub(crate) events: HashMap<String, usize>,
 }
 
 /// A loaded title. Immutable; clone freely.
@@ -144,6 +159,19 @@ impl TitleData {
     pub fn quest(&self, id: &str) -> Option<&Quest> {
         self.index.quests.get(id).map(|&i| &self.quests[i])
     }
+    pub fn event(&self, id: &str) -> Option<&LiveEvent> {
+        self.index.events.get(id).map(|&i| &self.events[i])
+    }
+    /// The store discount on an offer at `now_ms`: the largest of the
+    /// running events that discount it, in percent.
+    pub fn discount_percent(&self, offer: &str, now_ms: i64) -> u32 {
+        self.events
+            .iter()
+            .filter(|e| e.active(now_ms) && (e.def.offers.is_empty() || e.def.offers.iter().any(|o| o == offer)))
+            .map(|e| e.def.store_discount_percent)
+            .max()
+            .unwrap_or(0)
+    }
     pub fn headquarters(&self) -> &str {
         &self.manifest.headquarters
     }
@@ -168,6 +196,7 @@ impl TitleData {
             K::Unit => self.units.iter().map(|u| u.def.id.as_str()).collect(),
             K::Item => self.items.iter().map(|i| i.def.id.as_str()).collect(),
             K::Quest => self.quests.iter().map(|q| q.def.id.as_str()).collect(),
+            K::Event => self.events.iter().map(|e| e.def.id.as_str()).collect(),
         }
     }
 }

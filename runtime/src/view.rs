@@ -70,6 +70,9 @@ impl StateView for View {
     fn now_ms(&self) -> i64 {
         self.now_ms
     }
+    fn event_active(&self, e: &str) -> Option<bool> {
+        Some(self.title.event(e)?.active(self.now_ms))
+    }
 }
 
 /// A context over a copy of `state` (for one-off evaluations such as the
