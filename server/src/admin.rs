@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -30,6 +31,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/titles/{id}/reload", post(reload_one))
         .route("/titles/{id}/push", post(push))
         .route("/titles/{id}/rollback", post(rollback))
+        .route("/events", get(events))
         .layer(DefaultBodyLimit::max(PUSH_BYTES_MAX))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
@@ -141,5 +143,39 @@ async fn rollback(
             Err(Fail(ApiError::new(Code::UnknownVersion, e.to_string())))
         }
         Err(RollbackError::Internal(m)) => Err(Fail(ApiError::new(Code::Internal, m))),
+    }
+}
+
+/// Every title change's report, as it happens, one JSON text message each
+/// (for admin consoles). A client too slow to keep up is told how many it
+/// missed (`{"missed": n}`) and goes on from the newest.
+async fn events(State(st): State<AppState>, ws: WebSocketUpgrade) -> HttpResponse {
+    let tracker = st.sockets.clone();
+    ws.on_upgrade(move |socket| tracker.track_future(send_reports(st, socket)))
+}
+
+async fn send_reports(st: AppState, mut socket: WebSocket) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut reports = st.deps.titles.reports();
+    loop {
+        let text = tokio::select! {
+            _ = st.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            incoming = socket.recv() => match incoming {
+                // Nothing is expected from the client; a close ends it.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
+            },
+            r = reports.recv() => match r {
+                Ok(report) => json!(report).to_string(),
+                Err(RecvError::Lagged(n)) => json!({ "missed": n }).to_string(),
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return;
+        }
     }
 }

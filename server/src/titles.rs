@@ -543,3 +543,76 @@ fn load_folder(dir: &Path, name: &str) -> (TitleFiles, Loaded) {
     let title = title.filter(|_| !diags.iter().any(|d| d.severity == Severity::Error));
     (files, (title, diags, started))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ironhold() -> TitleFiles {
+        citadel_runtime::read_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../titles/ironhold")).0
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("citadel-titles-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn write(dir: &Path, files: &TitleFiles) {
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    /// After a restart, journal replay finds the version a record ran on
+    /// even though the folder now holds another one, and a rollback can
+    /// return to it.
+    #[tokio::test]
+    async fn a_version_served_once_is_found_again_after_a_restart() {
+        let (folder, store) = (temp("folder"), temp("store"));
+        let first = ironhold();
+        write(&folder.join("ironhold"), &first);
+        let titles = Arc::new(Titles::open(&folder, Some(&store)).unwrap());
+        let v1 = titles.get("ironhold").unwrap().content_version.clone();
+        let mut second = first.clone();
+        let text = second["title.json"].replace("\"builders\": 1", "\"builders\": 2");
+        second.insert("title.json".into(), text);
+        let report = titles.push("ironhold", second.clone()).await.unwrap();
+        assert_eq!(report.outcome, Outcome::Swapped);
+        let v2 = report.content_version.clone().unwrap();
+        assert_ne!(v1, v2);
+        drop(titles);
+
+        // The folder still holds the first version; the process restarts.
+        let titles = Arc::new(Titles::open(&folder, Some(&store)).unwrap());
+        assert_eq!(titles.get("ironhold").unwrap().content_version, v1);
+        let found = titles.version("ironhold", &v2).expect("kept in the version store");
+        assert_eq!(found.manifest.builders, 2);
+        let back = titles.rollback("ironhold", Some(&v2)).await.unwrap();
+        assert_eq!((back.outcome, back.content_version.as_deref()), (Outcome::Swapped, Some(v2.as_str())));
+        assert!(titles.version("ironhold", "0123456789abcdef").is_none());
+        assert!(titles.version("ironhold", "../../etc").is_none(), "versions are hex, never a path");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_change_keeps_the_running_version_and_reports_why() {
+        let folder = temp("invalid");
+        write(&folder.join("ironhold"), &ironhold());
+        let titles = Arc::new(Titles::open(&folder, None).unwrap());
+        let before = titles.get("ironhold").unwrap().content_version.clone();
+        let mut reports = titles.reports();
+        let mut broken = ironhold();
+        broken.insert("title.json".into(), "{".into());
+        let r = titles.push("ironhold", broken).await.unwrap();
+        assert_eq!(r.outcome, Outcome::Refused);
+        assert!(r.errors() > 0);
+        assert_eq!(r.content_version.as_deref(), Some(before.as_str()));
+        assert_eq!(titles.get("ironhold").unwrap().content_version, before);
+        assert_eq!(reports.recv().await.unwrap().outcome, Outcome::Refused, "subscribers hear of it");
+        assert!(matches!(titles.rollback("ironhold", None).await, Err(RollbackError::NoEarlier)));
+        assert!(matches!(titles.rollback("nope", None).await, Err(RollbackError::UnknownTitle)));
+    }
+}

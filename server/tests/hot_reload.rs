@@ -256,6 +256,15 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     let first = citadel_runtime::load::content_version(&start);
     assert_eq!(served(&http, &base).await, first);
 
+    // An admin console follows every change as it happens; without the
+    // admin token it cannot connect.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{addr}/admin/api/events");
+    assert!(tokio_tungstenite::connect_async(url.clone()).await.is_err(), "no admin token, no events");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    let (mut console, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let mut players = Vec::new();
@@ -271,6 +280,7 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let first_version = first.clone();
     let mut valid = BTreeSet::from([first.clone()]);
     let mut invalid = BTreeSet::new();
     let mut on_disk = start.clone();
@@ -325,6 +335,29 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     for p in players {
         p.await.unwrap();
     }
+
+    // The console saw each edit: every valid version served, every invalid
+    // edit refused with its diagnostics. (A slow disk may show the gate a
+    // half-written edit too; that is refused like any invalid content.)
+    let (mut swapped, mut refused) = (BTreeSet::new(), 0);
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(1500), console.next()).await {
+        let Ok(Message::Text(t)) = msg else { panic!("console closed: {msg:?}") };
+        let r: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(r["source"], "folder", "{r}");
+        match r["outcome"].as_str().unwrap() {
+            "swapped" => {
+                swapped.insert(r["content_version"].as_str().unwrap().to_string());
+            }
+            "refused" => {
+                assert!(!r["diagnostics"].as_array().unwrap().is_empty(), "{r}");
+                refused += 1;
+            }
+            other => assert_eq!(other, "unchanged", "{r}"),
+        }
+    }
+    let expected: BTreeSet<String> = valid.iter().filter(|v| **v != first_version).cloned().collect();
+    assert_eq!(swapped, expected, "every valid version, and only those, swapped in");
+    assert!(refused >= invalid.len(), "{refused} refusals for {} invalid edits", invalid.len());
 
     let failures = tally.failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "{} failed requests, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
