@@ -9,6 +9,11 @@
 //! game server's throughput as a ratio of it; `--echo-cpu` runs that echo
 //! server in a process of its own pinned to a core (as the game server is).
 //!
+//! `--reload-every-ms N` pushes a new version of the title to the server's
+//! admin API every N ms while it measures (hot reload under load), and
+//! reports the latency of requests sent during a reload against the rest
+//! of the same run, and how long every title takes to reload.
+//!
 //! `--seed DIR` writes player files of `--file-kb` kilobytes into a data
 //! directory before a server starts; `--logins` then measures how fast the
 //! server logs those players in (each login loads and parses the file and
@@ -95,6 +100,13 @@ struct Args {
     /// Logins in flight at once (for `--logins`).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Push a new version of the title (from `--titles`) to the server's
+    /// admin API this often while measuring; 0 for never.
+    #[arg(long, default_value_t = 0)]
+    reload_every_ms: u64,
+    /// The server's admin token (for `--reload-every-ms`).
+    #[arg(long)]
+    admin_token: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -110,6 +122,10 @@ struct Outcome {
     /// per-player limit is below the offered rate).
     error_codes: HashMap<String, u64>,
     latencies_us: Vec<u64>,
+    /// When each measured request was sent, parallel to `latencies_us`.
+    sent_times: Vec<Instant>,
+    /// Title pushes during the run: (start, end, server's reload ms, served).
+    reloads: Vec<(Instant, Instant, f64, bool)>,
     /// The longest latency of the answers to each second's sends: a stall
     /// (of the disk, of a core) shows as a few bad seconds, an overloaded
     /// server as bad seconds throughout.
@@ -120,7 +136,53 @@ struct Outcome {
     usage: Option<(f64, u64)>,
 }
 
+/// p50, p99 and max of some latencies, in milliseconds.
+fn percentiles(mut us: Vec<u64>) -> Value {
+    us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if us.is_empty() {
+            return 0.0;
+        }
+        let i = ((us.len() as f64 * p).ceil() as usize).clamp(1, us.len()) - 1;
+        us[i] as f64 / 1000.0
+    };
+    json!({ "n": us.len(), "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) })
+}
+
+/// Requests sent this long after a reload's answer still count as during
+/// it (the server's core may still be catching up).
+const RELOAD_SHADOW: Duration = Duration::from_millis(10);
+
 impl Outcome {
+    /// Latency of requests sent while a reload ran against the rest of the
+    /// run, and the reloads' own times.
+    fn reload_summary(&self) -> Option<Value> {
+        if self.reloads.is_empty() {
+            return None;
+        }
+        let (mut during, mut steady) = (Vec::new(), Vec::new());
+        for (&us, &t) in self.latencies_us.iter().zip(&self.sent_times) {
+            if self.reloads.iter().any(|&(a, b, _, _)| a <= t && t <= b + RELOAD_SHADOW) {
+                during.push(us);
+            } else {
+                steady.push(us);
+            }
+        }
+        let server_ms: Vec<u64> = self.reloads.iter().map(|r| (r.2 * 1000.0) as u64).collect();
+        let round_trip: Vec<u64> = self.reloads.iter().map(|r| r.1.duration_since(r.0).as_micros() as u64).collect();
+        let (d, s) = (percentiles(during), percentiles(steady));
+        let ratio = d["p99"].as_f64().unwrap_or(0.0) / s["p99"].as_f64().unwrap_or(0.0).max(1e-9);
+        Some(json!({
+            "reloads": self.reloads.len(),
+            "served": self.reloads.iter().filter(|r| r.3).count(),
+            "server_reload_ms": percentiles(server_ms),
+            "round_trip_ms": percentiles(round_trip),
+            "latency_during_reload_ms": d,
+            "latency_steady_ms": s,
+            "p99_during_to_steady_ratio": ratio,
+        }))
+    }
+
     fn summary(&mut self) -> Value {
         self.latencies_us.sort_unstable();
         let pct = |p: f64| -> f64 {
@@ -181,6 +243,7 @@ struct Tally {
     errors: u64,
     codes: HashMap<String, u64>,
     latencies_us: Vec<u64>,
+    sent_times: Vec<Instant>,
     /// Start of the sending window, for `max_us_by_second`.
     start: Option<Instant>,
     /// Answers to sends before this are matched but not measured.
@@ -221,6 +284,7 @@ impl Tally {
             return true;
         }
         self.latencies_us.push(us);
+        self.sent_times.push(t0);
         self.answered += 1;
         if v["ok"] == false {
             self.errors += 1;
@@ -313,6 +377,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
                 *o.error_codes.entry(c).or_default() += n;
             }
             o.latencies_us.extend(tally.latencies_us);
+            o.sent_times.extend(tally.sent_times);
             merge_max(&mut o.max_us_by_second, &tally.max_us_by_second);
         })
     };
@@ -367,20 +432,91 @@ async fn run(args: Arc<Args>, addr: SocketAddr, pid: Option<u32>) -> Outcome {
     let measure_from = start_at + Duration::from_secs(args.warmup);
     let until = measure_from + Duration::from_secs(args.duration);
     let _ = go_tx.send(Some((start_at, measure_from, until)));
+    let reloading = (args.reload_every_ms > 0).then(|| tokio::spawn(push_versions(args.clone(), addr, measure_from, until)));
     // The process's CPU over the measured window only (not logins).
     tokio::time::sleep_until(measure_from.into()).await;
     let before = pid.and_then(process_usage);
     tokio::time::sleep_until(until.into()).await;
     let after = pid.and_then(process_usage);
+    let reloads = match reloading {
+        Some(t) => t.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     for t in tasks {
         let _ = t.await;
     }
     let mut o = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
     o.seconds = args.duration as f64;
+    o.reloads = reloads;
     if let (Some((c0, _)), Some((c1, rss))) = (before, after) {
         o.usage = Some(((c1 - c0) / o.seconds * 100.0, rss));
     }
     o
+}
+
+/// POSTs to the admin API; the JSON answer of a 200 or a 422 (a refused title).
+async fn post_admin(addr: SocketAddr, path: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
+    let body = body.to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP answer")?;
+    if !(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.1 422")) {
+        bail!("admin API: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+/// Pushes a new version of the title every `--reload-every-ms` from
+/// `from` until `until` (its description changes, so each is a new
+/// content version and a real swap); returns what each push took.
+async fn push_versions(args: Arc<Args>, addr: SocketAddr, from: Instant, until: Instant) -> Vec<(Instant, Instant, f64, bool)> {
+    let mut done = Vec::new();
+    let Some(token) = args.admin_token.clone() else { return done };
+    let (files, _) = citadel_runtime::read_dir(&args.titles.join(&args.title));
+    let Ok(mut manifest) = serde_json::from_str::<Value>(files.get("title.json").map_or("", String::as_str)) else {
+        return done;
+    };
+    let every = Duration::from_millis(args.reload_every_ms);
+    let mut next = from + every / 2;
+    let mut k = 0u64;
+    while next < until {
+        tokio::time::sleep_until(next.into()).await;
+        next += every;
+        k += 1;
+        manifest["description"] = json!(format!("benchmark version {k}"));
+        let mut files = files.clone();
+        files.insert("title.json".into(), manifest.to_string());
+        let t0 = Instant::now();
+        let r = post_admin(addr, &format!("/admin/api/titles/{}/push", args.title), &token, &json!({ "files": files })).await;
+        let t1 = Instant::now();
+        if let Ok(v) = r {
+            let report = &v["reports"][0];
+            done.push((t0, t1, report["load_ms"].as_f64().unwrap_or(0.0), report["outcome"] == "swapped"));
+        }
+    }
+    done
+}
+
+/// Reloads every title from the server's folder `rounds` times; the
+/// server's reload time of each title, in ms.
+async fn reload_all(args: &Args, rounds: usize) -> anyhow::Result<Value> {
+    let token = args.admin_token.as_deref().context("--admin-token is needed to reload")?;
+    let mut by_title: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for _ in 0..rounds {
+        let v = post_admin(args.addr, "/admin/api/titles/reload", token, &json!({})).await?;
+        for r in v["reports"].as_array().into_iter().flatten() {
+            let ms = r["load_ms"].as_f64().unwrap_or(0.0);
+            by_title.entry(r["title"].as_str().unwrap_or("?").to_string()).or_default().push((ms * 1000.0) as u64);
+        }
+    }
+    Ok(json!(by_title.into_iter().map(|(t, us)| (t, percentiles(us))).collect::<serde_json::Map<String, Value>>()))
 }
 
 /// The transport ceiling: answers every message with the same text at once,
@@ -570,6 +706,7 @@ async fn main() -> anyhow::Result<()> {
         return seed(&args, dir);
     }
     let args = Arc::new(args);
+    let title_reloads = if args.reload_every_ms > 0 { Some(reload_all(&args, 10).await?) } else { None };
     let before = args.server_pid.and_then(process_usage);
     let mut game =
         if args.logins { logins(args.clone()).await } else { run(args.clone(), args.addr, args.server_pid).await };
@@ -579,11 +716,19 @@ async fn main() -> anyhow::Result<()> {
             game.usage = Some(((c1 - c0) / game.seconds * 100.0, rss));
         }
     }
+    // Before `summary`, which sorts the latencies.
+    let hot_reload = game.reload_summary();
     let mut report = if args.logins {
         json!({ "title": args.title, "players": args.players, "mode": "logins", "concurrency": args.concurrency, "game": game.summary() })
     } else {
         json!({ "title": args.title, "players": args.players, "rate": args.rate, "action": args.action, "warmup_seconds": args.warmup, "game": game.summary() })
     };
+    if let Some(r) = hot_reload {
+        report["hot_reload"] = r;
+    }
+    if let Some(t) = title_reloads {
+        report["title_reload_ms"] = t;
+    }
     if let Some((cpu, rss)) = game.usage {
         report["server"] = json!({ "cpu_percent_of_one_core": cpu, "rss_bytes": rss, "rss_bytes_per_player": rss / args.players as u64 });
     }
