@@ -432,7 +432,8 @@ async fn run(args: Arc<Args>, addr: SocketAddr, pid: Option<u32>) -> Outcome {
     let measure_from = start_at + Duration::from_secs(args.warmup);
     let until = measure_from + Duration::from_secs(args.duration);
     let _ = go_tx.send(Some((start_at, measure_from, until)));
-    let reloading = (args.reload_every_ms > 0).then(|| tokio::spawn(push_versions(args.clone(), addr, measure_from, until)));
+    let reloading =
+        (args.reload_every_ms > 0).then(|| tokio::spawn(push_versions(args.clone(), addr, measure_from, until)));
     // The process's CPU over the measured window only (not logins).
     tokio::time::sleep_until(measure_from.into()).await;
     let before = pid.and_then(process_usage);
@@ -476,7 +477,12 @@ async fn post_admin(addr: SocketAddr, path: &str, token: &str, body: &Value) -> 
 /// Pushes a new version of the title every `--reload-every-ms` from
 /// `from` until `until` (its description changes, so each is a new
 /// content version and a real swap); returns what each push took.
-async fn push_versions(args: Arc<Args>, addr: SocketAddr, from: Instant, until: Instant) -> Vec<(Instant, Instant, f64, bool)> {
+async fn push_versions(
+    args: Arc<Args>,
+    addr: SocketAddr,
+    from: Instant,
+    until: Instant,
+) -> Vec<(Instant, Instant, f64, bool)> {
     let mut done = Vec::new();
     let Some(token) = args.admin_token.clone() else { return done };
     let (files, _) = citadel_runtime::read_dir(&args.titles.join(&args.title));
@@ -494,7 +500,8 @@ async fn push_versions(args: Arc<Args>, addr: SocketAddr, from: Instant, until: 
         let mut files = files.clone();
         files.insert("title.json".into(), manifest.to_string());
         let t0 = Instant::now();
-        let r = post_admin(addr, &format!("/admin/api/titles/{}/push", args.title), &token, &json!({ "files": files })).await;
+        let r = post_admin(addr, &format!("/admin/api/titles/{}/push", args.title), &token, &json!({ "files": files }))
+            .await;
         let t1 = Instant::now();
         if let Ok(v) = r {
             let report = &v["reports"][0];
