@@ -298,12 +298,12 @@ impl Titles {
         let _one = self.gate.lock().await;
         let me = self.clone();
         let id = id.to_string();
-        Ok(background(move || {
+        background(move || {
             let started = Instant::now();
             let (title, diags) = citadel_runtime::load_files(&id, &files);
             me.finish(&id, Source::Push, files, (title, diags, started))
         })
-        .await?)
+        .await
     }
 
     /// Serves an earlier version again: `to`, or the one before the current.
