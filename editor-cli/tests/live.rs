@@ -122,6 +122,16 @@ fn watch_reports_each_save_within_a_second() {
     std::fs::write(&script, format!("{source}\nfn broken( {{\n")).unwrap();
     let seen = expect_line(&out, "ironhold: invalid", REPORTED_WITHIN);
     assert!(seen.join("\n").contains("scripts/hooks.rhai"), "{seen:#?}");
+
+    // The whole folder replaced by a fresh copy (a checkout, a sync tool):
+    // still watched.
+    let fresh = titles.join(".incoming");
+    copy_dir(&root().join("titles/ironhold"), &fresh);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::rename(&fresh, &dir).unwrap();
+    expect_line(&out, "ironhold: ok, content version", REPORTED_WITHIN);
+    std::fs::write(&path, good.replace("\"builders\": 1", "\"builders\": \"three\"")).unwrap();
+    expect_line(&out, "ironhold: invalid, 1 error(s)", REPORTED_WITHIN);
 }
 
 /// The `citadel` binary, built if this test run has not built it yet.
@@ -183,7 +193,7 @@ fn edit_cmd(args: &[&str], token: Option<&str>) -> Output {
 fn push_serves_a_valid_title_refuses_an_invalid_one_and_rollback_returns() {
     let titles = temp("served-titles");
     copy_dir(&root().join("titles/ironhold"), &titles.join("ironhold"));
-    let (_server, url) = serve(&titles, &temp("data"));
+    let (server, url) = serve(&titles, &temp("data"));
     let first = served(&url);
 
     // The designer's own copy, edited.
@@ -222,11 +232,36 @@ fn push_serves_a_valid_title_refuses_an_invalid_one_and_rollback_returns() {
     assert!(text(&o).contains("unauthorized"), "{}", text(&o));
     assert_eq!(served(&url), second);
 
-    // Rollback to the version before.
+    // SIGHUP reloads the served folder (this server does not watch it).
+    let served_folder = titles.join("ironhold/title.json");
+    let source = std::fs::read_to_string(&served_folder).unwrap();
+    std::fs::write(&served_folder, source.replace("\"builders\": 1", "\"builders\": 4")).unwrap();
+    let hup = Command::new("kill").arg("-HUP").arg(server.0.id().to_string()).status().unwrap();
+    assert!(hup.success());
+    let waited = Instant::now();
+    let third = loop {
+        let v = served(&url);
+        if v != second {
+            break v;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(5), "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(third, first);
+    // Back to what was pushed, by version (pushed versions are kept too).
+    let o = edit_cmd(&["rollback", "ironhold", "--server", &url, "--to", &second], Some(ADMIN));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(served(&url), second);
+
+    // Rollback to the version before: the one served before the SIGHUP.
     let o = edit_cmd(&["rollback", "ironhold", "--server", &url], Some(ADMIN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(served(&url), third);
+    assert!(text(&o).contains(&format!("ironhold: served, content version {third} (was {second})")), "{}", text(&o));
+    // And to the first one, by version.
+    let o = edit_cmd(&["rollback", "ironhold", "--server", &url, "--to", &first], Some(ADMIN));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(served(&url), first);
-    assert!(text(&o).contains(&format!("ironhold: served, content version {first} (was {second})")), "{}", text(&o));
     // And forward again, by version.
     let o = edit_cmd(&["rollback", "ironhold", "--server", &url, "--to", &second, "--format", "json"], Some(ADMIN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -206,12 +206,14 @@ impl Outcome {
     }
 }
 
-/// A minimal HTTP/1.1 POST (the bench needs only the login call).
-async fn post(addr: SocketAddr, path: &str, body: &Value) -> anyhow::Result<Value> {
+/// A minimal HTTP/1.1 POST (a login, or an admin call with `token`);
+/// the JSON answer if the status is one of `ok`.
+async fn post_as(addr: SocketAddr, path: &str, token: Option<&str>, body: &Value, ok: &[u16]) -> anyhow::Result<Value> {
     let body = body.to_string();
     let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await?;
@@ -219,10 +221,16 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> anyhow::Result<Valu
     s.read_to_end(&mut out).await?;
     let text = String::from_utf8_lossy(&out);
     let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP answer")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("login failed: {}", head.lines().next().unwrap_or(""));
+    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    if !ok.contains(&status) {
+        bail!("{path}: {}", head.lines().next().unwrap_or(""));
     }
     Ok(serde_json::from_str(body)?)
+}
+
+/// A login (or any POST answered 200).
+async fn post(addr: SocketAddr, path: &str, body: &Value) -> anyhow::Result<Value> {
+    post_as(addr, path, None, body, &[200]).await
 }
 
 fn request(i: u64, action: &str) -> String {
@@ -457,21 +465,7 @@ async fn run(args: Arc<Args>, addr: SocketAddr, pid: Option<u32>) -> Outcome {
 
 /// POSTs to the admin API; the JSON answer of a 200 or a 422 (a refused title).
 async fn post_admin(addr: SocketAddr, path: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
-    let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await?;
-    let text = String::from_utf8_lossy(&out);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP answer")?;
-    if !(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.1 422")) {
-        bail!("admin API: {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(serde_json::from_str(body)?)
+    post_as(addr, path, Some(token), body, &[200, 422]).await
 }
 
 /// Pushes a new version of the title every `--reload-every-ms` from
