@@ -135,9 +135,13 @@ fn watch_reports_each_save_within_a_second() {
 }
 
 /// The `citadel` binary, built if this test run has not built it yet.
+/// Built the way `cargo test --workspace` builds it (the same features, so
+/// under that command, the one `scripts/test` runs, this is a no-op;
+/// `cargo build -p citadel-server` would unify features differently and
+/// rebuild much of the tree).
 fn citadel_bin() -> PathBuf {
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--locked", "-p", "citadel-server", "--bin", "citadel"])
+        .args(["test", "--workspace", "--no-run", "--quiet", "--locked"])
         .current_dir(root())
         .status()
         .unwrap();
