@@ -103,7 +103,8 @@ impl Report {
 /// One title: the version served and the ones before it.
 #[derive(Debug)]
 struct Slot {
-    /// Newest first; `history[0]` is served.
+    /// Newest first; `history[0]` is served. Empty for a title that has
+    /// never loaded without errors (it is listed, with why, but not served).
     history: VecDeque<Title>,
     last: Option<Report>,
 }
@@ -112,8 +113,9 @@ struct Slot {
 #[derive(Debug, Clone, Serialize)]
 pub struct TitleInfo {
     pub id: String,
-    pub name: String,
-    pub content_version: String,
+    /// None while the title has never loaded without errors (not served).
+    pub name: Option<String>,
+    pub content_version: Option<String>,
     /// Versions in memory, newest first (the served one first).
     pub history: Vec<String>,
     /// The last change tried, if any since start.
@@ -214,7 +216,7 @@ impl Titles {
         self.read().get(id).and_then(|s| s.history.front().cloned())
     }
 
-    /// Ids of the titles served.
+    /// Ids of the titles known (served, or refused since start).
     pub fn ids(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
     }
@@ -240,15 +242,15 @@ impl Titles {
     pub fn info(&self) -> Vec<TitleInfo> {
         self.read()
             .iter()
-            .filter_map(|(id, s)| {
-                let t = s.history.front()?;
-                Some(TitleInfo {
+            .map(|(id, s)| {
+                let t = s.history.front();
+                TitleInfo {
                     id: id.clone(),
-                    name: t.manifest.name.clone(),
-                    content_version: t.content_version.clone(),
+                    name: t.map(|t| t.manifest.name.clone()),
+                    content_version: t.map(|t| t.content_version.clone()),
                     history: s.history.iter().map(|t| t.content_version.clone()).collect(),
                     last_change: s.last.clone(),
-                })
+                }
             })
             .collect()
     }
@@ -435,9 +437,10 @@ impl Titles {
     /// Logs, remembers and broadcasts a report.
     fn publish(&self, id: &str, r: Report) -> Report {
         log(&r);
-        if let Some(slot) = self.write().get_mut(id) {
-            slot.last = Some(r.clone());
-        }
+        // A title refused at start (or a refused push of a new id) is
+        // listed with its diagnostics, unserved.
+        self.write().entry(id.to_string()).or_insert_with(|| Slot { history: VecDeque::new(), last: None }).last =
+            Some(r.clone());
         // No subscriber is fine.
         let _ = self.reports.send(r.clone());
         r
@@ -615,6 +618,34 @@ mod tests {
         assert_eq!((back.outcome, back.content_version.as_deref()), (Outcome::Swapped, Some(v2.as_str())));
         assert!(titles.version("ironhold", "0123456789abcdef").is_none());
         assert!(titles.version("ironhold", "../../etc").is_none(), "versions are hex, never a path");
+    }
+
+    /// A title with errors at start is not served, the others are; it is
+    /// listed with its diagnostics, and served once fixed.
+    #[tokio::test]
+    async fn a_title_failing_at_start_is_listed_not_served_and_served_once_fixed() {
+        let folder = temp("start");
+        write(&folder.join("ironhold"), &ironhold());
+        let mut broken = ironhold();
+        let text = broken["title.json"].replace("\"id\": \"ironhold\"", "\"id\": \"second\"");
+        broken.insert("title.json".into(), text.replace("\"builders\": 1", "\"builders\": \"x\""));
+        write(&folder.join("second"), &broken);
+        let titles = Arc::new(Titles::open(&folder, None).unwrap());
+        assert!(titles.get("ironhold").is_some());
+        assert!(titles.get("second").is_none());
+        let info = titles.info();
+        let second = info.iter().find(|t| t.id == "second").expect("listed");
+        assert_eq!(second.content_version, None);
+        let change = second.last_change.as_ref().unwrap();
+        assert_eq!((change.source, change.outcome), (Source::Start, Outcome::Refused));
+        assert!(change.diagnostics.iter().any(|d| d.pointer.as_deref() == Some("/builders")), "{change:?}");
+
+        let fixed = folder.join("second/title.json");
+        let text = std::fs::read_to_string(&fixed).unwrap();
+        std::fs::write(&fixed, text.replace("\"builders\": \"x\"", "\"builders\": 1")).unwrap();
+        let reports = titles.reload(&["second".to_string()]).await.unwrap();
+        assert_eq!(reports[0].outcome, Outcome::Swapped);
+        assert!(titles.get("second").is_some());
     }
 
     #[tokio::test]
