@@ -92,6 +92,11 @@ pub struct Config {
     /// off only to measure what the journal costs: without it a crash
     /// loses every action since each player's last save.
     pub journal: bool,
+    /// Keep the world store (player locks; later clans, top scores, the
+    /// map) in MongoDB instead of `data_dir/world.sqlite3`: for servers on
+    /// several machines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<crate::world::MongoConfig>,
     /// Keep player files in S3 instead of `data_dir/players`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<crate::s3::S3Config>,
@@ -115,6 +120,7 @@ impl Default for Config {
             lock_ttl_seconds: 60,
             login_lock_wait_seconds: 10,
             journal: true,
+            mongodb: None,
             s3: None,
             limits: Limits::default(),
         }
@@ -131,6 +137,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CITADEL_DEV_LOGIN", "dev_login"),
     ("CITADEL_ADMIN_TOKEN", "admin_token"),
     ("CITADEL_WATCH_TITLES", "watch_titles"),
+    ("CITADEL_MONGODB_URI", "mongodb.uri"),
+    ("CITADEL_MONGODB_DATABASE", "mongodb.database"),
     ("CITADEL_S3_BUCKET", "s3.bucket"),
     ("CITADEL_S3_PREFIX", "s3.prefix"),
     ("CITADEL_S3_REGION", "s3.region"),
@@ -181,6 +189,15 @@ impl Config {
         }
         if let Some(v) = get("CITADEL_WATCH_TITLES") {
             self.watch_titles = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(uri) = get("CITADEL_MONGODB_URI") {
+            let m = self
+                .mongodb
+                .get_or_insert_with(|| crate::world::MongoConfig { uri: String::new(), database: "citadel".into() });
+            m.uri = uri;
+        }
+        if let (Some(m), Some(db)) = (&mut self.mongodb, get("CITADEL_MONGODB_DATABASE")) {
+            m.database = db;
         }
         if let Some(bucket) = get("CITADEL_S3_BUCKET") {
             let s3 = self.s3.get_or_insert_with(|| crate::s3::S3Config::new(""));

@@ -159,7 +159,10 @@ async fn serve(
         Some(s3) => Arc::new(s3::S3BlobStore::new(s3, |k| std::env::var(k).ok())?),
         None => Arc::new(blob::FsBlobStore::new(&config.data_dir)),
     };
-    let world: Arc<dyn world::WorldStore> = Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?);
+    let world: Arc<dyn world::WorldStore> = match &config.mongodb {
+        Some(m) => Arc::new(world::MongoWorld::connect(m).await.context("connecting to the MongoDB world store")?),
+        None => Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?),
+    };
     let connections_max = config.limits.connections_max;
     // The same data directory is the same server: after a crash it takes
     // its own player locks back at once instead of waiting for them to expire.

@@ -1,7 +1,9 @@
 //! The world store: the small amount of data shared between servers. For
 //! now, lease locks (a player is live on one server at a time). The
 //! embedded backend is SQLite in WAL mode, safe for several server
-//! processes on one machine; MongoDB joins it behind the same trait.
+//! processes on one machine; [`MongoWorld`] serves fleets behind the same
+//! trait. One conformance suite (`server/tests/world_conformance.rs`)
+//! runs against both.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -147,49 +149,154 @@ impl WorldStore for SqliteWorld {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Where the MongoDB world store lives.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection string, e.g. `mongodb://db1:27017,db2:27017/?replicaSet=rs0`.
+    pub uri: String,
+    /// Database holding Citadel's collections.
+    #[serde(default = "default_database")]
+    pub database: String,
+}
 
-    fn world() -> SqliteWorld {
-        let p = std::env::temp_dir().join(format!("citadel-world-{}-{}.sqlite3", std::process::id(), rand_suffix()));
-        SqliteWorld::open(&p).unwrap()
+fn default_database() -> String {
+    "citadel".into()
+}
+
+/// MongoDB backend: one document per lock in `locks` (`_id` is the lock's
+/// name), and the fencing counter in `counters`. Times are i64 epoch ms.
+#[derive(Debug, Clone)]
+pub struct MongoWorld {
+    locks: mongodb::Collection<mongodb::bson::Document>,
+    counters: mongodb::Collection<mongodb::bson::Document>,
+}
+
+/// How long to wait for a MongoDB server at start and per operation
+/// before failing (instead of the driver's 30 s).
+const MONGO_SELECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn mongo(e: mongodb::error::Error) -> WorldError {
+    WorldError::Db(e.to_string())
+}
+
+/// A duplicate key error: an upsert lost a race for the same `_id`.
+fn duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        _ => e.to_string().contains("E11000"),
+    }
+}
+
+impl MongoWorld {
+    pub async fn connect(config: &MongoConfig) -> Result<MongoWorld, WorldError> {
+        let mut options = mongodb::options::ClientOptions::parse(&config.uri).await.map_err(mongo)?;
+        options.server_selection_timeout = Some(MONGO_SELECT_TIMEOUT);
+        options.app_name = Some("citadel".into());
+        let client = mongodb::Client::with_options(options).map_err(mongo)?;
+        let db = client.database(&config.database);
+        // Fails now, not at the first login, when the server is unreachable.
+        db.run_command(mongodb::bson::doc! { "ping": 1 }).await.map_err(mongo)?;
+        Ok(MongoWorld { locks: db.collection("locks"), counters: db.collection("counters") })
     }
 
-    fn rand_suffix() -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        std::collections::hash_map::RandomState::new().build_hasher().finish()
+    /// The next fencing token.
+    async fn next_token(&self) -> Result<i64, WorldError> {
+        use mongodb::bson::doc;
+        use mongodb::options::ReturnDocument;
+        let after = self
+            .counters
+            .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        let d = match after {
+            Ok(Some(d)) => d,
+            // Two first-ever increments raced to create the counter (or a
+            // stand-in answered nothing): it exists now; increment again.
+            Ok(None) => self
+                .counters
+                .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(mongo)?
+                .ok_or_else(|| WorldError::Db("the fencing counter vanished".into()))?,
+            Err(e) if duplicate_key(&e) => self
+                .counters
+                .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(mongo)?
+                .ok_or_else(|| WorldError::Db("the fencing counter vanished".into()))?,
+            Err(e) => return Err(mongo(e)),
+        };
+        number(&d, "last").ok_or_else(|| WorldError::Db("the fencing counter is not a number".into()))
     }
+}
 
-    #[tokio::test]
-    async fn leases_exclude_renew_expire_and_fence() {
-        let w = world();
-        let a = w.acquire("player:x", "a", 1000, 0).await.unwrap().unwrap();
-        assert!(w.acquire("player:x", "b", 1000, 500).await.unwrap().is_none(), "held by a");
-        let a2 = w.renew(&a, 1000, 900).await.unwrap().unwrap();
-        assert_eq!(a2.expires_ms, 1900);
-        assert!(w.acquire("player:x", "b", 1000, 1500).await.unwrap().is_none(), "renewed");
-        let b = w.acquire("player:x", "b", 1000, 1900).await.unwrap().unwrap();
-        assert!(b.token > a.token, "fencing tokens grow");
-        assert!(w.renew(&a2, 1000, 2000).await.unwrap().is_none(), "a lost it");
-        w.release(&a2).await.unwrap();
-        assert!(w.acquire("player:x", "c", 1000, 2000).await.unwrap().is_none(), "a's release does not free b's lock");
-        w.release(&b).await.unwrap();
-        assert!(w.acquire("player:x", "c", 1000, 2000).await.unwrap().is_some());
+/// An integer field, whichever integer type the server stored it as.
+fn number(d: &mongodb::bson::Document, key: &str) -> Option<i64> {
+    match d.get(key)? {
+        mongodb::bson::Bson::Int64(n) => Some(*n),
+        mongodb::bson::Bson::Int32(n) => Some(i64::from(*n)),
+        mongodb::bson::Bson::Double(f) => Some(*f as i64),
+        _ => None,
     }
+}
 
-    #[tokio::test]
-    async fn a_race_of_many_contenders_has_one_winner() {
-        let w = world();
-        let mut tasks = Vec::new();
-        for i in 0..32 {
-            let w = w.clone();
-            tasks.push(tokio::spawn(async move { w.acquire("raid:z", &format!("c{i}"), 10_000, 0).await.unwrap() }));
+#[async_trait]
+impl WorldStore for MongoWorld {
+    async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        use mongodb::bson::doc;
+        use mongodb::options::ReturnDocument;
+        let token = self.next_token().await?;
+        let expires_ms = now_ms + ttl_ms;
+        // Taken only if free (the upsert inserts it), expired, or ours. A
+        // lock held by someone else matches nothing, so the upsert tries to
+        // insert a second document with the same `_id`: MongoDB refuses
+        // that with E11000, a stand-in may answer nothing. Both mean
+        // someone else holds it.
+        let result = self
+            .locks
+            .find_one_and_update(
+                doc! { "_id": name, "$or": [ { "expires_ms": { "$lte": now_ms } }, { "owner": owner } ] },
+                doc! { "$set": { "owner": owner, "token": token, "expires_ms": expires_ms } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match result {
+            Ok(Some(d)) if d.get_str("owner").ok() == Some(owner) && number(&d, "token") == Some(token) => {
+                Ok(Some(Lease { name: name.to_string(), owner: owner.to_string(), token, expires_ms }))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if duplicate_key(&e) => Ok(None),
+            Err(e) => Err(mongo(e)),
         }
-        let mut winners = 0;
-        for t in tasks {
-            winners += usize::from(t.await.unwrap().is_some());
-        }
-        assert_eq!(winners, 1);
+    }
+
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        use mongodb::bson::doc;
+        let expires_ms = now_ms + ttl_ms;
+        let r = self
+            .locks
+            .update_one(
+                doc! { "_id": &lease.name, "owner": &lease.owner, "token": lease.token },
+                doc! { "$set": { "expires_ms": expires_ms } },
+            )
+            .await
+            .map_err(mongo)?;
+        Ok((r.matched_count == 1).then(|| Lease { expires_ms, ..lease.clone() }))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), WorldError> {
+        use mongodb::bson::doc;
+        self.locks
+            .delete_one(doc! { "_id": &lease.name, "owner": &lease.owner, "token": lease.token })
+            .await
+            .map_err(mongo)?;
+        Ok(())
     }
 }
