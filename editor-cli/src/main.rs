@@ -132,15 +132,7 @@ pub(crate) fn load_dir(
     dir: &Path,
 ) -> anyhow::Result<(citadel_runtime::TitleFiles, Option<citadel_runtime::Title>, Vec<Diagnostic>)> {
     check_dir(dir)?;
-    let (files, mut diags) = citadel_runtime::read_dir(dir);
-    let folder = dir
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let (title, more) = citadel_runtime::load_files(&folder, &files);
-    diags.extend(more);
-    Ok((files, title, diags))
+    Ok(citadel_runtime::load::load_with_files(dir))
 }
 
 /// Prints diagnostics the way a compiler does; returns (errors, warnings).
@@ -160,13 +152,14 @@ fn validate(dirs: Vec<PathBuf>, format: Format) -> anyhow::Result<bool> {
     let mut report = Vec::new();
     for dir in &dirs {
         let (files, title, diags) = load_dir(dir)?;
-        let ok = title.is_some() && !diags.iter().any(|d| d.severity == Severity::Error);
+        // A title exists only without errors.
+        let ok = title.is_some();
         all_ok &= ok;
         match format {
             Format::Human => {
                 let (errors, warnings) = print_human(dir, &files, &diags);
                 match &title {
-                    Some(t) if ok => println!(
+                    Some(t) => println!(
                         "{}: ok, title `{}` content version {} ({warnings} warning(s))",
                         dir.display(),
                         t.id(),
@@ -247,10 +240,7 @@ const TEMPLATE: &[(&str, &str)] = &[
 ];
 
 fn new(id: &str, dir: Option<PathBuf>) -> anyhow::Result<bool> {
-    let valid = id.len() <= 32
-        && id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !valid {
+    if !citadel_runtime::load::valid_title_id(id) {
         bail!("`{id}` is not a valid title id: use lowercase letters, digits and _, starting with a letter, at most 32 characters");
     }
     let parent =

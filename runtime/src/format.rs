@@ -352,6 +352,13 @@ pub struct Window {
     pub end: String,
 }
 
+impl Window {
+    /// `[start, end)` in epoch milliseconds, if both are real dates.
+    pub fn epoch_ms(&self) -> Option<(i64, i64)> {
+        Some((crate::time::parse_utc(&self.start)?, crate::time::parse_utc(&self.end)?))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfferDef {

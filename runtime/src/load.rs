@@ -101,14 +101,32 @@ pub fn read_dir(dir: &Path) -> (TitleFiles, Vec<Diagnostic>) {
 /// Loads the title folder at `dir`. Returns the title if there was no error,
 /// and every diagnostic (errors and warnings) either way.
 pub fn load(dir: &Path) -> (Option<Title>, Vec<Diagnostic>) {
+    let (_, title, diags) = load_with_files(dir);
+    (title, diags)
+}
+
+/// [`load`], also returning the files read (to keep or show them). The
+/// title id must match the folder's name as given (a symlink's own name);
+/// `.` and `..` are named by the folder they stand for.
+pub fn load_with_files(dir: &Path) -> (TitleFiles, Option<Title>, Vec<Diagnostic>) {
     let (files, mut diags) = read_dir(dir);
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let (title, more) = load_files(name, &files);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| dir.canonicalize().ok()?.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let (title, more) = load_files(&name, &files);
     diags.extend(more);
-    if diags.iter().any(|d| d.severity == Severity::Error) {
-        return (None, sorted(diags));
-    }
-    (title, sorted(diags))
+    let title = title.filter(|_| !diags.iter().any(|d| d.severity == Severity::Error));
+    (files, title, sorted(diags))
+}
+
+/// A title id as the schema allows it: a lowercase letter, then lowercase
+/// letters, digits and `_`, at most 32 characters (safe as a file name).
+pub fn valid_title_id(id: &str) -> bool {
+    id.len() <= 32
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
@@ -184,6 +202,14 @@ struct Parsed {
     research: Option<ResearchFile>,
     store: Option<StoreFile>,
     quests: Option<QuestsFile>,
+}
+
+impl Parsed {
+    /// Store offer ids (offers are not an id kind scripts name); `None`
+    /// when store.json did not parse (its own errors are reported).
+    fn offer_ids(&self) -> Option<Vec<&str>> {
+        self.store.as_ref().map(|s| s.offers.iter().map(|o| o.id.as_str()).collect())
+    }
 }
 
 struct Loader<'a> {
@@ -675,7 +701,7 @@ impl Loader<'_> {
     /// Live-ops events: real windows, and the offers they discount exist.
     fn check_events(&mut self, p: &Parsed) {
         let Some(t) = &p.title else { return };
-        let offers: Option<Vec<&str>> = p.store.as_ref().map(|s| s.offers.iter().map(|o| o.id.as_str()).collect());
+        let offers = p.offer_ids();
         for (i, e) in t.events.iter().enumerate() {
             self.check_window("title.json", &format!("/events/{i}/window"), &e.window);
             let Some(offers) = &offers else { continue };
@@ -709,7 +735,7 @@ impl Loader<'_> {
             ("offers", None, &r.offers),
             ("quests", Some(IdKind::Quest), &r.quests),
         ];
-        let offers: Option<Vec<&str>> = p.store.as_ref().map(|s| s.offers.iter().map(|o| o.id.as_str()).collect());
+        let offers = p.offer_ids();
         for (name, kind, map) in kinds {
             for (old, new) in map {
                 let pointer = format!("/renamed/{name}/{}", crate::spans::escape_segment(old));
@@ -1178,10 +1204,7 @@ impl Loader<'_> {
             .enumerate()
             .map(|(i, def)| Offer {
                 requires: take("store.json", format!("/offers/{i}/requires")),
-                window_ms: def
-                    .window
-                    .as_ref()
-                    .and_then(|w| Some((crate::time::parse_utc(&w.start)?, crate::time::parse_utc(&w.end)?))),
+                window_ms: def.window.as_ref().and_then(Window::epoch_ms),
                 def,
             })
             .collect();
@@ -1205,10 +1228,7 @@ impl Loader<'_> {
         let events: Vec<LiveEvent> = manifest
             .events
             .iter()
-            .filter_map(|def| {
-                let w = (crate::time::parse_utc(&def.window.start)?, crate::time::parse_utc(&def.window.end)?);
-                Some(LiveEvent { def: def.clone(), window_ms: w })
-            })
+            .filter_map(|def| Some(LiveEvent { window_ms: def.window.epoch_ms()?, def: def.clone() }))
             .collect();
         let resources = p.resources?.resources;
         let index = crate::title::Index {

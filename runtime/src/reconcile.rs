@@ -32,20 +32,11 @@
 
 use std::collections::BTreeMap;
 
-use citadel_dsl::{Dynamic, Map};
+use citadel_dsl::Dynamic;
 
-use crate::rules::{run_hook, Event, Rng};
+use crate::rules::{event_map as change, run_hook, Event, Rng};
 use crate::state::PlayerState;
 use crate::title::Title;
-
-/// One thing the policy changed.
-fn change(pairs: &[(&str, Dynamic)]) -> Dynamic {
-    let mut m = Map::new();
-    for (k, v) in pairs {
-        m.insert((*k).into(), v.clone());
-    }
-    Dynamic::from_map(m)
-}
 
 fn text(s: &str) -> Dynamic {
     Dynamic::from(s.to_string())
@@ -238,13 +229,8 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
 
     let mut events = vec![Event::Migrated { from: from.clone(), to: to.clone(), changes: changes.len() as u32 }];
     // 5. The title's own reconciliation.
-    let arg = {
-        let mut m = Map::new();
-        m.insert("from".into(), Dynamic::from(from));
-        m.insert("to".into(), Dynamic::from(to));
-        m.insert("changes".into(), Dynamic::from_array(changes));
-        Dynamic::from_map(m)
-    };
+    let arg =
+        change(&[("from", Dynamic::from(from)), ("to", Dynamic::from(to)), ("changes", Dynamic::from_array(changes))]);
     run_hook(title, s, "on_migrate", arg, now, rng, &mut events);
     events
 }

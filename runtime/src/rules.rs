@@ -479,7 +479,7 @@ fn speed_up_cost(title: &Title, remaining_ms: i64) -> i64 {
 
 // ---------------------------------------------------------------- hooks and effects
 
-fn event_map(pairs: &[(&str, Dynamic)]) -> Dynamic {
+pub(crate) fn event_map(pairs: &[(&str, Dynamic)]) -> Dynamic {
     let mut map = citadel_dsl::Map::new();
     for (k, v) in pairs {
         map.insert((*k).into(), v.clone());
@@ -779,7 +779,6 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
         s.clock_ms = s.clock_ms.max(t);
     }
     s.clock_ms = now;
-    s.content_version.clone_from(&title.content_version);
     events
 }
 
@@ -1042,10 +1041,8 @@ fn act(
                 code: ErrorCode::UnknownId,
                 message: format!("unknown offer `{offer}`"),
             })?;
-            if let Some((start, end)) = o.window_ms {
-                if now < start || now >= end {
-                    return err(ErrorCode::NotAvailable, format!("{} is not on sale now", o.def.name));
-                }
+            if !o.on_sale(now) {
+                return err(ErrorCode::NotAvailable, format!("{} is not on sale now", o.def.name));
             }
             let bought = s.purchases.get(offer).copied().unwrap_or(0);
             if o.def.limit.is_some_and(|l| bought >= l) {

@@ -71,8 +71,20 @@ pub struct LiveEvent {
 
 impl LiveEvent {
     pub fn active(&self, now_ms: i64) -> bool {
-        self.window_ms.0 <= now_ms && now_ms < self.window_ms.1
+        in_window(self.window_ms, now_ms)
     }
+}
+
+impl Offer {
+    /// Whether the offer's window (if any) holds `now_ms`.
+    pub fn on_sale(&self, now_ms: i64) -> bool {
+        self.window_ms.is_none_or(|w| in_window(w, now_ms))
+    }
+}
+
+/// Whether `[start, end)` holds `now_ms`.
+fn in_window((start, end): (i64, i64), now_ms: i64) -> bool {
+    start <= now_ms && now_ms < end
 }
 
 #[derive(Debug)]

@@ -78,7 +78,7 @@ async fn reload_all(State(st): State<AppState>) -> Result<(StatusCode, Json<Valu
 }
 
 fn known(id: &str) -> Result<(), Fail> {
-    if crate::titles::valid_id(id) {
+    if citadel_runtime::load::valid_title_id(id) {
         Ok(())
     } else {
         Err(Fail(ApiError::new(Code::UnknownTitle, format!("`{id}` is not a title id"))))

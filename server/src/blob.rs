@@ -130,7 +130,9 @@ fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, BlobError> {
     Ok(Some(bytes))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a file so that a crash leaves the old or the new one, never a
+/// mix: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
     std::fs::create_dir_all(dir)?;

@@ -191,10 +191,7 @@ impl Config {
             self.watch_titles = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Some(uri) = get("CITADEL_MONGODB_URI") {
-            let m = self
-                .mongodb
-                .get_or_insert_with(|| crate::world::MongoConfig { uri: String::new(), database: "citadel".into() });
-            m.uri = uri;
+            self.mongodb.get_or_insert_with(|| crate::world::MongoConfig::new("")).uri = uri;
         }
         if let (Some(m), Some(db)) = (&mut self.mongodb, get("CITADEL_MONGODB_DATABASE")) {
             m.database = db;

@@ -103,14 +103,10 @@ pub fn ready(mut stream: UnixStream) -> anyhow::Result<()> {
     stream.write_all(READY).context("telling the old server to drain")
 }
 
-/// The running server's side: answers successors on `path` until `stop`;
-/// when a successor is ready, cancels `drain` (the graceful shutdown).
-pub fn serve(
-    path: PathBuf,
-    listener: OwnedFd,
-    drain: CancellationToken,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
+/// The running server's side: answers successors on `path`; when one is
+/// ready, cancels `drain` (the graceful shutdown). Once `drain` is
+/// cancelled, for whatever reason, no successor is answered.
+pub fn serve(path: PathBuf, listener: OwnedFd, drain: CancellationToken) -> anyhow::Result<()> {
     // A leftover from a process that died: this server owns its server_dir.
     let _ = std::fs::remove_file(&path);
     let sock =
@@ -119,7 +115,7 @@ pub fn serve(
         .name("handoff".into())
         .spawn(move || {
             for conn in sock.incoming() {
-                if stop.is_cancelled() {
+                if drain.is_cancelled() {
                     return;
                 }
                 let Ok(mut conn) = conn else { continue };

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use citadel_runtime::{Action, PlayerState, Rng};
+use citadel_runtime::{Action, PlayerState, Rng, Title};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -640,8 +640,29 @@ pub async fn replay(deps: &ReplayDeps<'_>, records: Vec<Record>) -> anyhow::Resu
     for r in records {
         by_player.entry((r.title.clone(), r.player.clone())).or_default().push(r);
     }
+    // Each title version the records ran on, resolved once (from memory or
+    // the version store: a stored version is read and validated again).
+    let mut versions: HashMap<(String, String), Title> = HashMap::new();
+    for (title, version) in by_player.values().flatten().map(|r| (&r.title, &r.content_version)) {
+        let key = (title.clone(), version.clone());
+        if versions.contains_key(&key) {
+            continue;
+        }
+        let Some(current) = deps.titles.get(title) else { continue };
+        let found = if current.content_version == *version {
+            Some(current.clone())
+        } else {
+            deps.titles.version(title, version)
+        };
+        let t = found.unwrap_or_else(|| {
+            tracing::warn!(%title, %version, "a journal record's title version is not kept; replaying it on the current one");
+            current
+        });
+        versions.insert(key, t);
+    }
+    let versions = &versions;
     let outcomes: Vec<(Replayed, Vec<(Record, String)>)> = stream::iter(by_player)
-        .map(|(key, records)| replay_player(deps, key, records))
+        .map(|(key, records)| replay_player(deps, versions, key, records))
         .buffer_unordered(REPLAY_PARALLEL_MAX)
         .try_collect()
         .await?;
@@ -671,6 +692,7 @@ pub async fn replay(deps: &ReplayDeps<'_>, records: Vec<Record>) -> anyhow::Resu
 
 async fn replay_player(
     deps: &ReplayDeps<'_>,
+    versions: &HashMap<(String, String), Title>,
     key: Key,
     records: Vec<Record>,
 ) -> anyhow::Result<(Replayed, Vec<(Record, String)>)> {
@@ -698,17 +720,8 @@ async fn replay_player(
             if r.seq <= state.seq {
                 done.skipped += 1;
             } else if r.seq == state.seq + 1 && orphans.is_empty() {
-                // Each record re-runs on the title version it first ran on
-                // (served versions are kept in the version store).
-                let title = if r.content_version == current.content_version {
-                    current.clone()
-                } else if let Some(t) = deps.titles.version(&key.0, &r.content_version) {
-                    t
-                } else {
-                    tracing::warn!(title = %key.0, player = %key.1, seq = r.seq, version = %r.content_version,
-                        "the record's title version is not kept; replaying on the current one");
-                    current.clone()
-                };
+                // Each record re-runs on the title version it first ran on.
+                let title = versions.get(&(key.0.clone(), r.content_version.clone())).unwrap_or(&current).clone();
                 let mut rng = Rng::new(r.rng);
                 // The outcome was already answered; replay only rebuilds the state.
                 let _ = crate::session::execute(&title, &mut state, &r.op, r.now_ms, &mut rng);

@@ -195,7 +195,7 @@ async fn serve(
         let copy = listener.as_fd().try_clone_to_owned().context("copying the listening socket")?;
         // Serving goes on without it (a Unix socket path is limited to 107
         // bytes, for one): only take-overs are unavailable.
-        if let Err(e) = handoff::serve(handoff_path.clone(), copy, token.clone(), token.clone()) {
+        if let Err(e) = handoff::serve(handoff_path.clone(), copy, token.clone()) {
             tracing::warn!(error = %format!("{e:#}"), "binary upgrades by take-over are unavailable");
         }
     }

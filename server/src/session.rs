@@ -297,9 +297,6 @@ impl Sessions {
                 biased;
                 msg = rx.recv() => match msg {
                     Some(m) => {
-                        // Each request runs on the version served when it
-                        // starts (hot reload swaps versions between requests).
-                        let title = deps.titles.get(&key.0).unwrap_or_else(|| title.clone());
                         session.handle(&deps, &title, m).await;
                         deadline = tokio::time::Instant::now() + idle;
                     }
@@ -330,7 +327,6 @@ impl Sessions {
         self.leave(&key, generation);
         rx.close();
         while let Some(m) = rx.recv().await {
-            let title = deps.titles.get(&key.0).unwrap_or_else(|| title.clone());
             session.handle(&deps, &title, m).await;
         }
         if let Some(r) = renewing.take() {
@@ -552,10 +548,13 @@ impl Session {
     }
 
     /// Applies one request and journals it; the answer leaves once the
-    /// record is durable. Order of operations: refuse if fenced or the
-    /// journal failed; run the operation; number it; append its record with
-    /// the answer attached.
-    async fn handle(&mut self, deps: &Deps, title: &Title, m: Msg) {
+    /// record is durable. Order of operations: take the title version
+    /// served now (the whole request runs on it; hot reload swaps versions
+    /// between requests; `started_on` stands in only if the title were
+    /// ever unloaded); refuse if fenced or the journal failed; run the
+    /// operation; number it; append its record with the answer attached.
+    async fn handle(&mut self, deps: &Deps, started_on: &Title, m: Msg) {
+        let title = &deps.titles.get(&self.key.0).unwrap_or_else(|| started_on.clone());
         let now = deps.clock.now_ms();
         let (reply, op) = match m {
             Msg::Login(reply) => (reply, Op::Login),

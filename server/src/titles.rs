@@ -204,8 +204,9 @@ impl Titles {
             reports: broadcast::channel(REPORTS_QUEUE_MAX).0,
         };
         for name in folders(dir)? {
-            let (files, loaded) = load_folder(&dir.join(&name), &name);
-            titles.finish(&name, Source::Start, files, loaded);
+            let started = Instant::now();
+            let (files, title, diags) = citadel_runtime::load::load_with_files(&dir.join(&name));
+            titles.finish(&name, Source::Start, files, (title, diags, started));
         }
         Ok(titles)
     }
@@ -280,13 +281,13 @@ impl Titles {
         for name in names {
             let me = self.clone();
             let report = background(move || {
-                let dir = me.folder.join(&name);
+                let (started, dir) = (Instant::now(), me.folder.join(&name));
                 if !dir.is_dir() {
                     let d = Diagnostic::error("folder", "", format!("title folder {} does not exist", dir.display()));
-                    return me.refuse(&name, Source::Folder, vec![d], 0.0);
+                    return me.refuse(&name, Source::Folder, vec![d], started);
                 }
-                let (files, loaded) = load_folder(&dir, &name);
-                me.finish(&name, Source::Folder, files, loaded)
+                let (files, title, diags) = citadel_runtime::load::load_with_files(&dir);
+                me.finish(&name, Source::Folder, files, (title, diags, started))
             })
             .await?;
             reports.push(report);
@@ -355,22 +356,13 @@ impl Titles {
     ) -> Report {
         match title {
             Some(t) => self.install(id, source, t, diags, started, Some(files)),
-            None => self.refuse(id, source, diags, started.elapsed().as_secs_f64() * 1000.0),
+            None => self.refuse(id, source, diags, started),
         }
     }
 
-    fn refuse(&self, id: &str, source: Source, diags: Vec<Diagnostic>, load_ms: f64) -> Report {
+    fn refuse(&self, id: &str, source: Source, diags: Vec<Diagnostic>, started: Instant) -> Report {
         let current = self.get(id).map(|t| t.content_version.clone());
-        let r = Report {
-            title: id.to_string(),
-            source,
-            outcome: Outcome::Refused,
-            at_ms: now_ms(),
-            content_version: current.clone(),
-            previous: current,
-            load_ms,
-            diagnostics: diags,
-        };
+        let r = self.report(id, source, Outcome::Refused, current.clone(), current, diags, started);
         self.publish(id, r)
     }
 
@@ -447,9 +439,12 @@ impl Titles {
     }
 
     fn stored_path(&self, id: &str, version: &str) -> Option<PathBuf> {
-        // Ids and versions are checked before they reach a path: ids by
-        // the title schema (or `valid_id`), versions are hex.
-        if !valid_id(id) || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version.is_empty() {
+        // Ids and versions are checked before they reach a path: ids as
+        // the title schema allows them, versions are hex.
+        if !citadel_runtime::load::valid_title_id(id)
+            || !version.bytes().all(|b| b.is_ascii_hexdigit())
+            || version.is_empty()
+        {
             return None;
         }
         Some(self.store.as_ref()?.join(id).join(format!("{version}.json")))
@@ -460,19 +455,11 @@ impl Titles {
         if path.exists() {
             return Ok(());
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let stored =
             Stored { format_version: STORED_FORMAT_VERSION, title: id.into(), content_version: version.into(), files };
-        let tmp = dir.join(format!(".{version}.{}.tmp", std::process::id()));
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(&serde_json::to_vec(&stored)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-        std::fs::File::open(dir)?.sync_all()?;
+        crate::blob::write_atomic(&path, &serde_json::to_vec(&stored)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         self.prune(dir);
         Ok(())
     }
@@ -536,13 +523,6 @@ pub enum RollbackError {
     Internal(String),
 }
 
-/// A title id as the schema allows it (safe as a path component).
-pub fn valid_id(id: &str) -> bool {
-    id.len() <= 32
-        && id.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
 /// Runs `f` on a thread of its own at low priority (see
 /// [`RELOAD_NICENESS`]) and waits for it without blocking the runtime.
 async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
@@ -554,17 +534,6 @@ async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
         let _ = tx.send(f());
     })?;
     Ok(rx.await?)
-}
-
-type Loaded = (Option<Title>, Vec<Diagnostic>, Instant);
-
-fn load_folder(dir: &Path, name: &str) -> (TitleFiles, Loaded) {
-    let started = Instant::now();
-    let (files, mut diags) = citadel_runtime::read_dir(dir);
-    let (title, more) = citadel_runtime::load_files(name, &files);
-    diags.extend(more);
-    let title = title.filter(|_| !diags.iter().any(|d| d.severity == Severity::Error));
-    (files, (title, diags, started))
 }
 
 #[cfg(test)]

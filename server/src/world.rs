@@ -164,6 +164,13 @@ fn default_database() -> String {
     "citadel".into()
 }
 
+impl MongoConfig {
+    /// The default database at `uri`.
+    pub fn new(uri: impl Into<String>) -> MongoConfig {
+        MongoConfig { uri: uri.into(), database: default_database() }
+    }
+}
+
 /// MongoDB backend: one document per lock in `locks` (`_id` is the lock's
 /// name), and the fencing counter in `counters`. Times are i64 epoch ms.
 #[derive(Debug, Clone)]
@@ -202,6 +209,18 @@ impl MongoWorld {
         Ok(MongoWorld { locks: db.collection("locks"), counters: db.collection("counters") })
     }
 
+    /// Increments the fencing counter, which exists.
+    async fn increment_existing(&self) -> Result<mongodb::bson::Document, WorldError> {
+        use mongodb::bson::doc;
+        use mongodb::options::ReturnDocument;
+        self.counters
+            .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(mongo)?
+            .ok_or_else(|| WorldError::Db("the fencing counter vanished".into()))
+    }
+
     /// The next fencing token.
     async fn next_token(&self) -> Result<i64, WorldError> {
         use mongodb::bson::doc;
@@ -214,22 +233,10 @@ impl MongoWorld {
             .await;
         let d = match after {
             Ok(Some(d)) => d,
-            // Two first-ever increments raced to create the counter (or a
-            // stand-in answered nothing): it exists now; increment again.
-            Ok(None) => self
-                .counters
-                .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(mongo)?
-                .ok_or_else(|| WorldError::Db("the fencing counter vanished".into()))?,
-            Err(e) if duplicate_key(&e) => self
-                .counters
-                .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(mongo)?
-                .ok_or_else(|| WorldError::Db("the fencing counter vanished".into()))?,
+            // Two first-ever increments raced to create the counter (E11000,
+            // or a stand-in answered nothing): it exists now; increment again.
+            Ok(None) => self.increment_existing().await?,
+            Err(e) if duplicate_key(&e) => self.increment_existing().await?,
             Err(e) => return Err(mongo(e)),
         };
         number(&d, "last").ok_or_else(|| WorldError::Db("the fencing counter is not a number".into()))

@@ -139,14 +139,17 @@ struct Outcome {
 /// p50, p99 and max of some latencies, in milliseconds.
 fn percentiles(mut us: Vec<u64>) -> Value {
     us.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if us.is_empty() {
-            return 0.0;
-        }
-        let i = ((us.len() as f64 * p).ceil() as usize).clamp(1, us.len()) - 1;
-        us[i] as f64 / 1000.0
-    };
+    let pct = |p| percentile_ms(&us, p);
     json!({ "n": us.len(), "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) })
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds (0 when empty).
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 * p).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    sorted_us[i] as f64 / 1000.0
 }
 
 /// Requests sent this long after a reload's answer still count as during
@@ -185,13 +188,7 @@ impl Outcome {
 
     fn summary(&mut self) -> Value {
         self.latencies_us.sort_unstable();
-        let pct = |p: f64| -> f64 {
-            if self.latencies_us.is_empty() {
-                return 0.0;
-            }
-            let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).clamp(1, self.latencies_us.len()) - 1;
-            self.latencies_us[i] as f64 / 1000.0
-        };
+        let pct = |p| percentile_ms(&self.latencies_us, p);
         json!({
             "sent": self.sent,
             "answered": self.answered,
