@@ -118,7 +118,8 @@ fn renamed_ids_carry_the_players_state_over() {
     let text = files["buildings.json"].replace("\"stone\"", "\"granite\"");
     files.insert("buildings.json".into(), text);
     for f in ["resources.json", "research.json", "units.json", "store.json", "quests.json", "title.json"] {
-        let text = files[f].replace("\"stone\"", "\"granite\"");
+        // Ids as JSON strings, and inside expressions (raid loot formulas).
+        let text = files[f].replace("\"stone\"", "\"granite\"").replace(r#"\"stone\""#, r#"\"granite\""#);
         files.insert(f.into(), text);
     }
     for (path, text) in files.clone() {

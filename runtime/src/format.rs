@@ -89,6 +89,64 @@ pub struct TitleFile {
     /// Live-ops events: time windows that start and stop on their own.
     #[serde(default)]
     pub events: Vec<EventDef>,
+    /// The shared world: map, raids, top score seasons.
+    #[serde(default)]
+    pub world: WorldDef,
+}
+
+/// `title.json` `world`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldDef {
+    #[serde(default)]
+    pub map: Option<MapDef>,
+    #[serde(default)]
+    pub raids: Option<RaidsDef>,
+    #[serde(default)]
+    pub season: Option<SeasonDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapDef {
+    pub regions: Vec<RegionDef>,
+    #[serde(default)]
+    pub relocate_cost: Amounts,
+    #[serde(default)]
+    pub relocate_cooldown_seconds: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionDef {
+    pub id: String,
+    pub name: String,
+    pub width: i32,
+    pub height: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaidsDef {
+    pub duration_seconds: i64,
+    pub shield_seconds: i64,
+    /// Resource id to an integer expression over the defender's state.
+    pub lootable: BTreeMap<String, String>,
+    #[serde(default)]
+    pub score: Option<String>,
+    #[serde(default)]
+    pub win_score: i64,
+    #[serde(default)]
+    pub loss_score: i64,
+    #[serde(default)]
+    pub check: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeasonDef {
+    pub start: String,
+    pub days: i64,
 }
 
 /// A live-ops event (a sale, a weekend event): a time window that scripts

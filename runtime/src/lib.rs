@@ -9,6 +9,7 @@
 //! - [`title`]: the compiled [`Title`].
 //! - [`state`]: [`PlayerState`], its `format_version` and migrations.
 //! - [`reconcile`]: bringing a player to a new version of the title's data.
+//! - [`raid`]: PvP raid results applied to attacker and defender; relocation; top score windows.
 //! - [`rules`]: [`advance`], [`apply`], [`login`]: the rules engine.
 //! - [`scenario`]: running a title's scenario tests.
 //! - [`diagnostic`], [`spans`]: designer-facing errors with positions.
@@ -19,6 +20,7 @@ pub mod diagnostic;
 pub mod docs;
 pub mod format;
 pub mod load;
+pub mod raid;
 pub mod reconcile;
 pub mod rules;
 pub mod scenario;

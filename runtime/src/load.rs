@@ -229,7 +229,12 @@ struct ExprSite {
     pointer: String,
     /// The node of the requirement graph this expression gates, if any.
     node: Option<Node>,
+    /// A formula giving a whole number (raid loot), not a true/false requirement.
+    int: bool,
 }
+
+/// Where `title.json` binds the raid result check.
+const RAID_CHECK_POINTER: &str = "/world/raids/check";
 
 /// A node of the requirement graph: a building or research at a level.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -364,6 +369,7 @@ impl Loader<'_> {
         self.check_refs(&p, &known);
         self.check_renamed(&p, &known);
         self.check_events(&p);
+        self.check_world(&p, &known);
         for (module, script) in &scripts {
             self.check_script_ids(&format!("scripts/{module}.rhai"), script, &known);
         }
@@ -372,14 +378,14 @@ impl Loader<'_> {
         // 6-7: expressions, reachability, cycles.
         let mut exprs: HashMap<String, Expr> = HashMap::new();
         // Kept for the trial evaluation after the title is built.
-        let mut trial_list: Vec<(&'static str, String, Expr)> = Vec::new();
+        let mut trial_list: Vec<(&'static str, String, Expr, bool)> = Vec::new();
         let mut edges: BTreeMap<Node, Vec<(Node, ExprSite)>> = BTreeMap::new();
         for (source, site) in self.expression_sites(&p) {
             let Some(expr) = self.compile_expr(&sandbox, &source, &site) else { continue };
             for r in expr_id_refs(&expr) {
                 self.check_expr_ref(&r, &site, &known, &mut edges);
             }
-            trial_list.push((site.file, site.pointer.clone(), expr.clone()));
+            trial_list.push((site.file, site.pointer.clone(), expr.clone(), site.int));
             exprs.insert(format!("{}#{}", site.file, site.pointer), expr);
         }
         self.check_cycles(&p, &edges);
@@ -721,6 +727,41 @@ impl Loader<'_> {
         }
     }
 
+    /// `world`: unique regions, known resources and score stat, a real
+    /// season start.
+    fn check_world(&mut self, p: &Parsed, known: &Known) {
+        let Some(t) = p.title.clone() else { return };
+        let f = "title.json";
+        if let Some(map) = &t.world.map {
+            let mut seen = std::collections::HashSet::new();
+            for (i, r) in map.regions.iter().enumerate() {
+                if !seen.insert(r.id.as_str()) {
+                    let msg = format!("region `{}` is defined twice", r.id);
+                    self.at("duplicate-id", f, &format!("/world/map/regions/{i}/id"), false, msg, None);
+                }
+            }
+            self.need_keys(known, IdKind::Resource, &map.relocate_cost, f, "/world/map/relocate_cost");
+        }
+        if let Some(raids) = &t.world.raids {
+            for r in raids.lootable.keys() {
+                self.need(known, IdKind::Resource, r, f, &format!("/world/raids/lootable/{r}"), true);
+            }
+            if let Some(stat) = &raids.score {
+                if !t.scores.contains(stat) {
+                    let help = did_you_mean(stat, t.scores.iter().map(String::as_str));
+                    let msg = format!("unknown score `{stat}`: not listed in title.json scores");
+                    self.at("unknown-id", f, "/world/raids/score", false, msg, help);
+                }
+            }
+        }
+        if let Some(season) = &t.world.season {
+            if crate::time::parse_utc(&season.start).is_none() {
+                let msg = format!("`{}` is not a real date and time", season.start);
+                self.at("time", f, "/world/season/start", false, msg, None);
+            }
+        }
+    }
+
     /// `renamed`: every new id exists, and no old id is still defined.
     fn check_renamed(&mut self, p: &Parsed, known: &Known) {
         let Some(t) = &p.title else { return };
@@ -887,6 +928,9 @@ impl Loader<'_> {
             for (name, a) in &t.actions {
                 sites.push((a.function.clone(), "title.json", format!("/actions/{name}/function")));
             }
+            if let Some(check) = t.world.raids.as_ref().and_then(|r| r.check.clone()) {
+                sites.push((check, "title.json", RAID_CHECK_POINTER.to_string()));
+            }
         }
         if let Some(s) = &p.store {
             for (i, it) in s.items.iter().enumerate() {
@@ -937,6 +981,8 @@ impl Loader<'_> {
                 );
             } else if let Some(name) = pointer.strip_prefix("/hooks/") {
                 bound.insert(name.to_string(), h);
+            } else if pointer == RAID_CHECK_POINTER {
+                bound.insert(crate::raid::CHECK_HOOK.to_string(), h);
             }
         }
         bound
@@ -944,8 +990,13 @@ impl Loader<'_> {
 
     fn expression_sites(&self, p: &Parsed) -> Vec<(String, ExprSite)> {
         let mut out = Vec::new();
-        let site = |file: &'static str, pointer: String, node: Option<Node>| ExprSite { file, pointer, node };
+        let site =
+            |file: &'static str, pointer: String, node: Option<Node>| ExprSite { file, pointer, node, int: false };
         if let Some(t) = &p.title {
+            for (r, formula) in t.world.raids.iter().flat_map(|r| &r.lootable) {
+                let pointer = format!("/world/raids/lootable/{r}");
+                out.push((formula.clone(), ExprSite { file: "title.json", pointer, node: None, int: true }));
+            }
             for (name, a) in &t.actions {
                 if let Some(r) = &a.requires {
                     out.push((r.clone(), site("title.json", format!("/actions/{name}/requires"), None)));
@@ -1230,6 +1281,13 @@ impl Loader<'_> {
             .iter()
             .filter_map(|def| Some(LiveEvent { window_ms: def.window.epoch_ms()?, def: def.clone() }))
             .collect();
+        let raid_lootable: Vec<(String, Expr)> = manifest
+            .world
+            .raids
+            .iter()
+            .flat_map(|r| r.lootable.keys())
+            .filter_map(|r| Some((r.clone(), take("title.json", format!("/world/raids/lootable/{r}"))?)))
+            .collect();
         let resources = p.resources?.resources;
         let index = crate::title::Index {
             events: events.iter().enumerate().map(|(i, e)| (e.def.id.clone(), i)).collect(),
@@ -1252,6 +1310,7 @@ impl Loader<'_> {
             offers,
             quests,
             events,
+            raid_lootable,
             actions,
             hooks,
             scripts,
@@ -1263,11 +1322,16 @@ impl Loader<'_> {
     /// Evaluates every expression once against a new player's state. A
     /// requirement that is not true/false is an error; any other failure is
     /// a warning (it may depend on state a new player does not have yet).
-    fn trial(&mut self, title: &Title, exprs: &[(&'static str, String, Expr)]) {
+    fn trial(&mut self, title: &Title, exprs: &[(&'static str, String, Expr, bool)]) {
         let state = crate::rules::new_player(title, 0);
         let ctx = crate::view::ctx(title, &state, 0, 0);
-        for (file, pointer, expr) in exprs {
-            if let Err(e) = title.sandbox.eval_bool(expr, &ctx) {
+        for (file, pointer, expr, int) in exprs {
+            let result = if *int {
+                title.sandbox.eval_int(expr, &ctx).map(drop)
+            } else {
+                title.sandbox.eval_bool(expr, &ctx).map(drop)
+            };
+            if let Err(e) = result {
                 if e.kind == EvalErrorKind::WrongType {
                     self.at("expression", file, pointer, false, format!("in expression: {}", e.message), None);
                 } else {

@@ -153,6 +153,9 @@ pub enum ErrorCode {
     StorageFull,
     /// A script failed or returned invalid effects.
     ScriptError,
+    /// A raid result the title's rules reject (units not owned, more loot
+    /// than lootable, the title's check refused it).
+    ImplausibleResult,
 }
 
 impl ErrorCode {
@@ -180,6 +183,7 @@ impl ErrorCode {
             ErrorCode::NothingToCollect => "nothing_to_collect",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::ScriptError => "script_error",
+            ErrorCode::ImplausibleResult => "implausible_result",
         }
     }
 }
@@ -208,6 +212,7 @@ pub const ERROR_CODE_DOCS: &[(&str, &str)] = &[
     ("nothing_to_collect", "nothing has been produced yet (or storage is full, for collect_all)"),
     ("storage_full", "the resource's storage is full"),
     ("script_error", "a script failed (endless loop, error, limit) or returned an invalid effect; nothing was applied"),
+    ("implausible_result", "a raid result the title's rules reject: units the attacker does not own, more loot than the defender's lootable amount, a battle longer than allowed, or the title's raid check refused it; nothing was applied"),
 ];
 
 /// Every error code, as in JSON.
@@ -223,7 +228,7 @@ pub struct ActionError {
     pub message: String,
 }
 
-fn err<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, ActionError> {
+pub(crate) fn err<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, ActionError> {
     Err(ActionError { code, message: message.into() })
 }
 
@@ -393,14 +398,14 @@ fn scaled_seconds(secs: i64, percent: i64) -> i64 {
 
 /// Adds an amount to a resource, clamped to its cap (what does not fit is
 /// lost, as in every builder game); never lowers an amount already above the cap.
-fn credit(title: &Title, s: &mut PlayerState, r: &str, amount: i64) {
+pub(crate) fn credit(title: &Title, s: &mut PlayerState, r: &str, amount: i64) {
     let cap = cap(title, s, r);
     let have = s.resources.get(r).copied().unwrap_or(0);
     let new = if have >= cap { have } else { have.saturating_add(amount).min(cap) };
     s.resources.insert(r.to_string(), new);
 }
 
-fn check_cost(title: &Title, s: &PlayerState, cost: &Amounts, times: i64) -> Result<(), ActionError> {
+pub(crate) fn check_cost(title: &Title, s: &PlayerState, cost: &Amounts, times: i64) -> Result<(), ActionError> {
     for (r, &amount) in cost {
         let need = amount.checked_mul(times).unwrap_or(i64::MAX);
         let have = s.resources.get(r).copied().unwrap_or(0);
@@ -412,7 +417,7 @@ fn check_cost(title: &Title, s: &PlayerState, cost: &Amounts, times: i64) -> Res
     Ok(())
 }
 
-fn pay(s: &mut PlayerState, cost: &Amounts, times: i64) {
+pub(crate) fn pay(s: &mut PlayerState, cost: &Amounts, times: i64) {
     for (r, &amount) in cost {
         if let Some(v) = s.resources.get_mut(r) {
             *v -= amount * times;
@@ -488,7 +493,7 @@ pub(crate) fn event_map(pairs: &[(&str, Dynamic)]) -> Dynamic {
 }
 
 /// Calls a script function and returns its effects, or a message.
-fn call_fn(
+pub(crate) fn call_fn(
     title: &Title,
     s: &mut PlayerState,
     f: &HookRef,
@@ -503,7 +508,7 @@ fn call_fn(
 }
 
 /// Applies effects to `s` all together or not at all.
-fn apply_effects(
+pub(crate) fn apply_effects(
     title: &Title,
     s: &mut PlayerState,
     effects: &[Effect],

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 /// The current player file format.
-pub const STATE_FORMAT_VERSION: u32 = 2;
+pub const STATE_FORMAT_VERSION: u32 = 3;
 
 /// A construction or upgrade in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +107,41 @@ pub struct PlayerState {
     /// journal exactly the operations numbered above the saved `seq`, so
     /// nothing acknowledged is lost and nothing is applied twice.
     pub seq: u64,
+    /// No raid may start on this player before this time (set after a
+    /// lost defense).
+    #[serde(default)]
+    pub shield_until_ms: i64,
+    /// The last raids on this player, oldest first, at most
+    /// [`BATTLE_LOG_MAX`].
+    #[serde(default)]
+    pub battle_log: Vec<BattleLogEntry>,
+    /// The last raid this player finished as the attacker, so that a result
+    /// delivered twice is applied once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_raid: Option<String>,
+    /// When the base last moved on the world map (relocation cooldown).
+    #[serde(default)]
+    pub relocated_ms: i64,
+}
+
+/// Raids kept in a player's battle log: what a defender wants to look back
+/// on after a weekend away, and a bound on the file's size.
+pub const BATTLE_LOG_MAX: usize = 20;
+
+/// One raid on a player, as the defender sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BattleLogEntry {
+    pub raid: String,
+    pub attacker: String,
+    pub at_ms: i64,
+    /// Whether the attacker won.
+    pub victory: bool,
+    pub destruction_percent: u32,
+    /// What the defender lost.
+    pub loot: BTreeMap<String, i64>,
+    /// The change to the defender's raid score.
+    pub score: i64,
 }
 
 /// Why a player file could not be read.
@@ -125,12 +160,20 @@ type Migration = fn(&mut serde_json::Map<String, serde_json::Value>);
 
 /// The chain of migrations; `MIGRATIONS[i]` turns version `i + 1` into
 /// `i + 2`.
-const MIGRATIONS: &[Migration] = &[v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3];
 
 /// Version 2 counts journaled operations in `seq`; a version 1 file was
 /// written before any were counted.
 fn v1_to_v2(obj: &mut serde_json::Map<String, serde_json::Value>) {
     obj.entry("seq").or_insert(0.into());
+}
+
+/// Version 3 adds the raid fields (shield, battle log, last raid) and the
+/// relocation time, all empty for a player who never met a raid.
+fn v2_to_v3(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    obj.entry("shield_until_ms").or_insert(0.into());
+    obj.entry("battle_log").or_insert(serde_json::Value::Array(Vec::new()));
+    obj.entry("relocated_ms").or_insert(0.into());
 }
 
 impl PlayerState {

@@ -60,6 +60,12 @@ pub fn format_utc(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Formats a day number (days since 1970-01-01) as `YYYY-MM-DD`.
+pub fn format_date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +80,6 @@ mod tests {
         assert_eq!(parse_utc("2025-02-29T00:00:00Z"), None);
         assert_eq!(parse_utc("2025-13-01T00:00:00Z"), None);
         assert_eq!(parse_utc("2025-01-01 00:00:00"), None);
+        assert_eq!(format_date(0), "1970-01-01");
     }
 }

@@ -115,6 +115,8 @@ pub struct TitleData {
     pub offers: Vec<Offer>,
     pub quests: Vec<Quest>,
     pub events: Vec<LiveEvent>,
+    /// `world.raids.lootable`, compiled: resource id and its formula.
+    pub raid_lootable: Vec<(String, Expr)>,
     pub actions: BTreeMap<String, Action>,
     pub hooks: BTreeMap<String, HookRef>,
     pub scripts: BTreeMap<String, Script>,

@@ -7,7 +7,11 @@ mod support;
 
 use std::sync::Arc;
 
-use citadel_server::world::{MongoConfig, MongoWorld, SqliteWorld, WorldStore};
+use std::collections::BTreeMap;
+
+use citadel_server::world::{
+    Board, MongoConfig, MongoWorld, PlayerInfo, Position, RaidRecord, RaidStatus, ServerStatus, SqliteWorld, WorldStore,
+};
 
 type World = Arc<dyn WorldStore>;
 
@@ -25,6 +29,8 @@ async fn mongo(suite: &str) -> Option<World> {
 async fn leases_exclude_renew_expire_and_fence(w: World) {
     let a = w.acquire("player:x", "a", 1000, 0).await.unwrap().unwrap();
     assert!(w.acquire("player:x", "b", 1000, 500).await.unwrap().is_none(), "held by a");
+    assert_eq!(w.holder("player:x", 500).await.unwrap().map(|l| l.owner), Some("a".to_string()));
+    assert_eq!(w.holder("player:x", 1000).await.unwrap(), None, "expired: nobody holds it");
     let again = w.acquire("player:x", "a", 1000, 600).await.unwrap().expect("the holder may take it again");
     assert!(again.token > a.token);
     assert!(w.renew(&a, 1000, 700).await.unwrap().is_none(), "the older lease of the same holder is gone");
@@ -62,26 +68,211 @@ async fn a_race_of_many_contenders_has_one_winner(w: World) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_leases() {
-    leases_exclude_renew_expire_and_fence(sqlite()).await;
+async fn servers_register_heartbeat_and_expire(w: World) {
+    let status = |id: &str, at: i64| ServerStatus {
+        id: id.into(),
+        address: format!("{id}:8080"),
+        titles: BTreeMap::from([("ironhold".to_string(), "v1".to_string())]),
+        players: 3,
+        busy: 0.25,
+        heartbeat_ms: at,
+    };
+    w.heartbeat(&status("s1", 1000)).await.unwrap();
+    w.heartbeat(&status("s2", 1000)).await.unwrap();
+    assert_eq!(w.servers(1500, 10_000).await.unwrap(), vec![status("s1", 1000), status("s2", 1000)]);
+    let mut busier = status("s1", 9000);
+    busier.players = 40;
+    w.heartbeat(&busier).await.unwrap();
+    assert_eq!(w.servers(12_000, 10_000).await.unwrap(), vec![busier.clone()], "s2 went stale");
+    assert_eq!(w.servers(12_000, 10_000).await.unwrap().len(), 1, "and stays gone");
+    w.deregister("s1").await.unwrap();
+    assert!(w.servers(12_000, 10_000).await.unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_race() {
-    a_race_of_many_contenders_has_one_winner(sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mongo_leases() {
-    if let Some(w) = mongo("world conformance on MongoDB").await {
-        leases_exclude_renew_expire_and_fence(w).await;
+fn info(title: &str, player: &str, name: &str, level: i64) -> PlayerInfo {
+    PlayerInfo {
+        title: title.into(),
+        player: player.into(),
+        name: name.into(),
+        level,
+        scores: BTreeMap::from([("trophies".to_string(), level * 10)]),
+        clan: None,
+        position: Some(Position { region: "plain".into(), x: 1, y: 2 }),
+        last_seen_ms: 77,
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mongo_race() {
-    if let Some(w) = mongo("world conformance on MongoDB (race)").await {
-        a_race_of_many_contenders_has_one_winner(w).await;
+async fn player_info_lookup_search_and_paging(w: World) {
+    for i in 0..7 {
+        w.put_info(&info("t", &format!("p{i}"), &format!("Ann{}", 6 - i), i)).await.unwrap();
+    }
+    w.put_info(&info("t", "q", "Bob", 1)).await.unwrap();
+    w.put_info(&info("other", "x", "Anna", 1)).await.unwrap();
+    assert_eq!(w.info("t", "p3").await.unwrap(), Some(info("t", "p3", "Ann3", 3)));
+    assert_eq!(w.info("t", "nobody").await.unwrap(), None);
+    // Updates replace the profile.
+    w.put_info(&info("t", "p3", "Ann3", 9)).await.unwrap();
+    assert_eq!(w.info("t", "p3").await.unwrap().unwrap().level, 9);
+    // Prefix search, case-insensitive, by name, in pages.
+    let first = w.search("t", "ann", None, 3).await.unwrap();
+    let names: Vec<_> = first.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["Ann0", "Ann1", "Ann2"]);
+    let last = first.last().unwrap();
+    let second = w.search("t", "ANN", Some((&last.name, &last.player)), 10).await.unwrap();
+    let names: Vec<_> = second.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["Ann3", "Ann4", "Ann5", "Ann6"], "the next page, other titles never");
+    assert_eq!(w.search("t", "bo", None, 10).await.unwrap().len(), 1);
+    assert!(w.search("t", "z", None, 10).await.unwrap().is_empty());
+    assert_eq!(w.search("t", "", None, 1000).await.unwrap().len(), 8, "limits are capped, not refused");
+}
+
+async fn top_scores_windows_ranks_and_ties(w: World) {
+    let all = Board { title: "t", stat: "trophies", window: "all" };
+    let week = Board { title: "t", stat: "trophies", window: "week-2026-11-23" };
+    let windows = vec!["all".to_string(), "week-2026-11-23".to_string()];
+    // Before this week a had 100; this week a gains 20, b gains 50 from 0, c ties b.
+    w.set_score("t", "trophies", "a", &windows, 100, 120).await.unwrap();
+    w.set_score("t", "trophies", "b", &windows, 0, 50).await.unwrap();
+    w.set_score("t", "trophies", "c", &windows, 0, 50).await.unwrap();
+    // Setting the same value again changes nothing; a later change keeps the week's base.
+    w.set_score("t", "trophies", "a", &windows, 100, 120).await.unwrap();
+    w.set_score("t", "trophies", "a", &windows, 120, 130).await.unwrap();
+    let rows = |v: Vec<citadel_server::world::ScoreRow>| {
+        v.into_iter().map(|r| (r.rank, r.player, r.value)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rows(w.top(all, 0, 10).await.unwrap()),
+        [(1, "a".to_string(), 130), (2, "b".into(), 50), (3, "c".into(), 50)]
+    );
+    assert_eq!(
+        rows(w.top(week, 0, 10).await.unwrap()),
+        [(1, "b".to_string(), 50), (2, "c".into(), 50), (3, "a".into(), 30)],
+        "the week counts gains since the player's first change in it"
+    );
+    assert_eq!(rows(w.top(week, 1, 1).await.unwrap()), [(2, "c".to_string(), 50)], "paging");
+    let r = w.rank(week, "c").await.unwrap().unwrap();
+    assert_eq!((r.rank, r.value), (2, 50), "ties rank by player id");
+    assert_eq!(w.rank(all, "a").await.unwrap().unwrap().rank, 1);
+    assert_eq!(w.rank(all, "nobody").await.unwrap(), None);
+    // Losses move a player down.
+    w.set_score("t", "trophies", "a", &windows, 130, 10).await.unwrap();
+    assert_eq!(w.rank(all, "a").await.unwrap().unwrap().rank, 3);
+    assert_eq!(w.rank(week, "a").await.unwrap().unwrap().value, -90);
+}
+
+async fn map_places_moves_and_finds_neighbours(w: World) {
+    let at = |x, y| Position { region: "plain".into(), x, y };
+    assert!(w.place("t", "a", &at(5, 5)).await.unwrap());
+    assert!(!w.place("t", "b", &at(5, 5)).await.unwrap(), "a spot holds one base");
+    assert_eq!(w.position("t", "b").await.unwrap(), None, "a refused placement leaves nothing");
+    assert!(w.place("t", "b", &at(6, 5)).await.unwrap());
+    assert!(w.place("t", "c", &at(9, 9)).await.unwrap());
+    assert!(w.place("other", "z", &at(5, 6)).await.unwrap(), "titles have separate maps");
+    // Moving frees the old spot.
+    assert!(w.place("t", "a", &at(5, 7)).await.unwrap());
+    assert_eq!(w.position("t", "a").await.unwrap(), Some(at(5, 7)));
+    assert!(w.place("t", "d", &at(5, 5)).await.unwrap());
+    let near: Vec<_> = w.near("t", &at(5, 5), 2, 10).await.unwrap().into_iter().map(|b| b.player).collect();
+    assert_eq!(near, ["d", "b", "a"], "nearest first, within the square, this title only");
+    assert_eq!(w.near("t", &at(5, 5), 2, 1).await.unwrap().len(), 1);
+    let counts = w.region_counts("t", &["plain".to_string(), "hills".to_string()]).await.unwrap();
+    assert_eq!(counts, BTreeMap::from([("plain".to_string(), 4), ("hills".to_string(), 0)]));
+}
+
+/// Many players racing for one spot: exactly one gets it.
+async fn a_race_for_one_spot_has_one_winner(w: World) {
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            w.place("race", &format!("p{i}"), &Position { region: "r".into(), x: 1, y: 1 }).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(w.near("race", &Position { region: "r".into(), x: 1, y: 1 }, 0, 10).await.unwrap().len(), 1);
+}
+
+fn raid(id: &str, attacker: &str, started: i64) -> RaidRecord {
+    RaidRecord {
+        id: id.into(),
+        title: "t".into(),
+        attacker: attacker.into(),
+        defender: "d".into(),
+        token: 7,
+        started_ms: started,
+        expires_ms: started + 1000,
+        status: RaidStatus::Started,
+        defender_level: 3,
+        lootable: BTreeMap::from([("gold".to_string(), 250)]),
+        result: None,
+        defender_applied: false,
     }
 }
+
+async fn raids_end_once_and_wait_for_their_defender(w: World) {
+    w.insert_raid(&raid("r1", "a", 100)).await.unwrap();
+    w.insert_raid(&raid("r2", "a", 200)).await.unwrap();
+    assert_eq!(w.raid("r1").await.unwrap(), Some(raid("r1", "a", 100)));
+    assert_eq!(w.last_raid("t", "a").await.unwrap().unwrap().id, "r2");
+    assert_eq!(w.last_raid("t", "b").await.unwrap(), None);
+    assert!(w.pending_defenses("t", "d").await.unwrap().is_empty(), "nothing ended yet");
+    let mut ended = raid("r1", "a", 100);
+    ended.status = RaidStatus::Ended;
+    ended.result = Some(citadel_runtime::raid::RaidResult {
+        victory: true,
+        destruction_percent: 80,
+        loot: BTreeMap::from([("gold".to_string(), 200)]),
+        units_used: BTreeMap::from([("militia".to_string(), 3)]),
+        seconds: 40,
+    });
+    assert!(w.end_raid(&ended).await.unwrap(), "the first result is taken");
+    let mut other = ended.clone();
+    other.result.as_mut().unwrap().victory = false;
+    assert!(!w.end_raid(&other).await.unwrap(), "a second result for one raid is refused");
+    assert_eq!(w.raid("r1").await.unwrap(), Some(ended.clone()));
+    assert_eq!(w.pending_defenses("t", "d").await.unwrap(), vec![ended.clone()]);
+    w.defense_applied("r1").await.unwrap();
+    assert!(w.pending_defenses("t", "d").await.unwrap().is_empty());
+    assert!(w.raid("r1").await.unwrap().unwrap().defender_applied);
+}
+
+/// Runs one conformance case on SQLite and on the MongoDB wire server.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(sqlite()).await;
+                }
+            )*
+        }
+        mod mongo_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    if let Some(w) = mongo(concat!("world conformance on MongoDB: ", stringify!($case))).await {
+                        super::$case(w).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    leases_exclude_renew_expire_and_fence,
+    a_race_of_many_contenders_has_one_winner,
+    servers_register_heartbeat_and_expire,
+    player_info_lookup_search_and_paging,
+    top_scores_windows_ranks_and_ties,
+    map_places_moves_and_finds_neighbours,
+    a_race_for_one_spot_has_one_winner,
+    raids_end_once_and_wait_for_their_defender,
+);

@@ -1,0 +1,259 @@
+//! The world store: the small amount of data shared between servers:
+//! lease locks (a player is live on one server at a time; a raid holds its
+//! defender), server status, the player info cache, top scores, positions
+//! on the regional map, and raids. The embedded backend is SQLite in WAL
+//! mode ([`SqliteWorld`]), safe for several server processes on one
+//! machine; [`MongoWorld`] serves fleets behind the same trait. One
+//! conformance suite (`server/tests/world_conformance.rs`) runs against both.
+//!
+//! Every query is bounded: by an index and a limit (top scores, searches,
+//! map queries take at most [`PAGE_MAX`] rows), never a scan of all players
+//! per request.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use citadel_runtime::raid::RaidResult;
+use serde::{Deserialize, Serialize};
+
+mod mongo;
+mod sqlite;
+
+pub use mongo::{MongoConfig, MongoWorld};
+pub use sqlite::SqliteWorld;
+
+/// Most rows one query returns (top scores, name search, map queries): a
+/// client screen shows a few dozen; more is a scrape.
+pub const PAGE_MAX: usize = 100;
+
+/// Deepest rank a top score page may start at: a page deeper than this
+/// costs the index walk up to it on every request.
+pub const TOP_OFFSET_MAX: usize = 10_000;
+
+/// The all-time top score window (the others start each week or season).
+pub const ALL_TIME: &str = "all";
+
+/// A held lock. `token` is a fencing token: it grows with every grant of
+/// any lock, so a later holder always has a larger token than an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub token: i64,
+    pub expires_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("world store error: {0}")]
+    Db(String),
+}
+
+/// One game server, as it reports itself (the gateway picks servers from
+/// these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub id: String,
+    /// Where clients reach it, e.g. `10.0.0.5:8080`.
+    pub address: String,
+    /// Title id to the content version served.
+    pub titles: BTreeMap<String, String>,
+    /// Players in memory.
+    pub players: i64,
+    /// Share of time the server's runtime was busy, 0 to 1.
+    pub busy: f64,
+    pub heartbeat_ms: i64,
+}
+
+/// A base's spot on the regional map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub region: String,
+    pub x: i32,
+    pub y: i32,
+}
+
+/// A player's public profile, cached for other players to see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayerInfo {
+    pub title: String,
+    pub player: String,
+    pub name: String,
+    /// Player level (from xp).
+    pub level: i64,
+    /// Score stats by id.
+    pub scores: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub clan: Option<String>,
+    #[serde(default)]
+    pub position: Option<Position>,
+    pub last_seen_ms: i64,
+}
+
+/// A base on the map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    pub player: String,
+    pub position: Position,
+}
+
+/// One line of a top score list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreRow {
+    /// 1 for the best.
+    pub rank: u64,
+    pub player: String,
+    pub value: i64,
+}
+
+/// Which top score list: a title's stat in a window (`all`,
+/// `week-YYYY-MM-DD`, `season-N`; see `citadel_runtime::raid::score_windows`).
+#[derive(Debug, Clone, Copy)]
+pub struct Board<'a> {
+    pub title: &'a str,
+    pub stat: &'a str,
+    pub window: &'a str,
+}
+
+/// Where a raid is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaidStatus {
+    /// The defender is locked and the attacker is fighting.
+    Started,
+    /// The result is in and final (the commit point); it is applied to
+    /// the defender's file, if not yet, by whoever loads the defender next.
+    Ended,
+}
+
+/// A raid as the world store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaidRecord {
+    pub id: String,
+    pub title: String,
+    pub attacker: String,
+    pub defender: String,
+    /// The fencing token of the defender's lock taken for this raid.
+    pub token: i64,
+    pub started_ms: i64,
+    /// When the defender's lock ends; no result is taken after it.
+    pub expires_ms: i64,
+    pub status: RaidStatus,
+    /// The defender's level and lootable amounts at the start.
+    pub defender_level: i64,
+    pub lootable: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub result: Option<RaidResult>,
+    /// Whether the defender's player file holds the result.
+    #[serde(default)]
+    pub defender_applied: bool,
+}
+
+#[async_trait]
+pub trait WorldStore: Send + Sync + std::fmt::Debug {
+    // ------------------------------------------------------------- locks
+    /// Takes `name` for `owner` until `now_ms + ttl_ms`, if it is free, expired
+    /// or already `owner`'s. `None` when someone else holds it.
+    async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError>;
+    /// Extends a lease still held; `None` if it was lost (expired and taken).
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError>;
+    /// Gives a lease up (no effect if it was already lost).
+    async fn release(&self, lease: &Lease) -> Result<(), WorldError>;
+    /// Who holds `name` now, if anyone (for messages: it may change at once).
+    async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError>;
+
+    // ------------------------------------------------------------ servers
+    /// Registers or refreshes a server's status.
+    async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError>;
+    /// The servers whose last heartbeat is newer than `now_ms - stale_ms`
+    /// (older entries are removed), by id.
+    async fn servers(&self, now_ms: i64, stale_ms: i64) -> Result<Vec<ServerStatus>, WorldError>;
+    /// Removes a server's entry (it is shutting down).
+    async fn deregister(&self, id: &str) -> Result<(), WorldError>;
+
+    // -------------------------------------------------------- player info
+    /// Writes a player's public profile.
+    async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError>;
+    async fn info(&self, title: &str, player: &str) -> Result<Option<PlayerInfo>, WorldError>;
+    /// Players whose name starts with `prefix` (case-insensitive), by name
+    /// then id, after `after` (the last `(name, player)` of the previous
+    /// page), at most `limit` (capped at [`PAGE_MAX`]).
+    async fn search(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PlayerInfo>, WorldError>;
+
+    // --------------------------------------------------------- top scores
+    /// Records that `player`'s stat went from `before` to `after` at a time
+    /// in `windows`: the `all` window holds `after`; another window holds
+    /// the gain since the player's first change in it. Setting the same
+    /// `after` twice changes nothing.
+    async fn set_score(
+        &self,
+        title: &str,
+        stat: &str,
+        player: &str,
+        windows: &[String],
+        before: i64,
+        after: i64,
+    ) -> Result<(), WorldError>;
+    /// The list from rank `offset + 1`, at most `limit` rows (capped at
+    /// [`PAGE_MAX`]; `offset` at [`TOP_OFFSET_MAX`]). Ties rank by player id.
+    async fn top(&self, board: Board<'_>, offset: usize, limit: usize) -> Result<Vec<ScoreRow>, WorldError>;
+    /// A player's row, if they scored in that window.
+    async fn rank(&self, board: Board<'_>, player: &str) -> Result<Option<ScoreRow>, WorldError>;
+
+    // ---------------------------------------------------------------- map
+    /// Puts (or moves) a player's base on a spot; `false` if the spot is taken.
+    async fn place(&self, title: &str, player: &str, at: &Position) -> Result<bool, WorldError>;
+    async fn position(&self, title: &str, player: &str) -> Result<Option<Position>, WorldError>;
+    /// Bases in `region` within `radius` spots of `(x, y)` (a square), the
+    /// nearest first, at most `limit` (capped at [`PAGE_MAX`]).
+    async fn near(&self, title: &str, at: &Position, radius: i32, limit: usize) -> Result<Vec<Base>, WorldError>;
+    /// Bases in each of `regions` of a title.
+    async fn region_counts(&self, title: &str, regions: &[String]) -> Result<BTreeMap<String, i64>, WorldError>;
+
+    // -------------------------------------------------------------- raids
+    async fn insert_raid(&self, raid: &RaidRecord) -> Result<(), WorldError>;
+    async fn raid(&self, id: &str) -> Result<Option<RaidRecord>, WorldError>;
+    /// The attacker's most recent raid.
+    async fn last_raid(&self, title: &str, attacker: &str) -> Result<Option<RaidRecord>, WorldError>;
+    /// The commit point of a raid: stores the ended record if the raid is
+    /// still `Started`. `false` if it was not (ended already): exactly one
+    /// result is ever taken per raid.
+    async fn end_raid(&self, raid: &RaidRecord) -> Result<bool, WorldError>;
+    /// Ended raids on `defender` not yet in their player file, oldest first.
+    async fn pending_defenses(&self, title: &str, defender: &str) -> Result<Vec<RaidRecord>, WorldError>;
+    /// Notes that the defender's file holds the raid's result.
+    async fn defense_applied(&self, id: &str) -> Result<(), WorldError>;
+}
+
+/// `limit` capped at [`PAGE_MAX`], at least 1.
+pub(crate) fn page(limit: usize) -> usize {
+    limit.clamp(1, PAGE_MAX)
+}
+
+/// The lowercase form names are searched by.
+pub(crate) fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// The smallest string above every string starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+pub(crate) fn status_name(s: RaidStatus) -> &'static str {
+    match s {
+        RaidStatus::Started => "started",
+        RaidStatus::Ended => "ended",
+    }
+}
+
+/// A document as the JSON text both backends store.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, WorldError> {
+    serde_json::to_string(v).map_err(|e| WorldError::Db(format!("encoding: {e}")))
+}

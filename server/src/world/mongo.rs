@@ -1,0 +1,516 @@
+//! The MongoDB world store, for servers on several machines. Documents
+//! (server status, player info, raids) are stored as JSON text in `doc`
+//! beside the fields their queries and indexes use, so that decoding never
+//! depends on how a server chose to store a number. Times are i64 epoch ms.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::IndexModel;
+
+use super::*;
+
+/// Where the MongoDB world store lives.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection string, e.g. `mongodb://db1:27017,db2:27017/?replicaSet=rs0`.
+    pub uri: String,
+    /// Database holding Citadel's collections.
+    #[serde(default = "default_database")]
+    pub database: String,
+}
+
+fn default_database() -> String {
+    "citadel".into()
+}
+
+impl MongoConfig {
+    /// The default database at `uri`.
+    pub fn new(uri: impl Into<String>) -> MongoConfig {
+        MongoConfig { uri: uri.into(), database: default_database() }
+    }
+}
+
+/// MongoDB backend: one document per lock in `locks` (`_id` is the lock's
+/// name), and the fencing counter in `counters`. Times are i64 epoch ms.
+#[derive(Debug, Clone)]
+pub struct MongoWorld {
+    locks: mongodb::Collection<Document>,
+    counters: mongodb::Collection<Document>,
+    servers: mongodb::Collection<Document>,
+    players: mongodb::Collection<Document>,
+    scores: mongodb::Collection<Document>,
+    positions: mongodb::Collection<Document>,
+    raids: mongodb::Collection<Document>,
+}
+
+/// How long to wait for a MongoDB server at start and per operation
+/// before failing (instead of the driver's 30 s).
+const MONGO_SELECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn mongo(e: mongodb::error::Error) -> WorldError {
+    WorldError::Db(e.to_string())
+}
+
+/// A duplicate key error: an upsert lost a race for the same `_id`.
+fn duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Command(c) => c.code == 11000,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        _ => e.to_string().contains("E11000"),
+    }
+}
+
+impl MongoWorld {
+    pub async fn connect(config: &MongoConfig) -> Result<MongoWorld, WorldError> {
+        let mut options = mongodb::options::ClientOptions::parse(&config.uri).await.map_err(mongo)?;
+        options.server_selection_timeout = Some(MONGO_SELECT_TIMEOUT);
+        options.app_name = Some("citadel".into());
+        let client = mongodb::Client::with_options(options).map_err(mongo)?;
+        let db = client.database(&config.database);
+        // Fails now, not at the first login, when the server is unreachable.
+        db.run_command(mongodb::bson::doc! { "ping": 1 }).await.map_err(mongo)?;
+        let w = MongoWorld {
+            locks: db.collection("locks"),
+            counters: db.collection("counters"),
+            servers: db.collection("servers"),
+            players: db.collection("players"),
+            scores: db.collection("scores"),
+            positions: db.collection("positions"),
+            raids: db.collection("raids"),
+        };
+        w.create_indexes().await?;
+        Ok(w)
+    }
+
+    /// The indexes every query here walks (idempotent: existing ones stay).
+    async fn create_indexes(&self) -> Result<(), WorldError> {
+        let index = |keys: Document, unique: bool| {
+            IndexModel::builder().keys(keys).options(IndexOptions::builder().unique(unique).build()).build()
+        };
+        self.players
+            .create_index(index(doc! { "title": 1, "name_key": 1, "player": 1 }, false))
+            .await
+            .map_err(mongo)?;
+        self.scores
+            .create_index(index(doc! { "title": 1, "stat": 1, "win": 1, "value": -1, "player": 1 }, false))
+            .await
+            .map_err(mongo)?;
+        self.positions
+            .create_index(index(doc! { "title": 1, "region": 1, "x": 1, "y": 1 }, true))
+            .await
+            .map_err(mongo)?;
+        self.raids
+            .create_index(index(doc! { "title": 1, "attacker": 1, "started_ms": -1 }, false))
+            .await
+            .map_err(mongo)?;
+        self.raids
+            .create_index(index(doc! { "title": 1, "defender": 1, "status": 1, "defender_applied": 1 }, false))
+            .await
+            .map_err(mongo)?;
+        self.servers.create_index(index(doc! { "heartbeat_ms": 1 }, false)).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    /// Every document a query finds.
+    async fn all(
+        &self,
+        c: &mongodb::Collection<Document>,
+        filter: Document,
+        sort: Document,
+        skip: u64,
+        limit: i64,
+    ) -> Result<Vec<Document>, WorldError> {
+        let mut cursor = c.find(filter).sort(sort).skip(skip).limit(limit).await.map_err(mongo)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(mongo)? {
+            out.push(cursor.deserialize_current().map_err(mongo)?);
+        }
+        Ok(out)
+    }
+
+    /// A top score row that exists.
+    async fn score_row(&self, id: &str) -> Result<Document, WorldError> {
+        self.scores
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(mongo)?
+            .ok_or_else(|| WorldError::Db(format!("score row {id} vanished")))
+    }
+
+    /// Increments the fencing counter, which exists.
+    async fn increment_existing(&self) -> Result<Document, WorldError> {
+        self.counters
+            .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(mongo)?
+            .ok_or_else(|| WorldError::Db("the fencing counter vanished".into()))
+    }
+
+    /// The next fencing token.
+    async fn next_token(&self) -> Result<i64, WorldError> {
+        let after = self
+            .counters
+            .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        let d = match after {
+            Ok(Some(d)) => d,
+            // Two first-ever increments raced to create the counter (E11000,
+            // or a stand-in answered nothing): it exists now; increment again.
+            Ok(None) => self.increment_existing().await?,
+            Err(e) if duplicate_key(&e) => self.increment_existing().await?,
+            Err(e) => return Err(mongo(e)),
+        };
+        number(&d, "last").ok_or_else(|| WorldError::Db("the fencing counter is not a number".into()))
+    }
+}
+
+/// An integer field, whichever integer type the server stored it as.
+fn number(d: &Document, key: &str) -> Option<i64> {
+    match d.get(key)? {
+        Bson::Int64(n) => Some(*n),
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Double(f) => Some(*f as i64),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl WorldStore for MongoWorld {
+    async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        let token = self.next_token().await?;
+        let expires_ms = now_ms + ttl_ms;
+        // Taken only if free (the upsert inserts it), expired, or ours. A
+        // lock held by someone else matches nothing, so the upsert tries to
+        // insert a second document with the same `_id`: MongoDB refuses
+        // that with E11000, a stand-in may answer nothing. Both mean
+        // someone else holds it.
+        let result = self
+            .locks
+            .find_one_and_update(
+                doc! { "_id": name, "$or": [ { "expires_ms": { "$lte": now_ms } }, { "owner": owner } ] },
+                doc! { "$set": { "owner": owner, "token": token, "expires_ms": expires_ms } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match result {
+            Ok(Some(d)) if d.get_str("owner").ok() == Some(owner) && number(&d, "token") == Some(token) => {
+                Ok(Some(Lease { name: name.to_string(), owner: owner.to_string(), token, expires_ms }))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if duplicate_key(&e) => Ok(None),
+            Err(e) => Err(mongo(e)),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        let expires_ms = now_ms + ttl_ms;
+        let r = self
+            .locks
+            .update_one(
+                doc! { "_id": &lease.name, "owner": &lease.owner, "token": lease.token },
+                doc! { "$set": { "expires_ms": expires_ms } },
+            )
+            .await
+            .map_err(mongo)?;
+        Ok((r.matched_count == 1).then(|| Lease { expires_ms, ..lease.clone() }))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), WorldError> {
+        self.locks
+            .delete_one(doc! { "_id": &lease.name, "owner": &lease.owner, "token": lease.token })
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+    async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        let d = self.locks.find_one(doc! { "_id": name, "expires_ms": { "$gt": now_ms } }).await.map_err(mongo)?;
+        Ok(d.and_then(|d| {
+            Some(Lease {
+                name: name.to_string(),
+                owner: d.get_str("owner").ok()?.to_string(),
+                token: number(&d, "token")?,
+                expires_ms: number(&d, "expires_ms")?,
+            })
+        }))
+    }
+
+    async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError> {
+        self.servers
+            .replace_one(
+                doc! { "_id": &status.id },
+                doc! { "_id": &status.id, "heartbeat_ms": status.heartbeat_ms, "doc": to_json(status)? },
+            )
+            .upsert(true)
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn servers(&self, now_ms: i64, stale_ms: i64) -> Result<Vec<ServerStatus>, WorldError> {
+        self.servers.delete_many(doc! { "heartbeat_ms": { "$lte": now_ms - stale_ms } }).await.map_err(mongo)?;
+        let docs = self.all(&self.servers, doc! {}, doc! { "_id": 1 }, 0, 0).await?;
+        docs.iter().map(decode).collect()
+    }
+
+    async fn deregister(&self, id: &str) -> Result<(), WorldError> {
+        self.servers.delete_one(doc! { "_id": id }).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
+        let id = format!("{}/{}", info.title, info.player);
+        let d = doc! {
+            "_id": &id, "title": &info.title, "player": &info.player,
+            "name_key": name_key(&info.name), "doc": to_json(info)?,
+        };
+        self.players.replace_one(doc! { "_id": &id }, d).upsert(true).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn info(&self, title: &str, player: &str) -> Result<Option<PlayerInfo>, WorldError> {
+        let d = self.players.find_one(doc! { "_id": format!("{title}/{player}") }).await.map_err(mongo)?;
+        d.as_ref().map(decode).transpose()
+    }
+
+    async fn search(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PlayerInfo>, WorldError> {
+        let low = name_key(prefix);
+        let mut filter = doc! { "title": title, "name_key": { "$gte": &low, "$lt": prefix_end(&low) } };
+        if let Some((name, player)) = after {
+            let key = name_key(name);
+            filter.insert(
+                "$or",
+                vec![
+                    Bson::Document(doc! { "name_key": { "$gt": &key } }),
+                    Bson::Document(doc! { "name_key": &key, "player": { "$gt": player } }),
+                ],
+            );
+        }
+        let docs = self.all(&self.players, filter, doc! { "name_key": 1, "player": 1 }, 0, page(limit) as i64).await?;
+        docs.iter().map(decode).collect()
+    }
+
+    async fn set_score(
+        &self,
+        title: &str,
+        stat: &str,
+        player: &str,
+        windows: &[String],
+        before: i64,
+        after: i64,
+    ) -> Result<(), WorldError> {
+        for w in windows {
+            let id = format!("{title}/{stat}/{w}/{player}");
+            let base = if w == ALL_TIME { 0 } else { before };
+            // Read, then insert a new row with its base or update the value
+            // from the base the row has (no `$setOnInsert` or update
+            // pipelines: a stand-in may not evaluate them). An insert that
+            // loses a race to another insert updates instead.
+            let existing = self.scores.find_one(doc! { "_id": &id }).await.map_err(mongo)?;
+            if existing.is_none() {
+                let row = doc! {
+                    "_id": &id, "title": title, "stat": stat, "win": w, "player": player,
+                    "base": base, "value": after - base,
+                };
+                match self.scores.insert_one(row).await {
+                    Ok(_) => continue,
+                    Err(e) if duplicate_key(&e) => {}
+                    Err(e) => return Err(mongo(e)),
+                }
+            }
+            let row = match existing {
+                Some(d) => d,
+                None => self.score_row(&id).await?,
+            };
+            let base = number(&row, "base").unwrap_or(base);
+            if number(&row, "value") != Some(after - base) {
+                self.scores
+                    .update_one(doc! { "_id": &id }, doc! { "$set": { "value": after - base } })
+                    .await
+                    .map_err(mongo)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn top(&self, board: Board<'_>, offset: usize, limit: usize) -> Result<Vec<ScoreRow>, WorldError> {
+        let offset = offset.min(TOP_OFFSET_MAX);
+        let filter = doc! { "title": board.title, "stat": board.stat, "win": board.window };
+        let docs = self
+            .all(&self.scores, filter, doc! { "value": -1, "player": 1 }, offset as u64, page(limit) as i64)
+            .await?;
+        Ok(docs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                Some(ScoreRow {
+                    rank: (offset + i + 1) as u64,
+                    player: d.get_str("player").ok()?.to_string(),
+                    value: number(d, "value")?,
+                })
+            })
+            .collect())
+    }
+
+    async fn rank(&self, board: Board<'_>, player: &str) -> Result<Option<ScoreRow>, WorldError> {
+        let id = format!("{}/{}/{}/{player}", board.title, board.stat, board.window);
+        let Some(d) = self.scores.find_one(doc! { "_id": &id }).await.map_err(mongo)? else { return Ok(None) };
+        let value = number(&d, "value").unwrap_or(0);
+        let above = self
+            .scores
+            .count_documents(doc! {
+                "title": board.title, "stat": board.stat, "win": board.window,
+                "$or": [ { "value": { "$gt": value } }, { "value": value, "player": { "$lt": player } } ],
+            })
+            .await
+            .map_err(mongo)?;
+        Ok(Some(ScoreRow { rank: above + 1, player: player.to_string(), value }))
+    }
+
+    async fn place(&self, title: &str, player: &str, at: &Position) -> Result<bool, WorldError> {
+        let id = format!("{title}/{player}");
+        let d = doc! { "_id": &id, "title": title, "player": player, "region": &at.region, "x": at.x, "y": at.y };
+        match self.positions.replace_one(doc! { "_id": &id }, d).upsert(true).await {
+            Ok(_) => {}
+            // The spot's unique index: someone is there.
+            Err(e) if duplicate_key(&e) => return Ok(false),
+            Err(e) => return Err(mongo(e)),
+        }
+        // A stand-in may not enforce the unique index: check that the spot
+        // holds this player alone, and step back if not.
+        let spot = doc! { "title": title, "region": &at.region, "x": at.x, "y": at.y };
+        let holders = self.all(&self.positions, spot, doc! { "_id": 1 }, 0, 2).await?;
+        if holders.len() > 1 {
+            self.positions
+                .delete_one(doc! { "_id": &id, "region": &at.region, "x": at.x, "y": at.y })
+                .await
+                .map_err(mongo)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn position(&self, title: &str, player: &str) -> Result<Option<Position>, WorldError> {
+        let d = self.positions.find_one(doc! { "_id": format!("{title}/{player}") }).await.map_err(mongo)?;
+        Ok(d.and_then(|d| position_of(&d)))
+    }
+
+    async fn near(&self, title: &str, at: &Position, radius: i32, limit: usize) -> Result<Vec<Base>, WorldError> {
+        let filter = doc! {
+            "title": title, "region": &at.region,
+            "x": { "$gte": at.x - radius, "$lte": at.x + radius },
+            "y": { "$gte": at.y - radius, "$lte": at.y + radius },
+        };
+        // The square holds at most (2r+1)^2 bases; the nearest are picked here.
+        let docs = self.all(&self.positions, filter, doc! { "x": 1, "y": 1 }, 0, 0).await?;
+        let mut bases: Vec<Base> = docs
+            .iter()
+            .filter_map(|d| Some(Base { player: d.get_str("player").ok()?.to_string(), position: position_of(d)? }))
+            .collect();
+        let dist = |b: &Base| {
+            let (dx, dy) = (i64::from(b.position.x - at.x), i64::from(b.position.y - at.y));
+            dx * dx + dy * dy
+        };
+        bases.sort_by(|a, b| dist(a).cmp(&dist(b)).then_with(|| a.player.cmp(&b.player)));
+        bases.truncate(page(limit));
+        Ok(bases)
+    }
+
+    async fn region_counts(&self, title: &str, regions: &[String]) -> Result<BTreeMap<String, i64>, WorldError> {
+        let mut out = BTreeMap::new();
+        for r in regions {
+            let n = self.positions.count_documents(doc! { "title": title, "region": r }).await.map_err(mongo)?;
+            out.insert(r.clone(), n as i64);
+        }
+        Ok(out)
+    }
+
+    async fn insert_raid(&self, raid: &RaidRecord) -> Result<(), WorldError> {
+        self.raids.insert_one(raid_doc(raid)?).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn raid(&self, id: &str) -> Result<Option<RaidRecord>, WorldError> {
+        let d = self.raids.find_one(doc! { "_id": id }).await.map_err(mongo)?;
+        d.as_ref().map(raid_from).transpose()
+    }
+
+    async fn last_raid(&self, title: &str, attacker: &str) -> Result<Option<RaidRecord>, WorldError> {
+        let filter = doc! { "title": title, "attacker": attacker };
+        let docs = self.all(&self.raids, filter, doc! { "started_ms": -1, "_id": -1 }, 0, 1).await?;
+        docs.first().map(raid_from).transpose()
+    }
+
+    async fn end_raid(&self, raid: &RaidRecord) -> Result<bool, WorldError> {
+        let r = self
+            .raids
+            .update_one(
+                doc! { "_id": &raid.id, "status": "started" },
+                doc! { "$set": { "status": status_name(raid.status), "doc": to_json(raid)? } },
+            )
+            .await
+            .map_err(mongo)?;
+        Ok(r.modified_count == 1)
+    }
+
+    async fn pending_defenses(&self, title: &str, defender: &str) -> Result<Vec<RaidRecord>, WorldError> {
+        let filter = doc! { "title": title, "defender": defender, "status": "ended", "defender_applied": false };
+        let docs = self.all(&self.raids, filter, doc! { "started_ms": 1, "_id": 1 }, 0, 0).await?;
+        docs.iter().map(raid_from).collect()
+    }
+
+    async fn defense_applied(&self, id: &str) -> Result<(), WorldError> {
+        self.raids
+            .update_one(doc! { "_id": id }, doc! { "$set": { "defender_applied": true } })
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+}
+
+fn raid_doc(raid: &RaidRecord) -> Result<Document, WorldError> {
+    Ok(doc! {
+        "_id": &raid.id, "title": &raid.title, "attacker": &raid.attacker, "defender": &raid.defender,
+        "started_ms": raid.started_ms, "status": status_name(raid.status),
+        "defender_applied": raid.defender_applied, "doc": to_json(raid)?,
+    })
+}
+
+fn raid_from(d: &Document) -> Result<RaidRecord, WorldError> {
+    let mut raid: RaidRecord = decode(d)?;
+    // A boolean, or a number from a server that stores booleans as such.
+    raid.defender_applied = match d.get("defender_applied") {
+        Some(Bson::Boolean(b)) => *b,
+        Some(_) => number(d, "defender_applied").is_some_and(|n| n != 0),
+        None => false,
+    };
+    Ok(raid)
+}
+
+fn position_of(d: &Document) -> Option<Position> {
+    Some(Position {
+        region: d.get_str("region").ok()?.to_string(),
+        x: i32::try_from(number(d, "x")?).ok()?,
+        y: i32::try_from(number(d, "y")?).ok()?,
+    })
+}
+
+/// The typed document kept as JSON in `doc`.
+fn decode<T: serde::de::DeserializeOwned>(d: &Document) -> Result<T, WorldError> {
+    let text = d.get_str("doc").map_err(|_| WorldError::Db("a stored document has no `doc`".into()))?;
+    serde_json::from_str(text).map_err(|e| WorldError::Db(format!("a stored document does not decode: {e}")))
+}

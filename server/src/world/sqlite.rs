@@ -1,0 +1,485 @@
+//! The SQLite world store: one database file in WAL mode, shared safely by
+//! several server processes on one machine. Documents (server status,
+//! player info, raids) are stored as JSON beside the columns their queries
+//! use.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::*;
+
+/// SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteWorld {
+    /// One connection: SQLite runs one write transaction at a time anyway.
+    /// Callers queue for it here, asynchronously, rather than each on a
+    /// blocking thread of its own.
+    conn: Arc<tokio::sync::Mutex<Connection>>,
+}
+
+/// How long a writer waits for another process's transaction, in ms. Lock
+/// transactions are a few statements long; 5 s means something is stuck.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+fn db(e: rusqlite::Error) -> WorldError {
+    WorldError::Db(e.to_string())
+}
+
+impl SqliteWorld {
+    pub fn open(path: &Path) -> Result<SqliteWorld, WorldError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| WorldError::Db(format!("creating {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(db)?;
+        // WAL with synchronous = NORMAL: a commit survives the crash of any
+        // process (what locks shared by processes need) and is not fsynced
+        // one by one; only an OS crash may lose the last commits, and with
+        // it every process on this machine that held those locks. Lock
+        // renewals are thousands of commits a second at 10,000 players.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS locks (
+                 name TEXT PRIMARY KEY,
+                 owner TEXT NOT NULL,
+                 token INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS fence (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
+             INSERT OR IGNORE INTO fence (id, last) VALUES (1, 0);
+             CREATE TABLE IF NOT EXISTS servers (id TEXT PRIMARY KEY, heartbeat_ms INTEGER NOT NULL, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS players (
+                 title TEXT NOT NULL, player TEXT NOT NULL, name_key TEXT NOT NULL, doc TEXT NOT NULL,
+                 PRIMARY KEY (title, player)
+             );
+             CREATE INDEX IF NOT EXISTS players_by_name ON players (title, name_key, player);
+             CREATE TABLE IF NOT EXISTS scores (
+                 title TEXT NOT NULL, stat TEXT NOT NULL, win TEXT NOT NULL, player TEXT NOT NULL,
+                 base INTEGER NOT NULL, value INTEGER NOT NULL,
+                 PRIMARY KEY (title, stat, win, player)
+             );
+             CREATE INDEX IF NOT EXISTS scores_by_rank ON scores (title, stat, win, value DESC, player);
+             CREATE TABLE IF NOT EXISTS positions (
+                 title TEXT NOT NULL, player TEXT NOT NULL, region TEXT NOT NULL, x INTEGER NOT NULL, y INTEGER NOT NULL,
+                 PRIMARY KEY (title, player)
+             );
+             CREATE UNIQUE INDEX IF NOT EXISTS positions_by_spot ON positions (title, region, x, y);
+             CREATE TABLE IF NOT EXISTS raids (
+                 id TEXT PRIMARY KEY, title TEXT NOT NULL, attacker TEXT NOT NULL, defender TEXT NOT NULL,
+                 started_ms INTEGER NOT NULL, status TEXT NOT NULL, defender_applied INTEGER NOT NULL, doc TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS raids_by_attacker ON raids (title, attacker, started_ms);
+             CREATE INDEX IF NOT EXISTS raids_by_defender ON raids (title, defender, status, defender_applied);",
+        )
+        .map_err(db)?;
+        Ok(SqliteWorld { conn: Arc::new(tokio::sync::Mutex::new(conn)) })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, WorldError> {
+        let mut conn = self.conn.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut conn).map_err(db))
+            .await
+            .map_err(|e| WorldError::Db(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl WorldStore for SqliteWorld {
+    async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.with(move |c| {
+            // IMMEDIATE takes the write lock up front, so two processes
+            // cannot both read "free" and both grant.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let held: Option<(String, i64)> = tx
+                .query_row("SELECT owner, expires_ms FROM locks WHERE name = ?1", params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((holder, expires)) = held {
+                if holder != owner && expires > now_ms {
+                    return Ok(None);
+                }
+            }
+            let token: i64 = tx.query_row("UPDATE fence SET last = last + 1 WHERE id = 1 RETURNING last", [], |r| r.get(0))?;
+            let expires_ms = now_ms + ttl_ms;
+            tx.execute(
+                "INSERT INTO locks (name, owner, token, expires_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token, expires_ms = excluded.expires_ms",
+                params![name, owner, token, expires_ms],
+            )?;
+            tx.commit()?;
+            Ok(Some(Lease { name, owner, token, expires_ms }))
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        let lease = lease.clone();
+        self.with(move |c| {
+            let expires_ms = now_ms + ttl_ms;
+            let n = c.execute(
+                "UPDATE locks SET expires_ms = ?1 WHERE name = ?2 AND owner = ?3 AND token = ?4",
+                params![expires_ms, lease.name, lease.owner, lease.token],
+            )?;
+            Ok((n == 1).then_some(Lease { expires_ms, ..lease }))
+        })
+        .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), WorldError> {
+        let lease = lease.clone();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM locks WHERE name = ?1 AND owner = ?2 AND token = ?3",
+                params![lease.name, lease.owner, lease.token],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+    async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT owner, token, expires_ms FROM locks WHERE name = ?1 AND expires_ms > ?2",
+                params![name, now_ms],
+                |r| Ok(Lease { name: name.clone(), owner: r.get(0)?, token: r.get(1)?, expires_ms: r.get(2)? }),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError> {
+        let (id, at, doc) = (status.id.clone(), status.heartbeat_ms, to_json(status)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO servers (id, heartbeat_ms, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, doc = excluded.doc",
+                params![id, at, doc],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn servers(&self, now_ms: i64, stale_ms: i64) -> Result<Vec<ServerStatus>, WorldError> {
+        let docs = self
+            .with(move |c| {
+                c.execute("DELETE FROM servers WHERE heartbeat_ms <= ?1", params![now_ms - stale_ms])?;
+                let mut q = c.prepare("SELECT doc FROM servers ORDER BY id")?;
+                let rows = q.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>();
+                rows
+            })
+            .await?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn deregister(&self, id: &str) -> Result<(), WorldError> {
+        let id = id.to_string();
+        self.with(move |c| c.execute("DELETE FROM servers WHERE id = ?1", params![id]).map(drop)).await
+    }
+
+    async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
+        let (title, player, key, doc) = (info.title.clone(), info.player.clone(), name_key(&info.name), to_json(info)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO players (title, player, name_key, doc) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (title, player) DO UPDATE SET name_key = excluded.name_key, doc = excluded.doc",
+                params![title, player, key, doc],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn info(&self, title: &str, player: &str) -> Result<Option<PlayerInfo>, WorldError> {
+        let (title, player) = (title.to_string(), player.to_string());
+        let doc = self
+            .with(move |c| {
+                c.query_row("SELECT doc FROM players WHERE title = ?1 AND player = ?2", params![title, player], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+            })
+            .await?;
+        doc.as_deref().map(from_json).transpose()
+    }
+
+    async fn search(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PlayerInfo>, WorldError> {
+        let (title, low) = (title.to_string(), name_key(prefix));
+        let high = prefix_end(&low);
+        let (after_key, after_player) =
+            after.map_or((String::new(), String::new()), |(n, p)| (name_key(n), p.to_string()));
+        let limit = page(limit) as i64;
+        let docs = self
+            .with(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT doc FROM players WHERE title = ?1 AND name_key >= ?2 AND name_key < ?3
+                     AND (name_key, player) > (?4, ?5) ORDER BY name_key, player LIMIT ?6",
+                )?;
+                let rows = q
+                    .query_map(params![title, low, high, after_key, after_player, limit], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>();
+                rows
+            })
+            .await?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn set_score(
+        &self,
+        title: &str,
+        stat: &str,
+        player: &str,
+        windows: &[String],
+        before: i64,
+        after: i64,
+    ) -> Result<(), WorldError> {
+        let (title, stat, player, windows) =
+            (title.to_string(), stat.to_string(), player.to_string(), windows.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut q = tx.prepare_cached(
+                    "INSERT INTO scores (title, stat, win, player, base, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6 - ?5)
+                     ON CONFLICT (title, stat, win, player) DO UPDATE SET value = ?6 - scores.base",
+                )?;
+                for w in &windows {
+                    let base = if w == ALL_TIME { 0 } else { before };
+                    q.execute(params![title, stat, w, player, base, after])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn top(&self, board: Board<'_>, offset: usize, limit: usize) -> Result<Vec<ScoreRow>, WorldError> {
+        let (title, stat, win) = (board.title.to_string(), board.stat.to_string(), board.window.to_string());
+        let (offset, limit) = (offset.min(TOP_OFFSET_MAX), page(limit));
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT player, value FROM scores WHERE title = ?1 AND stat = ?2 AND win = ?3
+                 ORDER BY value DESC, player LIMIT ?4 OFFSET ?5",
+            )?;
+            let rows = q
+                .query_map(params![title, stat, win, limit as i64, offset as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .enumerate()
+                .map(|(i, r)| r.map(|(player, value)| ScoreRow { rank: (offset + i + 1) as u64, player, value }))
+                .collect::<Result<Vec<_>, _>>();
+            rows
+        })
+        .await
+    }
+
+    async fn rank(&self, board: Board<'_>, player: &str) -> Result<Option<ScoreRow>, WorldError> {
+        let (title, stat, win, player) =
+            (board.title.to_string(), board.stat.to_string(), board.window.to_string(), player.to_string());
+        self.with(move |c| {
+            let value: Option<i64> = c
+                .query_row(
+                    "SELECT value FROM scores WHERE title = ?1 AND stat = ?2 AND win = ?3 AND player = ?4",
+                    params![title, stat, win, player],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(value) = value else { return Ok(None) };
+            // Walks the index above the player only.
+            let above: i64 = c.query_row(
+                "SELECT count(*) FROM scores WHERE title = ?1 AND stat = ?2 AND win = ?3
+                 AND (value > ?4 OR (value = ?4 AND player < ?5))",
+                params![title, stat, win, value, player],
+                |r| r.get(0),
+            )?;
+            Ok(Some(ScoreRow { rank: above as u64 + 1, player, value }))
+        })
+        .await
+    }
+
+    async fn place(&self, title: &str, player: &str, at: &Position) -> Result<bool, WorldError> {
+        let (title, player, at) = (title.to_string(), player.to_string(), at.clone());
+        self.with(move |c| {
+            let r = c.execute(
+                "INSERT INTO positions (title, player, region, x, y) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (title, player) DO UPDATE SET region = excluded.region, x = excluded.x, y = excluded.y",
+                params![title, player, at.region, at.x, at.y],
+            );
+            match r {
+                Ok(_) => Ok(true),
+                // The spot's unique index: someone is there.
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn position(&self, title: &str, player: &str) -> Result<Option<Position>, WorldError> {
+        let (title, player) = (title.to_string(), player.to_string());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT region, x, y FROM positions WHERE title = ?1 AND player = ?2",
+                params![title, player],
+                |r| Ok(Position { region: r.get(0)?, x: r.get(1)?, y: r.get(2)? }),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn near(&self, title: &str, at: &Position, radius: i32, limit: usize) -> Result<Vec<Base>, WorldError> {
+        let (title, at, limit) = (title.to_string(), at.clone(), page(limit) as i64);
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT player, x, y FROM positions WHERE title = ?1 AND region = ?2
+                 AND x BETWEEN ?3 AND ?4 AND y BETWEEN ?5 AND ?6
+                 ORDER BY (x - ?7) * (x - ?7) + (y - ?8) * (y - ?8), player LIMIT ?9",
+            )?;
+            let rows = q
+                .query_map(
+                    params![
+                        title,
+                        at.region,
+                        at.x - radius,
+                        at.x + radius,
+                        at.y - radius,
+                        at.y + radius,
+                        at.x,
+                        at.y,
+                        limit
+                    ],
+                    |r| {
+                        Ok(Base {
+                            player: r.get(0)?,
+                            position: Position { region: at.region.clone(), x: r.get(1)?, y: r.get(2)? },
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>();
+            rows
+        })
+        .await
+    }
+
+    async fn region_counts(&self, title: &str, regions: &[String]) -> Result<BTreeMap<String, i64>, WorldError> {
+        let (title, regions) = (title.to_string(), regions.to_vec());
+        self.with(move |c| {
+            let mut q = c.prepare_cached("SELECT count(*) FROM positions WHERE title = ?1 AND region = ?2")?;
+            regions.into_iter().map(|r| Ok((r.clone(), q.query_row(params![title, r], |row| row.get(0))?))).collect()
+        })
+        .await
+    }
+
+    async fn insert_raid(&self, raid: &RaidRecord) -> Result<(), WorldError> {
+        let raid = raid.clone();
+        let doc = to_json(&raid)?;
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO raids (id, title, attacker, defender, started_ms, status, defender_applied, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    raid.id,
+                    raid.title,
+                    raid.attacker,
+                    raid.defender,
+                    raid.started_ms,
+                    status_name(raid.status),
+                    raid.defender_applied,
+                    doc
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn raid(&self, id: &str) -> Result<Option<RaidRecord>, WorldError> {
+        let id = id.to_string();
+        let doc = self
+            .with(move |c| {
+                c.query_row("SELECT doc, defender_applied FROM raids WHERE id = ?1", params![id], raid_row).optional()
+            })
+            .await?;
+        doc.as_ref().map(raid_from).transpose()
+    }
+
+    async fn last_raid(&self, title: &str, attacker: &str) -> Result<Option<RaidRecord>, WorldError> {
+        let (title, attacker) = (title.to_string(), attacker.to_string());
+        let doc = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT doc, defender_applied FROM raids WHERE title = ?1 AND attacker = ?2
+                     ORDER BY started_ms DESC, id DESC LIMIT 1",
+                    params![title, attacker],
+                    raid_row,
+                )
+                .optional()
+            })
+            .await?;
+        doc.as_ref().map(raid_from).transpose()
+    }
+
+    async fn end_raid(&self, raid: &RaidRecord) -> Result<bool, WorldError> {
+        let (id, status, doc) = (raid.id.clone(), status_name(raid.status), to_json(raid)?);
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE raids SET status = ?2, doc = ?3 WHERE id = ?1 AND status = 'started'",
+                params![id, status, doc],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn pending_defenses(&self, title: &str, defender: &str) -> Result<Vec<RaidRecord>, WorldError> {
+        let (title, defender) = (title.to_string(), defender.to_string());
+        let docs = self
+            .with(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT doc, defender_applied FROM raids WHERE title = ?1 AND defender = ?2 AND status = 'ended'
+                     AND defender_applied = 0 ORDER BY started_ms, id",
+                )?;
+                let rows = q.query_map(params![title, defender], raid_row)?.collect::<Result<Vec<_>, _>>();
+                rows
+            })
+            .await?;
+        docs.iter().map(raid_from).collect()
+    }
+
+    async fn defense_applied(&self, id: &str) -> Result<(), WorldError> {
+        let id = id.to_string();
+        self.with(move |c| c.execute("UPDATE raids SET defender_applied = 1 WHERE id = ?1", params![id]).map(drop))
+            .await
+    }
+}
+
+/// A raid row: its document and the applied flag kept beside it.
+fn raid_row(r: &rusqlite::Row<'_>) -> Result<(String, bool), rusqlite::Error> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+fn raid_from((doc, applied): &(String, bool)) -> Result<RaidRecord, WorldError> {
+    let mut raid: RaidRecord = from_json(doc)?;
+    raid.defender_applied = *applied;
+    Ok(raid)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, WorldError> {
+    serde_json::from_str(text).map_err(|e| WorldError::Db(format!("a stored document does not decode: {e}")))
+}
