@@ -94,6 +94,11 @@ pub enum Op {
     Advance,
     /// Advance, then one action of the title's rules.
     Act { action: Action },
+    /// A raid's result applied to the attacker (the world store took it
+    /// before this record was written; see `citadel_runtime::raid::attack`).
+    Raid { outcome: citadel_runtime::raid::Outcome },
+    /// Pay for moving the base (the world store moved it first).
+    Relocate,
 }
 
 /// One journaled operation: enough to re-run it exactly as it first ran.

@@ -90,6 +90,14 @@ server_codes! {
     ServerFull => "server_full", 503, "the server holds limits.sessions_max players in memory";
     ShuttingDown => "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly";
     NotDurable => "not_durable", 503, "the server could not write the action to its journal, so did not apply it; the server is unhealthy: log in again (on another server)";
+    DefenderOnline => "defender_online", 409, "raid_start: the defender is playing now (raids hit offline bases only)";
+    DefenderUnderAttack => "defender_under_attack", 409, "raid_start: another raid on the defender is running; its lock ends within the title's battle duration plus a grace";
+    DefenderShielded => "defender_shielded", 409, "raid_start: the defender lost a raid recently and is shielded; details.until_ms says until when";
+    RaidInProgress => "raid_in_progress", 409, "raid_start: this player's previous raid is still running; end it (raid_end) or let it expire";
+    UnknownPlayer => "unknown_player", 404, "no player of that id has played this title";
+    UnknownRaid => "unknown_raid", 404, "raid_end: no raid of that id was started by this player";
+    RaidExpired => "raid_expired", 409, "raid_end: the raid's time (battle duration plus grace) ran out; the defender was left untouched and the result is not taken";
+    SpotTaken => "spot_taken", 409, "relocate: another base is on that spot";
     UnknownVersion => "unknown_version", 404, "admin API: no kept version of the title has that content version (or there is no earlier one to roll back to)";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
@@ -150,12 +158,92 @@ impl Response {
 /// Actions handled by the session rather than the rules engine.
 pub const SESSION_ACTIONS: &[&str] = &["get_state", "ping"];
 
+/// Actions on the shared world (raids, the map, top scores, other players);
+/// a test checks them against [`WorldCommand`].
+pub const WORLD_ACTIONS: &[&str] =
+    &["raid_start", "raid_end", "relocate", "map_near", "top_scores", "my_rank", "player_info", "search_players"];
+
+/// Which top score window a request means: the one running now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    #[default]
+    All,
+    Week,
+    Season,
+}
+
+/// Rows a top score or search page has when the client does not say.
+fn default_page() -> usize {
+    20
+}
+
+/// A request on the shared world, decoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WorldCommand {
+    /// Lock an offline defender and get a snapshot of their base to fight.
+    RaidStart { defender: String },
+    /// Submit the battle's result.
+    RaidEnd { raid: String, result: citadel_runtime::raid::RaidResult },
+    /// Move the base to another spot of the map.
+    Relocate { region: String, x: i32, y: i32 },
+    /// Bases near this player's (or near a given spot).
+    MapNear {
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        x: Option<i32>,
+        #[serde(default)]
+        y: Option<i32>,
+        #[serde(default = "default_radius")]
+        radius: i32,
+        #[serde(default = "default_page")]
+        limit: usize,
+    },
+    /// A page of a top score list.
+    TopScores {
+        stat: String,
+        #[serde(default)]
+        window: WindowKind,
+        #[serde(default)]
+        offset: usize,
+        #[serde(default = "default_page")]
+        limit: usize,
+    },
+    /// This player's rank, and the players just above and below.
+    MyRank {
+        stat: String,
+        #[serde(default)]
+        window: WindowKind,
+        #[serde(default)]
+        around: usize,
+    },
+    /// Another player's public profile.
+    PlayerInfo { player: String },
+    /// Players by name prefix, a page at a time (`after` is the last
+    /// `[name, player]` of the previous page).
+    SearchPlayers {
+        prefix: String,
+        #[serde(default)]
+        after: Option<(String, String)>,
+        #[serde(default = "default_page")]
+        limit: usize,
+    },
+}
+
+/// Spots around a base `map_near` looks when the client does not say.
+fn default_radius() -> i32 {
+    8
+}
+
 /// What a request asks the session to do, once decoded.
 #[derive(Debug, Clone)]
 pub enum Command {
     Rules(citadel_runtime::Action),
     GetState,
     Ping,
+    World(WorldCommand),
 }
 
 /// Decodes a request's action and args into a [`Command`].
@@ -163,11 +251,13 @@ pub fn decode(req: &Request) -> Result<Command, ApiError> {
     match req.action.as_str() {
         "get_state" => return Ok(Command::GetState),
         "ping" => return Ok(Command::Ping),
-        name if ACTION_NAMES.contains(&name) => {}
+        name if ACTION_NAMES.contains(&name) || WORLD_ACTIONS.contains(&name) => {}
         other => {
-            return Err(ApiError::new(Code::UnknownAction, format!("unknown action `{other}`")).details(
-                serde_json::json!({ "actions": ACTION_NAMES.iter().chain(SESSION_ACTIONS).collect::<Vec<_>>() }),
-            ))
+            let all = || ACTION_NAMES.iter().chain(SESSION_ACTIONS).chain(WORLD_ACTIONS).copied();
+            let help =
+                citadel_runtime::diagnostic::did_you_mean(other, all()).map(|h| format!("; {h}")).unwrap_or_default();
+            return Err(ApiError::new(Code::UnknownAction, format!("unknown action `{other}`{help}"))
+                .details(serde_json::json!({ "actions": all().collect::<Vec<_>>() })));
         }
     }
     let mut obj = match &req.args {
@@ -179,9 +269,11 @@ pub fn decode(req: &Request) -> Result<Command, ApiError> {
         return Err(ApiError::new(Code::InvalidArgument, "args must not contain `action`"));
     }
     obj.insert("action".into(), Value::String(req.action.clone()));
-    serde_json::from_value(Value::Object(obj))
-        .map(Command::Rules)
-        .map_err(|e| ApiError::new(Code::InvalidArgument, format!("{}: {e}", req.action)))
+    let bad = |e: serde_json::Error| ApiError::new(Code::InvalidArgument, format!("{}: {e}", req.action));
+    if WORLD_ACTIONS.contains(&req.action.as_str()) {
+        return serde_json::from_value(Value::Object(obj)).map(Command::World).map_err(bad);
+    }
+    serde_json::from_value(Value::Object(obj)).map(Command::Rules).map_err(bad)
 }
 
 /// Events the server pushes without a request (WebSocket only).

@@ -36,7 +36,10 @@ use crate::config::Config;
 use crate::journal::{Journal, Op, Record, JOURNAL_FORMAT_VERSION};
 use crate::protocol::{answer as serialize, Answer, ApiError, Code, Command};
 use crate::titles::Titles;
-use crate::world::{Lease, WorldStore};
+use crate::world::{Lease, Position, WorldStore};
+
+mod world;
+use world::{player_lock, Next};
 
 /// The injected clock: game time for the rules engine.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -333,6 +336,9 @@ impl Sessions {
             session.renewed(r.await);
         }
         session.save_now(&deps, &blob_key, saving.take()).await;
+        // The profile's last seen time is when the player left.
+        let current = deps.titles.get(&key.0).unwrap_or_else(|| title.clone());
+        session.publish(&deps, &current, true).await;
         if session.unsaved(&deps) {
             // Keep the lock until it expires: another server must not load
             // the older file; this server's journal replays the player at
@@ -442,6 +448,14 @@ pub(crate) fn execute(
             Ok(events) => serialize(&Events { events: &events }),
             Err(e) => Err(ApiError::rules(e)),
         },
+        Op::Raid { outcome } => match citadel_runtime::raid::attack(title, state, outcome, now, rng) {
+            Ok(events) => serialize(&json!({ "events": events, "raid": outcome.raid, "result": outcome.result })),
+            Err(e) => Err(ApiError::rules(e)),
+        },
+        Op::Relocate => match citadel_runtime::raid::relocate(title, state, now, rng) {
+            Ok(events) => serialize(&Events { events: &events }),
+            Err(e) => Err(ApiError::rules(e)),
+        },
     }
 }
 
@@ -470,6 +484,12 @@ struct Session {
     lease: Lease,
     /// Journal records appended and not yet answered.
     in_flight: Arc<AtomicUsize>,
+    /// The base's spot on the world map, if the title has one.
+    position: Option<Position>,
+    /// The level, scores and map position last written to the world store.
+    published: Option<(i64, std::collections::BTreeMap<String, i64>, Option<Position>)>,
+    /// The scores when the session started (what the world store had).
+    loaded_scores: std::collections::BTreeMap<String, i64>,
 }
 
 impl Session {
@@ -491,7 +511,7 @@ impl Session {
         let lease = loop {
             let got = deps
                 .world
-                .acquire(&format!("player:{blob_key}"), &deps.server_id, ttl, deps.clock.now_ms())
+                .acquire(&player_lock(&key.0, &key.1), &deps.server_id, ttl, deps.clock.now_ms())
                 .await
                 .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
             match got {
@@ -535,16 +555,24 @@ impl Session {
                 return Err(ApiError::new(Code::Internal, message));
             }
         };
-        Ok(Session {
+        let mut session = Session {
             key: key.clone(),
             saved_seq: state.seq,
+            loaded_scores: state.scores.clone(),
             state,
             etag,
             fenced: false,
             rng: Rng::new(seed),
             lease,
             in_flight: Arc::new(AtomicUsize::new(0)),
-        })
+            position: None,
+            published: None,
+        };
+        if let Err(e) = session.join_world(deps, title).await {
+            let _ = deps.world.release(&session.lease).await;
+            return Err(e);
+        }
+        Ok(session)
     }
 
     /// Applies one request and journals it; the answer leaves once the
@@ -557,12 +585,13 @@ impl Session {
         let title = &deps.titles.get(&self.key.0).unwrap_or_else(|| started_on.clone());
         let now = deps.clock.now_ms();
         let (reply, op) = match m {
-            Msg::Login(reply) => (reply, Op::Login),
+            Msg::Login(reply) => (reply, Ok(Op::Login)),
             Msg::Do(Command::Ping, reply) => {
                 return self.answer_in_order(deps, reply, serialize(&json!({ "pong": now }))).await
             }
-            Msg::Do(Command::GetState, reply) => (reply, Op::Advance),
-            Msg::Do(Command::Rules(action), reply) => (reply, Op::Act { action }),
+            Msg::Do(Command::GetState, reply) => (reply, Ok(Op::Advance)),
+            Msg::Do(Command::Rules(action), reply) => (reply, Ok(Op::Act { action })),
+            Msg::Do(Command::World(cmd), reply) => (reply, Err(cmd)),
         };
         if self.fenced {
             let e = ApiError::new(Code::Internal, "this player's file was changed by another server; log in again");
@@ -571,6 +600,13 @@ impl Session {
         if deps.journal.failed() {
             return self.answer_in_order(deps, reply, Err(not_durable())).await;
         }
+        let op = match op {
+            Ok(op) => op,
+            Err(cmd) => match self.world(deps, title, cmd, now).await {
+                Next::Op(op) => op,
+                Next::Answer(r) => return self.answer_in_order(deps, reply, r).await,
+            },
+        };
         let rng = self.rng.state();
         let result = execute(title, &mut self.state, &op, now, &mut self.rng);
         self.state.seq += 1;
@@ -591,6 +627,7 @@ impl Session {
             let _ = reply.send(durable.map_err(|_| not_durable()).and(result));
         });
         deps.journal.append(&record, done).await;
+        self.publish(deps, title, false).await;
     }
 
     /// Sends an answer that needs no journal record, after the answers

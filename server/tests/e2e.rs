@@ -6,152 +6,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use citadel_server::{Clock, Config};
+use citadel_server::Config;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use support::server::*;
 use tokio_tungstenite::tungstenite::Message;
-
-const START: i64 = 1_767_225_600_000;
-
-#[derive(Debug)]
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct Server {
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
-    clock: Arc<ManualClock>,
-    data: PathBuf,
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// A titles folder with the first title and the small fixture title.
-fn titles_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("citadel-e2e-titles-{}", std::process::id()));
-    if !dir.join("mini/title.json").exists() {
-        copy_dir(&root().join("titles/ironhold"), &dir.join("ironhold"));
-        copy_dir(&root().join("tests/fixtures/mini"), &dir.join("mini"));
-    }
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-fn fresh_data(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("citadel-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-async fn start(data: PathBuf, tweak: impl FnOnce(&mut Config)) -> Server {
-    start_at(data, Arc::new(ManualClock(AtomicI64::new(START))), tweak).await
-}
-
-async fn start_at(data: PathBuf, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut config = Config { data_dir: data.clone(), titles: titles_dir(), ..Config::default() };
-    config.token_secret = Some("an e2e test secret of at least 32 chars".into());
-    // Refusals of a locked player come at once here (the wait is for
-    // upgrades: tests/upgrade.rs).
-    config.login_lock_wait_seconds = 0;
-    tweak(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let c: Arc<dyn Clock> = clock.clone();
-    let done = tokio::spawn(citadel_server::run_with_clock(
-        config,
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        c,
-    ));
-    Server { addr, stop: Some(stop), done, clock, data }
-}
-
-/// Another server sharing `data` (player files, world store), with its
-/// own journal and identity.
-fn second_server(data: &Path) -> impl FnOnce(&mut Config) {
-    let dir = data.join("server-b");
-    move |c| c.server_dir = Some(dir)
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn login(&self, title: &str, player: &str) -> (String, Value) {
-        let r = reqwest::Client::new()
-            .post(self.url(&format!("/v1/{title}/login")))
-            .json(&json!({ "player": player }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
-        (v["token"].as_str().unwrap().to_string(), v)
-    }
-
-    async fn post(&self, title: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let mut rb = reqwest::Client::new().post(self.url(&format!("/v1/{title}/request"))).body(body);
-        if let Some(t) = token {
-            rb = rb.header("authorization", format!("Bearer {t}"));
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn act(&self, title: &str, token: &str, action: &str, args: Value) -> (u16, Value) {
-        self.post(title, Some(token), json!({ "id": 7, "action": action, "args": args }).to_string()).await
-    }
-
-    fn advance(&self, seconds: i64) {
-        self.clock.0.fetch_add(seconds * 1000, Ordering::SeqCst);
-    }
-
-    async fn stop(mut self) -> PathBuf {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.done)
-            .await
-            .expect("shutdown in time")
-            .unwrap()
-            .expect("clean exit");
-        self.data
-    }
-}
-
-fn saved(data: &Path, title: &str, player: &str) -> Value {
-    let text = std::fs::read_to_string(data.join(format!("players/{title}/{player}.json"))).expect("player file saved");
-    serde_json::from_str(&text).unwrap()
-}
 
 #[tokio::test]
 async fn login_build_upgrade_and_timers_over_http() {

@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 
 use citadel_server::s3::S3Config;
 
+pub mod server;
+
 pub const ACCESS_KEY: &str = "citadel-test";
 pub const SECRET_KEY: &str = "citadel-test-secret";
 

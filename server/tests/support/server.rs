@@ -1,0 +1,145 @@
+//! An in-process game server on 127.0.0.1 with an injected clock, and
+//! requests to it over HTTP (the end-to-end and world tests share it).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use citadel_server::{Clock, Config};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::root;
+
+pub const START: i64 = 1_767_225_600_000;
+
+#[derive(Debug)]
+pub struct ManualClock(pub AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub clock: Arc<ManualClock>,
+    pub data: PathBuf,
+}
+
+/// A titles folder with the first title and the small fixture title.
+pub fn titles_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("citadel-e2e-titles-{}", std::process::id()));
+    if !dir.join("mini/title.json").exists() {
+        copy_dir(&root().join("titles/ironhold"), &dir.join("ironhold"));
+        copy_dir(&root().join("tests/fixtures/mini"), &dir.join("mini"));
+    }
+    dir
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+pub fn fresh_data(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("citadel-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+pub async fn start(data: PathBuf, tweak: impl FnOnce(&mut Config)) -> Server {
+    start_at(data, Arc::new(ManualClock(AtomicI64::new(START))), tweak).await
+}
+
+pub async fn start_at(data: PathBuf, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config { data_dir: data.clone(), titles: titles_dir(), ..Config::default() };
+    config.token_secret = Some("an e2e test secret of at least 32 chars".into());
+    // Refusals of a locked player come at once here (the wait is for
+    // upgrades: tests/upgrade.rs).
+    config.login_lock_wait_seconds = 0;
+    tweak(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let c: Arc<dyn Clock> = clock.clone();
+    let done = tokio::spawn(citadel_server::run_with_clock(
+        config,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        c,
+    ));
+    Server { addr, stop: Some(stop), done, clock, data }
+}
+
+/// Another server sharing `data` (player files, world store), with its
+/// own journal and identity.
+pub fn second_server(data: &Path) -> impl FnOnce(&mut Config) {
+    let dir = data.join("server-b");
+    move |c| c.server_dir = Some(dir)
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn login(&self, title: &str, player: &str) -> (String, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(&format!("/v1/{title}/login")))
+            .json(&json!({ "player": player }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        (v["token"].as_str().unwrap().to_string(), v)
+    }
+
+    pub async fn post(&self, title: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let mut rb = reqwest::Client::new().post(self.url(&format!("/v1/{title}/request"))).body(body);
+        if let Some(t) = token {
+            rb = rb.header("authorization", format!("Bearer {t}"));
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn act(&self, title: &str, token: &str, action: &str, args: Value) -> (u16, Value) {
+        self.post(title, Some(token), json!({ "id": 7, "action": action, "args": args }).to_string()).await
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+
+    pub async fn stop(mut self) -> PathBuf {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("shutdown in time")
+            .unwrap()
+            .expect("clean exit");
+        self.data
+    }
+}
+
+pub fn saved(data: &Path, title: &str, player: &str) -> Value {
+    let text = std::fs::read_to_string(data.join(format!("players/{title}/{player}.json"))).expect("player file saved");
+    serde_json::from_str(&text).unwrap()
+}
