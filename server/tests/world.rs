@@ -267,3 +267,136 @@ async fn the_map_places_moves_and_finds_bases() {
     assert_eq!(r["error"]["code"], "invalid_argument");
     s.stop().await;
 }
+
+// ------------------------------------------------------------ processes
+
+/// A `citadel serve` process on the shared `data` folder with its own
+/// server folder.
+fn process(data: &Path, titles: &Path, name: &str) -> (support::Killed, String) {
+    let config = data.join("citadel.toml");
+    std::fs::write(&config, "idle_timeout_seconds = 1\nlogin_lock_wait_seconds = 0\n").unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "--config".into(),
+        config.into_os_string(),
+        "--data-dir".into(),
+        data.as_os_str().to_owned(),
+        "--titles".into(),
+        titles.as_os_str().to_owned(),
+        "--server-dir".into(),
+        data.join(name).into_os_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    support::citadel(&refs)
+}
+
+/// Logs in on a server process: the session token, or the error answer.
+async fn login_at(addr: &str, player: &str) -> Result<String, Value> {
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/mini/login"))
+        .json(&json!({ "player": player }))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().map(str::to_string).ok_or(v)
+}
+
+async fn act_at(addr: &str, token: &str, action: &str, args: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/v1/mini/request"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(json!({ "id": 1, "action": action, "args": args }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Retries `raid_start` while the defender is online or still locked by
+/// an earlier raid, for at most 15 s (real time: these are processes).
+async fn raid_start_at(addr: &str, token: &str, defender: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = act_at(addr, token, "raid_start", json!({ "defender": defender })).await;
+        let code = r["error"]["code"].as_str().unwrap_or("");
+        if code != "defender_online" && code != "defender_under_attack" {
+            return r;
+        }
+        assert!(Instant::now() < until, "{defender} stayed locked: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The attacker's server dies mid-raid: after the raid's lease the defender
+/// can be raided again from another server, and lost nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attacker_killed_mid_raid_leaves_the_defender_untouched() {
+    let data = support::temp("world-fault");
+    let titles = raid_titles(&data);
+    let (mut a, addr_a) = process(&data, &titles, "server-a");
+    login_at(&addr_a, "dora").await.unwrap();
+    let ari = login_at(&addr_a, "ari").await.unwrap();
+    let r = raid_start_at(&addr_a, &ari, "dora").await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    assert_eq!(r["result"]["lootable"]["gold"], 250);
+    a.kill();
+
+    let (_b, addr_b) = process(&data, &titles, "server-b");
+    let bea = login_at(&addr_b, "bea").await.unwrap();
+    let started = Instant::now();
+    let r = raid_start_at(&addr_b, &bea, "dora").await;
+    assert_eq!(r["ok"], json!(true), "raidable again once the lease ran out: {r}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(r["result"]["lootable"]["gold"], 250, "dora lost nothing: {r}");
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("players/mini/dora.json")).unwrap()).unwrap();
+    assert_eq!(
+        (stored["resources"]["gold"].as_i64(), stored["battle_log"].as_array().map(Vec::len)),
+        (Some(500), Some(0))
+    );
+}
+
+/// Two processes on one machine share the SQLite world store and the player
+/// folder: a player is live on one at a time; a raid from one on a player
+/// the other saved works, and both see the new top scores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_share_players_locks_raids_and_top_scores() {
+    let data = support::temp("world-two");
+    let titles = raid_titles(&data);
+    let (_a, addr_a) = process(&data, &titles, "server-a");
+    let (_b, addr_b) = process(&data, &titles, "server-b");
+
+    login_at(&addr_a, "pat").await.unwrap();
+    let refused = login_at(&addr_b, "pat").await.unwrap_err();
+    assert_eq!(refused["error"]["code"], "player_locked", "{refused}");
+
+    // dora plays on A, which saves her when she leaves.
+    let dora = login_at(&addr_a, "dora").await.unwrap();
+    let r = act_at(&addr_a, &dora, "custom", json!({ "name": "tithe" })).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    // ari raids her from B.
+    let ari = login_at(&addr_b, "ari").await.unwrap();
+    let r = raid_start_at(&addr_b, &ari, "dora").await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    assert_eq!(r["result"]["lootable"]["gold"], 245, "A's save: 500 - 10 for the tithe, halved");
+    let result = victory(200, 2);
+    let r = act_at(&addr_b, &ari, "raid_end", json!({ "raid": r["result"]["raid"], "result": result })).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+
+    for (addr, viewer) in [(&addr_a, "viewer_a"), (&addr_b, "viewer_b")] {
+        let viewer = login_at(addr, viewer).await.unwrap();
+        let top = act_at(addr, &viewer, "top_scores", json!({ "stat": "trophies" })).await;
+        assert_eq!(top["result"]["rows"][0]["player"], "ari", "{addr}: {top}");
+        assert_eq!(top["result"]["rows"][0]["value"], 10);
+    }
+    // dora, back on A, sees the raid B wrote into her file.
+    let again = login_at(&addr_a, "dora").await;
+    let dora = again.unwrap();
+    let st = act_at(&addr_a, &dora, "get_state", Value::Null).await;
+    assert_eq!(st["result"]["state"]["resources"]["gold"], 290, "{st}");
+    assert_eq!(st["result"]["state"]["battle_log"][0]["attacker"], "ari");
+}
