@@ -32,6 +32,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/titles/{id}/push", post(push))
         .route("/titles/{id}/rollback", post(rollback))
         .route("/events", get(events))
+        .route("/servers", get(servers))
         .layer(DefaultBodyLimit::max(PUSH_BYTES_MAX))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
@@ -48,6 +49,18 @@ impl IntoResponse for Fail {
 /// say nothing about how much of a guess was right.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The game servers reporting to the world store, fresh ones only.
+async fn servers(State(st): State<AppState>) -> Result<Json<Value>, Fail> {
+    let now = st.deps.clock.now_ms();
+    let list = st
+        .deps
+        .world
+        .servers(now, crate::status::STALE_MS)
+        .await
+        .map_err(|e| Fail(ApiError::new(Code::Internal, e.to_string())))?;
+    Ok(Json(json!({ "servers": list })))
 }
 
 async fn require_admin(State(st): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> HttpResponse {

@@ -13,7 +13,9 @@
 //! - [`titles`]: the titles served, their versions, the reload gate.
 //! - [`watch`]: hot reload triggers (the titles folder watcher, SIGHUP).
 //! - [`admin`]: the admin API.
-//! - [`world`]: data shared between servers (player locks).
+//! - [`world`]: data shared between servers (locks, server status, player
+//!   info, top scores, the map, raids).
+//! - [`status`]: this server's heartbeat in the world store's server list.
 //! - [`listener`]: the connection limit.
 //! - [`handoff`]: passing the listening socket to a new process (binary upgrades).
 //! - [`docs`]: generated sections of the protocol and configuration docs.
@@ -30,6 +32,7 @@ pub mod listener;
 pub mod protocol;
 pub mod s3;
 pub mod session;
+pub mod status;
 pub mod titles;
 pub mod watch;
 pub mod world;
@@ -201,6 +204,7 @@ async fn serve(
     }
     let listener = listener::Limited::new(listener, connections_max);
     tracing::info!(addr = %listener.local_addr_string(), "listening");
+    status::spawn(state.deps.clone(), sessions.clone(), listener.local_addr_string(), token.clone());
     let stop = token.clone();
     tokio::spawn(async move {
         shutdown.await;

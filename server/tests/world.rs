@@ -393,6 +393,24 @@ async fn two_processes_share_players_locks_raids_and_top_scores() {
         assert_eq!(top["result"]["rows"][0]["player"], "ari", "{addr}: {top}");
         assert_eq!(top["result"]["rows"][0]["value"], 10);
     }
+    // Each server reports itself in the shared server list.
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let list: Value = reqwest::Client::new()
+        .get(format!("http://{addr_a}/admin/api/servers"))
+        .header("authorization", format!("Bearer {}", admin.trim()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut addrs: Vec<&str> =
+        list["servers"].as_array().unwrap().iter().map(|s| s["address"].as_str().unwrap()).collect();
+    addrs.sort_unstable();
+    let mut want = vec![addr_a.as_str(), addr_b.as_str()];
+    want.sort_unstable();
+    assert_eq!(addrs, want, "{list}");
+    assert!(list["servers"][0]["titles"]["mini"].is_string(), "titles with content versions: {list}");
     // dora, back on A, sees the raid B wrote into her file.
     let again = login_at(&addr_a, "dora").await;
     let dora = again.unwrap();

@@ -1,0 +1,84 @@
+//! This server's entry in the world store's server list (what a gateway
+//! picks servers from): address, titles with their content versions,
+//! players in memory and the runtime's busy ratio, refreshed every
+//! [`HEARTBEAT_INTERVAL`]. An entry not refreshed for [`STALE_MS`] is
+//! dropped by the next reader; a server shutting down removes its own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::session::{Deps, Sessions};
+use crate::world::ServerStatus;
+
+/// How often a server reports itself: often enough that a gateway sees a
+/// dead server within seconds, rarely enough to cost nothing.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A server silent for three heartbeats is gone.
+pub const STALE_MS: i64 = 3 * HEARTBEAT_INTERVAL.as_millis() as i64;
+
+/// The share of wall time the runtime's workers spent busy since the last
+/// sample, 0 to 1 (tokio's per-worker busy time; "unhalted time").
+#[derive(Debug)]
+struct BusySampler {
+    at: Instant,
+    busy: Duration,
+}
+
+impl BusySampler {
+    fn total() -> (Duration, usize) {
+        let m = tokio::runtime::Handle::current().metrics();
+        let workers = m.num_workers();
+        ((0..workers).map(|w| m.worker_total_busy_duration(w)).sum(), workers.max(1))
+    }
+
+    fn new() -> BusySampler {
+        BusySampler { at: Instant::now(), busy: BusySampler::total().0 }
+    }
+
+    fn sample(&mut self) -> f64 {
+        let (busy, workers) = BusySampler::total();
+        let now = Instant::now();
+        let wall = now.duration_since(self.at).as_secs_f64() * workers as f64;
+        let ratio = if wall > 0.0 { busy.saturating_sub(self.busy).as_secs_f64() / wall } else { 0.0 };
+        (self.at, self.busy) = (now, busy);
+        ratio.clamp(0.0, 1.0)
+    }
+}
+
+/// This server's status now.
+fn status(deps: &Deps, sessions: &Sessions, address: &str, busy: f64) -> ServerStatus {
+    ServerStatus {
+        id: deps.server_id.clone(),
+        address: address.to_string(),
+        titles: deps.titles.current().iter().map(|t| (t.id().to_string(), t.content_version.clone())).collect(),
+        players: sessions.len() as i64,
+        busy,
+        heartbeat_ms: deps.clock.now_ms(),
+    }
+}
+
+/// Reports this server until `stop`, then removes its entry.
+pub fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, address: String, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut sampler = BusySampler::new();
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let s = status(&deps, &sessions, &address, sampler.sample());
+                    if let Err(e) = deps.world.heartbeat(&s).await {
+                        tracing::warn!(error = %e, "reporting this server's status failed");
+                    }
+                }
+            }
+        }
+        if let Err(e) = deps.world.deregister(&deps.server_id).await {
+            tracing::warn!(error = %e, "removing this server's status failed; it goes stale");
+        }
+    });
+}
