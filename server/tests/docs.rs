@@ -104,3 +104,24 @@ fn serve_refuses_a_broken_config_at_start() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn every_world_action_decodes_and_is_documented() {
+    use citadel_server::protocol::{decode, Command, Request, WORLD_ACTIONS};
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md")).unwrap();
+    for name in WORLD_ACTIONS {
+        assert!(doc.contains(&format!("| `{name}` |")), "docs/protocol.md does not document `{name}`");
+        // With no args: either decoded, or refused for a missing field (never unknown).
+        let req = Request { id: serde_json::Value::Null, action: (*name).into(), args: serde_json::Value::Null };
+        match decode(&req) {
+            Ok(Command::World(_)) => {}
+            Ok(other) => panic!("`{name}` decoded as {other:?}"),
+            Err(e) => assert_eq!(e.code, "invalid_argument", "`{name}`: {e:?}"),
+        }
+    }
+    let full =
+        |action: &str, args: serde_json::Value| Request { id: serde_json::Value::Null, action: action.into(), args };
+    assert!(matches!(decode(&full("raid_start", serde_json::json!({ "defender": "d" }))), Ok(Command::World(_))));
+    assert!(matches!(decode(&full("top_scores", serde_json::json!({ "stat": "s" }))), Ok(Command::World(_))));
+    assert!(matches!(decode(&full("map_near", serde_json::json!({}))), Ok(Command::World(_))));
+}
