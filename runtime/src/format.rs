@@ -103,7 +103,41 @@ pub struct WorldDef {
     #[serde(default)]
     pub raids: Option<RaidsDef>,
     #[serde(default)]
+    pub clans: Option<ClansDef>,
+    #[serde(default)]
     pub season: Option<SeasonDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClansDef {
+    pub capacity: i64,
+    #[serde(default)]
+    pub create_cost: Amounts,
+    /// Highest first.
+    pub roles: Vec<RoleDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub can: Vec<ClanPermission>,
+}
+
+/// What a clan role may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClanPermission {
+    Invite,
+    Accept,
+    Kick,
+    Promote,
+    Demote,
+    Edit,
+    Disband,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

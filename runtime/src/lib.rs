@@ -9,6 +9,7 @@
 //! - [`title`]: the compiled [`Title`].
 //! - [`state`]: [`PlayerState`], its `format_version` and migrations.
 //! - [`reconcile`]: bringing a player to a new version of the title's data.
+//! - [`clan`]: clan roles, ranks and permissions; paying for a founding.
 //! - [`raid`]: PvP raid results applied to attacker and defender; relocation; top score windows.
 //! - [`rules`]: [`advance`], [`apply`], [`login`]: the rules engine.
 //! - [`scenario`]: running a title's scenario tests.
@@ -16,6 +17,7 @@
 //! - [`time`]: UTC timestamps.
 //! - [`watch`]: a debounced watcher over a folder of titles (hot reload, `citadel-edit watch`).
 
+pub mod clan;
 pub mod diagnostic;
 pub mod docs;
 pub mod format;

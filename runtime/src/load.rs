@@ -754,6 +754,16 @@ impl Loader<'_> {
                 }
             }
         }
+        if let Some(clans) = &t.world.clans {
+            let mut seen = std::collections::HashSet::new();
+            for (i, r) in clans.roles.iter().enumerate() {
+                if !seen.insert(r.id.as_str()) {
+                    let msg = format!("role `{}` is defined twice", r.id);
+                    self.at("duplicate-id", f, &format!("/world/clans/roles/{i}/id"), false, msg, None);
+                }
+            }
+            self.need_keys(known, IdKind::Resource, &clans.create_cost, f, "/world/clans/create_cost");
+        }
         if let Some(season) = &t.world.season {
             if crate::time::parse_utc(&season.start).is_none() {
                 let msg = format!("`{}` is not a real date and time", season.start);

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use citadel_server::world::{
-    Board, MongoConfig, MongoWorld, PlayerInfo, Position, RaidRecord, RaidStatus, ServerStatus, SqliteWorld, WorldStore,
+    Ask, Board, ChatLimits, Clan, ClanAsk, Joined, Member, MongoConfig, MongoWorld, PlayerInfo, Position, RaidRecord,
+    RaidStatus, ServerStatus, SqliteWorld, WorldStore,
 };
 
 type World = Arc<dyn WorldStore>;
@@ -240,6 +241,111 @@ async fn raids_end_once_and_wait_for_their_defender(w: World) {
     assert!(w.raid("r1").await.unwrap().unwrap().defender_applied);
 }
 
+fn clan(id: &str) -> Clan {
+    Clan {
+        title: "t".into(),
+        id: id.to_lowercase(),
+        name: id.into(),
+        description: "we build".into(),
+        open: true,
+        members: 1,
+        created_ms: 5,
+    }
+}
+
+fn member(clan: &str, player: &str, role: &str) -> Member {
+    Member { clan: clan.into(), player: player.into(), role: role.into(), joined_ms: 10 }
+}
+
+async fn clans_found_join_leave_and_disband(w: World) {
+    assert_eq!(w.create_clan(&clan("Wolves"), "a", "chief").await.unwrap(), Joined::Joined);
+    assert_eq!(
+        w.create_clan(&clan("WOLVES"), "b", "chief").await.unwrap(),
+        Joined::NoClan,
+        "names are unique, any case"
+    );
+    assert_eq!(w.create_clan(&clan("Bears"), "a", "chief").await.unwrap(), Joined::AlreadyInClan);
+    assert_eq!(w.clan("t", "bears").await.unwrap(), None, "a refused founding writes nothing");
+    assert_eq!(w.membership("t", "b").await.unwrap(), None);
+    assert_eq!(w.clan("t", "wolves").await.unwrap(), Some(clan("Wolves")));
+    assert_eq!(w.join_clan("t", &member("wolves", "b", "member"), 3).await.unwrap(), Joined::Joined);
+    assert_eq!(w.join_clan("t", &member("wolves", "b", "member"), 3).await.unwrap(), Joined::AlreadyInClan);
+    assert_eq!(w.join_clan("t", &member("nope", "c", "member"), 3).await.unwrap(), Joined::NoClan);
+    assert_eq!(w.join_clan("t", &member("wolves", "c", "member"), 3).await.unwrap(), Joined::Joined);
+    assert_eq!(w.join_clan("t", &member("wolves", "d", "member"), 3).await.unwrap(), Joined::Full);
+    assert_eq!(w.membership("t", "d").await.unwrap(), None, "a refused join leaves no member behind");
+    assert_eq!(w.clan("t", "wolves").await.unwrap().unwrap().members, 3);
+    let names: Vec<String> = w.members("t", "wolves").await.unwrap().into_iter().map(|m| m.player).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert!(w.set_role("t", "wolves", "b", "officer").await.unwrap());
+    assert!(!w.set_role("t", "wolves", "d", "officer").await.unwrap());
+    assert_eq!(w.membership("t", "b").await.unwrap().unwrap().role, "officer");
+    assert!(w.leave_clan("t", "wolves", "c").await.unwrap());
+    assert!(!w.leave_clan("t", "wolves", "c").await.unwrap(), "gone already");
+    assert_eq!(w.clan("t", "wolves").await.unwrap().unwrap().members, 2);
+    assert_eq!(w.join_clan("t", &member("wolves", "d", "member"), 3).await.unwrap(), Joined::Joined, "a seat freed");
+    w.edit_clan("t", "wolves", "we raid", false).await.unwrap();
+    let edited = w.clan("t", "wolves").await.unwrap().unwrap();
+    assert_eq!((edited.description.as_str(), edited.open), ("we raid", false));
+    // Requests and invitations.
+    let ask = |p: &str, kind| ClanAsk { player: p.into(), kind, at_ms: 20 };
+    w.put_ask("t", "wolves", &ask("e", Ask::Request)).await.unwrap();
+    w.put_ask("t", "wolves", &ask("f", Ask::Invite)).await.unwrap();
+    w.put_ask("t", "wolves", &ask("e", Ask::Request)).await.unwrap();
+    assert_eq!(w.asks("t", "wolves").await.unwrap(), vec![ask("e", Ask::Request), ask("f", Ask::Invite)]);
+    assert!(!w.take_ask("t", "wolves", "e", Ask::Invite).await.unwrap(), "e asked; nobody invited e");
+    assert!(w.take_ask("t", "wolves", "e", Ask::Request).await.unwrap());
+    // Search by prefix.
+    assert_eq!(w.create_clan(&clan("Wolfpack"), "g", "chief").await.unwrap(), Joined::Joined);
+    let found: Vec<String> = w.search_clans("t", "WOL", None, 10).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(found, ["wolfpack", "wolves"]);
+    assert_eq!(w.search_clans("t", "wol", Some("wolfpack"), 10).await.unwrap().len(), 1, "the next page");
+    // Disbanding removes everything.
+    w.disband("t", "wolves").await.unwrap();
+    assert_eq!(w.clan("t", "wolves").await.unwrap(), None);
+    assert_eq!(w.membership("t", "a").await.unwrap(), None);
+    assert!(w.asks("t", "wolves").await.unwrap().is_empty());
+    assert_eq!(w.create_clan(&clan("Wolves"), "a", "chief").await.unwrap(), Joined::Joined, "the name is free again");
+}
+
+/// Many players racing for a clan's last seats: the clan never overfills.
+async fn racing_joins_never_overfill_a_clan(w: World) {
+    assert_eq!(w.create_clan(&clan("Crowd"), "founder", "chief").await.unwrap(), Joined::Joined);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            w.join_clan("t", &member("crowd", &format!("p{i}"), "member"), 5).await.unwrap()
+        }));
+    }
+    let mut joined = 0;
+    for t in tasks {
+        joined += usize::from(t.await.unwrap() == Joined::Joined);
+    }
+    assert_eq!(joined, 4, "five seats, one the founder's");
+    assert_eq!(w.members("t", "crowd").await.unwrap().len(), 5);
+    assert_eq!(w.clan("t", "crowd").await.unwrap().unwrap().members, 5);
+}
+
+async fn clan_chat_keeps_history_and_limits_rate(w: World) {
+    assert_eq!(w.create_clan(&clan("Talk"), "a", "chief").await.unwrap(), Joined::Joined);
+    let limits = ChatLimits { rate_window_ms: 1000, rate_max: 3, history_max: 5 };
+    for i in 0..3 {
+        assert!(w.post_chat("t", "talk", "a", &format!("a{i}"), 100 + i, limits).await.unwrap().is_some());
+    }
+    assert!(w.post_chat("t", "talk", "a", "too fast", 200, limits).await.unwrap().is_none(), "4 within a second");
+    assert!(w.post_chat("t", "talk", "b", "b0", 200, limits).await.unwrap().is_some(), "the rate is per player");
+    for i in 0..3 {
+        assert!(w.post_chat("t", "talk", "a", &format!("late{i}"), 1200 + i, limits).await.unwrap().is_some());
+    }
+    let lines = w.chat("t", "talk", None, 100).await.unwrap();
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["late2", "late1", "late0", "b0", "a2"], "newest first, the last 5 kept");
+    let older = w.chat("t", "talk", Some(lines[1].seq), 2).await.unwrap();
+    let texts: Vec<&str> = older.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["late0", "b0"], "paging back");
+}
+
 /// Runs one conformance case on SQLite and on the MongoDB wire server.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -275,4 +381,7 @@ conformance!(
     map_places_moves_and_finds_neighbours,
     a_race_for_one_spot_has_one_winner,
     raids_end_once_and_wait_for_their_defender,
+    clans_found_join_leave_and_disband,
+    racing_joins_never_overfill_a_clan,
+    clan_chat_keeps_history_and_limits_rate,
 );

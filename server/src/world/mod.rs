@@ -115,6 +115,77 @@ pub struct Board<'a> {
     pub window: &'a str,
 }
 
+/// A clan. Its id is its name in lowercase, so names are unique per title
+/// by construction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clan {
+    pub title: String,
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Anyone may join; otherwise by request or invitation.
+    pub open: bool,
+    /// Members now.
+    pub members: i64,
+    pub created_ms: i64,
+}
+
+/// A player's place in a clan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub clan: String,
+    pub player: String,
+    pub role: String,
+    pub joined_ms: i64,
+}
+
+/// How a join (or a founding) went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    Joined,
+    /// The clan is at its capacity.
+    Full,
+    /// The player is in a clan already.
+    AlreadyInClan,
+    /// No such clan (or, founding: the name is taken).
+    NoClan,
+}
+
+/// A request to join a clan, or an invitation from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ask {
+    Request,
+    Invite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClanAsk {
+    pub player: String,
+    pub kind: Ask,
+    pub at_ms: i64,
+}
+
+/// One line of clan chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    pub seq: i64,
+    pub player: String,
+    pub text: String,
+    pub at_ms: i64,
+}
+
+/// Clan chat's limits, passed to [`WorldStore::post_chat`].
+#[derive(Debug, Clone, Copy)]
+pub struct ChatLimits {
+    /// At most `rate_max` lines per player within `rate_window_ms`.
+    pub rate_window_ms: i64,
+    pub rate_max: i64,
+    /// Lines kept per clan; older ones are dropped.
+    pub history_max: i64,
+}
+
 /// Where a raid is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -229,6 +300,63 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
     async fn pending_defenses(&self, title: &str, defender: &str) -> Result<Vec<RaidRecord>, WorldError>;
     /// Notes that the defender's file holds the raid's result.
     async fn defense_applied(&self, id: &str) -> Result<(), WorldError>;
+
+    // -------------------------------------------------------------- clans
+    /// Founds `clan` with `founder` as its first member in `role`:
+    /// `NoClan` when the name is taken, `AlreadyInClan` when the founder is
+    /// in one. Nothing is written unless it is `Joined`.
+    async fn create_clan(&self, clan: &Clan, founder: &str, role: &str) -> Result<Joined, WorldError>;
+    async fn clan(&self, title: &str, id: &str) -> Result<Option<Clan>, WorldError>;
+    /// Changes a clan's description and openness.
+    async fn edit_clan(&self, title: &str, id: &str, description: &str, open: bool) -> Result<(), WorldError>;
+    /// Clans whose name starts with `prefix` (case-insensitive), by id,
+    /// after `after`, at most `limit` (capped at [`PAGE_MAX`]).
+    async fn search_clans(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Clan>, WorldError>;
+    /// A clan's members (at most the title's capacity), by join time.
+    async fn members(&self, title: &str, clan: &str) -> Result<Vec<Member>, WorldError>;
+    /// The clan a player is in.
+    async fn membership(&self, title: &str, player: &str) -> Result<Option<Member>, WorldError>;
+    /// Adds a member unless the clan is full (`capacity`), gone, or the
+    /// player is in a clan. Atomic: racing joins never overfill a clan.
+    async fn join_clan(&self, title: &str, member: &Member, capacity: i64) -> Result<Joined, WorldError>;
+    /// Removes a member; `false` if they were not in that clan.
+    async fn leave_clan(&self, title: &str, clan: &str, player: &str) -> Result<bool, WorldError>;
+    /// Changes a member's role; `false` if they are not in that clan.
+    async fn set_role(&self, title: &str, clan: &str, player: &str, role: &str) -> Result<bool, WorldError>;
+    /// Removes a clan with its members, requests and chat.
+    async fn disband(&self, title: &str, clan: &str) -> Result<(), WorldError>;
+    /// Records a join request or an invitation (again: refreshed).
+    async fn put_ask(&self, title: &str, clan: &str, ask: &ClanAsk) -> Result<(), WorldError>;
+    /// Removes a request or invitation; `true` if it existed.
+    async fn take_ask(&self, title: &str, clan: &str, player: &str, kind: Ask) -> Result<bool, WorldError>;
+    /// A clan's open requests and invitations, oldest first, at most [`PAGE_MAX`].
+    async fn asks(&self, title: &str, clan: &str) -> Result<Vec<ClanAsk>, WorldError>;
+    /// Adds a chat line unless the player is over the rate; keeps the
+    /// clan's last `history_max` lines. `None` when rate limited.
+    async fn post_chat(
+        &self,
+        title: &str,
+        clan: &str,
+        player: &str,
+        text: &str,
+        now_ms: i64,
+        limits: ChatLimits,
+    ) -> Result<Option<ChatLine>, WorldError>;
+    /// Chat lines before `before_seq` (all when `None`), newest first, at
+    /// most `limit` (capped at [`PAGE_MAX`]).
+    async fn chat(
+        &self,
+        title: &str,
+        clan: &str,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, WorldError>;
 }
 
 /// `limit` capped at [`PAGE_MAX`], at least 1.
@@ -256,4 +384,11 @@ pub(crate) fn status_name(s: RaidStatus) -> &'static str {
 /// A document as the JSON text both backends store.
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, WorldError> {
     serde_json::to_string(v).map_err(|e| WorldError::Db(format!("encoding: {e}")))
+}
+
+pub(crate) fn ask_name(a: Ask) -> &'static str {
+    match a {
+        Ask::Request => "request",
+        Ask::Invite => "invite",
+    }
 }

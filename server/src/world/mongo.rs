@@ -45,6 +45,10 @@ pub struct MongoWorld {
     scores: mongodb::Collection<Document>,
     positions: mongodb::Collection<Document>,
     raids: mongodb::Collection<Document>,
+    clans: mongodb::Collection<Document>,
+    clan_members: mongodb::Collection<Document>,
+    clan_asks: mongodb::Collection<Document>,
+    clan_chat: mongodb::Collection<Document>,
 }
 
 /// How long to wait for a MongoDB server at start and per operation
@@ -82,6 +86,10 @@ impl MongoWorld {
             scores: db.collection("scores"),
             positions: db.collection("positions"),
             raids: db.collection("raids"),
+            clans: db.collection("clans"),
+            clan_members: db.collection("clan_members"),
+            clan_asks: db.collection("clan_asks"),
+            clan_chat: db.collection("clan_chat"),
         };
         w.create_indexes().await?;
         Ok(w)
@@ -113,6 +121,17 @@ impl MongoWorld {
             .await
             .map_err(mongo)?;
         self.servers.create_index(index(doc! { "heartbeat_ms": 1 }, false)).await.map_err(mongo)?;
+        self.clans.create_index(index(doc! { "title": 1, "id": 1 }, false)).await.map_err(mongo)?;
+        self.clan_members
+            .create_index(index(doc! { "title": 1, "clan": 1, "joined_ms": 1 }, false))
+            .await
+            .map_err(mongo)?;
+        self.clan_asks.create_index(index(doc! { "title": 1, "clan": 1, "at_ms": 1 }, false)).await.map_err(mongo)?;
+        self.clan_chat.create_index(index(doc! { "title": 1, "clan": 1, "seq": -1 }, false)).await.map_err(mongo)?;
+        self.clan_chat
+            .create_index(index(doc! { "title": 1, "clan": 1, "player": 1, "at_ms": 1 }, false))
+            .await
+            .map_err(mongo)?;
         Ok(())
     }
 
@@ -142,21 +161,21 @@ impl MongoWorld {
             .ok_or_else(|| WorldError::Db(format!("score row {id} vanished")))
     }
 
-    /// Increments the fencing counter, which exists.
-    async fn increment_existing(&self) -> Result<Document, WorldError> {
+    /// Increments a counter that exists.
+    async fn increment_existing(&self, id: &str) -> Result<Document, WorldError> {
         self.counters
-            .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+            .find_one_and_update(doc! { "_id": id }, doc! { "$inc": { "last": 1_i64 } })
             .return_document(ReturnDocument::After)
             .await
             .map_err(mongo)?
-            .ok_or_else(|| WorldError::Db("the fencing counter vanished".into()))
+            .ok_or_else(|| WorldError::Db(format!("the counter {id} vanished")))
     }
 
-    /// The next fencing token.
-    async fn next_token(&self) -> Result<i64, WorldError> {
+    /// The next value of a counter (1 first).
+    async fn next(&self, id: &str) -> Result<i64, WorldError> {
         let after = self
             .counters
-            .find_one_and_update(doc! { "_id": "fence" }, doc! { "$inc": { "last": 1_i64 } })
+            .find_one_and_update(doc! { "_id": id }, doc! { "$inc": { "last": 1_i64 } })
             .upsert(true)
             .return_document(ReturnDocument::After)
             .await;
@@ -164,11 +183,16 @@ impl MongoWorld {
             Ok(Some(d)) => d,
             // Two first-ever increments raced to create the counter (E11000,
             // or a stand-in answered nothing): it exists now; increment again.
-            Ok(None) => self.increment_existing().await?,
-            Err(e) if duplicate_key(&e) => self.increment_existing().await?,
+            Ok(None) => self.increment_existing(id).await?,
+            Err(e) if duplicate_key(&e) => self.increment_existing(id).await?,
             Err(e) => return Err(mongo(e)),
         };
-        number(&d, "last").ok_or_else(|| WorldError::Db("the fencing counter is not a number".into()))
+        number(&d, "last").ok_or_else(|| WorldError::Db(format!("the counter {id} is not a number")))
+    }
+
+    /// The next fencing token.
+    async fn next_token(&self) -> Result<i64, WorldError> {
+        self.next("fence").await
     }
 }
 
@@ -480,6 +504,273 @@ impl WorldStore for MongoWorld {
             .map_err(mongo)?;
         Ok(())
     }
+
+    async fn create_clan(&self, clan: &Clan, founder: &str, role: &str) -> Result<Joined, WorldError> {
+        let member = Member {
+            clan: clan.id.clone(),
+            player: founder.to_string(),
+            role: role.to_string(),
+            joined_ms: clan.created_ms,
+        };
+        match self.clan_members.insert_one(member_doc(&clan.title, &member)).await {
+            Ok(_) => {}
+            Err(e) if duplicate_key(&e) => return Ok(Joined::AlreadyInClan),
+            Err(e) => return Err(mongo(e)),
+        }
+        let d = doc! {
+            "_id": format!("{}/{}", clan.title, clan.id), "title": &clan.title, "id": &clan.id, "name": &clan.name,
+            "description": &clan.description, "open": clan.open, "members": 1_i64, "created_ms": clan.created_ms,
+        };
+        match self.clans.insert_one(d).await {
+            Ok(_) => Ok(Joined::Joined),
+            Err(e) => {
+                // Not founded: the founder is in no clan after all.
+                self.clan_members
+                    .delete_one(doc! { "_id": format!("{}/{founder}", clan.title) })
+                    .await
+                    .map_err(mongo)?;
+                if duplicate_key(&e) {
+                    Ok(Joined::NoClan)
+                } else {
+                    Err(mongo(e))
+                }
+            }
+        }
+    }
+
+    async fn clan(&self, title: &str, id: &str) -> Result<Option<Clan>, WorldError> {
+        let d = self.clans.find_one(doc! { "_id": format!("{title}/{id}") }).await.map_err(mongo)?;
+        Ok(d.as_ref().and_then(clan_of))
+    }
+
+    async fn edit_clan(&self, title: &str, id: &str, description: &str, open: bool) -> Result<(), WorldError> {
+        self.clans
+            .update_one(
+                doc! { "_id": format!("{title}/{id}") },
+                doc! { "$set": { "description": description, "open": open } },
+            )
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn search_clans(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Clan>, WorldError> {
+        let low = name_key(prefix);
+        let mut range = doc! { "$gte": &low, "$lt": prefix_end(&low) };
+        if let Some(a) = after {
+            range.insert("$gt", name_key(a));
+        }
+        let docs = self
+            .all(&self.clans, doc! { "title": title, "id": range }, doc! { "id": 1 }, 0, page(limit) as i64)
+            .await?;
+        Ok(docs.iter().filter_map(clan_of).collect())
+    }
+
+    async fn members(&self, title: &str, clan: &str) -> Result<Vec<Member>, WorldError> {
+        let docs = self
+            .all(
+                &self.clan_members,
+                doc! { "title": title, "clan": clan },
+                doc! { "joined_ms": 1, "player": 1 },
+                0,
+                1000,
+            )
+            .await?;
+        Ok(docs.iter().filter_map(member_of).collect())
+    }
+
+    async fn membership(&self, title: &str, player: &str) -> Result<Option<Member>, WorldError> {
+        let d = self.clan_members.find_one(doc! { "_id": format!("{title}/{player}") }).await.map_err(mongo)?;
+        Ok(d.as_ref().and_then(member_of))
+    }
+
+    async fn join_clan(&self, title: &str, member: &Member, capacity: i64) -> Result<Joined, WorldError> {
+        let clan_id = format!("{title}/{}", member.clan);
+        if self.clans.find_one(doc! { "_id": &clan_id }).await.map_err(mongo)?.is_none() {
+            return Ok(Joined::NoClan);
+        }
+        match self.clan_members.insert_one(member_doc(title, member)).await {
+            Ok(_) => {}
+            Err(e) if duplicate_key(&e) => return Ok(Joined::AlreadyInClan),
+            Err(e) => return Err(mongo(e)),
+        }
+        // The seat: taken only while the count is below capacity, in one
+        // conditional update, so racing joins never overfill the clan.
+        let seat = self
+            .clans
+            .find_one_and_update(
+                doc! { "_id": &clan_id, "members": { "$lt": capacity } },
+                doc! { "$inc": { "members": 1_i64 } },
+            )
+            .await
+            .map_err(mongo)?;
+        if seat.is_none() {
+            self.clan_members.delete_one(doc! { "_id": format!("{title}/{}", member.player) }).await.map_err(mongo)?;
+            return Ok(Joined::Full);
+        }
+        Ok(Joined::Joined)
+    }
+
+    async fn leave_clan(&self, title: &str, clan: &str, player: &str) -> Result<bool, WorldError> {
+        let r = self
+            .clan_members
+            .delete_one(doc! { "_id": format!("{title}/{player}"), "clan": clan })
+            .await
+            .map_err(mongo)?;
+        if r.deleted_count == 1 {
+            self.clans
+                .update_one(doc! { "_id": format!("{title}/{clan}") }, doc! { "$inc": { "members": -1_i64 } })
+                .await
+                .map_err(mongo)?;
+        }
+        Ok(r.deleted_count == 1)
+    }
+
+    async fn set_role(&self, title: &str, clan: &str, player: &str, role: &str) -> Result<bool, WorldError> {
+        let r = self
+            .clan_members
+            .update_one(doc! { "_id": format!("{title}/{player}"), "clan": clan }, doc! { "$set": { "role": role } })
+            .await
+            .map_err(mongo)?;
+        Ok(r.matched_count == 1)
+    }
+
+    async fn disband(&self, title: &str, clan: &str) -> Result<(), WorldError> {
+        for c in [&self.clan_members, &self.clan_asks, &self.clan_chat] {
+            c.delete_many(doc! { "title": title, "clan": clan }).await.map_err(mongo)?;
+        }
+        self.clans.delete_one(doc! { "_id": format!("{title}/{clan}") }).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn put_ask(&self, title: &str, clan: &str, ask: &ClanAsk) -> Result<(), WorldError> {
+        let id = format!("{title}/{clan}/{}/{}", ask.player, ask_name(ask.kind));
+        let d = doc! {
+            "_id": &id, "title": title, "clan": clan, "player": &ask.player,
+            "kind": ask_name(ask.kind), "at_ms": ask.at_ms,
+        };
+        self.clan_asks.replace_one(doc! { "_id": &id }, d).upsert(true).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn take_ask(&self, title: &str, clan: &str, player: &str, kind: Ask) -> Result<bool, WorldError> {
+        let id = format!("{title}/{clan}/{player}/{}", ask_name(kind));
+        let r = self.clan_asks.delete_one(doc! { "_id": id }).await.map_err(mongo)?;
+        Ok(r.deleted_count == 1)
+    }
+
+    async fn asks(&self, title: &str, clan: &str) -> Result<Vec<ClanAsk>, WorldError> {
+        let docs = self
+            .all(
+                &self.clan_asks,
+                doc! { "title": title, "clan": clan },
+                doc! { "at_ms": 1, "player": 1 },
+                0,
+                PAGE_MAX as i64,
+            )
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                Some(ClanAsk {
+                    player: d.get_str("player").ok()?.to_string(),
+                    kind: if d.get_str("kind").ok()? == "invite" { Ask::Invite } else { Ask::Request },
+                    at_ms: number(d, "at_ms")?,
+                })
+            })
+            .collect())
+    }
+
+    async fn post_chat(
+        &self,
+        title: &str,
+        clan: &str,
+        player: &str,
+        text: &str,
+        now_ms: i64,
+        limits: ChatLimits,
+    ) -> Result<Option<ChatLine>, WorldError> {
+        let recent = self
+            .clan_chat
+            .count_documents(doc! {
+                "title": title, "clan": clan, "player": player, "at_ms": { "$gt": now_ms - limits.rate_window_ms },
+            })
+            .await
+            .map_err(mongo)?;
+        if recent as i64 >= limits.rate_max {
+            return Ok(None);
+        }
+        let seq = self.next(&format!("chat/{title}/{clan}")).await?;
+        let d = doc! {
+            "_id": format!("{title}/{clan}/{seq}"), "title": title, "clan": clan, "seq": seq,
+            "player": player, "text": text, "at_ms": now_ms,
+        };
+        self.clan_chat.insert_one(d).await.map_err(mongo)?;
+        self.clan_chat
+            .delete_many(doc! { "title": title, "clan": clan, "seq": { "$lte": seq - limits.history_max } })
+            .await
+            .map_err(mongo)?;
+        Ok(Some(ChatLine { seq, player: player.to_string(), text: text.to_string(), at_ms: now_ms }))
+    }
+
+    async fn chat(
+        &self,
+        title: &str,
+        clan: &str,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, WorldError> {
+        let filter = doc! { "title": title, "clan": clan, "seq": { "$lt": before_seq.unwrap_or(i64::MAX) } };
+        let docs = self.all(&self.clan_chat, filter, doc! { "seq": -1 }, 0, page(limit) as i64).await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                Some(ChatLine {
+                    seq: number(d, "seq")?,
+                    player: d.get_str("player").ok()?.to_string(),
+                    text: d.get_str("text").ok()?.to_string(),
+                    at_ms: number(d, "at_ms")?,
+                })
+            })
+            .collect())
+    }
+}
+
+fn member_doc(title: &str, m: &Member) -> Document {
+    doc! {
+        "_id": format!("{title}/{}", m.player), "title": title, "player": &m.player,
+        "clan": &m.clan, "role": &m.role, "joined_ms": m.joined_ms,
+    }
+}
+
+fn member_of(d: &Document) -> Option<Member> {
+    Some(Member {
+        clan: d.get_str("clan").ok()?.to_string(),
+        player: d.get_str("player").ok()?.to_string(),
+        role: d.get_str("role").ok()?.to_string(),
+        joined_ms: number(d, "joined_ms")?,
+    })
+}
+
+fn clan_of(d: &Document) -> Option<Clan> {
+    Some(Clan {
+        title: d.get_str("title").ok()?.to_string(),
+        id: d.get_str("id").ok()?.to_string(),
+        name: d.get_str("name").ok()?.to_string(),
+        description: d.get_str("description").ok()?.to_string(),
+        open: match d.get("open")? {
+            Bson::Boolean(b) => *b,
+            _ => number(d, "open")? != 0,
+        },
+        members: number(d, "members")?,
+        created_ms: number(d, "created_ms")?,
+    })
 }
 
 fn raid_doc(raid: &RaidRecord) -> Result<Document, WorldError> {

@@ -74,7 +74,26 @@ impl SqliteWorld {
                  started_ms INTEGER NOT NULL, status TEXT NOT NULL, defender_applied INTEGER NOT NULL, doc TEXT NOT NULL
              );
              CREATE INDEX IF NOT EXISTS raids_by_attacker ON raids (title, attacker, started_ms);
-             CREATE INDEX IF NOT EXISTS raids_by_defender ON raids (title, defender, status, defender_applied);",
+             CREATE INDEX IF NOT EXISTS raids_by_defender ON raids (title, defender, status, defender_applied);
+             CREATE TABLE IF NOT EXISTS clans (
+                 title TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+                 open INTEGER NOT NULL, members INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+                 PRIMARY KEY (title, id)
+             );
+             CREATE TABLE IF NOT EXISTS clan_members (
+                 title TEXT NOT NULL, player TEXT NOT NULL, clan TEXT NOT NULL, role TEXT NOT NULL,
+                 joined_ms INTEGER NOT NULL, PRIMARY KEY (title, player)
+             );
+             CREATE INDEX IF NOT EXISTS clan_members_by_clan ON clan_members (title, clan, joined_ms);
+             CREATE TABLE IF NOT EXISTS clan_asks (
+                 title TEXT NOT NULL, clan TEXT NOT NULL, player TEXT NOT NULL, kind TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL, PRIMARY KEY (title, clan, player, kind)
+             );
+             CREATE TABLE IF NOT EXISTS clan_chat (
+                 title TEXT NOT NULL, clan TEXT NOT NULL, seq INTEGER NOT NULL, player TEXT NOT NULL,
+                 text TEXT NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (title, clan, seq)
+             );
+             CREATE INDEX IF NOT EXISTS clan_chat_by_player ON clan_chat (title, clan, player, at_ms);",
         )
         .map_err(db)?;
         Ok(SqliteWorld { conn: Arc::new(tokio::sync::Mutex::new(conn)) })
@@ -467,6 +486,306 @@ impl WorldStore for SqliteWorld {
         self.with(move |c| c.execute("UPDATE raids SET defender_applied = 1 WHERE id = ?1", params![id]).map(drop))
             .await
     }
+
+    async fn create_clan(&self, clan: &Clan, founder: &str, role: &str) -> Result<Joined, WorldError> {
+        let (clan, founder, role) = (clan.clone(), founder.to_string(), role.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let member: Option<String> = tx
+                .query_row(
+                    "SELECT clan FROM clan_members WHERE title = ?1 AND player = ?2",
+                    params![clan.title, founder],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if member.is_some() {
+                return Ok(Joined::AlreadyInClan);
+            }
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO clans (title, id, name, description, open, members, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+                params![clan.title, clan.id, clan.name, clan.description, clan.open, clan.created_ms],
+            )?;
+            if inserted == 0 {
+                return Ok(Joined::NoClan);
+            }
+            tx.execute(
+                "INSERT INTO clan_members (title, player, clan, role, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![clan.title, founder, clan.id, role, clan.created_ms],
+            )?;
+            tx.commit()?;
+            Ok(Joined::Joined)
+        })
+        .await
+    }
+
+    async fn clan(&self, title: &str, id: &str) -> Result<Option<Clan>, WorldError> {
+        let (title, id) = (title.to_string(), id.to_string());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT title, id, name, description, open, members, created_ms FROM clans WHERE title = ?1 AND id = ?2",
+                params![title, id],
+                clan_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn edit_clan(&self, title: &str, id: &str, description: &str, open: bool) -> Result<(), WorldError> {
+        let (title, id, description) = (title.to_string(), id.to_string(), description.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE clans SET description = ?3, open = ?4 WHERE title = ?1 AND id = ?2",
+                params![title, id, description, open],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn search_clans(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Clan>, WorldError> {
+        let (title, low) = (title.to_string(), name_key(prefix));
+        let (high, after, limit) = (prefix_end(&low), after.map(name_key).unwrap_or_default(), page(limit) as i64);
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT title, id, name, description, open, members, created_ms FROM clans
+                 WHERE title = ?1 AND id >= ?2 AND id < ?3 AND id > ?4 ORDER BY id LIMIT ?5",
+            )?;
+            let rows = q.query_map(params![title, low, high, after, limit], clan_row)?.collect::<Result<Vec<_>, _>>();
+            rows
+        })
+        .await
+    }
+
+    async fn members(&self, title: &str, clan: &str) -> Result<Vec<Member>, WorldError> {
+        let (title, clan) = (title.to_string(), clan.to_string());
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT clan, player, role, joined_ms FROM clan_members WHERE title = ?1 AND clan = ?2
+                 ORDER BY joined_ms, player LIMIT 1000",
+            )?;
+            let rows = q.query_map(params![title, clan], member_row)?.collect::<Result<Vec<_>, _>>();
+            rows
+        })
+        .await
+    }
+
+    async fn membership(&self, title: &str, player: &str) -> Result<Option<Member>, WorldError> {
+        let (title, player) = (title.to_string(), player.to_string());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT clan, player, role, joined_ms FROM clan_members WHERE title = ?1 AND player = ?2",
+                params![title, player],
+                member_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn join_clan(&self, title: &str, member: &Member, capacity: i64) -> Result<Joined, WorldError> {
+        let (title, m) = (title.to_string(), member.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let members: Option<i64> = tx
+                .query_row("SELECT members FROM clans WHERE title = ?1 AND id = ?2", params![title, m.clan], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let Some(members) = members else { return Ok(Joined::NoClan) };
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO clan_members (title, player, clan, role, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![title, m.player, m.clan, m.role, m.joined_ms],
+            )?;
+            if inserted == 0 {
+                return Ok(Joined::AlreadyInClan);
+            }
+            if members >= capacity {
+                return Ok(Joined::Full);
+            }
+            tx.execute("UPDATE clans SET members = members + 1 WHERE title = ?1 AND id = ?2", params![title, m.clan])?;
+            tx.commit()?;
+            Ok(Joined::Joined)
+        })
+        .await
+    }
+
+    async fn leave_clan(&self, title: &str, clan: &str, player: &str) -> Result<bool, WorldError> {
+        let (title, clan, player) = (title.to_string(), clan.to_string(), player.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "DELETE FROM clan_members WHERE title = ?1 AND player = ?2 AND clan = ?3",
+                params![title, player, clan],
+            )?;
+            if n == 1 {
+                tx.execute(
+                    "UPDATE clans SET members = members - 1 WHERE title = ?1 AND id = ?2",
+                    params![title, clan],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn set_role(&self, title: &str, clan: &str, player: &str, role: &str) -> Result<bool, WorldError> {
+        let (title, clan, player, role) = (title.to_string(), clan.to_string(), player.to_string(), role.to_string());
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE clan_members SET role = ?4 WHERE title = ?1 AND player = ?2 AND clan = ?3",
+                params![title, player, clan, role],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn disband(&self, title: &str, clan: &str) -> Result<(), WorldError> {
+        let (title, clan) = (title.to_string(), clan.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for table in ["clan_members", "clan_asks", "clan_chat"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE title = ?1 AND clan = ?2"), params![title, clan])?;
+            }
+            tx.execute("DELETE FROM clans WHERE title = ?1 AND id = ?2", params![title, clan])?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn put_ask(&self, title: &str, clan: &str, ask: &ClanAsk) -> Result<(), WorldError> {
+        let (title, clan, ask) = (title.to_string(), clan.to_string(), ask.clone());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO clan_asks (title, clan, player, kind, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (title, clan, player, kind) DO UPDATE SET at_ms = excluded.at_ms",
+                params![title, clan, ask.player, ask_name(ask.kind), ask.at_ms],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn take_ask(&self, title: &str, clan: &str, player: &str, kind: Ask) -> Result<bool, WorldError> {
+        let (title, clan, player) = (title.to_string(), clan.to_string(), player.to_string());
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM clan_asks WHERE title = ?1 AND clan = ?2 AND player = ?3 AND kind = ?4",
+                params![title, clan, player, ask_name(kind)],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn asks(&self, title: &str, clan: &str) -> Result<Vec<ClanAsk>, WorldError> {
+        let (title, clan) = (title.to_string(), clan.to_string());
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT player, kind, at_ms FROM clan_asks WHERE title = ?1 AND clan = ?2 ORDER BY at_ms, player LIMIT ?3",
+            )?;
+            let rows = q
+                .query_map(params![title, clan, PAGE_MAX as i64], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(ClanAsk {
+                        player: r.get(0)?,
+                        kind: if kind == "invite" { Ask::Invite } else { Ask::Request },
+                        at_ms: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>();
+            rows
+        })
+        .await
+    }
+
+    async fn post_chat(
+        &self,
+        title: &str,
+        clan: &str,
+        player: &str,
+        text: &str,
+        now_ms: i64,
+        limits: ChatLimits,
+    ) -> Result<Option<ChatLine>, WorldError> {
+        let (title, clan, player, text) = (title.to_string(), clan.to_string(), player.to_string(), text.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let recent: i64 = tx.query_row(
+                "SELECT count(*) FROM clan_chat WHERE title = ?1 AND clan = ?2 AND player = ?3 AND at_ms > ?4",
+                params![title, clan, player, now_ms - limits.rate_window_ms],
+                |r| r.get(0),
+            )?;
+            if recent >= limits.rate_max {
+                return Ok(None);
+            }
+            let seq: i64 = tx.query_row(
+                "SELECT coalesce(max(seq), 0) + 1 FROM clan_chat WHERE title = ?1 AND clan = ?2",
+                params![title, clan],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO clan_chat (title, clan, seq, player, text, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![title, clan, seq, player, text, now_ms],
+            )?;
+            tx.execute(
+                "DELETE FROM clan_chat WHERE title = ?1 AND clan = ?2 AND seq <= ?3",
+                params![title, clan, seq - limits.history_max],
+            )?;
+            tx.commit()?;
+            Ok(Some(ChatLine { seq, player, text, at_ms: now_ms }))
+        })
+        .await
+    }
+
+    async fn chat(
+        &self,
+        title: &str,
+        clan: &str,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, WorldError> {
+        let (title, clan, before, limit) =
+            (title.to_string(), clan.to_string(), before_seq.unwrap_or(i64::MAX), page(limit) as i64);
+        self.with(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT seq, player, text, at_ms FROM clan_chat WHERE title = ?1 AND clan = ?2 AND seq < ?3
+                 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let rows = q
+                .query_map(params![title, clan, before, limit], |r| {
+                    Ok(ChatLine { seq: r.get(0)?, player: r.get(1)?, text: r.get(2)?, at_ms: r.get(3)? })
+                })?
+                .collect::<Result<Vec<_>, _>>();
+            rows
+        })
+        .await
+    }
+}
+
+fn clan_row(r: &rusqlite::Row<'_>) -> Result<Clan, rusqlite::Error> {
+    Ok(Clan {
+        title: r.get(0)?,
+        id: r.get(1)?,
+        name: r.get(2)?,
+        description: r.get(3)?,
+        open: r.get(4)?,
+        members: r.get(5)?,
+        created_ms: r.get(6)?,
+    })
+}
+
+fn member_row(r: &rusqlite::Row<'_>) -> Result<Member, rusqlite::Error> {
+    Ok(Member { clan: r.get(0)?, player: r.get(1)?, role: r.get(2)?, joined_ms: r.get(3)? })
 }
 
 /// A raid row: its document and the applied flag kept beside it.
