@@ -99,6 +99,8 @@ pub enum Op {
     Raid { outcome: citadel_runtime::raid::Outcome },
     /// Pay for moving the base (the world store moved it first).
     Relocate,
+    /// Pay for founding a clan (the world store founded it first).
+    ClanFounded { clan: String },
 }
 
 /// One journaled operation: enough to re-run it exactly as it first ran.

@@ -98,6 +98,13 @@ server_codes! {
     UnknownRaid => "unknown_raid", 404, "raid_end: no raid of that id was started by this player";
     RaidExpired => "raid_expired", 409, "raid_end: the raid's time (battle duration plus grace) ran out; the defender was left untouched and the result is not taken";
     SpotTaken => "spot_taken", 409, "relocate: another base is on that spot";
+    UnknownClan => "unknown_clan", 404, "no clan of that id in this title";
+    NotInClan => "not_in_clan", 409, "the player (or the one named) is not in this player's clan";
+    AlreadyInClan => "already_in_clan", 409, "the player (or the one named) is in a clan already; leave it first";
+    ClanFull => "clan_full", 409, "the clan has as many members as the title's world.clans.capacity";
+    ClanNameTaken => "clan_name_taken", 409, "clan_create: a clan of that name (in any case) exists";
+    NotPermitted => "not_permitted", 403, "the player's clan role may not do that, or the member acted on is not ranked below them";
+    ChatTooFast => "chat_too_fast", 429, "clan_chat_post: more than 5 lines within 10 seconds";
     UnknownVersion => "unknown_version", 404, "admin API: no kept version of the title has that content version (or there is no earlier one to roll back to)";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
@@ -162,6 +169,24 @@ pub const SESSION_ACTIONS: &[&str] = &["get_state", "ping"];
 /// a test checks them against [`WorldCommand`].
 pub const WORLD_ACTIONS: &[&str] =
     &["raid_start", "raid_end", "relocate", "map_near", "top_scores", "my_rank", "player_info", "search_players"];
+
+/// Clan actions; a test checks them against [`ClanCommand`].
+pub const CLAN_ACTIONS: &[&str] = &[
+    "clan_create",
+    "clan_info",
+    "clan_search",
+    "clan_join",
+    "clan_leave",
+    "clan_accept",
+    "clan_invite",
+    "clan_kick",
+    "clan_promote",
+    "clan_demote",
+    "clan_edit",
+    "clan_disband",
+    "clan_chat_post",
+    "clan_chat",
+];
 
 /// Which top score window a request means: the one running now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -232,6 +257,76 @@ pub enum WorldCommand {
     },
 }
 
+/// A clan request, decoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClanCommand {
+    /// Found a clan (paying the title's founding cost).
+    #[serde(rename = "clan_create")]
+    Create {
+        name: String,
+        #[serde(default)]
+        description: String,
+        #[serde(default = "yes")]
+        open: bool,
+    },
+    /// A clan with its members (and, for those who may answer them, its
+    /// requests and invitations); the player's own clan when `clan` is absent.
+    #[serde(rename = "clan_info")]
+    Info {
+        #[serde(default)]
+        clan: Option<String>,
+    },
+    /// Clans by name prefix, a page at a time.
+    #[serde(rename = "clan_search")]
+    Search {
+        prefix: String,
+        #[serde(default)]
+        after: Option<String>,
+        #[serde(default = "default_page")]
+        limit: usize,
+    },
+    /// Join an open clan or one that invited this player; otherwise ask to join.
+    #[serde(rename = "clan_join")]
+    Join { clan: String },
+    #[serde(rename = "clan_leave")]
+    Leave {},
+    /// Let in a player who asked to join.
+    #[serde(rename = "clan_accept")]
+    Accept { player: String },
+    #[serde(rename = "clan_invite")]
+    Invite { player: String },
+    #[serde(rename = "clan_kick")]
+    Kick { player: String },
+    #[serde(rename = "clan_promote")]
+    Promote { player: String },
+    #[serde(rename = "clan_demote")]
+    Demote { player: String },
+    #[serde(rename = "clan_edit")]
+    Edit {
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        open: Option<bool>,
+    },
+    #[serde(rename = "clan_disband")]
+    Disband {},
+    #[serde(rename = "clan_chat_post")]
+    ChatPost { text: String },
+    /// Clan chat, newest first, before line `before` when given.
+    #[serde(rename = "clan_chat")]
+    Chat {
+        #[serde(default)]
+        before: Option<i64>,
+        #[serde(default = "default_page")]
+        limit: usize,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Spots around a base `map_near` looks when the client does not say.
 fn default_radius() -> i32 {
     8
@@ -244,6 +339,7 @@ pub enum Command {
     GetState,
     Ping,
     World(WorldCommand),
+    Clan(ClanCommand),
 }
 
 /// Decodes a request's action and args into a [`Command`].
@@ -251,9 +347,9 @@ pub fn decode(req: &Request) -> Result<Command, ApiError> {
     match req.action.as_str() {
         "get_state" => return Ok(Command::GetState),
         "ping" => return Ok(Command::Ping),
-        name if ACTION_NAMES.contains(&name) || WORLD_ACTIONS.contains(&name) => {}
+        name if ACTION_NAMES.contains(&name) || WORLD_ACTIONS.contains(&name) || CLAN_ACTIONS.contains(&name) => {}
         other => {
-            let all = || ACTION_NAMES.iter().chain(SESSION_ACTIONS).chain(WORLD_ACTIONS).copied();
+            let all = || ACTION_NAMES.iter().chain(SESSION_ACTIONS).chain(WORLD_ACTIONS).chain(CLAN_ACTIONS).copied();
             let help =
                 citadel_runtime::diagnostic::did_you_mean(other, all()).map(|h| format!("; {h}")).unwrap_or_default();
             return Err(ApiError::new(Code::UnknownAction, format!("unknown action `{other}`{help}"))
@@ -272,6 +368,9 @@ pub fn decode(req: &Request) -> Result<Command, ApiError> {
     let bad = |e: serde_json::Error| ApiError::new(Code::InvalidArgument, format!("{}: {e}", req.action));
     if WORLD_ACTIONS.contains(&req.action.as_str()) {
         return serde_json::from_value(Value::Object(obj)).map(Command::World).map_err(bad);
+    }
+    if CLAN_ACTIONS.contains(&req.action.as_str()) {
+        return serde_json::from_value(Value::Object(obj)).map(Command::Clan).map_err(bad);
     }
     serde_json::from_value(Value::Object(obj)).map(Command::Rules).map_err(bad)
 }

@@ -38,6 +38,7 @@ use crate::protocol::{answer as serialize, Answer, ApiError, Code, Command};
 use crate::titles::Titles;
 use crate::world::{Lease, Position, WorldStore};
 
+mod clan;
 mod world;
 use world::{player_lock, Next};
 
@@ -456,6 +457,10 @@ pub(crate) fn execute(
             Ok(events) => serialize(&Events { events: &events }),
             Err(e) => Err(ApiError::rules(e)),
         },
+        Op::ClanFounded { clan } => match citadel_runtime::clan::pay_founding(title, state, now, rng) {
+            Ok(events) => serialize(&json!({ "events": events, "clan": clan })),
+            Err(e) => Err(ApiError::rules(e)),
+        },
     }
 }
 
@@ -591,7 +596,8 @@ impl Session {
             }
             Msg::Do(Command::GetState, reply) => (reply, Ok(Op::Advance)),
             Msg::Do(Command::Rules(action), reply) => (reply, Ok(Op::Act { action })),
-            Msg::Do(Command::World(cmd), reply) => (reply, Err(cmd)),
+            Msg::Do(Command::World(cmd), reply) => (reply, Err(Ok(cmd))),
+            Msg::Do(Command::Clan(cmd), reply) => (reply, Err(Err(cmd))),
         };
         if self.fenced {
             let e = ApiError::new(Code::Internal, "this player's file was changed by another server; log in again");
@@ -602,10 +608,16 @@ impl Session {
         }
         let op = match op {
             Ok(op) => op,
-            Err(cmd) => match self.world(deps, title, cmd, now).await {
-                Next::Op(op) => op,
-                Next::Answer(r) => return self.answer_in_order(deps, reply, r).await,
-            },
+            Err(cmd) => {
+                let next = match cmd {
+                    Ok(world) => self.world(deps, title, world, now).await,
+                    Err(clan) => self.clan(deps, title, clan, now).await,
+                };
+                match next {
+                    Next::Op(op) => op,
+                    Next::Answer(r) => return self.answer_in_order(deps, reply, r).await,
+                }
+            }
         };
         let rng = self.rng.state();
         let result = execute(title, &mut self.state, &op, now, &mut self.rng);

@@ -418,3 +418,91 @@ async fn two_processes_share_players_locks_raids_and_top_scores() {
     assert_eq!(st["result"]["state"]["resources"]["gold"], 290, "{st}");
     assert_eq!(st["result"]["state"]["battle_log"][0]["attacker"], "ari");
 }
+
+/// Clans over the wire: founding (paid), requests and invitations, the
+/// capacity, permissions by rank, chat limits, leadership passing on, and
+/// disbanding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clans_found_fill_rank_chat_and_disband() {
+    let data = fresh_data("world-clans");
+    let s = start(data.clone(), quick(raid_titles(&data))).await;
+    let mut tok = std::collections::HashMap::new();
+    for p in ["ann", "bob", "cat", "dan", "eve"] {
+        tok.insert(p, s.login("mini", p).await.0);
+    }
+    let act = |p: &'static str, action: &'static str, args: Value| {
+        let (s, t) = (&s, tok[p].clone());
+        async move { s.act("mini", &t, action, args).await.1 }
+    };
+    let code = |r: &Value| r["error"]["code"].as_str().unwrap_or("ok").to_string();
+
+    let r = act("ann", "clan_create", json!({ "name": "Iron Wolves", "open": false })).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let st = act("ann", "get_state", Value::Null).await;
+    assert_eq!(st["result"]["state"]["resources"]["gold"], 400, "founding cost 100 gold");
+    assert_eq!(code(&act("ann", "clan_create", json!({ "name": "Other" })).await), "already_in_clan");
+    assert_eq!(code(&act("bob", "clan_create", json!({ "name": "iron WOLVES" })).await), "clan_name_taken");
+    assert_eq!(code(&act("bob", "clan_create", json!({ "name": "x" })).await), "invalid_argument");
+    let st = act("bob", "get_state", Value::Null).await;
+    assert_eq!(st["result"]["state"]["resources"]["gold"], 500, "refused foundings cost nothing");
+
+    // A closed clan: bob asks, ann accepts; dan is invited and joins.
+    let r = act("bob", "clan_join", json!({ "clan": "Iron Wolves" })).await;
+    assert_eq!(r["result"]["requested"], json!(true), "{r}");
+    assert_eq!(code(&act("bob", "clan_chat", json!({})).await), "not_in_clan");
+    assert_eq!(code(&act("cat", "clan_accept", json!({ "player": "bob" })).await), "not_in_clan");
+    let info = act("ann", "clan_info", json!({})).await;
+    assert_eq!(info["result"]["asks"][0]["player"], "bob", "{info}");
+    assert_eq!(code(&act("ann", "clan_accept", json!({ "player": "bob" })).await), "ok");
+    assert_eq!(code(&act("ann", "clan_invite", json!({ "player": "dan" })).await), "ok");
+    assert_eq!(code(&act("ann", "clan_invite", json!({ "player": "nobody" })).await), "unknown_player");
+    assert_eq!(act("dan", "clan_join", json!({ "clan": "iron wolves" })).await["result"]["joined"], json!(true));
+    assert_eq!(code(&act("ann", "clan_invite", json!({ "player": "eve" })).await), "ok");
+    assert_eq!(code(&act("eve", "clan_join", json!({ "clan": "iron wolves" })).await), "clan_full", "capacity 3");
+    let outside = act("eve", "clan_info", json!({ "clan": "Iron Wolves" })).await;
+    assert_eq!(outside["result"]["members"].as_array().unwrap().len(), 3);
+    assert!(outside["result"]["asks"].as_array().unwrap().is_empty(), "requests are for those who answer them");
+
+    // Ranks: a member may not kick; an officer kicks members only.
+    assert_eq!(code(&act("bob", "clan_kick", json!({ "player": "dan" })).await), "not_permitted");
+    assert_eq!(act("ann", "clan_promote", json!({ "player": "bob" })).await["result"]["role"], "officer");
+    assert_eq!(
+        code(&act("ann", "clan_promote", json!({ "player": "bob" })).await),
+        "not_permitted",
+        "not to the chief's rank"
+    );
+    assert_eq!(
+        code(&act("bob", "clan_promote", json!({ "player": "dan" })).await),
+        "not_permitted",
+        "officers do not promote"
+    );
+    assert_eq!(code(&act("bob", "clan_kick", json!({ "player": "ann" })).await), "not_permitted", "not a higher rank");
+    assert_eq!(code(&act("bob", "clan_kick", json!({ "player": "dan" })).await), "ok");
+    assert_eq!(code(&act("bob", "clan_kick", json!({ "player": "cat" })).await), "not_in_clan");
+    let info = act("cat", "player_info", json!({ "player": "bob" })).await;
+    assert_eq!(info["result"]["clan"], "iron wolves", "{info}");
+
+    // Chat: 5 lines per 10 s per player, 500 bytes a line.
+    for i in 0..5 {
+        assert_eq!(code(&act("bob", "clan_chat_post", json!({ "text": format!("hello {i}") })).await), "ok");
+    }
+    assert_eq!(code(&act("bob", "clan_chat_post", json!({ "text": "flood" })).await), "chat_too_fast");
+    assert_eq!(code(&act("ann", "clan_chat_post", json!({ "text": "x".repeat(501) })).await), "invalid_argument");
+    let chat = act("ann", "clan_chat", json!({ "limit": 3 })).await;
+    let lines: Vec<&str> =
+        chat["result"]["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert_eq!(lines, ["hello 4", "hello 3", "hello 2"]);
+
+    // The chief leaves: the officer leads; then disbands.
+    assert_eq!(act("ann", "clan_leave", json!({})).await["result"]["disbanded"], json!(false));
+    let info = act("bob", "clan_info", json!({})).await;
+    assert_eq!(info["result"]["members"][0]["role"], "chief", "{info}");
+    assert_eq!(code(&act("bob", "clan_disband", json!({})).await), "ok");
+    assert_eq!(code(&act("bob", "clan_info", json!({ "clan": "iron wolves" })).await), "unknown_clan");
+    assert_eq!(
+        code(&act("ann", "clan_create", json!({ "name": "Iron Wolves" })).await),
+        "ok",
+        "the name is free again"
+    );
+    s.stop().await;
+}

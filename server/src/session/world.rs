@@ -315,7 +315,14 @@ impl Session {
                 Err(e) => Err(e),
             },
             WorldCommand::PlayerInfo { player } => match deps.world.info(title.id(), &player).await {
-                Ok(Some(info)) => serialize(&info),
+                Ok(Some(mut info)) => {
+                    // Clan membership is read where it is kept, never stale.
+                    info.clan = match deps.world.membership(title.id(), &player).await {
+                        Ok(m) => m.map(|m| m.clan),
+                        Err(e) => return Next::Answer(Err(internal(e))),
+                    };
+                    serialize(&info)
+                }
                 Ok(None) => Err(ApiError::new(Code::UnknownPlayer, format!("no player `{player}` in {}", title.id()))),
                 Err(e) => Err(internal(e)),
             },
