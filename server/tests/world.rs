@@ -16,15 +16,7 @@ use support::server::*;
 /// Raids there last 2 s (lock 3 s), loot half the gold, shield 1 h.
 fn raid_titles(dir: &Path) -> PathBuf {
     let to = dir.join("titles/mini");
-    for sub in ["", "scripts", "tests"] {
-        std::fs::create_dir_all(to.join(sub)).unwrap();
-        for e in std::fs::read_dir(support::root().join("tests/fixtures/mini").join(sub)).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, to.join(sub).join(p.file_name().unwrap())).unwrap();
-            }
-        }
-    }
+    copy_dir(&support::root().join("tests/fixtures/mini"), &to);
     let mut t: Value = serde_json::from_str(&std::fs::read_to_string(to.join("title.json")).unwrap()).unwrap();
     t["start"]["units"] = json!({ "guard": 20 });
     std::fs::write(to.join("title.json"), t.to_string()).unwrap();

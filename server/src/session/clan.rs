@@ -208,13 +208,7 @@ impl Session {
             deps.world.put_ask(title.id(), &id, &ask).await.map_err(internal)?;
             return serialize(&json!({ "clan": id, "requested": true }));
         }
-        let m = Member {
-            clan: id.clone(),
-            player: self.key.1.clone(),
-            role: clan::member_role(rules).to_string(),
-            joined_ms: now,
-        };
-        joined(deps.world.join_clan(title.id(), &m, rules.capacity).await.map_err(internal)?, &id)?;
+        add_member(deps, title, rules, &id, &self.key.1, now).await?;
         serialize(&json!({ "clan": id, "joined": true }))
     }
 
@@ -252,13 +246,7 @@ impl Session {
         if !deps.world.take_ask(title.id(), &me.clan, player, Ask::Request).await.map_err(internal)? {
             return Err(refused(Code::InvalidArgument, format!("`{player}` has not asked to join")));
         }
-        let m = Member {
-            clan: me.clan.clone(),
-            player: player.to_string(),
-            role: clan::member_role(rules).to_string(),
-            joined_ms: now,
-        };
-        joined(deps.world.join_clan(title.id(), &m, rules.capacity).await.map_err(internal)?, &me.clan)?;
+        add_member(deps, title, rules, &me.clan, player, now).await?;
         serialize(&json!({ "clan": me.clan, "accepted": player }))
     }
 
@@ -373,8 +361,22 @@ impl Session {
     }
 }
 
-fn joined(j: Joined, clan: &str) -> Result<(), ApiError> {
-    match j {
+/// Adds `player` to `clan` in the title's lowest role.
+async fn add_member(
+    deps: &Deps,
+    title: &Title,
+    rules: &ClansDef,
+    clan: &str,
+    player: &str,
+    now: i64,
+) -> Result<(), ApiError> {
+    let m = Member {
+        clan: clan.to_string(),
+        player: player.to_string(),
+        role: clan::member_role(rules).to_string(),
+        joined_ms: now,
+    };
+    match deps.world.join_clan(title.id(), &m, rules.capacity).await.map_err(internal)? {
         Joined::Joined => Ok(()),
         Joined::Full => Err(refused(Code::ClanFull, format!("clan `{clan}` is full"))),
         Joined::AlreadyInClan => Err(refused(Code::AlreadyInClan, "in a clan already")),
