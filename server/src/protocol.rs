@@ -167,8 +167,17 @@ pub const SESSION_ACTIONS: &[&str] = &["get_state", "ping"];
 
 /// Actions on the shared world (raids, the map, top scores, other players);
 /// a test checks them against [`WorldCommand`].
-pub const WORLD_ACTIONS: &[&str] =
-    &["raid_start", "raid_end", "relocate", "map_near", "top_scores", "my_rank", "player_info", "search_players"];
+pub const WORLD_ACTIONS: &[&str] = &[
+    "raid_start",
+    "raid_end",
+    "relocate",
+    "map_near",
+    "top_scores",
+    "my_rank",
+    "player_info",
+    "search_players",
+    "set_name",
+];
 
 /// Clan actions; a test checks them against [`ClanCommand`].
 pub const CLAN_ACTIONS: &[&str] = &[
@@ -246,6 +255,8 @@ pub enum WorldCommand {
     },
     /// Another player's public profile.
     PlayerInfo { player: String },
+    /// Set this player's display name (what searches find).
+    SetName { name: String },
     /// Players by name prefix, a page at a time (`after` is the last
     /// `[name, player]` of the previous page).
     SearchPlayers {

@@ -491,6 +491,8 @@ struct Session {
     in_flight: Arc<AtomicUsize>,
     /// The base's spot on the world map, if the title has one.
     position: Option<Position>,
+    /// The player's display name (the player id until they set one).
+    name: String,
     /// The level, scores and map position last written to the world store.
     published: Option<(i64, std::collections::BTreeMap<String, i64>, Option<Position>)>,
     /// The scores when the session started (what the world store had).
@@ -571,6 +573,7 @@ impl Session {
             lease,
             in_flight: Arc::new(AtomicUsize::new(0)),
             position: None,
+            name: key.1.clone(),
             published: None,
         };
         if let Err(e) = session.join_world(deps, title).await {

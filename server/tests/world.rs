@@ -255,6 +255,13 @@ async fn the_map_places_moves_and_finds_bases() {
     // Search by name prefix, in pages.
     let (_, found) = s.act("mini", &a, "search_players", json!({ "prefix": "B", "limit": 5 })).await;
     assert_eq!(found["result"]["players"][0]["player"], "bea", "{found}");
+    let (_, r) = s.act("mini", &b, "set_name", json!({ "name": "Beatrix the Bold" })).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let (_, found) = s.act("mini", &a, "search_players", json!({ "prefix": "beatrix" })).await;
+    assert_eq!(found["result"]["players"][0]["player"], "bea", "found by the new name: {found}");
+    assert_eq!(found["result"]["players"][0]["name"], "Beatrix the Bold");
+    let (_, r) = s.act("mini", &b, "set_name", json!({ "name": " x" })).await;
+    assert_eq!(r["error"]["code"], "invalid_argument");
     let (_, r) = s.act("mini", &a, "search_players", json!({ "prefix": "x".repeat(65) })).await;
     assert_eq!(r["error"]["code"], "invalid_argument");
     s.stop().await;

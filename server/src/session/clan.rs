@@ -21,8 +21,6 @@ const CHAT_RATE_MAX: i64 = 5;
 const CHAT_RATE_WINDOW_MS: i64 = 10_000;
 /// Lines kept per clan: a day of a busy clan's talk.
 const CHAT_HISTORY_MAX: i64 = 200;
-/// Clan names: 3 to 24 characters.
-const NAME_CHARS: std::ops::RangeInclusive<usize> = 3..=24;
 /// Longest clan description, in bytes.
 const DESCRIPTION_BYTES_MAX: usize = 500;
 
@@ -32,12 +30,6 @@ fn internal(e: WorldError) -> ApiError {
 
 fn refused(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)
-}
-
-fn valid_name(name: &str) -> bool {
-    NAME_CHARS.contains(&name.chars().count())
-        && name.trim() == name
-        && name.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '_' || c == '-')
 }
 
 impl Session {
@@ -124,7 +116,7 @@ impl Session {
         open: bool,
         now: i64,
     ) -> Next {
-        if !valid_name(&name) {
+        if !super::world::valid_display_name(&name) {
             let msg = "a clan name is 3 to 24 letters, digits, spaces, _ or -, without spaces at either end";
             return Next::Answer(Err(refused(Code::InvalidArgument, msg)));
         }

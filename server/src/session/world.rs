@@ -124,11 +124,18 @@ async fn publish_scores(
     Ok(())
 }
 
-fn info_of(title: &Title, player: &str, s: &PlayerState, position: Option<Position>, now: i64) -> PlayerInfo {
+fn info_of(
+    title: &Title,
+    player: &str,
+    name: &str,
+    s: &PlayerState,
+    position: Option<Position>,
+    now: i64,
+) -> PlayerInfo {
     PlayerInfo {
         title: title.id().to_string(),
         player: player.to_string(),
-        name: player.to_string(),
+        name: name.to_string(),
         level: title.player_level(s.xp),
         scores: s.scores.clone(),
         clan: None,
@@ -162,11 +169,15 @@ async fn apply_pending_defenses(
     for r in &pending {
         deps.world.defense_applied(&r.id).await.map_err(internal)?;
     }
-    let position = deps.world.position(title.id(), defender).await.map_err(internal)?;
-    let last_seen = state.last_login_ms.unwrap_or(state.created_ms);
     let world = async {
         publish_scores(deps, title, defender, &before, &state.scores, now).await?;
-        deps.world.put_info(&info_of(title, defender, &state, position, last_seen)).await
+        // The profile keeps its name, position and last seen time.
+        let known = deps.world.info(title.id(), defender).await?;
+        let (name, position, last_seen) = match known {
+            Some(i) => (i.name, i.position, i.last_seen_ms),
+            None => (defender.to_string(), None, state.last_login_ms.unwrap_or(state.created_ms)),
+        };
+        deps.world.put_info(&info_of(title, defender, &name, &state, position, last_seen)).await
     };
     // The file holds the result; the lists catch up at the next change.
     if let Err(e) = world.await {
@@ -210,6 +221,9 @@ impl Session {
                     }
                 }
             }
+        }
+        if let Some(info) = deps.world.info(&tid, &me).await.map_err(internal)? {
+            self.name = info.name;
         }
         self.position = deps.world.position(&tid, &me).await.map_err(internal)?;
         if self.position.is_none() {
@@ -256,7 +270,7 @@ impl Session {
         }
         let now = deps.clock.now_ms();
         let before = self.published.as_ref().map_or_else(|| self.loaded_scores.clone(), |(_, s, _)| s.clone());
-        let info = info_of(title, &self.key.1, &self.state, self.position.clone(), now);
+        let info = info_of(title, &self.key.1, &self.name, &self.state, self.position.clone(), now);
         let result = async {
             publish_scores(deps, title, &self.key.1, &before, &self.state.scores, now).await?;
             deps.world.put_info(&info).await
@@ -314,6 +328,18 @@ impl Session {
                 Ok(w) => self.my_rank(deps, Board { title: title.id(), stat: &stat, window: &w }, around).await,
                 Err(e) => Err(e),
             },
+            WorldCommand::SetName { name } => {
+                if !valid_display_name(&name) {
+                    let msg = "a name is 3 to 24 letters, digits, spaces, _ or -, without spaces at either end";
+                    Err(ApiError::new(Code::InvalidArgument, msg))
+                } else {
+                    self.name = name.clone();
+                    // Written now, so that searches find the new name at once.
+                    self.published = None;
+                    self.publish(deps, title, true).await;
+                    serialize(&json!({ "name": name }))
+                }
+            }
             WorldCommand::PlayerInfo { player } => match deps.world.info(title.id(), &player).await {
                 Ok(Some(mut info)) => {
                     // Clan membership is read where it is kept, never stale.
@@ -546,6 +572,14 @@ impl Session {
             Err(e) => Next::Answer(Err(internal(e))),
         }
     }
+}
+
+/// Display names (and clan names): 3 to 24 letters, digits, spaces, `_`
+/// or `-`, without spaces at either end.
+pub(super) fn valid_display_name(name: &str) -> bool {
+    (3..=24).contains(&name.chars().count())
+        && name.trim() == name
+        && name.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '_' || c == '-')
 }
 
 /// The window key a top score request means, after checking its stat.
