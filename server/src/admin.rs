@@ -33,6 +33,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/titles/{id}/rollback", post(rollback))
         .route("/events", get(events))
         .route("/servers", get(servers))
+        .route("/metrics", get(metrics_json))
         .layer(DefaultBodyLimit::max(PUSH_BYTES_MAX))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
@@ -63,7 +64,30 @@ async fn servers(State(st): State<AppState>) -> Result<Json<Value>, Fail> {
     Ok(Json(json!({ "servers": list })))
 }
 
-async fn require_admin(State(st): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> HttpResponse {
+/// The latency of every entry point, since start and over the last minute.
+async fn metrics_json(State(st): State<AppState>) -> Json<Value> {
+    let p = &st.deps.profiler;
+    Json(json!({
+        "profiling": p.enabled(),
+        "sessions": st.sessions.len(),
+        "busy_ratio": p.busy_ratio(),
+        "entries": p.rows(),
+    }))
+}
+
+/// `/metrics`: the same in Prometheus text format (needs the admin token).
+pub(crate) async fn metrics(State(st): State<AppState>) -> HttpResponse {
+    let gauges = crate::profile::Gauges { sessions: st.sessions.len(), busy_ratio: st.deps.profiler.busy_ratio() };
+    let body = crate::profile::prometheus(&st.deps.profiler.rows(), gauges);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+pub(crate) async fn require_admin(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> HttpResponse {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(t) if same(t.as_bytes(), st.admin_token.as_bytes()) => next.run(req).await,

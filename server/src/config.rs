@@ -92,6 +92,10 @@ pub struct Config {
     /// off only to measure what the journal costs: without it a crash
     /// loses every action since each player's last save.
     pub journal: bool,
+    /// Time every entry point (routes, messages, actions, storage, journal
+    /// commits) for `/metrics` and the admin API. Turn off only to measure
+    /// what profiling costs.
+    pub profiling: bool,
     /// Keep the world store (player locks; later clans, top scores, the
     /// map) in MongoDB instead of `data_dir/world.sqlite3`: for servers on
     /// several machines.
@@ -120,6 +124,7 @@ impl Default for Config {
             lock_ttl_seconds: 60,
             login_lock_wait_seconds: 10,
             journal: true,
+            profiling: true,
             mongodb: None,
             s3: None,
             limits: Limits::default(),

@@ -52,7 +52,29 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/{title}/ws", get(ws_upgrade))
         .layer(DefaultBodyLimit::max(hard))
         .nest("/admin/api", crate::admin::routes(state.clone()))
+        .route(
+            "/metrics",
+            get(crate::admin::metrics)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), crate::admin::require_admin)),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), time_route))
         .with_state(state)
+}
+
+/// Times every HTTP request under its route template (`/v1/:title/request`).
+async fn time_route(
+    State(st): State<AppState>,
+    path: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    if !st.deps.profiler.enabled() {
+        return next.run(req).await;
+    }
+    // `/v1/{title}/request` is written `/v1/:title/request`: braces inside
+    // label values trip up simple Prometheus text parsers.
+    let name = path.as_ref().map_or("unmatched", |p| p.as_str()).replace('{', ":").replace('}', "");
+    st.deps.profiler.time(crate::profile::Kind::Http, &name, "", next.run(req)).await
 }
 
 struct Fail(ApiError, Value);
@@ -228,17 +250,35 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
         };
-        let answer = match parse_json::<Request>(text.as_bytes(), limit) {
-            Err(e) => Response::err(Value::Null, &e),
-            Ok(req) => match dispatch(&st, &claims, &req).await {
-                Ok(result) => Response::ok(req.id, result),
-                Err(e) => Response::err(req.id, &e),
-            },
+        let started = std::time::Instant::now();
+        let (kind, answer) = match parse_json::<Request>(text.as_bytes(), limit) {
+            Err(e) => ("invalid", Response::err(Value::Null, &e)),
+            Ok(req) => {
+                let kind = known_action(&req.action);
+                match dispatch(&st, &claims, &req).await {
+                    Ok(result) => (kind, Response::ok(req.id, result)),
+                    Err(e) => (kind, Response::err(req.id, &e)),
+                }
+            }
         };
+        st.deps.profiler.record(crate::profile::Kind::Ws, kind, "", started.elapsed());
         if tx.send(Message::Text(encode(&answer).into())).await.is_err() {
             return;
         }
     }
+}
+
+/// A request's action name for the profile; names no action has are
+/// `invalid` (a client must not grow the table).
+fn known_action(name: &str) -> &'static str {
+    use crate::protocol::{CLAN_ACTIONS, SESSION_ACTIONS, WORLD_ACTIONS};
+    use citadel_runtime::rules::ACTION_NAMES;
+    [ACTION_NAMES, SESSION_ACTIONS, WORLD_ACTIONS, CLAN_ACTIONS]
+        .into_iter()
+        .flatten()
+        .find(|a| **a == name)
+        .copied()
+        .unwrap_or("invalid")
 }
 
 /// A response as JSON text. Serializing a `Response` cannot fail: its

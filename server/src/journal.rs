@@ -167,7 +167,8 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Starts the writer on a new segment `first_id` in `dir`.
-    pub fn open(dir: &Path, first_id: u64) -> anyhow::Result<Journal> {
+    /// With a profiler, every commit (write and fsync of a batch) is timed.
+    pub fn open(dir: &Path, first_id: u64, profiler: Option<Arc<crate::profile::Profiler>>) -> anyhow::Result<Journal> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let failed = Arc::new(AtomicBool::new(false));
         let mut writer = Writer {
@@ -181,6 +182,7 @@ impl Journal {
             failed: failed.clone(),
             buf: Vec::new(),
             spare: Some(Spare::prepare(dir, first_id + 1)),
+            profiler,
         };
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         // Unbounded, yet bounded by the queue: a batch holds at most
@@ -371,6 +373,7 @@ struct Writer {
     buf: Vec<u8>,
     /// The segment after the active one, prepared ahead of time.
     spare: Option<Spare>,
+    profiler: Option<Arc<crate::profile::Profiler>>,
 }
 
 impl Writer {
@@ -413,8 +416,13 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
+            let started = Instant::now();
+            let wrote = !self.buf.is_empty();
             let result = self.write_batch();
             committed = Instant::now();
+            if let (Some(p), true) = (&self.profiler, wrote) {
+                p.record(crate::profile::Kind::Journal, "commit", "", committed - started);
+            }
             if let Err(mpsc::error::SendError((dones, result))) = acks.send((std::mem::take(&mut dones), result)) {
                 // The runtime is gone (the process is ending): answer here.
                 for done in dones {
@@ -792,7 +800,7 @@ mod tests {
     #[tokio::test]
     async fn records_survive_and_a_torn_tail_is_dropped() {
         let dir = temp("torn");
-        let j = Journal::open(&dir, 1).unwrap();
+        let j = Journal::open(&dir, 1, None).unwrap();
         for seq in 1..=3 {
             append(&j, &record("a", seq)).await.unwrap();
         }
@@ -833,7 +841,7 @@ mod tests {
     #[tokio::test]
     async fn saved_players_segments_are_deleted_and_a_clean_close_leaves_nothing() {
         let dir = temp("truncate");
-        let j = Journal::open(&dir, 5).unwrap();
+        let j = Journal::open(&dir, 5, None).unwrap();
         append(&j, &record("a", 1)).await.unwrap();
         append(&j, &record("b", 1)).await.unwrap();
         j.saved(("mini".into(), "a".into()), 1).await;
@@ -842,7 +850,7 @@ mod tests {
         let found = read_dir(&dir).unwrap();
         assert_eq!(found.records.len(), 2);
         assert_eq!(found.next_id, 6);
-        let j = Journal::open(&dir, found.next_id).unwrap();
+        let j = Journal::open(&dir, found.next_id, None).unwrap();
         append(&j, &record("c", 1)).await.unwrap();
         j.saved(("mini".into(), "c".into()), 1).await;
         j.close().await;
@@ -864,6 +872,7 @@ mod tests {
             failed: Arc::new(AtomicBool::new(false)),
             buf: encode(&record("a", 1)),
             spare: None,
+            profiler: None,
         };
         w.pending.insert(("mini".into(), "a".into()), 1);
         w.write_batch().unwrap();

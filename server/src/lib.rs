@@ -16,6 +16,7 @@
 //! - [`world`]: data shared between servers (locks, server status, player
 //!   info, top scores, the map, raids).
 //! - [`status`]: this server's heartbeat in the world store's server list.
+//! - [`profile`]: latency of every entry point; `/metrics`.
 //! - [`listener`]: the connection limit.
 //! - [`handoff`]: passing the listening socket to a new process (binary upgrades).
 //! - [`docs`]: generated sections of the protocol and configuration docs.
@@ -29,6 +30,7 @@ pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod listener;
+pub mod profile;
 pub mod protocol;
 pub mod s3;
 pub mod session;
@@ -158,9 +160,15 @@ async fn serve(
     config.check()?;
     let titles = Arc::new(titles::Titles::open(&config.titles, Some(&config.data_dir.join("title-versions")))?);
     let signer = auth::Signer::new(&token_secret(&config)?);
+    let profiler = Arc::new(profile::Profiler::new(config.profiling));
     let blobs: Arc<dyn blob::BlobStore> = match &config.s3 {
         Some(s3) => Arc::new(s3::S3BlobStore::new(s3, |k| std::env::var(k).ok())?),
         None => Arc::new(blob::FsBlobStore::new(&config.data_dir)),
+    };
+    let blobs: Arc<dyn blob::BlobStore> = if config.profiling {
+        Arc::new(profile::TimedBlobs { inner: blobs, profiler: profiler.clone() })
+    } else {
+        blobs
     };
     let world: Arc<dyn world::WorldStore> = match &config.mongodb {
         Some(m) => Arc::new(world::MongoWorld::connect(m).await.context("connecting to the MongoDB world store")?),
@@ -172,8 +180,9 @@ async fn serve(
     let server_dir = config.server_dir();
     let _only_process = lock_server_dir(&server_dir)?;
     let server_id = format!("server-{}", kept_random(&server_dir, "server-id", 8)?);
-    let journal = open_journal(&config, &titles, &*blobs, &*world, &server_id, clock.now_ms()).await?;
-    let deps = Arc::new(session::Deps { config, titles, blobs, world, clock, journal: journal.clone(), server_id });
+    let journal = open_journal(&config, &titles, &*blobs, &*world, &server_id, clock.now_ms(), &profiler).await?;
+    let deps =
+        Arc::new(session::Deps { config, titles, blobs, world, clock, journal: journal.clone(), server_id, profiler });
     let sessions = session::Sessions::new(deps.clone());
     let token = CancellationToken::new();
     if deps.config.watch_titles {
@@ -235,6 +244,7 @@ async fn open_journal(
     world: &dyn world::WorldStore,
     server_id: &str,
     now_ms: i64,
+    profiler: &Arc<profile::Profiler>,
 ) -> anyhow::Result<Arc<journal::Journal>> {
     let dir = config.server_dir().join("journal");
     let found = journal::read_dir(&dir)?;
@@ -256,7 +266,7 @@ async fn open_journal(
         std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
     }
     Ok(Arc::new(if config.journal {
-        journal::Journal::open(&dir, found.next_id)?
+        journal::Journal::open(&dir, found.next_id, config.profiling.then(|| profiler.clone()))?
     } else {
         journal::Journal::disabled()
     }))

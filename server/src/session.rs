@@ -70,6 +70,7 @@ pub struct Deps {
     /// This server's identity as a lock owner (kept across restarts of the
     /// same data directory, so a restarted server takes its own locks back).
     pub server_id: String,
+    pub profiler: Arc<crate::profile::Profiler>,
 }
 
 /// First pause before trying a held player lock again; doubles up to
@@ -464,6 +465,39 @@ pub(crate) fn execute(
     }
 }
 
+/// An operation's name in the profile: the action, `custom:<name>` for a
+/// title's custom action (names the title does not define are
+/// `custom:unknown`: a client must not grow the table).
+fn op_name(title: &Title, op: &Op) -> String {
+    use citadel_runtime::Action as A;
+    let name = match op {
+        Op::Login => "login",
+        Op::Advance => "get_state",
+        Op::Raid { .. } => "raid_end",
+        Op::Relocate => "relocate",
+        Op::ClanFounded { .. } => "clan_create",
+        Op::Act { action } => match action {
+            A::Build { .. } => "build",
+            A::Upgrade { .. } => "upgrade",
+            A::Cancel { .. } => "cancel",
+            A::SpeedUp { .. } => "speed_up",
+            A::SpeedUpResearch {} => "speed_up_research",
+            A::SpeedUpTraining { .. } => "speed_up_training",
+            A::Move { .. } => "move",
+            A::Collect { .. } => "collect",
+            A::CollectAll {} => "collect_all",
+            A::Train { .. } => "train",
+            A::Research { .. } => "research",
+            A::Buy { .. } => "buy",
+            A::UseItem { .. } => "use_item",
+            A::ClaimQuest { .. } => "claim_quest",
+            A::Custom { name, .. } if title.actions.contains_key(name) => return format!("custom:{name}"),
+            A::Custom { .. } => "custom:unknown",
+        },
+    };
+    name.to_string()
+}
+
 fn answer(m: Msg, r: Result<Answer, ApiError>) {
     let reply = match m {
         Msg::Login(r) | Msg::Do(_, r) => r,
@@ -623,7 +657,11 @@ impl Session {
             }
         };
         let rng = self.rng.state();
+        let started = Instant::now();
         let result = execute(title, &mut self.state, &op, now, &mut self.rng);
+        if deps.profiler.enabled() {
+            deps.profiler.record(crate::profile::Kind::Action, &op_name(title, &op), &self.key.0, started.elapsed());
+        }
         self.state.seq += 1;
         let record = Record {
             format_version: JOURNAL_FORMAT_VERSION,
@@ -779,6 +817,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             journal: Arc::new(Journal::disabled()),
             server_id: "test".into(),
+            profiler: Arc::new(crate::profile::Profiler::new(true)),
         })
     }
 

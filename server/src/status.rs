@@ -16,6 +16,10 @@ use crate::world::ServerStatus;
 /// dead server within seconds, rarely enough to cost nothing.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The busy ratio past which latency is in danger: an event loop busy half
+/// the time queues work behind work.
+pub const BUSY_WARNING: f64 = 0.5;
+
 /// A server silent for three heartbeats is gone.
 pub const STALE_MS: i64 = 3 * HEARTBEAT_INTERVAL.as_millis() as i64;
 
@@ -70,7 +74,12 @@ pub fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, address: String, stop: Ca
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
-                    let s = status(&deps, &sessions, &address, sampler.sample());
+                    let busy = sampler.sample();
+                    deps.profiler.set_busy_ratio(busy);
+                    if busy >= BUSY_WARNING {
+                        tracing::warn!(busy_ratio = busy, "the runtime is busy more than half the time: latency is at risk");
+                    }
+                    let s = status(&deps, &sessions, &address, busy);
                     if let Err(e) = deps.world.heartbeat(&s).await {
                         tracing::warn!(error = %e, "reporting this server's status failed");
                     }

@@ -1,0 +1,341 @@
+//! Latency profiling of every entry point: HTTP routes, WebSocket message
+//! kinds, actions per title, blob store operations and journal commits.
+//! For each: count, sum, max and an HDR histogram (p50, p90, p99), since
+//! start and over a sliding window of the last minute. Exported as
+//! Prometheus text (`/metrics`) and as JSON on the admin API.
+//!
+//! For a game server the metric that matters is request latency, not CPU:
+//! the mean finds performance hotspots, the max finds latency hotspots.
+//! Recording is a map lookup under a read lock and a histogram update
+//! under a per-entry lock (benchmarked in docs/benchmarks.md).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Slots of the sliding window and the length of each: the last minute,
+/// in ten-second steps.
+const WINDOW_SLOTS: usize = 6;
+const SLOT: Duration = Duration::from_secs(10);
+/// Longest latency a histogram holds, in µs (a minute); longer ones count
+/// as a minute.
+const HIGHEST_US: u64 = 60_000_000;
+/// Entry points tracked at most: route templates, message kinds and
+/// action names are few, but a title's custom action names come from
+/// data; past this, new names share one `other` entry.
+const ENTRIES_MAX: usize = 4096;
+
+/// What kind of entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An HTTP route (the route template).
+    Http,
+    /// A WebSocket message, by action.
+    Ws,
+    /// An operation on a player, by action, per title (the rules engine
+    /// and its scripts).
+    Action,
+    /// A blob store operation (`get`, `put`).
+    Blob,
+    /// A journal commit (write and fsync of one batch).
+    Journal,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Ws => "ws",
+            Kind::Action => "action",
+            Kind::Blob => "blob",
+            Kind::Journal => "journal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    kind: Kind,
+    name: String,
+    title: String,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 3 significant digits from 1 µs to a minute: about 30 KB each.
+    Histogram::new_with_bounds(1, HIGHEST_US, 3).unwrap_or_else(|_| unreachable!("constant bounds are valid"))
+}
+
+#[derive(Debug)]
+struct Entry {
+    total: Histogram<u64>,
+    sum_us: u64,
+    max_us: u64,
+    /// Window slots, newest last, each with the slot number it counts.
+    window: VecDeque<(u64, Histogram<u64>, u64)>,
+}
+
+impl Entry {
+    fn new() -> Entry {
+        Entry { total: histogram(), sum_us: 0, max_us: 0, window: VecDeque::new() }
+    }
+
+    fn record(&mut self, us: u64, slot: u64) {
+        let us = us.clamp(1, HIGHEST_US);
+        self.total.saturating_record(us);
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.max_us = self.max_us.max(us);
+        if self.window.back().is_none_or(|(s, ..)| *s != slot) {
+            self.window.push_back((slot, histogram(), 0));
+            while self.window.len() > WINDOW_SLOTS {
+                self.window.pop_front();
+            }
+        }
+        if let Some((_, h, max)) = self.window.back_mut() {
+            h.saturating_record(us);
+            *max = (*max).max(us);
+        }
+    }
+}
+
+/// Latency statistics of one entry point over some span, in milliseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Stats {
+    fn of(h: &Histogram<u64>, sum_us: u64, max_us: u64) -> Stats {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let count = h.len();
+        Stats {
+            count,
+            mean_ms: if count == 0 { 0.0 } else { sum_us as f64 / count as f64 / 1000.0 },
+            max_ms: ms(max_us),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+        }
+    }
+}
+
+/// One entry point's statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub kind: Kind,
+    pub name: String,
+    /// The title, for actions; empty for the rest.
+    pub title: String,
+    pub since_start: Stats,
+    pub last_minute: Stats,
+}
+
+/// Every entry point's latency. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Profiler {
+    enabled: bool,
+    started: Instant,
+    entries: RwLock<HashMap<Key, Arc<Mutex<Entry>>>>,
+    /// The runtime's last sampled busy ratio, as f64 bits.
+    busy: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A histogram update cannot leave an entry half-written in a way that
+    // matters; a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Profiler {
+    /// A profiler; `enabled = false` records nothing (to measure what
+    /// profiling costs).
+    pub fn new(enabled: bool) -> Profiler {
+        Profiler { enabled, started: Instant::now(), entries: RwLock::new(HashMap::new()), busy: Default::default() }
+    }
+
+    /// The runtime's busy ratio, as last sampled by the status task.
+    pub fn busy_ratio(&self) -> f64 {
+        f64::from_bits(self.busy.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn set_busy_ratio(&self, ratio: f64) {
+        self.busy.store(ratio.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Records one call of an entry point that took `took`.
+    pub fn record(&self, kind: Kind, name: &str, title: &str, took: Duration) {
+        if !self.enabled {
+            return;
+        }
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let slot = self.started.elapsed().as_secs() / SLOT.as_secs();
+        let key = Key { kind, name: name.to_string(), title: title.to_string() };
+        let found = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let entry = match found {
+            Some(e) => e,
+            None => {
+                let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+                let key = if map.len() >= ENTRIES_MAX && !map.contains_key(&key) {
+                    Key { kind, name: "other".into(), title: String::new() }
+                } else {
+                    key
+                };
+                map.entry(key).or_insert_with(|| Arc::new(Mutex::new(Entry::new()))).clone()
+            }
+        };
+        lock(&entry).record(us, slot);
+    }
+
+    /// Times `f` as one call of an entry point.
+    pub async fn time<T>(&self, kind: Kind, name: &str, title: &str, f: impl std::future::Future<Output = T>) -> T {
+        let start = Instant::now();
+        let out = f.await;
+        self.record(kind, name, title, start.elapsed());
+        out
+    }
+
+    /// Every entry point's statistics, by kind, name and title.
+    pub fn rows(&self) -> Vec<Row> {
+        let now_slot = self.started.elapsed().as_secs() / SLOT.as_secs();
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<Row> = map
+            .iter()
+            .map(|(k, e)| {
+                let e = lock(e);
+                let mut recent = histogram();
+                let (mut sum, mut max) = (0u64, 0u64);
+                for (slot, h, m) in &e.window {
+                    if now_slot.saturating_sub(*slot) < WINDOW_SLOTS as u64 {
+                        let _ = recent.add(h);
+                        // The window's mean from its histogram (sums are kept per entry only).
+                        sum = sum.saturating_add(h.mean().round() as u64 * h.len());
+                        max = max.max(*m);
+                    }
+                }
+                Row {
+                    kind: k.kind,
+                    name: k.name.clone(),
+                    title: k.title.clone(),
+                    since_start: Stats::of(&e.total, e.sum_us, e.max_us),
+                    last_minute: Stats::of(&recent, sum, max),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.kind, &a.name, &a.title).cmp(&(b.kind, &b.name, &b.title)));
+        rows
+    }
+}
+
+/// A blob store whose every call is timed.
+#[derive(Debug)]
+pub struct TimedBlobs {
+    pub inner: Arc<dyn crate::blob::BlobStore>,
+    pub profiler: Arc<Profiler>,
+}
+
+#[async_trait::async_trait]
+impl crate::blob::BlobStore for TimedBlobs {
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, crate::blob::Etag)>, crate::blob::BlobError> {
+        self.profiler.time(Kind::Blob, "get", "", self.inner.get(key)).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        cond: crate::blob::Precondition,
+    ) -> Result<crate::blob::Etag, crate::blob::BlobError> {
+        self.profiler.time(Kind::Blob, "put", "", self.inner.put(key, bytes, cond)).await
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Gauges beside the latency table in `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    pub sessions: usize,
+    pub busy_ratio: f64,
+}
+
+/// The Prometheus text exposition of every entry point's latency since
+/// start (a summary with p50, p90 and p99, `_sum` and `_count`), its max,
+/// and the gauges.
+pub fn prometheus(rows: &[Row], g: Gauges) -> String {
+    let mut out = String::new();
+    let name = "citadel_entry_latency_seconds";
+    let _ = writeln!(out, "# HELP {name} Latency of each entry point since the server started.");
+    let _ = writeln!(out, "# TYPE {name} summary");
+    for r in rows {
+        let labels = format!("kind=\"{}\",entry=\"{}\",title=\"{}\"", r.kind.as_str(), label(&r.name), label(&r.title));
+        let s = &r.since_start;
+        for (q, v) in [("0.5", s.p50_ms), ("0.9", s.p90_ms), ("0.99", s.p99_ms)] {
+            let _ = writeln!(out, "{name}{{{labels},quantile=\"{q}\"}} {}", v / 1000.0);
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", s.mean_ms * s.count as f64 / 1000.0);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", s.count);
+    }
+    let max = "citadel_entry_latency_max_seconds";
+    let _ = writeln!(out, "# HELP {max} Longest call of each entry point since the server started.");
+    let _ = writeln!(out, "# TYPE {max} gauge");
+    for r in rows {
+        let labels = format!("kind=\"{}\",entry=\"{}\",title=\"{}\"", r.kind.as_str(), label(&r.name), label(&r.title));
+        let _ = writeln!(out, "{max}{{{labels}}} {}", r.since_start.max_ms / 1000.0);
+    }
+    let _ = writeln!(out, "# HELP citadel_sessions Players in memory.");
+    let _ = writeln!(out, "# TYPE citadel_sessions gauge");
+    let _ = writeln!(out, "citadel_sessions {}", g.sessions);
+    let _ = writeln!(
+        out,
+        "# HELP citadel_runtime_busy_ratio Share of time the runtime's workers were busy (danger near 0.5)."
+    );
+    let _ = writeln!(out, "# TYPE citadel_runtime_busy_ratio gauge");
+    let _ = writeln!(out, "citadel_runtime_busy_ratio {}", g.busy_ratio);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_counts_percentiles_and_max() {
+        let p = Profiler::new(true);
+        for ms in 1..=100u64 {
+            p.record(Kind::Action, "build", "ironhold", Duration::from_millis(ms));
+        }
+        p.record(Kind::Http, "/health", "", Duration::from_micros(10));
+        let rows = p.rows();
+        assert_eq!(rows.len(), 2);
+        let build = rows.iter().find(|r| r.name == "build").unwrap();
+        let s = &build.since_start;
+        assert_eq!((s.count, s.max_ms), (100, 100.0));
+        assert!((s.p50_ms - 50.0).abs() < 0.5 && (s.p99_ms - 99.0).abs() < 0.5, "{s:?}");
+        assert!((s.mean_ms - 50.5).abs() < 0.01);
+        assert_eq!(build.last_minute.count, 100);
+        let off = Profiler::new(false);
+        off.record(Kind::Http, "/health", "", Duration::from_micros(10));
+        assert!(off.rows().is_empty());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
