@@ -34,6 +34,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/events", get(events))
         .route("/servers", get(servers))
         .route("/metrics", get(metrics_json))
+        .route(
+            "/inflight",
+            get(|State(st): State<AppState>| async move { Json(json!({ "requests": st.deps.flights.in_flight() })) }),
+        )
+        .route(
+            "/slow",
+            get(|State(st): State<AppState>| async move { Json(json!({ "requests": st.deps.flights.slow() })) }),
+        )
         .layer(DefaultBodyLimit::max(PUSH_BYTES_MAX))
         .layer(middleware::from_fn_with_state(state, require_admin))
 }

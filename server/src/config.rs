@@ -96,6 +96,10 @@ pub struct Config {
     /// commits) for `/metrics` and the admin API. Turn off only to measure
     /// what profiling costs.
     pub profiling: bool,
+    /// A request slower than this is logged with the time it spent in each
+    /// stage (queued, rules, world, journal) and kept for the admin API.
+    /// The default is the hard latency limit players notice.
+    pub slow_request_ms: u64,
     /// Keep the world store (player locks; later clans, top scores, the
     /// map) in MongoDB instead of `data_dir/world.sqlite3`: for servers on
     /// several machines.
@@ -125,6 +129,7 @@ impl Default for Config {
             login_lock_wait_seconds: 10,
             journal: true,
             profiling: true,
+            slow_request_ms: 200,
             mongodb: None,
             s3: None,
             limits: Limits::default(),

@@ -181,8 +181,18 @@ async fn serve(
     let _only_process = lock_server_dir(&server_dir)?;
     let server_id = format!("server-{}", kept_random(&server_dir, "server-id", 8)?);
     let journal = open_journal(&config, &titles, &*blobs, &*world, &server_id, clock.now_ms(), &profiler).await?;
-    let deps =
-        Arc::new(session::Deps { config, titles, blobs, world, clock, journal: journal.clone(), server_id, profiler });
+    let flights = profile::Flights::new(std::time::Duration::from_millis(config.slow_request_ms));
+    let deps = Arc::new(session::Deps {
+        config,
+        titles,
+        blobs,
+        world,
+        clock,
+        journal: journal.clone(),
+        server_id,
+        profiler,
+        flights,
+    });
     let sessions = session::Sessions::new(deps.clone());
     let token = CancellationToken::new();
     if deps.config.watch_titles {

@@ -4,12 +4,15 @@
 //! start and over a sliding window of the last minute. Exported as
 //! Prometheus text (`/metrics`) and as JSON on the admin API.
 //!
+//! [`Flights`] lists the requests in flight (age, stage, player) and keeps
+//! the slow ones with the time each spent per stage.
+//!
 //! For a game server the metric that matters is request latency, not CPU:
 //! the mean finds performance hotspots, the max finds latency hotspots.
 //! Recording is a map lookup under a read lock and a histogram update
 //! under a per-entry lock (benchmarked in docs/benchmarks.md).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -308,6 +311,183 @@ pub fn prometheus(rows: &[Row], g: Gauges) -> String {
     let _ = writeln!(out, "# TYPE citadel_runtime_busy_ratio gauge");
     let _ = writeln!(out, "citadel_runtime_busy_ratio {}", g.busy_ratio);
     out
+}
+
+/// Where a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Waiting for the player's session: behind the player's earlier
+    /// requests, or while the session loads the player (lock, file).
+    Queued,
+    /// In the rules engine and the title's scripts.
+    Rules,
+    /// In the world store (raids, clans, top scores, the map).
+    World,
+    /// Waiting for its journal record to be on disk.
+    Journal,
+}
+
+const STAGES: [Stage; 4] = [Stage::Queued, Stage::Rules, Stage::World, Stage::Journal];
+
+fn stage_index(s: Stage) -> usize {
+    STAGES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// One request in flight: who, what, since when, where it is, and the
+/// time it spent in each stage so far.
+#[derive(Debug)]
+pub struct InFlight {
+    id: u64,
+    started: Instant,
+    started_ms: i64,
+    title: String,
+    player: String,
+    action: &'static str,
+    at: Mutex<(Stage, Instant, [Duration; STAGES.len()])>,
+}
+
+impl InFlight {
+    /// Moves the request to `stage`.
+    pub fn enter(&self, stage: Stage) {
+        let mut at = lock(&self.at);
+        let now = Instant::now();
+        let (current, since, ref mut spent) = *at;
+        spent[stage_index(current)] += now - since;
+        *at = (stage, now, *spent);
+    }
+
+    fn stages(&self) -> (Stage, BTreeMap<&'static str, f64>) {
+        let at = lock(&self.at);
+        let mut spent = at.2;
+        spent[stage_index(at.0)] += at.1.elapsed();
+        let names = ["queued", "rules", "world", "journal"];
+        (at.0, names.iter().zip(spent).filter(|(_, d)| !d.is_zero()).map(|(n, d)| (*n, ms(d))).collect())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1000.0
+}
+
+/// A request in flight, as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlightRow {
+    pub id: u64,
+    pub title: String,
+    pub player: String,
+    pub action: &'static str,
+    pub age_ms: f64,
+    pub stage: Stage,
+}
+
+/// A request that took longer than `slow_request_ms`, with where its time went.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowRequest {
+    pub at_ms: i64,
+    pub title: String,
+    pub player: String,
+    pub action: &'static str,
+    pub total_ms: f64,
+    pub stages: BTreeMap<&'static str, f64>,
+}
+
+/// Slow requests kept for the admin API (the log has all of them).
+pub const SLOW_KEPT: usize = 100;
+
+/// Requests in flight and the last slow ones.
+#[derive(Debug)]
+pub struct Flights {
+    next: std::sync::atomic::AtomicU64,
+    live: Mutex<HashMap<u64, Arc<InFlight>>>,
+    slow: Mutex<VecDeque<SlowRequest>>,
+    slow_after: Duration,
+}
+
+/// Ends a request's flight when dropped (answered, or given up).
+#[derive(Debug)]
+pub struct Flight {
+    flights: Arc<Flights>,
+    pub inflight: Arc<InFlight>,
+}
+
+impl Flights {
+    pub fn new(slow_after: Duration) -> Arc<Flights> {
+        Arc::new(Flights {
+            next: Default::default(),
+            live: Mutex::new(HashMap::new()),
+            slow: Mutex::new(VecDeque::new()),
+            slow_after,
+        })
+    }
+
+    /// A request starts: queued for `player`'s session.
+    pub fn begin(self: &Arc<Self>, title: &str, player: &str, action: &'static str, now_ms: i64) -> Flight {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let inflight = Arc::new(InFlight {
+            id,
+            started: now,
+            started_ms: now_ms,
+            title: title.to_string(),
+            player: player.to_string(),
+            action,
+            at: Mutex::new((Stage::Queued, now, [Duration::ZERO; STAGES.len()])),
+        });
+        lock(&self.live).insert(id, inflight.clone());
+        Flight { flights: self.clone(), inflight }
+    }
+
+    /// Requests in flight, oldest first.
+    pub fn in_flight(&self) -> Vec<InFlightRow> {
+        let live = lock(&self.live);
+        let mut rows: Vec<InFlightRow> = live
+            .values()
+            .map(|f| InFlightRow {
+                id: f.id,
+                title: f.title.clone(),
+                player: f.player.clone(),
+                action: f.action,
+                age_ms: ms(f.started.elapsed()),
+                stage: f.stages().0,
+            })
+            .collect();
+        rows.sort_by(|a, b| b.age_ms.total_cmp(&a.age_ms));
+        rows
+    }
+
+    /// The last slow requests, newest last.
+    pub fn slow(&self) -> Vec<SlowRequest> {
+        lock(&self.slow).iter().cloned().collect()
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let f = &self.inflight;
+        lock(&self.flights.live).remove(&f.id);
+        let total = f.started.elapsed();
+        if total < self.flights.slow_after {
+            return;
+        }
+        let (_, stages) = f.stages();
+        tracing::warn!(
+            title = %f.title, player = %f.player, action = f.action, total_ms = ms(total), stages = ?stages,
+            "slow request"
+        );
+        let mut slow = lock(&self.flights.slow);
+        if slow.len() >= SLOW_KEPT {
+            slow.pop_front();
+        }
+        slow.push_back(SlowRequest {
+            at_ms: f.started_ms,
+            title: f.title.clone(),
+            player: f.player.clone(),
+            action: f.action,
+            total_ms: ms(total),
+            stages,
+        });
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::blob::{BlobStore, Precondition};
 use crate::config::Config;
 use crate::journal::{Journal, Op, Record, JOURNAL_FORMAT_VERSION};
+use crate::profile::{InFlight, Stage};
 use crate::protocol::{answer as serialize, Answer, ApiError, Code, Command};
 use crate::titles::Titles;
 use crate::world::{Lease, Position, WorldStore};
@@ -71,6 +72,8 @@ pub struct Deps {
     /// same data directory, so a restarted server takes its own locks back).
     pub server_id: String,
     pub profiler: Arc<crate::profile::Profiler>,
+    /// Requests in flight and the slow ones.
+    pub flights: Arc<crate::profile::Flights>,
 }
 
 /// First pause before trying a held player lock again; doubles up to
@@ -84,8 +87,8 @@ type Background<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Reply = oneshot::Sender<Result<Answer, ApiError>>;
 
 enum Msg {
-    Login(Reply),
-    Do(Command, Reply),
+    Login(Reply, Arc<InFlight>),
+    Do(Command, Reply, Arc<InFlight>),
 }
 
 /// A token bucket: `rate` per second, bursts up to twice that.
@@ -160,12 +163,16 @@ impl Sessions {
 
     /// Logs a player in: loads (or creates) them, runs the login hook.
     pub async fn login(self: &Arc<Self>, title: &str, player: &str) -> Result<Answer, ApiError> {
-        self.send(title, player, Msg::Login, false).await
+        let flight = self.deps.flights.begin(title, player, "login", self.deps.clock.now_ms());
+        let inflight = flight.inflight.clone();
+        self.send(title, player, move |reply| Msg::Login(reply, inflight), false).await
     }
 
     /// Runs one request for a player, after the requests before it.
     pub async fn request(self: &Arc<Self>, title: &str, player: &str, cmd: Command) -> Result<Answer, ApiError> {
-        self.send(title, player, move |reply| Msg::Do(cmd, reply), true).await
+        let flight = self.deps.flights.begin(title, player, command_name(&cmd), self.deps.clock.now_ms());
+        let inflight = flight.inflight.clone();
+        self.send(title, player, move |reply| Msg::Do(cmd, reply, inflight), true).await
     }
 
     async fn send(
@@ -469,38 +476,57 @@ pub(crate) fn execute(
 /// title's custom action (names the title does not define are
 /// `custom:unknown`: a client must not grow the table).
 fn op_name(title: &Title, op: &Op) -> String {
-    use citadel_runtime::Action as A;
     let name = match op {
         Op::Login => "login",
         Op::Advance => "get_state",
         Op::Raid { .. } => "raid_end",
         Op::Relocate => "relocate",
         Op::ClanFounded { .. } => "clan_create",
-        Op::Act { action } => match action {
-            A::Build { .. } => "build",
-            A::Upgrade { .. } => "upgrade",
-            A::Cancel { .. } => "cancel",
-            A::SpeedUp { .. } => "speed_up",
-            A::SpeedUpResearch {} => "speed_up_research",
-            A::SpeedUpTraining { .. } => "speed_up_training",
-            A::Move { .. } => "move",
-            A::Collect { .. } => "collect",
-            A::CollectAll {} => "collect_all",
-            A::Train { .. } => "train",
-            A::Research { .. } => "research",
-            A::Buy { .. } => "buy",
-            A::UseItem { .. } => "use_item",
-            A::ClaimQuest { .. } => "claim_quest",
-            A::Custom { name, .. } if title.actions.contains_key(name) => return format!("custom:{name}"),
-            A::Custom { .. } => "custom:unknown",
-        },
+        Op::Act { action: citadel_runtime::Action::Custom { name, .. } } if title.actions.contains_key(name) => {
+            return format!("custom:{name}")
+        }
+        Op::Act { action: citadel_runtime::Action::Custom { .. } } => "custom:unknown",
+        Op::Act { action } => action_name(action),
     };
     name.to_string()
 }
 
+/// A request's name while in flight.
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::GetState => "get_state",
+        Command::Ping => "ping",
+        Command::Rules(a) => action_name(a),
+        Command::World(_) => "world",
+        Command::Clan(_) => "clan",
+    }
+}
+
+/// A rules action's name (custom actions are `custom`).
+fn action_name(a: &citadel_runtime::Action) -> &'static str {
+    use citadel_runtime::Action as A;
+    match a {
+        A::Build { .. } => "build",
+        A::Upgrade { .. } => "upgrade",
+        A::Cancel { .. } => "cancel",
+        A::SpeedUp { .. } => "speed_up",
+        A::SpeedUpResearch {} => "speed_up_research",
+        A::SpeedUpTraining { .. } => "speed_up_training",
+        A::Move { .. } => "move",
+        A::Collect { .. } => "collect",
+        A::CollectAll {} => "collect_all",
+        A::Train { .. } => "train",
+        A::Research { .. } => "research",
+        A::Buy { .. } => "buy",
+        A::UseItem { .. } => "use_item",
+        A::ClaimQuest { .. } => "claim_quest",
+        A::Custom { .. } => "custom",
+    }
+}
+
 fn answer(m: Msg, r: Result<Answer, ApiError>) {
     let reply = match m {
-        Msg::Login(r) | Msg::Do(_, r) => r,
+        Msg::Login(r, _) | Msg::Do(_, r, _) => r,
     };
     // The requester may have gone away; nothing to do then.
     let _ = reply.send(r);
@@ -626,15 +652,15 @@ impl Session {
     async fn handle(&mut self, deps: &Deps, started_on: &Title, m: Msg) {
         let title = &deps.titles.get(&self.key.0).unwrap_or_else(|| started_on.clone());
         let now = deps.clock.now_ms();
-        let (reply, op) = match m {
-            Msg::Login(reply) => (reply, Ok(Op::Login)),
-            Msg::Do(Command::Ping, reply) => {
+        let (reply, op, flight) = match m {
+            Msg::Login(reply, f) => (reply, Ok(Op::Login), f),
+            Msg::Do(Command::Ping, reply, _) => {
                 return self.answer_in_order(deps, reply, serialize(&json!({ "pong": now }))).await
             }
-            Msg::Do(Command::GetState, reply) => (reply, Ok(Op::Advance)),
-            Msg::Do(Command::Rules(action), reply) => (reply, Ok(Op::Act { action })),
-            Msg::Do(Command::World(cmd), reply) => (reply, Err(Ok(cmd))),
-            Msg::Do(Command::Clan(cmd), reply) => (reply, Err(Err(cmd))),
+            Msg::Do(Command::GetState, reply, f) => (reply, Ok(Op::Advance), f),
+            Msg::Do(Command::Rules(action), reply, f) => (reply, Ok(Op::Act { action }), f),
+            Msg::Do(Command::World(cmd), reply, f) => (reply, Err(Ok(cmd)), f),
+            Msg::Do(Command::Clan(cmd), reply, f) => (reply, Err(Err(cmd)), f),
         };
         if self.fenced {
             let e = ApiError::new(Code::Internal, "this player's file was changed by another server; log in again");
@@ -646,6 +672,7 @@ impl Session {
         let op = match op {
             Ok(op) => op,
             Err(cmd) => {
+                flight.enter(Stage::World);
                 let next = match cmd {
                     Ok(world) => self.world(deps, title, world, now).await,
                     Err(clan) => self.clan(deps, title, clan, now).await,
@@ -657,8 +684,10 @@ impl Session {
             }
         };
         let rng = self.rng.state();
+        flight.enter(Stage::Rules);
         let started = Instant::now();
         let result = execute(title, &mut self.state, &op, now, &mut self.rng);
+        flight.enter(Stage::Journal);
         if deps.profiler.enabled() {
             deps.profiler.record(crate::profile::Kind::Action, &op_name(title, &op), &self.key.0, started.elapsed());
         }
@@ -818,6 +847,7 @@ mod tests {
             journal: Arc::new(Journal::disabled()),
             server_id: "test".into(),
             profiler: Arc::new(crate::profile::Profiler::new(true)),
+            flights: crate::profile::Flights::new(Duration::from_millis(200)),
         })
     }
 

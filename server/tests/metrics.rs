@@ -95,3 +95,83 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_entry_point() {
     assert_eq!(build["last_minute"]["count"], 1);
     s.stop().await;
 }
+
+/// An artificially slow script: while it runs the request is listed in
+/// flight in the `rules` stage; then it is in the slow-request log with
+/// the time of each stage, most of it in `rules`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_script_is_in_flight_and_then_in_the_slow_log_with_its_stage() {
+    let data = fresh_data("slow-script");
+    let titles = data.join("titles");
+    copy_dir(&support::root().join("tests/fixtures/mini"), &titles.join("mini"));
+    let hooks = titles.join("mini/scripts/hooks.rhai");
+    let mut text = std::fs::read_to_string(&hooks).unwrap();
+    // Well under the script's operations limit: 5,000 rounds, each
+    // rewriting a string of 8 KiB character by character (about 140 ms
+    // here, against a slow-request threshold of 20 ms).
+    text.push_str(
+        "\nfn slow(args) {\n    let s = \"x\";\n    while s.len() < 8192 { s += s; }\n    let n = 0;\n    while n < 5000 { let a = s.replace(\"x\", \"yz\"); n += 1; }\n    []\n}\n",
+    );
+    std::fs::write(&hooks, text).unwrap();
+    let title = titles.join("mini/title.json");
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(&title).unwrap()).unwrap();
+    t["actions"]["slow"] = json!({ "function": "hooks::slow" });
+    std::fs::write(&title, t.to_string()).unwrap();
+    let s = std::sync::Arc::new(
+        start(data.clone(), move |c| {
+            c.titles = titles;
+            c.slow_request_ms = 20;
+        })
+        .await,
+    );
+    let (tok, _) = s.login("mini", "sloane").await;
+    // Written by the server at start (the login above means it started).
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
+    let request = {
+        let s = s.clone();
+        tokio::spawn(async move { s.act("mini", &tok, "custom", json!({ "name": "slow" })).await.1 })
+    };
+    let client = reqwest::Client::new();
+    let mut seen = None;
+    while !request.is_finished() {
+        let list: Value = client
+            .get(s.url("/admin/api/inflight"))
+            .header("authorization", format!("Bearer {admin}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(r) = list["requests"].as_array().unwrap().iter().find(|r| r["player"] == "sloane") {
+            if r["stage"] == "rules" {
+                seen = Some(r.clone());
+                break;
+            }
+        }
+    }
+    let answer = request.await.unwrap();
+    assert_eq!(answer["ok"], json!(true), "{answer}");
+    let seen = seen.expect("the slow request was listed in flight, in the rules stage");
+    assert_eq!((seen["action"].as_str(), seen["title"].as_str()), (Some("custom"), Some("mini")));
+    let slow: Value = client
+        .get(s.url("/admin/api/slow"))
+        .header("authorization", format!("Bearer {admin}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = slow["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["player"] == "sloane" && r["action"] == "custom")
+        .unwrap_or_else(|| panic!("the slow request is logged: {slow}"));
+    let total = entry["total_ms"].as_f64().unwrap();
+    let rules = entry["stages"]["rules"].as_f64().unwrap_or(0.0);
+    assert!(total >= 20.0, "{entry}");
+    assert!(rules >= total / 2.0, "most of the time in the script: {entry}");
+    std::sync::Arc::into_inner(s).unwrap().stop().await;
+}
