@@ -93,7 +93,7 @@ pub struct Config {
     /// loses every action since each player's last save.
     pub journal: bool,
     /// Time every entry point (routes, messages, actions, storage, journal
-    /// commits) for `/metrics` and the admin API. Turn off only to measure
+    /// commits, world store calls) for `/metrics` and the admin API. Turn off only to measure
     /// what profiling costs.
     pub profiling: bool,
     /// A request slower than this is logged with the time it spent in each

@@ -174,6 +174,11 @@ async fn serve(
         Some(m) => Arc::new(world::MongoWorld::connect(m).await.context("connecting to the MongoDB world store")?),
         None => Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?),
     };
+    let world: Arc<dyn world::WorldStore> = if config.profiling {
+        Arc::new(profile::TimedWorld { inner: world, profiler: profiler.clone() })
+    } else {
+        world
+    };
     let connections_max = config.limits.connections_max;
     // The same data directory is the same server: after a crash it takes
     // its own player locks back at once instead of waiting for them to expire.

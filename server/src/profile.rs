@@ -1,5 +1,6 @@
 //! Latency profiling of every entry point: HTTP routes, WebSocket message
-//! kinds, actions per title, blob store operations and journal commits.
+//! kinds, actions per title, blob store operations, journal commits and
+//! world store calls.
 //! For each: count, sum, max and an HDR histogram (p50, p90, p99), since
 //! start and over a sliding window of the last minute. Exported as
 //! Prometheus text (`/metrics`) and as JSON on the admin API.
@@ -18,6 +19,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+use crate::world::{
+    Ask, Base, Board, ChatLimits, ChatLine, Clan, ClanAsk, Joined, Lease, Member, PlayerInfo, Position, RaidRecord,
+    ScoreRow, ServerStatus, WorldError,
+};
 use serde::Serialize;
 
 /// Slots of the sliding window and the length of each: the last minute,
@@ -47,6 +53,8 @@ pub enum Kind {
     Blob,
     /// A journal commit (write and fsync of one batch).
     Journal,
+    /// A world store call (locks, top scores, raids, clans...), by method.
+    World,
 }
 
 impl Kind {
@@ -57,6 +65,7 @@ impl Kind {
             Kind::Action => "action",
             Kind::Blob => "blob",
             Kind::Journal => "journal",
+            Kind::World => "world",
         }
     }
 }
@@ -262,6 +271,206 @@ impl crate::blob::BlobStore for TimedBlobs {
         cond: crate::blob::Precondition,
     ) -> Result<crate::blob::Etag, crate::blob::BlobError> {
         self.profiler.time(Kind::Blob, "put", "", self.inner.put(key, bytes, cond)).await
+    }
+}
+
+/// A world store whose every call is timed (kind `world`, by method).
+#[derive(Debug)]
+pub struct TimedWorld {
+    pub inner: Arc<dyn crate::world::WorldStore>,
+    pub profiler: Arc<Profiler>,
+}
+
+#[async_trait::async_trait]
+impl crate::world::WorldStore for TimedWorld {
+    async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        self.profiler.time(Kind::World, "acquire", "", self.inner.acquire(name, owner, ttl_ms, now_ms)).await
+    }
+
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        self.profiler.time(Kind::World, "renew", "", self.inner.renew(lease, ttl_ms, now_ms)).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "release", "", self.inner.release(lease)).await
+    }
+
+    async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        self.profiler.time(Kind::World, "holder", "", self.inner.holder(name, now_ms)).await
+    }
+
+    async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "heartbeat", "", self.inner.heartbeat(status)).await
+    }
+
+    async fn servers(&self, now_ms: i64, stale_ms: i64) -> Result<Vec<ServerStatus>, WorldError> {
+        self.profiler.time(Kind::World, "servers", "", self.inner.servers(now_ms, stale_ms)).await
+    }
+
+    async fn deregister(&self, id: &str) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "deregister", "", self.inner.deregister(id)).await
+    }
+
+    async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "put_info", "", self.inner.put_info(info)).await
+    }
+
+    async fn info(&self, title: &str, player: &str) -> Result<Option<PlayerInfo>, WorldError> {
+        self.profiler.time(Kind::World, "info", "", self.inner.info(title, player)).await
+    }
+
+    async fn search(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PlayerInfo>, WorldError> {
+        self.profiler.time(Kind::World, "search", "", self.inner.search(title, prefix, after, limit)).await
+    }
+
+    async fn set_score(
+        &self,
+        title: &str,
+        stat: &str,
+        player: &str,
+        windows: &[String],
+        before: i64,
+        after: i64,
+    ) -> Result<(), WorldError> {
+        self.profiler
+            .time(Kind::World, "set_score", "", self.inner.set_score(title, stat, player, windows, before, after))
+            .await
+    }
+
+    async fn top(&self, board: Board<'_>, offset: usize, limit: usize) -> Result<Vec<ScoreRow>, WorldError> {
+        self.profiler.time(Kind::World, "top", "", self.inner.top(board, offset, limit)).await
+    }
+
+    async fn rank(&self, board: Board<'_>, player: &str) -> Result<Option<ScoreRow>, WorldError> {
+        self.profiler.time(Kind::World, "rank", "", self.inner.rank(board, player)).await
+    }
+
+    async fn place(&self, title: &str, player: &str, at: &Position) -> Result<bool, WorldError> {
+        self.profiler.time(Kind::World, "place", "", self.inner.place(title, player, at)).await
+    }
+
+    async fn position(&self, title: &str, player: &str) -> Result<Option<Position>, WorldError> {
+        self.profiler.time(Kind::World, "position", "", self.inner.position(title, player)).await
+    }
+
+    async fn near(&self, title: &str, at: &Position, radius: i32, limit: usize) -> Result<Vec<Base>, WorldError> {
+        self.profiler.time(Kind::World, "near", "", self.inner.near(title, at, radius, limit)).await
+    }
+
+    async fn region_counts(&self, title: &str, regions: &[String]) -> Result<BTreeMap<String, i64>, WorldError> {
+        self.profiler.time(Kind::World, "region_counts", "", self.inner.region_counts(title, regions)).await
+    }
+
+    async fn insert_raid(&self, raid: &RaidRecord) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "insert_raid", "", self.inner.insert_raid(raid)).await
+    }
+
+    async fn raid(&self, id: &str) -> Result<Option<RaidRecord>, WorldError> {
+        self.profiler.time(Kind::World, "raid", "", self.inner.raid(id)).await
+    }
+
+    async fn last_raid(&self, title: &str, attacker: &str) -> Result<Option<RaidRecord>, WorldError> {
+        self.profiler.time(Kind::World, "last_raid", "", self.inner.last_raid(title, attacker)).await
+    }
+
+    async fn end_raid(&self, raid: &RaidRecord) -> Result<bool, WorldError> {
+        self.profiler.time(Kind::World, "end_raid", "", self.inner.end_raid(raid)).await
+    }
+
+    async fn pending_defenses(&self, title: &str, defender: &str) -> Result<Vec<RaidRecord>, WorldError> {
+        self.profiler.time(Kind::World, "pending_defenses", "", self.inner.pending_defenses(title, defender)).await
+    }
+
+    async fn defense_applied(&self, id: &str) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "defense_applied", "", self.inner.defense_applied(id)).await
+    }
+
+    async fn create_clan(&self, clan: &Clan, founder: &str, role: &str) -> Result<Joined, WorldError> {
+        self.profiler.time(Kind::World, "create_clan", "", self.inner.create_clan(clan, founder, role)).await
+    }
+
+    async fn clan(&self, title: &str, id: &str) -> Result<Option<Clan>, WorldError> {
+        self.profiler.time(Kind::World, "clan", "", self.inner.clan(title, id)).await
+    }
+
+    async fn edit_clan(&self, title: &str, id: &str, description: &str, open: bool) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "edit_clan", "", self.inner.edit_clan(title, id, description, open)).await
+    }
+
+    async fn search_clans(
+        &self,
+        title: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Clan>, WorldError> {
+        self.profiler.time(Kind::World, "search_clans", "", self.inner.search_clans(title, prefix, after, limit)).await
+    }
+
+    async fn members(&self, title: &str, clan: &str) -> Result<Vec<Member>, WorldError> {
+        self.profiler.time(Kind::World, "members", "", self.inner.members(title, clan)).await
+    }
+
+    async fn membership(&self, title: &str, player: &str) -> Result<Option<Member>, WorldError> {
+        self.profiler.time(Kind::World, "membership", "", self.inner.membership(title, player)).await
+    }
+
+    async fn join_clan(&self, title: &str, member: &Member, capacity: i64) -> Result<Joined, WorldError> {
+        self.profiler.time(Kind::World, "join_clan", "", self.inner.join_clan(title, member, capacity)).await
+    }
+
+    async fn leave_clan(&self, title: &str, clan: &str, player: &str) -> Result<bool, WorldError> {
+        self.profiler.time(Kind::World, "leave_clan", "", self.inner.leave_clan(title, clan, player)).await
+    }
+
+    async fn set_role(&self, title: &str, clan: &str, player: &str, role: &str) -> Result<bool, WorldError> {
+        self.profiler.time(Kind::World, "set_role", "", self.inner.set_role(title, clan, player, role)).await
+    }
+
+    async fn disband(&self, title: &str, clan: &str) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "disband", "", self.inner.disband(title, clan)).await
+    }
+
+    async fn put_ask(&self, title: &str, clan: &str, ask: &ClanAsk) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "put_ask", "", self.inner.put_ask(title, clan, ask)).await
+    }
+
+    async fn take_ask(&self, title: &str, clan: &str, player: &str, kind: Ask) -> Result<bool, WorldError> {
+        self.profiler.time(Kind::World, "take_ask", "", self.inner.take_ask(title, clan, player, kind)).await
+    }
+
+    async fn asks(&self, title: &str, clan: &str) -> Result<Vec<ClanAsk>, WorldError> {
+        self.profiler.time(Kind::World, "asks", "", self.inner.asks(title, clan)).await
+    }
+
+    async fn post_chat(
+        &self,
+        title: &str,
+        clan: &str,
+        player: &str,
+        text: &str,
+        now_ms: i64,
+        limits: ChatLimits,
+    ) -> Result<Option<ChatLine>, WorldError> {
+        self.profiler
+            .time(Kind::World, "post_chat", "", self.inner.post_chat(title, clan, player, text, now_ms, limits))
+            .await
+    }
+
+    async fn chat(
+        &self,
+        title: &str,
+        clan: &str,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatLine>, WorldError> {
+        self.profiler.time(Kind::World, "chat", "", self.inner.chat(title, clan, before_seq, limit)).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Profiling as operators see it: `/metrics` parses as Prometheus text and
 //! holds the latency of every entry point that was used (HTTP routes,
 //! WebSocket message kinds, actions per title, blob store operations,
-//! journal commits); it needs the admin token; the admin API has the same
+//! journal commits, world store calls); it needs the admin token; the admin API has the same
 //! as JSON.
 
 mod support;
@@ -66,6 +66,8 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_entry_point() {
         ("blob", "get", ""),
         ("blob", "put", ""),
         ("journal", "commit", ""),
+        ("world", "acquire", ""),
+        ("world", "put_info", ""),
     ] {
         assert!(has(kind, entry, title), "no latency for {kind} {entry} {title:?} in:\n{text}");
     }
