@@ -500,22 +500,23 @@ impl Loader<'_> {
         if let Some(offers) =
             self.raw.get("store.json").and_then(|v| v.get("offers")).and_then(Value::as_array).cloned()
         {
-            let mut seen = HashSet::new();
-            for (i, o) in offers.iter().enumerate() {
-                let Some(id) = o.get("id").and_then(Value::as_str) else { continue };
-                if !seen.insert(id.to_string()) {
-                    self.at(
-                        "duplicate-id",
-                        "store.json",
-                        &format!("/offers/{i}/id"),
-                        false,
-                        format!("duplicate offer id `{id}`"),
-                        None,
-                    );
-                }
-            }
+            let ids: Vec<Option<&str>> = offers.iter().map(|o| o.get("id").and_then(Value::as_str)).collect();
+            self.unique_ids("store.json", "/offers", "offer", &ids);
         }
         k
+    }
+
+    /// Reports every id of a list (`ids[i]` at `{list}/{i}/id`; `None` for
+    /// an entry without one) that an earlier entry already has.
+    fn unique_ids(&mut self, file: &str, list: &str, noun: &str, ids: &[Option<&str>]) {
+        let mut seen = HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(id) = id else { continue };
+            if !seen.insert(*id) {
+                let msg = format!("duplicate {noun} id `{id}`");
+                self.at("duplicate-id", file, &format!("{list}/{i}/id"), false, msg, None);
+            }
+        }
     }
 
     /// Reports `id` at `pointer` if it is not a known id of `kind`. Skips the
@@ -733,13 +734,8 @@ impl Loader<'_> {
         let Some(t) = p.title.clone() else { return };
         let f = "title.json";
         if let Some(map) = &t.world.map {
-            let mut seen = std::collections::HashSet::new();
-            for (i, r) in map.regions.iter().enumerate() {
-                if !seen.insert(r.id.as_str()) {
-                    let msg = format!("region `{}` is defined twice", r.id);
-                    self.at("duplicate-id", f, &format!("/world/map/regions/{i}/id"), false, msg, None);
-                }
-            }
+            let ids: Vec<Option<&str>> = map.regions.iter().map(|r| Some(r.id.as_str())).collect();
+            self.unique_ids(f, "/world/map/regions", "region", &ids);
             self.need_keys(known, IdKind::Resource, &map.relocate_cost, f, "/world/map/relocate_cost");
         }
         if let Some(raids) = &t.world.raids {
@@ -755,13 +751,8 @@ impl Loader<'_> {
             }
         }
         if let Some(clans) = &t.world.clans {
-            let mut seen = std::collections::HashSet::new();
-            for (i, r) in clans.roles.iter().enumerate() {
-                if !seen.insert(r.id.as_str()) {
-                    let msg = format!("role `{}` is defined twice", r.id);
-                    self.at("duplicate-id", f, &format!("/world/clans/roles/{i}/id"), false, msg, None);
-                }
-            }
+            let ids: Vec<Option<&str>> = clans.roles.iter().map(|r| Some(r.id.as_str())).collect();
+            self.unique_ids(f, "/world/clans/roles", "role", &ids);
             self.need_keys(known, IdKind::Resource, &clans.create_cost, f, "/world/clans/create_cost");
         }
         if let Some(season) = &t.world.season {

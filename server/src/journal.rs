@@ -718,7 +718,7 @@ async fn replay_player(
         return orphan_all(records, "the title is no longer served");
     };
     let blob_key = crate::session::blob_key(&key.0, &key.1);
-    let lock = format!("player:{blob_key}");
+    let lock = crate::session::player_lock(&key.0, &key.1);
     let Some(lease) = deps.world.acquire(&lock, deps.server_id, deps.lock_ttl_ms, deps.now_ms).await? else {
         return orphan_all(records, "the player is locked by another server");
     };

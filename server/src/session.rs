@@ -41,7 +41,8 @@ use crate::world::{Lease, Position, WorldStore};
 
 mod clan;
 mod world;
-use world::{player_lock, Next};
+pub(crate) use world::player_lock;
+use world::Next;
 
 /// The injected clock: game time for the rules engine.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -590,36 +591,25 @@ impl Session {
                 None => return Err(ApiError::new(Code::PlayerLocked, "the player is logged in on another server")),
             }
         };
-        let loaded = match deps.blobs.get(blob_key).await {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = deps.world.release(&lease).await;
-                return Err(ApiError::new(Code::Internal, format!("loading the player: {e}")));
-            }
-        };
-        let parsed = match loaded {
-            Some((bytes, etag)) => String::from_utf8(bytes)
-                .map_err(|_| "the player file is not UTF-8".to_string())
-                .and_then(|text| {
-                    PlayerState::from_json(&text).map_err(|e| format!("the player file is unreadable: {e}"))
-                })
-                .map(|state| (state, etag)),
+        let parsed = match world::read_player(deps, &key.0, &key.1).await {
+            Ok(Some(found)) => Ok(found),
             // A new player's file is written before their first operation,
             // so that every journal record applies to a stored file.
-            None => {
+            Ok(None) => {
                 let state = rules::new_player(title, deps.clock.now_ms());
                 match deps.blobs.put(blob_key, state.to_json().into_bytes(), Precondition::Absent).await {
                     Ok(etag) => Ok((state, etag)),
-                    Err(e) => Err(format!("creating the player file: {e}")),
+                    Err(e) => Err(ApiError::new(Code::Internal, format!("creating the player file: {e}"))),
                 }
             }
+            Err(e) => Err(e),
         };
         let (state, etag) = match parsed {
             Ok(p) => p,
-            Err(message) => {
+            Err(e) => {
                 // A broken file must not keep the player locked.
                 let _ = deps.world.release(&lease).await;
-                return Err(ApiError::new(Code::Internal, message));
+                return Err(e);
             }
         };
         let mut session = Session {

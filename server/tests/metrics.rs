@@ -28,19 +28,9 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_entry_point() {
     }
     drop(ws);
 
-    let client = reqwest::Client::new();
-    let denied = client.get(s.url("/metrics")).send().await.unwrap();
+    let denied = reqwest::Client::new().get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(denied.status(), 401, "no metrics without the admin token");
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap();
-    let text = client
-        .get(s.url("/metrics"))
-        .header("authorization", format!("Bearer {}", admin.trim()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.admin_get("/metrics").await;
     let scrape =
         prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format");
     let has = |kind: &str, entry: &str, title: &str| {
@@ -83,15 +73,7 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_entry_point() {
     assert!(scrape.samples.iter().any(|x| x.metric == "citadel_sessions"));
     assert!(scrape.samples.iter().any(|x| x.metric == "citadel_runtime_busy_ratio"));
 
-    let json: Value = client
-        .get(s.url("/admin/api/metrics"))
-        .header("authorization", format!("Bearer {}", admin.trim()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = s.admin_json("/admin/api/metrics").await;
     let build = json["entries"].as_array().unwrap().iter().find(|e| e["name"] == "build").unwrap();
     assert_eq!(build["since_start"]["count"], 1);
     assert_eq!(build["last_minute"]["count"], 1);
@@ -127,24 +109,13 @@ async fn a_slow_script_is_in_flight_and_then_in_the_slow_log_with_its_stage() {
         .await,
     );
     let (tok, _) = s.login("mini", "sloane").await;
-    // Written by the server at start (the login above means it started).
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
     let request = {
         let s = s.clone();
         tokio::spawn(async move { s.act("mini", &tok, "custom", json!({ "name": "slow" })).await.1 })
     };
-    let client = reqwest::Client::new();
     let mut seen = None;
     while !request.is_finished() {
-        let list: Value = client
-            .get(s.url("/admin/api/inflight"))
-            .header("authorization", format!("Bearer {admin}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = s.admin_json("/admin/api/inflight").await;
         if let Some(r) = list["requests"].as_array().unwrap().iter().find(|r| r["player"] == "sloane") {
             if r["stage"] == "rules" {
                 seen = Some(r.clone());
@@ -156,15 +127,7 @@ async fn a_slow_script_is_in_flight_and_then_in_the_slow_log_with_its_stage() {
     assert_eq!(answer["ok"], json!(true), "{answer}");
     let seen = seen.expect("the slow request was listed in flight, in the rules stage");
     assert_eq!((seen["action"].as_str(), seen["title"].as_str()), (Some("custom"), Some("mini")));
-    let slow: Value = client
-        .get(s.url("/admin/api/slow"))
-        .header("authorization", format!("Bearer {admin}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let slow = s.admin_json("/admin/api/slow").await;
     let entry = slow["requests"]
         .as_array()
         .unwrap()

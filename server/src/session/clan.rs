@@ -8,11 +8,11 @@ use citadel_runtime::format::{ClanPermission, ClansDef};
 use citadel_runtime::Title;
 use serde_json::json;
 
-use super::world::Next;
+use super::world::{internal, Next};
 use super::{Deps, Session};
 use crate::journal::Op;
 use crate::protocol::{answer as serialize, Answer, ApiError, ClanCommand, Code};
-use crate::world::{Ask, ChatLimits, Clan, ClanAsk, Joined, Member, WorldError};
+use crate::world::{Ask, ChatLimits, Clan, ClanAsk, Joined, Member};
 
 /// Longest clan chat line, in bytes: a chat line, not a letter.
 const CHAT_TEXT_BYTES_MAX: usize = 500;
@@ -23,10 +23,6 @@ const CHAT_RATE_WINDOW_MS: i64 = 10_000;
 const CHAT_HISTORY_MAX: i64 = 200;
 /// Longest clan description, in bytes.
 const DESCRIPTION_BYTES_MAX: usize = 500;
-
-fn internal(e: WorldError) -> ApiError {
-    ApiError::new(Code::Internal, e.to_string())
-}
 
 fn refused(code: Code, message: impl Into<String>) -> ApiError {
     ApiError::new(code, message)

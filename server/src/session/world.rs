@@ -51,7 +51,7 @@ const PLACE_TRIES: usize = 64;
 /// a defender file read, a world commit and a write on slow storage.
 const RAID_WRITE_MS: i64 = 30_000;
 
-fn internal(e: WorldError) -> ApiError {
+pub(super) fn internal(e: WorldError) -> ApiError {
     ApiError::new(Code::Internal, e.to_string())
 }
 
@@ -77,7 +77,11 @@ fn outcome_of(r: &RaidRecord) -> Option<Outcome> {
 }
 
 /// A player's file and its version; `None` if they never played.
-async fn read_player(deps: &Deps, title: &str, player: &str) -> Result<Option<(PlayerState, Etag)>, ApiError> {
+pub(super) async fn read_player(
+    deps: &Deps,
+    title: &str,
+    player: &str,
+) -> Result<Option<(PlayerState, Etag)>, ApiError> {
     let key = blob_key(title, player);
     let Some((bytes, etag)) =
         deps.blobs.get(&key).await.map_err(|e| ApiError::new(Code::Internal, format!("reading {key}: {e}")))?
@@ -283,94 +287,83 @@ impl Session {
 
     /// Runs one world request.
     pub(super) async fn world(&mut self, deps: &Deps, title: &Title, cmd: WorldCommand, now: i64) -> Next {
-        let r = match cmd {
+        match cmd {
+            WorldCommand::RaidEnd { raid, result } => self.raid_end(deps, title, &raid, result, now).await,
+            WorldCommand::Relocate { region, x, y } => self.relocate(deps, title, Position { region, x, y }, now).await,
+            other => Next::Answer(self.world_answer(deps, title, other, now).await),
+        }
+    }
+
+    /// The world requests answered at once (no operation on the player's state).
+    async fn world_answer(
+        &mut self,
+        deps: &Deps,
+        title: &Title,
+        cmd: WorldCommand,
+        now: i64,
+    ) -> Result<Answer, ApiError> {
+        match cmd {
             WorldCommand::RaidStart { defender } => self.raid_start(deps, title, &defender, now).await,
-            WorldCommand::RaidEnd { raid, result } => return self.raid_end(deps, title, &raid, result, now).await,
-            WorldCommand::Relocate { region, x, y } => {
-                return self.relocate(deps, title, Position { region, x, y }, now).await
-            }
             WorldCommand::MapNear { region, x, y, radius, limit } => {
                 let at = match (region, x, y) {
-                    (Some(region), Some(x), Some(y)) => Some(Position { region, x, y }),
-                    (None, None, None) => self.position.clone(),
+                    (Some(region), Some(x), Some(y)) => Position { region, x, y },
+                    (None, None, None) => self.position.clone().ok_or_else(|| {
+                        ApiError::rules(citadel_runtime::ActionError {
+                            code: citadel_runtime::ErrorCode::NotAvailable,
+                            message: "this base has no place on a map".into(),
+                        })
+                    })?,
                     _ => {
-                        return Next::Answer(Err(ApiError::new(
-                            Code::InvalidArgument,
-                            "map_near: give region, x and y together, or none",
-                        )))
+                        let msg = "map_near: give region, x and y together, or none";
+                        return Err(ApiError::new(Code::InvalidArgument, msg));
                     }
                 };
-                match at {
-                    None => Err(ApiError::rules(citadel_runtime::ActionError {
-                        code: citadel_runtime::ErrorCode::NotAvailable,
-                        message: "this base has no place on a map".into(),
-                    })),
-                    Some(at) => {
-                        let radius = radius.clamp(0, RADIUS_MAX);
-                        match deps.world.near(title.id(), &at, radius, limit).await {
-                            Ok(bases) => serialize(&json!({ "at": at, "radius": radius, "bases": bases })),
-                            Err(e) => Err(internal(e)),
-                        }
-                    }
-                }
+                let radius = radius.clamp(0, RADIUS_MAX);
+                let bases = deps.world.near(title.id(), &at, radius, limit).await.map_err(internal)?;
+                serialize(&json!({ "at": at, "radius": radius, "bases": bases }))
             }
-            WorldCommand::TopScores { stat, window, offset, limit } => match board_window(title, &stat, window, now) {
-                Ok(w) => {
-                    let board = Board { title: title.id(), stat: &stat, window: &w };
-                    match deps.world.top(board, offset, limit).await {
-                        Ok(rows) => serialize(&json!({ "stat": stat, "window": w, "rows": rows })),
-                        Err(e) => Err(internal(e)),
-                    }
-                }
-                Err(e) => Err(e),
-            },
-            WorldCommand::MyRank { stat, window, around } => match board_window(title, &stat, window, now) {
-                Ok(w) => self.my_rank(deps, Board { title: title.id(), stat: &stat, window: &w }, around).await,
-                Err(e) => Err(e),
-            },
+            WorldCommand::TopScores { stat, window, offset, limit } => {
+                let w = board_window(title, &stat, window, now)?;
+                let board = Board { title: title.id(), stat: &stat, window: &w };
+                let rows = deps.world.top(board, offset, limit).await.map_err(internal)?;
+                serialize(&json!({ "stat": stat, "window": w, "rows": rows }))
+            }
+            WorldCommand::MyRank { stat, window, around } => {
+                let w = board_window(title, &stat, window, now)?;
+                self.my_rank(deps, Board { title: title.id(), stat: &stat, window: &w }, around).await
+            }
             WorldCommand::SetName { name } => {
                 if !valid_display_name(&name) {
                     let msg = "a name is 3 to 24 letters, digits, spaces, _ or -, without spaces at either end";
-                    Err(ApiError::new(Code::InvalidArgument, msg))
-                } else {
-                    self.name = name.clone();
-                    // Written now, so that searches find the new name at once.
-                    self.published = None;
-                    self.publish(deps, title, true).await;
-                    serialize(&json!({ "name": name }))
+                    return Err(ApiError::new(Code::InvalidArgument, msg));
                 }
+                self.name = name.clone();
+                // Written now, so that searches find the new name at once.
+                self.published = None;
+                self.publish(deps, title, true).await;
+                serialize(&json!({ "name": name }))
             }
-            WorldCommand::PlayerInfo { player } => match deps.world.info(title.id(), &player).await {
-                Ok(Some(mut info)) => {
-                    // Clan membership is read where it is kept, never stale.
-                    info.clan = match deps.world.membership(title.id(), &player).await {
-                        Ok(m) => m.map(|m| m.clan),
-                        Err(e) => return Next::Answer(Err(internal(e))),
-                    };
-                    serialize(&info)
-                }
-                Ok(None) => Err(ApiError::new(Code::UnknownPlayer, format!("no player `{player}` in {}", title.id()))),
-                Err(e) => Err(internal(e)),
-            },
+            WorldCommand::PlayerInfo { player } => {
+                let unknown = || ApiError::new(Code::UnknownPlayer, format!("no player `{player}` in {}", title.id()));
+                let mut info = deps.world.info(title.id(), &player).await.map_err(internal)?.ok_or_else(unknown)?;
+                // Clan membership is read where it is kept, never stale.
+                info.clan = deps.world.membership(title.id(), &player).await.map_err(internal)?.map(|m| m.clan);
+                serialize(&info)
+            }
             WorldCommand::SearchPlayers { prefix, after, limit } => {
                 if prefix.len() > PREFIX_BYTES_MAX {
-                    Err(ApiError::new(
-                        Code::InvalidArgument,
-                        format!("a name prefix is at most {PREFIX_BYTES_MAX} bytes"),
-                    ))
-                } else {
-                    let after = after.as_ref().map(|(n, p)| (n.as_str(), p.as_str()));
-                    match deps.world.search(title.id(), &prefix, after, limit).await {
-                        Ok(players) => {
-                            let next = players.last().map(|p| [p.name.clone(), p.player.clone()]);
-                            serialize(&json!({ "players": players, "next": next }))
-                        }
-                        Err(e) => Err(internal(e)),
-                    }
+                    let msg = format!("a name prefix is at most {PREFIX_BYTES_MAX} bytes");
+                    return Err(ApiError::new(Code::InvalidArgument, msg));
                 }
+                let after = after.as_ref().map(|(n, p)| (n.as_str(), p.as_str()));
+                let players = deps.world.search(title.id(), &prefix, after, limit).await.map_err(internal)?;
+                let next = players.last().map(|p| [p.name.clone(), p.player.clone()]);
+                serialize(&json!({ "players": players, "next": next }))
             }
-        };
-        Next::Answer(r)
+            WorldCommand::RaidEnd { .. } | WorldCommand::Relocate { .. } => {
+                Err(ApiError::new(Code::Internal, "an operation on the player's state reached the query path"))
+            }
+        }
     }
 
     async fn my_rank(&self, deps: &Deps, board: Board<'_>, around: usize) -> Result<Answer, ApiError> {
@@ -510,9 +503,12 @@ impl Session {
             return Err(ApiError::new(Code::RaidExpired, "the raid's time ran out; the result is not taken"));
         }
         let outcome = Outcome {
+            raid: record.id.clone(),
+            attacker: record.attacker.clone(),
+            defender: record.defender.clone(),
+            defender_level: record.defender_level,
+            lootable: record.lootable.clone(),
             result: result.clone(),
-            ..outcome_of(&RaidRecord { result: Some(result.clone()), ..record.clone() })
-                .unwrap_or_else(|| unreachable!("result set"))
         };
         // The whole check, on a copy: a refused result changes nothing.
         let mut trial = self.state.clone();

@@ -98,6 +98,24 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GET of the admin API (or `/metrics`) with the token the server keeps
+    /// in its data folder; the answer's body as text.
+    pub async fn admin_get(&self, path: &str) -> String {
+        let token = std::fs::read_to_string(self.data.join("admin-token")).expect("the server wrote its admin token");
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .header("authorization", format!("Bearer {}", token.trim()))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
+    /// [`Server::admin_get`] of a JSON answer.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.admin_get(path).await).expect("the admin API answers JSON")
+    }
+
     pub async fn login(&self, title: &str, player: &str) -> (String, Value) {
         let r = reqwest::Client::new()
             .post(self.url(&format!("/v1/{title}/login")))
