@@ -12,6 +12,7 @@
 //! - [`clan`]: clan roles, ranks and permissions; paying for a founding.
 //! - [`raid`]: PvP raid results applied to attacker and defender; relocation; top score windows.
 //! - [`rules`]: [`advance`], [`apply`], [`login`]: the rules engine.
+//! - [`support`]: what customer support does to a player (grant, revoke, restore) and the player's history.
 //! - [`scenario`]: running a title's scenario tests.
 //! - [`diagnostic`], [`spans`]: designer-facing errors with positions.
 //! - [`time`]: UTC timestamps.
@@ -29,6 +30,7 @@ pub mod scenario;
 pub mod schema;
 pub mod spans;
 pub mod state;
+pub mod support;
 pub mod time;
 pub mod title;
 mod view;

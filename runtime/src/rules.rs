@@ -275,9 +275,18 @@ pub enum Event {
         hook: String,
         message: String,
     },
+    /// Customer support changed the player's resources or items (signed amounts).
+    Adjusted {
+        resources: Amounts,
+        items: Amounts,
+    },
+    /// Customer support put back the player's state as saved at `clock_ms`.
+    Restored {
+        clock_ms: i64,
+    },
 }
 
-fn unknown(title: &Title, kind: IdKind, id: &str) -> ActionError {
+pub(crate) fn unknown(title: &Title, kind: IdKind, id: &str) -> ActionError {
     let help = did_you_mean(id, title.ids(kind)).map(|h| format!("; {h}")).unwrap_or_default();
     ActionError { code: ErrorCode::UnknownId, message: format!("unknown {} `{id}`{help}", kind.noun()) }
 }

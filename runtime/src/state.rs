@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 /// The current player file format.
-pub const STATE_FORMAT_VERSION: u32 = 3;
+pub const STATE_FORMAT_VERSION: u32 = 4;
 
 /// A construction or upgrade in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +122,27 @@ pub struct PlayerState {
     /// When the base last moved on the world map (relocation cooldown).
     #[serde(default)]
     pub relocated_ms: i64,
+    /// The last operations that changed this player, oldest first, at most
+    /// [`HISTORY_MAX`] (for customer support).
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// Operations kept in a player's history: enough for support to see what
+/// a player did in their last sessions, small enough (a few kilobytes) not
+/// to weigh on every save.
+pub const HISTORY_MAX: usize = 30;
+
+/// One operation in a player's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEntry {
+    /// The operation's number (the state's `seq` once it was applied).
+    pub seq: u64,
+    pub at_ms: i64,
+    /// What it was: an action (`build`, `custom:feast`), `login`,
+    /// `raid_end`, `admin_adjust`, `admin_restore`, ...
+    pub op: String,
 }
 
 /// Raids kept in a player's battle log: what a defender wants to look back
@@ -160,7 +181,7 @@ type Migration = fn(&mut serde_json::Map<String, serde_json::Value>);
 
 /// The chain of migrations; `MIGRATIONS[i]` turns version `i + 1` into
 /// `i + 2`.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// Version 2 counts journaled operations in `seq`; a version 1 file was
 /// written before any were counted.
@@ -174,6 +195,11 @@ fn v2_to_v3(obj: &mut serde_json::Map<String, serde_json::Value>) {
     obj.entry("shield_until_ms").or_insert(0.into());
     obj.entry("battle_log").or_insert(serde_json::Value::Array(Vec::new()));
     obj.entry("relocated_ms").or_insert(0.into());
+}
+
+/// Version 4 keeps a short history of operations, empty for older files.
+fn v3_to_v4(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    obj.entry("history").or_insert(serde_json::Value::Array(Vec::new()));
 }
 
 impl PlayerState {

@@ -26,6 +26,10 @@ pub struct Claims {
     pub p: String,
     /// Expiry, milliseconds since the epoch.
     pub e: i64,
+    /// Issued at, milliseconds since the epoch (0 in tokens from before
+    /// this field: treated as issued before any forced logout).
+    #[serde(default)]
+    pub i: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -96,7 +100,7 @@ mod tests {
     #[test]
     fn tokens_check_signature_expiry_and_title() {
         let s = Signer::new(b"0123456789abcdef0123456789abcdef");
-        let c = Claims { t: "ironhold".into(), p: "alice".into(), e: 1000 };
+        let c = Claims { t: "ironhold".into(), p: "alice".into(), e: 1000, i: 10 };
         let tok = s.issue(&c);
         assert_eq!(s.verify(&tok, "ironhold", 999), Ok(c));
         assert_eq!(s.verify(&tok, "ironhold", 1000), Err(TokenError::Expired));

@@ -49,7 +49,16 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Etag)>, BlobError>;
     /// Stores `bytes` if `cond` holds; returns the new version.
     async fn put(&self, key: &str, bytes: Vec<u8>, cond: Precondition) -> Result<Etag, BlobError>;
+    /// The keys directly inside the folder `dir` (no deeper), in byte
+    /// order, at most [`LIST_MAX`] (the first ones).
+    async fn list(&self, dir: &str) -> Result<Vec<String>, BlobError>;
+    /// Removes a blob; removing an absent one is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
+
+/// Most keys one `list` returns: folders listed are a player's snapshots,
+/// a few dozen at most; a larger folder is not one of ours.
+pub const LIST_MAX: usize = 1000;
 
 /// Keys are `/`-separated paths of plain segments (no `..`, no absolute paths).
 pub fn valid_key(key: &str) -> bool {
@@ -190,6 +199,40 @@ impl BlobStore for FsBlobStore {
         }
         result
     }
+
+    async fn list(&self, dir: &str) -> Result<Vec<String>, BlobError> {
+        let path = self.path(dir)?;
+        let dir = dir.to_string();
+        self.blocking(move || {
+            let entries = match std::fs::read_dir(&path) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut keys = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Files only, and never a write's temporary file.
+                if entry.file_type()?.is_file() && !name.contains(".tmp") && valid_key(&name) {
+                    keys.push(format!("{dir}/{name}"));
+                }
+            }
+            keys.sort();
+            keys.truncate(LIST_MAX);
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        let path = self.path(key)?;
+        self.blocking(move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +261,7 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("p.json")]);
         for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
             assert!(matches!(s.put(bad, vec![], Precondition::Absent).await, Err(BlobError::BadKey(_))), "{bad}");
+            assert!(matches!(s.list(bad).await, Err(BlobError::BadKey(_))), "{bad}");
         }
     }
 }

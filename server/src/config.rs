@@ -44,6 +44,15 @@ impl Default for Limits {
     }
 }
 
+/// One admin console user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub name: String,
+    /// `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64), from `citadel hash-password`.
+    pub password_hash: String,
+}
+
 /// Everything `citadel serve` needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +77,11 @@ pub struct Config {
     /// kept: read it from there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Who may log in to the admin console (`/admin/`), each with a
+    /// password hash made by `citadel hash-password`. When empty, the one
+    /// user `admin` logs in with the admin token as password.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_users: Vec<AdminUser>,
     /// Reload a title when a file of its folder changes (validated first;
     /// see docs/operations.md). SIGHUP and the admin API reload either way.
     pub watch_titles: bool,
@@ -120,6 +134,7 @@ impl Default for Config {
             server_dir: None,
             token_secret: None,
             admin_token: None,
+            admin_users: Vec::new(),
             watch_titles: true,
             dev_login: true,
             token_ttl_seconds: 24 * 3600,
@@ -241,6 +256,18 @@ impl Config {
         anyhow::ensure!(self.lock_ttl_seconds >= 3, "lock_ttl_seconds must be at least 3");
         if let Some(t) = &self.admin_token {
             anyhow::ensure!(t.len() >= 16, "admin_token must be at least 16 characters");
+        }
+        for u in &self.admin_users {
+            anyhow::ensure!(
+                !u.name.is_empty() && u.name.len() <= 64 && u.name.bytes().all(|b| b.is_ascii_graphic()),
+                "admin_users: `{}` is not a user name (1 to 64 printable characters, no spaces)",
+                u.name
+            );
+            anyhow::ensure!(
+                crate::admin::auth::PasswordHash::parse(&u.password_hash).is_some(),
+                "admin_users.{}: password_hash is not of the form pbkdf2-sha256$<iterations>$<salt>$<hash>; make one with `citadel hash-password`",
+                u.name
+            );
         }
         if let Some(s) = &self.token_secret {
             anyhow::ensure!(s.len() >= 32, "token_secret must be at least 32 characters");

@@ -32,9 +32,15 @@ pub struct AppState {
     /// Open WebSocket connections (axum's graceful shutdown does not wait
     /// for upgraded connections, so we do).
     pub sockets: TaskTracker,
-    /// The admin API's bearer token.
-    pub admin_token: Arc<str>,
+    /// Who may use the admin API and console.
+    pub admin: Arc<crate::admin::auth::AdminAuth>,
+    /// Open WebSocket connections by player (admin kicks and broadcasts).
+    pub connections: Arc<crate::connections::Connections>,
 }
+
+/// The WebSocket close code sent when an admin forces a player out
+/// (4000-4999 are for applications).
+pub const KICKED_CLOSE_CODE: u16 = 4001;
 
 /// How much larger than `limits.message_bytes_max` a body or frame may be
 /// before the transport itself refuses it. Below this, an oversized message
@@ -52,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/{title}/ws", get(ws_upgrade))
         .layer(DefaultBodyLimit::max(hard))
         .nest("/admin/api", crate::admin::routes(state.clone()))
+        .merge(crate::admin::console::pages())
         .route(
             "/metrics",
             get(crate::admin::metrics)
@@ -128,8 +135,9 @@ async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Byte
         return Err(fail(ApiError::new(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -")));
     }
     let out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
-    let expires = st.deps.clock.now_ms() + st.deps.config.token_ttl_seconds as i64 * 1000;
-    let token = st.signer.issue(&Claims { t: title.clone(), p: req.player.clone(), e: expires });
+    let now = st.deps.clock.now_ms();
+    let expires = now + st.deps.config.token_ttl_seconds as i64 * 1000;
+    let token = st.signer.issue(&Claims { t: title.clone(), p: req.player.clone(), e: expires, i: now });
     let head = json!({ "token": token, "player": req.player, "title": title, "expires_at_ms": expires });
     let body = join_objects(&head, &out)
         .ok_or_else(|| fail(ApiError::new(Code::Internal, "a login answer is not an object")))?;
@@ -168,7 +176,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Decodes and runs one request for an authorized player.
 pub async fn dispatch(st: &AppState, claims: &Claims, req: &Request) -> Result<Answer, ApiError> {
     let cmd = decode(req)?;
-    st.sessions.request(&claims.t, &claims.p, cmd).await
+    st.sessions.request_with_token(&claims.t, &claims.p, claims.i, cmd).await
 }
 
 async fn http_request(
@@ -228,6 +236,8 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
     if tx.send(Message::Text(json!(welcome).to_string().into())).await.is_err() {
         return;
     }
+    let registered = st.connections.register(&claims.t, &claims.p);
+    let mut notices = st.connections.notices();
     loop {
         let msg = tokio::select! {
             _ = st.shutdown.cancelled() => {
@@ -235,6 +245,29 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
                 let _ = tx.send(Message::Text(json!(push).to_string().into())).await;
                 let _ = tx.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
                 return;
+            }
+            _ = registered.kicked().cancelled() => {
+                let push = Push::LoggedOut { reason: "an administrator ended this session".into() };
+                let _ = tx.send(Message::Text(json!(push).to_string().into())).await;
+                let close = CloseFrame { code: KICKED_CLOSE_CODE, reason: "logged out by an administrator".into() };
+                let _ = tx.send(Message::Close(Some(close))).await;
+                return;
+            }
+            notice = notices.recv() => {
+                use tokio::sync::broadcast::error::RecvError;
+                match notice {
+                    Ok(text) => {
+                        let push = Push::Notice { text: text.to_string() };
+                        if tx.send(Message::Text(json!(push).to_string().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Missed notices are skipped; a closed channel means
+                    // the server is going away, which shutdown handles.
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => notices = st.connections.notices(),
+                }
+                continue;
             }
             m = rx.next() => m,
         };

@@ -80,7 +80,7 @@ const BATCH_MAX: usize = 4_096;
 const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(1);
 /// The longest record line replay accepts; anything longer is corruption
 /// (a record holds one request of at most `limits.message_bytes_max`).
-const RECORD_BYTES_MAX: usize = 1024 * 1024;
+pub(crate) const RECORD_BYTES_MAX: usize = 1024 * 1024;
 /// Players replayed at once at start.
 const REPLAY_PARALLEL_MAX: usize = 32;
 
@@ -101,6 +101,11 @@ pub enum Op {
     Relocate,
     /// Pay for founding a clan (the world store founded it first).
     ClanFounded { clan: String },
+    /// Customer support granted or revoked resources and items.
+    Adjust { change: citadel_runtime::support::Adjustment },
+    /// Customer support put back the player's state from a snapshot
+    /// (the whole state is in the record, so replay needs no snapshot).
+    Restore { state: Box<citadel_runtime::PlayerState>, snapshot: String },
 }
 
 /// One journaled operation: enough to re-run it exactly as it first ran.

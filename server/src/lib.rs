@@ -25,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod connections;
 pub mod docs;
 pub mod handoff;
 pub mod http;
@@ -204,14 +205,15 @@ async fn serve(
         watch::spawn(deps.titles.clone(), &deps.config.titles, token.clone())?;
     }
     watch::on_sighup(deps.titles.clone(), token.clone())?;
-    let admin_token = admin_token(&deps.config)?.into();
+    let admin = Arc::new(admin::auth::AdminAuth::new(admin_token(&deps.config)?, &deps.config.admin_users));
     let state = AppState {
         deps,
         sessions: sessions.clone(),
         signer,
         shutdown: token.clone(),
         sockets: TaskTracker::new(),
-        admin_token,
+        admin,
+        connections: connections::Connections::new(),
     };
     let sockets = state.sockets.clone();
     // A successor takes a copy of the listening socket; it then tells this

@@ -43,10 +43,18 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Read a password from standard input and print its hash, for an
+    /// `admin_users` entry of the configuration (docs/operations.md).
+    HashPassword,
 }
 
 fn main() -> anyhow::Result<()> {
-    let Command::Serve { config, listen, data_dir, titles, server_dir, take_over, log_json } = Cli::parse().command;
+    let (config, listen, data_dir, titles, server_dir, take_over, log_json) = match Cli::parse().command {
+        Command::Serve { config, listen, data_dir, titles, server_dir, take_over, log_json } => {
+            (config, listen, data_dir, titles, server_dir, take_over, log_json)
+        }
+        Command::HashPassword => return hash_password(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if log_json {
@@ -85,6 +93,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(password.len() >= 12, "use a password of at least 12 characters");
+    println!("{}", citadel_server::admin::auth::PasswordHash::make(password).context("reading /dev/urandom")?);
+    Ok(())
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::world::{
-    Ask, Base, Board, ChatLimits, ChatLine, Clan, ClanAsk, Joined, Lease, Member, PlayerInfo, Position, RaidRecord,
-    ScoreRow, ServerStatus, WorldError,
+    Ask, AuditEntry, Base, Board, ChatLimits, ChatLine, Clan, ClanAsk, Joined, Lease, Member, PlayerInfo, Position,
+    RaidRecord, Restriction, ScoreRow, ServerStatus, WorldError,
 };
 use serde::Serialize;
 
@@ -272,6 +272,14 @@ impl crate::blob::BlobStore for TimedBlobs {
     ) -> Result<crate::blob::Etag, crate::blob::BlobError> {
         self.profiler.time(Kind::Blob, "put", "", self.inner.put(key, bytes, cond)).await
     }
+
+    async fn list(&self, dir: &str) -> Result<Vec<String>, crate::blob::BlobError> {
+        self.profiler.time(Kind::Blob, "list", "", self.inner.list(dir)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), crate::blob::BlobError> {
+        self.profiler.time(Kind::Blob, "delete", "", self.inner.delete(key)).await
+    }
 }
 
 /// A world store whose every call is timed (kind `world`, by method).
@@ -471,6 +479,27 @@ impl crate::world::WorldStore for TimedWorld {
         limit: usize,
     ) -> Result<Vec<ChatLine>, WorldError> {
         self.profiler.time(Kind::World, "chat", "", self.inner.chat(title, clan, before_seq, limit)).await
+    }
+
+    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
+        self.profiler.time(Kind::World, "restriction", "", self.inner.restriction(title, player)).await
+    }
+
+    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "put_restriction", "", self.inner.put_restriction(r)).await
+    }
+
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "audit", "", self.inner.audit(entry)).await
+    }
+
+    async fn audit_log(
+        &self,
+        player: Option<(&str, &str)>,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, WorldError> {
+        self.profiler.time(Kind::World, "audit_log", "", self.inner.audit_log(player, before_ms, limit)).await
     }
 }
 

@@ -105,6 +105,9 @@ server_codes! {
     ClanNameTaken => "clan_name_taken", 409, "clan_create: a clan of that name (in any case) exists";
     NotPermitted => "not_permitted", 403, "the player's clan role may not do that, or the member acted on is not ranked below them";
     ChatTooFast => "chat_too_fast", 429, "clan_chat_post: more than 5 lines within 10 seconds";
+    Banned => "banned", 403, "support banned this player; details.until_ms and details.reason say until when and why";
+    LoggedOut => "logged_out", 401, "support ended this player's sessions after this token was issued; log in again";
+    Draining => "draining", 503, "this server is being drained and takes no new players; log in on another server";
     UnknownVersion => "unknown_version", 404, "admin API: no kept version of the title has that content version (or there is no earlier one to roll back to)";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
@@ -394,4 +397,9 @@ pub enum Push {
     Welcome { player: String, title: String, content_version: String },
     /// The server is going away; reconnect after the delay.
     ServerShutdown { reconnect_after_ms: u64 },
+    /// A message from the game's operators to every player on the server.
+    Notice { text: String },
+    /// An administrator ended the player's sessions; the socket closes
+    /// (code 4001) and the player must log in again.
+    LoggedOut { reason: String },
 }

@@ -14,7 +14,7 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
-use crate::blob::{valid_key, BlobError, BlobStore, Etag, Precondition, BLOB_BYTES_MAX};
+use crate::blob::{valid_key, BlobError, BlobStore, Etag, Precondition, BLOB_BYTES_MAX, LIST_MAX};
 
 /// One S3 call may take this long in all (retries included). Sessions wait
 /// on saves and logins on loads; a hung store must turn into an error the
@@ -207,6 +207,39 @@ impl BlobStore for S3BlobStore {
                 Err(BlobError::PreconditionFailed)
             }
             Err(e) => Err(backend("put", &object, e)),
+        }
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<String>, BlobError> {
+        let object = self.object(dir)?;
+        let resp = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{object}/"))
+            .delimiter("/")
+            .max_keys(LIST_MAX as i32)
+            .send()
+            .await
+            .map_err(|e| backend("list", &object, e))?;
+        let mut keys: Vec<String> = resp
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter_map(|k| k.strip_prefix(self.prefix.as_str()))
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys.truncate(LIST_MAX);
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        let object = self.object(key)?;
+        match self.client.delete_object().bucket(&self.bucket).key(&object).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(backend("delete", &object, e)),
         }
     }
 }

@@ -41,8 +41,8 @@ use crate::world::{Lease, Position, WorldStore};
 
 mod clan;
 mod world;
-pub(crate) use world::player_lock;
 use world::Next;
+pub(crate) use world::{player_lock, read_player};
 
 /// The injected clock: game time for the rules engine.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -89,8 +89,38 @@ type Reply = oneshot::Sender<Result<Answer, ApiError>>;
 
 enum Msg {
     Login(Reply, Arc<InFlight>),
-    Do(Command, Reply, Arc<InFlight>),
+    /// A request, with the time its session token was issued.
+    Do(Command, i64, Reply, Arc<InFlight>),
+    Admin(AdminOp, Reply, Arc<InFlight>),
 }
+
+/// What customer support asks of a player's session (see `admin.rs`).
+#[derive(Debug)]
+pub enum AdminOp {
+    /// The player's state as the session holds it, advanced to now (not journaled).
+    View,
+    /// Grant or revoke resources and items (journaled like any action).
+    Adjust(citadel_runtime::support::Adjustment),
+    /// Put back an earlier saved state (journaled with the whole state).
+    Restore { state: Box<PlayerState>, snapshot: String },
+    /// End the session now: save, release the player's lock.
+    Logout,
+}
+
+/// Where a player's snapshots live: one folder per player, one blob per
+/// snapshot named `<time ms, 13 digits>-<seq, 10 digits>.json`, so names
+/// sort by time.
+pub(crate) fn snapshot_dir(title: &str, player: &str) -> String {
+    format!("snapshots/{title}/{player}")
+}
+
+/// Snapshots kept per player (the oldest beyond this are deleted): a
+/// month of daily sessions, for support to go back to.
+pub const SNAPSHOTS_KEPT: usize = 30;
+
+/// A player's state is snapshotted at the first save of each session and
+/// then at most this often while the session lasts.
+const SNAPSHOT_INTERVAL_MS: i64 = 60 * 60 * 1000;
 
 /// A token bucket: `rate` per second, bursts up to twice that.
 #[derive(Debug)]
@@ -127,6 +157,8 @@ pub struct Sessions {
     generation: AtomicU64,
     closing: CancellationToken,
     tasks: TaskTracker,
+    /// Set by an admin: no new sessions (players already here go on).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -150,6 +182,7 @@ impl Sessions {
             generation: AtomicU64::new(1),
             closing: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -164,6 +197,7 @@ impl Sessions {
 
     /// Logs a player in: loads (or creates) them, runs the login hook.
     pub async fn login(self: &Arc<Self>, title: &str, player: &str) -> Result<Answer, ApiError> {
+        self.check_draining(title, player)?;
         let flight = self.deps.flights.begin(title, player, "login", self.deps.clock.now_ms());
         let inflight = flight.inflight.clone();
         self.send(title, player, move |reply| Msg::Login(reply, inflight), false).await
@@ -171,9 +205,56 @@ impl Sessions {
 
     /// Runs one request for a player, after the requests before it.
     pub async fn request(self: &Arc<Self>, title: &str, player: &str, cmd: Command) -> Result<Answer, ApiError> {
+        self.request_with_token(title, player, i64::MAX, cmd).await
+    }
+
+    /// Runs one request made with a session token issued at `issued_ms`
+    /// (refused when support logged the player out after that).
+    pub async fn request_with_token(
+        self: &Arc<Self>,
+        title: &str,
+        player: &str,
+        issued_ms: i64,
+        cmd: Command,
+    ) -> Result<Answer, ApiError> {
+        self.check_draining(title, player)?;
         let flight = self.deps.flights.begin(title, player, command_name(&cmd), self.deps.clock.now_ms());
         let inflight = flight.inflight.clone();
-        self.send(title, player, move |reply| Msg::Do(cmd, reply, inflight), true).await
+        self.send(title, player, move |reply| Msg::Do(cmd, issued_ms, reply, inflight), true).await
+    }
+
+    /// Stops (or resumes) taking new players; the ones here go on.
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn check_draining(&self, title: &str, player: &str) -> Result<(), ApiError> {
+        if self.draining() && !self.is_live(title, player) {
+            return Err(ApiError::new(Code::Draining, "this server takes no new players; log in on another server"));
+        }
+        Ok(())
+    }
+
+    /// Whether the player has a session on this server now.
+    pub fn is_live(&self, title: &str, player: &str) -> bool {
+        lock(&self.live).get(&(title.to_string(), player.to_string())).is_some_and(|e| !e.tx.is_closed())
+    }
+
+    /// Runs an admin operation in the player's session. `View` and
+    /// `Logout` only reach a live session (`None` when there is none);
+    /// changes start one if needed (taking the player's lock, as a login does).
+    pub async fn admin(self: &Arc<Self>, title: &str, player: &str, op: AdminOp) -> Option<Result<Answer, ApiError>> {
+        let starts = matches!(op, AdminOp::Adjust(_) | AdminOp::Restore { .. });
+        if !starts && !self.is_live(title, player) {
+            return None;
+        }
+        let flight = self.deps.flights.begin(title, player, "admin", self.deps.clock.now_ms());
+        let inflight = flight.inflight.clone();
+        Some(self.send(title, player, move |reply| Msg::Admin(op, reply, inflight), false).await)
     }
 
     async fn send(
@@ -312,6 +393,9 @@ impl Sessions {
                     Some(m) => {
                         session.handle(&deps, &title, m).await;
                         deadline = tokio::time::Instant::now() + idle;
+                        if session.ending {
+                            break;
+                        }
                     }
                     None => break,
                 },
@@ -401,8 +485,9 @@ async fn background<T>(call: &mut Option<Background<T>>) -> T {
 
 /// How a background save ended.
 enum SaveOutcome {
-    /// The file now holds every operation up to `seq`.
-    Saved { etag: crate::blob::Etag, seq: u64 },
+    /// The file now holds every operation up to `seq` (and a snapshot of
+    /// it was written at `snapshot_ms`).
+    Saved { etag: crate::blob::Etag, seq: u64, snapshot_ms: Option<i64> },
     /// The stored file moved on: another server wrote it.
     Fenced,
     /// The journal failed before the state's records were durable, so the
@@ -413,6 +498,49 @@ enum SaveOutcome {
 }
 
 type RenewOutcome = Result<Option<Lease>, crate::world::WorldError>;
+
+/// Writes one snapshot of a player and deletes the oldest beyond
+/// [`SNAPSHOTS_KEPT`]. A failure is logged, never passed on: a snapshot is
+/// a convenience for support, the player file is what counts.
+async fn write_snapshot(deps: &Deps, title: &str, player: &str, bytes: Vec<u8>, now: i64, seq: u64) -> bool {
+    let dir = snapshot_dir(title, player);
+    let key = format!("{dir}/{now:013}-{seq:010}.json");
+    match deps.blobs.put(&key, bytes, Precondition::Absent).await {
+        // The same name twice: written in the same millisecond at the same
+        // seq, so it holds the same state.
+        Ok(_) | Err(crate::blob::BlobError::PreconditionFailed) => {}
+        Err(e) => {
+            tracing::warn!(key = %key, error = %e, "writing a player snapshot failed");
+            return false;
+        }
+    }
+    match deps.blobs.list(&dir).await {
+        Ok(keys) if keys.len() > SNAPSHOTS_KEPT => {
+            for old in &keys[..keys.len() - SNAPSHOTS_KEPT] {
+                if let Err(e) = deps.blobs.delete(old).await {
+                    tracing::warn!(key = %old, error = %e, "deleting an old player snapshot failed");
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(dir = %dir, error = %e, "listing player snapshots failed"),
+    }
+    true
+}
+
+/// The reply channel of a message.
+fn answer_of(m: Msg) -> Reply {
+    match m {
+        Msg::Login(r, _) | Msg::Do(_, _, r, _) | Msg::Admin(_, r, _) => r,
+    }
+}
+
+/// The answer to a banned player.
+pub(crate) fn banned(r: &crate::world::Restriction) -> ApiError {
+    let mut e = ApiError::new(Code::Banned, format!("this player is banned: {}", r.reason));
+    e.details = Some(Box::new(json!({ "until_ms": r.banned_until_ms, "reason": r.reason })));
+    e
+}
 
 fn not_durable() -> ApiError {
     ApiError::new(Code::NotDurable, "the server could not make this action durable; it was not applied")
@@ -445,6 +573,14 @@ pub(crate) fn execute(
     now: i64,
     rng: &mut Rng,
 ) -> Result<Answer, ApiError> {
+    let result = run_op(title, state, op, now, rng);
+    if result.is_ok() && !matches!(op, Op::Advance) {
+        citadel_runtime::support::remember(state, &op_name(title, op), now);
+    }
+    result
+}
+
+fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut Rng) -> Result<Answer, ApiError> {
     match op {
         Op::Login => {
             let events = rules::login(title, state, now, rng);
@@ -470,6 +606,14 @@ pub(crate) fn execute(
             Ok(events) => serialize(&json!({ "events": events, "clan": clan })),
             Err(e) => Err(ApiError::rules(e)),
         },
+        Op::Adjust { change } => match citadel_runtime::support::adjust(title, state, change, now, rng) {
+            Ok(events) => serialize(&json!({ "events": events, "resources": state.resources, "items": state.items })),
+            Err(e) => Err(ApiError::rules(e)),
+        },
+        Op::Restore { state: earlier, snapshot } => match citadel_runtime::support::restore(state, earlier) {
+            Ok(events) => serialize(&json!({ "events": events, "snapshot": snapshot })),
+            Err(e) => Err(ApiError::rules(e)),
+        },
     }
 }
 
@@ -483,6 +627,8 @@ fn op_name(title: &Title, op: &Op) -> String {
         Op::Raid { .. } => "raid_end",
         Op::Relocate => "relocate",
         Op::ClanFounded { .. } => "clan_create",
+        Op::Adjust { .. } => "admin_adjust",
+        Op::Restore { .. } => "admin_restore",
         Op::Act { action: citadel_runtime::Action::Custom { name, .. } } if title.actions.contains_key(name) => {
             return format!("custom:{name}")
         }
@@ -526,11 +672,8 @@ fn action_name(a: &citadel_runtime::Action) -> &'static str {
 }
 
 fn answer(m: Msg, r: Result<Answer, ApiError>) {
-    let reply = match m {
-        Msg::Login(r, _) | Msg::Do(_, r, _) => r,
-    };
     // The requester may have gone away; nothing to do then.
-    let _ = reply.send(r);
+    let _ = answer_of(m).send(r);
 }
 
 /// One player's state in memory.
@@ -558,6 +701,13 @@ struct Session {
     published: Option<(i64, std::collections::BTreeMap<String, i64>, Option<Position>)>,
     /// The scores when the session started (what the world store had).
     loaded_scores: std::collections::BTreeMap<String, i64>,
+    /// Session tokens issued at or before this time are refused (support logged
+    /// the player out then).
+    logged_out_ms: i64,
+    /// Set by an admin logout: the session ends after this request.
+    ending: bool,
+    /// When this session last wrote a snapshot of the player.
+    snapshot_ms: Option<i64>,
 }
 
 impl Session {
@@ -591,6 +741,17 @@ impl Session {
                 None => return Err(ApiError::new(Code::PlayerLocked, "the player is logged in on another server")),
             }
         };
+        let restriction = match deps.world.restriction(&key.0, &key.1).await {
+            Ok(r) => r.unwrap_or_default(),
+            Err(e) => {
+                let _ = deps.world.release(&lease).await;
+                return Err(ApiError::new(Code::Internal, e.to_string()));
+            }
+        };
+        if restriction.banned(deps.clock.now_ms()) {
+            let _ = deps.world.release(&lease).await;
+            return Err(banned(&restriction));
+        }
         let parsed = match world::read_player(deps, &key.0, &key.1).await {
             Ok(Some(found)) => Ok(found),
             // A new player's file is written before their first operation,
@@ -625,6 +786,9 @@ impl Session {
             position: None,
             name: key.1.clone(),
             published: None,
+            logged_out_ms: restriction.logged_out_ms,
+            ending: false,
+            snapshot_ms: None,
         };
         if let Err(e) = session.join_world(deps, title).await {
             let _ = deps.world.release(&session.lease).await;
@@ -642,15 +806,38 @@ impl Session {
     async fn handle(&mut self, deps: &Deps, started_on: &Title, m: Msg) {
         let title = &deps.titles.get(&self.key.0).unwrap_or_else(|| started_on.clone());
         let now = deps.clock.now_ms();
+        if let Msg::Do(_, issued, _, _) = &m {
+            if self.logged_out_ms > 0 && *issued <= self.logged_out_ms {
+                let e = ApiError::new(Code::LoggedOut, "support ended this player's sessions; log in again");
+                return self.answer_in_order(deps, answer_of(m), Err(e)).await;
+            }
+        }
         let (reply, op, flight) = match m {
             Msg::Login(reply, f) => (reply, Ok(Op::Login), f),
-            Msg::Do(Command::Ping, reply, _) => {
+            Msg::Do(Command::Ping, _, reply, _) => {
                 return self.answer_in_order(deps, reply, serialize(&json!({ "pong": now }))).await
             }
-            Msg::Do(Command::GetState, reply, f) => (reply, Ok(Op::Advance), f),
-            Msg::Do(Command::Rules(action), reply, f) => (reply, Ok(Op::Act { action }), f),
-            Msg::Do(Command::World(cmd), reply, f) => (reply, Err(Ok(cmd)), f),
-            Msg::Do(Command::Clan(cmd), reply, f) => (reply, Err(Err(cmd)), f),
+            Msg::Do(Command::GetState, _, reply, f) => (reply, Ok(Op::Advance), f),
+            Msg::Do(Command::Rules(action), _, reply, f) => (reply, Ok(Op::Act { action }), f),
+            Msg::Do(Command::World(cmd), _, reply, f) => (reply, Err(Ok(cmd)), f),
+            Msg::Do(Command::Clan(cmd), _, reply, f) => (reply, Err(Err(cmd)), f),
+            Msg::Admin(AdminOp::View, reply, _) => {
+                let mut state = self.state.clone();
+                rules::advance(title, &mut state, now, &mut self.rng.clone());
+                let r = serialize(&json!({ "state": state, "online": true }));
+                return self.answer_in_order(deps, reply, r).await;
+            }
+            Msg::Admin(AdminOp::Logout, reply, _) => {
+                self.ending = true;
+                return self.answer_in_order(deps, reply, serialize(&json!({ "logged_out": true }))).await;
+            }
+            Msg::Admin(AdminOp::Adjust(change), reply, f) => (reply, Ok(Op::Adjust { change }), f),
+            Msg::Admin(AdminOp::Restore { state, snapshot }, reply, f) => {
+                // The state as it is now becomes a snapshot first, so that a
+                // restore can itself be undone.
+                self.snapshot(deps, now).await;
+                (reply, Ok(Op::Restore { state, snapshot }), f)
+            }
         };
         if self.fenced {
             let e = ApiError::new(Code::Internal, "this player's file was changed by another server; log in again");
@@ -768,6 +955,8 @@ impl Session {
         let bytes = self.state.to_json().into_bytes();
         let seq = self.state.seq;
         let durable = if self.in_flight.load(Ordering::Acquire) > 0 { Some(deps.journal.mark().await) } else { None };
+        let now = deps.clock.now_ms();
+        let snapshot = self.snapshot_due(now).then(|| self.key.clone());
         let (deps, blob_key, cond) = (deps.clone(), blob_key.to_string(), Precondition::Matches(self.etag.clone()));
         Some(Box::pin(async move {
             if let Some(durable) = durable {
@@ -778,8 +967,17 @@ impl Session {
             if deps.journal.failed() {
                 return SaveOutcome::NotDurable;
             }
+            let copy = snapshot.as_ref().map(|_| bytes.clone());
             match deps.blobs.put(&blob_key, bytes, cond).await {
-                Ok(etag) => SaveOutcome::Saved { etag, seq },
+                Ok(etag) => {
+                    let snapshot_ms = match (snapshot, copy) {
+                        (Some((title, player)), Some(copy)) => {
+                            write_snapshot(&deps, &title, &player, copy, now, seq).await.then_some(now)
+                        }
+                        _ => None,
+                    };
+                    SaveOutcome::Saved { etag, seq, snapshot_ms }
+                }
                 Err(crate::blob::BlobError::PreconditionFailed) => SaveOutcome::Fenced,
                 Err(e) => SaveOutcome::Failed(e.to_string()),
             }
@@ -789,9 +987,12 @@ impl Session {
     /// Takes in the end of a save.
     async fn saved(&mut self, deps: &Deps, out: SaveOutcome) {
         match out {
-            SaveOutcome::Saved { etag, seq } => {
+            SaveOutcome::Saved { etag, seq, snapshot_ms } => {
                 self.etag = etag;
                 self.saved_seq = seq;
+                if snapshot_ms.is_some() {
+                    self.snapshot_ms = snapshot_ms;
+                }
                 deps.journal.saved(self.key.clone(), seq).await;
             }
             SaveOutcome::Fenced => {
@@ -806,6 +1007,21 @@ impl Session {
             SaveOutcome::Failed(e) => {
                 tracing::error!(key = %blob_key(&self.key.0, &self.key.1), error = %e, "saving the player failed")
             }
+        }
+    }
+
+    /// Whether a save now should also write a snapshot: the first save of
+    /// the session, then once per [`SNAPSHOT_INTERVAL_MS`].
+    fn snapshot_due(&self, now: i64) -> bool {
+        self.snapshot_ms.is_none_or(|at| now - at >= SNAPSHOT_INTERVAL_MS)
+    }
+
+    /// Writes a snapshot of the state as it is in memory now (before an
+    /// admin change, so that it can be undone).
+    async fn snapshot(&mut self, deps: &Deps, now: i64) {
+        let bytes = self.state.to_json().into_bytes();
+        if write_snapshot(deps, &self.key.0, &self.key.1, bytes, now, self.state.seq).await {
+            self.snapshot_ms = Some(now);
         }
     }
 
@@ -886,6 +1102,12 @@ mod tests {
                 let _pass = self.gate.acquire().await;
             }
             self.inner.put(key, bytes, cond).await
+        }
+        async fn list(&self, dir: &str) -> Result<Vec<String>, crate::blob::BlobError> {
+            self.inner.list(dir).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), crate::blob::BlobError> {
+            self.inner.delete(key).await
         }
     }
 

@@ -61,6 +61,7 @@ fn status(deps: &Deps, sessions: &Sessions, address: &str, busy: f64) -> ServerS
         players: sessions.len() as i64,
         busy,
         heartbeat_ms: deps.clock.now_ms(),
+        draining: sessions.draining(),
     }
 }
 

@@ -45,6 +45,20 @@ async fn conformance(store: Arc<dyn BlobStore>, atomic: bool) {
     let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let eb = store.put("players/mini/big.json", big.clone(), Precondition::Absent).await.unwrap();
     assert_eq!(store.get("players/mini/big.json").await.unwrap(), Some((big, eb)));
+    // Listing a folder: its own keys in byte order, nothing deeper, nothing
+    // of a folder whose name merely starts the same.
+    for key in ["snaps/mini/ann/002.json", "snaps/mini/ann/001.json", "snaps/mini/ann/deeper/x.json"] {
+        store.put(key, b"{}".to_vec(), Precondition::Absent).await.unwrap();
+    }
+    store.put("snaps/mini/anna/001.json", b"{}".to_vec(), Precondition::Absent).await.unwrap();
+    assert_eq!(store.list("snaps/mini/ann").await.unwrap(), ["snaps/mini/ann/001.json", "snaps/mini/ann/002.json"]);
+    assert!(store.list("snaps/mini/nobody").await.unwrap().is_empty(), "an absent folder lists empty");
+    store.delete("snaps/mini/ann/001.json").await.unwrap();
+    store.delete("snaps/mini/ann/001.json").await.expect("deleting an absent blob is not an error");
+    assert!(store.get("snaps/mini/ann/001.json").await.unwrap().is_none());
+    assert_eq!(store.list("snaps/mini/ann").await.unwrap(), ["snaps/mini/ann/002.json"]);
+    assert!(matches!(store.list("../x").await, Err(BlobError::BadKey(_))));
+    assert!(matches!(store.delete("a//b").await, Err(BlobError::BadKey(_))));
     if atomic {
         races(store).await;
     }

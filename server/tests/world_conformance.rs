@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use citadel_server::world::{
-    Ask, Board, ChatLimits, Clan, ClanAsk, Joined, Member, MongoConfig, MongoWorld, PlayerInfo, Position, RaidRecord,
-    RaidStatus, ServerStatus, SqliteWorld, WorldStore,
+    Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Joined, Member, MongoConfig, MongoWorld, PlayerInfo, Position,
+    RaidRecord, RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
 };
 
 type World = Arc<dyn WorldStore>;
@@ -77,6 +77,7 @@ async fn servers_register_heartbeat_and_expire(w: World) {
         players: 3,
         busy: 0.25,
         heartbeat_ms: at,
+        draining: id == "s2",
     };
     w.heartbeat(&status("s1", 1000)).await.unwrap();
     w.heartbeat(&status("s2", 1000)).await.unwrap();
@@ -346,6 +347,45 @@ async fn clan_chat_keeps_history_and_limits_rate(w: World) {
     assert_eq!(texts, ["late0", "b0"], "paging back");
 }
 
+async fn restrictions_and_the_audit_log(w: World) {
+    assert_eq!(w.restriction("mini", "ann").await.unwrap(), None);
+    let ban = Restriction {
+        title: "mini".into(),
+        player: "ann".into(),
+        banned_until_ms: 5000,
+        reason: "cheating".into(),
+        logged_out_ms: 1000,
+    };
+    w.put_restriction(&ban).await.unwrap();
+    assert_eq!(w.restriction("mini", "ann").await.unwrap(), Some(ban.clone()));
+    assert!(ban.banned(4999) && !ban.banned(5000));
+    let lifted = Restriction { banned_until_ms: 0, ..ban.clone() };
+    w.put_restriction(&lifted).await.unwrap();
+    assert_eq!(w.restriction("mini", "ann").await.unwrap(), Some(lifted), "replaced");
+    assert_eq!(w.restriction("mini", "bob").await.unwrap(), None, "per player");
+
+    let entry = |i: i64, player: &str| AuditEntry {
+        id: format!("{i:013}-s1-{i}"),
+        at_ms: i,
+        admin: "ops".into(),
+        server: "s1".into(),
+        action: "grant".into(),
+        title: "mini".into(),
+        player: player.into(),
+        reason: String::new(),
+        before: serde_json::json!({ "gold": i }),
+        after: serde_json::json!({ "gold": i + 1 }),
+    };
+    for i in 1..=5 {
+        w.audit(&entry(i * 10, if i % 2 == 0 { "bob" } else { "ann" })).await.unwrap();
+    }
+    let at = |v: Vec<AuditEntry>| v.iter().map(|e| e.at_ms).collect::<Vec<_>>();
+    assert_eq!(at(w.audit_log(None, None, 3).await.unwrap()), [50, 40, 30], "newest first, paged");
+    assert_eq!(at(w.audit_log(None, Some(30), 10).await.unwrap()), [20, 10], "the page before");
+    assert_eq!(at(w.audit_log(Some(("mini", "ann")), None, 10).await.unwrap()), [50, 30, 10], "one player's");
+    assert_eq!(w.audit_log(Some(("mini", "bob")), None, 1).await.unwrap(), [entry(40, "bob")], "whole entries");
+}
+
 /// Runs one conformance case on SQLite and on the MongoDB wire server.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -384,4 +424,5 @@ conformance!(
     clans_found_join_leave_and_disband,
     racing_joins_never_overfill_a_clan,
     clan_chat_keeps_history_and_limits_rate,
+    restrictions_and_the_audit_log,
 );

@@ -77,7 +77,7 @@ fn outcome_of(r: &RaidRecord) -> Option<Outcome> {
 }
 
 /// A player's file and its version; `None` if they never played.
-pub(super) async fn read_player(
+pub(crate) async fn read_player(
     deps: &Deps,
     title: &str,
     player: &str,

@@ -63,6 +63,9 @@ pub struct ServerStatus {
     /// Share of time the server's runtime was busy, 0 to 1.
     pub busy: f64,
     pub heartbeat_ms: i64,
+    /// Draining: takes no new players (a gateway sends them elsewhere).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A base's spot on the regional map.
@@ -357,6 +360,67 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
         before_seq: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ChatLine>, WorldError>;
+
+    // Customer support: restrictions on a player, and the audit log.
+
+    /// The player's ban and forced logout, if support ever set either.
+    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError>;
+    /// Stores the player's restriction (replacing the one before).
+    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError>;
+    /// Appends one admin change to the audit log.
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), WorldError>;
+    /// Audit entries newest first, optionally of one player only (`title`
+    /// and `player` both given), at most `limit` (capped at [`PAGE_MAX`]).
+    async fn audit_log(
+        &self,
+        player: Option<(&str, &str)>,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, WorldError>;
+}
+
+/// What support set on a player: a ban (logins refused until a time) and
+/// the last forced logout (session tokens issued before it are refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    pub title: String,
+    pub player: String,
+    /// Logins are refused until then; 0 when not banned.
+    pub banned_until_ms: i64,
+    #[serde(default)]
+    pub reason: String,
+    /// Tokens issued at or before this time are refused; 0 when never.
+    pub logged_out_ms: i64,
+}
+
+impl Restriction {
+    /// Whether the player is banned at `now_ms`.
+    pub fn banned(&self, now_ms: i64) -> bool {
+        self.banned_until_ms > now_ms
+    }
+}
+
+/// One admin change: who did what to whom, when, and the data before and after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unique: time, server and a counter (`1764532800000-s1-7`).
+    pub id: String,
+    pub at_ms: i64,
+    /// The admin user who made the change.
+    pub admin: String,
+    /// The server that made it.
+    pub server: String,
+    /// `grant`, `ban`, `unban`, `logout`, `restore`, `reload`, `rollback`, `push`, `broadcast`, `drain`, ...
+    pub action: String,
+    /// The title and player changed, empty for server-wide changes.
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub player: String,
+    #[serde(default)]
+    pub reason: String,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
 }
 
 /// `limit` capped at [`PAGE_MAX`], at least 1.

@@ -49,6 +49,8 @@ pub struct MongoWorld {
     clan_members: mongodb::Collection<Document>,
     clan_asks: mongodb::Collection<Document>,
     clan_chat: mongodb::Collection<Document>,
+    restrictions: mongodb::Collection<Document>,
+    audit: mongodb::Collection<Document>,
 }
 
 /// How long to wait for a MongoDB server at start and per operation
@@ -90,6 +92,8 @@ impl MongoWorld {
             clan_members: db.collection("clan_members"),
             clan_asks: db.collection("clan_asks"),
             clan_chat: db.collection("clan_chat"),
+            restrictions: db.collection("restrictions"),
+            audit: db.collection("audit"),
         };
         w.create_indexes().await?;
         Ok(w)
@@ -130,6 +134,11 @@ impl MongoWorld {
         self.clan_chat.create_index(index(doc! { "title": 1, "clan": 1, "seq": -1 }, false)).await.map_err(mongo)?;
         self.clan_chat
             .create_index(index(doc! { "title": 1, "clan": 1, "player": 1, "at_ms": 1 }, false))
+            .await
+            .map_err(mongo)?;
+        self.audit.create_index(index(doc! { "at_ms": -1, "_id": -1 }, false)).await.map_err(mongo)?;
+        self.audit
+            .create_index(index(doc! { "title": 1, "player": 1, "at_ms": -1, "_id": -1 }, false))
             .await
             .map_err(mongo)?;
         Ok(())
@@ -739,6 +748,39 @@ impl WorldStore for MongoWorld {
                 })
             })
             .collect())
+    }
+
+    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
+        let d = self.restrictions.find_one(doc! { "_id": format!("{title}/{player}") }).await.map_err(mongo)?;
+        d.as_ref().map(decode).transpose()
+    }
+
+    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
+        let id = format!("{}/{}", r.title, r.player);
+        let d = doc! { "_id": &id, "doc": to_json(r)? };
+        self.restrictions.replace_one(doc! { "_id": &id }, d).upsert(true).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> Result<(), WorldError> {
+        let d = doc! { "_id": &e.id, "at_ms": e.at_ms, "title": &e.title, "player": &e.player, "doc": to_json(e)? };
+        self.audit.insert_one(d).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        player: Option<(&str, &str)>,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, WorldError> {
+        let mut filter = doc! { "at_ms": { "$lt": before_ms.unwrap_or(i64::MAX) } };
+        if let Some((title, player)) = player {
+            filter.insert("title", title);
+            filter.insert("player", player);
+        }
+        let docs = self.all(&self.audit, filter, doc! { "at_ms": -1, "_id": -1 }, 0, page(limit) as i64).await?;
+        docs.iter().map(decode).collect()
     }
 }
 

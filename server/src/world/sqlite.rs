@@ -93,7 +93,15 @@ impl SqliteWorld {
                  title TEXT NOT NULL, clan TEXT NOT NULL, seq INTEGER NOT NULL, player TEXT NOT NULL,
                  text TEXT NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (title, clan, seq)
              );
-             CREATE INDEX IF NOT EXISTS clan_chat_by_player ON clan_chat (title, clan, player, at_ms);",
+             CREATE INDEX IF NOT EXISTS clan_chat_by_player ON clan_chat (title, clan, player, at_ms);
+             CREATE TABLE IF NOT EXISTS restrictions (
+                 title TEXT NOT NULL, player TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (title, player)
+             );
+             CREATE TABLE IF NOT EXISTS audit (
+                 id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, title TEXT NOT NULL, player TEXT NOT NULL, doc TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms, id);
+             CREATE INDEX IF NOT EXISTS audit_by_player ON audit (title, player, at_ms, id);",
         )
         .map_err(db)?;
         Ok(SqliteWorld { conn: Arc::new(tokio::sync::Mutex::new(conn)) })
@@ -769,6 +777,80 @@ impl WorldStore for SqliteWorld {
             rows
         })
         .await
+    }
+
+    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
+        let (title, player) = (title.to_string(), player.to_string());
+        let doc = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT doc FROM restrictions WHERE title = ?1 AND player = ?2",
+                    params![title, player],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .await?;
+        doc.as_deref().map(from_json).transpose()
+    }
+
+    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
+        let (title, player, doc) = (r.title.clone(), r.player.clone(), to_json(r)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO restrictions (title, player, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (title, player) DO UPDATE SET doc = excluded.doc",
+                params![title, player, doc],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn audit(&self, e: &AuditEntry) -> Result<(), WorldError> {
+        let (id, at, title, player, doc) = (e.id.clone(), e.at_ms, e.title.clone(), e.player.clone(), to_json(e)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit (id, at_ms, title, player, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, at, title, player, doc],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn audit_log(
+        &self,
+        player: Option<(&str, &str)>,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, WorldError> {
+        let who = player.map(|(t, p)| (t.to_string(), p.to_string()));
+        let before = before_ms.unwrap_or(i64::MAX);
+        let limit = page(limit) as i64;
+        let docs = self
+            .with(move |c| {
+                let rows = match &who {
+                    Some((t, p)) => {
+                        let mut q = c.prepare_cached(
+                            "SELECT doc FROM audit WHERE title = ?1 AND player = ?2 AND at_ms < ?3
+                             ORDER BY at_ms DESC, id DESC LIMIT ?4",
+                        )?;
+                        let rows = q.query_map(params![t, p, before, limit], |r| r.get::<_, String>(0))?;
+                        rows.collect::<Result<Vec<_>, _>>()
+                    }
+                    None => {
+                        let mut q = c.prepare_cached(
+                            "SELECT doc FROM audit WHERE at_ms < ?1 ORDER BY at_ms DESC, id DESC LIMIT ?2",
+                        )?;
+                        let rows = q.query_map(params![before, limit], |r| r.get::<_, String>(0))?;
+                        rows.collect::<Result<Vec<_>, _>>()
+                    }
+                };
+                rows
+            })
+            .await?;
+        docs.iter().map(|d| from_json(d)).collect()
     }
 }
 

@@ -111,6 +111,23 @@ impl Server {
         r.text().await.unwrap()
     }
 
+    /// The admin token the server keeps in its data folder.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin-token")).expect("the server wrote its admin token").trim().into()
+    }
+
+    /// POST of JSON to the admin API with the admin token: status and answer.
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .header("authorization", format!("Bearer {}", self.admin_token()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     /// [`Server::admin_get`] of a JSON answer.
     pub async fn admin_json(&self, path: &str) -> Value {
         serde_json::from_str(&self.admin_get(path).await).expect("the admin API answers JSON")
