@@ -16,6 +16,7 @@
 //! - [`scenario`]: running a title's scenario tests.
 //! - [`diagnostic`], [`spans`]: designer-facing errors with positions.
 //! - [`time`]: UTC timestamps.
+//! - [`timing`]: an observer of script calls, for the server's profile.
 //! - [`watch`]: a debounced watcher over a folder of titles (hot reload, `citadel-edit watch`).
 
 pub mod clan;
@@ -32,6 +33,7 @@ pub mod spans;
 pub mod state;
 pub mod support;
 pub mod time;
+pub mod timing;
 pub mod title;
 mod view;
 pub mod watch;

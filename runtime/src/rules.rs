@@ -512,8 +512,11 @@ pub(crate) fn call_fn(
 ) -> Result<Vec<Effect>, String> {
     let Some(script) = title.script_fn(f) else { return Err(format!("no script `{}`", f.module)) };
     let seed = rng.next_u64();
-    with_ctx(title, s, now, seed, |ctx| title.sandbox.call(script, &f.function, arg, ctx))
-        .map_err(|e| format!("{f}: {}", e.with_position()))
+    crate::timing::script(
+        || f.to_string(),
+        || with_ctx(title, s, now, seed, |ctx| title.sandbox.call(script, &f.function, arg, ctx)),
+    )
+    .map_err(|e| format!("{f}: {}", e.with_position()))
 }
 
 /// Applies effects to `s` all together or not at all.

@@ -111,7 +111,7 @@ pub struct Config {
     /// what profiling costs.
     pub profiling: bool,
     /// A request slower than this is logged with the time it spent in each
-    /// stage (queued, rules, world, journal) and kept for the admin API.
+    /// stage (queued, rules, script, world, journal) and kept for the admin API.
     /// The default is the hard latency limit players notice.
     pub slow_request_ms: u64,
     /// Keep the world store (player locks; later clans, top scores, the

@@ -55,6 +55,9 @@ pub enum Kind {
     Journal,
     /// A world store call (locks, top scores, raids, clans...), by method.
     World,
+    /// A script function of a title (`module::function`: hooks, custom
+    /// actions, item uses, raid checks), per title.
+    Script,
 }
 
 impl Kind {
@@ -66,6 +69,7 @@ impl Kind {
             Kind::Blob => "blob",
             Kind::Journal => "journal",
             Kind::World => "world",
+            Kind::Script => "script",
         }
     }
 }
@@ -558,15 +562,17 @@ pub enum Stage {
     /// Waiting for the player's session: behind the player's earlier
     /// requests, or while the session loads the player (lock, file).
     Queued,
-    /// In the rules engine and the title's scripts.
+    /// In the rules engine, outside the title's scripts.
     Rules,
+    /// In one of the title's script functions.
+    Script,
     /// In the world store (raids, clans, top scores, the map).
     World,
     /// Waiting for its journal record to be on disk.
     Journal,
 }
 
-const STAGES: [Stage; 4] = [Stage::Queued, Stage::Rules, Stage::World, Stage::Journal];
+const STAGES: [Stage; 5] = [Stage::Queued, Stage::Rules, Stage::Script, Stage::World, Stage::Journal];
 
 fn stage_index(s: Stage) -> usize {
     STAGES.iter().position(|x| *x == s).unwrap_or(0)
@@ -599,13 +605,53 @@ impl InFlight {
         let at = lock(&self.at);
         let mut spent = at.2;
         spent[stage_index(at.0)] += at.1.elapsed();
-        let names = ["queued", "rules", "world", "journal"];
+        let names = ["queued", "rules", "script", "world", "journal"];
         (at.0, names.iter().zip(spent).filter(|(_, d)| !d.is_zero()).map(|(n, d)| (*n, ms(d))).collect())
     }
 }
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1000.0
+}
+
+/// Script functions timed during one operation: at most this many are
+/// kept by name (an advance over a long absence may run hundreds of
+/// hooks); the time of the rest still counts in the `script` stage.
+const SCRIPTS_NAMED_MAX: usize = 64;
+
+/// Hears the scripts of one operation: moves its request between the
+/// `rules` and `script` stages, and keeps each script's time for the profile.
+#[derive(Debug)]
+pub struct ScriptTimes {
+    flight: Arc<InFlight>,
+    times: Mutex<Vec<(String, Duration)>>,
+}
+
+impl ScriptTimes {
+    pub fn new(flight: Arc<InFlight>) -> Arc<ScriptTimes> {
+        Arc::new(ScriptTimes { flight, times: Mutex::new(Vec::new()) })
+    }
+
+    /// Records every script timed into the profile, under `title`.
+    pub fn record(&self, profiler: &Profiler, title: &str) {
+        for (name, took) in lock(&self.times).drain(..) {
+            profiler.record(Kind::Script, &name, title, took);
+        }
+    }
+}
+
+impl citadel_runtime::timing::ScriptObserver for ScriptTimes {
+    fn started(&self, _function: &str) {
+        self.flight.enter(Stage::Script);
+    }
+
+    fn finished(&self, function: &str, took: Duration) {
+        self.flight.enter(Stage::Rules);
+        let mut times = lock(&self.times);
+        if times.len() < SCRIPTS_NAMED_MAX {
+            times.push((function.to_string(), took));
+        }
+    }
 }
 
 /// A request in flight, as the admin API lists it.

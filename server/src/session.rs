@@ -863,7 +863,16 @@ impl Session {
         let rng = self.rng.state();
         flight.enter(Stage::Rules);
         let started = Instant::now();
-        let result = execute(title, &mut self.state, &op, now, &mut self.rng);
+        let result = if deps.profiler.enabled() {
+            let scripts = crate::profile::ScriptTimes::new(flight.clone());
+            let result = citadel_runtime::timing::observed(scripts.clone(), || {
+                execute(title, &mut self.state, &op, now, &mut self.rng)
+            });
+            scripts.record(&deps.profiler, &self.key.0);
+            result
+        } else {
+            execute(title, &mut self.state, &op, now, &mut self.rng)
+        };
         flight.enter(Stage::Journal);
         if deps.profiler.enabled() {
             deps.profiler.record(crate::profile::Kind::Action, &op_name(title, &op), &self.key.0, started.elapsed());

@@ -1,13 +1,13 @@
 //! Profiling as operators see it: `/metrics` parses as Prometheus text and
 //! holds the latency of every entry point that was used (HTTP routes,
-//! WebSocket message kinds, actions per title, blob store operations,
+//! WebSocket message kinds, actions and script functions per title, blob store operations,
 //! journal commits, world store calls); it needs the admin token; the admin API has the same
 //! as JSON.
 
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use support::server::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,6 +19,8 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_entry_point() {
     let (_, r) = s.act("mini", &tok, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
     assert_eq!(r["ok"], json!(true), "{r}");
     s.act("mini", &tok, "custom", json!({ "name": "nonesuch" })).await;
+    let (_, r) = s.act("mini", &tok, "custom", json!({ "name": "tithe" })).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/v1/mini/ws?token={tok}", s.addr)).await.unwrap();
     ws.next().await.unwrap().unwrap(); // welcome
@@ -53,6 +55,8 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_entry_point() {
         ("action", "build", "mini"),
         ("action", "get_state", "mini"),
         ("action", "custom:unknown", "mini"),
+        ("action", "custom:tithe", "mini"),
+        ("script", "hooks::tithe", "mini"),
         ("blob", "get", ""),
         ("blob", "put", ""),
         ("journal", "commit", ""),
@@ -80,27 +84,23 @@ async fn metrics_parse_as_prometheus_text_and_cover_every_entry_point() {
     s.stop().await;
 }
 
-/// An artificially slow script: while it runs the request is listed in
-/// flight in the `rules` stage; then it is in the slow-request log with
-/// the time of each stage, most of it in `rules`.
+/// An artificially slow script hook: while it runs, the request is listed
+/// in flight in the `script` stage; then it is in the slow-request log with
+/// the time of each stage, most of it in `script`, and the hook has its own
+/// latency entry (kind `script`, per title).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_script_is_in_flight_and_then_in_the_slow_log_with_its_stage() {
+async fn a_slow_script_hook_is_in_flight_and_then_in_the_slow_log_with_its_stage() {
     let data = fresh_data("slow-script");
     let titles = data.join("titles");
     copy_dir(&support::root().join("tests/fixtures/mini"), &titles.join("mini"));
     let hooks = titles.join("mini/scripts/hooks.rhai");
-    let mut text = std::fs::read_to_string(&hooks).unwrap();
+    let text = std::fs::read_to_string(&hooks).unwrap();
     // Well under the script's operations limit: 5,000 rounds, each
     // rewriting a string of 8 KiB character by character (about 140 ms
     // here, against a slow-request threshold of 20 ms).
-    text.push_str(
-        "\nfn slow(args) {\n    let s = \"x\";\n    while s.len() < 8192 { s += s; }\n    let n = 0;\n    while n < 5000 { let a = s.replace(\"x\", \"yz\"); n += 1; }\n    []\n}\n",
-    );
-    std::fs::write(&hooks, text).unwrap();
-    let title = titles.join("mini/title.json");
-    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(&title).unwrap()).unwrap();
-    t["actions"]["slow"] = json!({ "function": "hooks::slow" });
-    std::fs::write(&title, t.to_string()).unwrap();
+    let slow = "fn on_build_complete(ev) {\n    let s = \"x\";\n    while s.len() < 8192 { s += s; }\n    let n = 0;\n    while n < 5000 { let a = s.replace(\"x\", \"yz\"); n += 1; }\n";
+    assert!(text.contains("fn on_build_complete(ev) {\n"), "the fixture's hook");
+    std::fs::write(&hooks, text.replace("fn on_build_complete(ev) {\n", slow)).unwrap();
     let s = std::sync::Arc::new(
         start(data.clone(), move |c| {
             c.titles = titles;
@@ -109,15 +109,19 @@ async fn a_slow_script_is_in_flight_and_then_in_the_slow_log_with_its_stage() {
         .await,
     );
     let (tok, _) = s.login("mini", "sloane").await;
+    let (_, r) = s.act("mini", &tok, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    // The mine completes ten seconds later: the next request runs the hook.
+    s.advance(10);
     let request = {
         let s = s.clone();
-        tokio::spawn(async move { s.act("mini", &tok, "custom", json!({ "name": "slow" })).await.1 })
+        tokio::spawn(async move { s.act("mini", &tok, "get_state", json!({})).await.1 })
     };
     let mut seen = None;
     while !request.is_finished() {
         let list = s.admin_json("/admin/api/inflight").await;
         if let Some(r) = list["requests"].as_array().unwrap().iter().find(|r| r["player"] == "sloane") {
-            if r["stage"] == "rules" {
+            if r["stage"] == "script" {
                 seen = Some(r.clone());
                 break;
             }
@@ -125,18 +129,28 @@ async fn a_slow_script_is_in_flight_and_then_in_the_slow_log_with_its_stage() {
     }
     let answer = request.await.unwrap();
     assert_eq!(answer["ok"], json!(true), "{answer}");
-    let seen = seen.expect("the slow request was listed in flight, in the rules stage");
-    assert_eq!((seen["action"].as_str(), seen["title"].as_str()), (Some("custom"), Some("mini")));
+    let events = answer["result"]["events"].to_string();
+    assert!(events.contains("building_completed") && !events.contains("hook_failed"), "{events}");
+    let seen = seen.expect("the slow request was listed in flight, in the script stage");
+    assert_eq!((seen["action"].as_str(), seen["title"].as_str()), (Some("get_state"), Some("mini")));
     let slow = s.admin_json("/admin/api/slow").await;
     let entry = slow["requests"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["player"] == "sloane" && r["action"] == "custom")
+        .find(|r| r["player"] == "sloane" && r["action"] == "get_state")
         .unwrap_or_else(|| panic!("the slow request is logged: {slow}"));
     let total = entry["total_ms"].as_f64().unwrap();
-    let rules = entry["stages"]["rules"].as_f64().unwrap_or(0.0);
+    let script = entry["stages"]["script"].as_f64().unwrap_or(0.0);
     assert!(total >= 20.0, "{entry}");
-    assert!(rules >= total / 2.0, "most of the time in the script: {entry}");
+    assert!(script >= total / 2.0, "most of the time in the hook: {entry}");
+    let metrics = s.admin_json("/admin/api/metrics").await;
+    let hook = metrics["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "script" && e["name"] == "hooks::on_build_complete" && e["title"] == "mini")
+        .unwrap_or_else(|| panic!("the hook's own latency: {metrics}"));
+    assert!(hook["since_start"]["max_ms"].as_f64().unwrap() >= 20.0, "{hook}");
     std::sync::Arc::into_inner(s).unwrap().stop().await;
 }
