@@ -126,6 +126,10 @@ pub struct PlayerState {
     /// [`HISTORY_MAX`] (for customer support).
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// When the server last kept a snapshot of this file (for support to
+    /// restore); server bookkeeping, never read by the rules.
+    #[serde(default)]
+    pub snapshot_ms: i64,
 }
 
 /// Operations kept in a player's history: enough for support to see what
@@ -197,9 +201,11 @@ fn v2_to_v3(obj: &mut serde_json::Map<String, serde_json::Value>) {
     obj.entry("relocated_ms").or_insert(0.into());
 }
 
-/// Version 4 keeps a short history of operations, empty for older files.
+/// Version 4 keeps a short history of operations, empty for older files,
+/// and the time of the last snapshot (never, for older files).
 fn v3_to_v4(obj: &mut serde_json::Map<String, serde_json::Value>) {
     obj.entry("history").or_insert(serde_json::Value::Array(Vec::new()));
+    obj.entry("snapshot_ms").or_insert(0.into());
 }
 
 impl PlayerState {

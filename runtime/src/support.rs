@@ -94,7 +94,8 @@ pub fn adjust(
 
 /// Puts back an earlier saved state of the same player, keeping what must
 /// only ever grow: the operation count (`seq`, which the journal numbers
-/// by) and the history (so that the restore itself shows in it).
+/// by), the history (so that the restore itself shows in it) and the time
+/// of the last snapshot.
 pub fn restore(s: &mut PlayerState, earlier: &PlayerState) -> Result<Vec<Event>, ActionError> {
     if earlier.title != s.title {
         return err(
@@ -102,11 +103,12 @@ pub fn restore(s: &mut PlayerState, earlier: &PlayerState) -> Result<Vec<Event>,
             format!("the saved state is of title `{}`, not `{}`", earlier.title, s.title),
         );
     }
-    let seq = s.seq;
+    let (seq, snapshot_ms) = (s.seq, s.snapshot_ms);
     let history = std::mem::take(&mut s.history);
     *s = earlier.clone();
     s.seq = seq;
     s.history = history;
+    s.snapshot_ms = snapshot_ms;
     Ok(vec![Event::Restored { clock_ms: earlier.clock_ms }])
 }
 

@@ -118,8 +118,9 @@ pub(crate) fn snapshot_dir(title: &str, player: &str) -> String {
 /// month of daily sessions, for support to go back to.
 pub const SNAPSHOTS_KEPT: usize = 30;
 
-/// A player's state is snapshotted at the first save of each session and
-/// then at most this often while the session lasts.
+/// A player's file is snapshotted when saved if the last snapshot (the
+/// file's `snapshot_ms`) is older than this: at most one extra write per
+/// player per hour, however many sessions they play.
 const SNAPSHOT_INTERVAL_MS: i64 = 60 * 60 * 1000;
 
 /// A token bucket: `rate` per second, bursts up to twice that.
@@ -485,9 +486,8 @@ async fn background<T>(call: &mut Option<Background<T>>) -> T {
 
 /// How a background save ended.
 enum SaveOutcome {
-    /// The file now holds every operation up to `seq` (and a snapshot of
-    /// it was written at `snapshot_ms`).
-    Saved { etag: crate::blob::Etag, seq: u64, snapshot_ms: Option<i64> },
+    /// The file now holds every operation up to `seq`.
+    Saved { etag: crate::blob::Etag, seq: u64 },
     /// The stored file moved on: another server wrote it.
     Fenced,
     /// The journal failed before the state's records were durable, so the
@@ -502,7 +502,7 @@ type RenewOutcome = Result<Option<Lease>, crate::world::WorldError>;
 /// Writes one snapshot of a player and deletes the oldest beyond
 /// [`SNAPSHOTS_KEPT`]. A failure is logged, never passed on: a snapshot is
 /// a convenience for support, the player file is what counts.
-async fn write_snapshot(deps: &Deps, title: &str, player: &str, bytes: Vec<u8>, now: i64, seq: u64) -> bool {
+async fn write_snapshot(deps: &Deps, title: &str, player: &str, bytes: Vec<u8>, now: i64, seq: u64) {
     let dir = snapshot_dir(title, player);
     let key = format!("{dir}/{now:013}-{seq:010}.json");
     match deps.blobs.put(&key, bytes, Precondition::Absent).await {
@@ -511,7 +511,7 @@ async fn write_snapshot(deps: &Deps, title: &str, player: &str, bytes: Vec<u8>, 
         Ok(_) | Err(crate::blob::BlobError::PreconditionFailed) => {}
         Err(e) => {
             tracing::warn!(key = %key, error = %e, "writing a player snapshot failed");
-            return false;
+            return;
         }
     }
     match deps.blobs.list(&dir).await {
@@ -525,7 +525,6 @@ async fn write_snapshot(deps: &Deps, title: &str, player: &str, bytes: Vec<u8>, 
         Ok(_) => {}
         Err(e) => tracing::warn!(dir = %dir, error = %e, "listing player snapshots failed"),
     }
-    true
 }
 
 /// The reply channel of a message.
@@ -706,8 +705,6 @@ struct Session {
     logged_out_ms: i64,
     /// Set by an admin logout: the session ends after this request.
     ending: bool,
-    /// When this session last wrote a snapshot of the player.
-    snapshot_ms: Option<i64>,
 }
 
 impl Session {
@@ -757,7 +754,9 @@ impl Session {
             // A new player's file is written before their first operation,
             // so that every journal record applies to a stored file.
             Ok(None) => {
-                let state = rules::new_player(title, deps.clock.now_ms());
+                let mut state = rules::new_player(title, deps.clock.now_ms());
+                // Nothing to restore of a player who has not played yet.
+                state.snapshot_ms = deps.clock.now_ms();
                 match deps.blobs.put(blob_key, state.to_json().into_bytes(), Precondition::Absent).await {
                     Ok(etag) => Ok((state, etag)),
                     Err(e) => Err(ApiError::new(Code::Internal, format!("creating the player file: {e}"))),
@@ -788,7 +787,6 @@ impl Session {
             published: None,
             logged_out_ms: restriction.logged_out_ms,
             ending: false,
-            snapshot_ms: None,
         };
         if let Err(e) = session.join_world(deps, title).await {
             let _ = deps.world.release(&session.lease).await;
@@ -957,15 +955,20 @@ impl Session {
     /// whose record failed was answered `not_durable` and must not appear
     /// in the file later). Only one save runs at a time, so each write is
     /// conditional on the version the previous one wrote.
-    async fn start_save(&self, deps: &Arc<Deps>, blob_key: &str) -> Option<Background<SaveOutcome>> {
+    async fn start_save(&mut self, deps: &Arc<Deps>, blob_key: &str) -> Option<Background<SaveOutcome>> {
         if !self.unsaved(deps) {
             return None;
+        }
+        let now = deps.clock.now_ms();
+        // The file saved records the snapshot taken with it (a snapshot
+        // that then fails to write is logged, and the next is an hour on).
+        let snapshot = (now - self.state.snapshot_ms >= SNAPSHOT_INTERVAL_MS).then(|| self.key.clone());
+        if snapshot.is_some() {
+            self.state.snapshot_ms = now;
         }
         let bytes = self.state.to_json().into_bytes();
         let seq = self.state.seq;
         let durable = if self.in_flight.load(Ordering::Acquire) > 0 { Some(deps.journal.mark().await) } else { None };
-        let now = deps.clock.now_ms();
-        let snapshot = self.snapshot_due(now).then(|| self.key.clone());
         let (deps, blob_key, cond) = (deps.clone(), blob_key.to_string(), Precondition::Matches(self.etag.clone()));
         Some(Box::pin(async move {
             if let Some(durable) = durable {
@@ -979,13 +982,10 @@ impl Session {
             let copy = snapshot.as_ref().map(|_| bytes.clone());
             match deps.blobs.put(&blob_key, bytes, cond).await {
                 Ok(etag) => {
-                    let snapshot_ms = match (snapshot, copy) {
-                        (Some((title, player)), Some(copy)) => {
-                            write_snapshot(&deps, &title, &player, copy, now, seq).await.then_some(now)
-                        }
-                        _ => None,
-                    };
-                    SaveOutcome::Saved { etag, seq, snapshot_ms }
+                    if let (Some((title, player)), Some(copy)) = (snapshot, copy) {
+                        write_snapshot(&deps, &title, &player, copy, now, seq).await;
+                    }
+                    SaveOutcome::Saved { etag, seq }
                 }
                 Err(crate::blob::BlobError::PreconditionFailed) => SaveOutcome::Fenced,
                 Err(e) => SaveOutcome::Failed(e.to_string()),
@@ -996,12 +996,9 @@ impl Session {
     /// Takes in the end of a save.
     async fn saved(&mut self, deps: &Deps, out: SaveOutcome) {
         match out {
-            SaveOutcome::Saved { etag, seq, snapshot_ms } => {
+            SaveOutcome::Saved { etag, seq } => {
                 self.etag = etag;
                 self.saved_seq = seq;
-                if snapshot_ms.is_some() {
-                    self.snapshot_ms = snapshot_ms;
-                }
                 deps.journal.saved(self.key.clone(), seq).await;
             }
             SaveOutcome::Fenced => {
@@ -1019,19 +1016,12 @@ impl Session {
         }
     }
 
-    /// Whether a save now should also write a snapshot: the first save of
-    /// the session, then once per [`SNAPSHOT_INTERVAL_MS`].
-    fn snapshot_due(&self, now: i64) -> bool {
-        self.snapshot_ms.is_none_or(|at| now - at >= SNAPSHOT_INTERVAL_MS)
-    }
-
     /// Writes a snapshot of the state as it is in memory now (before an
     /// admin change, so that it can be undone).
     async fn snapshot(&mut self, deps: &Deps, now: i64) {
+        self.state.snapshot_ms = now;
         let bytes = self.state.to_json().into_bytes();
-        if write_snapshot(deps, &self.key.0, &self.key.1, bytes, now, self.state.seq).await {
-            self.snapshot_ms = Some(now);
-        }
+        write_snapshot(deps, &self.key.0, &self.key.1, bytes, now, self.state.seq).await;
     }
 
     /// Lets a save already running finish, then saves what is left, and

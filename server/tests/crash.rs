@@ -133,3 +133,32 @@ async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
     }
     server.kill();
 }
+
+/// A grant from support is an acknowledged change like any action: it is
+/// journaled before it is answered, so a SIGKILL right after loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_support_grant_survives_sigkill() {
+    let titles = temp("titles-grant");
+    counting_title(&titles);
+    let data = temp("data-grant");
+    let config = data.join("citadel.toml");
+    std::fs::write(&config, "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\n").unwrap();
+    let (mut server, addr) = serve(&data, &titles, &config);
+    login(&addr, "helped").await;
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/admin/api/players/mini/helped/adjust"))
+        .header("authorization", format!("Bearer {}", token.trim()))
+        .json(&json!({ "resources": { "gems": 9 }, "reason": "outage" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    server.kill(); // SIGKILL
+    assert_eq!(gems_on_disk(&data, "helped"), START_GEMS, "not saved before the kill");
+    let (mut server, addr) = serve(&data, &titles, &config);
+    assert_eq!(gems_on_disk(&data, "helped"), START_GEMS + 9, "replayed from the journal");
+    let state = &login(&addr, "helped").await["state"];
+    assert_eq!(state["resources"]["gems"], START_GEMS + 9);
+    server.kill();
+}

@@ -176,7 +176,9 @@ async fn a_restore_puts_back_a_snapshot_and_can_be_undone() {
     let s = start(fresh_data("support-restore"), |c| c.save_interval_seconds = 1).await;
     let (tok, _) = s.login("mini", "ann").await;
     let g0 = gold(&s, &tok).await;
-    // The session's first save writes the first snapshot.
+    // A new player is not snapshotted; an hour on, the next save is.
+    s.advance(3601);
+    assert_eq!(gold(&s, &tok).await, g0);
     let mut view = Value::Null;
     for _ in 0..100 {
         view = s.admin_json("/admin/api/players/mini/ann").await;
