@@ -136,9 +136,11 @@ impl MongoWorld {
             .create_index(index(doc! { "title": 1, "clan": 1, "player": 1, "at_ms": 1 }, false))
             .await
             .map_err(mongo)?;
-        self.audit.create_index(index(doc! { "at_ms": -1, "_id": -1 }, false)).await.map_err(mongo)?;
+        // Ordered by `id` (a copy of `_id`): an index over `_id` itself
+        // is not for every MongoDB-compatible server.
+        self.audit.create_index(index(doc! { "at_ms": -1, "id": -1 }, false)).await.map_err(mongo)?;
         self.audit
-            .create_index(index(doc! { "title": 1, "player": 1, "at_ms": -1, "_id": -1 }, false))
+            .create_index(index(doc! { "title": 1, "player": 1, "at_ms": -1, "id": -1 }, false))
             .await
             .map_err(mongo)?;
         Ok(())
@@ -763,7 +765,9 @@ impl WorldStore for MongoWorld {
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<(), WorldError> {
-        let d = doc! { "_id": &e.id, "at_ms": e.at_ms, "title": &e.title, "player": &e.player, "doc": to_json(e)? };
+        let d = doc! {
+            "_id": &e.id, "id": &e.id, "at_ms": e.at_ms, "title": &e.title, "player": &e.player, "doc": to_json(e)?,
+        };
         self.audit.insert_one(d).await.map_err(mongo)?;
         Ok(())
     }
@@ -779,7 +783,7 @@ impl WorldStore for MongoWorld {
             filter.insert("title", title);
             filter.insert("player", player);
         }
-        let docs = self.all(&self.audit, filter, doc! { "at_ms": -1, "_id": -1 }, 0, page(limit) as i64).await?;
+        let docs = self.all(&self.audit, filter, doc! { "at_ms": -1, "id": -1 }, 0, page(limit) as i64).await?;
         docs.iter().map(decode).collect()
     }
 }
