@@ -3,8 +3,6 @@
 //! an earlier saved state (`restore`), and the short history of
 //! operations kept in the player file for support to read.
 
-use std::collections::BTreeMap;
-
 use citadel_dsl::IdKind;
 use serde::{Deserialize, Serialize};
 
@@ -122,11 +120,17 @@ pub fn remember(s: &mut PlayerState, op: &str, at_ms: i64) {
     s.history.push(HistoryEntry { seq: s.seq + 1, at_ms, op: op.to_string() });
 }
 
-/// The amounts of `change`'s ids before and after, for an audit record.
-pub fn amounts_of(s: &PlayerState, change: &Adjustment) -> BTreeMap<String, i64> {
-    let resources = change.resources.keys().map(|id| (id.clone(), s.resources.get(id).copied().unwrap_or(0)));
-    let items = change.items.keys().map(|id| (format!("item:{id}"), s.items.get(id).copied().unwrap_or(0)));
-    resources.chain(items).collect()
+/// The amounts of `change`'s ids in `s` after it was applied, and before
+/// (after less the change), for an audit record: resources by id, items as
+/// `item:<id>`.
+pub fn amounts_changed(s: &PlayerState, change: &Adjustment) -> (Amounts, Amounts) {
+    let held = |map: &Amounts, id: &str| map.get(id).copied().unwrap_or(0);
+    let resources = change.resources.iter().map(|(id, d)| (id.clone(), held(&s.resources, id), *d));
+    let items = change.items.iter().map(|(id, d)| (format!("item:{id}"), held(&s.items, id), *d));
+    let all: Vec<(String, i64, i64)> = resources.chain(items).collect();
+    let before = all.iter().map(|(k, now, d)| (k.clone(), now - d)).collect();
+    let after = all.into_iter().map(|(k, now, _)| (k, now)).collect();
+    (before, after)
 }
 
 #[cfg(test)]
@@ -152,6 +156,8 @@ mod tests {
         let change = Adjustment { resources: amounts(&[("gold", 1_000_000)]), items: Amounts::new() };
         let events = adjust(&title, &mut s, &change, 0, &mut Rng::new(1)).unwrap();
         assert_eq!(s.resources["gold"], gold + 1_000_000);
+        let (before, after) = amounts_changed(&s, &change);
+        assert_eq!((before["gold"], after["gold"]), (gold, gold + 1_000_000));
         assert!(events.iter().any(|e| matches!(e, Event::Adjusted { .. })));
         let back = Adjustment { resources: amounts(&[("gold", -1_000_000)]), items: Amounts::new() };
         adjust(&title, &mut s, &back, 0, &mut Rng::new(1)).unwrap();

@@ -238,6 +238,8 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
     }
     let registered = st.connections.register(&claims.t, &claims.p);
     let mut notices = st.connections.notices();
+    // The sender lives as long as the server; once it is gone, stop asking.
+    let mut listening = true;
     loop {
         let msg = tokio::select! {
             _ = st.shutdown.cancelled() => {
@@ -253,7 +255,7 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
                 let _ = tx.send(Message::Close(Some(close))).await;
                 return;
             }
-            notice = notices.recv() => {
+            notice = notices.recv(), if listening => {
                 use tokio::sync::broadcast::error::RecvError;
                 match notice {
                     Ok(text) => {
@@ -262,10 +264,9 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
                             return;
                         }
                     }
-                    // Missed notices are skipped; a closed channel means
-                    // the server is going away, which shutdown handles.
+                    // Missed notices are skipped.
                     Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => notices = st.connections.notices(),
+                    Err(RecvError::Closed) => listening = false,
                 }
                 continue;
             }

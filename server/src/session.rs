@@ -94,7 +94,7 @@ enum Msg {
     Admin(AdminOp, Reply, Arc<InFlight>),
 }
 
-/// What customer support asks of a player's session (see `admin.rs`).
+/// What customer support asks of a player's session (see `admin/support.rs`).
 #[derive(Debug)]
 pub enum AdminOp {
     /// The player's state as the session holds it, advanced to now (not journaled).
@@ -245,17 +245,26 @@ impl Sessions {
         lock(&self.live).get(&(title.to_string(), player.to_string())).is_some_and(|e| !e.tx.is_closed())
     }
 
-    /// Runs an admin operation in the player's session. `View` and
-    /// `Logout` only reach a live session (`None` when there is none);
-    /// changes start one if needed (taking the player's lock, as a login does).
-    pub async fn admin(self: &Arc<Self>, title: &str, player: &str, op: AdminOp) -> Option<Result<Answer, ApiError>> {
-        let starts = matches!(op, AdminOp::Adjust(_) | AdminOp::Restore { .. });
-        if !starts && !self.is_live(title, player) {
-            return None;
-        }
+    /// Runs an admin operation in the player's session, starting one if
+    /// needed (taking the player's lock, as a login does).
+    pub async fn admin(self: &Arc<Self>, title: &str, player: &str, op: AdminOp) -> Result<Answer, ApiError> {
         let flight = self.deps.flights.begin(title, player, "admin", self.deps.clock.now_ms());
         let inflight = flight.inflight.clone();
-        Some(self.send(title, player, move |reply| Msg::Admin(op, reply, inflight), false).await)
+        self.send(title, player, move |reply| Msg::Admin(op, reply, inflight), false).await
+    }
+
+    /// [`Sessions::admin`] only if the player has a session here now
+    /// (`None` when not): for looking at a player or ending their session.
+    pub async fn admin_if_live(
+        self: &Arc<Self>,
+        title: &str,
+        player: &str,
+        op: AdminOp,
+    ) -> Option<Result<Answer, ApiError>> {
+        if !self.is_live(title, player) {
+            return None;
+        }
+        Some(self.admin(title, player, op).await)
     }
 
     async fn send(
@@ -535,10 +544,9 @@ fn answer_of(m: Msg) -> Reply {
 }
 
 /// The answer to a banned player.
-pub(crate) fn banned(r: &crate::world::Restriction) -> ApiError {
-    let mut e = ApiError::new(Code::Banned, format!("this player is banned: {}", r.reason));
-    e.details = Some(Box::new(json!({ "until_ms": r.banned_until_ms, "reason": r.reason })));
-    e
+fn banned(r: &crate::world::Restriction) -> ApiError {
+    ApiError::new(Code::Banned, format!("this player is banned: {}", r.reason))
+        .details(json!({ "until_ms": r.banned_until_ms, "reason": r.reason }))
 }
 
 fn not_durable() -> ApiError {
@@ -606,7 +614,10 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
             Err(e) => Err(ApiError::rules(e)),
         },
         Op::Adjust { change } => match citadel_runtime::support::adjust(title, state, change, now, rng) {
-            Ok(events) => serialize(&json!({ "events": events, "resources": state.resources, "items": state.items })),
+            Ok(events) => {
+                let (before, after) = citadel_runtime::support::amounts_changed(state, change);
+                serialize(&json!({ "events": events, "before": before, "after": after }))
+            }
             Err(e) => Err(ApiError::rules(e)),
         },
         Op::Restore { state: earlier, snapshot } => match citadel_runtime::support::restore(state, earlier) {
@@ -738,38 +749,47 @@ impl Session {
                 None => return Err(ApiError::new(Code::PlayerLocked, "the player is logged in on another server")),
             }
         };
-        let restriction = match deps.world.restriction(&key.0, &key.1).await {
-            Ok(r) => r.unwrap_or_default(),
-            Err(e) => {
-                let _ = deps.world.release(&lease).await;
-                return Err(ApiError::new(Code::Internal, e.to_string()));
-            }
-        };
-        if restriction.banned(deps.clock.now_ms()) {
+        let loaded = Session::load_locked(deps, title, key, blob_key, seed, lease.clone()).await;
+        if loaded.is_err() {
+            // A banned player, a broken file or an unreachable store must
+            // not keep the player locked.
             let _ = deps.world.release(&lease).await;
+        }
+        loaded
+    }
+
+    /// The rest of [`Session::load`], once the player's lock is held.
+    async fn load_locked(
+        deps: &Deps,
+        title: &Title,
+        key: &Key,
+        blob_key: &str,
+        seed: u64,
+        lease: Lease,
+    ) -> Result<Session, ApiError> {
+        let restriction = deps
+            .world
+            .restriction(&key.0, &key.1)
+            .await
+            .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
+            .unwrap_or_default();
+        if restriction.banned(deps.clock.now_ms()) {
             return Err(banned(&restriction));
         }
-        let parsed = match world::read_player(deps, &key.0, &key.1).await {
-            Ok(Some(found)) => Ok(found),
+        let (state, etag) = match world::read_player(deps, &key.0, &key.1).await? {
+            Some(found) => found,
             // A new player's file is written before their first operation,
             // so that every journal record applies to a stored file.
-            Ok(None) => {
+            None => {
                 let mut state = rules::new_player(title, deps.clock.now_ms());
                 // Nothing to restore of a player who has not played yet.
                 state.snapshot_ms = deps.clock.now_ms();
-                match deps.blobs.put(blob_key, state.to_json().into_bytes(), Precondition::Absent).await {
-                    Ok(etag) => Ok((state, etag)),
-                    Err(e) => Err(ApiError::new(Code::Internal, format!("creating the player file: {e}"))),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        let (state, etag) = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                // A broken file must not keep the player locked.
-                let _ = deps.world.release(&lease).await;
-                return Err(e);
+                let etag = deps
+                    .blobs
+                    .put(blob_key, state.to_json().into_bytes(), Precondition::Absent)
+                    .await
+                    .map_err(|e| ApiError::new(Code::Internal, format!("creating the player file: {e}")))?;
+                (state, etag)
             }
         };
         let mut session = Session {
@@ -788,10 +808,7 @@ impl Session {
             logged_out_ms: restriction.logged_out_ms,
             ending: false,
         };
-        if let Err(e) = session.join_world(deps, title).await {
-            let _ = deps.world.release(&session.lease).await;
-            return Err(e);
-        }
+        session.join_world(deps, title).await?;
         Ok(session)
     }
 
@@ -822,7 +839,7 @@ impl Session {
             Msg::Admin(AdminOp::View, reply, _) => {
                 let mut state = self.state.clone();
                 rules::advance(title, &mut state, now, &mut self.rng.clone());
-                let r = serialize(&json!({ "state": state, "online": true }));
+                let r = serialize(&json!({ "state": state }));
                 return self.answer_in_order(deps, reply, r).await;
             }
             Msg::Admin(AdminOp::Logout, reply, _) => {
@@ -962,11 +979,12 @@ impl Session {
         let now = deps.clock.now_ms();
         // The file saved records the snapshot taken with it (a snapshot
         // that then fails to write is logged, and the next is an hour on).
-        let snapshot = (now - self.state.snapshot_ms >= SNAPSHOT_INTERVAL_MS).then(|| self.key.clone());
-        if snapshot.is_some() {
+        let due = now - self.state.snapshot_ms >= SNAPSHOT_INTERVAL_MS;
+        if due {
             self.state.snapshot_ms = now;
         }
         let bytes = self.state.to_json().into_bytes();
+        let snapshot = due.then(|| (self.key.clone(), bytes.clone()));
         let seq = self.state.seq;
         let durable = if self.in_flight.load(Ordering::Acquire) > 0 { Some(deps.journal.mark().await) } else { None };
         let (deps, blob_key, cond) = (deps.clone(), blob_key.to_string(), Precondition::Matches(self.etag.clone()));
@@ -979,10 +997,9 @@ impl Session {
             if deps.journal.failed() {
                 return SaveOutcome::NotDurable;
             }
-            let copy = snapshot.as_ref().map(|_| bytes.clone());
             match deps.blobs.put(&blob_key, bytes, cond).await {
                 Ok(etag) => {
-                    if let (Some((title, player)), Some(copy)) = (snapshot, copy) {
+                    if let Some(((title, player), copy)) = snapshot {
                         write_snapshot(&deps, &title, &player, copy, now, seq).await;
                     }
                     SaveOutcome::Saved { etag, seq }

@@ -133,12 +133,7 @@ pub(crate) async fn audit(st: &AppState, who: &Who, c: Change<'_>) -> Value {
 /// The game servers reporting to the world store, fresh ones only.
 async fn servers(State(st): State<AppState>) -> Result<Json<Value>, Fail> {
     let now = st.deps.clock.now_ms();
-    let list = st
-        .deps
-        .world
-        .servers(now, crate::status::STALE_MS)
-        .await
-        .map_err(|e| Fail(ApiError::new(Code::Internal, e.to_string())))?;
+    let list = st.deps.world.servers(now, crate::status::STALE_MS).await.map_err(internal)?;
     Ok(Json(json!({ "servers": list })))
 }
 
@@ -305,8 +300,7 @@ async fn reload_all(
     axum::Extension(who): axum::Extension<Who>,
 ) -> Result<(StatusCode, Json<Value>), Fail> {
     let before = versions(&st, None);
-    let reports =
-        st.deps.titles.reload(&[]).await.map_err(|e| Fail(ApiError::new(Code::Internal, format!("{e:#}"))))?;
+    let reports = st.deps.titles.reload(&[]).await.map_err(|e| internal(format!("{e:#}")))?;
     audit_titles(&st, &who, "reload", "", before, &reports).await;
     Ok(answer(reports))
 }
@@ -326,12 +320,7 @@ async fn reload_one(
 ) -> Result<(StatusCode, Json<Value>), Fail> {
     known(&id)?;
     let before = versions(&st, Some(&id));
-    let reports = st
-        .deps
-        .titles
-        .reload(std::slice::from_ref(&id))
-        .await
-        .map_err(|e| Fail(ApiError::new(Code::Internal, format!("{e:#}"))))?;
+    let reports = st.deps.titles.reload(std::slice::from_ref(&id)).await.map_err(|e| internal(format!("{e:#}")))?;
     audit_titles(&st, &who, "reload", &id, before, &reports).await;
     Ok(answer(reports))
 }
@@ -353,12 +342,7 @@ async fn push(
     let before = versions(&st, Some(&id));
     let body: PushBody = serde_json::from_slice(&body)
         .map_err(|e| Fail(ApiError::new(Code::BadRequest, format!("expected {{\"files\": {{path: text}}}}: {e}"))))?;
-    let report = st
-        .deps
-        .titles
-        .push(&id, body.files)
-        .await
-        .map_err(|e| Fail(ApiError::new(Code::Internal, format!("{e:#}"))))?;
+    let report = st.deps.titles.push(&id, body.files).await.map_err(|e| internal(format!("{e:#}")))?;
     audit_titles(&st, &who, "push", &id, before, std::slice::from_ref(&report)).await;
     Ok(answer(vec![report]))
 }
@@ -394,7 +378,7 @@ async fn rollback(
         Err(e @ (RollbackError::NoEarlier | RollbackError::UnknownVersion(_))) => {
             Err(Fail(ApiError::new(Code::UnknownVersion, e.to_string())))
         }
-        Err(RollbackError::Internal(m)) => Err(Fail(ApiError::new(Code::Internal, m))),
+        Err(RollbackError::Internal(m)) => Err(internal(m)),
     }
 }
 

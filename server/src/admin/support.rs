@@ -118,7 +118,7 @@ async fn search(State(st): State<AppState>, Query(q): Query<SearchQuery>) -> Res
 /// The player's state: from their session if it is live here (the newest),
 /// else from their file. `None` if they never played.
 async fn state_of(st: &AppState, title: &str, player: &str) -> Result<Option<(Value, bool)>, Fail> {
-    if let Some(answer) = st.sessions.admin(title, player, AdminOp::View).await {
+    if let Some(answer) = st.sessions.admin_if_live(title, player, AdminOp::View).await {
         let answer = answer.map_err(session_error)?;
         let v: Value = serde_json::from_str(answer.get()).map_err(internal)?;
         return Ok(Some((v["state"].clone(), true)));
@@ -172,9 +172,9 @@ async fn view(State(st): State<AppState>, Path((title, player)): Path<(String, S
 /// saves and ends right after.
 async fn change(st: &AppState, title: &str, player: &str, op: AdminOp) -> Result<Value, Fail> {
     let was_live = st.sessions.is_live(title, player);
-    let answer = st.sessions.admin(title, player, op).await.unwrap_or_else(|| unreachable!("changes start a session"));
+    let answer = st.sessions.admin(title, player, op).await;
     if !was_live {
-        let _ = st.sessions.admin(title, player, AdminOp::Logout).await;
+        let _ = st.sessions.admin_if_live(title, player, AdminOp::Logout).await;
     }
     let answer = answer.map_err(session_error)?;
     serde_json::from_str(answer.get()).map_err(internal)
@@ -203,45 +203,17 @@ async fn adjust(
     let why = reason(&b.reason, true)?;
     let adj = Adjustment { resources: b.resources, items: b.items };
     if st.sessions.is_live(&title, &player) || read_player(&st.deps, &title, &player).await.map_err(Fail)?.is_some() {
-        let result = change(&st, &title, &player, AdminOp::Adjust(adj.clone())).await?;
-        let after = amounts(&result, &adj);
-        let before: serde_json::Map<String, Value> = after
-            .iter()
-            .map(|(k, v)| {
-                let delta = delta_of(&adj, k);
-                (k.clone(), json!(v.as_i64().unwrap_or(0) - delta))
-            })
-            .collect();
+        let result = change(&st, &title, &player, AdminOp::Adjust(adj)).await?;
+        let (before, after) = (result["before"].clone(), result["after"].clone());
         let id = audit(
             &st,
             &who,
-            Change {
-                action: "adjust",
-                title: &title,
-                player: &player,
-                reason: &why,
-                before: Value::Object(before),
-                after: Value::Object(after.clone()),
-            },
+            Change { action: "adjust", title: &title, player: &player, reason: &why, before, after: after.clone() },
         )
         .await;
         return Ok(Json(json!({ "ok": true, "amounts": after, "events": result["events"], "audit": id })));
     }
     Err(Fail(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))))
-}
-
-/// The amounts of the changed ids in a session's answer (`item:` before item ids).
-fn amounts(result: &Value, change: &Adjustment) -> serde_json::Map<String, Value> {
-    let r = change.resources.keys().map(|id| (id.clone(), json!(result["resources"][id].as_i64().unwrap_or(0))));
-    let i = change.items.keys().map(|id| (format!("item:{id}"), json!(result["items"][id].as_i64().unwrap_or(0))));
-    r.chain(i).collect()
-}
-
-fn delta_of(change: &Adjustment, key: &str) -> i64 {
-    match key.strip_prefix("item:") {
-        Some(item) => change.items.get(item).copied().unwrap_or(0),
-        None => change.resources.get(key).copied().unwrap_or(0),
-    }
 }
 
 #[derive(Deserialize)]
@@ -264,7 +236,7 @@ struct ReasonBody {
 /// tokens are next used there (the restriction refuses older tokens).
 async fn end_sessions(st: &AppState, title: &str, player: &str) -> usize {
     let sockets = st.connections.kick(title, player);
-    let _ = st.sessions.admin(title, player, AdminOp::Logout).await;
+    let _ = st.sessions.admin_if_live(title, player, AdminOp::Logout).await;
     sockets
 }
 
