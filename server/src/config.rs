@@ -29,6 +29,20 @@ pub struct Limits {
     pub ws_read_buffer_bytes: usize,
     /// Players held in memory at once; logins beyond it get `server_full`.
     pub sessions_max: usize,
+    /// Open connections from one IP address. Without it, one client
+    /// holding half-sent requests fills `connections_max` and locks every
+    /// other player out; 200 leaves room for many players behind one NAT.
+    pub connections_per_address_max: usize,
+    /// Seconds a client has to send a request's headers, counted from the
+    /// connection's start or the end of the previous answer: so it is also
+    /// how long an idle keep-alive connection stays open. A request's
+    /// headers are a few hundred bytes; 10 s covers the worst mobile link.
+    pub request_header_seconds_max: u64,
+    /// Seconds a client has to send a request's body once its headers are
+    /// in (answered `request_timeout`, 408, and closed). Bodies are at most
+    /// `message_bytes_max` (title pushes 20 MiB): 10 s for a game request,
+    /// and the same deadline keeps a half-sent body from holding a slot.
+    pub request_body_seconds_max: u64,
 }
 
 impl Default for Limits {
@@ -40,6 +54,9 @@ impl Default for Limits {
             requests_per_second_max: 20,
             ws_read_buffer_bytes: 4 * 1024,
             sessions_max: 50_000,
+            connections_per_address_max: 200,
+            request_header_seconds_max: 10,
+            request_body_seconds_max: 10,
         }
     }
 }
@@ -248,8 +265,12 @@ impl Config {
         anyhow::ensure!(l.session_queue_max >= 1, "limits.session_queue_max must be at least 1");
         anyhow::ensure!(l.requests_per_second_max >= 1, "limits.requests_per_second_max must be at least 1");
         anyhow::ensure!(
-            l.connections_max >= 1 && l.sessions_max >= 1,
+            l.connections_max >= 1 && l.sessions_max >= 1 && l.connections_per_address_max >= 1,
             "connection and session limits must be at least 1"
+        );
+        anyhow::ensure!(
+            l.request_header_seconds_max >= 1 && l.request_body_seconds_max >= 1,
+            "limits.request_header_seconds_max and limits.request_body_seconds_max must be at least 1"
         );
         anyhow::ensure!(self.save_interval_seconds >= 1, "save_interval_seconds must be at least 1");
         anyhow::ensure!(self.token_ttl_seconds >= 60, "token_ttl_seconds must be at least 60");

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{valid_player_id, Claims, Signer, TokenError};
-use crate::protocol::{decode, Answer, ApiError, Code, Push, Request, Response};
+use crate::protocol::{decode, Answer, ApiError, Code, Push, Request, RequestId, Response};
 use crate::session::{Deps, Sessions};
 
 /// Shared state of every handler.
@@ -36,6 +36,8 @@ pub struct AppState {
     pub admin: Arc<crate::admin::auth::AdminAuth>,
     /// Open WebSocket connections by player (admin kicks and broadcasts).
     pub connections: Arc<crate::connections::Connections>,
+    /// Connections the server closed itself (timeouts, per-address limit).
+    pub closes: Arc<crate::listener::Closes>,
 }
 
 /// The WebSocket close code sent when an admin forces a player out
@@ -65,7 +67,79 @@ pub fn app(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn_with_state(state.clone(), crate::admin::require_admin)),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), time_route))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_deadline))
         .with_state(state)
+}
+
+/// Gives a request's body `limits.request_body_seconds_max` to arrive once
+/// its headers are in: a client that stops half-way is answered
+/// `request_timeout` (408) and its connection closed, so it cannot hold a
+/// connection slot for long. The body streams through; nothing is buffered here.
+async fn body_deadline(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    use hyper::body::Body as _;
+    let connected = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limit = std::time::Duration::from_secs(st.deps.config.limits.request_body_seconds_max);
+    let req = req.map(|body| {
+        axum::body::Body::new(Deadline {
+            inner: body,
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            fired: fired.clone(),
+        })
+    });
+    let answer = next.run(req).await;
+    if !fired.load(std::sync::atomic::Ordering::Acquire) {
+        return answer;
+    }
+    let ip = connected.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.ip());
+    st.closes.count(crate::listener::Close::BodyTimeout, ip);
+    let e =
+        ApiError::new(Code::RequestTimeout, format!("the request's body did not arrive within {} s", limit.as_secs()));
+    let mut r = fail(e).into_response();
+    r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    r
+}
+
+/// A body that fails once its deadline passes (see [`body_deadline`]).
+struct Deadline {
+    inner: axum::body::Body,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if std::future::Future::poll(self.sleep.as_mut(), cx).is_ready() {
+            self.fired.store(true, std::sync::atomic::Ordering::Release);
+            return Poll::Ready(Some(Err(axum::Error::new("the request body's deadline passed"))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Times every HTTP request under its route template (`/v1/:title/request`).
@@ -84,7 +158,7 @@ async fn time_route(
     st.deps.profiler.time(crate::profile::Kind::Http, &name, "", next.run(req)).await
 }
 
-struct Fail(ApiError, Value);
+struct Fail(ApiError, RequestId);
 
 impl IntoResponse for Fail {
     fn into_response(self) -> HttpResponse {
@@ -96,7 +170,7 @@ impl IntoResponse for Fail {
 }
 
 fn fail(e: ApiError) -> Fail {
-    Fail(e, Value::Null)
+    Fail(e, RequestId::null())
 }
 
 async fn titles(State(st): State<AppState>) -> Json<Value> {
@@ -191,8 +265,8 @@ async fn http_request(
     let claims = authorize(&st, &title, bearer(&headers)).map_err(fail)?;
     let req: Request = parse_json(&body, st.deps.config.limits.message_bytes_max).map_err(fail)?;
     match dispatch(&st, &claims, &req).await {
-        Ok(result) => Ok((StatusCode::OK, Json(Response::ok(req.id, result)))),
-        Err(e) => Err(Fail(e, req.id)),
+        Ok(result) => Ok((StatusCode::OK, Json(Response::ok(req.id.clone(), result)))),
+        Err(e) => Err(Fail(e, req.id.clone())),
     }
 }
 
@@ -276,7 +350,7 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
                 let e = ApiError::new(Code::BadRequest, "binary messages are not supported; send JSON text");
-                if tx.send(Message::Text(encode(&Response::err(Value::Null, &e)).into())).await.is_err() {
+                if tx.send(Message::Text(encode(&Response::err(RequestId::null(), &e)).into())).await.is_err() {
                     return;
                 }
                 continue;
@@ -286,12 +360,12 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
         };
         let started = std::time::Instant::now();
         let (kind, answer) = match parse_json::<Request>(text.as_bytes(), limit) {
-            Err(e) => ("invalid", Response::err(Value::Null, &e)),
+            Err(e) => ("invalid", Response::err(RequestId::null(), &e)),
             Ok(req) => {
                 let kind = known_action(&req.action);
                 match dispatch(&st, &claims, &req).await {
-                    Ok(result) => (kind, Response::ok(req.id, result)),
-                    Err(e) => (kind, Response::err(req.id, &e)),
+                    Ok(result) => (kind, Response::ok(req.id.clone(), result)),
+                    Err(e) => (kind, Response::err(req.id.clone(), &e)),
                 }
             }
         };

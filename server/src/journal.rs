@@ -632,8 +632,13 @@ pub struct Replayed {
     pub applied: usize,
     /// Records already in the player's file.
     pub skipped: usize,
-    /// Records that could not be applied, kept in `journal-orphans/`.
+    /// Records that can never apply, kept in `journal-orphans/`.
     pub orphaned: usize,
+    /// Records that could not apply yet (their player is held by a server
+    /// that has not applied them, or another server's journal they follow
+    /// cannot be read): their segments stay for the next start and for
+    /// takeovers, which read this journal.
+    pub kept: usize,
 }
 
 /// What replay needs from the server.
@@ -642,57 +647,110 @@ pub struct ReplayDeps<'a> {
     pub titles: &'a Titles,
     pub blobs: &'a dyn BlobStore,
     pub world: &'a dyn WorldStore,
+    pub recovery: &'a crate::recovery::Recovery,
     pub server_id: &'a str,
     pub lock_ttl_ms: i64,
+    /// How long to wait for a player held by another server (one taking
+    /// the player over is done in moments).
+    pub lock_wait: Duration,
     pub now_ms: i64,
     pub data_dir: &'a Path,
 }
 
+/// The title versions records ran on, each resolved once (from memory or
+/// the version store, where a stored version is read and validated again).
+#[derive(Debug, Default)]
+pub(crate) struct Versions(std::sync::Mutex<HashMap<(String, String), Option<Title>>>);
+
+impl Versions {
+    /// `None` when the title is no longer served; the current version when
+    /// the one named is not kept.
+    fn get(&self, titles: &Titles, title: &str, version: &str) -> Option<Title> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((title.to_string(), version.to_string()))
+            .or_insert_with(|| {
+                let current = titles.get(title)?;
+                if current.content_version == version {
+                    return Some(current);
+                }
+                Some(titles.version(title, version).unwrap_or_else(|| {
+                    tracing::warn!(%title, %version, "a journal record's title version is not kept; replaying it on the current one");
+                    current
+                }))
+            })
+            .clone()
+    }
+}
+
+/// Re-runs onto `state` the records numbered right above its `seq`, in
+/// order, each on the title version it first ran on. Records already in
+/// the state are skipped; those that cannot apply (a record missing before
+/// them, their title no longer served) are returned with the reason.
+pub(crate) fn reapply(
+    titles: &Titles,
+    versions: &Versions,
+    state: &mut PlayerState,
+    records: Vec<Record>,
+) -> (Replayed, Vec<(Record, String)>) {
+    let mut done = Replayed::default();
+    let mut orphans = Vec::new();
+    for r in records {
+        if r.seq <= state.seq {
+            done.skipped += 1;
+            continue;
+        }
+        if r.seq != state.seq + 1 || !orphans.is_empty() {
+            orphans.push((r, format!("a record is missing before it (the file has seq {})", state.seq)));
+            continue;
+        }
+        let Some(title) = versions.get(titles, &r.title, &r.content_version) else {
+            orphans.push((r, "the title is no longer served".to_string()));
+            continue;
+        };
+        let mut rng = Rng::new(r.rng);
+        // The outcome was already answered; replay only rebuilds the state.
+        let _ = crate::session::execute(&title, state, &r.op, r.now_ms, &mut rng);
+        state.seq = r.seq;
+        done.applied += 1;
+    }
+    (done, orphans)
+}
+
+/// What replaying one player came to.
+struct PlayerReplay {
+    done: Replayed,
+    orphans: Vec<(Record, String)>,
+}
+
 /// Applies every record not yet in its player's file and saves the files.
 /// Runs at start, before the server accepts anyone. A storage error stops
-/// the start (the journal stays for the next attempt); a record that cannot
-/// apply (its player is locked by another server, its title is gone, a
-/// record before it is missing) is logged and kept in `journal-orphans/`
-/// for support, and replay goes on.
+/// the start (the journal stays for the next attempt). A record that can
+/// never apply (its title is gone, a record before it is missing) is
+/// logged and kept in `journal-orphans/` for support. A player held by
+/// another server is waited for a while; if that server has the records
+/// already (its takeover applied them), they are done, otherwise they are
+/// kept in this journal ([`Replayed::kept`]) and replay goes on.
 pub async fn replay(deps: &ReplayDeps<'_>, records: Vec<Record>) -> anyhow::Result<Replayed> {
     use futures_util::stream::{self, StreamExt, TryStreamExt};
     let mut by_player: BTreeMap<Key, Vec<Record>> = BTreeMap::new();
     for r in records {
         by_player.entry((r.title.clone(), r.player.clone())).or_default().push(r);
     }
-    // Each title version the records ran on, resolved once (from memory or
-    // the version store: a stored version is read and validated again).
-    let mut versions: HashMap<(String, String), Title> = HashMap::new();
-    for (title, version) in by_player.values().flatten().map(|r| (&r.title, &r.content_version)) {
-        let key = (title.clone(), version.clone());
-        if versions.contains_key(&key) {
-            continue;
-        }
-        let Some(current) = deps.titles.get(title) else { continue };
-        let found = if current.content_version == *version {
-            Some(current.clone())
-        } else {
-            deps.titles.version(title, version)
-        };
-        let t = found.unwrap_or_else(|| {
-            tracing::warn!(%title, %version, "a journal record's title version is not kept; replaying it on the current one");
-            current
-        });
-        versions.insert(key, t);
-    }
+    let versions = Versions::default();
     let versions = &versions;
-    let outcomes: Vec<(Replayed, Vec<(Record, String)>)> = stream::iter(by_player)
+    let outcomes: Vec<PlayerReplay> = stream::iter(by_player)
         .map(|(key, records)| replay_player(deps, versions, key, records))
         .buffer_unordered(REPLAY_PARALLEL_MAX)
         .try_collect()
         .await?;
     let mut total = Replayed::default();
     let mut orphans = Vec::new();
-    for (r, o) in outcomes {
-        total.players += r.players;
-        total.applied += r.applied;
-        total.skipped += r.skipped;
-        orphans.extend(o);
+    for r in outcomes {
+        total.players += r.done.players;
+        total.applied += r.done.applied;
+        total.skipped += r.done.skipped;
+        total.kept += r.done.kept;
+        orphans.extend(r.orphans);
     }
     total.orphaned = orphans.len();
     if !orphans.is_empty() {
@@ -712,45 +770,51 @@ pub async fn replay(deps: &ReplayDeps<'_>, records: Vec<Record>) -> anyhow::Resu
 
 async fn replay_player(
     deps: &ReplayDeps<'_>,
-    versions: &HashMap<(String, String), Title>,
+    versions: &Versions,
     key: Key,
     records: Vec<Record>,
-) -> anyhow::Result<(Replayed, Vec<(Record, String)>)> {
-    let orphan_all = |records: Vec<Record>, why: &str| {
-        Ok((Replayed::default(), records.into_iter().map(|r| (r, why.to_string())).collect()))
-    };
-    let Some(current) = deps.titles.get(&key.0) else {
-        return orphan_all(records, "the title is no longer served");
-    };
+) -> anyhow::Result<PlayerReplay> {
     let blob_key = crate::session::blob_key(&key.0, &key.1);
     let lock = crate::session::player_lock(&key.0, &key.1);
-    let Some(lease) = deps.world.acquire(&lock, deps.server_id, deps.lock_ttl_ms, deps.now_ms).await? else {
-        return orphan_all(records, "the player is locked by another server");
+    let give_up = Instant::now() + deps.lock_wait;
+    let lease = loop {
+        if let Some(lease) = deps.world.acquire(&lock, deps.server_id, deps.lock_ttl_ms, deps.now_ms).await? {
+            break lease;
+        }
+        if Instant::now() >= give_up {
+            return held_elsewhere(deps, &key, records).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let result = async {
+        // Another server's work on the player comes first: it held them
+        // after this server's records were written (and died unsaved).
+        let mut records = records;
+        match lease.recover_from.as_deref() {
+            Some(from) if from != deps.server_id && !from.starts_with("raid:") => {
+                match deps.recovery.records(deps.world, from, &key).await {
+                    Ok(theirs) => {
+                        records.extend(theirs);
+                        records.sort_by_key(|r| r.seq);
+                        records.dedup_by_key(|r| r.seq);
+                    }
+                    Err(e) => {
+                        tracing::error!(title = %key.0, player = %key.1, error = %e.message, "cannot replay a player yet; their records stay in the journal");
+                        let kept = records.len();
+                        return Ok((PlayerReplay { done: Replayed { kept, ..Replayed::default() }, orphans: Vec::new() }, false));
+                    }
+                }
+            }
+            _ => {}
+        }
         let Some((bytes, etag)) = deps.blobs.get(&blob_key).await? else {
             // Sessions create the file before their first operation.
-            return orphan_all(records, "the player file does not exist");
+            let orphans = records.into_iter().map(|r| (r, "the player file does not exist".to_string())).collect();
+            return Ok((PlayerReplay { done: Replayed::default(), orphans }, true));
         };
         let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
         let mut state = PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?;
-        let mut done = Replayed::default();
-        let mut orphans = Vec::new();
-        for r in records {
-            if r.seq <= state.seq {
-                done.skipped += 1;
-            } else if r.seq == state.seq + 1 && orphans.is_empty() {
-                // Each record re-runs on the title version it first ran on.
-                let title = versions.get(&(key.0.clone(), r.content_version.clone())).unwrap_or(&current).clone();
-                let mut rng = Rng::new(r.rng);
-                // The outcome was already answered; replay only rebuilds the state.
-                let _ = crate::session::execute(&title, &mut state, &r.op, r.now_ms, &mut rng);
-                state.seq = r.seq;
-                done.applied += 1;
-            } else {
-                orphans.push((r, format!("a record is missing before it (the file has seq {})", state.seq)));
-            }
-        }
+        let (mut done, orphans) = reapply(deps.titles, versions, &mut state, records);
         if done.applied > 0 {
             match deps.blobs.put(&blob_key, state.to_json().into_bytes(), Precondition::Matches(etag)).await {
                 Ok(_) => done.players = 1,
@@ -758,13 +822,51 @@ async fn replay_player(
                 Err(e) => return Err(e).with_context(|| format!("saving {blob_key}")),
             }
         }
-        Ok((done, orphans))
+        Ok((PlayerReplay { done, orphans }, true))
     }
     .await;
+    let mut lease = lease;
+    if let Ok((_, true)) = &result {
+        if lease.recover_from.is_some() {
+            // Everything owed to the player is in the file now.
+            match deps.world.recovered(&lease).await {
+                Ok(Some(l)) => lease = l,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(lock = %lease.name, error = %e, "clearing a player's recovery failed; the next holder reads the journal again")
+                }
+            }
+        }
+    }
     if let Err(e) = deps.world.release(&lease).await {
         tracing::warn!(lock = %lease.name, error = %e, "releasing a player lock after replay failed; it expires by itself");
     }
-    result
+    result.map(|(r, _)| r)
+}
+
+/// A player another server holds: done if its file has every record
+/// already (that server took the player over from this one), otherwise kept.
+async fn held_elsewhere(deps: &ReplayDeps<'_>, key: &Key, records: Vec<Record>) -> anyhow::Result<PlayerReplay> {
+    let blob_key = crate::session::blob_key(&key.0, &key.1);
+    let seq = match deps.blobs.get(&blob_key).await? {
+        Some((bytes, _)) => {
+            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
+            PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?.seq
+        }
+        None => 0,
+    };
+    let mut done = Replayed::default();
+    for r in &records {
+        if r.seq <= seq {
+            done.skipped += 1;
+        } else {
+            done.kept += 1;
+        }
+    }
+    if done.kept > 0 {
+        tracing::error!(title = %key.0, player = %key.1, kept = done.kept, "a player held by another server lacks this server's journal records; they stay in the journal");
+    }
+    Ok(PlayerReplay { done, orphans: Vec::new() })
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@
 //!   info, top scores, the map, raids).
 //! - [`status`]: this server's heartbeat in the world store's server list.
 //! - [`profile`]: latency of every entry point; `/metrics`.
-//! - [`listener`]: the connection limit.
+//! - [`listener`]: accepting and serving connections under limits and deadlines.
+//! - [`recovery`]: taking players over from a server that died holding them.
 //! - [`handoff`]: passing the listening socket to a new process (binary upgrades).
 //! - [`docs`]: generated sections of the protocol and configuration docs.
 
@@ -33,6 +34,7 @@ pub mod journal;
 pub mod listener;
 pub mod profile;
 pub mod protocol;
+pub mod recovery;
 pub mod s3;
 pub mod session;
 pub mod status;
@@ -180,13 +182,19 @@ async fn serve(
     } else {
         world
     };
-    let connections_max = config.limits.connections_max;
+    let conn_limits = listener::ConnLimits {
+        connections_max: config.limits.connections_max,
+        per_address_max: config.limits.connections_per_address_max,
+        header: std::time::Duration::from_secs(config.limits.request_header_seconds_max),
+    };
     // The same data directory is the same server: after a crash it takes
     // its own player locks back at once instead of waiting for them to expire.
     let server_dir = config.server_dir();
     let _only_process = lock_server_dir(&server_dir)?;
     let server_id = format!("server-{}", kept_random(&server_dir, "server-id", 8)?);
-    let journal = open_journal(&config, &titles, &*blobs, &*world, &server_id, clock.now_ms(), &profiler).await?;
+    let recovery = Arc::new(recovery::Recovery::new(&server_id, &server_dir.join("journal")));
+    recovery.register(&*world).await.context("recording where this server's journal is")?;
+    let journal = open_journal(&config, &titles, &*blobs, &*world, &recovery, clock.now_ms(), &profiler).await?;
     let flights = profile::Flights::new(std::time::Duration::from_millis(config.slow_request_ms));
     let deps = Arc::new(session::Deps {
         config,
@@ -195,6 +203,7 @@ async fn serve(
         world,
         clock,
         journal: journal.clone(),
+        recovery,
         server_id,
         profiler,
         flights,
@@ -214,6 +223,7 @@ async fn serve(
         sockets: TaskTracker::new(),
         admin,
         connections: connections::Connections::new(),
+        closes: Arc::new(listener::Closes::default()),
     };
     let sockets = state.sockets.clone();
     // A successor takes a copy of the listening socket; it then tells this
@@ -228,9 +238,9 @@ async fn serve(
             tracing::warn!(error = %format!("{e:#}"), "binary upgrades by take-over are unavailable");
         }
     }
-    let listener = listener::Limited::new(listener, connections_max);
-    tracing::info!(addr = %listener.local_addr_string(), "listening");
-    status::spawn(state.deps.clone(), sessions.clone(), listener.local_addr_string(), token.clone());
+    let addr = listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+    tracing::info!(%addr, "listening");
+    status::spawn(state.deps.clone(), sessions.clone(), addr, token.clone());
     let stop = token.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -239,10 +249,11 @@ async fn serve(
     let graceful = token.clone();
     if let Some(old) = old {
         // The socket already listens; connections wait in its queue until
-        // `axum::serve` accepts them just below.
+        // they are accepted just below.
         handoff::ready(old)?;
     }
-    axum::serve(listener, app(state)).with_graceful_shutdown(async move { graceful.cancelled().await }).await?;
+    let closes = state.closes.clone();
+    listener::serve(listener, conn_limits, closes, app(state), graceful).await;
     let _ = std::fs::remove_file(&handoff_path);
     sockets.close();
     sockets.wait().await;
@@ -259,28 +270,42 @@ async fn open_journal(
     titles: &titles::Titles,
     blobs: &dyn blob::BlobStore,
     world: &dyn world::WorldStore,
-    server_id: &str,
+    recovery: &recovery::Recovery,
     now_ms: i64,
     profiler: &Arc<profile::Profiler>,
 ) -> anyhow::Result<Arc<journal::Journal>> {
     let dir = config.server_dir().join("journal");
     let found = journal::read_dir(&dir)?;
+    let mut kept = 0;
     if !found.records.is_empty() {
         let deps = journal::ReplayDeps {
             titles,
             blobs,
             world,
-            server_id,
+            recovery,
+            server_id: recovery.server_id(),
             lock_ttl_ms: config.lock_ttl_seconds as i64 * 1000,
+            lock_wait: std::time::Duration::from_secs(config.login_lock_wait_seconds),
             now_ms,
             data_dir: &config.data_dir,
         };
         let done = journal::replay(&deps, found.records).await.context("replaying the journal")?;
         tracing::info!(?done, dropped = found.bad_lines, "journal replayed");
+        kept = done.kept;
     }
-    // Every record is now in a player file (or kept with the orphans).
-    for path in &found.segments {
-        std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
+    if kept == 0 {
+        // Every record is now in a player file (or with the orphans).
+        for path in &found.segments {
+            std::fs::remove_file(path).with_context(|| format!("deleting {}", path.display()))?;
+        }
+    } else {
+        // Records that may still apply stay where the next start and other
+        // servers' takeovers read them; new segments follow them.
+        tracing::warn!(
+            kept,
+            segments = found.segments.len(),
+            "journal segments kept: some records could not apply yet"
+        );
     }
     Ok(Arc::new(if config.journal {
         journal::Journal::open(&dir, found.next_id, config.profiling.then(|| profiler.clone()))?

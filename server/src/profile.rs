@@ -307,6 +307,10 @@ impl crate::world::WorldStore for TimedWorld {
         self.profiler.time(Kind::World, "release", "", self.inner.release(lease)).await
     }
 
+    async fn recovered(&self, lease: &Lease) -> Result<Option<Lease>, WorldError> {
+        self.profiler.time(Kind::World, "recovered", "", self.inner.recovered(lease)).await
+    }
+
     async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError> {
         self.profiler.time(Kind::World, "holder", "", self.inner.holder(name, now_ms)).await
     }
@@ -321,6 +325,14 @@ impl crate::world::WorldStore for TimedWorld {
 
     async fn deregister(&self, id: &str) -> Result<(), WorldError> {
         self.profiler.time(Kind::World, "deregister", "", self.inner.deregister(id)).await
+    }
+
+    async fn put_journal_home(&self, home: &crate::world::JournalHome) -> Result<(), WorldError> {
+        self.profiler.time(Kind::World, "put_journal_home", "", self.inner.put_journal_home(home)).await
+    }
+
+    async fn journal_home(&self, server: &str) -> Result<Option<crate::world::JournalHome>, WorldError> {
+        self.profiler.time(Kind::World, "journal_home", "", self.inner.journal_home(server)).await
     }
 
     async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
@@ -513,10 +525,12 @@ fn label(v: &str) -> String {
 }
 
 /// Gauges beside the latency table in `/metrics`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Gauges {
     pub sessions: usize,
     pub busy_ratio: f64,
+    /// Connections the server closed itself, by reason, since start.
+    pub closes: Vec<(&'static str, u64)>,
 }
 
 /// The Prometheus text exposition of every entry point's latency since
@@ -552,6 +566,13 @@ pub fn prometheus(rows: &[Row], g: Gauges) -> String {
     );
     let _ = writeln!(out, "# TYPE citadel_runtime_busy_ratio gauge");
     let _ = writeln!(out, "citadel_runtime_busy_ratio {}", g.busy_ratio);
+    let closed = "citadel_connections_closed_total";
+    let _ =
+        writeln!(out, "# HELP {closed} Connections the server closed itself, by reason (timeouts, per-address limit).");
+    let _ = writeln!(out, "# TYPE {closed} counter");
+    for (reason, n) in &g.closes {
+        let _ = writeln!(out, "{closed}{{reason=\"{reason}\"}} {n}");
+    }
     out
 }
 
@@ -570,9 +591,13 @@ pub enum Stage {
     World,
     /// Waiting for its journal record to be on disk.
     Journal,
+    /// Waiting for the player's lock, held by another server (a binary
+    /// upgrade hands the player over; a crashed server's lease runs out).
+    /// Not the server's own slowness: it does not make a request slow.
+    Lock,
 }
 
-const STAGES: [Stage; 5] = [Stage::Queued, Stage::Rules, Stage::Script, Stage::World, Stage::Journal];
+const STAGES: [Stage; 6] = [Stage::Queued, Stage::Rules, Stage::Script, Stage::World, Stage::Journal, Stage::Lock];
 
 fn stage_index(s: Stage) -> usize {
     STAGES.iter().position(|x| *x == s).unwrap_or(0)
@@ -605,7 +630,7 @@ impl InFlight {
         let at = lock(&self.at);
         let mut spent = at.2;
         spent[stage_index(at.0)] += at.1.elapsed();
-        let names = ["queued", "rules", "script", "world", "journal"];
+        let names = ["queued", "rules", "script", "world", "journal", "lock"];
         (at.0, names.iter().zip(spent).filter(|(_, d)| !d.is_zero()).map(|(n, d)| (*n, ms(d))).collect())
     }
 }
@@ -722,6 +747,17 @@ impl Flights {
         Flight { flights: self.clone(), inflight }
     }
 
+    /// The player's queued requests wait for their lock (`waiting`), or
+    /// stop waiting for it.
+    pub fn waiting_for_lock(&self, title: &str, player: &str, waiting: bool) {
+        let (from, to) = if waiting { (Stage::Queued, Stage::Lock) } else { (Stage::Lock, Stage::Queued) };
+        for f in lock(&self.live).values().filter(|f| f.title == title && f.player == player) {
+            if lock(&f.at).0 == from {
+                f.enter(to);
+            }
+        }
+    }
+
     /// Requests in flight, oldest first.
     pub fn in_flight(&self) -> Vec<InFlightRow> {
         let live = lock(&self.live);
@@ -752,6 +788,18 @@ impl Drop for Flight {
         lock(&self.flights.live).remove(&f.id);
         let total = f.started.elapsed();
         if total < self.flights.slow_after {
+            return;
+        }
+        // Time waiting for another server's lock is not this server's.
+        let waited = {
+            let at = lock(&f.at);
+            let mut w = at.2[stage_index(Stage::Lock)];
+            if at.0 == Stage::Lock {
+                w += at.1.elapsed();
+            }
+            w
+        };
+        if total.saturating_sub(waited) < self.flights.slow_after {
             return;
         }
         let (_, stages) = f.stages();

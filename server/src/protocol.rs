@@ -18,13 +18,39 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub struct Request {
     /// Echoed in the response so clients can match answers to questions.
     #[serde(default)]
-    pub id: Value,
+    pub id: RequestId,
     /// An action of the title's rules (`build`, `upgrade`, ...), or one of
     /// the session actions `get_state` and `ping`.
     pub action: String,
     /// The action's arguments, e.g. `{"building": "farm", "x": 3, "y": 4}`.
     #[serde(default)]
     pub args: Value,
+}
+
+/// A request's `id`: any JSON value, kept as the exact text the client
+/// sent so that it is echoed exactly (a number beyond a double's
+/// precision, `1e2` or `100.0`, comes back as written).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub Box<RawValue>);
+
+impl RequestId {
+    /// `null`: a request without an id, or one that could not be read.
+    pub fn null() -> RequestId {
+        RequestId(RawValue::NULL.to_owned())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> RequestId {
+        RequestId::null()
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &RequestId) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// A request's result, serialized once where it is made (a login's is the
@@ -43,7 +69,7 @@ pub fn answer(v: &impl Serialize) -> Result<Answer, ApiError> {
 /// The answer to one request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
-    pub id: Value,
+    pub id: RequestId,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Answer>,
@@ -78,6 +104,7 @@ server_codes! {
     UnknownAction => "unknown_action", 400, "no action of that name";
     InvalidArgument => "invalid_argument", 400, "the args do not fit the action (missing field, wrong type)";
     MessageTooLarge => "message_too_large", 413, "the request is larger than limits.message_bytes_max";
+    RequestTimeout => "request_timeout", 408, "the request's body did not arrive within limits.request_body_seconds_max; the connection is closed";
     RateLimited => "rate_limited", 429, "the player sends more than limits.requests_per_second_max";
     SessionQueueFull => "session_queue_full", 429, "more than limits.session_queue_max requests are waiting for this player";
     UnknownTitle => "unknown_title", 404, "no title with that id is served here";
@@ -87,6 +114,7 @@ server_codes! {
     DevLoginDisabled => "dev_login_disabled", 403, "this server does not accept development logins";
     InvalidPlayer => "invalid_player", 400, "player ids are 1 to 64 of A-Z a-z 0-9 _ -";
     PlayerLocked => "player_locked", 409, "the player is logged in on another server; retry when that session ends or its lock expires (lock_ttl_seconds)";
+    PlayerRecovering => "player_recovering", 503, "the player's last server stopped holding actions it acknowledged, in a journal this server cannot read (another machine's); refused until that server runs again or an operator declares its journal lost (docs/operations.md)";
     ServerFull => "server_full", 503, "the server holds limits.sessions_max players in memory";
     ShuttingDown => "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly";
     NotDurable => "not_durable", 503, "the server could not write the action to its journal, so did not apply it; the server is unhealthy: log in again (on another server)";
@@ -108,6 +136,7 @@ server_codes! {
     Banned => "banned", 403, "support banned this player; details.until_ms and details.reason say until when and why";
     LoggedOut => "logged_out", 401, "support ended this player's sessions after this token was issued; log in again";
     Draining => "draining", 503, "this server is being drained and takes no new players; log in on another server";
+    UnknownServer => "unknown_server", 404, "admin API: no server of that id ever recorded where its journal is";
     UnknownVersion => "unknown_version", 404, "admin API: no kept version of the title has that content version (or there is no earlier one to roll back to)";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
@@ -157,10 +186,10 @@ impl ApiError {
 }
 
 impl Response {
-    pub fn ok(id: Value, result: Answer) -> Response {
+    pub fn ok(id: RequestId, result: Answer) -> Response {
         Response { id, ok: true, result: Some(result), error: None }
     }
-    pub fn err(id: Value, e: &ApiError) -> Response {
+    pub fn err(id: RequestId, e: &ApiError) -> Response {
         Response { id, ok: false, result: None, error: Some(e.body()) }
     }
 }

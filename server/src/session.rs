@@ -69,6 +69,8 @@ pub struct Deps {
     pub world: Arc<dyn WorldStore>,
     pub clock: Arc<dyn Clock>,
     pub journal: Arc<Journal>,
+    /// Taking players over from servers that died holding them.
+    pub recovery: Arc<crate::recovery::Recovery>,
     /// This server's identity as a lock owner (kept across restarts of the
     /// same data directory, so a restarted server takes its own locks back).
     pub server_id: String,
@@ -76,6 +78,12 @@ pub struct Deps {
     /// Requests in flight and the slow ones.
     pub flights: Arc<crate::profile::Flights>,
 }
+
+/// A request runs only while the player's lease has at least this part of
+/// its lifetime left (a sixth: 10 s of the default 60): a request, its
+/// journal commit and a slow world store fit in it many times over, so
+/// nothing is acknowledged by a server whose lease may have run out.
+const LEASE_MARGIN_DIVISOR: i64 = 6;
 
 /// First pause before trying a held player lock again; doubles up to
 /// [`LOCK_RETRY_MAX`] (a world store query per try, so not too often).
@@ -370,7 +378,15 @@ impl Sessions {
         let mut session = match Session::load(&deps, &title, &key, &blob_key).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(title = %key.0, player = %key.1, error = %e.message, "cannot load player");
+                // Refusals the player or an operator expects (locked
+                // elsewhere, banned, full) are not server errors.
+                if e.code == Code::Internal.as_str() {
+                    tracing::error!(title = %key.0, player = %key.1, error = %e.message, "cannot load player");
+                } else if e.code == Code::PlayerRecovering.as_str() {
+                    tracing::warn!(title = %key.0, player = %key.1, error = %e.message, "cannot load player yet");
+                } else {
+                    tracing::info!(title = %key.0, player = %key.1, code = %e.code, "player not loaded");
+                }
                 self.leave(&key, generation);
                 rx.close();
                 while let Some(m) = rx.recv().await {
@@ -734,28 +750,42 @@ impl Session {
         let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
         let give_up = Instant::now() + Duration::from_secs(deps.config.login_lock_wait_seconds);
         let mut pause = LOCK_RETRY_FIRST;
+        let mut waited = false;
         let lease = loop {
-            let got = deps
-                .world
-                .acquire(&player_lock(&key.0, &key.1), &deps.server_id, ttl, deps.clock.now_ms())
-                .await
-                .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
-            match got {
+            let got = deps.world.acquire(&player_lock(&key.0, &key.1), &deps.server_id, ttl, deps.clock.now_ms()).await;
+            let wait = matches!(got, Ok(None) if Instant::now() + pause < give_up);
+            if wait != waited {
+                // The player's requests show in the `lock` stage meanwhile.
+                deps.flights.waiting_for_lock(&key.0, &key.1, wait);
+                waited = wait;
+            }
+            match got.map_err(|e| ApiError::new(Code::Internal, e.to_string()))? {
                 Some(lease) => break lease,
-                None if Instant::now() + pause < give_up => {
+                None if wait => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(LOCK_RETRY_MAX);
                 }
                 None => return Err(ApiError::new(Code::PlayerLocked, "the player is logged in on another server")),
             }
         };
-        let loaded = Session::load_locked(deps, title, key, blob_key, seed, lease.clone()).await;
-        if loaded.is_err() {
-            // A banned player, a broken file or an unreachable store must
-            // not keep the player locked.
-            let _ = deps.world.release(&lease).await;
+        // A lease that expired unreleased: its server's acknowledged work
+        // goes into the file before anyone reads it as current.
+        let loaded = match crate::recovery::take_over(deps, key, lease.clone()).await {
+            Ok(lease) => {
+                Session::load_locked(deps, title, key, blob_key, seed, lease.clone()).await.map_err(|e| (e, lease))
+            }
+            Err(e) => Err((e, lease)),
+        };
+        match loaded {
+            Ok(session) => Ok(session),
+            Err((e, lease)) => {
+                // A banned player, a broken file or an unreachable store
+                // must not keep the player locked; an unfinished recovery
+                // stays on the lock for the next holder.
+                let _ = deps.world.release(&lease).await;
+                Err(e)
+            }
         }
-        loaded
     }
 
     /// The rest of [`Session::load`], once the player's lock is held.
@@ -861,6 +891,9 @@ impl Session {
         if deps.journal.failed() {
             return self.answer_in_order(deps, reply, Err(not_durable())).await;
         }
+        if let Err(e) = self.hold_lease(deps, now).await {
+            return self.answer_in_order(deps, reply, Err(e)).await;
+        }
         let op = match op {
             Ok(op) => op,
             Err(cmd) => {
@@ -944,6 +977,30 @@ impl Session {
             let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
             deps.world.renew(&lease, ttl, deps.clock.now_ms()).await
         }))
+    }
+
+    /// Makes sure the player's lease outlives this request by a margin,
+    /// renewing it now if not: once it expires another server may take
+    /// the player over, and what this one acknowledged after that would
+    /// be missing from that server's recovery. Renewals in the background
+    /// keep this from ever waiting while the world store answers.
+    async fn hold_lease(&mut self, deps: &Deps, now: i64) -> Result<(), ApiError> {
+        let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
+        if self.lease.expires_ms - now >= ttl / LEASE_MARGIN_DIVISOR {
+            return Ok(());
+        }
+        let renewed = deps.world.renew(&self.lease, ttl, now).await;
+        self.renewed(renewed);
+        if self.fenced {
+            return Err(ApiError::new(Code::Internal, "this player's lock was lost; log in again"));
+        }
+        if self.lease.expires_ms - now < ttl / LEASE_MARGIN_DIVISOR {
+            return Err(ApiError::new(
+                Code::Internal,
+                "this player's lock could not be renewed; the action was not applied",
+            ));
+        }
+        Ok(())
     }
 
     /// A lost lock fences the session.
@@ -1067,6 +1124,7 @@ mod tests {
             world: Arc::new(crate::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
             clock: Arc::new(SystemClock),
             journal: Arc::new(Journal::disabled()),
+            recovery: Arc::new(crate::recovery::Recovery::new("test", &data.join("server/journal"))),
             server_id: "test".into(),
             profiler: Arc::new(crate::profile::Profiler::new(true)),
             flights: crate::profile::Flights::new(Duration::from_millis(200)),

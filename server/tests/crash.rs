@@ -1,7 +1,8 @@
-//! The crash test: the `citadel` process is killed with SIGKILL while many
+//! The crash tests: the `citadel` process is killed with SIGKILL while many
 //! players send actions over WebSockets; after a restart on the same data
-//! directory every acknowledged action is in the players' state and none is
-//! applied twice. Checked by counting: each action grants exactly one gem.
+//! directory, or after another server sharing it takes the players over,
+//! every acknowledged action is in the players' state and none is applied
+//! twice. Checked by counting: each action grants exactly one gem.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +19,11 @@ const PLAYERS: usize = 24;
 
 /// Starts `citadel serve` and returns it with the address it listens on.
 fn serve(data: &Path, titles: &Path, config: &Path) -> (Killed, String) {
+    serve_as(data, titles, config, &data.join("server"))
+}
+
+/// [`serve`] with a server folder of its own (servers sharing `data`).
+fn serve_as(data: &Path, titles: &Path, config: &Path, server_dir: &Path) -> (Killed, String) {
     support::citadel(&[
         "--listen".as_ref(),
         "127.0.0.1:0".as_ref(),
@@ -27,6 +33,8 @@ fn serve(data: &Path, titles: &Path, config: &Path) -> (Killed, String) {
         data.as_os_str(),
         "--titles".as_ref(),
         titles.as_os_str(),
+        "--server-dir".as_ref(),
+        server_dir.as_os_str(),
     ])
 }
 
@@ -161,4 +169,162 @@ async fn a_support_grant_survives_sigkill() {
     let state = &login(&addr, "helped").await["state"];
     assert_eq!(state["resources"]["gems"], START_GEMS + 9);
     server.kill();
+}
+
+/// Logs in, retrying while the player is still locked by a server that
+/// died (until its lease runs out: real time, these are processes);
+/// the answer, whatever it is then.
+async fn login_when_free(addr: &str, player: &str) -> (u16, Value) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/mini/login"))
+            .json(&json!({ "player": player }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        if v["error"]["code"] != "player_locked" {
+            return (status, v);
+        }
+        assert!(std::time::Instant::now() < until, "{player} stayed locked: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn segments(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default()
+}
+
+/// Two servers share a data folder and world store. Players act on B,
+/// which is killed before saving them; A takes each player over once B's
+/// lease runs out and must first apply what B acknowledged, from B's
+/// journal. Counted: acknowledged, found, lost, doubled. B, started again,
+/// finds its records applied and sets nothing aside; A killed in turn is
+/// taken over by B the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_takeover_after_sigkill_applies_the_dead_servers_journal() {
+    let titles = temp("titles-takeover");
+    counting_title(&titles);
+    let data = temp("data-takeover");
+    let config = data.join("citadel.toml");
+    // Never saved while running; short leases so the takeover comes soon.
+    std::fs::write(
+        &config,
+        "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\nlock_ttl_seconds = 3\nlogin_lock_wait_seconds = 0\n[limits]\nrequests_per_second_max = 100000\n",
+    )
+    .unwrap();
+    let (dir_a, dir_b) = (data.join("server-a"), data.join("server-b"));
+    let (mut a, addr_a) = serve_as(&data, &titles, &config, &dir_a);
+    let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
+    const TAKEN: usize = 12;
+    let players: Vec<String> = (0..TAKEN).map(|i| format!("t{i}")).collect();
+    let tasks: Vec<_> = players.iter().map(|p| tokio::spawn(play(addr_b.clone(), p.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.kill(); // SIGKILL
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(tokio::time::timeout(Duration::from_secs(10), t).await.expect("clients notice").unwrap());
+    }
+    let acked: u64 = counts.iter().map(|c| c.1).sum();
+    assert!(acked >= TAKEN as u64 * 5, "the load was real: only {acked} actions acknowledged");
+    for p in &players {
+        assert_eq!(gems_on_disk(&data, p), START_GEMS, "{p} was not saved before the kill");
+    }
+    let b_segments = segments(&dir_b.join("journal"));
+    assert!(!b_segments.is_empty(), "the kill left B's journal");
+
+    // A takes every player over once B's lease has run out.
+    let (mut found, mut lost, mut doubled) = (0, 0, 0);
+    for (p, (sent, acked)) in players.iter().zip(&counts) {
+        let (status, v) = login_when_free(&addr_a, p).await;
+        assert_eq!(status, 200, "{p}: {v}");
+        let applied = (v["state"]["resources"]["gems"].as_i64().unwrap() - START_GEMS) as u64;
+        assert_eq!(gems_on_disk(&data, p) - START_GEMS, applied as i64, "{p}: the takeover saved before serving");
+        found += applied;
+        lost += acked.saturating_sub(applied);
+        doubled += applied.saturating_sub(*sent);
+    }
+    eprintln!("takeover: {acked} acknowledged, {found} found, {lost} lost, {doubled} doubled");
+    assert_eq!((lost, doubled), (0, 0), "{acked} acknowledged, {found} found");
+
+    // B starts again while A holds every player: its records are in their
+    // files already, so it replays nothing, keeps nothing and orphans nothing.
+    let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
+    let now = segments(&dir_b.join("journal"));
+    assert!(now.iter().all(|s| !b_segments.contains(s)), "B's old segments are done with: {b_segments:?} then {now:?}");
+    assert!(!data.join("journal-orphans").exists(), "nothing set aside");
+
+    // A dies in turn (its players' logins are in its journal only): B takes
+    // them over, and the count stays the same.
+    a.kill();
+    for (i, p) in players.iter().enumerate() {
+        let (status, v) = login_when_free(&addr_b, p).await;
+        assert_eq!(status, 200, "{p}: {v}");
+        let gems = v["state"]["resources"]["gems"].as_i64().unwrap();
+        assert!(gems - START_GEMS >= counts[i].1 as i64 && gems - START_GEMS <= counts[i].0 as i64, "{p}: {v}");
+        assert_eq!(gems, gems_on_disk(&data, p), "{p}: nothing applied twice");
+    }
+    b.kill();
+}
+
+/// A dead server's journal on another machine cannot be read: its players
+/// are refused with `player_recovering` (not served from an older file)
+/// until an operator declares that journal lost, which is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_waits_for_an_unreachable_journal_until_an_operator_decides() {
+    let titles = temp("titles-unreachable");
+    counting_title(&titles);
+    let data = temp("data-unreachable");
+    let config = data.join("citadel.toml");
+    std::fs::write(
+        &config,
+        "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\nlock_ttl_seconds = 3\nlogin_lock_wait_seconds = 0\n",
+    )
+    .unwrap();
+    let (dir_a, dir_b) = (data.join("server-a"), data.join("server-b"));
+    let (_a, addr_a) = serve_as(&data, &titles, &config, &dir_a);
+    let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
+    let token = login(&addr_b, "far").await["token"].as_str().unwrap().to_string();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr_b}/v1/mini/request"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(json!({ "id": 1, "action": "custom", "args": { "name": "tithe" } }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    b.kill();
+    // B's journal is said to be on another machine.
+    let b_id = format!("server-{}", std::fs::read_to_string(dir_b.join("server-id")).unwrap().trim());
+    {
+        use citadel_server::world::WorldStore;
+        let world = citadel_server::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
+        let mut home = world.journal_home(&b_id).await.unwrap().expect("B recorded its journal");
+        assert_eq!(std::path::PathBuf::from(&home.dir), std::path::absolute(dir_b.join("journal")).unwrap());
+        home.host = "another-machine".into();
+        world.put_journal_home(&home).await.unwrap();
+    }
+    let (status, v) = login_when_free(&addr_a, "far").await;
+    assert_eq!((status, v["error"]["code"].as_str()), (503, Some("player_recovering")), "{v}");
+    assert_eq!(v["error"]["details"]["server"], b_id.as_str());
+    let (status, again) = login_when_free(&addr_a, "far").await;
+    assert_eq!((status, again["error"]["code"].as_str()), (503, Some("player_recovering")), "still: {again}");
+
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let lost = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("http://{addr_a}/admin/api/servers/{b_id}/journal-lost"))
+            .header("authorization", format!("Bearer {}", admin.trim()))
+            .json(&body)
+            .send()
+    };
+    let r = lost(json!({ "reason": "" })).await.unwrap();
+    assert_eq!(r.status(), 400, "a reason is required");
+    let r = lost(json!({ "reason": "machine 2 burned" })).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (status, v) = login_when_free(&addr_a, "far").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["state"]["resources"]["gems"], START_GEMS, "the tithe was in the lost journal only");
 }

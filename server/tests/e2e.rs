@@ -371,6 +371,102 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     assert_eq!(r.unwrap().unwrap().status(), 200);
 }
 
+/// Opens a connection to `to` from the loopback address `from`.
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// True once the server has closed `stream` (end of file or a reset),
+/// reading whatever it answered first into `got`.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, got: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Slow clients cannot lock others out: half-sent requests fill the whole
+/// connection limit, yet a new client is served once the header deadline
+/// closes them; one address cannot hold more than its share; a half-sent
+/// body is answered `request_timeout`; an idle keep-alive connection is
+/// closed. Every such close is counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_cannot_lock_other_clients_out() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(fresh_data("slow"), |c| {
+        c.limits.connections_max = 50;
+        c.limits.connections_per_address_max = 50;
+        c.limits.request_header_seconds_max = 1;
+        c.limits.request_body_seconds_max = 1;
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut c = connect_from("127.0.0.2", s.addr).await;
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: citadel\r\n").await.unwrap();
+        slow.push(c);
+    }
+    // Every slot is held; a new client waits, and is served once the
+    // header deadline (1 s) has closed the slow ones. Without the deadline
+    // it would wait as long as they hold on (the whole test).
+    let r = tokio::time::timeout(Duration::from_secs(5), reqwest::get(s.url("/health")))
+        .await
+        .expect("a new client is served within the header deadline")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for c in &mut slow {
+        assert!(closed_by_server(c, &mut Vec::new()).await, "a half-sent request was closed");
+    }
+
+    // One address holds at most its share: the extra connection is closed at once.
+    let s2 = start(fresh_data("per-address"), |c| c.limits.connections_per_address_max = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.3", s2.addr).await);
+    }
+    let mut extra = connect_from("127.0.0.3", s2.addr).await;
+    assert!(closed_by_server(&mut extra, &mut Vec::new()).await, "over the per-address limit");
+    let r = reqwest::get(s2.url("/health")).await.unwrap();
+    assert_eq!(r.status(), 200, "other addresses are still served");
+    let metrics = s2.admin_get("/metrics").await;
+    assert!(metrics.contains("citadel_connections_closed_total{reason=\"per_address_limit\"} 1"), "{metrics}");
+
+    // A body that stops half-way is answered and closed.
+    let mut c = connect_from("127.0.0.4", s.addr).await;
+    c.write_all(b"POST /v1/mini/login HTTP/1.1\r\nHost: citadel\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"player\"")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    assert!(closed_by_server(&mut c, &mut answer).await, "a half-sent body was closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+
+    // A keep-alive connection that sends nothing after its answer is closed.
+    let mut c = connect_from("127.0.0.5", s.addr).await;
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: citadel\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    assert!(closed_by_server(&mut c, &mut answer).await, "an idle keep-alive connection was closed");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+
+    let metrics = s.admin_get("/metrics").await;
+    let count = |reason: &str| -> u64 {
+        let key = format!("citadel_connections_closed_total{{reason=\"{reason}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("{key} in {metrics}"));
+        line[key.len()..].parse().unwrap()
+    };
+    assert_eq!(count("header_timeout"), 50, "{metrics}");
+    assert_eq!(count("body_timeout"), 1, "{metrics}");
+    assert!(count("idle_timeout") >= 1, "{metrics}");
+}
+
 #[tokio::test]
 async fn logins_beyond_sessions_max_get_server_full() {
     let s = start(fresh_data("full"), |c| c.limits.sessions_max = 2).await;

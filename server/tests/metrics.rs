@@ -154,3 +154,48 @@ async fn a_slow_script_hook_is_in_flight_and_then_in_the_slow_log_with_its_stage
     assert!(hook["since_start"]["max_ms"].as_f64().unwrap() >= 20.0, "{hook}");
     std::sync::Arc::into_inner(s).unwrap().stop().await;
 }
+
+/// A login waiting for another server to hand the player over is listed in
+/// flight in the `lock` stage, and the wait does not make it a slow
+/// request: the time is not this server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_a_lock_is_its_own_stage_and_not_a_slow_request() {
+    let data = fresh_data("lock-stage");
+    let a = start(data.clone(), |_| {}).await;
+    a.login("mini", "waiter").await;
+    let b = std::sync::Arc::new(
+        start(data.clone(), {
+            let second = second_server(&data);
+            move |c| {
+                second(c);
+                c.login_lock_wait_seconds = 10;
+            }
+        })
+        .await,
+    );
+    let login = {
+        let b = b.clone();
+        tokio::spawn(async move { b.login("mini", "waiter").await })
+    };
+    let mut seen = false;
+    for _ in 0..500 {
+        let list = b.admin_json("/admin/api/inflight").await;
+        if list["requests"].as_array().unwrap().iter().any(|r| r["player"] == "waiter" && r["stage"] == "lock") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(seen, "the login was listed in flight in the lock stage");
+    // Held well past slow_request_ms (200), then handed over by A's shutdown.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    a.stop().await;
+    let (_, v) = login.await.unwrap();
+    assert_eq!(v["player"], "waiter");
+    let slow = b.admin_json("/admin/api/slow").await;
+    assert!(
+        !slow["requests"].as_array().unwrap().iter().any(|r| r["player"] == "waiter"),
+        "the wait for the lock is not the server's slowness: {slow}"
+    );
+    std::sync::Arc::into_inner(b).unwrap().stop().await;
+}

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use citadel_server::world::{
-    Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Joined, Member, MongoConfig, MongoWorld, PlayerInfo, Position,
-    RaidRecord, RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
+    Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Joined, JournalHome, Member, MongoConfig, MongoWorld,
+    PlayerInfo, Position, RaidRecord, RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
 };
 
 type World = Arc<dyn WorldStore>;
@@ -48,6 +48,57 @@ async fn leases_exclude_renew_expire_and_fence(w: World) {
     // Locks are independent; tokens grow across all of them.
     let other = w.acquire("raid:y", "a", 1000, 2000).await.unwrap().unwrap();
     assert!(other.token > c.token);
+}
+
+/// A lease that expires without a release leaves its owner as a duty to
+/// recover (their journal may hold work on the locked player); the duty
+/// passes on with the lock until a holder says it recovered, survives a
+/// release by a holder that could not, and a clean release leaves none.
+async fn an_unreleased_lease_passes_a_duty_to_recover(w: World) {
+    let a = w.acquire("player:d", "a", 1000, 0).await.unwrap().unwrap();
+    assert_eq!(a.recover_from, None, "a free lock carries no duty");
+    w.release(&a).await.unwrap();
+    assert_eq!(w.acquire("player:d", "b", 1000, 10).await.unwrap().unwrap().recover_from, None, "released cleanly");
+    // b dies: its lease expires unreleased, and c takes the lock over.
+    let c = w.acquire("player:d", "c", 1000, 5000).await.unwrap().unwrap();
+    assert_eq!(c.recover_from.as_deref(), Some("b"), "the expired owner may hold work");
+    assert_eq!(w.holder("player:d", 5000).await.unwrap().unwrap().recover_from.as_deref(), Some("b"));
+    // c cannot recover and gives the lock back: the duty stays with it,
+    // and the lock is free at once.
+    w.release(&c).await.unwrap();
+    let d = w.acquire("player:d", "d", 1000, 5001).await.unwrap().expect("a released lock is free");
+    assert_eq!(d.recover_from.as_deref(), Some("b"), "not c, which never held work: b's duty passes on");
+    let renewed = w.renew(&d, 1000, 5500).await.unwrap().unwrap();
+    assert_eq!(renewed.recover_from.as_deref(), Some("b"), "renewal keeps the duty");
+    let done = w.recovered(&renewed).await.unwrap().expect("d still holds it");
+    assert_eq!(done.recover_from, None);
+    assert!(w.recovered(&c).await.unwrap().is_none(), "a lost lease cannot clear the duty");
+    // d dies too: now d is the one who may hold work.
+    let e = w.acquire("player:d", "e", 1000, 9000).await.unwrap().unwrap();
+    assert_eq!(e.recover_from.as_deref(), Some("d"));
+    // The same owner taking its own expired lease back is told too (its
+    // earlier session may have ended unsaved).
+    let e2 = w.acquire("player:d", "e", 1000, 20_000).await.unwrap().unwrap();
+    assert_eq!(e2.recover_from.as_deref(), Some("d"), "the open duty is older and stays");
+    let e2 = w.recovered(&e2).await.unwrap().unwrap();
+    let e3 = w.acquire("player:d", "e", 1000, 30_000).await.unwrap().unwrap();
+    assert!(e3.token > e2.token);
+    assert_eq!(e3.recover_from.as_deref(), Some("e"), "e's own expired lease");
+    // Where journals live, and an operator's word that one is lost.
+    assert_eq!(w.journal_home("server-x").await.unwrap(), None);
+    let mut home = JournalHome {
+        server: "server-x".into(),
+        host: "m1".into(),
+        dir: "/srv/x/journal".into(),
+        lost_ms: 0,
+        lost_by: String::new(),
+    };
+    w.put_journal_home(&home).await.unwrap();
+    assert_eq!(w.journal_home("server-x").await.unwrap().as_ref(), Some(&home));
+    home.lost_ms = 77;
+    home.lost_by = "ops".into();
+    w.put_journal_home(&home).await.unwrap();
+    assert_eq!(w.journal_home("server-x").await.unwrap(), Some(home));
 }
 
 /// Many contenders at once, for a free lock and then for an expired one:
@@ -414,6 +465,7 @@ macro_rules! conformance {
 
 conformance!(
     leases_exclude_renew_expire_and_fence,
+    an_unreleased_lease_passes_a_duty_to_recover,
     a_race_of_many_contenders_has_one_winner,
     servers_register_heartbeat_and_expire,
     player_info_lookup_search_and_paging,

@@ -43,6 +43,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/titles/{id}/rollback", post(rollback))
         .route("/events", get(events))
         .route("/servers", get(servers))
+        .route("/servers/{id}/journal-lost", post(journal_lost))
         .route("/metrics", get(metrics_json))
         .route(
             "/inflight",
@@ -137,6 +138,45 @@ async fn servers(State(st): State<AppState>) -> Result<Json<Value>, Fail> {
     Ok(Json(json!({ "servers": list })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalLostBody {
+    reason: String,
+}
+
+/// An operator's word that a dead server's journal is gone for good (its
+/// machine is lost): players it held are taken over without what it
+/// acknowledged and never saved, instead of waiting with
+/// `player_recovering`. Cluster-wide (in the world store) and audited.
+async fn journal_lost(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Who>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, Fail> {
+    let b: JournalLostBody = body(&bytes, r#"{"reason": "why the journal cannot be recovered"}"#)?;
+    if b.reason.trim().is_empty() {
+        return Err(bad_request("reason: say why the journal cannot be recovered (it is kept in the audit log)"));
+    }
+    if id == st.deps.server_id {
+        return Err(bad_request("this server's own journal is not lost: it is running"));
+    }
+    let Some(mut home) = st.deps.world.journal_home(&id).await.map_err(internal)? else {
+        return Err(Fail(ApiError::new(
+            Code::UnknownServer,
+            format!("no server `{id}` ever recorded where its journal is"),
+        )));
+    };
+    let before = json!(home);
+    home.lost_ms = st.deps.clock.now_ms();
+    home.lost_by = who.0.clone();
+    st.deps.world.put_journal_home(&home).await.map_err(internal)?;
+    let change =
+        Change { action: "journal_lost", title: "", player: "", reason: &b.reason, before, after: json!(home) };
+    let audit = audit(&st, &who, change).await;
+    Ok(Json(json!({ "ok": true, "server": id, "lost_ms": home.lost_ms, "audit": audit })))
+}
+
 /// The latency of every entry point, since start and over the last minute.
 async fn metrics_json(State(st): State<AppState>) -> Json<Value> {
     let p = &st.deps.profiler;
@@ -144,13 +184,18 @@ async fn metrics_json(State(st): State<AppState>) -> Json<Value> {
         "profiling": p.enabled(),
         "sessions": st.sessions.len(),
         "busy_ratio": p.busy_ratio(),
+        "connections_closed": st.closes.counts().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "entries": p.rows(),
     }))
 }
 
 /// `/metrics`: the same in Prometheus text format (needs the admin token).
 pub(crate) async fn metrics(State(st): State<AppState>) -> HttpResponse {
-    let gauges = crate::profile::Gauges { sessions: st.sessions.len(), busy_ratio: st.deps.profiler.busy_ratio() };
+    let gauges = crate::profile::Gauges {
+        sessions: st.sessions.len(),
+        busy_ratio: st.deps.profiler.busy_ratio(),
+        closes: st.closes.counts(),
+    };
     let body = crate::profile::prometheus(&st.deps.profiler.rows(), gauges);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -411,8 +411,14 @@ impl Session {
                 _ => ApiError::new(Code::DefenderOnline, format!("`{defender}` is playing now")),
             });
         };
-        // From here every refusal gives the defender back at once.
-        let started = self.raid_snapshot(deps, title, defender, &lease, id, now).await;
+        // From here every refusal gives the defender back at once. A
+        // defender whose last server died holding them is first brought up
+        // to date from its journal, as a login would.
+        let key = (title.id().to_string(), defender.to_string());
+        let (started, lease) = match crate::recovery::take_over(deps, &key, lease.clone()).await {
+            Ok(lease) => (self.raid_snapshot(deps, title, defender, &lease, id, now).await, lease),
+            Err(e) => (Err(e), lease),
+        };
         if started.is_err() {
             if let Err(e) = deps.world.release(&lease).await {
                 tracing::warn!(lock = %lease.name, error = %e, "releasing a refused raid's lock failed; it expires");
@@ -516,7 +522,13 @@ impl Session {
         // Still ours? The same lease (owner and fencing token) is extended
         // for the writes; a raid whose lock expired and was taken fails here.
         let lock = player_lock(title.id(), &record.defender);
-        let lease = Lease { name: lock, owner: raid_owner(id), token: record.token, expires_ms: record.expires_ms };
+        let lease = Lease {
+            name: lock,
+            owner: raid_owner(id),
+            token: record.token,
+            expires_ms: record.expires_ms,
+            recover_from: None,
+        };
         let expired =
             || ApiError::new(Code::RaidExpired, "the raid's lock on the defender was lost; the result is not taken");
         let lease = deps.world.renew(&lease, RAID_WRITE_MS, now).await.map_err(internal)?.ok_or_else(expired)?;

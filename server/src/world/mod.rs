@@ -41,6 +41,40 @@ pub struct Lease {
     pub owner: String,
     pub token: i64,
     pub expires_ms: i64,
+    /// Who may still hold work for the locked thing that is not in its
+    /// stored state: the owner of a lease that expired without being
+    /// released (a server that died holding a player, whose journal may
+    /// hold acknowledged operations above the player file's `seq`). Kept
+    /// on the lock until its holder calls [`WorldStore::recovered`], so
+    /// that a holder that cannot recover gives the duty on with the lock.
+    pub recover_from: Option<String>,
+}
+
+/// Where a server keeps its journal, so that another server taking one of
+/// its players over after a crash can apply what it acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalHome {
+    /// The server's id (a lock owner).
+    pub server: String,
+    /// The machine it ran on (its machine id or host name): a journal
+    /// directory is only read by servers on the same machine.
+    pub host: String,
+    /// The journal directory, absolute.
+    pub dir: String,
+    /// When an operator declared this journal lost (0: never). Takeovers
+    /// then go ahead without it; what it held is lost.
+    #[serde(default)]
+    pub lost_ms: i64,
+    /// The admin who declared it lost.
+    #[serde(default)]
+    pub lost_by: String,
+}
+
+/// The duty to recover that a new grant of a lock takes over from the lock
+/// as stored (owner, expiry, open duty): an open duty stays; otherwise an
+/// expired lease was never released, and its owner may hold work.
+fn duty_after(owner: String, expires_ms: i64, recover_from: Option<String>, now_ms: i64) -> Option<String> {
+    recover_from.or_else(|| (expires_ms <= now_ms).then_some(owner))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,12 +261,20 @@ pub struct RaidRecord {
 pub trait WorldStore: Send + Sync + std::fmt::Debug {
     // ------------------------------------------------------------- locks
     /// Takes `name` for `owner` until `now_ms + ttl_ms`, if it is free, expired
-    /// or already `owner`'s. `None` when someone else holds it.
+    /// or already `owner`'s. `None` when someone else holds it. The lease's
+    /// `recover_from` is the lock's earlier duty if one is still open, else
+    /// the owner of the expired lease it replaces (any owner, this one too),
+    /// else `None`.
     async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError>;
     /// Extends a lease still held; `None` if it was lost (expired and taken).
     async fn renew(&self, lease: &Lease, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError>;
-    /// Gives a lease up (no effect if it was already lost).
+    /// Gives a lease up (no effect if it was already lost). A lease whose
+    /// `recover_from` is still set is not deleted but left expired, so that
+    /// the next holder inherits the duty to recover.
     async fn release(&self, lease: &Lease) -> Result<(), WorldError>;
+    /// The holder has recovered what `lease.recover_from` held (or there
+    /// was nothing): the lock's duty is cleared. `None` if the lease was lost.
+    async fn recovered(&self, lease: &Lease) -> Result<Option<Lease>, WorldError>;
     /// Who holds `name` now, if anyone (for messages: it may change at once).
     async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError>;
 
@@ -244,6 +286,10 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
     async fn servers(&self, now_ms: i64, stale_ms: i64) -> Result<Vec<ServerStatus>, WorldError>;
     /// Removes a server's entry (it is shutting down).
     async fn deregister(&self, id: &str) -> Result<(), WorldError>;
+    /// Records where a server's journal is (replacing the entry before).
+    async fn put_journal_home(&self, home: &JournalHome) -> Result<(), WorldError>;
+    /// Where a server's journal is, if it ever said.
+    async fn journal_home(&self, server: &str) -> Result<Option<JournalHome>, WorldError>;
 
     // -------------------------------------------------------- player info
     /// Writes a player's public profile.

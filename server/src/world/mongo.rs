@@ -51,6 +51,7 @@ pub struct MongoWorld {
     clan_chat: mongodb::Collection<Document>,
     restrictions: mongodb::Collection<Document>,
     audit: mongodb::Collection<Document>,
+    journal_homes: mongodb::Collection<Document>,
 }
 
 /// How long to wait for a MongoDB server at start and per operation
@@ -94,6 +95,7 @@ impl MongoWorld {
             clan_chat: db.collection("clan_chat"),
             restrictions: db.collection("restrictions"),
             audit: db.collection("audit"),
+            journal_homes: db.collection("journal_homes"),
         };
         w.create_indexes().await?;
         Ok(w)
@@ -220,30 +222,45 @@ fn number(d: &Document, key: &str) -> Option<i64> {
 #[async_trait]
 impl WorldStore for MongoWorld {
     async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
+        // Read the lock, then write it only if it is still what was read
+        // (its fencing token is unique per grant): the new grant carries
+        // the stored duty to recover, which no single update can compute.
+        // Two writers racing for a free lock both insert the same `_id`:
+        // MongoDB refuses the second with E11000.
+        let held = self.locks.find_one(doc! { "_id": name }).await.map_err(mongo)?;
         let token = self.next_token().await?;
         let expires_ms = now_ms + ttl_ms;
-        // Taken only if free (the upsert inserts it), expired, or ours. A
-        // lock held by someone else matches nothing, so the upsert tries to
-        // insert a second document with the same `_id`: MongoDB refuses
-        // that with E11000, a stand-in may answer nothing. Both mean
-        // someone else holds it.
-        let result = self
-            .locks
-            .find_one_and_update(
-                doc! { "_id": name, "$or": [ { "expires_ms": { "$lte": now_ms } }, { "owner": owner } ] },
-                doc! { "$set": { "owner": owner, "token": token, "expires_ms": expires_ms } },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await;
-        match result {
-            Ok(Some(d)) if d.get_str("owner").ok() == Some(owner) && number(&d, "token") == Some(token) => {
-                Ok(Some(Lease { name: name.to_string(), owner: owner.to_string(), token, expires_ms }))
+        let (recover_from, written) = match held {
+            None => {
+                let d = doc! { "_id": name, "owner": owner, "token": token, "expires_ms": expires_ms, "recover_from": Bson::Null };
+                match self.locks.insert_one(d).await {
+                    Ok(_) => (None, true),
+                    Err(e) if duplicate_key(&e) => return Ok(None),
+                    Err(e) => return Err(mongo(e)),
+                }
             }
-            Ok(_) => Ok(None),
-            Err(e) if duplicate_key(&e) => Ok(None),
-            Err(e) => Err(mongo(e)),
-        }
+            Some(d) => {
+                let holder = d.get_str("owner").unwrap_or_default().to_string();
+                let expires = number(&d, "expires_ms").unwrap_or(0);
+                if holder != owner && expires > now_ms {
+                    return Ok(None);
+                }
+                let duty = d.get_str("recover_from").ok().map(str::to_string);
+                let recover_from = duty_after(holder, expires, duty, now_ms);
+                let old_token = number(&d, "token").unwrap_or(0);
+                let r = self
+                    .locks
+                    .update_one(
+                        doc! { "_id": name, "token": old_token },
+                        doc! { "$set": { "owner": owner, "token": token, "expires_ms": expires_ms,
+                        "recover_from": recover_from.clone().map_or(Bson::Null, Bson::String) } },
+                    )
+                    .await
+                    .map_err(mongo)?;
+                (recover_from, r.matched_count == 1)
+            }
+        };
+        Ok(written.then(|| Lease { name: name.to_string(), owner: owner.to_string(), token, expires_ms, recover_from }))
     }
 
     async fn renew(&self, lease: &Lease, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
@@ -260,12 +277,28 @@ impl WorldStore for MongoWorld {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), WorldError> {
-        self.locks
-            .delete_one(doc! { "_id": &lease.name, "owner": &lease.owner, "token": lease.token })
-            .await
-            .map_err(mongo)?;
+        let mine = doc! { "_id": &lease.name, "owner": &lease.owner, "token": lease.token };
+        if lease.recover_from.is_some() {
+            // Left expired, with its duty, for the next holder.
+            self.locks.update_one(mine, doc! { "$set": { "expires_ms": 0_i64 } }).await.map_err(mongo)?;
+        } else {
+            self.locks.delete_one(mine).await.map_err(mongo)?;
+        }
         Ok(())
     }
+
+    async fn recovered(&self, lease: &Lease) -> Result<Option<Lease>, WorldError> {
+        let r = self
+            .locks
+            .update_one(
+                doc! { "_id": &lease.name, "owner": &lease.owner, "token": lease.token },
+                doc! { "$set": { "recover_from": Bson::Null } },
+            )
+            .await
+            .map_err(mongo)?;
+        Ok((r.matched_count == 1).then(|| Lease { recover_from: None, ..lease.clone() }))
+    }
+
     async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError> {
         let d = self.locks.find_one(doc! { "_id": name, "expires_ms": { "$gt": now_ms } }).await.map_err(mongo)?;
         Ok(d.and_then(|d| {
@@ -274,6 +307,7 @@ impl WorldStore for MongoWorld {
                 owner: d.get_str("owner").ok()?.to_string(),
                 token: number(&d, "token")?,
                 expires_ms: number(&d, "expires_ms")?,
+                recover_from: d.get_str("recover_from").ok().map(str::to_string),
             })
         }))
     }
@@ -299,6 +333,17 @@ impl WorldStore for MongoWorld {
     async fn deregister(&self, id: &str) -> Result<(), WorldError> {
         self.servers.delete_one(doc! { "_id": id }).await.map_err(mongo)?;
         Ok(())
+    }
+
+    async fn put_journal_home(&self, home: &JournalHome) -> Result<(), WorldError> {
+        let d = doc! { "_id": &home.server, "doc": to_json(home)? };
+        self.journal_homes.replace_one(doc! { "_id": &home.server }, d).upsert(true).await.map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn journal_home(&self, server: &str) -> Result<Option<JournalHome>, WorldError> {
+        let d = self.journal_homes.find_one(doc! { "_id": server }).await.map_err(mongo)?;
+        d.as_ref().map(decode).transpose()
     }
 
     async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {

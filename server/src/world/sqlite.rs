@@ -101,9 +101,23 @@ impl SqliteWorld {
                  id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, title TEXT NOT NULL, player TEXT NOT NULL, doc TEXT NOT NULL
              );
              CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms, id);
-             CREATE INDEX IF NOT EXISTS audit_by_player ON audit (title, player, at_ms, id);",
+             CREATE INDEX IF NOT EXISTS audit_by_player ON audit (title, player, at_ms, id);
+             CREATE TABLE IF NOT EXISTS journal_homes (server TEXT PRIMARY KEY, doc TEXT NOT NULL);",
         )
         .map_err(db)?;
+        // Databases made before locks carried a duty to recover gain the
+        // column. Two processes may race to add it: the loser's
+        // "duplicate column" changes nothing.
+        let has_duty: i64 = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('locks') WHERE name = 'recover_from'", [], |r| r.get(0))
+            .map_err(db)?;
+        if has_duty == 0 {
+            if let Err(e) = conn.execute("ALTER TABLE locks ADD COLUMN recover_from TEXT", []) {
+                if !e.to_string().contains("duplicate column") {
+                    return Err(db(e));
+                }
+            }
+        }
         Ok(SqliteWorld { conn: Arc::new(tokio::sync::Mutex::new(conn)) })
     }
 
@@ -126,23 +140,29 @@ impl WorldStore for SqliteWorld {
             // IMMEDIATE takes the write lock up front, so two processes
             // cannot both read "free" and both grant.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let held: Option<(String, i64)> = tx
-                .query_row("SELECT owner, expires_ms FROM locks WHERE name = ?1", params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+            let held: Option<(String, i64, Option<String>)> = tx
+                .query_row("SELECT owner, expires_ms, recover_from FROM locks WHERE name = ?1", params![name], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .optional()?;
-            if let Some((holder, expires)) = held {
+            let mut recover_from = None;
+            if let Some((holder, expires, duty)) = held {
                 if holder != owner && expires > now_ms {
                     return Ok(None);
                 }
+                recover_from = duty_after(holder, expires, duty, now_ms);
             }
-            let token: i64 = tx.query_row("UPDATE fence SET last = last + 1 WHERE id = 1 RETURNING last", [], |r| r.get(0))?;
+            let token: i64 =
+                tx.query_row("UPDATE fence SET last = last + 1 WHERE id = 1 RETURNING last", [], |r| r.get(0))?;
             let expires_ms = now_ms + ttl_ms;
             tx.execute(
-                "INSERT INTO locks (name, owner, token, expires_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token, expires_ms = excluded.expires_ms",
-                params![name, owner, token, expires_ms],
+                "INSERT INTO locks (name, owner, token, expires_ms, recover_from) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token,
+                     expires_ms = excluded.expires_ms, recover_from = excluded.recover_from",
+                params![name, owner, token, expires_ms, recover_from],
             )?;
             tx.commit()?;
-            Ok(Some(Lease { name, owner, token, expires_ms }))
+            Ok(Some(Lease { name, owner, token, expires_ms, recover_from }))
         })
         .await
     }
@@ -163,11 +183,26 @@ impl WorldStore for SqliteWorld {
     async fn release(&self, lease: &Lease) -> Result<(), WorldError> {
         let lease = lease.clone();
         self.with(move |c| {
-            c.execute(
-                "DELETE FROM locks WHERE name = ?1 AND owner = ?2 AND token = ?3",
+            let sql = if lease.recover_from.is_some() {
+                // Left expired, with its duty, for the next holder.
+                "UPDATE locks SET expires_ms = 0 WHERE name = ?1 AND owner = ?2 AND token = ?3"
+            } else {
+                "DELETE FROM locks WHERE name = ?1 AND owner = ?2 AND token = ?3"
+            };
+            c.execute(sql, params![lease.name, lease.owner, lease.token])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recovered(&self, lease: &Lease) -> Result<Option<Lease>, WorldError> {
+        let lease = lease.clone();
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE locks SET recover_from = NULL WHERE name = ?1 AND owner = ?2 AND token = ?3",
                 params![lease.name, lease.owner, lease.token],
             )?;
-            Ok(())
+            Ok((n == 1).then_some(Lease { recover_from: None, ..lease }))
         })
         .await
     }
@@ -175,9 +210,17 @@ impl WorldStore for SqliteWorld {
         let name = name.to_string();
         self.with(move |c| {
             c.query_row(
-                "SELECT owner, token, expires_ms FROM locks WHERE name = ?1 AND expires_ms > ?2",
+                "SELECT owner, token, expires_ms, recover_from FROM locks WHERE name = ?1 AND expires_ms > ?2",
                 params![name, now_ms],
-                |r| Ok(Lease { name: name.clone(), owner: r.get(0)?, token: r.get(1)?, expires_ms: r.get(2)? }),
+                |r| {
+                    Ok(Lease {
+                        name: name.clone(),
+                        owner: r.get(0)?,
+                        token: r.get(1)?,
+                        expires_ms: r.get(2)?,
+                        recover_from: r.get(3)?,
+                    })
+                },
             )
             .optional()
         })
@@ -212,6 +255,32 @@ impl WorldStore for SqliteWorld {
     async fn deregister(&self, id: &str) -> Result<(), WorldError> {
         let id = id.to_string();
         self.with(move |c| c.execute("DELETE FROM servers WHERE id = ?1", params![id]).map(drop)).await
+    }
+
+    async fn put_journal_home(&self, home: &JournalHome) -> Result<(), WorldError> {
+        let (server, doc) = (home.server.clone(), to_json(home)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO journal_homes (server, doc) VALUES (?1, ?2)
+                 ON CONFLICT (server) DO UPDATE SET doc = excluded.doc",
+                params![server, doc],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn journal_home(&self, server: &str) -> Result<Option<JournalHome>, WorldError> {
+        let server = server.to_string();
+        let doc = self
+            .with(move |c| {
+                c.query_row("SELECT doc FROM journal_homes WHERE server = ?1", params![server], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()
+            })
+            .await?;
+        doc.as_deref().map(from_json).transpose()
     }
 
     async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
