@@ -356,7 +356,15 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
                 continue;
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+            Some(Err(e)) => {
+                // The socket cannot be read any further; say why first.
+                if let Some((e, code)) = protocol_fault(e, limit) {
+                    let _ = tx.send(Message::Text(encode(&Response::err(RequestId::null(), &e)).into())).await;
+                    let _ = tx.send(Message::Close(Some(CloseFrame { code, reason: e.message.into() }))).await;
+                }
+                return;
+            }
+            Some(Ok(Message::Close(_))) | None => return,
         };
         let started = std::time::Instant::now();
         let (kind, answer) = match parse_json::<Request>(text.as_bytes(), limit) {
@@ -373,6 +381,28 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
         if tx.send(Message::Text(encode(&answer).into())).await.is_err() {
             return;
         }
+    }
+}
+
+/// A client's breach of the WebSocket protocol that is worth an answer
+/// before the socket closes: the error and the close code (RFC 6455).
+/// Other read errors (a reset, a torn frame) have nobody left to tell.
+fn protocol_fault(e: axum::Error, limit: usize) -> Option<(ApiError, u16)> {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>()? {
+        WsError::Utf8(_) => Some((ApiError::new(Code::BadRequest, "a text message must be valid UTF-8"), 1007)),
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => Some((
+            ApiError::new(
+                Code::MessageTooLarge,
+                format!(
+                    "{size} bytes; the limit is {limit} (the connection closes beyond {})",
+                    limit * HARD_LIMIT_FACTOR
+                ),
+            ),
+            1009,
+        )),
+        _ => None,
     }
 }
 

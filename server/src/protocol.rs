@@ -102,7 +102,7 @@ macro_rules! server_codes {
 server_codes! {
     BadRequest => "bad_request", 400, "the body is not JSON, or not a request object";
     UnknownAction => "unknown_action", 400, "no action of that name";
-    InvalidArgument => "invalid_argument", 400, "the args do not fit the action (missing field, wrong type)";
+    InvalidArgument => "invalid_argument", 400, "the args do not fit the action (missing field, wrong type, a number out of range: details names the arg and its min and max)";
     MessageTooLarge => "message_too_large", 413, "the request is larger than limits.message_bytes_max";
     RequestTimeout => "request_timeout", 408, "the request's body did not arrive within limits.request_body_seconds_max; the connection is closed";
     RateLimited => "rate_limited", 429, "the player sends more than limits.requests_per_second_max";
@@ -166,9 +166,16 @@ impl ApiError {
         ApiError { code: code.as_str(), status: code.status(), message: message.into(), details: None }
     }
 
-    /// A refusal by the game's rules: the request was processed, so HTTP 200.
+    /// A refusal by the game's rules: the request was processed, so HTTP
+    /// 200; except `invalid_argument`, which has one status whoever found
+    /// the argument wrong (the server's decoder or the rules): 400.
     pub fn rules(e: citadel_runtime::ActionError) -> ApiError {
-        ApiError { code: e.code.as_str(), status: StatusCode::OK, message: e.message, details: None }
+        let status = if e.code == citadel_runtime::ErrorCode::InvalidArgument {
+            Code::InvalidArgument.status()
+        } else {
+            StatusCode::OK
+        };
+        ApiError { code: e.code.as_str(), status, message: e.message, details: None }
     }
 
     pub fn details(mut self, d: Value) -> ApiError {
@@ -375,6 +382,52 @@ fn default_radius() -> i32 {
     8
 }
 
+/// Widest `map_near` square, in spots each way: wider is a map scrape.
+pub const MAP_RADIUS_MAX: i32 = 32;
+/// Players shown above and below in `my_rank`, at most.
+pub const AROUND_MAX: usize = 10;
+
+/// `invalid_argument` unless `min <= got <= max`, with the range in
+/// `details` (numbers out of range are refused, never silently clamped).
+fn in_range(action: &str, arg: &str, got: i128, min: i128, max: i128) -> Result<(), ApiError> {
+    if (min..=max).contains(&got) {
+        return Ok(());
+    }
+    Err(ApiError::new(Code::InvalidArgument, format!("{action}: `{arg}` is {got}; it must be {min} to {max}"))
+        .details(serde_json::json!({ "arg": arg, "min": min, "max": max })))
+}
+
+impl WorldCommand {
+    fn check_ranges(&self, action: &str) -> Result<(), ApiError> {
+        use crate::world::{PAGE_MAX, TOP_OFFSET_MAX};
+        let page = |limit: usize| in_range(action, "limit", limit as i128, 1, PAGE_MAX as i128);
+        match self {
+            WorldCommand::MapNear { radius, limit, .. } => {
+                in_range(action, "radius", i128::from(*radius), 0, i128::from(MAP_RADIUS_MAX))?;
+                page(*limit)
+            }
+            WorldCommand::TopScores { offset, limit, .. } => {
+                in_range(action, "offset", *offset as i128, 0, TOP_OFFSET_MAX as i128)?;
+                page(*limit)
+            }
+            WorldCommand::MyRank { around, .. } => in_range(action, "around", *around as i128, 0, AROUND_MAX as i128),
+            WorldCommand::SearchPlayers { limit, .. } => page(*limit),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ClanCommand {
+    fn check_ranges(&self, action: &str) -> Result<(), ApiError> {
+        match self {
+            ClanCommand::Search { limit, .. } | ClanCommand::Chat { limit, .. } => {
+                in_range(action, "limit", *limit as i128, 1, crate::world::PAGE_MAX as i128)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What a request asks the session to do, once decoded.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -410,10 +463,14 @@ pub fn decode(req: &Request) -> Result<Command, ApiError> {
     obj.insert("action".into(), Value::String(req.action.clone()));
     let bad = |e: serde_json::Error| ApiError::new(Code::InvalidArgument, format!("{}: {e}", req.action));
     if WORLD_ACTIONS.contains(&req.action.as_str()) {
-        return serde_json::from_value(Value::Object(obj)).map(Command::World).map_err(bad);
+        let cmd: WorldCommand = serde_json::from_value(Value::Object(obj)).map_err(bad)?;
+        cmd.check_ranges(&req.action)?;
+        return Ok(Command::World(cmd));
     }
     if CLAN_ACTIONS.contains(&req.action.as_str()) {
-        return serde_json::from_value(Value::Object(obj)).map(Command::Clan).map_err(bad);
+        let cmd: ClanCommand = serde_json::from_value(Value::Object(obj)).map_err(bad)?;
+        cmd.check_ranges(&req.action)?;
+        return Ok(Command::Clan(cmd));
     }
     serde_json::from_value(Value::Object(obj)).map(Command::Rules).map_err(bad)
 }

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+mod support;
+
 use citadel_server::docs::{configuration_sections, fill, protocol_sections};
 use citadel_server::Config;
 
@@ -124,4 +126,83 @@ fn every_world_action_decodes_and_is_documented() {
     assert!(matches!(decode(&full("raid_start", serde_json::json!({ "defender": "d" }))), Ok(Command::World(_))));
     assert!(matches!(decode(&full("top_scores", serde_json::json!({ "stat": "s" }))), Ok(Command::World(_))));
     assert!(matches!(decode(&full("map_near", serde_json::json!({}))), Ok(Command::World(_))));
+}
+
+/// `text` matches `pattern`, where each `...` in the pattern stands for any text.
+fn matches_example(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split("...").collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return text == pattern;
+    }
+    if !text.starts_with(first) || !text.ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn the_example_matcher_reads_ellipses_as_any_text() {
+    assert!(matches_example(r#"{"a":1,"b":...}"#, r#"{"a":1,"b":{"c":2}}"#));
+    assert!(matches_example(r#"{"t":"eyJ...","p":...,"q":2}"#, r#"{"t":"eyJabc","p":[1],"q":2}"#));
+    assert!(!matches_example(r#"{"a":1,"b":...}"#, r#"{"a":2,"b":{}}"#));
+    assert!(!matches_example(r#"{"id":1}"#, r#"{"id":1.0}"#));
+}
+
+/// The walkthrough of docs/protocol.md ("A first session with curl"), run
+/// against a real server on the repository's titles: every command's
+/// answer matches the one the doc shows (`...` standing for what differs
+/// per run), `sleep` moving the server's clock instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_docs_first_session_answers_as_shown() {
+    let doc = std::fs::read_to_string(support::root().join("docs/protocol.md")).unwrap();
+    let walkthrough = doc.split_once("## A first session with curl").unwrap().1.split_once("\n## ").unwrap().0;
+    let s = support::server::start(support::server::fresh_data("doc-walkthrough"), |c| {
+        c.titles = support::root().join("titles");
+    })
+    .await;
+    let mut token = String::new();
+    let mut checked = 0;
+    // Each command: a curl line (with continuations), then `# answer`.
+    let mut lines = walkthrough.lines().peekable();
+    while let Some(line) = lines.next() {
+        let line = line.trim();
+        if let Some(secs) = line.strip_prefix("sleep ") {
+            s.advance(secs.parse().unwrap());
+            continue;
+        }
+        if !line.starts_with("curl ") {
+            continue;
+        }
+        let mut command = line.trim_end_matches('\\').to_string();
+        while line.ends_with('\\') || command.ends_with(' ') && lines.peek().is_some_and(|l| l.starts_with("  ")) {
+            let Some(next) = lines.next() else { break };
+            command.push_str(next.trim().trim_end_matches('\\'));
+            if !next.ends_with('\\') {
+                break;
+            }
+        }
+        let expected = lines.next().and_then(|l| l.strip_prefix("# ")).expect("an answer follows each command");
+        let path = command.split("localhost:7070").nth(1).unwrap().split_whitespace().next().unwrap();
+        let body = command.split_once("-d '").map(|(_, b)| b.trim_end().trim_end_matches('\'').to_string());
+        let client = reqwest::Client::new();
+        let r = match body {
+            Some(b) => client.post(s.url(path)).header("authorization", format!("Bearer {token}")).body(b),
+            None => client.get(s.url(path)),
+        };
+        let answer = r.send().await.unwrap().text().await.unwrap();
+        assert!(matches_example(expected, &answer), "`{command}`\n  doc:    {expected}\n  server: {answer}");
+        if let Some(t) = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["token"].as_str() {
+            token = t.to_string();
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "the walkthrough's commands were found ({checked})");
 }

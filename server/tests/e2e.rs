@@ -596,3 +596,61 @@ async fn s3_on_moto_serves_players_end_to_end() {
     let Some(cfg) = support::moto("end-to-end on moto").await else { return };
     s3_flows(cfg).await;
 }
+
+/// Protocol details as docs/protocol.md states them: ids come back exactly
+/// as sent; numbers outside their documented range are refused with the
+/// range, not clamped; `invalid_argument` is 400 whoever finds it; a text
+/// frame that is not UTF-8 is answered before the socket closes (1007).
+#[tokio::test]
+async fn ids_ranges_and_broken_frames_are_answered_as_documented() {
+    let s = start(fresh_data("details"), |_| {}).await;
+    let (tok, _) = s.login("mini", "pedant").await;
+    for id in ["123456789012345678901234567890", "1e2", "100.0", "-0", r#"{"k":[1,2.50]}"#] {
+        let body = format!(r#"{{"id": {id}, "action": "ping"}}"#);
+        let r = reqwest::Client::new()
+            .post(s.url("/v1/mini/request"))
+            .header("authorization", format!("Bearer {tok}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let text = r.text().await.unwrap();
+        assert!(text.starts_with(&format!(r#"{{"id":{id},"ok":true"#)), "{id} echoed as sent: {text}");
+    }
+    for (action, args, arg, min, max) in [
+        ("map_near", json!({ "radius": 33 }), "radius", 0, 32),
+        ("map_near", json!({ "radius": -5 }), "radius", 0, 32),
+        ("map_near", json!({ "limit": 0 }), "limit", 1, 100),
+        ("top_scores", json!({ "stat": "trophies", "offset": 10_001 }), "offset", 0, 10_000),
+        ("top_scores", json!({ "stat": "trophies", "limit": 101 }), "limit", 1, 100),
+        ("my_rank", json!({ "stat": "trophies", "around": 11 }), "around", 0, 10),
+        ("search_players", json!({ "prefix": "a", "limit": 500 }), "limit", 1, 100),
+        ("clan_chat", json!({ "limit": 1000 }), "limit", 1, 100),
+    ] {
+        let (status, r) = s.act("mini", &tok, action, args.clone()).await;
+        assert_eq!((status, r["error"]["code"].as_str()), (400, Some("invalid_argument")), "{action} {args}: {r}");
+        assert_eq!(r["error"]["details"], json!({ "arg": arg, "min": min, "max": max }), "{action} {args}: {r}");
+    }
+    // The rules' own invalid_argument has the same status: collecting from
+    // a building that produces nothing.
+    let (status, r) = s.act("mini", &tok, "collect", json!({ "id": 1 })).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (400, Some("invalid_argument")), "{r}");
+
+    let url = format!("ws://{}/v1/mini/ws?token={tok}", s.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let welcome = ws.next().await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains("welcome"));
+    use tokio_tungstenite::tungstenite::protocol::frame::{coding::Data, coding::OpCode, Frame};
+    let broken = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(broken)).await.unwrap();
+    let answer: Value = serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(
+        (answer["id"].clone(), answer["error"]["code"].as_str()),
+        (Value::Null, Some("bad_request")),
+        "{answer}"
+    );
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1007, "{f:?}"),
+        other => panic!("a close frame with 1007: {other:?}"),
+    }
+}

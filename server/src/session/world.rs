@@ -38,12 +38,8 @@ pub(super) enum Next {
     Op(Op),
 }
 
-/// Players shown above and below in `my_rank`, at most.
-const AROUND_MAX: usize = 10;
 /// Longest name prefix `search_players` takes (names are short).
 const PREFIX_BYTES_MAX: usize = 64;
-/// Widest `map_near` square, in spots each way: wider is a map scrape.
-const RADIUS_MAX: i32 = 32;
 /// Random spots tried when placing a new base before giving up for now
 /// (the next session start tries again).
 const PLACE_TRIES: usize = 64;
@@ -318,7 +314,7 @@ impl Session {
                         return Err(ApiError::new(Code::InvalidArgument, msg));
                     }
                 };
-                let radius = radius.clamp(0, RADIUS_MAX);
+                // The decoder refused radii outside 0..=MAP_RADIUS_MAX.
                 let bases = deps.world.near(title.id(), &at, radius, limit).await.map_err(internal)?;
                 serialize(&json!({ "at": at, "radius": radius, "bases": bases }))
             }
@@ -368,7 +364,8 @@ impl Session {
 
     async fn my_rank(&self, deps: &Deps, board: Board<'_>, around: usize) -> Result<Answer, ApiError> {
         let me = deps.world.rank(board, &self.key.1).await.map_err(internal)?;
-        let k = around.min(AROUND_MAX);
+        // The decoder refused more than `AROUND_MAX`.
+        let k = around;
         let rows = match &me {
             Some(r) if k > 0 => {
                 let first = (r.rank as usize).saturating_sub(k + 1);
