@@ -152,10 +152,16 @@ async fn websocket_uses_the_same_dispatcher_and_survives_bad_messages() {
     assert_eq!(next_json(&mut w).await["error"]["code"], "limit_reached");
     let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
     assert_eq!(r["result"]["state"]["buildings"].as_array().unwrap().len(), 4);
-    // A frame far over the limit closes the connection (the transport's hard limit).
+    // A frame far over the limit (the transport's hard limit) is answered,
+    // then the connection is closed with 1009 (message too big).
     w.send(Message::Text("x".repeat(200_000).into())).await.unwrap();
+    let r = next_json(&mut w).await;
+    assert_eq!((&r["id"], r["error"]["code"].as_str()), (&Value::Null, Some("message_too_large")), "{r}");
     let end = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap();
-    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    match end {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1009, "{f:?}"),
+        other => panic!("a close frame with 1009: {other:?}"),
+    }
     s.stop().await;
 }
 
