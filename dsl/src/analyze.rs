@@ -111,6 +111,30 @@ fn flip(op: &str) -> &str {
     }
 }
 
+/// Whether an expression calls any function (a query of the player's
+/// state, the clock, `random`): one that calls none gives the same value
+/// for every player at every time (`false`, `1 > 2`). Operators do not count.
+pub fn expr_calls_functions(expr: &Expr) -> bool {
+    let mut calls = false;
+    expr.parsed.walk(&mut |path: &[ASTNode]| {
+        let call = match path.last() {
+            Some(ASTNode::Expr(RExpr::FnCall(call, _))) => call,
+            Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, _))) => call,
+            Some(ASTNode::Expr(RExpr::Variable(..))) => {
+                calls = true;
+                return false;
+            }
+            _ => return true,
+        };
+        if call.op_token.is_none() {
+            calls = true;
+            return false;
+        }
+        true
+    });
+    calls
+}
+
 /// Literal ids named by an expression, with positions inside its text.
 pub fn expr_id_refs(expr: &Expr) -> Vec<IdRef> {
     collect(&expr.parsed)

@@ -116,9 +116,19 @@ fn eval_error(err: EvalAltResult, line_shift: usize) -> EvalError {
             return inner;
         }
         EvalAltResult::ErrorInModule(_, inner, _) => return eval_error(*inner, 0),
-        ref other => (EvalErrorKind::Runtime, lower_first(&other.to_string())),
+        // Rhai's own text ends with its position in the wrapped source;
+        // the error carries the position apart (shifted to the designer's text).
+        ref other => (EvalErrorKind::Runtime, lower_first(strip_rhai_position(&other.to_string()))),
     };
     EvalError { kind, message, line, column }
+}
+
+/// `message (line L, position P)` without the part in parentheses.
+fn strip_rhai_position(s: &str) -> &str {
+    match s.rfind(" (line ") {
+        Some(i) if s.ends_with(')') && s[i..].contains("position") => &s[..i],
+        _ => s,
+    }
 }
 
 fn lower_first(s: &str) -> String {

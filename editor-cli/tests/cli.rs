@@ -49,10 +49,11 @@ fn each_invalid_fixture_exits_1_with_its_golden_diagnostics() {
         let o = edit(&root(), &["validate", &rel]);
         assert_eq!(o.status.code(), Some(1), "{name} must be invalid:\n{}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        // Every error names its file; those inside a file also a line:col.
+        // Every diagnostic names its file; those inside a file also a line:col.
         let errors = out.lines().filter(|l| l.starts_with("error[")).count();
+        let diags = errors + out.lines().filter(|l| l.starts_with("warning[")).count();
         let located = out.lines().filter(|l| l.starts_with(&format!("  --> {rel}/"))).count();
-        assert!(errors >= 1 && located == errors, "{name}: {errors} errors, {located} located:\n{out}");
+        assert!(errors >= 1 && located == diags, "{name}: {diags} diagnostics, {located} located:\n{out}");
         let golden = cases.join(name).join("expected.txt");
         if update {
             std::fs::write(&golden, &out).unwrap();
@@ -124,4 +125,43 @@ fn failing_scenario_exits_1_and_names_the_step() {
     assert!(out.contains("broken/tests/basics.json:6:"), "{out}");
     assert!(out.contains("0 passed, 1 failed"), "{out}");
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// A requirement that fails when tried on a new player (division by zero)
+/// is a warning placed once, at the part of the expression that failed,
+/// with no second position in its message.
+#[test]
+fn an_expression_warning_points_at_the_part_that_failed() {
+    let dir = std::env::temp_dir().join(format!("citadel-cli-divzero-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let title = dir.join("mini");
+    for sub in ["", "scripts"] {
+        std::fs::create_dir_all(title.join(sub)).unwrap();
+        for e in std::fs::read_dir(root().join("tests/fixtures/mini").join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, title.join(sub).join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let buildings = title.join("buildings.json");
+    let text_before = std::fs::read_to_string(&buildings).unwrap();
+    let edited =
+        text_before.replace(r#""requires": "level(\"mine\") >= 1""#, r#""requires": "10 / level(\"barracks\") > 1""#);
+    assert_ne!(edited, text_before, "the fixture's hq level 2 requirement");
+    std::fs::write(&buildings, &edited).unwrap();
+    let (line_no, line) = edited.lines().enumerate().find(|(_, l)| l.contains("10 / level")).unwrap();
+    let column = line.find("/ level").unwrap() + 1;
+
+    let o = edit(&dir, &["validate", "mini"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "a warning only: {out}");
+    assert!(out.contains("warning[expression]: fails for a new player: division by zero: 10 / 0\n"), "{out}");
+    assert!(!out.contains("(line "), "the position is given once, in the location: {out}");
+    assert!(
+        out.contains(&format!("mini/buildings.json:{}:{column} (/buildings/0/levels/1/requires)", line_no + 1)),
+        "{out}"
+    );
+    let marker = out.lines().find(|l| l.trim_start().starts_with('|') && l.contains('^')).unwrap();
+    assert_eq!(marker.matches('^').count(), 1, "one character underlined: {out}");
 }

@@ -12,11 +12,11 @@
 //! 8. if there is no error so far, build the [`Title`] and evaluate every
 //!    expression once against a new player's state, to catch type errors.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use citadel_dsl::analyze::{expr_id_refs, script_id_refs, IdRef};
+use citadel_dsl::analyze::{expr_calls_functions, expr_id_refs, script_id_refs, IdRef};
 use citadel_dsl::{EvalErrorKind, Expr, IdKind, Sandbox, Script};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -367,6 +367,7 @@ impl Loader<'_> {
             }
         }
         self.check_refs(&p, &known);
+        self.check_payable(&p);
         self.check_renamed(&p, &known);
         self.check_events(&p);
         self.check_world(&p, &known);
@@ -380,17 +381,27 @@ impl Loader<'_> {
         // Kept for the trial evaluation after the title is built.
         let mut trial_list: Vec<(&'static str, String, Expr, bool)> = Vec::new();
         let mut edges: BTreeMap<Node, Vec<(Node, ExprSite)>> = BTreeMap::new();
+        let mut requirements: Vec<(ExprSite, Vec<IdRef>, bool)> = Vec::new();
         for (source, site) in self.expression_sites(&p) {
             let Some(expr) = self.compile_expr(&sandbox, &source, &site) else { continue };
-            for r in expr_id_refs(&expr) {
-                self.check_expr_ref(&r, &site, &known, &mut edges);
+            let refs = expr_id_refs(&expr);
+            for r in &refs {
+                self.check_expr_ref(r, &site, &known, &mut edges);
+            }
+            if !site.int {
+                let never = !expr_calls_functions(&expr) && sandbox.eval_bool(&expr, &neutral()) == Ok(false);
+                requirements.push((site.clone(), refs, never));
             }
             trial_list.push((site.file, site.pointer.clone(), expr.clone(), site.int));
             exprs.insert(format!("{}#{}", site.file, site.pointer), expr);
         }
         self.check_cycles(&p, &edges);
+        self.check_never_true(&requirements);
 
         if self.diags.iter().any(|d| d.severity == Severity::Error) {
+            // No title can be built to try the expressions on a new player;
+            // what does not depend on the player is still reported now.
+            self.trial_types(&sandbox, &trial_list);
             return None;
         }
         // 8: build, then trial-evaluate.
@@ -556,6 +567,72 @@ impl Loader<'_> {
         self.need_keys(known, IdKind::Resource, &g.resources, file, &format!("{pointer}/resources"));
         self.need_keys(known, IdKind::Item, &g.items, file, &format!("{pointer}/items"));
         self.need_keys(known, IdKind::Unit, &g.units, file, &format!("{pointer}/units"));
+    }
+
+    /// Every cost fits in the most a player can ever hold: a resource's
+    /// `cap`, plus each storage building at the level that stores most, as
+    /// many times as it may ever be built, scaled by every storage research
+    /// level; or what the player starts with, if more (credits stop at the
+    /// cap, so nothing else brings a player above it). A cost beyond that
+    /// can never be paid.
+    fn check_payable(&mut self, p: &Parsed) {
+        let (Some(resources), Some(buildings)) = (&p.resources, &p.buildings) else { return };
+        let start = p.title.as_ref().map(|t| t.start.resources.clone()).unwrap_or_default();
+        let mut most: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for r in &resources.resources {
+            let Some(cap) = r.cap else { continue };
+            let stored: i64 = buildings
+                .buildings
+                .iter()
+                .map(|b| {
+                    let per = b.levels.iter().filter_map(|l| l.storage.get(&r.id)).copied().max().unwrap_or(0).max(0);
+                    per.saturating_mul(i64::from(b.max_count.iter().copied().max().unwrap_or(0)))
+                })
+                .fold(0i64, i64::saturating_add);
+            let percent: i64 = p
+                .research
+                .iter()
+                .flat_map(|f| &f.research)
+                .flat_map(|d| &d.levels)
+                .flat_map(|l| &l.effects)
+                .filter(|e| e.kind == ResearchEffectKind::StoragePercent && e.target.as_deref() == Some(r.id.as_str()))
+                .map(|e| e.value.max(0))
+                .fold(0i64, i64::saturating_add);
+            let max = cap.saturating_add(stored).saturating_mul(100i64.saturating_add(percent)) / 100;
+            most.insert(r.id.clone(), (max.max(start.get(&r.id).copied().unwrap_or(0)), cap));
+        }
+        let mut costs: Vec<(&'static str, String, Amounts)> = Vec::new();
+        for (i, b) in buildings.buildings.iter().enumerate() {
+            for (l, lv) in b.levels.iter().enumerate() {
+                costs.push(("buildings.json", format!("/buildings/{i}/levels/{l}/cost"), lv.cost.clone()));
+            }
+        }
+        for (i, u) in p.units.iter().flat_map(|f| f.units.iter().enumerate()) {
+            costs.push(("units.json", format!("/units/{i}/cost"), u.cost.clone()));
+        }
+        for (i, r) in p.research.iter().flat_map(|f| f.research.iter().enumerate()) {
+            for (l, lv) in r.levels.iter().enumerate() {
+                costs.push(("research.json", format!("/research/{i}/levels/{l}/cost"), lv.cost.clone()));
+            }
+        }
+        for (i, o) in p.store.iter().flat_map(|f| f.offers.iter().enumerate()) {
+            costs.push(("store.json", format!("/offers/{i}/price"), o.price.clone()));
+        }
+        for (file, pointer, cost) in costs {
+            for (r, &amount) in &cost {
+                let Some(&(max, cap)) = most.get(r) else { continue };
+                if amount > max {
+                    self.at(
+                        "unpayable",
+                        file,
+                        &format!("{pointer}/{}", r.replace('~', "~0").replace('/', "~1")),
+                        false,
+                        format!("costs {amount} {r}, but a player can never hold more than {max} {r}: nobody can ever pay it"),
+                        Some(format!("the most is `{r}`'s cap ({cap}) plus every storage building at its largest storage and highest count, scaled by storage research; raise storage or lower the cost")),
+                    );
+                }
+            }
+        }
     }
 
     fn check_refs(&mut self, p: &Parsed, known: &Known) {
@@ -1336,17 +1413,158 @@ impl Loader<'_> {
                 if e.kind == EvalErrorKind::WrongType {
                     self.at("expression", file, pointer, false, format!("in expression: {}", e.message), None);
                 } else {
-                    self.warn_at(
-                        "expression",
-                        file,
-                        pointer,
-                        format!("fails for a new player: {}", e.with_position()),
-                        None,
-                    );
+                    let site = ExprSite { file, pointer: pointer.clone(), node: None, int: *int };
+                    let mut d =
+                        Diagnostic::error("expression", *file, format!("fails for a new player: {}", e.message))
+                            .warning()
+                            .pointer(pointer);
+                    // At the part of the expression that failed, else the whole string.
+                    let at = match (e.line, e.column) {
+                        (Some(l), Some(c)) => self.expr_pos(&site, l, c).map(|(l, c)| (l, c, 1)),
+                        _ => None,
+                    };
+                    if let Some((l, c, len)) = at.or_else(|| self.map(file).and_then(|m| m.locate(pointer, false))) {
+                        d = d.at(l, c, len);
+                    }
+                    self.diags.push(d);
                 }
             }
         }
     }
+
+    /// While the title has errors: each requirement and formula tried on a
+    /// player who has nothing, for results of the wrong type only (whether
+    /// an expression fails at run time depends on a real new player).
+    fn trial_types(&mut self, sandbox: &Sandbox, exprs: &[(&'static str, String, Expr, bool)]) {
+        let ctx = neutral();
+        for (file, pointer, expr, int) in exprs {
+            let result =
+                if *int { sandbox.eval_int(expr, &ctx).map(drop) } else { sandbox.eval_bool(expr, &ctx).map(drop) };
+            if let Err(e) = result {
+                if e.kind == EvalErrorKind::WrongType {
+                    self.at("expression", file, pointer, false, format!("in expression: {}", e.message), None);
+                }
+            }
+        }
+    }
+
+    /// Requirements that can never be true: `false` and the like (no query
+    /// of the player at all), and every requirement that asks for a
+    /// building or research level gated by one of those (or by another such
+    /// level), found by propagating until nothing changes. Warnings: the
+    /// content is unreachable, not broken.
+    fn check_never_true(&mut self, requirements: &[(ExprSite, Vec<IdRef>, bool)]) {
+        let mut never: BTreeSet<Node> = requirements.iter().filter(|r| r.2).filter_map(|r| r.0.node.clone()).collect();
+        // A level is out of reach when it, or a level below it, is gated by a never-true requirement.
+        let blocked = |never: &BTreeSet<Node>, kind: IdKind, id: &str, level: i64| {
+            never.iter().any(|n| n.kind == kind && n.id == id && n.level <= level)
+        };
+        loop {
+            let mut grew = false;
+            for (site, refs, _) in requirements {
+                let Some(node) = &site.node else { continue };
+                if blocked(&never, node.kind, &node.id, node.level) {
+                    continue;
+                }
+                if refs.iter().any(|r| r.min_level.is_some_and(|min| blocked(&never, r.kind, &r.id, min))) {
+                    never.insert(node.clone());
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        for (site, refs, constant) in requirements {
+            if *constant {
+                self.warn_at(
+                    "never-true",
+                    site.file,
+                    &site.pointer,
+                    "this requirement can never be true (it does not depend on the player): what it gates can never be reached".to_string(),
+                    None,
+                );
+                continue;
+            }
+            for r in refs {
+                let Some(min) = r.min_level else { continue };
+                if !blocked(&never, r.kind, &r.id, min) {
+                    continue;
+                }
+                let mut d = Diagnostic::error(
+                    "never-true",
+                    site.file,
+                    format!(
+                        "requires {} `{}` level {min}, which no player can ever reach (a requirement on its way can never be true): this can never be met",
+                        r.kind.noun(),
+                        r.id
+                    ),
+                )
+                .warning()
+                .pointer(&site.pointer);
+                if let Some((l, c)) = self.expr_pos(site, r.line, r.column) {
+                    d = d.at(l, c, r.id.chars().count() + 2);
+                }
+                self.diags.push(d);
+            }
+        }
+    }
+}
+
+/// A player who has nothing: every query answers 0, false or "not
+/// running". For trying expressions without a title (see `trial_types`).
+struct Neutral;
+
+impl citadel_dsl::StateView for Neutral {
+    fn level(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn count(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn count_at_least(&self, _: &str, _: i64) -> Option<i64> {
+        Some(0)
+    }
+    fn resource(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn cap(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn research_level(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn unit_count(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn item_count(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn quest_claimed(&self, _: &str) -> Option<bool> {
+        Some(false)
+    }
+    fn player_level(&self) -> i64 {
+        1
+    }
+    fn xp(&self) -> i64 {
+        0
+    }
+    fn flag(&self, _: &str) -> bool {
+        false
+    }
+    fn score(&self, _: &str) -> i64 {
+        0
+    }
+    fn now_ms(&self) -> i64 {
+        0
+    }
+    fn event_active(&self, _: &str) -> Option<bool> {
+        Some(false)
+    }
+}
+
+fn neutral() -> citadel_dsl::Ctx {
+    citadel_dsl::Ctx::new(Arc::new(Neutral), 0)
 }
 
 /// serde_json appends " at line L column C"; diagnostics carry that apart.
