@@ -100,3 +100,27 @@ fn the_worked_example_in_the_guide_loads_and_passes_its_test() {
     assert_eq!(outcomes.len(), 1);
     assert!(outcomes[0].passed(), "{:#?}", outcomes[0].failures);
 }
+
+/// Data ported from other games lists free levels with a cost of 0: such a
+/// cost loads, and building that level charges nothing.
+#[test]
+fn a_cost_of_zero_is_accepted_and_free() {
+    let mut files = citadel_tests::mini_files();
+    let buildings = files.get_mut("buildings.json").unwrap();
+    let before = buildings.clone();
+    *buildings = buildings.replace(
+        r#"{ "cost": { "gold": 150 }, "build_seconds": 20"#,
+        r#"{ "cost": { "gold": 0 }, "build_seconds": 20"#,
+    );
+    assert_ne!(*buildings, before, "the fixture's barracks cost");
+    let (title, diags) = citadel_runtime::load::load_files("mini", &files);
+    assert!(diags.is_empty(), "{diags:?}");
+    let title = title.unwrap();
+    let mut state = citadel_runtime::rules::new_player(&title, 0);
+    let gold = state.resources["gold"];
+    let action: citadel_runtime::Action =
+        serde_json::from_value(serde_json::json!({ "action": "build", "building": "barracks", "x": 1, "y": 1 }))
+            .unwrap();
+    citadel_runtime::rules::apply(&title, &mut state, &action, 0, &mut citadel_runtime::Rng::new(1)).unwrap();
+    assert_eq!(state.resources["gold"], gold, "nothing charged");
+}
