@@ -799,6 +799,7 @@ async fn replay_player(
                         records.dedup_by_key(|r| r.seq);
                     }
                     Err(e) => {
+                        deps.recovery.note_unsaved(key.clone());
                         tracing::error!(title = %key.0, player = %key.1, error = %e.message, "cannot replay a player yet; their records stay in the journal");
                         let kept = records.len();
                         return Ok((PlayerReplay { done: Replayed { kept, ..Replayed::default() }, orphans: Vec::new() }, false));
@@ -864,6 +865,7 @@ async fn held_elsewhere(deps: &ReplayDeps<'_>, key: &Key, records: Vec<Record>) 
         }
     }
     if done.kept > 0 {
+        deps.recovery.note_unsaved(key.clone());
         tracing::error!(title = %key.0, player = %key.1, kept = done.kept, "a player held by another server lacks this server's journal records; they stay in the journal");
     }
     Ok(PlayerReplay { done, orphans: Vec::new() })

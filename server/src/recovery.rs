@@ -42,6 +42,12 @@ pub struct Recovery {
     host: String,
     own_dir: PathBuf,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Players whose records this process's journal holds beyond their
+    /// file: a session here ended unsaved, or replay at start kept them.
+    /// Only these make a takeover from this server read its own journal
+    /// (after a restart every expired lock names this server, and reading
+    /// the journal at each of those logins would cost a login storm dearly).
+    unsaved: Mutex<std::collections::HashSet<Key>>,
 }
 
 #[derive(Debug)]
@@ -73,7 +79,18 @@ impl Recovery {
     /// `own_dir` is this server's journal directory.
     pub fn new(server_id: &str, own_dir: &Path) -> Recovery {
         let own_dir = std::path::absolute(own_dir).unwrap_or_else(|_| own_dir.to_path_buf());
-        Recovery { server_id: server_id.to_string(), host: machine(), own_dir, cache: Mutex::new(HashMap::new()) }
+        Recovery {
+            server_id: server_id.to_string(),
+            host: machine(),
+            own_dir,
+            cache: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// This process's journal holds records of `key` beyond their file.
+    pub fn note_unsaved(&self, key: Key) {
+        lock(&self.unsaved).insert(key);
     }
 
     /// This server's id (a lock owner).
@@ -97,8 +114,11 @@ impl Recovery {
     /// error when that journal cannot be read and nobody declared it lost.
     pub async fn records(&self, world: &dyn WorldStore, from: &str, key: &Key) -> Result<Vec<Record>, ApiError> {
         if from == self.server_id {
-            // Our own journal: an earlier session here ended unsaved. It is
-            // being written, so it is read afresh.
+            // Our own journal, when an earlier session here ended unsaved.
+            // It is being written, so it is read afresh.
+            if !lock(&self.unsaved).contains(key) {
+                return Ok(Vec::new());
+            }
             let dir = self.own_dir.clone();
             let all = read(dir).await.map_err(|e| ApiError::new(Code::Internal, format!("{e:#}")))?;
             return Ok(all.get(key).cloned().unwrap_or_default());
@@ -181,11 +201,14 @@ pub(crate) async fn take_over(deps: &Deps, key: &Key, lease: Lease) -> Result<Le
             apply(deps, key, &from, records).await?;
         }
     }
-    deps.world
-        .recovered(&lease)
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
-        .ok_or_else(|| ApiError::new(Code::PlayerLocked, "the player's lock was taken while recovering them; retry"))
+    let lease =
+        deps.world.recovered(&lease).await.map_err(|e| ApiError::new(Code::Internal, e.to_string()))?.ok_or_else(
+            || ApiError::new(Code::PlayerLocked, "the player's lock was taken while recovering them; retry"),
+        )?;
+    if from == deps.server_id {
+        lock(&deps.recovery.unsaved).remove(key);
+    }
+    Ok(lease)
 }
 
 async fn apply(deps: &Deps, key: &Key, from: &str, records: Vec<Record>) -> Result<(), ApiError> {

@@ -464,6 +464,7 @@ impl Sessions {
             // the older file; this server's journal replays the player at
             // its next start.
             tracing::error!(title = %key.0, player = %key.1, "ending a session with unsaved operations; the journal keeps them");
+            deps.recovery.note_unsaved(key.clone());
         } else {
             session.release(&deps).await;
         }

@@ -66,9 +66,11 @@ fn reason(text: &str, required: bool) -> Result<String, Fail> {
 }
 
 /// A session's refusal: rules errors travel with status 200 in the game
-/// protocol (`ok: false`); to an admin they are 422.
+/// protocol (`ok: false`; `invalid_argument` with 400); to an admin they
+/// are all 422.
 fn session_error(mut e: ApiError) -> Fail {
-    if e.status == axum::http::StatusCode::OK {
+    let rules = citadel_runtime::rules::ERROR_CODE_DOCS.iter().any(|(code, _)| *code == e.code);
+    if e.status == axum::http::StatusCode::OK || rules {
         e.status = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
     }
     Fail(e)
