@@ -113,9 +113,6 @@ async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
     }
 
     let journal = data.join("server/journal");
-    let segments = |dir: &Path| -> Vec<std::ffi::OsString> {
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect()
-    };
     let before = segments(&journal);
     assert!(!before.is_empty(), "the kill left journal segments");
     let (mut server, addr) = serve(&data, &titles, &config);
@@ -193,6 +190,7 @@ async fn login_when_free(addr: &str, player: &str) -> (u16, Value) {
     }
 }
 
+/// The journal segment files in `dir` (none if it does not exist).
 fn segments(dir: &Path) -> Vec<std::ffi::OsString> {
     std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default()
 }
