@@ -39,9 +39,10 @@ pub struct Limits {
     /// headers are a few hundred bytes; 10 s covers the worst mobile link.
     pub request_header_seconds_max: u64,
     /// Seconds a client has to send a request's body once its headers are
-    /// in (answered `request_timeout`, 408, and closed). Bodies are at most
-    /// `message_bytes_max` (title pushes 20 MiB): 10 s for a game request,
-    /// and the same deadline keeps a half-sent body from holding a slot.
+    /// in (answered `request_timeout`, 408, and closed), plus a second per
+    /// 256 KiB it declares (a 20 MiB title push over a slow link). Game
+    /// requests are at most `message_bytes_max`: 10 s covers them, and
+    /// keeps a half-sent body from holding a slot.
     pub request_body_seconds_max: u64,
 }
 

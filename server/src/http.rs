@@ -86,7 +86,8 @@ async fn body_deadline(
         return next.run(req).await;
     }
     let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let limit = std::time::Duration::from_secs(st.deps.config.limits.request_body_seconds_max);
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let limit = body_time_allowed(st.deps.config.limits.request_body_seconds_max, declared);
     let req = req.map(|body| {
         axum::body::Body::new(Deadline {
             inner: body,
@@ -105,6 +106,20 @@ async fn body_deadline(
     let mut r = fail(e).into_response();
     r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
     r
+}
+
+/// The slowest upload a body deadline allows for beyond its base: a large
+/// body (a title push, up to 20 MiB) over a slow link to a remote server
+/// gets a second per 256 KiB declared. Game requests (at most a few KiB)
+/// get the base alone, and no declared size buys more than the largest
+/// body any route accepts would need.
+const BODY_BYTES_PER_SECOND_MIN: u64 = 256 * 1024;
+
+/// How long a body of `declared` bytes (its Content-Length) may take.
+fn body_time_allowed(base_seconds: u64, declared: Option<u64>) -> std::time::Duration {
+    let largest = crate::admin::PUSH_BYTES_MAX as u64;
+    let extra = declared.unwrap_or(0).min(largest) / BODY_BYTES_PER_SECOND_MIN;
+    std::time::Duration::from_secs(base_seconds + extra)
 }
 
 /// A body that fails once its deadline passes (see [`body_deadline`]).
@@ -441,5 +456,18 @@ mod tests {
         assert_eq!(join_objects(&head, &tail("{}")).unwrap(), head.to_string());
         assert_eq!(join_objects(&json!({}), &tail(r#"{"a":1}"#)).unwrap(), r#"{"a":1}"#);
         assert_eq!(join_objects(&head, &tail("[1]")), None);
+    }
+
+    #[test]
+    fn a_large_body_gets_time_for_its_size_and_a_game_request_the_base_only() {
+        use std::time::Duration;
+        assert_eq!(body_time_allowed(10, None), Duration::from_secs(10));
+        assert_eq!(body_time_allowed(10, Some(16 * 1024)), Duration::from_secs(10), "a game request");
+        assert_eq!(body_time_allowed(10, Some(20 * 1024 * 1024)), Duration::from_secs(90), "a whole title push");
+        assert_eq!(
+            body_time_allowed(10, Some(u64::MAX)),
+            Duration::from_secs(90),
+            "no more than the largest body needs"
+        );
     }
 }
