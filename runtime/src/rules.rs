@@ -60,160 +60,139 @@ impl Rng {
     }
 }
 
-/// What a player asks for. The JSON form is what clients send:
-/// `{"action": "build", "building": "farm", "x": 3, "y": 4}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
+// Each list of names the wire carries (actions, error codes, events) is
+// declared once, below, through these macros: the enum, each variant's JSON
+// name and its meaning, from which the docs are generated. A test checks
+// each name against serde's own.
+
+/// Declares [`Action`], [`ACTION_NAMES`] and [`ACTION_DOCS`].
+macro_rules! actions {
+    ($( $(#[doc = $doc:literal])* $variant:ident $fields:tt => $name:literal; )*) => {
+        /// What a player asks for. The JSON form is what clients send:
+        /// `{"action": "build", "building": "farm", "x": 3, "y": 4}`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+        pub enum Action { $( $(#[doc = $doc])* $variant $fields, )* }
+
+        impl Action {
+            /// The action's name as clients send it.
+            pub fn name(&self) -> &'static str {
+                match self { $( Action::$variant { .. } => $name, )* }
+            }
+        }
+
+        /// Every action name as clients send it (`{"action": "<name>", ...}`).
+        pub const ACTION_NAMES: &[&str] = &[$($name),*];
+
+        /// Every action with what it does (the protocol docs are generated from it).
+        pub const ACTION_DOCS: &[(&str, &str)] = &[$( ($name, concat!($($doc),*)) ),*];
+    };
+}
+
+/// Declares [`ErrorCode`] and [`ERROR_CODE_DOCS`].
+macro_rules! error_codes {
+    ($( $variant:ident => $name:literal, $meaning:literal; )*) => {
+        /// Stable error codes; clients and scenario tests match on them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode { $( #[doc = $meaning] $variant, )* }
+
+        impl ErrorCode {
+            /// The code as in JSON (`insufficient_resources`).
+            pub fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $name, )* }
+            }
+        }
+
+        /// Every error code as in JSON, with its meaning (the protocol docs
+        /// and the title format docs are generated from this).
+        pub const ERROR_CODE_DOCS: &[(&str, &str)] = &[$( ($name, $meaning) ),*];
+    };
+}
+
+/// Declares [`Event`], [`EVENT_NAMES`] and [`EVENT_DOCS`].
+macro_rules! events {
+    ($( $(#[doc = $doc:literal])* $variant:ident $fields:tt => $name:literal; )*) => {
+        /// Something that happened, for the client to show.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "event", rename_all = "snake_case")]
+        pub enum Event { $( $(#[doc = $doc])* $variant $fields, )* }
+
+        impl Event {
+            /// The event's name as in JSON (`{"event": "<name>", ...}`).
+            pub fn name(&self) -> &'static str {
+                match self { $( Event::$variant { .. } => $name, )* }
+            }
+        }
+
+        /// Every event name as in JSON.
+        pub const EVENT_NAMES: &[&str] = &[$($name),*];
+
+        /// Every event with what it means (the protocol docs are generated from it).
+        pub const EVENT_DOCS: &[(&str, &str)] = &[$( ($name, concat!($($doc),*)) ),*];
+    };
+}
+
+actions! {
     /// Place a new building and start its construction.
-    Build { building: String, x: i32, y: i32 },
+    Build { building: String, x: i32, y: i32 } => "build";
     /// Start upgrading a building to its next level.
-    Upgrade { id: u32 },
+    Upgrade { id: u32 } => "upgrade";
     /// Cancel a construction or upgrade; refunds `cancel_refund_percent` of its cost.
-    Cancel { id: u32 },
+    Cancel { id: u32 } => "cancel";
     /// Finish a construction or upgrade now, paying premium currency.
-    SpeedUp { id: u32 },
+    SpeedUp { id: u32 } => "speed_up";
     /// Finish the running research now, paying premium currency.
-    SpeedUpResearch {},
+    SpeedUpResearch {} => "speed_up_research";
     /// Finish a building type's whole training queue now, paying premium currency.
-    SpeedUpTraining { building: String },
+    SpeedUpTraining { building: String } => "speed_up_training";
     /// Move a building to another free spot.
-    Move { id: u32, x: i32, y: i32 },
+    Move { id: u32, x: i32, y: i32 } => "move";
     /// Collect a producer's output into storage.
-    Collect { id: u32 },
+    Collect { id: u32 } => "collect";
     /// Collect every producer.
-    CollectAll {},
+    CollectAll {} => "collect_all";
     /// Queue units for training.
-    Train { unit: String, count: i64 },
+    Train { unit: String, count: i64 } => "train";
     /// Start the next level of a research.
-    Research { research: String },
+    Research { research: String } => "research";
     /// Buy a store offer once.
-    Buy { offer: String },
+    Buy { offer: String } => "buy";
     /// Use one item from the inventory.
-    UseItem { item: String },
+    UseItem { item: String } => "use_item";
     /// Claim a finished quest's rewards.
-    ClaimQuest { quest: String },
+    ClaimQuest { quest: String } => "claim_quest";
     /// A title-defined action handled by a script.
     Custom {
         name: String,
         #[serde(default)]
         args: serde_json::Value,
-    },
+    } => "custom";
 }
 
-/// Every action name as clients send it (`{"action": "<name>", ...}`);
-/// a test checks it against the [`Action`] enum itself.
-pub const ACTION_NAMES: &[&str] = &[
-    "build",
-    "upgrade",
-    "cancel",
-    "speed_up",
-    "speed_up_research",
-    "speed_up_training",
-    "move",
-    "collect",
-    "collect_all",
-    "train",
-    "research",
-    "buy",
-    "use_item",
-    "claim_quest",
-    "custom",
-];
-
-/// Stable error codes; clients and scenario tests match on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The action names an id the title does not define.
-    UnknownId,
-    /// No building with that instance id.
-    NotFound,
-    /// Arguments out of range or of the wrong kind.
-    InvalidArgument,
-    InsufficientResources,
-    RequirementNotMet,
-    NoFreeBuilder,
-    /// The count limit for this building at the current headquarters level.
-    LimitReached,
-    MaxLevel,
-    /// Already upgrading / a research already running.
-    Busy,
-    /// Nothing in progress to cancel or speed up.
-    NotBusy,
-    OutOfBounds,
-    Collision,
-    QueueFull,
-    HousingFull,
-    /// Offer outside its window or over its purchase limit, or no such item held.
-    NotAvailable,
-    AlreadyClaimed,
-    GoalNotMet,
-    NothingToCollect,
-    StorageFull,
-    /// A script failed or returned invalid effects.
-    ScriptError,
-    /// A raid result the title's rules reject (units not owned, more loot
-    /// than lootable, the title's check refused it).
-    ImplausibleResult,
+error_codes! {
+    UnknownId => "unknown_id", "the action names a building type, unit, research, item, offer, quest or custom action the title does not define";
+    NotFound => "not_found", "no building with that instance id";
+    InvalidArgument => "invalid_argument", "an argument is out of range, or the target cannot do that (collect from a non-producer, use a keepsake item)";
+    InsufficientResources => "insufficient_resources", "the player cannot pay the cost";
+    RequirementNotMet => "requirement_not_met", "a requires expression is false, or the needed building is missing";
+    NoFreeBuilder => "no_free_builder", "every builder is busy";
+    LimitReached => "limit_reached", "max_count for this building at the current headquarters level is reached";
+    MaxLevel => "max_level", "already at the highest level";
+    Busy => "busy", "that building is already under construction, or a research is already running";
+    NotBusy => "not_busy", "nothing in progress to cancel or speed up";
+    OutOfBounds => "out_of_bounds", "the building would stick out of the grid";
+    Collision => "collision", "the building would overlap another";
+    QueueFull => "queue_full", "the training queue is full";
+    HousingFull => "housing_full", "not enough housing for the units";
+    NotAvailable => "not_available", "the offer is outside its window or over its purchase limit, or the player holds none of that item";
+    AlreadyClaimed => "already_claimed", "the quest was already claimed";
+    GoalNotMet => "goal_not_met", "the quest's goal is not reached yet";
+    NothingToCollect => "nothing_to_collect", "nothing has been produced yet (or storage is full, for collect_all)";
+    StorageFull => "storage_full", "the resource's storage is full";
+    ScriptError => "script_error", "a script failed (endless loop, error, limit) or returned an invalid effect; nothing was applied";
+    ImplausibleResult => "implausible_result", "a raid result the title's rules reject: units the attacker does not own, more loot than the defender's lootable amount, a battle longer than allowed, or the title's raid check refused it; nothing was applied";
 }
-
-impl ErrorCode {
-    /// The code as in JSON (`insufficient_resources`); a test checks that it
-    /// matches serde's name for every code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::UnknownId => "unknown_id",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::InvalidArgument => "invalid_argument",
-            ErrorCode::InsufficientResources => "insufficient_resources",
-            ErrorCode::RequirementNotMet => "requirement_not_met",
-            ErrorCode::NoFreeBuilder => "no_free_builder",
-            ErrorCode::LimitReached => "limit_reached",
-            ErrorCode::MaxLevel => "max_level",
-            ErrorCode::Busy => "busy",
-            ErrorCode::NotBusy => "not_busy",
-            ErrorCode::OutOfBounds => "out_of_bounds",
-            ErrorCode::Collision => "collision",
-            ErrorCode::QueueFull => "queue_full",
-            ErrorCode::HousingFull => "housing_full",
-            ErrorCode::NotAvailable => "not_available",
-            ErrorCode::AlreadyClaimed => "already_claimed",
-            ErrorCode::GoalNotMet => "goal_not_met",
-            ErrorCode::NothingToCollect => "nothing_to_collect",
-            ErrorCode::StorageFull => "storage_full",
-            ErrorCode::ScriptError => "script_error",
-            ErrorCode::ImplausibleResult => "implausible_result",
-        }
-    }
-}
-
-/// Every error code as in JSON, with its meaning (the protocol docs and the
-/// title format docs are generated from this; a test keeps it in step with
-/// [`ErrorCode`]).
-pub const ERROR_CODE_DOCS: &[(&str, &str)] = &[
-    ("unknown_id", "the action names a building type, unit, research, item, offer, quest or custom action the title does not define"),
-    ("not_found", "no building with that instance id"),
-    ("invalid_argument", "an argument is out of range, or the target cannot do that (collect from a non-producer, use a keepsake item)"),
-    ("insufficient_resources", "the player cannot pay the cost"),
-    ("requirement_not_met", "a requires expression is false, or the needed building is missing"),
-    ("no_free_builder", "every builder is busy"),
-    ("limit_reached", "max_count for this building at the current headquarters level is reached"),
-    ("max_level", "already at the highest level"),
-    ("busy", "that building is already under construction, or a research is already running"),
-    ("not_busy", "nothing in progress to cancel or speed up"),
-    ("out_of_bounds", "the building would stick out of the grid"),
-    ("collision", "the building would overlap another"),
-    ("queue_full", "the training queue is full"),
-    ("housing_full", "not enough housing for the units"),
-    ("not_available", "the offer is outside its window or over its purchase limit, or the player holds none of that item"),
-    ("already_claimed", "the quest was already claimed"),
-    ("goal_not_met", "the quest's goal is not reached yet"),
-    ("nothing_to_collect", "nothing has been produced yet (or storage is full, for collect_all)"),
-    ("storage_full", "the resource's storage is full"),
-    ("script_error", "a script failed (endless loop, error, limit) or returned an invalid effect; nothing was applied"),
-    ("implausible_result", "a raid result the title's rules reject: units the attacker does not own, more loot than the defender's lootable amount, a battle longer than allowed, or the title's raid check refused it; nothing was applied"),
-];
 
 /// Every error code, as in JSON.
 pub fn error_codes() -> impl Iterator<Item = &'static str> {
@@ -232,58 +211,31 @@ pub(crate) fn err<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, A
     Err(ActionError { code, message: message.into() })
 }
 
-/// Something that happened, for the client to show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    BuildingCompleted {
-        id: u32,
-        building: String,
-        level: u32,
-    },
-    ResearchCompleted {
-        research: String,
-        level: u32,
-    },
-    UnitTrained {
-        unit: String,
-        building: String,
-    },
-    TimerEnded {
-        name: String,
-    },
-    Collected {
-        resource: String,
-        amount: i64,
-    },
-    Refunded {
-        resources: Amounts,
-    },
-    Notify {
-        text: String,
-    },
-    /// The title's data changed since the player last played: the state
-    /// was brought to the new version (see [`crate::reconcile`]); `changes`
-    /// counts what the policy changed.
-    Migrated {
-        from: String,
-        to: String,
-        changes: u32,
-    },
+events! {
+    /// A building finished its construction or an upgrade (`level` is the new level).
+    BuildingCompleted { id: u32, building: String, level: u32 } => "building_completed";
+    /// A research level finished.
+    ResearchCompleted { research: String, level: u32 } => "research_completed";
+    /// One unit finished training.
+    UnitTrained { unit: String, building: String } => "unit_trained";
+    /// A timer a script started ended.
+    TimerEnded { name: String } => "timer_ended";
+    /// Production was collected into storage.
+    Collected { resource: String, amount: i64 } => "collected";
+    /// Resources were given back (a cancelled construction, upgrade or training).
+    Refunded { resources: Amounts } => "refunded";
+    /// A message from the title's scripts for the player.
+    Notify { text: String } => "notify";
+    /// The title's data changed since the player last played: the state was
+    /// brought to the new version (docs/title-format.md, Player migration);
+    /// `changes` counts what the policy changed.
+    Migrated { from: String, to: String, changes: u32 } => "migrated";
     /// A hook failed; its effects were not applied, the game went on.
-    HookFailed {
-        hook: String,
-        message: String,
-    },
+    HookFailed { hook: String, message: String } => "hook_failed";
     /// Customer support changed the player's resources or items (signed amounts).
-    Adjusted {
-        resources: Amounts,
-        items: Amounts,
-    },
+    Adjusted { resources: Amounts, items: Amounts } => "adjusted";
     /// Customer support put back the player's state as saved at `clock_ms`.
-    Restored {
-        clock_ms: i64,
-    },
+    Restored { clock_ms: i64 } => "restored";
 }
 
 pub(crate) fn unknown(title: &Title, kind: IdKind, id: &str) -> ActionError {
@@ -1166,5 +1118,26 @@ mod tests {
         let err = serde_json::from_str::<Action>(r#"{"action": "zzz"}"#).unwrap_err().to_string();
         let listed: Vec<&str> = err.split('`').skip(3).step_by(2).collect();
         assert_eq!(listed, ACTION_NAMES, "{err}");
+    }
+
+    #[test]
+    fn event_names_are_every_variant() {
+        let err = serde_json::from_str::<Event>(r#"{"event": "zzz"}"#).unwrap_err().to_string();
+        let listed: Vec<&str> = err.split('`').skip(3).step_by(2).collect();
+        assert_eq!(listed, EVENT_NAMES, "{err}");
+        let e = Event::Restored { clock_ms: 1 };
+        assert_eq!(serde_json::to_value(&e).unwrap()["event"], e.name());
+    }
+
+    #[test]
+    fn error_code_names_are_serdes() {
+        let err = serde_json::from_str::<ErrorCode>(r#""zzz""#).unwrap_err().to_string();
+        let listed: Vec<&str> = err.split('`').skip(3).step_by(2).collect();
+        let documented: Vec<&str> = ERROR_CODE_DOCS.iter().map(|(c, _)| *c).collect();
+        assert_eq!(listed, documented, "{err}");
+        for code in &documented {
+            let parsed: ErrorCode = serde_json::from_value(serde_json::json!(code)).unwrap();
+            assert_eq!(parsed.as_str(), *code);
+        }
     }
 }

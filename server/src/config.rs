@@ -62,14 +62,7 @@ impl Default for Limits {
     }
 }
 
-/// One admin console user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminUser {
-    pub name: String,
-    /// `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64), from `citadel hash-password`.
-    pub password_hash: String,
-}
+pub use crate::admin::auth::AdminUser;
 
 /// Everything `citadel serve` needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,10 +129,10 @@ pub struct Config {
     /// map) in MongoDB instead of `data_dir/world.sqlite3`: for servers on
     /// several machines.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mongodb: Option<crate::world::MongoConfig>,
+    pub mongodb: Option<citadel_store::world::MongoConfig>,
     /// Keep player files in S3 instead of `data_dir/players`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub s3: Option<crate::s3::S3Config>,
+    pub s3: Option<citadel_store::s3::S3Config>,
     pub limits: Limits,
 }
 
@@ -234,13 +227,13 @@ impl Config {
             self.watch_titles = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Some(uri) = get("CITADEL_MONGODB_URI") {
-            self.mongodb.get_or_insert_with(|| crate::world::MongoConfig::new("")).uri = uri;
+            self.mongodb.get_or_insert_with(|| citadel_store::world::MongoConfig::new("")).uri = uri;
         }
         if let (Some(m), Some(db)) = (&mut self.mongodb, get("CITADEL_MONGODB_DATABASE")) {
             m.database = db;
         }
         if let Some(bucket) = get("CITADEL_S3_BUCKET") {
-            let s3 = self.s3.get_or_insert_with(|| crate::s3::S3Config::new(""));
+            let s3 = self.s3.get_or_insert_with(|| citadel_store::s3::S3Config::new(""));
             s3.bucket = bucket;
         }
         if let Some(s3) = &mut self.s3 {

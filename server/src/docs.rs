@@ -1,5 +1,5 @@
 //! Generated sections of `docs/protocol.md` and `docs/configuration.md`
-//! (error codes, configuration options), so the docs cannot drift from the
+//! (error codes, actions, events, configuration options), so the docs cannot drift from the
 //! code; a test compares and `UPDATE_GOLDEN=1` rewrites.
 
 use crate::config::{Config, ENV_VARS};
@@ -15,7 +15,15 @@ pub fn protocol_sections() -> Vec<(&'static str, String)> {
     for (code, meaning) in citadel_runtime::rules::ERROR_CODE_DOCS {
         rules.push_str(&format!("| `{code}` | {meaning} |\n"));
     }
-    vec![("server-codes", server), ("rules-codes", rules)]
+    let mut actions = String::from("| action | what it does |\n|---|---|\n");
+    for (name, doc) in citadel_runtime::rules::ACTION_DOCS {
+        actions.push_str(&format!("| `{name}` | {} |\n", doc.trim()));
+    }
+    let mut events = String::from("| event | meaning |\n|---|---|\n");
+    for (name, doc) in citadel_runtime::rules::EVENT_DOCS {
+        events.push_str(&format!("| `{name}` | {} |\n", doc.trim()));
+    }
+    vec![("server-codes", server), ("rules-codes", rules), ("actions", actions), ("events", events)]
 }
 
 /// `(marker, content)` for the configuration document: every option with

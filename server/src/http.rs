@@ -14,31 +14,10 @@ use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::auth::{valid_player_id, Claims, Signer, TokenError};
+use crate::auth::{valid_player_id, Claims, TokenError};
 use crate::protocol::{decode, Answer, ApiError, Code, Push, Request, RequestId, Response};
-use crate::session::{Deps, Sessions};
-
-/// Shared state of every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub deps: Arc<Deps>,
-    pub sessions: Arc<Sessions>,
-    pub signer: Signer,
-    /// Cancelled when the server starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Open WebSocket connections (axum's graceful shutdown does not wait
-    /// for upgraded connections, so we do).
-    pub sockets: TaskTracker,
-    /// Who may use the admin API and console.
-    pub admin: Arc<crate::admin::auth::AdminAuth>,
-    /// Open WebSocket connections by player (admin kicks and broadcasts).
-    pub connections: Arc<crate::connections::Connections>,
-    /// Connections the server closed itself (timeouts, per-address limit).
-    pub closes: Arc<crate::listener::Closes>,
-}
+pub use crate::state::AppState;
 
 /// The WebSocket close code sent when an admin forces a player out
 /// (4000-4999 are for applications).

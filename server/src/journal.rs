@@ -9,7 +9,7 @@
 //! share the next one), then answers every request of the batch.
 //!
 //! Records are redo records. Operations are pure functions of (title,
-//! state, operation, time, rng), so after a crash [`replay`] loads each
+//! state, operation, time, rng), so after a crash replay (`crate::replay`) loads each
 //! player's file and re-runs exactly the records numbered above the file's
 //! `seq`: nothing acknowledged is lost and nothing is applied twice.
 //!
@@ -44,13 +44,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use citadel_runtime::{Action, PlayerState, Rng, Title};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::blob::{BlobError, BlobStore, Precondition};
-use crate::titles::Titles;
-use crate::world::WorldStore;
+use crate::apply::Op;
 
 /// The journal record format. Replay refuses records newer than this (a
 /// journal written by a newer server: downgrading over it would drop them).
@@ -81,32 +78,6 @@ const COMMIT_INTERVAL_MIN: Duration = Duration::from_millis(1);
 /// The longest record line replay accepts; anything longer is corruption
 /// (a record holds one request of at most `limits.message_bytes_max`).
 pub(crate) const RECORD_BYTES_MAX: usize = 1024 * 1024;
-/// Players replayed at once at start.
-const REPLAY_PARALLEL_MAX: usize = 32;
-
-/// An operation on a player's state, as the journal records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Op {
-    /// Log in: advance, then the title's login hook.
-    Login,
-    /// Advance timers and production to now (`get_state`).
-    Advance,
-    /// Advance, then one action of the title's rules.
-    Act { action: Action },
-    /// A raid's result applied to the attacker (the world store took it
-    /// before this record was written; see `citadel_runtime::raid::attack`).
-    Raid { outcome: citadel_runtime::raid::Outcome },
-    /// Pay for moving the base (the world store moved it first).
-    Relocate,
-    /// Pay for founding a clan (the world store founded it first).
-    ClanFounded { clan: String },
-    /// Customer support granted or revoked resources and items.
-    Adjust { change: citadel_runtime::support::Adjustment },
-    /// Customer support put back the player's state from a snapshot
-    /// (the whole state is in the record, so replay needs no snapshot).
-    Restore { state: Box<citadel_runtime::PlayerState>, snapshot: String },
-}
 
 /// One journaled operation: enough to re-run it exactly as it first ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -623,256 +594,10 @@ fn decode(line: &[u8]) -> Option<Result<Record, u64>> {
     serde_json::from_value(value).ok().map(Ok)
 }
 
-/// What replay did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Replayed {
-    /// Players whose file gained operations.
-    pub players: usize,
-    /// Operations re-applied.
-    pub applied: usize,
-    /// Records already in the player's file.
-    pub skipped: usize,
-    /// Records that can never apply, kept in `journal-orphans/`.
-    pub orphaned: usize,
-    /// Records that could not apply yet (their player is held by a server
-    /// that has not applied them, or another server's journal they follow
-    /// cannot be read): their segments stay for the next start and for
-    /// takeovers, which read this journal.
-    pub kept: usize,
-}
-
-/// What replay needs from the server.
-#[derive(Debug)]
-pub struct ReplayDeps<'a> {
-    pub titles: &'a Titles,
-    pub blobs: &'a dyn BlobStore,
-    pub world: &'a dyn WorldStore,
-    pub recovery: &'a crate::recovery::Recovery,
-    pub server_id: &'a str,
-    pub lock_ttl_ms: i64,
-    /// How long to wait for a player held by another server (one taking
-    /// the player over is done in moments).
-    pub lock_wait: Duration,
-    pub now_ms: i64,
-    pub data_dir: &'a Path,
-}
-
-/// The title versions records ran on, each resolved once (from memory or
-/// the version store, where a stored version is read and validated again).
-#[derive(Debug, Default)]
-pub(crate) struct Versions(std::sync::Mutex<HashMap<(String, String), Option<Title>>>);
-
-impl Versions {
-    /// `None` when the title is no longer served; the current version when
-    /// the one named is not kept.
-    fn get(&self, titles: &Titles, title: &str, version: &str) -> Option<Title> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((title.to_string(), version.to_string()))
-            .or_insert_with(|| {
-                let current = titles.get(title)?;
-                if current.content_version == version {
-                    return Some(current);
-                }
-                Some(titles.version(title, version).unwrap_or_else(|| {
-                    tracing::warn!(%title, %version, "a journal record's title version is not kept; replaying it on the current one");
-                    current
-                }))
-            })
-            .clone()
-    }
-}
-
-/// Re-runs onto `state` the records numbered right above its `seq`, in
-/// order, each on the title version it first ran on. Records already in
-/// the state are skipped; those that cannot apply (a record missing before
-/// them, their title no longer served) are returned with the reason.
-pub(crate) fn reapply(
-    titles: &Titles,
-    versions: &Versions,
-    state: &mut PlayerState,
-    records: Vec<Record>,
-) -> (Replayed, Vec<(Record, String)>) {
-    let mut done = Replayed::default();
-    let mut orphans = Vec::new();
-    for r in records {
-        if r.seq <= state.seq {
-            done.skipped += 1;
-            continue;
-        }
-        if r.seq != state.seq + 1 || !orphans.is_empty() {
-            orphans.push((r, format!("a record is missing before it (the file has seq {})", state.seq)));
-            continue;
-        }
-        let Some(title) = versions.get(titles, &r.title, &r.content_version) else {
-            orphans.push((r, "the title is no longer served".to_string()));
-            continue;
-        };
-        let mut rng = Rng::new(r.rng);
-        // The outcome was already answered; replay only rebuilds the state.
-        let _ = crate::session::execute(&title, state, &r.op, r.now_ms, &mut rng);
-        state.seq = r.seq;
-        done.applied += 1;
-    }
-    (done, orphans)
-}
-
-/// What replaying one player came to.
-struct PlayerReplay {
-    done: Replayed,
-    orphans: Vec<(Record, String)>,
-}
-
-/// Applies every record not yet in its player's file and saves the files.
-/// Runs at start, before the server accepts anyone. A storage error stops
-/// the start (the journal stays for the next attempt). A record that can
-/// never apply (its title is gone, a record before it is missing) is
-/// logged and kept in `journal-orphans/` for support. A player held by
-/// another server is waited for a while; if that server has the records
-/// already (its takeover applied them), they are done, otherwise they are
-/// kept in this journal ([`Replayed::kept`]) and replay goes on.
-pub async fn replay(deps: &ReplayDeps<'_>, records: Vec<Record>) -> anyhow::Result<Replayed> {
-    use futures_util::stream::{self, StreamExt, TryStreamExt};
-    let mut by_player: BTreeMap<Key, Vec<Record>> = BTreeMap::new();
-    for r in records {
-        by_player.entry((r.title.clone(), r.player.clone())).or_default().push(r);
-    }
-    let versions = Versions::default();
-    let versions = &versions;
-    let outcomes: Vec<PlayerReplay> = stream::iter(by_player)
-        .map(|(key, records)| replay_player(deps, versions, key, records))
-        .buffer_unordered(REPLAY_PARALLEL_MAX)
-        .try_collect()
-        .await?;
-    let mut total = Replayed::default();
-    let mut orphans = Vec::new();
-    for r in outcomes {
-        total.players += r.done.players;
-        total.applied += r.done.applied;
-        total.skipped += r.done.skipped;
-        total.kept += r.done.kept;
-        orphans.extend(r.orphans);
-    }
-    total.orphaned = orphans.len();
-    if !orphans.is_empty() {
-        let dir = deps.data_dir.join("journal-orphans");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(format!("{}.jsonl", deps.now_ms));
-        let mut text = String::new();
-        for (record, reason) in &orphans {
-            text.push_str(&serde_json::json!({ "reason": reason, "record": record }).to_string());
-            text.push('\n');
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        tracing::error!(count = orphans.len(), path = %path.display(), "journal records could not be replayed; kept for support");
-    }
-    Ok(total)
-}
-
-async fn replay_player(
-    deps: &ReplayDeps<'_>,
-    versions: &Versions,
-    key: Key,
-    records: Vec<Record>,
-) -> anyhow::Result<PlayerReplay> {
-    let blob_key = crate::session::blob_key(&key.0, &key.1);
-    let lock = crate::session::player_lock(&key.0, &key.1);
-    let give_up = Instant::now() + deps.lock_wait;
-    let lease = loop {
-        if let Some(lease) = deps.world.acquire(&lock, deps.server_id, deps.lock_ttl_ms, deps.now_ms).await? {
-            break lease;
-        }
-        if Instant::now() >= give_up {
-            return held_elsewhere(deps, &key, records).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let result = async {
-        // Another server's work on the player comes first: it held them
-        // after this server's records were written (and died unsaved).
-        let mut records = records;
-        match lease.recover_from.as_deref() {
-            Some(from) if from != deps.server_id && !from.starts_with("raid:") => {
-                match deps.recovery.records(deps.world, from, &key).await {
-                    Ok(theirs) => {
-                        records.extend(theirs);
-                        records.sort_by_key(|r| r.seq);
-                        records.dedup_by_key(|r| r.seq);
-                    }
-                    Err(e) => {
-                        deps.recovery.note_unsaved(key.clone());
-                        tracing::error!(title = %key.0, player = %key.1, error = %e.message, "cannot replay a player yet; their records stay in the journal");
-                        let kept = records.len();
-                        return Ok((PlayerReplay { done: Replayed { kept, ..Replayed::default() }, orphans: Vec::new() }, false));
-                    }
-                }
-            }
-            _ => {}
-        }
-        let Some((bytes, etag)) = deps.blobs.get(&blob_key).await? else {
-            // Sessions create the file before their first operation.
-            let orphans = records.into_iter().map(|r| (r, "the player file does not exist".to_string())).collect();
-            return Ok((PlayerReplay { done: Replayed::default(), orphans }, true));
-        };
-        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
-        let mut state = PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?;
-        let (mut done, orphans) = reapply(deps.titles, versions, &mut state, records);
-        if done.applied > 0 {
-            match deps.blobs.put(&blob_key, state.to_json().into_bytes(), Precondition::Matches(etag)).await {
-                Ok(_) => done.players = 1,
-                Err(BlobError::PreconditionFailed) => anyhow::bail!("{blob_key} changed during replay"),
-                Err(e) => return Err(e).with_context(|| format!("saving {blob_key}")),
-            }
-        }
-        Ok((PlayerReplay { done, orphans }, true))
-    }
-    .await;
-    let mut lease = lease;
-    if let Ok((_, true)) = &result {
-        if lease.recover_from.is_some() {
-            // Everything owed to the player is in the file now.
-            match deps.world.recovered(&lease).await {
-                Ok(Some(l)) => lease = l,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(lock = %lease.name, error = %e, "clearing a player's recovery failed; the next holder reads the journal again")
-                }
-            }
-        }
-    }
-    if let Err(e) = deps.world.release(&lease).await {
-        tracing::warn!(lock = %lease.name, error = %e, "releasing a player lock after replay failed; it expires by itself");
-    }
-    result.map(|(r, _)| r)
-}
-
-/// A player another server holds: done if its file has every record
-/// already (that server took the player over from this one), otherwise kept.
-async fn held_elsewhere(deps: &ReplayDeps<'_>, key: &Key, records: Vec<Record>) -> anyhow::Result<PlayerReplay> {
-    let blob_key = crate::session::blob_key(&key.0, &key.1);
-    let seq = match deps.blobs.get(&blob_key).await? {
-        Some((bytes, _)) => {
-            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
-            PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?.seq
-        }
-        None => 0,
-    };
-    let mut done = Replayed::default();
-    for r in &records {
-        if r.seq <= seq {
-            done.skipped += 1;
-        } else {
-            done.kept += 1;
-        }
-    }
-    if done.kept > 0 {
-        deps.recovery.note_unsaved(key.clone());
-        tracing::error!(title = %key.0, player = %key.1, kept = done.kept, "a player held by another server lacks this server's journal records; they stay in the journal");
-    }
-    Ok(PlayerReplay { done, orphans: Vec::new() })
-}
-
 #[cfg(test)]
 mod tests {
+    use citadel_runtime::Action;
+
     use super::*;
 
     fn record(player: &str, seq: u64) -> Record {

@@ -5,54 +5,63 @@
 //! - [`config`]: configuration (file, environment, flags) and limits.
 //! - [`protocol`]: protocol v1 wire types and error codes.
 //! - [`http`]: the router; HTTP and WebSocket share one dispatcher.
-//! - [`session`]: per-player sessions, the injected clock.
+//! - [`state`]: what every handler shares.
+//! - [`deps`]: what the server's parts share, and the injected clock.
+//! - [`session`]: per-player sessions: the registry, each player's task,
+//!   the save policy, world and clan requests.
+//! - [`apply`]: the operation interpreter (live requests, replay, takeovers).
 //! - [`journal`]: the write-ahead journal: acknowledged means durable.
-//! - [`blob`]: player file storage: the trait and the filesystem backend.
-//! - [`s3`]: the S3 backend of the blob store.
+//! - [`replay`]: re-running journaled operations (at start, at takeovers).
+//! - [`player_file`]: where a player's file, snapshots and lock are.
 //! - [`auth`]: signed session tokens.
 //! - [`titles`]: the titles served, their versions, the reload gate.
 //! - [`watch`]: hot reload triggers (the titles folder watcher, SIGHUP).
 //! - [`admin`]: the admin API.
-//! - [`world`]: data shared between servers (locks, server status, player
-//!   info, top scores, the map, raids).
 //! - [`status`]: this server's heartbeat in the world store's server list.
 //! - [`profile`]: latency of every entry point; `/metrics`.
 //! - [`listener`]: accepting and serving connections under limits and deadlines.
 //! - [`recovery`]: taking players over from a server that died holding them.
 //! - [`handoff`]: passing the listening socket to a new process (binary upgrades).
 //! - [`docs`]: generated sections of the protocol and configuration docs.
+//!
+//! Storage (player files, the world store) is the `citadel-store` crate in
+//! `server/store/`.
 
 pub mod admin;
+pub mod apply;
 pub mod auth;
-pub mod blob;
 pub mod config;
 pub mod connections;
+pub mod deps;
 pub mod docs;
 pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod listener;
+pub mod player_file;
 pub mod profile;
 pub mod protocol;
 pub mod recovery;
-pub mod s3;
+pub mod replay;
 pub mod session;
+pub mod state;
 pub mod status;
 pub mod titles;
 pub mod watch;
-pub mod world;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use citadel_store::decorate::Decorated;
+use citadel_store::{blob, s3, world};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+pub use deps::{Clock, SystemClock};
 pub use http::{app, AppState};
-pub use session::{Clock, SystemClock};
 
 /// The contents of `data_dir/name`, created on first start with `bytes`
 /// random bytes in hex, readable by the server's user only.
@@ -169,7 +178,7 @@ async fn serve(
         None => Arc::new(blob::FsBlobStore::new(&config.data_dir)),
     };
     let blobs: Arc<dyn blob::BlobStore> = if config.profiling {
-        Arc::new(profile::TimedBlobs { inner: blobs, profiler: profiler.clone() })
+        Arc::new(Decorated::new(blobs, profile::Timing { profiler: profiler.clone(), kind: profile::Kind::Blob }))
     } else {
         blobs
     };
@@ -178,7 +187,7 @@ async fn serve(
         None => Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?),
     };
     let world: Arc<dyn world::WorldStore> = if config.profiling {
-        Arc::new(profile::TimedWorld { inner: world, profiler: profiler.clone() })
+        Arc::new(Decorated::new(world, profile::Timing { profiler: profiler.clone(), kind: profile::Kind::World }))
     } else {
         world
     };
@@ -196,7 +205,7 @@ async fn serve(
     recovery.register(&*world).await.context("recording where this server's journal is")?;
     let journal = open_journal(&config, &titles, &*blobs, &*world, &recovery, clock.now_ms(), &profiler).await?;
     let flights = profile::Flights::new(std::time::Duration::from_millis(config.slow_request_ms));
-    let deps = Arc::new(session::Deps {
+    let deps = Arc::new(deps::Deps {
         config,
         titles,
         blobs,
@@ -278,7 +287,7 @@ async fn open_journal(
     let found = journal::read_dir(&dir)?;
     let mut kept = 0;
     if !found.records.is_empty() {
-        let deps = journal::ReplayDeps {
+        let deps = replay::ReplayDeps {
             titles,
             blobs,
             world,
@@ -289,7 +298,7 @@ async fn open_journal(
             now_ms,
             data_dir: &config.data_dir,
         };
-        let done = journal::replay(&deps, found.records).await.context("replaying the journal")?;
+        let done = replay::replay(&deps, found.records).await.context("replaying the journal")?;
         tracing::info!(?done, dropped = found.bad_lines, "journal replayed");
         kept = done.kept;
     }

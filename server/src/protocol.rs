@@ -399,7 +399,7 @@ fn in_range(action: &str, arg: &str, got: i128, min: i128, max: i128) -> Result<
 
 impl WorldCommand {
     fn check_ranges(&self, action: &str) -> Result<(), ApiError> {
-        use crate::world::{PAGE_MAX, TOP_OFFSET_MAX};
+        use citadel_store::world::{PAGE_MAX, TOP_OFFSET_MAX};
         let page = |limit: usize| in_range(action, "limit", limit as i128, 1, PAGE_MAX as i128);
         match self {
             WorldCommand::MapNear { radius, limit, .. } => {
@@ -421,7 +421,7 @@ impl ClanCommand {
     fn check_ranges(&self, action: &str) -> Result<(), ApiError> {
         match self {
             ClanCommand::Search { limit, .. } | ClanCommand::Chat { limit, .. } => {
-                in_range(action, "limit", *limit as i128, 1, crate::world::PAGE_MAX as i128)
+                in_range(action, "limit", *limit as i128, 1, citadel_store::world::PAGE_MAX as i128)
             }
             _ => Ok(()),
         }

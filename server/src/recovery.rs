@@ -25,8 +25,7 @@ use std::time::SystemTime;
 
 use crate::journal::{self, Key, Record};
 use crate::protocol::{ApiError, Code};
-use crate::session::{read_player, Deps};
-use crate::world::{JournalHome, Lease, WorldStore};
+use citadel_store::world::{JournalHome, WorldStore};
 
 /// Other servers' journals kept decoded in memory at once. A mass takeover
 /// (a server with thousands of players died) reads its journal once, not
@@ -89,6 +88,12 @@ impl Recovery {
     }
 
     /// This process's journal holds records of `key` beyond their file.
+    pub fn forget_unsaved(&self, key: &Key) {
+        lock(&self.unsaved).remove(key);
+    }
+
+    /// Notes that this server holds `key`'s acknowledged operations in its
+    /// own journal only (a session ended unsaved, replay kept records).
     pub fn note_unsaved(&self, key: Key) {
         lock(&self.unsaved).insert(key);
     }
@@ -184,51 +189,4 @@ async fn read(dir: PathBuf) -> anyhow::Result<HashMap<Key, Vec<Record>>> {
         records.sort_by_key(|r| r.seq);
     }
     Ok(by_player)
-}
-
-/// Fulfils the duty a fresh lease on a player carries: applies and saves
-/// what the server named in `lease.recover_from` acknowledged for them,
-/// then clears the duty. Returns the lease to go on with. On an error the
-/// caller releases `lease` as it is, which keeps the duty on the lock.
-pub(crate) async fn take_over(deps: &Deps, key: &Key, lease: Lease) -> Result<Lease, ApiError> {
-    let Some(from) = lease.recover_from.clone() else { return Ok(lease) };
-    // A raid writes its defender's file itself, only after its commit
-    // (and whatever it left is finished from the raid record): a raid's
-    // lease never holds journaled work.
-    if !from.starts_with("raid:") {
-        let records = deps.recovery.records(&*deps.world, &from, key).await?;
-        if !records.is_empty() {
-            apply(deps, key, &from, records).await?;
-        }
-    }
-    let lease =
-        deps.world.recovered(&lease).await.map_err(|e| ApiError::new(Code::Internal, e.to_string()))?.ok_or_else(
-            || ApiError::new(Code::PlayerLocked, "the player's lock was taken while recovering them; retry"),
-        )?;
-    if from == deps.server_id {
-        lock(&deps.recovery.unsaved).remove(key);
-    }
-    Ok(lease)
-}
-
-async fn apply(deps: &Deps, key: &Key, from: &str, records: Vec<Record>) -> Result<(), ApiError> {
-    let Some((mut state, etag)) = read_player(deps, &key.0, &key.1).await? else {
-        tracing::error!(title = %key.0, player = %key.1, server = %from, count = records.len(), "journal records for a player without a file cannot apply");
-        return Ok(());
-    };
-    let versions = journal::Versions::default();
-    let (done, missing) = journal::reapply(&deps.titles, &versions, &mut state, records);
-    if !missing.is_empty() {
-        tracing::error!(title = %key.0, player = %key.1, server = %from, count = missing.len(), reason = %missing[0].1, "journal records of a takeover could not apply");
-    }
-    if done.applied == 0 {
-        return Ok(());
-    }
-    let blob_key = crate::session::blob_key(&key.0, &key.1);
-    deps.blobs
-        .put(&blob_key, state.to_json().into_bytes(), crate::blob::Precondition::Matches(etag))
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("saving {blob_key} after a takeover: {e}")))?;
-    tracing::info!(title = %key.0, player = %key.1, server = %from, applied = done.applied, seq = state.seq, "took a player over with the operations their last server acknowledged");
-    Ok(())
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::session::{Deps, Sessions};
-use crate::world::ServerStatus;
+use crate::deps::Deps;
+use crate::session::Sessions;
+use citadel_store::world::ServerStatus;
 
 /// How often a server reports itself: often enough that a gateway sees a
 /// dead server within seconds, rarely enough to cost nothing.

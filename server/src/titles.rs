@@ -457,7 +457,7 @@ impl Titles {
         }
         let stored =
             Stored { format_version: STORED_FORMAT_VERSION, title: id.into(), content_version: version.into(), files };
-        crate::blob::write_atomic(&path, &serde_json::to_vec(&stored)?)
+        citadel_store::blob::write_atomic(&path, &serde_json::to_vec(&stored)?)
             .with_context(|| format!("writing {}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         self.prune(dir);

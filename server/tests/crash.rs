@@ -297,8 +297,8 @@ async fn a_takeover_waits_for_an_unreachable_journal_until_an_operator_decides()
     // B's journal is said to be on another machine.
     let b_id = format!("server-{}", std::fs::read_to_string(dir_b.join("server-id")).unwrap().trim());
     {
-        use citadel_server::world::WorldStore;
-        let world = citadel_server::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
+        use citadel_store::world::Servers;
+        let world = citadel_store::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
         let mut home = world.journal_home(&b_id).await.unwrap().expect("B recorded its journal");
         assert_eq!(std::path::PathBuf::from(&home.dir), std::path::absolute(dir_b.join("journal")).unwrap());
         home.host = "another-machine".into();

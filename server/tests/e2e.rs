@@ -255,8 +255,12 @@ async fn idle_sessions_are_saved_and_closed() {
     let s = start(data.clone(), |c| c.idle_timeout_seconds = 1).await;
     let (tok, _) = s.login("mini", "hal").await;
     s.act("mini", &tok, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
-    tokio::time::sleep(Duration::from_millis(1800)).await;
-    assert_eq!(saved(&data, "mini", "hal")["buildings"][1]["building"], "mine", "saved when the session went idle");
+    // Saved when the session goes idle: wait for the file to show it.
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while saved(&data, "mini", "hal")["buildings"][1]["building"] != "mine" {
+        assert!(std::time::Instant::now() < give_up, "never saved when the session went idle");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The player comes back: a new session loads what was saved.
     let (_, r) = s.act("mini", &tok, "get_state", Value::Null).await;
     assert_eq!(r["result"]["state"]["buildings"][1]["building"], "mine");
@@ -536,17 +540,17 @@ fn both(f: impl FnOnce(&mut Config), g: impl FnOnce(&mut Config)) -> impl FnOnce
 
 /// Login, actions over HTTP and WebSocket, errors, restart, lock refusal
 /// and a refused stale writer, with player files in S3.
-async fn s3_flows(cfg: citadel_server::s3::S3Config) {
+async fn s3_flows(cfg: citadel_store::s3::S3Config) {
     let data = fresh_data(&support::unique("s3"));
-    let with = |cfg: &citadel_server::s3::S3Config| {
+    let with = |cfg: &citadel_store::s3::S3Config| {
         let cfg = cfg.clone();
         move |c: &mut Config| c.s3 = Some(cfg)
     };
-    let store = citadel_server::s3::S3BlobStore::new(&cfg, |_| None).unwrap();
+    let store = citadel_store::s3::S3BlobStore::new(&cfg, |_| None).unwrap();
     let in_s3 = |player: &'static str| {
         let store = store.clone();
         async move {
-            use citadel_server::blob::BlobStore;
+            use citadel_store::blob::BlobStore;
             let (bytes, _) = store.get(&format!("players/mini/{player}.json")).await.unwrap().expect("saved in S3");
             serde_json::from_slice::<Value>(&bytes).unwrap()
         }

@@ -10,9 +10,17 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::config::AdminUser;
+/// One admin console user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    pub name: String,
+    /// `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64), from `citadel hash-password`.
+    pub password_hash: String,
+}
 
 /// The name of the console's session cookie.
 pub const COOKIE: &str = "citadel_admin";

@@ -10,7 +10,7 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 use super::auth::{self, LoginError};
-use crate::http::AppState;
+use crate::state::AppState;
 
 const CONSOLE_HTML: &str = include_str!("../../console/index.html");
 const CONSOLE_JS: &str = include_str!("../../console/console.js");

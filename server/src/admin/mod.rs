@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 
 use auth::Who;
 
-use crate::http::AppState;
 use crate::protocol::{ApiError, Code};
+use crate::state::AppState;
 use crate::titles::{Outcome, Report, RollbackError};
 
 /// Largest admin request: a pushed title with every file (the runtime caps
@@ -106,7 +106,7 @@ pub(crate) async fn audit(st: &AppState, who: &Who, c: Change<'_>) -> Value {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let now = st.deps.clock.now_ms();
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let entry = crate::world::AuditEntry {
+    let entry = citadel_store::world::AuditEntry {
         id: format!("{now:013}-{}-{n}", st.deps.server_id),
         at_ms: now,
         admin: who.0.clone(),
@@ -306,7 +306,7 @@ async fn audit_log(
     let entries = st
         .deps
         .world
-        .audit_log(player, q.before_ms, q.limit.unwrap_or(crate::world::PAGE_MAX))
+        .audit_log(player, q.before_ms, q.limit.unwrap_or(citadel_store::world::PAGE_MAX))
         .await
         .map_err(internal)?;
     Ok(Json(json!({ "entries": entries })))

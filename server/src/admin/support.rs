@@ -16,10 +16,11 @@ use serde_json::{json, Value};
 
 use super::auth::Who;
 use super::{audit, bad_request, body, internal, Change, Fail};
-use crate::http::AppState;
+use crate::player_file::{player_lock, read_player, snapshot_dir};
 use crate::protocol::{ApiError, Code};
-use crate::session::{player_lock, read_player, snapshot_dir, AdminOp};
-use crate::world::Restriction;
+use crate::session::AdminOp;
+use crate::state::AppState;
+use citadel_store::world::Restriction;
 
 /// The longest reason an admin may give: a sentence or two for the audit
 /// log and the banned player's error message.
@@ -104,13 +105,13 @@ async fn search(State(st): State<AppState>, Query(q): Query<SearchQuery>) -> Res
                 found.push(info);
             }
         }
-        for info in st.deps.world.search(title, &q.q, None, crate::world::PAGE_MAX).await.map_err(internal)? {
+        for info in st.deps.world.search(title, &q.q, None, citadel_store::world::PAGE_MAX).await.map_err(internal)? {
             if !found.iter().any(|f| f.title == info.title && f.player == info.player) {
                 found.push(info);
             }
         }
-        if found.len() >= crate::world::PAGE_MAX {
-            found.truncate(crate::world::PAGE_MAX);
+        if found.len() >= citadel_store::world::PAGE_MAX {
+            found.truncate(citadel_store::world::PAGE_MAX);
             break;
         }
     }
@@ -125,7 +126,7 @@ async fn state_of(st: &AppState, title: &str, player: &str) -> Result<Option<(Va
         let v: Value = serde_json::from_str(answer.get()).map_err(internal)?;
         return Ok(Some((v["state"].clone(), true)));
     }
-    let found = read_player(&st.deps, title, player).await.map_err(Fail)?;
+    let found = read_player(&*st.deps.blobs, title, player).await.map_err(Fail)?;
     Ok(found.map(|(state, _)| (json!(state), false)))
 }
 
@@ -204,7 +205,9 @@ async fn adjust(
     let b: AdjustBody = body(&bytes, r#"{"resources": {id: amount}, "items": {id: amount}, "reason": "..."}"#)?;
     let why = reason(&b.reason, true)?;
     let adj = Adjustment { resources: b.resources, items: b.items };
-    if st.sessions.is_live(&title, &player) || read_player(&st.deps, &title, &player).await.map_err(Fail)?.is_some() {
+    if st.sessions.is_live(&title, &player)
+        || read_player(&*st.deps.blobs, &title, &player).await.map_err(Fail)?.is_some()
+    {
         let result = change(&st, &title, &player, AdminOp::Adjust(adj)).await?;
         let (before, after) = (result["before"].clone(), result["after"].clone());
         let id = audit(
@@ -342,7 +345,7 @@ async fn restore(
     let b: RestoreBody = body(&bytes, r#"{"snapshot": "<id>", "reason": "..."}"#)?;
     let why = reason(&b.reason, true)?;
     let key = format!("{}/{}.json", snapshot_dir(&title, &player), b.snapshot);
-    if !crate::blob::valid_key(&key) || b.snapshot.contains('/') {
+    if !citadel_store::blob::valid_key(&key) || b.snapshot.contains('/') {
         return Err(bad_request(format!("`{}` is not a snapshot id", b.snapshot)));
     }
     let Some((bytes, _)) = st.deps.blobs.get(&key).await.map_err(internal)? else {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use citadel_server::world::{Board, MongoConfig, MongoWorld, SqliteWorld, WorldStore};
+use citadel_store::world::{Board, MongoConfig, MongoWorld, SqliteWorld, WorldStore};
 use clap::Parser;
 use serde_json::{json, Value};
 

@@ -8,11 +8,13 @@ use citadel_runtime::format::{ClanPermission, ClansDef};
 use citadel_runtime::Title;
 use serde_json::json;
 
-use super::world::{internal, Next};
-use super::{Deps, Session};
-use crate::journal::Op;
+use super::world::internal;
+use super::Next;
+use super::Session;
+use crate::apply::Op;
+use crate::deps::Deps;
 use crate::protocol::{answer as serialize, Answer, ApiError, ClanCommand, Code};
-use crate::world::{Ask, ChatLimits, Clan, ClanAsk, Joined, Member};
+use citadel_store::world::{Ask, ChatLimits, Clan, ClanAsk, Joined, Member};
 
 /// Longest clan chat line, in bytes: a chat line, not a letter.
 const CHAT_TEXT_BYTES_MAX: usize = 500;
@@ -77,7 +79,7 @@ impl Session {
     }
 
     /// This player's membership, checked for a permission when one is given.
-    async fn my_clan(
+    pub(super) async fn my_clan(
         &self,
         deps: &Deps,
         title: &Title,
@@ -102,7 +104,7 @@ impl Session {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn clan_create(
+    pub(super) async fn clan_create(
         &mut self,
         deps: &Deps,
         title: &Title,
@@ -127,7 +129,7 @@ impl Session {
         }
         let c = Clan {
             title: title.id().to_string(),
-            id: crate::world::name_key(&name),
+            id: citadel_store::world::name_key(&name),
             name,
             description,
             open,
@@ -142,7 +144,7 @@ impl Session {
         }
     }
 
-    async fn clan_info(
+    pub(super) async fn clan_info(
         &self,
         deps: &Deps,
         title: &Title,
@@ -151,7 +153,7 @@ impl Session {
     ) -> Result<Answer, ApiError> {
         let mine = deps.world.membership(title.id(), &self.key.1).await.map_err(internal)?;
         let id = match (id, &mine) {
-            (Some(id), _) => crate::world::name_key(&id),
+            (Some(id), _) => citadel_store::world::name_key(&id),
             (None, Some(m)) => m.clan.clone(),
             (None, None) => return Err(refused(Code::NotInClan, "you are not in a clan; name one")),
         };
@@ -172,7 +174,7 @@ impl Session {
         serialize(&json!({ "clan": c, "members": members, "asks": asks, "roles": rules.roles }))
     }
 
-    async fn clan_join(
+    pub(super) async fn clan_join(
         &self,
         deps: &Deps,
         title: &Title,
@@ -180,7 +182,7 @@ impl Session {
         id: &str,
         now: i64,
     ) -> Result<Answer, ApiError> {
-        let id = crate::world::name_key(id);
+        let id = citadel_store::world::name_key(id);
         let c = deps
             .world
             .clan(title.id(), &id)
@@ -202,7 +204,7 @@ impl Session {
 
     /// Leaving: a clan's last member disbands it; a leader leaving others
     /// behind hands the lead to the highest ranked, longest standing member.
-    async fn clan_leave(&self, deps: &Deps, title: &Title, rules: &ClansDef) -> Result<Answer, ApiError> {
+    pub(super) async fn clan_leave(&self, deps: &Deps, title: &Title, rules: &ClansDef) -> Result<Answer, ApiError> {
         let me = self.my_clan(deps, title, rules, None).await?;
         let members = deps.world.members(title.id(), &me.clan).await.map_err(internal)?;
         let others: Vec<&Member> = members.iter().filter(|m| m.player != me.player).collect();
@@ -222,7 +224,7 @@ impl Session {
         serialize(&json!({ "left": me.clan, "disbanded": false }))
     }
 
-    async fn clan_accept(
+    pub(super) async fn clan_accept(
         &self,
         deps: &Deps,
         title: &Title,
@@ -238,7 +240,7 @@ impl Session {
         serialize(&json!({ "clan": me.clan, "accepted": player }))
     }
 
-    async fn clan_invite(
+    pub(super) async fn clan_invite(
         &self,
         deps: &Deps,
         title: &Title,
@@ -259,7 +261,7 @@ impl Session {
     }
 
     /// Kick (`step` None), promote (-1: one rank up) or demote (+1).
-    async fn clan_rank_change(
+    pub(super) async fn clan_rank_change(
         &self,
         deps: &Deps,
         title: &Title,
@@ -299,7 +301,7 @@ impl Session {
         serialize(&json!({ "clan": me.clan, "player": player, "role": role }))
     }
 
-    async fn clan_edit(
+    pub(super) async fn clan_edit(
         &self,
         deps: &Deps,
         title: &Title,
@@ -325,7 +327,7 @@ impl Session {
         serialize(&json!({ "clan": me.clan, "description": d, "open": o }))
     }
 
-    async fn clan_chat_post(
+    pub(super) async fn clan_chat_post(
         &self,
         deps: &Deps,
         title: &Title,

@@ -25,18 +25,13 @@ use citadel_runtime::raid::{self, Outcome, RaidResult};
 use citadel_runtime::{rules, PlayerState, Rng, Title};
 use serde_json::json;
 
-use super::{blob_key, Deps, Session};
-use crate::blob::{Etag, Precondition};
-use crate::journal::Op;
+use super::{Next, Session};
+use crate::apply::Op;
+use crate::deps::Deps;
+use crate::player_file::{player_lock, read_player, write_player};
 use crate::protocol::{answer as serialize, Answer, ApiError, Code, WindowKind, WorldCommand};
-use crate::world::{Board, Lease, PlayerInfo, Position, RaidRecord, RaidStatus, WorldError};
-
-/// What a world request turns into: an answer now, or an operation on the
-/// player's state that is journaled like an action.
-pub(super) enum Next {
-    Answer(Result<Answer, ApiError>),
-    Op(Op),
-}
+use citadel_store::blob::Etag;
+use citadel_store::world::{Board, Lease, PlayerInfo, Position, RaidRecord, RaidStatus, WorldError};
 
 /// Longest name prefix `search_players` takes (names are short).
 const PREFIX_BYTES_MAX: usize = 64;
@@ -49,11 +44,6 @@ const RAID_WRITE_MS: i64 = 30_000;
 
 pub(super) fn internal(e: WorldError) -> ApiError {
     ApiError::new(Code::Internal, e.to_string())
-}
-
-/// The lock that keeps a player on one server, and that a raid takes.
-pub(crate) fn player_lock(title: &str, player: &str) -> String {
-    format!("player:{}", blob_key(title, player))
 }
 
 /// The owner name of a raid's lock on its defender.
@@ -70,39 +60,6 @@ fn outcome_of(r: &RaidRecord) -> Option<Outcome> {
         lootable: r.lootable.clone(),
         result: r.result.clone()?,
     })
-}
-
-/// A player's file and its version; `None` if they never played.
-pub(crate) async fn read_player(
-    deps: &Deps,
-    title: &str,
-    player: &str,
-) -> Result<Option<(PlayerState, Etag)>, ApiError> {
-    let key = blob_key(title, player);
-    let Some((bytes, etag)) =
-        deps.blobs.get(&key).await.map_err(|e| ApiError::new(Code::Internal, format!("reading {key}: {e}")))?
-    else {
-        return Ok(None);
-    };
-    let text = String::from_utf8(bytes).map_err(|_| ApiError::new(Code::Internal, format!("{key} is not UTF-8")))?;
-    let state = PlayerState::from_json(&text).map_err(|e| ApiError::new(Code::Internal, format!("{key}: {e}")))?;
-    Ok(Some((state, etag)))
-}
-
-/// Writes a player's file over the version read (the caller holds the
-/// player's lock, so a refused write means something broke that rule).
-async fn write_player(
-    deps: &Deps,
-    title: &str,
-    player: &str,
-    state: &PlayerState,
-    etag: Etag,
-) -> Result<Etag, ApiError> {
-    let key = blob_key(title, player);
-    deps.blobs
-        .put(&key, state.to_json().into_bytes(), Precondition::Matches(etag))
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("writing {key}: {e}")))
 }
 
 /// Publishes score changes to the top score lists.
@@ -165,7 +122,7 @@ async fn apply_pending_defenses(
             raid::defend(title, &mut state, &o, now, &mut Rng::new(r.token as u64));
         }
     }
-    etag = write_player(deps, title.id(), defender, &state, etag).await?;
+    etag = write_player(&*deps.blobs, title.id(), defender, &state, etag).await?;
     for r in &pending {
         deps.world.defense_applied(&r.id).await.map_err(internal)?;
     }
@@ -212,7 +169,7 @@ impl Session {
                     let mut next = self.state.clone();
                     match raid::attack(title, &mut next, &o, now, &mut Rng::new(0)) {
                         Ok(_) => {
-                            self.etag = write_player(deps, &tid, &me, &next, self.etag.clone()).await?;
+                            self.etag = write_player(&*deps.blobs, &tid, &me, &next, self.etag.clone()).await?;
                             self.state = next;
                         }
                         Err(e) => {
@@ -234,7 +191,7 @@ impl Session {
     }
 
     /// Puts a new base in the least crowded region, on a random free spot.
-    async fn place(&mut self, deps: &Deps, title: &Title) -> Result<Option<Position>, ApiError> {
+    pub(super) async fn place(&mut self, deps: &Deps, title: &Title) -> Result<Option<Position>, ApiError> {
         let Some(map) = &title.manifest.world.map else { return Ok(None) };
         let ids: Vec<String> = map.regions.iter().map(|r| r.id.clone()).collect();
         let counts = deps.world.region_counts(title.id(), &ids).await.map_err(internal)?;
@@ -291,7 +248,7 @@ impl Session {
     }
 
     /// The world requests answered at once (no operation on the player's state).
-    async fn world_answer(
+    pub(super) async fn world_answer(
         &mut self,
         deps: &Deps,
         title: &Title,
@@ -362,7 +319,7 @@ impl Session {
         }
     }
 
-    async fn my_rank(&self, deps: &Deps, board: Board<'_>, around: usize) -> Result<Answer, ApiError> {
+    pub(super) async fn my_rank(&self, deps: &Deps, board: Board<'_>, around: usize) -> Result<Answer, ApiError> {
         let me = deps.world.rank(board, &self.key.1).await.map_err(internal)?;
         // The decoder refused more than `AROUND_MAX`.
         let k = around;
@@ -376,7 +333,13 @@ impl Session {
         serialize(&json!({ "stat": board.stat, "window": board.window, "me": me, "around": rows }))
     }
 
-    async fn raid_start(&mut self, deps: &Deps, title: &Title, defender: &str, now: i64) -> Result<Answer, ApiError> {
+    pub(super) async fn raid_start(
+        &mut self,
+        deps: &Deps,
+        title: &Title,
+        defender: &str,
+        now: i64,
+    ) -> Result<Answer, ApiError> {
         let Some(lock_ms) = raid::lock_ms(title) else {
             return Err(ApiError::rules(citadel_runtime::ActionError {
                 code: citadel_runtime::ErrorCode::NotAvailable,
@@ -412,7 +375,7 @@ impl Session {
         // defender whose last server died holding them is first brought up
         // to date from its journal, as a login would.
         let key = (title.id().to_string(), defender.to_string());
-        let (started, lease) = match crate::recovery::take_over(deps, &key, lease.clone()).await {
+        let (started, lease) = match crate::replay::take_over(deps, &key, lease.clone()).await {
             Ok(lease) => (self.raid_snapshot(deps, title, defender, &lease, id, now).await, lease),
             Err(e) => (Err(e), lease),
         };
@@ -424,7 +387,7 @@ impl Session {
         started
     }
 
-    async fn raid_snapshot(
+    pub(super) async fn raid_snapshot(
         &mut self,
         deps: &Deps,
         title: &Title,
@@ -433,7 +396,7 @@ impl Session {
         id: String,
         now: i64,
     ) -> Result<Answer, ApiError> {
-        let Some((state, etag)) = read_player(deps, title.id(), defender).await? else {
+        let Some((state, etag)) = read_player(&*deps.blobs, title.id(), defender).await? else {
             return Err(ApiError::new(Code::UnknownPlayer, format!("no player `{defender}` in {}", title.id())));
         };
         let (state, _) = apply_pending_defenses(deps, title, defender, state, etag, now).await?;
@@ -475,7 +438,14 @@ impl Session {
         }))
     }
 
-    async fn raid_end(&mut self, deps: &Deps, title: &Title, id: &str, result: RaidResult, now: i64) -> Next {
+    pub(super) async fn raid_end(
+        &mut self,
+        deps: &Deps,
+        title: &Title,
+        id: &str,
+        result: RaidResult,
+        now: i64,
+    ) -> Next {
         match self.raid_commit(deps, title, id, result, now).await {
             Ok(outcome) => Next::Op(Op::Raid { outcome }),
             Err(e) => Next::Answer(Err(e)),
@@ -484,7 +454,7 @@ impl Session {
 
     /// Everything of `raid_end` up to and including the defender's side;
     /// returns the outcome to apply to the attacker.
-    async fn raid_commit(
+    pub(super) async fn raid_commit(
         &mut self,
         deps: &Deps,
         title: &Title,
@@ -529,7 +499,7 @@ impl Session {
         let expired =
             || ApiError::new(Code::RaidExpired, "the raid's lock on the defender was lost; the result is not taken");
         let lease = deps.world.renew(&lease, RAID_WRITE_MS, now).await.map_err(internal)?.ok_or_else(expired)?;
-        let (defender_state, etag) = read_player(deps, title.id(), &record.defender)
+        let (defender_state, etag) = read_player(&*deps.blobs, title.id(), &record.defender)
             .await?
             .ok_or_else(|| ApiError::new(Code::Internal, "the defender's file vanished"))?;
         let ended = RaidRecord { status: RaidStatus::Ended, result: Some(result), ..record };
@@ -546,7 +516,7 @@ impl Session {
         Ok(outcome)
     }
 
-    async fn relocate(&mut self, deps: &Deps, title: &Title, to: Position, now: i64) -> Next {
+    pub(super) async fn relocate(&mut self, deps: &Deps, title: &Title, to: Position, now: i64) -> Next {
         let Some(map) = &title.manifest.world.map else {
             return Next::Answer(Err(ApiError::rules(citadel_runtime::ActionError {
                 code: citadel_runtime::ErrorCode::NotAvailable,

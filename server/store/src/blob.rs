@@ -43,8 +43,12 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
 }
 
-#[async_trait]
-pub trait BlobStore: Send + Sync + std::fmt::Debug {
+crate::decorate::decorated_traits! {
+over BlobStore;
+
+/// Player file storage: conditional writes, so that a server that lost a
+/// player's lock can never overwrite a newer file.
+pub trait BlobStore {
     /// The blob and its version, or `None` if absent.
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Etag)>, BlobError>;
     /// Stores `bytes` if `cond` holds; returns the new version.
@@ -54,6 +58,7 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, dir: &str) -> Result<Vec<String>, BlobError>;
     /// Removes a blob; removing an absent one is not an error.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
+}
 }
 
 /// Most keys one `list` returns: folders listed are a player's snapshots,
@@ -141,7 +146,7 @@ fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, BlobError> {
 
 /// Writes a file so that a crash leaves the old or the new one, never a
 /// mix: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| std::io::Error::other("blob path has no parent"))?;
     std::fs::create_dir_all(dir)?;

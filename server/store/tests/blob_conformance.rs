@@ -9,8 +9,8 @@ mod support;
 
 use std::sync::Arc;
 
-use citadel_server::blob::{BlobError, BlobStore, FsBlobStore, Precondition, BLOB_BYTES_MAX};
-use citadel_server::s3::S3BlobStore;
+use citadel_store::blob::{BlobError, BlobStore, FsBlobStore, Precondition, BLOB_BYTES_MAX};
+use citadel_store::s3::S3BlobStore;
 
 async fn conformance(store: Arc<dyn BlobStore>, atomic: bool) {
     let k = "players/mini/ann.json";
@@ -112,13 +112,13 @@ async fn s3_on_moto() {
 #[tokio::test]
 async fn s3_prefixes_keep_stores_apart() {
     let cfg = support::s3s_fs().await;
-    let a = S3BlobStore::new(&citadel_server::s3::S3Config { prefix: "a/".into(), ..cfg.clone() }, |_| None).unwrap();
-    let b = S3BlobStore::new(&citadel_server::s3::S3Config { prefix: "b/".into(), ..cfg.clone() }, |_| None).unwrap();
+    let a = S3BlobStore::new(&citadel_store::s3::S3Config { prefix: "a/".into(), ..cfg.clone() }, |_| None).unwrap();
+    let b = S3BlobStore::new(&citadel_store::s3::S3Config { prefix: "b/".into(), ..cfg.clone() }, |_| None).unwrap();
     a.put("players/t/p.json", b"a".to_vec(), Precondition::Absent).await.unwrap();
     assert!(b.get("players/t/p.json").await.unwrap().is_none());
-    let bad = citadel_server::s3::S3Config { prefix: "../".into(), ..cfg.clone() };
+    let bad = citadel_store::s3::S3Config { prefix: "../".into(), ..cfg.clone() };
     assert!(S3BlobStore::new(&bad, |_| None).is_err(), "a prefix must be plain segments");
-    let no_creds = citadel_server::s3::S3Config { access_key_id: None, secret_access_key: None, ..cfg };
+    let no_creds = citadel_store::s3::S3Config { access_key_id: None, secret_access_key: None, ..cfg };
     let e = S3BlobStore::new(&no_creds, |_| None).unwrap_err().to_string();
     assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
 }

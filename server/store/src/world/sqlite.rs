@@ -133,7 +133,7 @@ impl SqliteWorld {
 }
 
 #[async_trait]
-impl WorldStore for SqliteWorld {
+impl Locks for SqliteWorld {
     async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
         let (name, owner) = (name.to_string(), owner.to_string());
         self.with(move |c| {
@@ -206,6 +206,7 @@ impl WorldStore for SqliteWorld {
         })
         .await
     }
+
     async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError> {
         let name = name.to_string();
         self.with(move |c| {
@@ -226,7 +227,10 @@ impl WorldStore for SqliteWorld {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Servers for SqliteWorld {
     async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError> {
         let (id, at, doc) = (status.id.clone(), status.heartbeat_ms, to_json(status)?);
         self.with(move |c| {
@@ -282,7 +286,10 @@ impl WorldStore for SqliteWorld {
             .await?;
         doc.as_deref().map(from_json).transpose()
     }
+}
 
+#[async_trait]
+impl Players for SqliteWorld {
     async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
         let (title, player, key, doc) = (info.title.clone(), info.player.clone(), name_key(&info.name), to_json(info)?);
         self.with(move |c| {
@@ -336,6 +343,37 @@ impl WorldStore for SqliteWorld {
         docs.iter().map(|d| from_json(d)).collect()
     }
 
+    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
+        let (title, player) = (title.to_string(), player.to_string());
+        let doc = self
+            .with(move |c| {
+                c.query_row(
+                    "SELECT doc FROM restrictions WHERE title = ?1 AND player = ?2",
+                    params![title, player],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .await?;
+        doc.as_deref().map(from_json).transpose()
+    }
+
+    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
+        let (title, player, doc) = (r.title.clone(), r.player.clone(), to_json(r)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO restrictions (title, player, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (title, player) DO UPDATE SET doc = excluded.doc",
+                params![title, player, doc],
+            )
+            .map(drop)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Scores for SqliteWorld {
     async fn set_score(
         &self,
         title: &str,
@@ -481,7 +519,10 @@ impl WorldStore for SqliteWorld {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Raids for SqliteWorld {
     async fn insert_raid(&self, raid: &RaidRecord) -> Result<(), WorldError> {
         let raid = raid.clone();
         let doc = to_json(&raid)?;
@@ -563,7 +604,10 @@ impl WorldStore for SqliteWorld {
         self.with(move |c| c.execute("UPDATE raids SET defender_applied = 1 WHERE id = ?1", params![id]).map(drop))
             .await
     }
+}
 
+#[async_trait]
+impl Clans for SqliteWorld {
     async fn create_clan(&self, clan: &Clan, founder: &str, role: &str) -> Result<Joined, WorldError> {
         let (clan, founder, role) = (clan.clone(), founder.to_string(), role.to_string());
         self.with(move |c| {
@@ -847,35 +891,10 @@ impl WorldStore for SqliteWorld {
         })
         .await
     }
+}
 
-    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
-        let (title, player) = (title.to_string(), player.to_string());
-        let doc = self
-            .with(move |c| {
-                c.query_row(
-                    "SELECT doc FROM restrictions WHERE title = ?1 AND player = ?2",
-                    params![title, player],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()
-            })
-            .await?;
-        doc.as_deref().map(from_json).transpose()
-    }
-
-    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
-        let (title, player, doc) = (r.title.clone(), r.player.clone(), to_json(r)?);
-        self.with(move |c| {
-            c.execute(
-                "INSERT INTO restrictions (title, player, doc) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (title, player) DO UPDATE SET doc = excluded.doc",
-                params![title, player, doc],
-            )
-            .map(drop)
-        })
-        .await
-    }
-
+#[async_trait]
+impl Audit for SqliteWorld {
     async fn audit(&self, e: &AuditEntry) -> Result<(), WorldError> {
         let (id, at, title, player, doc) = (e.id.clone(), e.at_ms, e.title.clone(), e.player.clone(), to_json(e)?);
         self.with(move |c| {

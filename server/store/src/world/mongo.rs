@@ -220,7 +220,7 @@ fn number(d: &Document, key: &str) -> Option<i64> {
 }
 
 #[async_trait]
-impl WorldStore for MongoWorld {
+impl Locks for MongoWorld {
     async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
         // Read the lock, then write it only if it is still what was read
         // (its fencing token is unique per grant): the new grant carries
@@ -311,7 +311,10 @@ impl WorldStore for MongoWorld {
             })
         }))
     }
+}
 
+#[async_trait]
+impl Servers for MongoWorld {
     async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError> {
         self.servers
             .replace_one(
@@ -345,7 +348,10 @@ impl WorldStore for MongoWorld {
         let d = self.journal_homes.find_one(doc! { "_id": server }).await.map_err(mongo)?;
         d.as_ref().map(decode).transpose()
     }
+}
 
+#[async_trait]
+impl Players for MongoWorld {
     async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
         let id = format!("{}/{}", info.title, info.player);
         let d = doc! {
@@ -384,6 +390,21 @@ impl WorldStore for MongoWorld {
         docs.iter().map(decode).collect()
     }
 
+    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
+        let d = self.restrictions.find_one(doc! { "_id": format!("{title}/{player}") }).await.map_err(mongo)?;
+        d.as_ref().map(decode).transpose()
+    }
+
+    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
+        let id = format!("{}/{}", r.title, r.player);
+        let d = doc! { "_id": &id, "doc": to_json(r)? };
+        self.restrictions.replace_one(doc! { "_id": &id }, d).upsert(true).await.map_err(mongo)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Scores for MongoWorld {
     async fn set_score(
         &self,
         title: &str,
@@ -518,7 +539,10 @@ impl WorldStore for MongoWorld {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl Raids for MongoWorld {
     async fn insert_raid(&self, raid: &RaidRecord) -> Result<(), WorldError> {
         self.raids.insert_one(raid_doc(raid)?).await.map_err(mongo)?;
         Ok(())
@@ -560,7 +584,10 @@ impl WorldStore for MongoWorld {
             .map_err(mongo)?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Clans for MongoWorld {
     async fn create_clan(&self, clan: &Clan, founder: &str, role: &str) -> Result<Joined, WorldError> {
         let member = Member {
             clan: clan.id.clone(),
@@ -796,19 +823,10 @@ impl WorldStore for MongoWorld {
             })
             .collect())
     }
+}
 
-    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
-        let d = self.restrictions.find_one(doc! { "_id": format!("{title}/{player}") }).await.map_err(mongo)?;
-        d.as_ref().map(decode).transpose()
-    }
-
-    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
-        let id = format!("{}/{}", r.title, r.player);
-        let d = doc! { "_id": &id, "doc": to_json(r)? };
-        self.restrictions.replace_one(doc! { "_id": &id }, d).upsert(true).await.map_err(mongo)?;
-        Ok(())
-    }
-
+#[async_trait]
+impl Audit for MongoWorld {
     async fn audit(&self, e: &AuditEntry) -> Result<(), WorldError> {
         let d = doc! {
             "_id": &e.id, "id": &e.id, "at_ms": e.at_ms, "title": &e.title, "player": &e.player, "doc": to_json(e)?,

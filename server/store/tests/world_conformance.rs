@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use citadel_server::world::{
+use citadel_store::world::{
     Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Joined, JournalHome, Member, MongoConfig, MongoWorld,
     PlayerInfo, Position, RaidRecord, RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
 };
@@ -190,9 +190,8 @@ async fn top_scores_windows_ranks_and_ties(w: World) {
     // Setting the same value again changes nothing; a later change keeps the week's base.
     w.set_score("t", "trophies", "a", &windows, 100, 120).await.unwrap();
     w.set_score("t", "trophies", "a", &windows, 120, 130).await.unwrap();
-    let rows = |v: Vec<citadel_server::world::ScoreRow>| {
-        v.into_iter().map(|r| (r.rank, r.player, r.value)).collect::<Vec<_>>()
-    };
+    let rows =
+        |v: Vec<citadel_store::world::ScoreRow>| v.into_iter().map(|r| (r.rank, r.player, r.value)).collect::<Vec<_>>();
     assert_eq!(
         rows(w.top(all, 0, 10).await.unwrap()),
         [(1, "a".to_string(), 130), (2, "b".into(), 50), (3, "c".into(), 50)]

@@ -4,7 +4,7 @@
 //! on the regional map, and raids. The embedded backend is SQLite in WAL
 //! mode ([`SqliteWorld`]), safe for several server processes on one
 //! machine; [`MongoWorld`] serves fleets behind the same trait. One
-//! conformance suite (`server/tests/world_conformance.rs`) runs against both.
+//! conformance suite (`server/store/tests/world_conformance.rs`) runs against both.
 //!
 //! Every query is bounded: by an index and a limit (top scores, searches,
 //! map queries take at most [`PAGE_MAX`] rows), never a scan of all players
@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use citadel_runtime::raid::RaidResult;
 use serde::{Deserialize, Serialize};
 
@@ -257,9 +256,13 @@ pub struct RaidRecord {
     pub defender_applied: bool,
 }
 
-#[async_trait]
-pub trait WorldStore: Send + Sync + std::fmt::Debug {
-    // ------------------------------------------------------------- locks
+crate::decorate::decorated_traits! {
+over WorldStore;
+
+/// Lease locks: a player is live on one server at a time; a raid holds
+/// its defender. Fencing tokens grow; an expired lease leaves a duty to
+/// recover its owner's journal.
+pub trait Locks {
     /// Takes `name` for `owner` until `now_ms + ttl_ms`, if it is free, expired
     /// or already `owner`'s. `None` when someone else holds it. The lease's
     /// `recover_from` is the lock's earlier duty if one is still open, else
@@ -277,8 +280,10 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
     async fn recovered(&self, lease: &Lease) -> Result<Option<Lease>, WorldError>;
     /// Who holds `name` now, if anyone (for messages: it may change at once).
     async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError>;
+}
 
-    // ------------------------------------------------------------ servers
+/// Server status: heartbeats, the live server list, where journals are.
+pub trait Servers {
     /// Registers or refreshes a server's status.
     async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError>;
     /// The servers whose last heartbeat is newer than `now_ms - stale_ms`
@@ -290,8 +295,11 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
     async fn put_journal_home(&self, home: &JournalHome) -> Result<(), WorldError>;
     /// Where a server's journal is, if it ever said.
     async fn journal_home(&self, server: &str) -> Result<Option<JournalHome>, WorldError>;
+}
 
-    // -------------------------------------------------------- player info
+/// Players: the public profile cache, name search, and what support set
+/// on a player (bans, forced logouts).
+pub trait Players {
     /// Writes a player's public profile.
     async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError>;
     async fn info(&self, title: &str, player: &str) -> Result<Option<PlayerInfo>, WorldError>;
@@ -305,8 +313,14 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<PlayerInfo>, WorldError>;
+    /// The player's ban and forced logout, if support ever set either.
+    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError>;
+    /// Stores the player's restriction (replacing the one before).
+    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError>;
+}
 
-    // --------------------------------------------------------- top scores
+/// Top scores and the regional map.
+pub trait Scores {
     /// Records that `player`'s stat went from `before` to `after` at a time
     /// in `windows`: the `all` window holds `after`; another window holds
     /// the gain since the player's first change in it. Setting the same
@@ -326,7 +340,6 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
     /// A player's row, if they scored in that window.
     async fn rank(&self, board: Board<'_>, player: &str) -> Result<Option<ScoreRow>, WorldError>;
 
-    // ---------------------------------------------------------------- map
     /// Puts (or moves) a player's base on a spot; `false` if the spot is taken.
     async fn place(&self, title: &str, player: &str, at: &Position) -> Result<bool, WorldError>;
     async fn position(&self, title: &str, player: &str) -> Result<Option<Position>, WorldError>;
@@ -335,8 +348,10 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
     async fn near(&self, title: &str, at: &Position, radius: i32, limit: usize) -> Result<Vec<Base>, WorldError>;
     /// Bases in each of `regions` of a title.
     async fn region_counts(&self, title: &str, regions: &[String]) -> Result<BTreeMap<String, i64>, WorldError>;
+}
 
-    // -------------------------------------------------------------- raids
+/// Raids: the record of each, its one result, defenses owed to defenders.
+pub trait Raids {
     async fn insert_raid(&self, raid: &RaidRecord) -> Result<(), WorldError>;
     async fn raid(&self, id: &str) -> Result<Option<RaidRecord>, WorldError>;
     /// The attacker's most recent raid.
@@ -349,8 +364,10 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
     async fn pending_defenses(&self, title: &str, defender: &str) -> Result<Vec<RaidRecord>, WorldError>;
     /// Notes that the defender's file holds the raid's result.
     async fn defense_applied(&self, id: &str) -> Result<(), WorldError>;
+}
 
-    // -------------------------------------------------------------- clans
+/// Clans: members, roles, requests and invitations, chat.
+pub trait Clans {
     /// Founds `clan` with `founder` as its first member in `role`:
     /// `NoClan` when the name is taken, `AlreadyInClan` when the founder is
     /// in one. Nothing is written unless it is `Joined`.
@@ -407,12 +424,10 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<ChatLine>, WorldError>;
 
-    // Customer support: restrictions on a player, and the audit log.
+}
 
-    /// The player's ban and forced logout, if support ever set either.
-    async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError>;
-    /// Stores the player's restriction (replacing the one before).
-    async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError>;
+/// The audit log of admin changes.
+pub trait Audit {
     /// Appends one admin change to the audit log.
     async fn audit(&self, entry: &AuditEntry) -> Result<(), WorldError>;
     /// Audit entries newest first, optionally of one player only (`title`
@@ -424,6 +439,13 @@ pub trait WorldStore: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, WorldError>;
 }
+}
+
+/// Everything servers share: every role of the world store. A backend
+/// implements each role; decorators come with [`crate::decorate`].
+pub trait WorldStore: Locks + Servers + Players + Scores + Raids + Clans + Audit {}
+
+impl<T: Locks + Servers + Players + Scores + Raids + Clans + Audit + ?Sized> WorldStore for T {}
 
 /// What support set on a player: a ban (logins refused until a time) and
 /// the last forced logout (session tokens issued before it are refused).
@@ -475,7 +497,7 @@ pub(crate) fn page(limit: usize) -> usize {
 }
 
 /// The lowercase form names are searched by.
-pub(crate) fn name_key(name: &str) -> String {
+pub fn name_key(name: &str) -> String {
     name.to_lowercase()
 }
 

@@ -1,0 +1,126 @@
+//! Applying operations to a player's state: the one interpreter that
+//! answers a player's requests and that journal replay and takeovers run
+//! again, record by record. [`Op`] is what the journal stores of each.
+//!
+//! A leaf of the server: it knows the rules engine and the wire answers,
+//! nothing of sessions, storage or the journal.
+
+use citadel_runtime::{rules, Action, PlayerState, Rng, Title};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::protocol::{answer as serialize, Answer, ApiError};
+
+/// An operation on a player's state, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// Log in: advance, then the title's login hook.
+    Login,
+    /// Advance timers and production to now (`get_state`).
+    Advance,
+    /// Advance, then one action of the title's rules.
+    Act { action: Action },
+    /// A raid's result applied to the attacker (the world store took it
+    /// before this record was written; see `citadel_runtime::raid::attack`).
+    Raid { outcome: citadel_runtime::raid::Outcome },
+    /// Pay for moving the base (the world store moved it first).
+    Relocate,
+    /// Pay for founding a clan (the world store founded it first).
+    ClanFounded { clan: String },
+    /// Customer support granted or revoked resources and items.
+    Adjust { change: citadel_runtime::support::Adjustment },
+    /// Customer support put back the player's state from a snapshot
+    /// (the whole state is in the record, so replay needs no snapshot).
+    Restore { state: Box<citadel_runtime::PlayerState>, snapshot: String },
+}
+
+/// The result of an operation that returns the player's state.
+#[derive(serde::Serialize)]
+struct WithState<'a> {
+    events: &'a [rules::Event],
+    state: &'a PlayerState,
+}
+
+/// The result of a rules action.
+#[derive(serde::Serialize)]
+struct Events<'a> {
+    events: &'a [rules::Event],
+}
+
+/// Runs one operation on a player: the single place where sessions and
+/// journal replay change player state.
+pub(crate) fn execute(
+    title: &Title,
+    state: &mut PlayerState,
+    op: &Op,
+    now: i64,
+    rng: &mut Rng,
+) -> Result<Answer, ApiError> {
+    let result = run_op(title, state, op, now, rng);
+    if result.is_ok() && !matches!(op, Op::Advance) {
+        citadel_runtime::support::remember(state, &op_name(title, op), now);
+    }
+    result
+}
+
+fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut Rng) -> Result<Answer, ApiError> {
+    match op {
+        Op::Login => {
+            let events = rules::login(title, state, now, rng);
+            serialize(&WithState { events: &events, state })
+        }
+        Op::Advance => {
+            let events = rules::advance(title, state, now, rng);
+            serialize(&WithState { events: &events, state })
+        }
+        Op::Act { action } => match rules::apply(title, state, action, now, rng) {
+            Ok(events) => serialize(&Events { events: &events }),
+            Err(e) => Err(ApiError::rules(e)),
+        },
+        Op::Raid { outcome } => match citadel_runtime::raid::attack(title, state, outcome, now, rng) {
+            Ok(events) => serialize(&json!({ "events": events, "raid": outcome.raid, "result": outcome.result })),
+            Err(e) => Err(ApiError::rules(e)),
+        },
+        Op::Relocate => match citadel_runtime::raid::relocate(title, state, now, rng) {
+            Ok(events) => serialize(&Events { events: &events }),
+            Err(e) => Err(ApiError::rules(e)),
+        },
+        Op::ClanFounded { clan } => match citadel_runtime::clan::pay_founding(title, state, now, rng) {
+            Ok(events) => serialize(&json!({ "events": events, "clan": clan })),
+            Err(e) => Err(ApiError::rules(e)),
+        },
+        Op::Adjust { change } => match citadel_runtime::support::adjust(title, state, change, now, rng) {
+            Ok(events) => {
+                let (before, after) = citadel_runtime::support::amounts_changed(state, change);
+                serialize(&json!({ "events": events, "before": before, "after": after }))
+            }
+            Err(e) => Err(ApiError::rules(e)),
+        },
+        Op::Restore { state: earlier, snapshot } => match citadel_runtime::support::restore(state, earlier) {
+            Ok(events) => serialize(&json!({ "events": events, "snapshot": snapshot })),
+            Err(e) => Err(ApiError::rules(e)),
+        },
+    }
+}
+
+/// An operation's name in the profile: the action, `custom:<name>` for a
+/// title's custom action (names the title does not define are
+/// `custom:unknown`: a client must not grow the table).
+pub(crate) fn op_name(title: &Title, op: &Op) -> String {
+    let name = match op {
+        Op::Login => "login",
+        Op::Advance => "get_state",
+        Op::Raid { .. } => "raid_end",
+        Op::Relocate => "relocate",
+        Op::ClanFounded { .. } => "clan_create",
+        Op::Adjust { .. } => "admin_adjust",
+        Op::Restore { .. } => "admin_restore",
+        Op::Act { action: citadel_runtime::Action::Custom { name, .. } } if title.actions.contains_key(name) => {
+            return format!("custom:{name}")
+        }
+        Op::Act { action: citadel_runtime::Action::Custom { .. } } => "custom:unknown",
+        Op::Act { action } => action.name(),
+    };
+    name.to_string()
+}

@@ -1,0 +1,413 @@
+//! Every player session of this server: one queue per player in memory
+//! (bounded, with a per-player request rate), started on a player's first
+//! request and forgotten when their task ends. Requests for a player go to
+//! their task one at a time; different players run in parallel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use citadel_runtime::Title;
+
+use super::{AdminOp, Key, Msg, Reply};
+use crate::deps::Deps;
+use crate::protocol::{Answer, ApiError, Code, Command};
+
+/// A token bucket: `rate` per second, bursts up to twice that.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate * 2.0);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub(super) struct Entry {
+    generation: u64,
+    tx: mpsc::Sender<Msg>,
+    bucket: Arc<Mutex<Bucket>>,
+}
+
+/// Every player session of this server.
+pub struct Sessions {
+    pub(super) deps: Arc<Deps>,
+    live: Mutex<HashMap<Key, Entry>>,
+    file_locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    generation: AtomicU64,
+    pub(super) closing: CancellationToken,
+    tasks: TaskTracker,
+    /// Set by an admin: no new sessions (players already here go on).
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("live", &self.len()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections here are single map operations that cannot leave
+    // the map inconsistent, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sessions {
+    pub fn new(deps: Arc<Deps>) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            deps,
+            live: Mutex::new(HashMap::new()),
+            file_locks: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Players in memory now.
+    pub fn len(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Logs a player in: loads (or creates) them, runs the login hook.
+    pub async fn login(self: &Arc<Self>, title: &str, player: &str) -> Result<Answer, ApiError> {
+        self.check_draining(title, player)?;
+        let flight = self.deps.flights.begin(title, player, "login", self.deps.clock.now_ms());
+        let inflight = flight.inflight.clone();
+        self.send(title, player, move |reply| Msg::Login(reply, inflight), false).await
+    }
+
+    /// Runs one request for a player, after the requests before it.
+    pub async fn request(self: &Arc<Self>, title: &str, player: &str, cmd: Command) -> Result<Answer, ApiError> {
+        self.request_with_token(title, player, i64::MAX, cmd).await
+    }
+
+    /// Runs one request made with a session token issued at `issued_ms`
+    /// (refused when support logged the player out after that).
+    pub async fn request_with_token(
+        self: &Arc<Self>,
+        title: &str,
+        player: &str,
+        issued_ms: i64,
+        cmd: Command,
+    ) -> Result<Answer, ApiError> {
+        self.check_draining(title, player)?;
+        let flight = self.deps.flights.begin(title, player, command_name(&cmd), self.deps.clock.now_ms());
+        let inflight = flight.inflight.clone();
+        self.send(title, player, move |reply| Msg::Do(cmd, issued_ms, reply, inflight), true).await
+    }
+
+    /// Stops (or resumes) taking new players; the ones here go on.
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn check_draining(&self, title: &str, player: &str) -> Result<(), ApiError> {
+        if self.draining() && !self.is_live(title, player) {
+            return Err(ApiError::new(Code::Draining, "this server takes no new players; log in on another server"));
+        }
+        Ok(())
+    }
+
+    /// Whether the player has a session on this server now.
+    pub fn is_live(&self, title: &str, player: &str) -> bool {
+        lock(&self.live).get(&(title.to_string(), player.to_string())).is_some_and(|e| !e.tx.is_closed())
+    }
+
+    /// Runs an admin operation in the player's session, starting one if
+    /// needed (taking the player's lock, as a login does).
+    pub async fn admin(self: &Arc<Self>, title: &str, player: &str, op: AdminOp) -> Result<Answer, ApiError> {
+        let flight = self.deps.flights.begin(title, player, "admin", self.deps.clock.now_ms());
+        let inflight = flight.inflight.clone();
+        self.send(title, player, move |reply| Msg::Admin(op, reply, inflight), false).await
+    }
+
+    /// [`Sessions::admin`] only if the player has a session here now
+    /// (`None` when not): for looking at a player or ending their session.
+    pub async fn admin_if_live(
+        self: &Arc<Self>,
+        title: &str,
+        player: &str,
+        op: AdminOp,
+    ) -> Option<Result<Answer, ApiError>> {
+        if !self.is_live(title, player) {
+            return None;
+        }
+        Some(self.admin(title, player, op).await)
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        title: &str,
+        player: &str,
+        make: impl FnOnce(Reply) -> Msg,
+        limited: bool,
+    ) -> Result<Answer, ApiError> {
+        if self.closing.is_cancelled() {
+            return Err(ApiError::new(Code::ShuttingDown, "the server is shutting down"));
+        }
+        let key = (title.to_string(), player.to_string());
+        let (tx, rx) = oneshot::channel();
+        let mut msg = Some(make(tx));
+        // A session found closing is replaced by a new one; twice is enough
+        // (the second is always fresh).
+        for _ in 0..2 {
+            let (sender, bucket) = self.entry(&key)?;
+            if limited {
+                let rate = f64::from(self.deps.config.limits.requests_per_second_max);
+                if !lock(&bucket).take(rate) {
+                    return Err(ApiError::new(Code::RateLimited, format!("more than {rate} requests per second")));
+                }
+            }
+            match sender.try_send(msg.take().unwrap_or_else(|| unreachable!("message is put back on retry"))) {
+                Ok(()) => {
+                    return rx
+                        .await
+                        .unwrap_or_else(|_| Err(ApiError::new(Code::Internal, "the session ended before answering")));
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(ApiError::new(
+                        Code::SessionQueueFull,
+                        format!("more than {} requests are waiting", self.deps.config.limits.session_queue_max),
+                    ));
+                }
+                Err(mpsc::error::TrySendError::Closed(m)) => {
+                    msg = Some(m);
+                    let mut live = lock(&self.live);
+                    if live.get(&key).is_some_and(|e| e.tx.is_closed()) {
+                        live.remove(&key);
+                    }
+                }
+            }
+        }
+        Err(ApiError::new(Code::Internal, "could not reach the player's session"))
+    }
+
+    /// The live session for `key`, started if needed.
+    fn entry(self: &Arc<Self>, key: &Key) -> Result<(mpsc::Sender<Msg>, Arc<Mutex<Bucket>>), ApiError> {
+        let mut live = lock(&self.live);
+        if let Some(e) = live.get(key) {
+            if !e.tx.is_closed() {
+                return Ok((e.tx.clone(), e.bucket.clone()));
+            }
+        }
+        if live.len() >= self.deps.config.limits.sessions_max {
+            return Err(ApiError::new(Code::ServerFull, "this server holds as many players as it may"));
+        }
+        let title = self
+            .deps
+            .titles
+            .get(&key.0)
+            .ok_or_else(|| ApiError::new(Code::UnknownTitle, format!("no title `{}`", key.0)))?;
+        let (tx, rx) = mpsc::channel(self.deps.config.limits.session_queue_max);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let rate = f64::from(self.deps.config.limits.requests_per_second_max);
+        let bucket = Arc::new(Mutex::new(Bucket { tokens: rate * 2.0, at: Instant::now() }));
+        live.insert(key.clone(), Entry { generation, tx: tx.clone(), bucket: bucket.clone() });
+        let file_lock = lock(&self.file_locks).entry(key.clone()).or_default().clone();
+        let me = self.clone();
+        let key = key.clone();
+        self.tasks.spawn(async move { me.run(key, generation, title, rx, file_lock).await });
+        Ok((tx, bucket))
+    }
+
+    /// Saves every player and ends every session; returns when all are saved.
+    pub async fn shutdown(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+    async fn run(
+        self: Arc<Self>,
+        key: Key,
+        generation: u64,
+        title: Title,
+        rx: mpsc::Receiver<Msg>,
+        file_lock: Arc<tokio::sync::Mutex<()>>,
+    ) {
+        self.clone().run_inner(key.clone(), generation, title, rx, file_lock.clone()).await;
+        // Forget the player's file lock unless a newer session holds a
+        // reference to it: without this the map would keep one entry for
+        // every player ever seen.
+        let mut locks = lock(&self.file_locks);
+        if Arc::strong_count(&file_lock) == 2 && locks.get(&key).is_some_and(|l| Arc::ptr_eq(l, &file_lock)) {
+            locks.remove(&key);
+        }
+    }
+
+    /// Players whose file lock is tracked (live or finishing); for tests.
+    pub fn tracked_players(&self) -> usize {
+        lock(&self.file_locks).len()
+    }
+
+    pub(super) fn leave(&self, key: &Key, generation: u64) {
+        let mut live = lock(&self.live);
+        if live.get(key).is_some_and(|e| e.generation == generation) {
+            live.remove(key);
+        }
+    }
+}
+
+/// A request's name while in flight.
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::GetState => "get_state",
+        Command::Ping => "ping",
+        Command::Rules(a) => a.name(),
+        Command::World(_) => "world",
+        Command::Clan(_) => "clan",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use citadel_runtime::PlayerState;
+    use citadel_store::blob::{BlobStore, Precondition};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::deps::SystemClock;
+    use crate::journal::Journal;
+    use crate::titles::Titles;
+
+    fn deps(name: &str, config: Config, blobs: Arc<dyn BlobStore>) -> Arc<Deps> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let data = data_dir(name);
+        Arc::new(Deps {
+            config,
+            titles: Arc::new(Titles::load_dir(&root).unwrap()),
+            blobs,
+            world: Arc::new(citadel_store::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
+            clock: Arc::new(SystemClock),
+            journal: Arc::new(Journal::disabled()),
+            recovery: Arc::new(crate::recovery::Recovery::new("test", &data.join("server/journal"))),
+            server_id: "test".into(),
+            profiler: Arc::new(crate::profile::Profiler::new(true)),
+            flights: crate::profile::Flights::new(Duration::from_millis(200)),
+        })
+    }
+
+    /// Waits for `what` to hold (checked every 10 ms), failing after 10 s.
+    async fn until(what: &str, mut holds: impl FnMut() -> bool) {
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while !holds() {
+            assert!(std::time::Instant::now() < give_up, "never happened: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn data_dir(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("citadel-session-{name}-{}", std::process::id()))
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_leave_no_trace_in_memory() {
+        let data = data_dir("idle");
+        let _ = std::fs::remove_dir_all(&data);
+        let config = Config { idle_timeout_seconds: 1, ..Config::default() };
+        let sessions = Sessions::new(deps("idle", config, Arc::new(citadel_store::blob::FsBlobStore::new(&data))));
+        for p in ["a", "b", "c"] {
+            sessions.login("mini", p).await.unwrap();
+        }
+        assert_eq!((sessions.len(), sessions.tracked_players()), (3, 3));
+        let started = std::time::Instant::now();
+        until("idle sessions and their file locks are gone", || (sessions.len(), sessions.tracked_players()) == (0, 0))
+            .await;
+        assert!(started.elapsed() >= Duration::from_millis(900), "not before the idle timeout");
+        // And the players were saved on the way out.
+        assert!(data.join("players/mini/a.json").is_file());
+        sessions.shutdown().await;
+    }
+
+    /// Player files whose replacing writes hang until the test lets them go.
+    #[derive(Debug)]
+    struct StuckSaves {
+        inner: citadel_store::blob::FsBlobStore,
+        gate: tokio::sync::Semaphore,
+        saves: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl BlobStore for StuckSaves {
+        async fn get(
+            &self,
+            key: &str,
+        ) -> Result<Option<(Vec<u8>, citadel_store::blob::Etag)>, citadel_store::blob::BlobError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            bytes: Vec<u8>,
+            cond: Precondition,
+        ) -> Result<citadel_store::blob::Etag, citadel_store::blob::BlobError> {
+            if matches!(cond, Precondition::Matches(_)) {
+                self.saves.fetch_add(1, Ordering::SeqCst);
+                let _pass = self.gate.acquire().await;
+            }
+            self.inner.put(key, bytes, cond).await
+        }
+        async fn list(&self, dir: &str) -> Result<Vec<String>, citadel_store::blob::BlobError> {
+            self.inner.list(dir).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), citadel_store::blob::BlobError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_save_does_not_hold_up_the_players_requests() {
+        let data = data_dir("slow-save");
+        let _ = std::fs::remove_dir_all(&data);
+        let blobs = Arc::new(StuckSaves {
+            inner: citadel_store::blob::FsBlobStore::new(&data),
+            gate: tokio::sync::Semaphore::new(0),
+            saves: AtomicUsize::new(0),
+        });
+        let config = Config { save_interval_seconds: 1, ..Config::default() };
+        let sessions = Sessions::new(deps("slow-save", config, blobs.clone()));
+        sessions.login("mini", "a").await.unwrap();
+        sessions.request("mini", "a", Command::GetState).await.unwrap();
+        // The first periodic save falls within 1.5 save intervals.
+        until("a save started", || blobs.saves.load(Ordering::SeqCst) > 0).await;
+        assert_eq!(blobs.saves.load(Ordering::SeqCst), 1, "one save started and hangs");
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(1), sessions.request("mini", "a", Command::GetState));
+            answer.await.expect("requests are answered while the save hangs").unwrap();
+        }
+        // Once storage comes back, shutdown saves everything.
+        blobs.gate.add_permits(100);
+        sessions.shutdown().await;
+        let text = std::fs::read_to_string(data.join("players/mini/a.json")).unwrap();
+        assert_eq!(PlayerState::from_json(&text).unwrap().seq, 5, "login, four get_state");
+    }
+}
