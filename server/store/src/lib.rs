@@ -9,7 +9,7 @@
 //! - [`world`]: data shared between servers, as role traits (locks, server
 //!   status, players, scores and the map, raids, clans, audit) that
 //!   together make a `WorldStore`; SQLite (embedded) and MongoDB backends.
-//! - [`decorate`]: decorators (timing, fault injection) generated from the
+//! - [`decorate`]: decorators (the server's timing) generated from the
 //!   traits' declarations.
 //!
 //! Each trait has one conformance suite (`tests/blob_conformance.rs`,
