@@ -5,8 +5,8 @@ use citadel_runtime::{load_files, TitleFiles};
 use citadel_tests::{mini_files, root};
 use proptest::prelude::*;
 
-fn ironhold() -> TitleFiles {
-    citadel_runtime::read_dir(&root().join("titles/ironhold")).0
+fn fort() -> TitleFiles {
+    citadel_runtime::read_dir(&root().join("tests/fixtures/fort")).0
 }
 
 proptest! {
@@ -15,7 +15,7 @@ proptest! {
     /// Replace a span of one file with random text.
     #[test]
     fn random_splices_never_panic(which in 0usize..64, at in 0.0f64..1.0, len in 0usize..40, junk in ".{0,40}") {
-        let mut files = if which % 2 == 0 { mini_files() } else { ironhold() };
+        let mut files = if which % 2 == 0 { mini_files() } else { fort() };
         let keys: Vec<String> = files.keys().cloned().collect();
         let key = &keys[which % keys.len()];
         let text = files[key].clone();

@@ -1,5 +1,5 @@
 //! Player migration across title versions: a player saved under one
-//! version of Ironhold's data plays on under an edited version. The
+//! version of the fort fixture's data plays on under an edited version. The
 //! engine's reconciliation policy (`citadel_runtime::reconcile`) and the
 //! title's `on_migrate` hook bring the state to the new data; logging in
 //! never fails because data changed.
@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 const NOW: i64 = 1_767_225_600_000;
 const HOUR: i64 = 3_600_000;
 
-fn ironhold_files() -> TitleFiles {
-    citadel_runtime::read_dir(&root().join("titles/ironhold")).0
+fn fort_files() -> TitleFiles {
+    citadel_runtime::read_dir(&root().join("tests/fixtures/fort")).0
 }
 
 fn load(files: &TitleFiles) -> Title {
-    let (title, diags) = citadel_runtime::load_files("ironhold", files);
+    let (title, diags) = citadel_runtime::load_files("fort", files);
     title.unwrap_or_else(|| panic!("does not load: {diags:#?}"))
 }
 
@@ -70,7 +70,7 @@ fn migrated(events: &[Event]) -> Option<(&str, &str, u32)> {
 
 #[test]
 fn an_unchanged_title_migrates_nothing() {
-    let title = load(&ironhold_files());
+    let title = load(&fort_files());
     let mut s = veteran(&title);
     let events = login(&title, &mut s, NOW + 1000, &mut Rng::new(7));
     assert_eq!(migrated(&events), None);
@@ -78,8 +78,8 @@ fn an_unchanged_title_migrates_nothing() {
 
 #[test]
 fn removed_ids_are_dropped_and_the_player_logs_in() {
-    let old = load(&ironhold_files());
-    let mut files = ironhold_files();
+    let old = load(&fort_files());
+    let mut files = fort_files();
     retarget_watchtower(&mut files, "wall");
     edit(&mut files, "buildings.json", |v| remove_by_id(&mut v["buildings"], "watchtower"));
     edit(&mut files, "units.json", |v| remove_by_id(&mut v["units"], "scout"));
@@ -104,8 +104,8 @@ fn removed_ids_are_dropped_and_the_player_logs_in() {
 
 #[test]
 fn renamed_ids_carry_the_players_state_over() {
-    let old = load(&ironhold_files());
-    let mut files = ironhold_files();
+    let old = load(&fort_files());
+    let mut files = fort_files();
     // The watchtower becomes the lookout; stone becomes granite.
     retarget_watchtower(&mut files, "lookout");
     edit(&mut files, "buildings.json", |v| {
@@ -146,8 +146,8 @@ fn renamed_ids_carry_the_players_state_over() {
 
 #[test]
 fn fewer_levels_lower_the_level_and_cancel_the_upgrade() {
-    let old = load(&ironhold_files());
-    let mut files = ironhold_files();
+    let old = load(&fort_files());
+    let mut files = fort_files();
     retarget_watchtower(&mut files, "quarry");
     // Walls and watchtowers keep 3 levels.
     edit(&mut files, "buildings.json", |v| {
@@ -170,8 +170,8 @@ fn fewer_levels_lower_the_level_and_cancel_the_upgrade() {
 
 #[test]
 fn removed_resources_go_and_new_ones_start_at_zero() {
-    let old = load(&ironhold_files());
-    let mut files = ironhold_files();
+    let old = load(&fort_files());
+    let mut files = fort_files();
     edit(&mut files, "resources.json", |v| {
         v["resources"].as_array_mut().unwrap().push(json!({ "id": "iron", "name": "Iron" }));
     });
@@ -189,8 +189,8 @@ fn removed_resources_go_and_new_ones_start_at_zero() {
 /// for each cancelled upgrade.
 #[test]
 fn the_on_migrate_hook_sees_the_changes_and_compensates() {
-    let old = load(&ironhold_files());
-    let mut files = ironhold_files();
+    let old = load(&fort_files());
+    let mut files = fort_files();
     retarget_watchtower(&mut files, "wall");
     edit(&mut files, "buildings.json", |v| {
         for b in v["buildings"].as_array_mut().unwrap() {
@@ -217,8 +217,8 @@ fn the_on_migrate_hook_sees_the_changes_and_compensates() {
 
 #[test]
 fn a_failing_on_migrate_hook_is_reported_and_the_policy_stands() {
-    let old = load(&ironhold_files());
-    let mut files = ironhold_files();
+    let old = load(&fort_files());
+    let mut files = fort_files();
     retarget_watchtower(&mut files, "wall");
     edit(&mut files, "buildings.json", |v| remove_by_id(&mut v["buildings"], "watchtower"));
     edit(&mut files, "title.json", |v| v["hooks"]["on_migrate"] = json!("migrate::on_migrate"));
@@ -237,8 +237,8 @@ fn a_failing_on_migrate_hook_is_reported_and_the_policy_stands() {
 /// migration must come out the same every time.
 #[test]
 fn migration_is_deterministic() {
-    let old = load(&ironhold_files());
-    let mut files = ironhold_files();
+    let old = load(&fort_files());
+    let mut files = fort_files();
     retarget_watchtower(&mut files, "wall");
     edit(&mut files, "buildings.json", |v| remove_by_id(&mut v["buildings"], "watchtower"));
     edit(&mut files, "title.json", |v| v["hooks"]["on_migrate"] = json!("migrate::on_migrate"));
@@ -254,11 +254,11 @@ fn migration_is_deterministic() {
 
 #[test]
 fn a_renamed_id_must_exist_and_the_old_one_be_gone() {
-    let mut files = ironhold_files();
+    let mut files = fort_files();
     edit(&mut files, "title.json", |v| {
         v["renamed"] = json!({ "buildings": { "gold_mine": "lookout", "tower": "watchtowr" } });
     });
-    let (title, diags) = citadel_runtime::load_files("ironhold", &files);
+    let (title, diags) = citadel_runtime::load_files("fort", &files);
     assert!(title.is_none());
     let text: Vec<String> = diags.iter().map(|d| format!("{} {} {:?}", d.location(), d.message, d.help)).collect();
     let all = text.join("\n");

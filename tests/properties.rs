@@ -8,7 +8,7 @@ use proptest::prelude::*;
 const NOW: i64 = 1_767_225_600_000;
 
 fn title() -> Title {
-    load_valid(&root().join("titles/ironhold")).0
+    load_valid(&root().join("tests/fixtures/fort")).0
 }
 
 /// One step: move the clock, then try an action (most will be refused).

@@ -1,4 +1,4 @@
-//! Raid rules as pure functions on Ironhold: what a defender may lose, how
+//! Raid rules as pure functions on the fort fixture: what a defender may lose, how
 //! a submitted result is checked, and that applying it to either side
 //! twice changes nothing the second time.
 
@@ -10,8 +10,8 @@ use citadel_tests::{load_valid, root};
 
 const NOW: i64 = 1_767_225_600_000;
 
-fn ironhold() -> Title {
-    load_valid(&root().join("titles/ironhold")).0
+fn fort() -> Title {
+    load_valid(&root().join("tests/fixtures/fort")).0
 }
 
 fn attacker(t: &Title) -> PlayerState {
@@ -54,7 +54,7 @@ fn outcome(t: &Title, d: &PlayerState, r: RaidResult) -> Outcome {
 
 #[test]
 fn lootable_follows_the_titles_formulas_and_what_the_defender_holds() {
-    let t = ironhold();
+    let t = fort();
     let d = defender(&t);
     let l = raid::lootable(&t, &d, NOW);
     assert_eq!(l, BTreeMap::from([("gold".into(), 200), ("wood".into(), 100), ("stone".into(), 0)]));
@@ -62,7 +62,7 @@ fn lootable_follows_the_titles_formulas_and_what_the_defender_holds() {
 
 #[test]
 fn a_victory_moves_loot_units_and_trophies_once() {
-    let t = ironhold();
+    let t = fort();
     let (mut a, mut d) = (attacker(&t), defender(&t));
     a.scores.insert("trophies".into(), 50);
     let o = outcome(&t, &d, result(true, 150));
@@ -92,7 +92,7 @@ fn a_victory_moves_loot_units_and_trophies_once() {
 
 #[test]
 fn a_failed_raid_takes_nothing_and_gives_the_defender_trophies() {
-    let t = ironhold();
+    let t = fort();
     let (mut a, mut d) = (attacker(&t), defender(&t));
     let o = outcome(&t, &d, result(false, 0));
     raid::attack(&t, &mut a, &o, NOW, &mut Rng::new(1)).unwrap();
@@ -103,7 +103,7 @@ fn a_failed_raid_takes_nothing_and_gives_the_defender_trophies() {
 
 #[test]
 fn implausible_results_are_refused_and_change_nothing() {
-    let t = ironhold();
+    let t = fort();
     let d = defender(&t);
     let cases: Vec<(&str, RaidResult)> = vec![
         ("more loot than lootable", result(true, 201)),
@@ -129,7 +129,7 @@ fn implausible_results_are_refused_and_change_nothing() {
 
 #[test]
 fn relocation_pays_and_waits_for_its_cooldown() {
-    let t = ironhold();
+    let t = fort();
     let mut s = new_player(&t, NOW);
     raid::relocate(&t, &mut s, NOW, &mut Rng::new(1)).unwrap();
     assert_eq!(s.resources["gems"], 80);
@@ -144,7 +144,7 @@ fn relocation_pays_and_waits_for_its_cooldown() {
 
 #[test]
 fn score_windows_are_all_time_the_week_and_the_season() {
-    let t = ironhold();
+    let t = fort();
     // 2026-11-25 is a Wednesday; the season started 2026-11-02 (28 days).
     let wed = citadel_runtime::time::parse_utc("2026-11-25T13:00:00Z").unwrap();
     assert_eq!(raid::score_windows(&t, wed), ["all", "week-2026-11-23", "season-1"]);

@@ -40,7 +40,7 @@ fn the_first_title_meets_the_content_bar() {
 
 #[test]
 fn content_version_changes_with_any_data_or_script_byte_and_not_with_tests() {
-    let dir = root().join("titles/ironhold");
+    let dir = root().join("tests/fixtures/fort");
     let (files, _) = citadel_runtime::read_dir(&dir);
     let v = citadel_runtime::load::content_version(&files);
     for key in ["buildings.json", "scripts/hooks.rhai"] {
@@ -55,7 +55,7 @@ fn content_version_changes_with_any_data_or_script_byte_and_not_with_tests() {
 
 #[test]
 fn player_state_json_round_trips_exactly_and_refuses_future_versions() {
-    let (t, _) = load_valid(&root().join("titles/ironhold"));
+    let (t, _) = load_valid(&root().join("tests/fixtures/fort"));
     let s = citadel_runtime::new_player(&t, 1_767_225_600_000);
     let text = s.to_json();
     let back = citadel_runtime::PlayerState::from_json(&text).expect("round trip");
@@ -71,7 +71,7 @@ fn player_state_json_round_trips_exactly_and_refuses_future_versions() {
 
 #[test]
 fn version_1_player_files_migrate_to_the_current_format() {
-    let (t, _) = load_valid(&root().join("titles/ironhold"));
+    let (t, _) = load_valid(&root().join("tests/fixtures/fort"));
     let mut s = citadel_runtime::new_player(&t, 1_767_225_600_000);
     s.seq = 7;
     // A version 1 file: no `seq` yet.

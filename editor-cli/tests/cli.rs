@@ -1,16 +1,69 @@
 //! The designer's command line as designers use it: real processes, real
 //! folders, exit codes and printed diagnostics.
 //!
-//! Golden files: each `tests/invalid/<case>/expected.txt` holds what
-//! `citadel-edit validate tests/invalid/<case>` prints. Run with
-//! `UPDATE_GOLDEN=1` to rewrite them after an intended change, then review
-//! the diff.
+//! The invalid-title corpus: each case is the `mini` fixture plus the change
+//! that breaks it (`tests/invalid/<case>.patch`, a unified diff), and
+//! `tests/invalid/<case>.txt` holds what `citadel-edit validate
+//! tests/invalid/<case>` prints for the fixture so changed. The test writes
+//! each case out under `target/tmp/invalid-corpus/all/` (kept, to look at or
+//! validate by hand). Run with `UPDATE_GOLDEN=1` to rewrite the `.txt` files
+//! after an intended change, then review the diff.
 
+mod patch;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Every file under `dir`, by its path relative to `dir` with `/`.
+fn read_tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+                files.insert(rel, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// The corpus case `name`, written out as `<base>/tests/invalid/<name>`:
+/// the `mini` fixture under the case's name (a title's id is its folder's
+/// name), then the case's patch. Returns `<base>`, to run the CLI from;
+/// `test` names the calling test, so that tests running at once never
+/// write the same folder.
+fn invalid_case(test: &str, name: &str) -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("invalid-corpus").join(test);
+    let dir = base.join("tests/invalid").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut files = read_tree(&root().join("tests/fixtures/mini"));
+    let title = files.get_mut("title.json").unwrap();
+    assert!(title.contains("\"id\": \"mini\""), "the mini fixture names itself");
+    *title = title.replace("\"id\": \"mini\"", &format!("\"id\": \"{name}\""));
+    let change = std::fs::read_to_string(root().join(format!("tests/invalid/{name}.patch"))).unwrap();
+    let changes = patch::apply(&files, &change).unwrap_or_else(|e| panic!("tests/invalid/{name}.patch: {e}"));
+    for (path, text) in changes {
+        match text {
+            Some(text) => drop(files.insert(path, text)),
+            None => drop(files.remove(&path)),
+        }
+    }
+    for (path, text) in &files {
+        let to = dir.join(path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, text).unwrap();
+    }
+    base
 }
 
 fn edit(dir: &Path, args: &[&str]) -> Output {
@@ -38,15 +91,17 @@ fn every_title_in_titles_passes_its_scenarios() {
 #[test]
 fn each_invalid_fixture_exits_1_with_its_golden_diagnostics() {
     let cases = root().join("tests/invalid");
-    let mut names: Vec<String> =
-        std::fs::read_dir(&cases).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&cases)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".patch").map(str::to_string))
+        .collect();
     names.sort();
     assert!(names.len() >= 15, "the corpus must cover at least 15 diagnostic classes");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
     for name in &names {
         let rel = format!("tests/invalid/{name}");
-        let o = edit(&root(), &["validate", &rel]);
+        let o = edit(&invalid_case("all", name), &["validate", &rel]);
         assert_eq!(o.status.code(), Some(1), "{name} must be invalid:\n{}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         // Every diagnostic names its file; those inside a file also a line:col.
@@ -54,7 +109,7 @@ fn each_invalid_fixture_exits_1_with_its_golden_diagnostics() {
         let diags = errors + out.lines().filter(|l| l.starts_with("warning[")).count();
         let located = out.lines().filter(|l| l.starts_with(&format!("  --> {rel}/"))).count();
         assert!(errors >= 1 && located == diags, "{name}: {diags} diagnostics, {located} located:\n{out}");
-        let golden = cases.join(name).join("expected.txt");
+        let golden = cases.join(format!("{name}.txt"));
         if update {
             std::fs::write(&golden, &out).unwrap();
         } else {
@@ -69,7 +124,10 @@ fn each_invalid_fixture_exits_1_with_its_golden_diagnostics() {
 
 #[test]
 fn json_format_lists_diagnostics_with_pointers() {
-    let o = edit(&root(), &["validate", "--format", "json", "tests/invalid/unknown_id_cost"]);
+    let o = edit(
+        &invalid_case("json", "unknown_id_cost"),
+        &["validate", "--format", "json", "tests/invalid/unknown_id_cost"],
+    );
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let d = &v[0]["diagnostics"][0];

@@ -87,8 +87,8 @@ fn expect_line(rx: &mpsc::Receiver<String>, want: &str, within: Duration) -> Vec
 #[test]
 fn watch_reports_each_save_within_a_second() {
     let titles = temp("watch");
-    let dir = titles.join("ironhold");
-    copy_dir(&root().join("titles/ironhold"), &dir);
+    let dir = titles.join("fort");
+    copy_dir(&root().join("tests/fixtures/fort"), &dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_citadel-edit"))
         .arg("watch")
         .arg(&dir)
@@ -98,14 +98,14 @@ fn watch_reports_each_save_within_a_second() {
         .unwrap();
     let out = lines(&mut child);
     let _child = Running(child);
-    expect_line(&out, "ironhold: ok, content version", Duration::from_secs(10));
+    expect_line(&out, "fort: ok, content version", Duration::from_secs(10));
     expect_line(&out, "watching", Duration::from_secs(10));
 
     // A broken save: the diagnostic names the file, line and column.
     let path = dir.join("title.json");
     let good = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, good.replace("\"builders\": 1", "\"builders\": \"two\"")).unwrap();
-    let seen = expect_line(&out, "ironhold: invalid, 1 error(s)", REPORTED_WITHIN);
+    let seen = expect_line(&out, "fort: invalid, 1 error(s)", REPORTED_WITHIN);
     let all = seen.join("\n");
     assert!(all.contains("title.json:13:15"), "{all}");
     assert!(all.contains("expected an integer"), "{all}");
@@ -114,24 +114,24 @@ fn watch_reports_each_save_within_a_second() {
     let tmp = dir.join(".title.json.tmp");
     std::fs::write(&tmp, good.replace("\"builders\": 1", "\"builders\": 2")).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    expect_line(&out, "ironhold: ok, content version", REPORTED_WITHIN);
+    expect_line(&out, "fort: ok, content version", REPORTED_WITHIN);
 
     // A broken script.
     let script = dir.join("scripts/hooks.rhai");
     let source = std::fs::read_to_string(&script).unwrap();
     std::fs::write(&script, format!("{source}\nfn broken( {{\n")).unwrap();
-    let seen = expect_line(&out, "ironhold: invalid", REPORTED_WITHIN);
+    let seen = expect_line(&out, "fort: invalid", REPORTED_WITHIN);
     assert!(seen.join("\n").contains("scripts/hooks.rhai"), "{seen:#?}");
 
     // The whole folder replaced by a fresh copy (a checkout, a sync tool):
     // still watched.
     let fresh = titles.join(".incoming");
-    copy_dir(&root().join("titles/ironhold"), &fresh);
+    copy_dir(&root().join("tests/fixtures/fort"), &fresh);
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::rename(&fresh, &dir).unwrap();
-    expect_line(&out, "ironhold: ok, content version", REPORTED_WITHIN);
+    expect_line(&out, "fort: ok, content version", REPORTED_WITHIN);
     std::fs::write(&path, good.replace("\"builders\": 1", "\"builders\": \"three\"")).unwrap();
-    expect_line(&out, "ironhold: invalid, 1 error(s)", REPORTED_WITHIN);
+    expect_line(&out, "fort: invalid, 1 error(s)", REPORTED_WITHIN);
 }
 
 /// The `citadel` binary, built if this test run has not built it yet.
@@ -196,13 +196,13 @@ fn edit_cmd(args: &[&str], token: Option<&str>) -> Output {
 #[test]
 fn push_serves_a_valid_title_refuses_an_invalid_one_and_rollback_returns() {
     let titles = temp("served-titles");
-    copy_dir(&root().join("titles/ironhold"), &titles.join("ironhold"));
+    copy_dir(&root().join("tests/fixtures/fort"), &titles.join("fort"));
     let (server, url) = serve(&titles, &temp("data"));
     let first = served(&url);
 
     // The designer's own copy, edited.
-    let work = temp("work").join("ironhold");
-    copy_dir(&root().join("titles/ironhold"), &work);
+    let work = temp("work").join("fort");
+    copy_dir(&root().join("tests/fixtures/fort"), &work);
     let path = work.join("title.json");
     let good = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, good.replace("\"builders\": 1", "\"builders\": 2")).unwrap();
@@ -212,7 +212,7 @@ fn push_serves_a_valid_title_refuses_an_invalid_one_and_rollback_returns() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let second = served(&url);
     assert_ne!(second, first);
-    assert!(text(&o).contains(&format!("ironhold: served, content version {second} (was {first})")), "{}", text(&o));
+    assert!(text(&o).contains(&format!("fort: served, content version {second} (was {first})")), "{}", text(&o));
 
     // Invalid: the server's gate refuses it and keeps serving the last one.
     std::fs::write(&path, good.replace("\"builders\": 1", "\"builders\": \"two\"")).unwrap();
@@ -220,7 +220,7 @@ fn push_serves_a_valid_title_refuses_an_invalid_one_and_rollback_returns() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("title.json:13:15"), "{}", text(&o));
     assert!(
-        text(&o).contains(&format!("ironhold: refused, 1 error(s); the server keeps content version {second}")),
+        text(&o).contains(&format!("fort: refused, 1 error(s); the server keeps content version {second}")),
         "{}",
         text(&o)
     );
@@ -237,7 +237,7 @@ fn push_serves_a_valid_title_refuses_an_invalid_one_and_rollback_returns() {
     assert_eq!(served(&url), second);
 
     // SIGHUP reloads the served folder (this server does not watch it).
-    let served_folder = titles.join("ironhold/title.json");
+    let served_folder = titles.join("fort/title.json");
     let source = std::fs::read_to_string(&served_folder).unwrap();
     std::fs::write(&served_folder, source.replace("\"builders\": 1", "\"builders\": 4")).unwrap();
     let hup = Command::new("kill").arg("-HUP").arg(server.0.id().to_string()).status().unwrap();
@@ -253,24 +253,24 @@ fn push_serves_a_valid_title_refuses_an_invalid_one_and_rollback_returns() {
     };
     assert_ne!(third, first);
     // Back to what was pushed, by version (pushed versions are kept too).
-    let o = edit_cmd(&["rollback", "ironhold", "--server", &url, "--to", &second], Some(ADMIN));
+    let o = edit_cmd(&["rollback", "fort", "--server", &url, "--to", &second], Some(ADMIN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(served(&url), second);
 
     // Rollback to the version before: the one served before the SIGHUP.
-    let o = edit_cmd(&["rollback", "ironhold", "--server", &url], Some(ADMIN));
+    let o = edit_cmd(&["rollback", "fort", "--server", &url], Some(ADMIN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(served(&url), third);
-    assert!(text(&o).contains(&format!("ironhold: served, content version {third} (was {second})")), "{}", text(&o));
+    assert!(text(&o).contains(&format!("fort: served, content version {third} (was {second})")), "{}", text(&o));
     // And to the first one, by version.
-    let o = edit_cmd(&["rollback", "ironhold", "--server", &url, "--to", &first], Some(ADMIN));
+    let o = edit_cmd(&["rollback", "fort", "--server", &url, "--to", &first], Some(ADMIN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(served(&url), first);
     // And forward again, by version.
-    let o = edit_cmd(&["rollback", "ironhold", "--server", &url, "--to", &second, "--format", "json"], Some(ADMIN));
+    let o = edit_cmd(&["rollback", "fort", "--server", &url, "--to", &second, "--format", "json"], Some(ADMIN));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(served(&url), second);
-    let o = edit_cmd(&["rollback", "ironhold", "--server", &url, "--to", "0123456789abcdef"], Some(ADMIN));
+    let o = edit_cmd(&["rollback", "fort", "--server", &url, "--to", "0123456789abcdef"], Some(ADMIN));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("unknown_version"), "{}", text(&o));
 }

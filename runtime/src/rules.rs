@@ -443,6 +443,15 @@ fn speed_up_cost(title: &Title, remaining_ms: i64) -> i64 {
     ((remaining_ms.max(0) + per - 1) / per).max(1)
 }
 
+/// Pays for finishing `remaining_ms` of work now, in premium currency, or
+/// refuses (changing nothing) when the player cannot pay.
+fn pay_speed_up(title: &Title, s: &mut PlayerState, remaining_ms: i64) -> Result<(), ActionError> {
+    let cost = speed_up_cost(title, remaining_ms);
+    check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
+    s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- hooks and effects
 
 pub(crate) fn event_map(pairs: &[(&str, Dynamic)]) -> Dynamic {
@@ -879,18 +888,16 @@ fn act(
             let Some(up) = &s.buildings[i].upgrade else {
                 return err(ErrorCode::NotBusy, format!("building {id} is not under construction"));
             };
-            let cost = speed_up_cost(title, up.ends_ms - now);
-            check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
-            s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
+            let remaining = up.ends_ms - now;
+            pay_speed_up(title, s, remaining)?;
             if let Some(up) = &mut s.buildings[i].upgrade {
                 up.ends_ms = now;
             }
         }
         Action::SpeedUpResearch {} => {
             let Some(r) = &s.research_active else { return err(ErrorCode::NotBusy, "no research is running") };
-            let cost = speed_up_cost(title, r.ends_ms - now);
-            check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
-            s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
+            let remaining = r.ends_ms - now;
+            pay_speed_up(title, s, remaining)?;
             if let Some(r) = &mut s.research_active {
                 r.ends_ms = now;
             }
@@ -900,9 +907,8 @@ fn act(
             let Some(last) = s.training.iter().filter(|o| &o.building == building).map(|o| o.ends_ms).max() else {
                 return err(ErrorCode::NotBusy, format!("nothing is training in {building}"));
             };
-            let cost = speed_up_cost(title, last - now);
-            check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
-            s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
+            let remaining = last - now;
+            pay_speed_up(title, s, remaining)?;
             for o in s.training.iter_mut().filter(|o| &o.building == building) {
                 o.ends_ms = now;
             }
@@ -1112,29 +1118,29 @@ fn collect_one(title: &Title, s: &mut PlayerState, i: usize, r: &str, now: i64) 
 mod tests {
     use super::*;
 
+    /// Every name serde knows for an enum, from the error it gives for
+    /// `unknown` (serde lists every variant when it meets an unknown one).
+    fn serde_names<T: serde::de::DeserializeOwned + std::fmt::Debug>(unknown: serde_json::Value) -> Vec<String> {
+        let err = serde_json::from_value::<T>(unknown).expect_err("zzz is no variant").to_string();
+        err.split('`').skip(3).step_by(2).map(String::from).collect()
+    }
+
     #[test]
     fn action_names_are_every_variant() {
-        // serde lists every variant when it meets an unknown one.
-        let err = serde_json::from_str::<Action>(r#"{"action": "zzz"}"#).unwrap_err().to_string();
-        let listed: Vec<&str> = err.split('`').skip(3).step_by(2).collect();
-        assert_eq!(listed, ACTION_NAMES, "{err}");
+        assert_eq!(serde_names::<Action>(serde_json::json!({ "action": "zzz" })), ACTION_NAMES);
     }
 
     #[test]
     fn event_names_are_every_variant() {
-        let err = serde_json::from_str::<Event>(r#"{"event": "zzz"}"#).unwrap_err().to_string();
-        let listed: Vec<&str> = err.split('`').skip(3).step_by(2).collect();
-        assert_eq!(listed, EVENT_NAMES, "{err}");
+        assert_eq!(serde_names::<Event>(serde_json::json!({ "event": "zzz" })), EVENT_NAMES);
         let e = Event::Restored { clock_ms: 1 };
         assert_eq!(serde_json::to_value(&e).unwrap()["event"], e.name());
     }
 
     #[test]
     fn error_code_names_are_serdes() {
-        let err = serde_json::from_str::<ErrorCode>(r#""zzz""#).unwrap_err().to_string();
-        let listed: Vec<&str> = err.split('`').skip(3).step_by(2).collect();
         let documented: Vec<&str> = ERROR_CODE_DOCS.iter().map(|(c, _)| *c).collect();
-        assert_eq!(listed, documented, "{err}");
+        assert_eq!(serde_names::<ErrorCode>(serde_json::json!("zzz")), documented);
         for code in &documented {
             let parsed: ErrorCode = serde_json::from_value(serde_json::json!(code)).unwrap();
             assert_eq!(parsed.as_str(), *code);

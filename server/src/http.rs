@@ -15,8 +15,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{valid_player_id, Claims, TokenError};
-use crate::protocol::{decode, Answer, ApiError, Code, Push, Request, RequestId, Response};
+use crate::auth::{Claims, TokenError};
+use crate::protocol::{decode, Answer, ApiError, Code, Fail, Push, Request, RequestId, Response};
 pub use crate::state::AppState;
 
 /// The WebSocket close code sent when an admin forces a player out
@@ -152,19 +152,8 @@ async fn time_route(
     st.deps.profiler.time(crate::profile::Kind::Http, &name, "", next.run(req)).await
 }
 
-struct Fail(ApiError, RequestId);
-
-impl IntoResponse for Fail {
-    fn into_response(self) -> HttpResponse {
-        if self.0.code == Code::Internal.as_str() {
-            tracing::error!(message = %self.0.message, "internal error");
-        }
-        (self.0.status, Json(Response::err(self.1, &self.0))).into_response()
-    }
-}
-
 fn fail(e: ApiError) -> Fail {
-    Fail(e, RequestId::null())
+    Fail::new(e)
 }
 
 async fn titles(State(st): State<AppState>) -> Json<Value> {
@@ -199,9 +188,7 @@ async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Byte
         return Err(fail(ApiError::new(Code::DevLoginDisabled, "log in through the gateway")));
     }
     let req: LoginBody = parse_json(&body, st.deps.config.limits.message_bytes_max).map_err(fail)?;
-    if !valid_player_id(&req.player) {
-        return Err(fail(ApiError::new(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -")));
-    }
+    ApiError::check_player_id(&req.player).map_err(fail)?;
     let out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
     let now = st.deps.clock.now_ms();
     let expires = now + st.deps.config.token_ttl_seconds as i64 * 1000;

@@ -578,7 +578,7 @@ mod tests {
     fn records_counts_percentiles_and_max() {
         let p = Profiler::new(true);
         for ms in 1..=100u64 {
-            p.record(Kind::Action, "build", "ironhold", Duration::from_millis(ms));
+            p.record(Kind::Action, "build", "fort", Duration::from_millis(ms));
         }
         p.record(Kind::Http, "/health", "", Duration::from_micros(10));
         let rows = p.rows();

@@ -149,6 +149,10 @@ impl Code {
         let n = SERVER_CODES.iter().find(|(c, ..)| *c == self).map_or(500, |(_, _, n, _)| *n);
         StatusCode::from_u16(n).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
+    /// What the code means, as documented.
+    pub fn meaning(self) -> &'static str {
+        SERVER_CODES.iter().find(|(c, ..)| *c == self).map_or("", |(.., m)| m)
+    }
 }
 
 /// An error answer: a server code or a rules code, with a message.
@@ -178,6 +182,15 @@ impl ApiError {
         ApiError { code: e.code.as_str(), status, message: e.message, details: None }
     }
 
+    /// `invalid_player` unless `id` is a valid player id.
+    pub fn check_player_id(id: &str) -> Result<(), ApiError> {
+        if crate::auth::valid_player_id(id) {
+            Ok(())
+        } else {
+            Err(ApiError::new(Code::InvalidPlayer, Code::InvalidPlayer.meaning()))
+        }
+    }
+
     pub fn details(mut self, d: Value) -> ApiError {
         self.details = Some(Box::new(d));
         self
@@ -198,6 +211,27 @@ impl Response {
     }
     pub fn err(id: RequestId, e: &ApiError) -> Response {
         Response { id, ok: false, result: None, error: Some(e.body()) }
+    }
+}
+
+/// An error as an HTTP answer, one JSON shape for the game and admin APIs
+/// alike (a [`Response`] with `ok: false`); an internal error is logged.
+#[derive(Debug)]
+pub struct Fail(pub ApiError, pub RequestId);
+
+impl Fail {
+    /// An error that answers no numbered request (`"id": null`).
+    pub fn new(e: ApiError) -> Fail {
+        Fail(e, RequestId::null())
+    }
+}
+
+impl axum::response::IntoResponse for Fail {
+    fn into_response(self) -> axum::response::Response {
+        if self.0.code == Code::Internal.as_str() {
+            tracing::error!(message = %self.0.message, "internal error");
+        }
+        (self.0.status, axum::Json(Response::err(self.1, &self.0))).into_response()
     }
 }
 

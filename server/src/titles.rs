@@ -540,8 +540,8 @@ async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
 mod tests {
     use super::*;
 
-    fn ironhold() -> TitleFiles {
-        citadel_runtime::read_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../titles/ironhold")).0
+    fn fort() -> TitleFiles {
+        citadel_runtime::read_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fort")).0
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -565,14 +565,14 @@ mod tests {
     #[tokio::test]
     async fn a_version_served_once_is_found_again_after_a_restart() {
         let (folder, store) = (temp("folder"), temp("store"));
-        let first = ironhold();
-        write(&folder.join("ironhold"), &first);
+        let first = fort();
+        write(&folder.join("fort"), &first);
         let titles = Arc::new(Titles::open(&folder, Some(&store)).unwrap());
-        let v1 = titles.get("ironhold").unwrap().content_version.clone();
+        let v1 = titles.get("fort").unwrap().content_version.clone();
         let mut second = first.clone();
         let text = second["title.json"].replace("\"builders\": 1", "\"builders\": 2");
         second.insert("title.json".into(), text);
-        let report = titles.push("ironhold", second.clone()).await.unwrap();
+        let report = titles.push("fort", second.clone()).await.unwrap();
         assert_eq!(report.outcome, Outcome::Swapped);
         let v2 = report.content_version.clone().unwrap();
         assert_ne!(v1, v2);
@@ -580,13 +580,13 @@ mod tests {
 
         // The folder still holds the first version; the process restarts.
         let titles = Arc::new(Titles::open(&folder, Some(&store)).unwrap());
-        assert_eq!(titles.get("ironhold").unwrap().content_version, v1);
-        let found = titles.version("ironhold", &v2).expect("kept in the version store");
+        assert_eq!(titles.get("fort").unwrap().content_version, v1);
+        let found = titles.version("fort", &v2).expect("kept in the version store");
         assert_eq!(found.manifest.builders, 2);
-        let back = titles.rollback("ironhold", Some(&v2)).await.unwrap();
+        let back = titles.rollback("fort", Some(&v2)).await.unwrap();
         assert_eq!((back.outcome, back.content_version.as_deref()), (Outcome::Swapped, Some(v2.as_str())));
-        assert!(titles.version("ironhold", "0123456789abcdef").is_none());
-        assert!(titles.version("ironhold", "../../etc").is_none(), "versions are hex, never a path");
+        assert!(titles.version("fort", "0123456789abcdef").is_none());
+        assert!(titles.version("fort", "../../etc").is_none(), "versions are hex, never a path");
     }
 
     /// A title with errors at start is not served, the others are; it is
@@ -594,13 +594,13 @@ mod tests {
     #[tokio::test]
     async fn a_title_failing_at_start_is_listed_not_served_and_served_once_fixed() {
         let folder = temp("start");
-        write(&folder.join("ironhold"), &ironhold());
-        let mut broken = ironhold();
-        let text = broken["title.json"].replace("\"id\": \"ironhold\"", "\"id\": \"second\"");
+        write(&folder.join("fort"), &fort());
+        let mut broken = fort();
+        let text = broken["title.json"].replace("\"id\": \"fort\"", "\"id\": \"second\"");
         broken.insert("title.json".into(), text.replace("\"builders\": 1", "\"builders\": \"x\""));
         write(&folder.join("second"), &broken);
         let titles = Arc::new(Titles::open(&folder, None).unwrap());
-        assert!(titles.get("ironhold").is_some());
+        assert!(titles.get("fort").is_some());
         assert!(titles.get("second").is_none());
         let info = titles.info();
         let second = info.iter().find(|t| t.id == "second").expect("listed");
@@ -620,19 +620,19 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_change_keeps_the_running_version_and_reports_why() {
         let folder = temp("invalid");
-        write(&folder.join("ironhold"), &ironhold());
+        write(&folder.join("fort"), &fort());
         let titles = Arc::new(Titles::open(&folder, None).unwrap());
-        let before = titles.get("ironhold").unwrap().content_version.clone();
+        let before = titles.get("fort").unwrap().content_version.clone();
         let mut reports = titles.reports();
-        let mut broken = ironhold();
+        let mut broken = fort();
         broken.insert("title.json".into(), "{".into());
-        let r = titles.push("ironhold", broken).await.unwrap();
+        let r = titles.push("fort", broken).await.unwrap();
         assert_eq!(r.outcome, Outcome::Refused);
         assert!(r.errors() > 0);
         assert_eq!(r.content_version.as_deref(), Some(before.as_str()));
-        assert_eq!(titles.get("ironhold").unwrap().content_version, before);
+        assert_eq!(titles.get("fort").unwrap().content_version, before);
         assert_eq!(reports.recv().await.unwrap().outcome, Outcome::Refused, "subscribers hear of it");
-        assert!(matches!(titles.rollback("ironhold", None).await, Err(RollbackError::NoEarlier)));
+        assert!(matches!(titles.rollback("fort", None).await, Err(RollbackError::NoEarlier)));
         assert!(matches!(titles.rollback("nope", None).await, Err(RollbackError::UnknownTitle)));
     }
 }

@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod support;
 
-use support::{counting_title, temp, Killed, START_GEMS};
+use std::sync::Arc;
+
+use support::{counting_title, temp, Counter, Killed, START_GEMS};
 
 const PLAYERS: usize = 24;
 
@@ -49,8 +51,14 @@ async fn login(addr: &str, player: &str) -> Value {
     r.json().await.unwrap()
 }
 
-/// Sends `tithe` until the connection dies; returns (sent, acknowledged).
-async fn play(addr: String, player: String) -> (u64, u64) {
+/// Actions acknowledged across all players before a server is killed: the
+/// kill comes once the load is real (several in flight per player), at
+/// whatever speed this machine runs.
+const ACKED_BEFORE_KILL: u64 = 20;
+
+/// Sends `tithe` until the connection dies, counting each acknowledgement
+/// in `acked_all`; returns (sent, acknowledged).
+async fn play(addr: String, player: String, acked_all: Arc<Counter>) -> (u64, u64) {
     let token = login(&addr, &player).await["token"].as_str().unwrap().to_string();
     let (mut w, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/mini/ws?token={token}")).await.unwrap();
     let (mut sent, mut acked) = (0, 0);
@@ -70,6 +78,7 @@ async fn play(addr: String, player: String) -> (u64, u64) {
                     }
                     assert_eq!(v["ok"], true, "{v}");
                     acked += 1;
+                    acked_all.add(1);
                     break;
                 }
                 Some(Ok(_)) => continue,
@@ -99,8 +108,10 @@ async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
     .unwrap();
     let (mut server, addr) = serve(&data, &titles, &config);
     let players: Vec<String> = (0..PLAYERS).map(|i| format!("p{i}")).collect();
-    let tasks: Vec<_> = players.iter().map(|p| tokio::spawn(play(addr.clone(), p.clone()))).collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let acked_all = Arc::new(Counter::default());
+    let tasks: Vec<_> =
+        players.iter().map(|p| tokio::spawn(play(addr.clone(), p.clone(), acked_all.clone()))).collect();
+    acked_all.reaches(PLAYERS as u64 * ACKED_BEFORE_KILL, Duration::from_secs(60), "actions acknowledged").await;
     server.kill(); // SIGKILL
     let mut counts = Vec::new();
     for t in tasks {
@@ -218,8 +229,10 @@ async fn a_takeover_after_sigkill_applies_the_dead_servers_journal() {
     let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
     const TAKEN: usize = 12;
     let players: Vec<String> = (0..TAKEN).map(|i| format!("t{i}")).collect();
-    let tasks: Vec<_> = players.iter().map(|p| tokio::spawn(play(addr_b.clone(), p.clone()))).collect();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let acked_all = Arc::new(Counter::default());
+    let tasks: Vec<_> =
+        players.iter().map(|p| tokio::spawn(play(addr_b.clone(), p.clone(), acked_all.clone()))).collect();
+    acked_all.reaches(TAKEN as u64 * ACKED_BEFORE_KILL, Duration::from_secs(60), "actions acknowledged").await;
     b.kill(); // SIGKILL
     let mut counts = Vec::new();
     for t in tasks {

@@ -19,19 +19,19 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn login_build_upgrade_and_timers_over_http() {
     let s = start(fresh_data("http"), |_| {}).await;
-    let (tok, login) = s.login("ironhold", "alice").await;
+    let (tok, login) = s.login("fort", "alice").await;
     assert_eq!(login["state"]["resources"]["gold"], 750);
-    let (st, r) = s.act("ironhold", &tok, "build", json!({ "building": "lumber_mill", "x": 10, "y": 10 })).await;
+    let (st, r) = s.act("fort", &tok, "build", json!({ "building": "lumber_mill", "x": 10, "y": 10 })).await;
     assert_eq!((st, &r["ok"], &r["id"]), (200, &json!(true), &json!(7)));
-    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    let (_, r) = s.act("fort", &tok, "get_state", Value::Null).await;
     assert_eq!(r["result"]["state"]["buildings"][3]["level"], 0, "still under construction");
     s.advance(10);
-    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    let (_, r) = s.act("fort", &tok, "get_state", Value::Null).await;
     assert_eq!(r["result"]["events"][0]["event"], "building_completed");
     assert_eq!(r["result"]["state"]["buildings"][3]["level"], 1);
-    let (st, r) = s.act("ironhold", &tok, "upgrade", json!({ "id": 4 })).await;
+    let (st, r) = s.act("fort", &tok, "upgrade", json!({ "id": 4 })).await;
     assert_eq!((st, &r["ok"]), (200, &json!(true)), "{r}");
-    let (st, r) = s.act("ironhold", &tok, "upgrade", json!({ "id": 4 })).await;
+    let (st, r) = s.act("fort", &tok, "upgrade", json!({ "id": 4 })).await;
     assert_eq!((st, &r["error"]["code"]), (200, &json!("busy")), "a rules refusal is a processed request");
     s.stop().await;
 }
@@ -39,7 +39,7 @@ async fn login_build_upgrade_and_timers_over_http() {
 #[tokio::test]
 async fn bad_requests_get_their_documented_codes() {
     let s = start(fresh_data("errors"), |_| {}).await;
-    let (tok, _) = s.login("ironhold", "bob").await;
+    let (tok, _) = s.login("fort", "bob").await;
     let tampered = format!("{tok}x");
     let cases: Vec<(Option<&str>, String, u16, &str)> = vec![
         (Some(&tok), "{not json".into(), 400, "bad_request"),
@@ -63,7 +63,7 @@ async fn bad_requests_get_their_documented_codes() {
         (Some(&tampered), json!({ "id": 1, "action": "ping" }).to_string(), 401, "unauthorized"),
     ];
     for (token, body, status, code) in cases {
-        let (st, r) = s.post("ironhold", token, body.clone()).await;
+        let (st, r) = s.post("fort", token, body.clone()).await;
         assert_eq!((st, r["error"]["code"].as_str().unwrap_or("")), (status, code), "{}", &body[..body.len().min(80)]);
         assert_eq!(r["ok"], false);
     }
@@ -72,19 +72,15 @@ async fn bad_requests_get_their_documented_codes() {
     // A token for one title is refused by another.
     let (st, r) = s.post("mini", Some(&tok), json!({ "action": "ping" }).to_string()).await;
     assert_eq!((st, r["error"]["code"].as_str().unwrap()), (403, "wrong_title"));
-    let r = reqwest::Client::new()
-        .post(s.url("/v1/ironhold/login"))
-        .json(&json!({ "player": "../etc" }))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        reqwest::Client::new().post(s.url("/v1/fort/login")).json(&json!({ "player": "../etc" })).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // Nothing above changed the player.
-    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    let (_, r) = s.act("fort", &tok, "get_state", Value::Null).await;
     assert_eq!(r["result"]["state"]["resources"]["gold"], 750);
     // Tokens expire.
     s.advance(25 * 3600);
-    let (st, r) = s.post("ironhold", Some(&tok), json!({ "action": "ping" }).to_string()).await;
+    let (st, r) = s.post("fort", Some(&tok), json!({ "action": "ping" }).to_string()).await;
     assert_eq!((st, r["error"]["code"].as_str().unwrap()), (401, "token_expired"));
     s.stop().await;
 }
@@ -117,8 +113,8 @@ async fn next_json(
 #[tokio::test]
 async fn websocket_uses_the_same_dispatcher_and_survives_bad_messages() {
     let s = start(fresh_data("ws"), |_| {}).await;
-    let (tok, _) = s.login("ironhold", "carol").await;
-    let mut w = ws(&s, "ironhold", &tok).await;
+    let (tok, _) = s.login("fort", "carol").await;
+    let mut w = ws(&s, "fort", &tok).await;
     w.send(Message::Text(
         json!({ "id": 1, "action": "build", "args": { "building": "lumber_mill", "x": 10, "y": 10 } })
             .to_string()
@@ -150,7 +146,7 @@ async fn websocket_uses_the_same_dispatcher_and_survives_bad_messages() {
     .await
     .unwrap();
     assert_eq!(next_json(&mut w).await["error"]["code"], "limit_reached");
-    let (_, r) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    let (_, r) = s.act("fort", &tok, "get_state", Value::Null).await;
     assert_eq!(r["result"]["state"]["buildings"].as_array().unwrap().len(), 4);
     // A frame far over the limit (the transport's hard limit) is answered,
     // then the connection is closed with 1009 (message too big).
@@ -169,8 +165,8 @@ async fn websocket_uses_the_same_dispatcher_and_survives_bad_messages() {
 async fn reconnect_resumes_the_session_and_restart_keeps_the_player() {
     let data = fresh_data("resume");
     let s = start(data.clone(), |_| {}).await;
-    let (tok, _) = s.login("ironhold", "dave").await;
-    let mut w = ws(&s, "ironhold", &tok).await;
+    let (tok, _) = s.login("fort", "dave").await;
+    let mut w = ws(&s, "fort", &tok).await;
     w.send(Message::Text(
         json!({ "id": 1, "action": "build", "args": { "building": "vault", "x": 4, "y": 4 } }).to_string().into(),
     ))
@@ -178,16 +174,16 @@ async fn reconnect_resumes_the_session_and_restart_keeps_the_player() {
     .unwrap();
     assert_eq!(next_json(&mut w).await["ok"], true);
     drop(w);
-    let mut w = ws(&s, "ironhold", &tok).await;
+    let mut w = ws(&s, "fort", &tok).await;
     w.send(Message::Text(json!({ "id": 2, "action": "get_state" }).to_string().into())).await.unwrap();
     assert_eq!(next_json(&mut w).await["result"]["state"]["buildings"][3]["building"], "vault");
     drop(w);
     let clock = s.clock.clone();
     s.stop().await;
-    assert_eq!(saved(&data, "ironhold", "dave")["buildings"][3]["building"], "vault");
+    assert_eq!(saved(&data, "fort", "dave")["buildings"][3]["building"], "vault");
     // A new server process on the same data: the player is as they were.
     let s = start_at(data.clone(), clock, |_| {}).await;
-    let (_, login) = s.login("ironhold", "dave").await;
+    let (_, login) = s.login("fort", "dave").await;
     assert_eq!(login["state"]["buildings"][3]["building"], "vault");
     assert_eq!(login["state"]["resources"]["wood"], 450);
     s.stop().await;
@@ -373,7 +369,12 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     // A third connection is not served while two are open...
     let third = reqwest::Client::new().get(s.url("/health")).send();
     let third = tokio::spawn(third);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server runs on this test's single-threaded runtime. With the clock
+    // paused, a sleep ends only when every task (the server's included) has
+    // nothing left to do, so the third was left waiting, not merely slow.
+    tokio::time::pause();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::resume();
     assert!(!third.is_finished(), "served beyond connections_max");
     // ...and is served as soon as one closes.
     drop(first);
@@ -498,6 +499,8 @@ async fn the_load_generator_drives_a_server_and_reports() {
         .args([
             "--addr",
             &s.addr.to_string(),
+            "--title",
+            "fort",
             "--players",
             "20",
             "--rate",

@@ -5,8 +5,8 @@
 //! invalid version is ever served, and every player file is sound at the end.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,25 +14,17 @@ use citadel_runtime::{PlayerState, TitleFiles};
 use citadel_server::Config;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use support::{root, temp, Counter};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
+
+mod support;
 
 const ADMIN: &str = "hot-reload-test-admin-token";
 /// Players on each transport.
 const PLAYERS_PER_TRANSPORT: usize = 8;
 /// How soon a valid change must reach new requests.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(1);
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("citadel-hot-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Writes a title's files into `dir`, each changed file the way editors
 /// do it: alternately in place and as a temporary file renamed over it.
@@ -117,13 +109,18 @@ fn edits(start: &TitleFiles) -> Vec<(String, TitleFiles, bool)> {
 
 #[derive(Default)]
 struct Tally {
-    ok: AtomicU64,
+    ok: Counter,
+    /// Answers to each player, to wait for every one of them.
+    by_player: Mutex<std::collections::BTreeMap<String, Arc<Counter>>>,
     failures: Mutex<Vec<String>>,
     /// Content versions seen in players' states.
     seen: Mutex<BTreeSet<String>>,
 }
 
 impl Tally {
+    fn player(&self, name: &str) -> Arc<Counter> {
+        self.by_player.lock().unwrap().entry(name.to_string()).or_default().clone()
+    }
     fn fail(&self, what: String) {
         self.failures.lock().unwrap().push(what);
     }
@@ -136,7 +133,7 @@ impl Tally {
                 self.fail(format!("status {status} with ok: {v}"));
                 return;
             }
-            self.ok.fetch_add(1, Ordering::Relaxed);
+            self.ok.add(1);
             if let Some(cv) = v["result"]["state"]["content_version"].as_str() {
                 self.seen.lock().unwrap().insert(cv.to_string());
             }
@@ -145,7 +142,7 @@ impl Tally {
             if server_codes.contains(code) || code.is_empty() {
                 self.fail(format!("status {status}: {v}"));
             } else {
-                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.ok.add(1);
             }
         }
     }
@@ -161,7 +158,7 @@ fn request(i: u64) -> Value {
 
 async fn login(http: &reqwest::Client, base: &str, player: &str) -> String {
     let v: Value = http
-        .post(format!("{base}/v1/ironhold/login"))
+        .post(format!("{base}/v1/fort/login"))
         .json(&json!({ "player": player }))
         .send()
         .await
@@ -175,16 +172,18 @@ async fn login(http: &reqwest::Client, base: &str, player: &str) -> String {
 async fn http_player(base: String, player: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     let http = reqwest::Client::new();
     let token = login(&http, &base, &player).await;
+    let answered = tally.player(&player);
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        match http.post(format!("{base}/v1/ironhold/request")).bearer_auth(&token).json(&request(i)).send().await {
+        match http.post(format!("{base}/v1/fort/request")).bearer_auth(&token).json(&request(i)).send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
                 match r.json::<Value>().await {
                     Ok(v) => tally.check(&v, status),
                     Err(e) => tally.fail(format!("{player}: unreadable answer: {e}")),
                 }
+                answered.add(1);
             }
             Err(e) => tally.fail(format!("{player}: {e}")),
         }
@@ -195,9 +194,9 @@ async fn http_player(base: String, player: String, stop: Arc<AtomicBool>, tally:
 async fn ws_player(base: String, addr: String, player: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     let http = reqwest::Client::new();
     let token = login(&http, &base, &player).await;
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ironhold/ws?token={token}")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/fort/ws?token={token}")).await.unwrap();
     let _welcome = ws.next().await;
+    let answered = tally.player(&player);
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
@@ -206,10 +205,13 @@ async fn ws_player(base: String, addr: String, player: String, stop: Arc<AtomicB
             return;
         }
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(&t) {
-                Ok(v) => tally.check(&v, 200),
-                Err(e) => tally.fail(format!("{player}: {e}")),
-            },
+            Some(Ok(Message::Text(t))) => {
+                match serde_json::from_str::<Value>(&t) {
+                    Ok(v) => tally.check(&v, 200),
+                    Err(e) => tally.fail(format!("{player}: {e}")),
+                }
+                answered.add(1);
+            }
             other => {
                 tally.fail(format!("{player}: socket ended: {other:?}"));
                 return;
@@ -222,7 +224,7 @@ async fn ws_player(base: String, addr: String, player: String, stop: Arc<AtomicB
 
 async fn served(http: &reqwest::Client, base: &str) -> String {
     let v: Value = http.get(format!("{base}/v1/titles")).send().await.unwrap().json().await.unwrap();
-    v["titles"].as_array().unwrap().iter().find(|t| t["id"] == "ironhold").unwrap()["content_version"]
+    v["titles"].as_array().unwrap().iter().find(|t| t["id"] == "fort").unwrap()["content_version"]
         .as_str()
         .unwrap()
         .to_string()
@@ -231,14 +233,14 @@ async fn served(http: &reqwest::Client, base: &str) -> String {
 async fn last_change(http: &reqwest::Client, base: &str) -> Value {
     let v: Value =
         http.get(format!("{base}/admin/api/titles")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
-    v["titles"].as_array().unwrap().iter().find(|t| t["id"] == "ironhold").unwrap()["last_change"].clone()
+    v["titles"].as_array().unwrap().iter().find(|t| t["id"] == "fort").unwrap()["last_change"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() {
     let titles = temp("titles");
-    let folder = titles.join("ironhold");
-    let start = citadel_runtime::read_dir(&root().join("titles/ironhold")).0;
+    let folder = titles.join("fort");
+    let start = citadel_runtime::read_dir(&root().join("tests/fixtures/fort")).0;
     write_changed(&folder, &TitleFiles::new(), &start, 0);
     let data = temp("data");
     let mut config = Config { data_dir: data.clone(), titles: titles.clone(), ..Config::default() };
@@ -278,7 +280,8 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
             tally.clone(),
         )));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every player is playing before the first edit.
+    tally.ok.reaches(4 * PLAYERS_PER_TRANSPORT as u64, Duration::from_secs(30), "answers before the edits").await;
 
     let first_version = first.clone();
     let mut valid = BTreeSet::from([first.clone()]);
@@ -288,7 +291,7 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     let mut log = Vec::new();
     for (n, (what, files, ok)) in edits(&start).into_iter().enumerate() {
         let version = citadel_runtime::load::content_version(&files);
-        let before = tally.ok.load(Ordering::Relaxed);
+        let before = tally.ok.get();
         let written = Instant::now();
         let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
         write_changed(&folder, &on_disk, &files, n);
@@ -326,11 +329,17 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
         }
         log.push(format!("{n}: {what}: {:?}", written.elapsed()));
         // Let players play a little on every version.
-        while tally.ok.load(Ordering::Relaxed) < before + 20 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        tally.ok.reaches(before + 20, Duration::from_secs(30), &format!("answers on edit {n}")).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every player answered twice more: each sends one request at a time,
+    // so the second was sent after the last version was served, and every
+    // session has moved to it.
+    let players_now: Vec<(Arc<Counter>, u64)> =
+        tally.by_player.lock().unwrap().values().map(|c| (c.clone(), c.get())).collect();
+    assert_eq!(players_now.len(), PLAYERS_PER_TRANSPORT * 2, "every player is playing");
+    for (answers, n) in players_now {
+        answers.reaches(n + 2, Duration::from_secs(30), "a player's answers on the last version").await;
+    }
     stop.store(true, Ordering::Relaxed);
     for p in players {
         p.await.unwrap();
@@ -339,9 +348,16 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     // The console saw each edit: every valid version served, every invalid
     // edit refused with its diagnostics. (A slow disk may show the gate a
     // half-written edit too; that is refused like any invalid content.)
+    // Changes are reported in the order they happen, so once the last
+    // valid version and enough refusals are in, any swap that should not
+    // have happened has been reported too.
+    let expected: BTreeSet<String> = valid.iter().filter(|v| **v != first_version).cloned().collect();
     let (mut swapped, mut refused) = (BTreeSet::new(), 0);
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(1500), console.next()).await {
-        let Ok(Message::Text(t)) = msg else { panic!("console closed: {msg:?}") };
+    while !(swapped.is_superset(&expected) && refused >= invalid.len()) {
+        let msg = tokio::time::timeout(Duration::from_secs(30), console.next())
+            .await
+            .unwrap_or_else(|_| panic!("the console saw {swapped:?} and {refused} refusals, no more"));
+        let Some(Ok(Message::Text(t))) = msg else { panic!("console closed: {msg:?}") };
         let r: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(r["source"], "folder", "{r}");
         match r["outcome"].as_str().unwrap() {
@@ -355,7 +371,6 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
             other => assert_eq!(other, "unchanged", "{r}"),
         }
     }
-    let expected: BTreeSet<String> = valid.iter().filter(|v| **v != first_version).cloned().collect();
     assert_eq!(swapped, expected, "every valid version, and only those, swapped in");
     assert!(refused >= invalid.len(), "{refused} refusals for {} invalid edits", invalid.len());
 
@@ -365,13 +380,13 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     assert!(seen.is_subset(&valid), "served versions {seen:?}, valid ones {valid:?}");
     assert!(seen.is_disjoint(&invalid));
     assert!(seen.len() >= 10, "players saw only {} versions: {log:#?}", seen.len());
-    assert!(tally.ok.load(Ordering::Relaxed) > 500);
+    assert!(tally.ok.get() > 500);
 
     // Every player, asked now, is on the last version and migrated.
     for p in ["h0", "w0"] {
         let token = login(&http, &base, p).await;
         let v: Value = http
-            .post(format!("{base}/v1/ironhold/request"))
+            .post(format!("{base}/v1/fort/request"))
             .bearer_auth(&token)
             .json(&json!({ "action": "get_state" }))
             .send()
@@ -390,7 +405,7 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     let _ = stop_server.send(());
     server.await.unwrap().unwrap();
     // No player file corrupted: each reads back, on the last version.
-    let dir = data.join("players/ironhold");
+    let dir = data.join("players/fort");
     let mut files = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();

@@ -7,7 +7,7 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use serde_json::{json, Value};
 use support::server::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -177,18 +177,22 @@ async fn a_wait_for_a_lock_is_its_own_stage_and_not_a_slow_request() {
         let b = b.clone();
         tokio::spawn(async move { b.login("mini", "waiter").await })
     };
-    let mut seen = false;
-    for _ in 0..500 {
+    // Until the server itself lists the login in flight, in the lock stage,
+    // for well past slow_request_ms (200): the wait this test is about.
+    let mut seen = Value::Null;
+    for _ in 0..1000 {
         let list = b.admin_json("/admin/api/inflight").await;
-        if list["requests"].as_array().unwrap().iter().any(|r| r["player"] == "waiter" && r["stage"] == "lock") {
-            seen = true;
-            break;
+        let row = list["requests"].as_array().unwrap().iter().find(|r| r["player"] == "waiter").cloned();
+        if let Some(row) = row.filter(|r| r["stage"] == "lock") {
+            if row["age_ms"].as_f64().unwrap() > 400.0 {
+                seen = row;
+                break;
+            }
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(seen, "the login was listed in flight in the lock stage");
-    // Held well past slow_request_ms (200), then handed over by A's shutdown.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!seen.is_null(), "the login was listed in flight in the lock stage for 400 ms");
+    // Then handed over by A's shutdown.
     a.stop().await;
     let (_, v) = login.await.unwrap();
     assert_eq!(v["player"], "waiter");

@@ -13,16 +13,20 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{citadel, counting_title, temp, START_GEMS};
+use support::{citadel, counting_title, temp, Counter, START_GEMS};
 use tokio_tungstenite::tungstenite::Message;
 
 const PLAYERS_PER_TRANSPORT: usize = 8;
 /// A request not answered after this long, reconnects included, failed.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
+/// Actions acknowledged before the upgrade starts, and again after the old
+/// process exits, so that both processes are seen serving real load.
+const LOAD: u64 = 100;
+
 #[derive(Default)]
 struct Tally {
-    acked: AtomicU64,
+    acked: Counter,
     reconnects: AtomicU64,
 }
 
@@ -79,7 +83,7 @@ async fn ws_player(addr: String, player: String, stop: Arc<AtomicBool>, tally: A
                             return Err(format!("{player}: request {id} failed: {v}"));
                         }
                         acked += 1;
-                        tally.acked.fetch_add(1, Ordering::Relaxed);
+                        tally.acked.add(1);
                         id += 1;
                         break;
                     }
@@ -116,7 +120,7 @@ async fn http_player(addr: String, player: String, stop: Arc<AtomicBool>, tally:
             };
             if v["ok"] == true {
                 acked += 1;
-                tally.acked.fetch_add(1, Ordering::Relaxed);
+                tally.acked.add(1);
                 id += 1;
                 break;
             }
@@ -167,9 +171,7 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request_or_a_lost_
         let (a, s, t) = (addr.clone(), stop.clone(), tally.clone());
         players.push((format!("h{p}"), tokio::spawn(http_player(a, format!("h{p}"), s, t))));
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let before = tally.acked.load(Ordering::Relaxed);
-    assert!(before > 100, "the load was real: {before} actions before the upgrade");
+    let before = tally.acked.reaches(LOAD, ANSWER_WITHIN, "actions acknowledged before the upgrade").await;
 
     // The upgrade: B takes the socket over; A drains and exits 0.
     let mut args_b = common("server-b");
@@ -186,8 +188,8 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request_or_a_lost_
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "the old process exits 0 after draining: {status:?}");
-    let at_exit = tally.acked.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let at_exit = tally.acked.get();
+    tally.acked.reaches(at_exit + LOAD, ANSWER_WITHIN, "actions acknowledged by the new process").await;
     stop.store(true, Ordering::Relaxed);
     let mut acked_by = Vec::new();
     for (name, p) in players {
@@ -196,10 +198,10 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request_or_a_lost_
             Err(e) => panic!("a failed request: {e}"),
         }
     }
-    let after = tally.acked.load(Ordering::Relaxed);
+    let after = tally.acked.get();
     let reconnects = tally.reconnects.load(Ordering::Relaxed);
     eprintln!("upgrade: {before} acknowledged before, {at_exit} when the old process exited, {after} in all; {reconnects} reconnects");
-    assert!(after > at_exit + 100, "the new process served the load: {at_exit} then {after}");
+    assert!(after >= at_exit + LOAD, "the new process served the load: {at_exit} then {after}");
     assert!(reconnects >= PLAYERS_PER_TRANSPORT as u64, "WebSockets reconnected");
 
     // Exactly the acknowledged actions, each once, on the new process.

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use auth::Who;
 
-use crate::protocol::{ApiError, Code};
+use crate::protocol::{ApiError, Code, Fail};
 use crate::state::AppState;
 use crate::titles::{Outcome, Report, RollbackError};
 
@@ -61,20 +61,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(state, require_admin))
 }
 
-pub(crate) struct Fail(pub(crate) ApiError);
-
-impl IntoResponse for Fail {
-    fn into_response(self) -> HttpResponse {
-        (self.0.status, Json(json!({ "ok": false, "error": self.0.body() }))).into_response()
-    }
-}
-
 pub(crate) fn bad_request(what: impl std::fmt::Display) -> Fail {
-    Fail(ApiError::new(Code::BadRequest, what.to_string()))
+    Fail::new(ApiError::new(Code::BadRequest, what.to_string()))
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> Fail {
-    Fail(ApiError::new(Code::Internal, e.to_string()))
+    Fail::new(ApiError::new(Code::Internal, e.to_string()))
 }
 
 /// A JSON body of type `T`, or a `bad_request` saying what was expected.
@@ -162,7 +154,7 @@ async fn journal_lost(
         return Err(bad_request("this server's own journal is not lost: it is running"));
     }
     let Some(mut home) = st.deps.world.journal_home(&id).await.map_err(internal)? else {
-        return Err(Fail(ApiError::new(
+        return Err(Fail::new(ApiError::new(
             Code::UnknownServer,
             format!("no server `{id}` ever recorded where its journal is"),
         )));
@@ -234,7 +226,7 @@ pub(crate) async fn require_admin(State(st): State<AppState>, mut req: Request, 
             req.extensions_mut().insert(w);
             next.run(req).await
         }
-        Err(e) => Fail(e).into_response(),
+        Err(e) => Fail::new(e).into_response(),
     }
 }
 
@@ -354,7 +346,7 @@ fn known(id: &str) -> Result<(), Fail> {
     if citadel_runtime::load::valid_title_id(id) {
         Ok(())
     } else {
-        Err(Fail(ApiError::new(Code::UnknownTitle, format!("`{id}` is not a title id"))))
+        Err(Fail::new(ApiError::new(Code::UnknownTitle, format!("`{id}` is not a title id"))))
     }
 }
 
@@ -385,8 +377,9 @@ async fn push(
 ) -> Result<(StatusCode, Json<Value>), Fail> {
     known(&id)?;
     let before = versions(&st, Some(&id));
-    let body: PushBody = serde_json::from_slice(&body)
-        .map_err(|e| Fail(ApiError::new(Code::BadRequest, format!("expected {{\"files\": {{path: text}}}}: {e}"))))?;
+    let body: PushBody = serde_json::from_slice(&body).map_err(|e| {
+        Fail::new(ApiError::new(Code::BadRequest, format!("expected {{\"files\": {{path: text}}}}: {e}")))
+    })?;
     let report = st.deps.titles.push(&id, body.files).await.map_err(|e| internal(format!("{e:#}")))?;
     audit_titles(&st, &who, "push", &id, before, std::slice::from_ref(&report)).await;
     Ok(answer(vec![report]))
@@ -411,17 +404,20 @@ async fn rollback(
     let body: RollbackBody = if body.is_empty() {
         RollbackBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Fail(ApiError::new(Code::BadRequest, format!("expected {{\"content_version\": ...}}: {e}"))))?
+        serde_json::from_slice(&body).map_err(|e| {
+            Fail::new(ApiError::new(Code::BadRequest, format!("expected {{\"content_version\": ...}}: {e}")))
+        })?
     };
     match st.deps.titles.rollback(&id, body.content_version.as_deref()).await {
         Ok(report) => {
             audit_titles(&st, &who, "rollback", &id, before, std::slice::from_ref(&report)).await;
             Ok(answer(vec![report]))
         }
-        Err(RollbackError::UnknownTitle) => Err(Fail(ApiError::new(Code::UnknownTitle, format!("no title `{id}`")))),
+        Err(RollbackError::UnknownTitle) => {
+            Err(Fail::new(ApiError::new(Code::UnknownTitle, format!("no title `{id}`"))))
+        }
         Err(e @ (RollbackError::NoEarlier | RollbackError::UnknownVersion(_))) => {
-            Err(Fail(ApiError::new(Code::UnknownVersion, e.to_string())))
+            Err(Fail::new(ApiError::new(Code::UnknownVersion, e.to_string())))
         }
         Err(RollbackError::Internal(m)) => Err(internal(m)),
     }

@@ -47,12 +47,9 @@ pub(super) fn routes() -> Router<AppState> {
 /// A served title and a valid player id, or why not.
 fn target(st: &AppState, title: &str, player: &str) -> Result<(), Fail> {
     if st.deps.titles.get(title).is_none() {
-        return Err(Fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}` is served here"))));
+        return Err(Fail::new(ApiError::new(Code::UnknownTitle, format!("no title `{title}` is served here"))));
     }
-    if !crate::auth::valid_player_id(player) {
-        return Err(Fail(ApiError::new(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -")));
-    }
-    Ok(())
+    ApiError::check_player_id(player).map_err(Fail::new)
 }
 
 fn reason(text: &str, required: bool) -> Result<String, Fail> {
@@ -74,7 +71,7 @@ fn session_error(mut e: ApiError) -> Fail {
     if e.status == axum::http::StatusCode::OK || rules {
         e.status = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
     }
-    Fail(e)
+    Fail::new(e)
 }
 
 #[derive(Deserialize)]
@@ -92,7 +89,7 @@ async fn search(State(st): State<AppState>, Query(q): Query<SearchQuery>) -> Res
     let titles: Vec<String> = match &q.title {
         Some(t) => {
             if st.deps.titles.get(t).is_none() {
-                return Err(Fail(ApiError::new(Code::UnknownTitle, format!("no title `{t}` is served here"))));
+                return Err(Fail::new(ApiError::new(Code::UnknownTitle, format!("no title `{t}` is served here"))));
             }
             vec![t.clone()]
         }
@@ -126,7 +123,7 @@ async fn state_of(st: &AppState, title: &str, player: &str) -> Result<Option<(Va
         let v: Value = serde_json::from_str(answer.get()).map_err(internal)?;
         return Ok(Some((v["state"].clone(), true)));
     }
-    let found = read_player(&*st.deps.blobs, title, player).await.map_err(Fail)?;
+    let found = read_player(&*st.deps.blobs, title, player).await.map_err(Fail::new)?;
     Ok(found.map(|(state, _)| (json!(state), false)))
 }
 
@@ -148,7 +145,7 @@ fn snapshots_of(keys: &[String]) -> Vec<Value> {
 async fn view(State(st): State<AppState>, Path((title, player)): Path<(String, String)>) -> Result<Json<Value>, Fail> {
     target(&st, &title, &player)?;
     let Some((state, online_here)) = state_of(&st, &title, &player).await? else {
-        return Err(Fail(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))));
+        return Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))));
     };
     let now = st.deps.clock.now_ms();
     let world = &st.deps.world;
@@ -206,7 +203,7 @@ async fn adjust(
     let why = reason(&b.reason, true)?;
     let adj = Adjustment { resources: b.resources, items: b.items };
     if st.sessions.is_live(&title, &player)
-        || read_player(&*st.deps.blobs, &title, &player).await.map_err(Fail)?.is_some()
+        || read_player(&*st.deps.blobs, &title, &player).await.map_err(Fail::new)?.is_some()
     {
         let result = change(&st, &title, &player, AdminOp::Adjust(adj)).await?;
         let (before, after) = (result["before"].clone(), result["after"].clone());
@@ -218,7 +215,7 @@ async fn adjust(
         .await;
         return Ok(Json(json!({ "ok": true, "amounts": after, "events": result["events"], "audit": id })));
     }
-    Err(Fail(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))))
+    Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))))
 }
 
 #[derive(Deserialize)]
@@ -349,7 +346,10 @@ async fn restore(
         return Err(bad_request(format!("`{}` is not a snapshot id", b.snapshot)));
     }
     let Some((bytes, _)) = st.deps.blobs.get(&key).await.map_err(internal)? else {
-        return Err(Fail(ApiError::new(Code::UnknownVersion, format!("no snapshot `{}` of this player", b.snapshot))));
+        return Err(Fail::new(ApiError::new(
+            Code::UnknownVersion,
+            format!("no snapshot `{}` of this player", b.snapshot),
+        )));
     };
     if bytes.len() > RESTORE_BYTES_MAX {
         return Err(bad_request(format!(
@@ -360,7 +360,7 @@ async fn restore(
     let text = String::from_utf8(bytes).map_err(|_| internal(format!("{key} is not UTF-8")))?;
     let earlier = PlayerState::from_json(&text).map_err(|e| internal(format!("{key}: {e}")))?;
     let Some((current, _)) = state_of(&st, &title, &player).await? else {
-        return Err(Fail(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))));
+        return Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))));
     };
     let summary = |s: &Value| json!({ "clock_ms": s["clock_ms"], "seq": s["seq"], "resources": s["resources"] });
     let restored = json!(earlier);

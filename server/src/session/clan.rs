@@ -79,7 +79,7 @@ impl Session {
     }
 
     /// This player's membership, checked for a permission when one is given.
-    pub(super) async fn my_clan(
+    async fn my_clan(
         &self,
         deps: &Deps,
         title: &Title,
@@ -249,9 +249,7 @@ impl Session {
         now: i64,
     ) -> Result<Answer, ApiError> {
         let me = self.my_clan(deps, title, rules, Some(ClanPermission::Invite)).await?;
-        if !crate::auth::valid_player_id(player) {
-            return Err(refused(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -"));
-        }
+        ApiError::check_player_id(player)?;
         if deps.world.info(title.id(), player).await.map_err(internal)?.is_none() {
             return Err(refused(Code::UnknownPlayer, format!("no player `{player}` in {}", title.id())));
         }
@@ -261,7 +259,7 @@ impl Session {
     }
 
     /// Kick (`step` None), promote (-1: one rank up) or demote (+1).
-    pub(super) async fn clan_rank_change(
+    async fn clan_rank_change(
         &self,
         deps: &Deps,
         title: &Title,

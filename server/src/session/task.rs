@@ -214,7 +214,7 @@ impl Session {
     }
 
     /// The rest of [`Session::load`], once the player's lock is held.
-    pub(super) async fn load_locked(
+    async fn load_locked(
         deps: &Deps,
         title: &Title,
         key: &Key,
@@ -273,7 +273,7 @@ impl Session {
     /// between requests; `started_on` stands in only if the title were
     /// ever unloaded); refuse if fenced or the journal failed; run the
     /// operation; number it; append its record with the answer attached.
-    pub(super) async fn handle(&mut self, deps: &Deps, started_on: &Title, m: Msg) {
+    async fn handle(&mut self, deps: &Deps, started_on: &Title, m: Msg) {
         let title = &deps.titles.get(&self.key.0).unwrap_or_else(|| started_on.clone());
         let now = deps.clock.now_ms();
         if let Msg::Do(_, issued, _, _) = &m {
@@ -374,7 +374,7 @@ impl Session {
 
     /// Sends an answer that needs no journal record, after the answers
     /// still waiting for theirs.
-    pub(super) async fn answer_in_order(&self, deps: &Deps, reply: Reply, result: Result<Answer, ApiError>) {
+    async fn answer_in_order(&self, deps: &Deps, reply: Reply, result: Result<Answer, ApiError>) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = reply.send(result);
         } else {

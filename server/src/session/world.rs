@@ -248,7 +248,7 @@ impl Session {
     }
 
     /// The world requests answered at once (no operation on the player's state).
-    pub(super) async fn world_answer(
+    async fn world_answer(
         &mut self,
         deps: &Deps,
         title: &Title,
@@ -346,9 +346,7 @@ impl Session {
                 message: format!("title `{}` has no raids", title.id()),
             }));
         };
-        if !crate::auth::valid_player_id(defender) {
-            return Err(ApiError::new(Code::InvalidPlayer, "player ids are 1 to 64 of A-Z a-z 0-9 _ -"));
-        }
+        ApiError::check_player_id(defender)?;
         if defender == self.key.1 {
             return Err(ApiError::new(Code::InvalidArgument, "a player cannot raid their own base"));
         }
@@ -387,7 +385,7 @@ impl Session {
         started
     }
 
-    pub(super) async fn raid_snapshot(
+    async fn raid_snapshot(
         &mut self,
         deps: &Deps,
         title: &Title,
@@ -454,7 +452,7 @@ impl Session {
 
     /// Everything of `raid_end` up to and including the defender's side;
     /// returns the outcome to apply to the attacker.
-    pub(super) async fn raid_commit(
+    async fn raid_commit(
         &mut self,
         deps: &Deps,
         title: &Title,

@@ -124,7 +124,7 @@ async fn servers_register_heartbeat_and_expire(w: World) {
     let status = |id: &str, at: i64| ServerStatus {
         id: id.into(),
         address: format!("{id}:8080"),
-        titles: BTreeMap::from([("ironhold".to_string(), "v1".to_string())]),
+        titles: BTreeMap::from([("fort".to_string(), "v1".to_string())]),
         players: 3,
         busy: 0.25,
         heartbeat_ms: at,

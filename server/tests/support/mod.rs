@@ -92,3 +92,41 @@ pub fn citadel(args: &[&std::ffi::OsStr]) -> (Killed, String) {
     std::thread::spawn(move || for _ in lines {});
     (Killed(child), addr)
 }
+
+/// A count that tests wait on: load tasks add to it, and the test goes on
+/// the moment it reaches what it needs instead of sleeping a fixed time
+/// and hoping the load got there.
+#[derive(Default)]
+pub struct Counter {
+    n: std::sync::atomic::AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Counter {
+    pub fn add(&self, by: u64) {
+        self.n.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    pub fn get(&self) -> u64 {
+        self.n.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until the count is at least `n`; panics with `what` after
+    /// `within` (a failed test, not a slow one).
+    pub async fn reaches(&self, n: u64, within: std::time::Duration, what: &str) -> u64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = self.get();
+            if now >= n {
+                return now;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                panic!("{what}: {now} of {n} after {within:?}");
+            }
+        }
+    }
+}

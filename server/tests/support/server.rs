@@ -36,7 +36,7 @@ pub struct Server {
 pub fn titles_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("citadel-e2e-titles-{}", std::process::id()));
     if !dir.join("mini/title.json").exists() {
-        copy_dir(&root().join("titles/ironhold"), &dir.join("ironhold"));
+        copy_dir(&root().join("tests/fixtures/fort"), &dir.join("fort"));
         copy_dir(&root().join("tests/fixtures/mini"), &dir.join("mini"));
     }
     dir
