@@ -124,3 +124,77 @@ fn a_cost_of_zero_is_accepted_and_free() {
     citadel_runtime::rules::apply(&title, &mut state, &action, 0, &mut citadel_runtime::Rng::new(1)).unwrap();
     assert_eq!(state.resources["gold"], gold, "nothing charged");
 }
+
+/// Loads the mini fixture after `edit` (file, text to find, replacement),
+/// each of which must apply.
+fn mini_with(edits: &[(&str, &str, &str)]) -> citadel_runtime::Title {
+    let mut files = citadel_tests::mini_files();
+    for (file, from, to) in edits {
+        let text = files.get_mut(*file).unwrap();
+        assert!(text.contains(from), "{file} has no `{from}`");
+        *text = text.replacen(from, to, 1);
+    }
+    let (title, diags) = citadel_runtime::load::load_files("mini", &files);
+    assert!(diags.is_empty(), "{diags:?}");
+    title.unwrap()
+}
+
+fn act(
+    title: &citadel_runtime::Title,
+    s: &mut citadel_runtime::PlayerState,
+    action: Value,
+    now: i64,
+) -> Result<(), ErrorCode> {
+    let action: citadel_runtime::Action = serde_json::from_value(action).unwrap();
+    citadel_runtime::rules::apply(title, s, &action, now, &mut citadel_runtime::Rng::new(1))
+        .map(|_| ())
+        .map_err(|e| e.code)
+}
+
+/// A title can start its players past the tutorial: finished research
+/// (whose effects count at once) and xp.
+#[test]
+fn a_new_player_starts_with_the_titles_research_and_xp() {
+    let title = mini_with(&[(
+        "title.json",
+        r#""buildings": [{ "building": "hq", "x": 6, "y": 6 }]"#,
+        r#""buildings": [{ "building": "hq", "x": 6, "y": 6 }], "research": { "tools": 1 }, "xp": 25"#,
+    )]);
+    let s = citadel_runtime::rules::new_player(&title, 0);
+    assert_eq!(s.research.get("tools"), Some(&1));
+    assert_eq!(s.xp, 25);
+    let bonus = citadel_runtime::rules::research_bonus(
+        &title,
+        &s,
+        citadel_runtime::format::ResearchEffectKind::ProductionPercent,
+        Some("gold"),
+    );
+    assert_eq!(bonus, 20, "the starting level's effect applies");
+}
+
+/// A level may set its own speed-up price, or forbid speeding it up; a
+/// refused speed-up changes nothing.
+#[test]
+fn a_level_sets_its_own_speed_up_price_or_forbids_it() {
+    let title = mini_with(&[
+        (
+            "buildings.json",
+            r#"{ "cost": { "gold": 150 }, "build_seconds": 20, "housing": 10 }"#,
+            r#"{ "cost": { "gold": 150 }, "build_seconds": 20, "housing": 10, "speed_up": { "seconds_per_premium": 5 } }"#,
+        ),
+        (
+            "research.json",
+            r#"{ "cost": { "gold": 200 }, "research_seconds": 60,"#,
+            r#"{ "cost": { "gold": 200 }, "research_seconds": 60, "speed_up": false,"#,
+        ),
+    ]);
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    let gems = s.resources["gems"];
+    act(&title, &mut s, serde_json::json!({ "action": "build", "building": "barracks", "x": 1, "y": 1 }), 0).unwrap();
+    act(&title, &mut s, serde_json::json!({ "action": "speed_up", "id": 2 }), 0).unwrap();
+    assert_eq!(s.resources["gems"], gems - 4, "20 s at 5 s per gem");
+    act(&title, &mut s, serde_json::json!({ "action": "research", "research": "tools" }), 0).unwrap();
+    let before = s.clone();
+    assert_eq!(act(&title, &mut s, serde_json::json!({ "action": "speed_up_research" }), 0), Err(ErrorCode::NoSpeedUp));
+    assert_eq!(s, before, "a refused speed-up changes nothing");
+}

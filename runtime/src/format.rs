@@ -42,6 +42,12 @@ pub struct Start {
     pub items: Amounts,
     #[serde(default)]
     pub flags: Vec<String>,
+    /// Research levels a new player has already finished, by research id.
+    #[serde(default)]
+    pub research: BTreeMap<String, u32>,
+    /// Experience a new player starts with.
+    #[serde(default)]
+    pub xp: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +294,42 @@ pub struct BuildingLevel {
     pub builders: u32,
     #[serde(default)]
     pub hitpoints: i64,
+    /// Whether, and at what price, this level's construction can be sped up.
+    #[serde(default)]
+    pub speed_up: SpeedUpRule,
+    /// Named numbers for clients (repair time, slots) that the engine
+    /// carries without reading them.
+    #[serde(default)]
+    pub stats: Amounts,
+}
+
+/// How the remaining time of a level's construction or research may be
+/// skipped with premium currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SpeedUpRule {
+    /// `true`: at the title's `speed_up_seconds_per_premium`; `false`: never.
+    Allowed(bool),
+    /// At a price of its own.
+    Priced { seconds_per_premium: i64 },
+}
+
+impl Default for SpeedUpRule {
+    fn default() -> Self {
+        SpeedUpRule::Allowed(true)
+    }
+}
+
+impl SpeedUpRule {
+    /// Seconds one unit of premium currency skips, or `None` if this
+    /// cannot be sped up; `title_default` is the title's price.
+    pub fn seconds_per_premium(self, title_default: i64) -> Option<i64> {
+        match self {
+            SpeedUpRule::Allowed(true) => Some(title_default),
+            SpeedUpRule::Allowed(false) => None,
+            SpeedUpRule::Priced { seconds_per_premium } => Some(seconds_per_premium),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +371,9 @@ pub struct UnitDef {
     pub attack: i64,
     #[serde(default = "one_i64")]
     pub hitpoints: i64,
+    /// Named numbers for clients that the engine carries without reading them.
+    #[serde(default)]
+    pub stats: Amounts,
 }
 
 fn one_i64() -> i64 {
@@ -387,6 +432,9 @@ pub struct ResearchLevel {
     pub requires: Option<String>,
     #[serde(default)]
     pub effects: Vec<ResearchEffect>,
+    /// Whether, and at what price, this level's research can be sped up.
+    #[serde(default)]
+    pub speed_up: SpeedUpRule,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -645,6 +645,15 @@ impl Loader<'_> {
             self.need_keys(known, IdKind::Resource, &t.start.resources, f, "/start/resources");
             self.need_keys(known, IdKind::Unit, &t.start.units, f, "/start/units");
             self.need_keys(known, IdKind::Item, &t.start.items, f, "/start/items");
+            for (id, &level) in &t.start.research {
+                let pointer = format!("/start/research/{}", crate::spans::escape_segment(id));
+                self.need(known, IdKind::Research, id, f, &pointer, true);
+                let levels = known.levels.get(&(IdKind::Research, id.clone())).copied();
+                if let Some(levels) = levels.filter(|n| i64::from(level) > *n) {
+                    let msg = format!("research `{id}` has {levels} levels, not {level}");
+                    self.at("level-range", f, &pointer, false, msg, None);
+                }
+            }
             if t.xp_levels.first() != Some(&0) {
                 self.at(
                     "xp-levels",
@@ -673,7 +682,15 @@ impl Loader<'_> {
             let f = "buildings.json";
             let hq_levels =
                 p.title.as_ref().and_then(|t| known.levels.get(&(IdKind::Building, t.headquarters.clone())).copied());
+            let grid = p.title.as_ref().map(|t| t.grid.clone());
             for (i, b) in bf.buildings.iter().enumerate() {
+                if let Some(g) = grid.as_ref().filter(|g| b.size.w > g.width || b.size.h > g.height) {
+                    let msg = format!(
+                        "`{}` is {}x{} tiles, larger than the {}x{} grid: it could never be placed",
+                        b.id, b.size.w, b.size.h, g.width, g.height
+                    );
+                    self.at("size", f, &format!("/buildings/{i}/size"), false, msg, None);
+                }
                 if let Some(n) = hq_levels {
                     if b.max_count.len() as i64 != n {
                         let hq = p.title.as_ref().map(|t| t.headquarters.as_str()).unwrap_or("headquarters");

@@ -15,7 +15,7 @@ use citadel_dsl::{Dynamic, Effect, Expr, IdKind};
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::did_you_mean;
-use crate::format::{Amounts, Grants, ResearchEffectKind};
+use crate::format::{Amounts, Grants, ResearchEffectKind, SpeedUpRule};
 use crate::state::*;
 use crate::title::{HookRef, Title};
 use crate::view::with_ctx;
@@ -144,6 +144,9 @@ actions! {
     SpeedUp { id: u32 } => "speed_up";
     /// Finish the running research now, paying premium currency.
     SpeedUpResearch {} => "speed_up_research";
+    /// Cancel the running research (named, to be sure it is the one meant);
+    /// refunds `cancel_refund_percent` of its cost.
+    CancelResearch { research: String } => "cancel_research";
     /// Finish a building type's whole training queue now, paying premium currency.
     SpeedUpTraining { building: String } => "speed_up_training";
     /// Move a building to another free spot.
@@ -181,6 +184,7 @@ error_codes! {
     MaxLevel => "max_level", "already at the highest level";
     Busy => "busy", "that building is already under construction, or a research is already running";
     NotBusy => "not_busy", "nothing in progress to cancel or speed up";
+    NoSpeedUp => "no_speed_up", "this level's construction or research cannot be sped up (its speed_up is false)";
     OutOfBounds => "out_of_bounds", "the building would stick out of the grid";
     Collision => "collision", "the building would overlap another";
     QueueFull => "queue_full", "the training queue is full";
@@ -264,6 +268,8 @@ pub fn new_player(title: &Title, now_ms: i64) -> PlayerState {
     s.units = start.units.clone();
     s.items = start.items.clone();
     s.flags = start.flags.iter().cloned().collect();
+    s.research = start.research.clone();
+    s.xp = start.xp;
     s
 }
 
@@ -438,15 +444,26 @@ fn building_index(s: &PlayerState, id: u32) -> Result<usize, ActionError> {
         .map_or_else(|| err(ErrorCode::NotFound, format!("no building with id {id}")), Ok)
 }
 
-fn speed_up_cost(title: &Title, remaining_ms: i64) -> i64 {
-    let per = title.manifest.speed_up_seconds_per_premium * 1000;
+fn speed_up_cost(seconds_per_premium: i64, remaining_ms: i64) -> i64 {
+    let per = seconds_per_premium.max(1) * 1000;
     ((remaining_ms.max(0) + per - 1) / per).max(1)
 }
 
-/// Pays for finishing `remaining_ms` of work now, in premium currency, or
-/// refuses (changing nothing) when the player cannot pay.
-fn pay_speed_up(title: &Title, s: &mut PlayerState, remaining_ms: i64) -> Result<(), ActionError> {
-    let cost = speed_up_cost(title, remaining_ms);
+/// Pays for finishing `remaining_ms` of work now, in premium currency, at
+/// `rule`'s price (the title's unless the level sets its own), or refuses
+/// (changing nothing) when the level cannot be sped up or the player
+/// cannot pay; `what` names the work for the refusal.
+fn pay_speed_up(
+    title: &Title,
+    s: &mut PlayerState,
+    rule: SpeedUpRule,
+    what: &str,
+    remaining_ms: i64,
+) -> Result<(), ActionError> {
+    let Some(per) = rule.seconds_per_premium(title.manifest.speed_up_seconds_per_premium) else {
+        return err(ErrorCode::NoSpeedUp, format!("{what} cannot be sped up"));
+    };
+    let cost = speed_up_cost(per, remaining_ms);
     check_cost(title, s, &Amounts::from([(title.premium().to_string(), cost)]), 1)?;
     s.resources.entry(title.premium().to_string()).and_modify(|v| *v -= cost);
     Ok(())
@@ -888,8 +905,12 @@ fn act(
             let Some(up) = &s.buildings[i].upgrade else {
                 return err(ErrorCode::NotBusy, format!("building {id} is not under construction"));
             };
-            let remaining = up.ends_ms - now;
-            pay_speed_up(title, s, remaining)?;
+            let (remaining, to) = (up.ends_ms - now, up.to_level);
+            let def = title
+                .building(&s.buildings[i].building)
+                .ok_or_else(|| unknown(title, IdKind::Building, &s.buildings[i].building))?;
+            let rule = def.def.levels.get(to as usize - 1).map_or_else(SpeedUpRule::default, |l| l.speed_up);
+            pay_speed_up(title, s, rule, &format!("{} level {to}", def.def.name), remaining)?;
             if let Some(up) = &mut s.buildings[i].upgrade {
                 up.ends_ms = now;
             }
@@ -897,7 +918,10 @@ fn act(
         Action::SpeedUpResearch {} => {
             let Some(r) = &s.research_active else { return err(ErrorCode::NotBusy, "no research is running") };
             let remaining = r.ends_ms - now;
-            pay_speed_up(title, s, remaining)?;
+            let def = title.research_type(&r.research).ok_or_else(|| unknown(title, IdKind::Research, &r.research))?;
+            let rule = def.def.levels.get(r.level as usize - 1).map_or_else(SpeedUpRule::default, |l| l.speed_up);
+            let what = format!("{} level {}", def.def.name, r.level);
+            pay_speed_up(title, s, rule, &what, remaining)?;
             if let Some(r) = &mut s.research_active {
                 r.ends_ms = now;
             }
@@ -908,7 +932,7 @@ fn act(
                 return err(ErrorCode::NotBusy, format!("nothing is training in {building}"));
             };
             let remaining = last - now;
-            pay_speed_up(title, s, remaining)?;
+            pay_speed_up(title, s, SpeedUpRule::default(), "training", remaining)?;
             for o in s.training.iter_mut().filter(|o| &o.building == building) {
                 o.ends_ms = now;
             }
@@ -1010,6 +1034,24 @@ fn act(
                 started_ms: now,
                 ends_ms: now + lv.research_seconds * 1000,
             });
+        }
+        Action::CancelResearch { research } => {
+            let r = title.research_type(research).ok_or_else(|| unknown(title, IdKind::Research, research))?;
+            let Some(order) = s.research_active.clone().filter(|o| &o.research == research) else {
+                return err(ErrorCode::NotBusy, format!("{} is not being researched", r.def.name));
+            };
+            let pct = i64::from(title.manifest.cancel_refund_percent);
+            let refund: Amounts = r
+                .def
+                .levels
+                .get(order.level as usize - 1)
+                .map(|lv| lv.cost.iter().map(|(k, n)| (k.clone(), n * pct / 100)).filter(|(_, n)| *n > 0).collect())
+                .unwrap_or_default();
+            s.research_active = None;
+            for (k, n) in &refund {
+                credit(title, s, k, *n);
+            }
+            events.push(Event::Refunded { resources: refund });
         }
         Action::Buy { offer } => {
             let o = title.offer(offer).ok_or_else(|| ActionError {

@@ -186,6 +186,9 @@ fn friendly(err: &jsonschema::ValidationError<'_>) -> String {
         }
         K::Enum { options } => format!("{} is not one of {options}", err.instance()),
         K::Constant { expected_value } => format!("expected {expected_value}, found {}", err.instance()),
+        K::OneOfNotValid { .. } => {
+            format!("{} fits none of this field's forms (docs/title-format.md lists them)", json_type(err.instance()))
+        }
         _ => lower(&err.to_string()),
     };
     msg
@@ -300,6 +303,7 @@ fn describe(node: &Value, defs: &Value) -> (String, String) {
             (Some("cost"), _) => "map of resource id → amount".into(),
             (Some("counts"), _) => "map of id → count".into(),
             (Some("seconds"), _) => "seconds".into(),
+            (Some("speed_up"), _) => "`true`, `false` or `{\"seconds_per_premium\": n}`".into(),
             (_, "array") => {
                 let items = target.get("items").map(|i| describe(i, defs).0).unwrap_or_default();
                 format!("array of {items}")

@@ -27,6 +27,7 @@ fn actions() -> Vec<Action> {
         Action::Cancel { id: 7 },
         Action::SpeedUp { id: 7 },
         Action::SpeedUpResearch {},
+        Action::CancelResearch { research: "masonry".into() },
         Action::SpeedUpTraining { building: "barracks".into() },
         Action::Move { id: 7, x: 5, y: 6 },
         Action::Collect { id: 7 },

@@ -28,7 +28,7 @@ pub(crate) fn apply(files: &BTreeMap<String, String>, patch: &str) -> Result<Cha
         let mut at = 0; // lines of `source` copied so far
         let mut removed = false;
         while let Some(header) = lines.peek().copied().filter(|l| l.starts_with("@@ ")) {
-            let (start, new_len) = hunk_header(header)?;
+            let (start, old_len, new_len) = hunk_header(header)?;
             lines.next();
             // `-0,0` (a new file) starts before line 1.
             let start = start.saturating_sub(1);
@@ -38,34 +38,42 @@ pub(crate) fn apply(files: &BTreeMap<String, String>, patch: &str) -> Result<Cha
             result.extend(source[at..start].iter().map(|s| s.to_string()));
             at = start;
             removed |= new_len == 0;
-            while let Some(body) = lines.peek().copied().filter(|l| !l.starts_with("@@ ") && !l.starts_with("--- ")) {
-                lines.next();
+            // The header's counts say where the hunk ends.
+            let (mut old_left, mut new_left) = (old_len, new_len);
+            while old_left + new_left > 0 {
+                let body = lines.next().ok_or(format!("{path}: hunk `{header}` ends early"))?;
                 if body.starts_with('\\') {
                     continue; // "\ No newline at end of file"
                 }
                 // An empty line is an empty context line (some editors strip the space).
                 let (mark, text) = match body.as_bytes().first() {
-                    Some(b'+' | b'-' | b' ') => (&body[..1], &body[1..]),
-                    None => (" ", ""),
+                    Some(b'+' | b'-' | b' ') => (body.as_bytes()[0], &body[1..]),
+                    None => (b' ', ""),
                     Some(_) => return Err(format!("{path}: `{body}` is not a diff line")),
                 };
-                match mark {
-                    "+" => result.push(text.to_string()),
-                    _ => {
-                        let found = source.get(at).copied();
-                        if found != Some(text) {
-                            return Err(format!(
-                                "{path}:{}: the patch expects `{text}` but the fixture has `{}`",
-                                at + 1,
-                                found.unwrap_or("<end of file>")
-                            ));
-                        }
-                        at += 1;
-                        if mark != "-" {
-                            result.push(text.to_string());
-                        }
-                    }
+                if mark == b'+' {
+                    new_left = new_left.checked_sub(1).ok_or(format!("{path}: hunk `{header}` adds too many lines"))?;
+                    result.push(text.to_string());
+                    continue;
                 }
+                old_left = old_left.checked_sub(1).ok_or(format!("{path}: hunk `{header}` has too many lines"))?;
+                let found = source.get(at).copied();
+                if found != Some(text) {
+                    return Err(format!(
+                        "{path}:{}: the patch expects `{text}` but the fixture has `{}`",
+                        at + 1,
+                        found.unwrap_or("<end of file>")
+                    ));
+                }
+                at += 1;
+                if mark == b' ' {
+                    new_left = new_left.checked_sub(1).ok_or(format!("{path}: hunk `{header}` has too many lines"))?;
+                    result.push(text.to_string());
+                }
+            }
+            // `diff -ruN` puts its command line before the next file.
+            while lines.peek().is_some_and(|l| l.starts_with("diff ") || l.starts_with("index ")) {
+                lines.next();
             }
         }
         if removed && result.is_empty() {
@@ -96,18 +104,19 @@ fn in_folder(header: &str) -> Option<String> {
     path.split_once('/').map(|(_, rest)| rest.to_string())
 }
 
-/// `@@ -l,n +l,n @@` → (old start line, new length).
-fn hunk_header(header: &str) -> Result<(usize, usize), String> {
+/// `@@ -l,n +l,n @@` → (old start line, old length, new length); a count
+/// left out is 1.
+fn hunk_header(header: &str) -> Result<(usize, usize, usize), String> {
     let bad = || format!("`{header}` is not a hunk header");
     let mut parts = header.split_whitespace().skip(1);
     let old = parts.next().and_then(|p| p.strip_prefix('-')).ok_or_else(bad)?;
     let new = parts.next().and_then(|p| p.strip_prefix('+')).ok_or_else(bad)?;
-    let start = old.split(',').next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let new_len = match new.split_once(',') {
-        Some((_, n)) => n.parse().map_err(|_| bad())?,
-        None => 1,
+    let range = |r: &str| -> Result<(usize, usize), String> {
+        let (start, len) = r.split_once(',').unwrap_or((r, "1"));
+        Ok((start.parse().map_err(|_| bad())?, len.parse().map_err(|_| bad())?))
     };
-    Ok((start, new_len))
+    let ((start, old_len), (_, new_len)) = (range(old)?, range(new)?);
+    Ok((start, old_len, new_len))
 }
 
 #[test]
@@ -120,6 +129,15 @@ fn applies_a_change_and_refuses_one_that_does_not_match() {
     assert!(apply(&drifted, patch).unwrap_err().contains("a.json:2"), "a drifted fixture is refused");
     let gone = "--- a/a.json\n+++ b/a.json\n@@ -1,3 +0,0 @@\n-one\n-two\n-three\n";
     assert_eq!(apply(&files, gone).unwrap()["a.json"], None);
-    let created = "--- a/b.rhai\n+++ b/b.rhai\n@@ -0,0 +1,2 @@\n+fn f() {\n+}\n";
+    let created = "diff -ruN a/b.rhai b/b.rhai\n--- a/b.rhai\n+++ b/b.rhai\n@@ -0,0 +1,2 @@\n+fn f() {\n+}\n";
     assert_eq!(apply(&files, created).unwrap()["b.rhai"].as_deref(), Some("fn f() {\n}\n"));
+    // Two files, `diff -ruN` style, with a removed line that looks like a header.
+    let files = BTreeMap::from([
+        ("a.json".to_string(), "one\n-- two\nthree\n".to_string()),
+        ("c.json".to_string(), "x\n".to_string()),
+    ]);
+    let both = "diff -ruN m/a.json c/a.json\n--- m/a.json\t2026-12-01\n+++ c/a.json\t2026-12-01\n@@ -1,3 +1,2 @@\n one\n--- two\n three\ndiff -ruN m/c.json c/c.json\n--- m/c.json\n+++ c/c.json\n@@ -1 +1 @@\n-x\n+y\n";
+    let got = apply(&files, both).unwrap();
+    assert_eq!(got["a.json"].as_deref(), Some("one\nthree\n"));
+    assert_eq!(got["c.json"].as_deref(), Some("y\n"));
 }
