@@ -53,7 +53,12 @@ fn veteran(title: &Title) -> PlayerState {
     s.buildings.push(Building::completed(next + 1, "wall", 5, 0, 0, NOW));
     s.buildings.push(Building::completed(next + 2, "barracks", 1, 5, 5, NOW));
     s.next_building_id = next + 3;
-    s.training.push(TrainingOrder { unit: "militia".into(), building: "barracks".into(), ends_ms: NOW + 10 * HOUR });
+    s.training.push(TrainingOrder {
+        unit: "militia".into(),
+        building: "barracks".into(),
+        building_id: None,
+        ends_ms: NOW + 10 * HOUR,
+    });
     s.resources.insert("stone".into(), 400);
     s.units.insert("scout".into(), 3);
     s.purchases.insert("winter_festival".into(), 1);

@@ -61,11 +61,11 @@ fn play_minute(t: &Title, s: &mut citadel_runtime::PlayerState, now: i64, rng: &
                 done.push(format!("upgrade {kind} to {}", level + 1));
             }
         }
-        if try_act(t, s, Action::Train { unit: "militia".into(), count: 5 }, now, rng).is_ok() {
+        if try_act(t, s, Action::Train { unit: "militia".into(), count: 5, building_id: None }, now, rng).is_ok() {
             done.push("train 5 militia".into());
         }
         for r in ["masonry", "prospecting", "forestry"] {
-            if try_act(t, s, Action::Research { research: r.into() }, now, rng).is_ok() {
+            if try_act(t, s, Action::Research { research: r.into(), building_id: None }, now, rng).is_ok() {
                 done.push(format!("research {r}"));
             }
         }

@@ -1,14 +1,38 @@
 //! Property test: random action sequences on the first title never break
 //! the game's invariants, and replays are deterministic.
 
+use citadel_runtime::format::{ResearchSlots, TrainingQueues};
 use citadel_runtime::{advance, apply, new_player, rules, Action, PlayerState, Rng, Title};
-use citadel_tests::{load_valid, root};
+use citadel_tests::{load_valid, render, root};
 use proptest::prelude::*;
 
 const NOW: i64 = 1_767_225_600_000;
 
 fn title() -> Title {
     load_valid(&root().join("tests/fixtures/fort")).0
+}
+
+/// Fort with every building working on its own: a research per academy
+/// (up to three of them), a training queue per building, and no work in a
+/// building while it upgrades. Derived from the fixture in memory, so that
+/// it cannot drift from it.
+fn title_working_apart() -> Title {
+    let dir = root().join("tests/fixtures/fort");
+    let (mut files, read) = citadel_runtime::read_dir(&dir);
+    assert!(read.is_empty(), "{}", render(&dir, &files, &read));
+    let mut manifest: serde_json::Value = serde_json::from_str(&files["title.json"]).expect("fort title.json");
+    manifest["work"] =
+        serde_json::json!({ "research": "per_building", "training": "per_building", "while_upgrading": false });
+    let mut buildings: serde_json::Value = serde_json::from_str(&files["buildings.json"]).expect("fort buildings.json");
+    for b in buildings["buildings"].as_array_mut().expect("a list of buildings") {
+        if b["id"] == "academy" {
+            b["max_count"] = serde_json::json!([0, 2, 2, 3, 3, 3]);
+        }
+    }
+    files.insert("title.json".into(), manifest.to_string());
+    files.insert("buildings.json".into(), buildings.to_string());
+    let (title, diags) = citadel_runtime::load_files("fort", &files);
+    title.unwrap_or_else(|| panic!("fort working apart does not load:\n{}", render(&dir, &files, &diags)))
 }
 
 /// One step: move the clock, then try an action (most will be refused).
@@ -35,13 +59,13 @@ fn action(t: &Title) -> impl Strategy<Value = Action> {
         5 => id.clone().prop_map(|id| Action::Upgrade { id }),
         1 => id.clone().prop_map(|id| Action::Cancel { id }),
         1 => id.clone().prop_map(|id| Action::SpeedUp { id }),
-        1 => Just(Action::SpeedUpResearch {}),
-        1 => proptest::sample::select(buildings).prop_map(|building| Action::SpeedUpTraining { building }),
+        1 => proptest::option::of(proptest::sample::select(research.clone())).prop_map(|research| Action::SpeedUpResearch { research }),
+        1 => (proptest::sample::select(buildings), proptest::option::of(id.clone())).prop_map(|(building, building_id)| Action::SpeedUpTraining { building, building_id }),
         1 => (id.clone(), xy.clone(), xy).prop_map(|(id, x, y)| Action::Move { id, x, y }),
-        2 => id.prop_map(|id| Action::Collect { id }),
+        2 => id.clone().prop_map(|id| Action::Collect { id }),
         2 => Just(Action::CollectAll {}),
-        2 => (proptest::sample::select(units), -1i64..25).prop_map(|(unit, count)| Action::Train { unit, count }),
-        2 => proptest::sample::select(research.clone()).prop_map(|research| Action::Research { research }),
+        2 => (proptest::sample::select(units), -1i64..25, proptest::option::of(id.clone())).prop_map(|(unit, count, building_id)| Action::Train { unit, count, building_id }),
+        2 => (proptest::sample::select(research.clone()), proptest::option::of(id.clone())).prop_map(|(research, building_id)| Action::Research { research, building_id }),
         1 => proptest::sample::select(research).prop_map(|research| Action::CancelResearch { research }),
         1 => proptest::sample::select(offers).prop_map(|offer| Action::Buy { offer }),
         1 => proptest::sample::select(items).prop_map(|item| Action::UseItem { item }),
@@ -111,8 +135,23 @@ fn check_invariants(t: &Title, s: &PlayerState, prev_clock: i64) -> Result<(), S
     if busy > builders {
         return Err(format!("{busy} constructions with {builders} builders"));
     }
-    if s.training.len() > t.manifest.training_queue as usize {
-        return Err("training queue over its limit".into());
+    let work = &t.manifest.work;
+    let queue_max = t.manifest.training_queue as usize;
+    match work.training {
+        TrainingQueues::PerBuildingType if s.training.len() > queue_max => {
+            return Err("training queue over its limit".into());
+        }
+        TrainingQueues::PerBuilding => {
+            for b in &s.buildings {
+                if s.training.iter().filter(|o| o.building_id == Some(b.id)).count() > queue_max {
+                    return Err(format!("training queue of building {} over its limit", b.id));
+                }
+            }
+            if let Some(o) = s.training.iter().find(|o| o.building_id.is_none()) {
+                return Err(format!("{} queued in no building", o.unit));
+            }
+        }
+        _ => {}
     }
     let housing: i64 = s
         .buildings
@@ -130,9 +169,23 @@ fn check_invariants(t: &Title, s: &PlayerState, prev_clock: i64) -> Result<(), S
             return Err(format!("research {r} at level {l}"));
         }
     }
-    if let Some(a) = &s.research_active {
+    if work.research == ResearchSlots::OneAtATime && s.research_running.len() > 1 {
+        return Err(format!("{} research running at once", s.research_running.len()));
+    }
+    for (i, a) in s.research_running.iter().enumerate() {
         if a.level != s.research.get(&a.research).copied().unwrap_or(0) + 1 {
             return Err("running research skips a level".into());
+        }
+        let lab = a.building_id.and_then(|id| s.building(id)).ok_or("research running in no building")?;
+        if lab.building != t.research_type(&a.research).ok_or("unknown research")?.def.building {
+            return Err(format!("{} running in a {}", a.research, lab.building));
+        }
+        let later = &s.research_running[i + 1..];
+        if later.iter().any(|b| b.research == a.research || b.building_id == a.building_id) {
+            return Err(format!("{} twice, or two research in building {}", a.research, lab.id));
+        }
+        if !work.while_upgrading && lab.upgrade.is_some() {
+            return Err(format!("building {} upgrades while it researches", lab.id));
         }
     }
     if s.items.values().any(|&n| n < 0) || s.units.values().any(|&n| n < 0) {
@@ -186,29 +239,39 @@ proptest! {
     }
 }
 
-// The same random play, but starting from a wealthy player so that the
-// later content (upgrades, research, training) is actually reached.
+/// Random play from a wealthy player, so that the later content (upgrades,
+/// research, training) is actually reached.
+fn wealthy_play(t: &Title, seq: &[Step], seed: u64) -> Result<(), TestCaseError> {
+    let mut s = new_player(t, NOW);
+    for (r, v) in s.resources.iter_mut() {
+        *v = if r == "gems" { 100_000 } else { rules::cap(t, &new_player(t, NOW), r) };
+    }
+    let mut rng = Rng::new(seed);
+    let mut now = NOW;
+    for (i, step) in seq.iter().enumerate() {
+        now += step.advance_s * 1000;
+        let prev = s.clock_ms;
+        let mut advanced = s.clone();
+        advance(t, &mut advanced, now, &mut rng.clone());
+        if let Err(e) = apply(t, &mut s, &step.action, now, &mut rng) {
+            prop_assert_eq!(&s, &advanced, "step {}: refused {:?} ({}) changed the state", i, step.action, e.message);
+        }
+        check_invariants(t, &s, prev)
+            .map_err(|m| TestCaseError::fail(format!("step {i} after {:?}: {m}", step.action)))?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn wealthy_random_play_keeps_invariants(seq in steps(&title()), seed in any::<u64>()) {
-        let t = title();
-        let mut s = new_player(&t, NOW);
-        for (r, v) in s.resources.iter_mut() {
-            *v = if r == "gems" { 100_000 } else { rules::cap(&t, &new_player(&t, NOW), r) };
-        }
-        let mut rng = Rng::new(seed);
-        let mut now = NOW;
-        for (i, step) in seq.iter().enumerate() {
-            now += step.advance_s * 1000;
-            let prev = s.clock_ms;
-            let mut advanced = s.clone();
-            advance(&t, &mut advanced, now, &mut rng.clone());
-            if let Err(e) = apply(&t, &mut s, &step.action, now, &mut rng) {
-                prop_assert_eq!(&s, &advanced, "step {}: refused {:?} ({}) changed the state", i, step.action, e.message);
-            }
-            check_invariants(&t, &s, prev).map_err(|m| TestCaseError::fail(format!("step {i} after {:?}: {m}", step.action)))?;
-        }
+        wealthy_play(&title(), &seq, seed)?;
+    }
+
+    #[test]
+    fn wealthy_random_play_with_parallel_work_keeps_invariants(seq in steps(&title()), seed in any::<u64>()) {
+        wealthy_play(&title_working_apart(), &seq, seed)?;
     }
 }

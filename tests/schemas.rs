@@ -128,7 +128,15 @@ fn a_cost_of_zero_is_accepted_and_free() {
 /// Loads the mini fixture after `edit` (file, text to find, replacement),
 /// each of which must apply.
 fn mini_with(edits: &[(&str, &str, &str)]) -> citadel_runtime::Title {
+    mini_with_files(&[], edits)
+}
+
+/// Like [`mini_with`], with files added first (name, text).
+fn mini_with_files(added: &[(&str, &str)], edits: &[(&str, &str, &str)]) -> citadel_runtime::Title {
     let mut files = citadel_tests::mini_files();
+    for (name, text) in added {
+        files.insert(name.to_string(), text.to_string());
+    }
     for (file, from, to) in edits {
         let text = files.get_mut(*file).unwrap();
         assert!(text.contains(from), "{file} has no `{from}`");
@@ -197,4 +205,319 @@ fn a_level_sets_its_own_speed_up_price_or_forbids_it() {
     let before = s.clone();
     assert_eq!(act(&title, &mut s, serde_json::json!({ "action": "speed_up_research" }), 0), Err(ErrorCode::NoSpeedUp));
     assert_eq!(s, before, "a refused speed-up changes nothing");
+}
+
+/// A chest of three outcomes (70, 25 and 5 in 100) and a summons that may
+/// bring 12 guards (more than the barracks houses), each opened by an item.
+fn mini_with_loot() -> citadel_runtime::Title {
+    let loot = r#"{
+      "format_version": 1,
+      "loot": [
+        { "id": "chest", "name": "Chest", "entries": [
+          { "weight": 70, "grants": { "resources": { "gold": 1 } } },
+          { "weight": 25, "grants": { "items": { "purse": 1 } } },
+          { "weight": 5, "grants": { "xp": 1 } }
+        ] },
+        { "id": "summons", "name": "Summons", "rolls": 2, "entries": [
+          { "weight": 9, "grants": { "units": { "guard": 1 } } },
+          { "weight": 1, "grants": { "units": { "guard": 6 } } }
+        ] }
+      ]
+    }"#;
+    mini_with_file_and_items(
+        ("loot.json", loot),
+        r#"{ "id": "chest_key", "name": "Chest key", "use": { "loot": ["chest"] } },
+    { "id": "summoning_stone", "name": "Summoning stone", "use": { "loot": ["summons"] } }"#,
+    )
+}
+
+/// Mini with a file added and items (JSON objects) added to its store.
+fn mini_with_file_and_items(file: (&str, &str), items: &str) -> citadel_runtime::Title {
+    const PURSE: &str = r#"{ "id": "purse", "name": "Purse", "use": { "resources": { "gold": 100 } } }"#;
+    mini_with_files(&[file], &[("store.json", PURSE, &format!("{PURSE},\n    {items}"))])
+}
+
+/// A loot table's entries come out as often as its stated odds say: over
+/// 10,000 seeded rolls, each entry within 2 points of its percent; the
+/// odds clients are shown are the stated ones; the same seed rolls the same.
+#[test]
+fn loot_rolls_match_their_stated_odds() {
+    let title = mini_with_loot();
+    let table = title.loot_table("chest").unwrap();
+    let shown: Vec<f64> = table.odds().iter().map(|o| o.percent).collect();
+    assert_eq!(shown, vec![70.0, 25.0, 5.0]);
+    const ROLLS: usize = 10_000;
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    s.items.insert("chest_key".into(), ROLLS as i64);
+    let mut rng = citadel_runtime::Rng::new(20261201);
+    let mut seen = [0usize; 3];
+    let use_key = citadel_runtime::Action::UseItem { item: "chest_key".into() };
+    for _ in 0..ROLLS {
+        let events = citadel_runtime::rules::apply(&title, &mut s, &use_key, 0, &mut rng).unwrap();
+        let rolled: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                citadel_runtime::Event::Looted { table, grants } => Some((table.as_str(), grants)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rolled.len(), 1, "one roll per key: {events:?}");
+        let (id, grants) = rolled[0];
+        assert_eq!(id, "chest");
+        let entry = table.entries.iter().position(|e| &e.grants == grants).expect("the grants of an entry");
+        seen[entry] += 1;
+    }
+    for (i, odds) in shown.iter().enumerate() {
+        let observed = seen[i] as f64 * 100.0 / ROLLS as f64;
+        assert!((observed - odds).abs() <= 2.0, "entry {i}: stated {odds}%, observed {observed}% ({seen:?})");
+    }
+    assert_eq!(s.items.get("chest_key"), Some(&0));
+    assert_eq!(s.xp, seen[2] as i64, "each xp entry gave its 1 xp");
+    // Same seed, same rolls.
+    let mut again = citadel_runtime::rules::new_player(&title, 0);
+    again.items.insert("chest_key".into(), 50);
+    let mut other = again.clone();
+    for _ in 0..50 {
+        citadel_runtime::rules::apply(&title, &mut again, &use_key, 0, &mut citadel_runtime::Rng::new(7)).unwrap();
+        citadel_runtime::rules::apply(&title, &mut other, &use_key, 0, &mut citadel_runtime::Rng::new(7)).unwrap();
+    }
+    assert_eq!(again, other);
+}
+
+/// A roll that could bring more units than the free housing holds is
+/// refused before it is rolled, and changes nothing: the item is kept.
+#[test]
+fn a_loot_roll_that_might_not_fit_in_housing_is_refused_whole() {
+    let title = mini_with_loot();
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    s.items.insert("summoning_stone".into(), 1);
+    let stone = serde_json::json!({ "action": "use_item", "item": "summoning_stone" });
+    // No barracks: no housing at all.
+    let before = s.clone();
+    assert_eq!(act(&title, &mut s, stone.clone(), 0), Err(ErrorCode::HousingFull));
+    assert_eq!(s, before);
+    // A barracks houses 10; two rolls of up to 6 guards need 12.
+    s.resources.insert("gold".into(), 1000);
+    act(&title, &mut s, serde_json::json!({ "action": "build", "building": "barracks", "x": 1, "y": 1 }), 0).unwrap();
+    let done = 3_600_000;
+    citadel_runtime::advance(&title, &mut s, done, &mut citadel_runtime::Rng::new(1));
+    assert_eq!(s.buildings[1].level, 1, "the barracks stands");
+    let before = s.clone();
+    assert_eq!(act(&title, &mut s, stone, done), Err(ErrorCode::HousingFull));
+    assert_eq!(s, before);
+}
+
+/// Mini where research runs in mines (one per mine), every barracks has a
+/// queue of its own of 5 units, and a building that upgrades takes no work.
+fn mini_working_apart() -> citadel_runtime::Title {
+    mini_with(&[
+        (
+            "title.json",
+            r#""builders": 1,"#,
+            r#""builders": 1, "training_queue": 5, "work": { "research": "per_building", "training": "per_building", "while_upgrading": false },"#,
+        ),
+        ("research.json", r#""building": "hq","#, r#""building": "mine","#),
+        ("research.json", r#""building": "hq","#, r#""building": "mine","#),
+        (
+            "buildings.json",
+            r#""max_count": [1, 1, 1],
+      "levels": [
+        { "cost": { "gold": 150 }"#,
+            r#""max_count": [2, 2, 2],
+      "levels": [
+        { "cost": { "gold": 150 }"#,
+        ),
+    ])
+}
+
+/// A player of [`mini_working_apart`] with headquarters level 2, two mines
+/// (ids 2, 3), two barracks (ids 4, 5), Tools 1 researched and gold.
+fn working_player(title: &citadel_runtime::Title) -> citadel_runtime::PlayerState {
+    use citadel_runtime::state::Building;
+    let mut s = citadel_runtime::rules::new_player(title, 0);
+    s.buildings[0].level = 2;
+    for (id, kind, x) in [(2, "mine", 0), (3, "mine", 1), (4, "barracks", 2), (5, "barracks", 4)] {
+        s.buildings.push(Building::completed(id, kind, 1, x, 0, 0));
+    }
+    s.next_building_id = 6;
+    s.research.insert("tools".into(), 1);
+    s.resources.insert("gold".into(), 1000);
+    s
+}
+
+/// Two labs research two things at once; a busy lab refuses a second
+/// research and the refusal changes nothing; a lab with work cannot start
+/// an upgrade until the work is done.
+#[test]
+fn each_lab_runs_one_research_of_its_own() {
+    let title = mini_working_apart();
+    let mut s = working_player(&title);
+    act(&title, &mut s, serde_json::json!({ "action": "research", "research": "tools", "building_id": 2 }), 0).unwrap();
+    let before = s.clone();
+    let second_in_same_lab = serde_json::json!({ "action": "research", "research": "drills", "building_id": 2 });
+    assert_eq!(act(&title, &mut s, second_in_same_lab, 0), Err(ErrorCode::Busy));
+    assert_eq!(s, before, "a refused research changes nothing");
+    act(&title, &mut s, serde_json::json!({ "action": "research", "research": "drills" }), 0).unwrap();
+    let labs: Vec<Option<u32>> = s.research_running.iter().map(|r| r.building_id).collect();
+    assert_eq!(labs, vec![Some(2), Some(3)], "drills went to the free mine");
+    // Both mines busy: a third research would have nowhere to go; a mine
+    // with work does not upgrade (while_upgrading is false).
+    assert_eq!(act(&title, &mut s, serde_json::json!({ "action": "upgrade", "id": 3 }), 0), Err(ErrorCode::Busy));
+    // Tools 2 takes 120 s, drills 60 s: both run at once.
+    act(&title, &mut s, serde_json::json!({ "action": "upgrade", "id": 3 }), 60_000).unwrap();
+    assert_eq!(s.research.get("drills"), Some(&1));
+    assert_eq!(s.research_running.len(), 1, "tools still runs");
+    // An upgrading mine takes no research.
+    s.research.insert("drills".into(), 0);
+    let in_upgrading = serde_json::json!({ "action": "research", "research": "drills", "building_id": 3 });
+    assert_eq!(act(&title, &mut s, in_upgrading, 60_000), Err(ErrorCode::Busy));
+    advance_to(&title, &mut s, 120_000);
+    assert_eq!(s.research.get("tools"), Some(&2));
+}
+
+/// Every barracks trains from a queue of its own, all at once; a full
+/// queue refuses more, and units without a named barracks go to the one
+/// that is free first.
+#[test]
+fn each_barracks_trains_from_a_queue_of_its_own() {
+    let title = mini_working_apart();
+    let mut s = working_player(&title);
+    for b in &mut s.buildings {
+        if b.building == "hq" {
+            b.level = 1;
+        }
+    }
+    let train = |n: i64, at: Option<u32>| {
+        let mut a = serde_json::json!({ "action": "train", "unit": "guard", "count": n });
+        if let Some(id) = at {
+            a["building_id"] = id.into();
+        }
+        a
+    };
+    act(&title, &mut s, train(5, Some(4)), 0).unwrap();
+    let before = s.clone();
+    assert_eq!(act(&title, &mut s, train(1, Some(4)), 0), Err(ErrorCode::QueueFull));
+    assert_eq!(s, before, "a refused train changes nothing");
+    act(&title, &mut s, train(5, None), 0).unwrap();
+    assert!(s.training[5..].iter().all(|o| o.building_id == Some(5)), "the free barracks took them");
+    assert_eq!(act(&title, &mut s, train(1, None), 0), Err(ErrorCode::QueueFull));
+    // Both queues train at once: ten guards in 50 s, not 100 s.
+    advance_to(&title, &mut s, 50_000);
+    assert_eq!(s.units.get("guard"), Some(&10));
+    assert!(s.training.is_empty());
+}
+
+fn advance_to(title: &citadel_runtime::Title, s: &mut citadel_runtime::PlayerState, now: i64) {
+    citadel_runtime::advance(title, s, now, &mut citadel_runtime::Rng::new(1));
+}
+
+/// Mini with a blessing (+50% gold production per stack, 10 minutes, up to
+/// two stacks) that incense grants.
+fn mini_with_modifiers() -> citadel_runtime::Title {
+    let modifiers = r#"{
+      "format_version": 1,
+      "modifiers": [
+        { "id": "blessing", "name": "Blessing", "duration_seconds": 600, "stacking": "stack", "max_stacks": 2,
+          "effects": [{ "kind": "production_percent", "target": "gold", "value": 50 }] }
+      ]
+    }"#;
+    mini_with_file_and_items(
+        ("modifiers.json", modifiers),
+        r#"{ "id": "incense", "name": "Incense", "use": { "modifiers": ["blessing"] } }"#,
+    )
+}
+
+/// A timed modifier raises production while it lasts and ends at its time,
+/// even with nobody there to see it: production is banked at the boosted
+/// rate up to the end and at the base rate after. Stacks add up to their
+/// limit and no further.
+#[test]
+fn a_timed_modifier_lasts_until_its_time_and_stacks_to_its_limit() {
+    use citadel_runtime::state::Building;
+    const MIN: i64 = 60_000;
+    let title = mini_with_modifiers();
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    s.buildings.push(Building::completed(2, "mine", 1, 0, 0, 0));
+    s.next_building_id = 3;
+    s.items.insert("incense".into(), 5);
+    let incense = serde_json::json!({ "action": "use_item", "item": "incense" });
+    act(&title, &mut s, incense.clone(), 0).unwrap();
+    assert_eq!(s.modifiers["blessing"].ends_ms, 10 * MIN);
+    // 600 gold an hour: 150 in the blessed ten minutes, 100 in the next ten.
+    let gold = s.resources["gold"];
+    let events = citadel_runtime::rules::apply(
+        &title,
+        &mut s,
+        &citadel_runtime::Action::Collect { id: 2 },
+        20 * MIN,
+        &mut citadel_runtime::Rng::new(1),
+    )
+    .unwrap();
+    assert!(events.contains(&citadel_runtime::Event::ModifierEnded { modifier: "blessing".into() }), "{events:?}");
+    assert_eq!(s.resources["gold"] - gold, 250);
+    assert!(s.modifiers.is_empty(), "the blessing has ended");
+    // Three uses: two stacks (the limit), +100% for ten minutes.
+    for _ in 0..3 {
+        act(&title, &mut s, incense.clone(), 20 * MIN).unwrap();
+    }
+    assert_eq!(s.modifiers["blessing"].stacks, 2);
+    let gold = s.resources["gold"];
+    act(&title, &mut s, serde_json::json!({ "action": "collect", "id": 2 }), 30 * MIN).unwrap();
+    assert_eq!(s.resources["gold"] - gold, 200);
+}
+
+/// Mini where the headquarters provides 10 power, a mine draws 20, and a
+/// shortfall blocks training: one mine alone runs at half rate.
+fn mini_with_power(production: &str) -> citadel_runtime::Title {
+    let capacities = format!(
+        r#"{{ "id": "gems", "name": "Gems" }}
+  ],
+  "capacities": [
+    {{ "id": "power", "name": "Power", "shortfall": {{ "production": "{production}", "blocks": ["train"] }} }}
+  ]"#
+    );
+    mini_with(&[
+        (
+            "resources.json",
+            r#"{ "id": "gems", "name": "Gems" }
+  ]"#,
+            &capacities,
+        ),
+        (
+            "buildings.json",
+            r#""storage": { "gold": 500 } }"#,
+            r#""storage": { "gold": 500 }, "provides": { "power": 10 } }"#,
+        ),
+        (
+            "buildings.json",
+            r#""production": { "resource": "gold", "per_hour": 600, "capacity": 300 } }"#,
+            r#""production": { "resource": "gold", "per_hour": 600, "capacity": 300 }, "draws": { "power": 20 } }"#,
+        ),
+    ])
+}
+
+/// A power shortfall slows the producers that draw power in proportion
+/// (or stops them), and blocks the actions the title names; the figures
+/// are in `derived` for clients.
+#[test]
+fn a_power_shortfall_slows_production_and_blocks_what_the_title_names() {
+    use citadel_runtime::state::Building;
+    const HOUR: i64 = 3_600_000;
+    for (rule, made) in [("proportional", 150), ("stop", 0), ("none", 300)] {
+        let title = mini_with_power(rule);
+        let mut s = citadel_runtime::rules::new_player(&title, 0);
+        s.buildings.push(Building::completed(2, "mine", 1, 0, 0, 0));
+        s.buildings.push(Building::completed(3, "barracks", 1, 2, 0, 0));
+        s.next_building_id = 4;
+        let d = citadel_runtime::rules::derived(&title, &s);
+        assert_eq!((d.capacities["power"].used, d.capacities["power"].total), (20, 10));
+        let gold = s.resources["gold"];
+        // 600 an hour at full power; half an hour at half power is 150.
+        act(&title, &mut s, serde_json::json!({ "action": "collect", "id": 2 }), HOUR / 2).ok();
+        assert_eq!(s.resources["gold"] - gold, made, "{rule}");
+        let before = s.clone();
+        let train = serde_json::json!({ "action": "train", "unit": "guard", "count": 1 });
+        assert_eq!(act(&title, &mut s, train, HOUR / 2), Err(ErrorCode::CapacityShort), "{rule}");
+        assert_eq!(s, before, "a blocked action changes nothing");
+    }
 }

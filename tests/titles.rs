@@ -83,3 +83,30 @@ fn version_1_player_files_migrate_to_the_current_format() {
     assert_eq!(migrated.seq, 0, "a version 1 file has absorbed no journaled operation");
     assert_eq!(citadel_runtime::PlayerState { seq: 7, ..migrated }, s);
 }
+
+/// A version 4 file keeps its one running research (`research_active`) as
+/// the one entry of `research_running`, tied to no building; it has no
+/// timed modifiers.
+#[test]
+fn version_4_player_files_keep_their_running_research() {
+    let (t, _) = load_valid(&root().join("tests/fixtures/fort"));
+    let s = citadel_runtime::new_player(&t, 1_767_225_600_000);
+    let mut v4: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+    v4["format_version"] = 4.into();
+    let obj = v4.as_object_mut().unwrap();
+    obj.remove("research_running");
+    obj.remove("modifiers");
+    let order = serde_json::json!({ "research": "masonry", "level": 1, "started_ms": 1, "ends_ms": 2 });
+    obj.insert("research_active".into(), order);
+    let migrated = citadel_runtime::PlayerState::from_json(&v4.to_string()).expect("a version 4 file loads");
+    assert_eq!(migrated.research_running.len(), 1);
+    let r = &migrated.research_running[0];
+    assert_eq!((r.research.as_str(), r.level, r.building_id, r.ends_ms), ("masonry", 1, None, 2));
+    assert!(migrated.modifiers.is_empty());
+    // Without a running research, the list is empty.
+    let mut idle: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+    idle["format_version"] = 4.into();
+    idle.as_object_mut().unwrap().remove("research_running");
+    let migrated = citadel_runtime::PlayerState::from_json(&idle.to_string()).expect("loads");
+    assert!(migrated.research_running.is_empty());
+}

@@ -23,10 +23,16 @@ pub const ID_FUNCTIONS: &[(&str, IdKind)] = &[
     ("item_count", IdKind::Item),
     ("quest_claimed", IdKind::Quest),
     ("event_active", IdKind::Event),
+    ("modifier_stacks", IdKind::Modifier),
+    ("capacity_provided", IdKind::Capacity),
+    ("capacity_drawn", IdKind::Capacity),
+    ("modifier_seconds_left", IdKind::Modifier),
     ("grant", IdKind::Resource),
     ("spend", IdKind::Resource),
     ("grant_item", IdKind::Item),
     ("grant_unit", IdKind::Unit),
+    ("apply_modifier", IdKind::Modifier),
+    ("remove_modifier", IdKind::Modifier),
 ];
 
 /// The kinds of ids a title defines.
@@ -40,6 +46,10 @@ pub enum IdKind {
     Quest,
     /// A live-ops event of `title.json` `events`.
     Event,
+    /// A timed modifier of `modifiers.json`.
+    Modifier,
+    /// A capacity of `resources.json` `capacities`.
+    Capacity,
 }
 
 impl IdKind {
@@ -53,6 +63,8 @@ impl IdKind {
             IdKind::Item => "item",
             IdKind::Quest => "quest",
             IdKind::Event => "event",
+            IdKind::Modifier => "modifier",
+            IdKind::Capacity => "capacity",
         }
     }
 }
@@ -100,6 +112,10 @@ pub(crate) fn register_queries(engine: &mut Engine) {
     id_query!(engine, "item_count", IdKind::Item, i64, |v, id| v.item_count(id));
     id_query!(engine, "quest_claimed", IdKind::Quest, bool, |v, id| v.quest_claimed(id));
     id_query!(engine, "event_active", IdKind::Event, bool, |v, id| v.event_active(id));
+    id_query!(engine, "modifier_stacks", IdKind::Modifier, i64, |v, id| v.modifier_stacks(id));
+    id_query!(engine, "modifier_seconds_left", IdKind::Modifier, i64, |v, id| v.modifier_seconds_left(id));
+    id_query!(engine, "capacity_provided", IdKind::Capacity, i64, |v, id| v.capacity(id).map(|c| c.0));
+    id_query!(engine, "capacity_drawn", IdKind::Capacity, i64, |v, id| v.capacity(id).map(|c| c.1));
     engine.register_fn("count_at_least", |nc: NativeCallContext, id: &str, level: i64| -> Res<i64> {
         with_ctx(&nc, |c| known(&nc, c.view.count_at_least(id, level), IdKind::Building, id))
     });
@@ -162,6 +178,8 @@ pub(crate) fn register_effects(engine: &mut Engine) {
         Ok(Effect::GrantXp { amount: amount(&nc, "xp amount", n)? })
     });
     engine.register_fn("notify", |text: &str| Effect::Notify { text: text.into() });
+    engine.register_fn("apply_modifier", |m: &str| Effect::ApplyModifier { modifier: m.into() });
+    engine.register_fn("remove_modifier", |m: &str| Effect::RemoveModifier { modifier: m.into() });
     // Inclusive on both ends, like a die: random(1, 6).
     engine.register_fn("random", |nc: NativeCallContext, lo: i64, hi: i64| -> Res<i64> {
         if lo > hi {
@@ -199,6 +217,10 @@ pub const QUERY_DOCS: &[(&str, &str)] = &[
         "event_active(event)",
         "whether a live-ops event of title.json `events` is running now (its window holds the current time)",
     ),
+    ("modifier_stacks(modifier)", "stacks of a timed modifier the player has now (0 when it is not active)"),
+    ("modifier_seconds_left(modifier)", "seconds until a timed modifier ends, rounded up (0 when it is not active)"),
+    ("capacity_provided(capacity)", "how much of a capacity (power, oxygen) the player's finished buildings provide"),
+    ("capacity_drawn(capacity)", "how much of a capacity the player's finished buildings draw"),
 ];
 
 /// The effect constructors (scripts only), with what they ask for.
@@ -216,6 +238,11 @@ pub const EFFECT_DOCS: &[(&str, &str)] = &[
     ("award_score(stat, amount)", "add to a score stat listed in title.json scores"),
     ("grant_xp(amount)", "add experience points"),
     ("notify(text)", "send the player a message (up to 500 bytes)"),
+    (
+        "apply_modifier(modifier)",
+        "start a timed modifier of modifiers.json (or add a stack, refresh or extend it, by its stacking rule)",
+    ),
+    ("remove_modifier(modifier)", "end a timed modifier now, every stack of it (nothing if it is not active)"),
     (
         "random(low, high)",
         "a random whole number from low to high inclusive, the same on every replay (not an effect; scripts only)",

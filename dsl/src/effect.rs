@@ -28,6 +28,10 @@ pub enum Effect {
     GrantXp { amount: i64 },
     /// Send a notification to the player.
     Notify { text: String },
+    /// Start a timed modifier (or stack, refresh or extend it).
+    ApplyModifier { modifier: String },
+    /// End a timed modifier now.
+    RemoveModifier { modifier: String },
 }
 
 impl Effect {
@@ -44,6 +48,8 @@ impl Effect {
             Effect::AwardScore { .. } => "award_score",
             Effect::GrantXp { .. } => "grant_xp",
             Effect::Notify { .. } => "notify",
+            Effect::ApplyModifier { .. } => "apply_modifier",
+            Effect::RemoveModifier { .. } => "remove_modifier",
         }
     }
 }

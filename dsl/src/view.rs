@@ -42,6 +42,12 @@ pub trait StateView: Send + Sync {
     fn now_ms(&self) -> i64;
     /// Whether a live-ops event is running now.
     fn event_active(&self, event: &str) -> Option<bool>;
+    /// Stacks of a timed modifier the player has now (0 when not active).
+    fn modifier_stacks(&self, modifier: &str) -> Option<i64>;
+    /// Seconds until a timed modifier ends, rounded up (0 when not active).
+    fn modifier_seconds_left(&self, modifier: &str) -> Option<i64>;
+    /// `(provided, drawn)` of a capacity over the finished buildings.
+    fn capacity(&self, capacity: &str) -> Option<(i64, i64)>;
 }
 
 /// The per-evaluation context: the state view plus a deterministic random

@@ -148,4 +148,13 @@ impl citadel_dsl::StateView for NoState {
     fn event_active(&self, _: &str) -> Option<bool> {
         None
     }
+    fn modifier_stacks(&self, _: &str) -> Option<i64> {
+        None
+    }
+    fn modifier_seconds_left(&self, _: &str) -> Option<i64> {
+        None
+    }
+    fn capacity(&self, _: &str) -> Option<(i64, i64)> {
+        None
+    }
 }

@@ -60,6 +60,15 @@ impl StateView for Fixed {
     fn event_active(&self, e: &str) -> Option<bool> {
         (e == "harvest").then_some(true)
     }
+    fn modifier_stacks(&self, m: &str) -> Option<i64> {
+        (m == "blessing").then_some(2)
+    }
+    fn modifier_seconds_left(&self, m: &str) -> Option<i64> {
+        (m == "blessing").then_some(90)
+    }
+    fn capacity(&self, c: &str) -> Option<(i64, i64)> {
+        (c == "power").then_some((120, 150))
+    }
 }
 
 fn ctx() -> Ctx {
@@ -331,7 +340,7 @@ fn every_documented_function_exists() {
         "building" => "\"hq\"",
         "resource" => "\"gold\"",
         "research" => "\"masonry\"",
-        "unit" | "item" | "quest" | "event" => "\"nope\"",
+        "unit" | "item" | "quest" | "event" | "modifier" | "capacity" => "\"nope\"",
         "name" | "stat" | "text" => "\"x\"",
         "low" => "1",
         "high" => "6",

@@ -77,6 +77,9 @@ pub struct TitleFile {
     pub builders: u32,
     #[serde(default = "default_training_queue")]
     pub training_queue: u32,
+    /// How buildings share research and training.
+    #[serde(default)]
+    pub work: WorkDef,
     #[serde(default = "default_refund")]
     pub cancel_refund_percent: u32,
     #[serde(default = "default_speed_up")]
@@ -98,6 +101,52 @@ pub struct TitleFile {
     /// The shared world: map, raids, top score seasons.
     #[serde(default)]
     pub world: WorldDef,
+}
+
+/// `title.json` `work`: how buildings share research and training.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkDef {
+    #[serde(default)]
+    pub research: ResearchSlots,
+    #[serde(default)]
+    pub training: TrainingQueues,
+    #[serde(default = "yes")]
+    pub while_upgrading: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for WorkDef {
+    /// Absent from title.json: today's behaviour for every title written
+    /// before `work` existed.
+    fn default() -> Self {
+        WorkDef { research: ResearchSlots::default(), training: TrainingQueues::default(), while_upgrading: true }
+    }
+}
+
+/// How many research may run at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResearchSlots {
+    /// One in the whole base.
+    #[default]
+    OneAtATime,
+    /// One in each finished building of the research's building type.
+    PerBuilding,
+}
+
+/// How training queues are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainingQueues {
+    /// One queue per building type.
+    #[default]
+    PerBuildingType,
+    /// One queue in each finished building, all training at once.
+    PerBuilding,
 }
 
 /// `title.json` `world`.
@@ -258,6 +307,44 @@ pub struct ResourcesFile {
     pub schema: Option<String>,
     pub format_version: u32,
     pub resources: Vec<ResourceDef>,
+    #[serde(default)]
+    pub capacities: Vec<CapacityDef>,
+}
+
+/// A quantity buildings provide and draw (power, oxygen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub shortfall: Shortfall,
+}
+
+/// What a capacity's shortfall does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shortfall {
+    #[serde(default)]
+    pub production: ShortfallProduction,
+    /// Action names refused during a shortfall.
+    #[serde(default)]
+    pub blocks: Vec<String>,
+}
+
+/// What a shortfall does to the producers that draw the capacity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShortfallProduction {
+    /// Each makes provided/drawn of its rate.
+    #[default]
+    Proportional,
+    /// They make nothing.
+    Stop,
+    /// No effect.
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +381,12 @@ pub struct BuildingLevel {
     pub builders: u32,
     #[serde(default)]
     pub hitpoints: i64,
+    /// Capacity provided while this level stands finished.
+    #[serde(default)]
+    pub provides: Amounts,
+    /// Capacity drawn while this level stands finished.
+    #[serde(default)]
+    pub draws: Amounts,
     /// Whether, and at what price, this level's construction can be sped up.
     #[serde(default)]
     pub speed_up: SpeedUpRule,
@@ -470,6 +563,85 @@ pub struct Grants {
     pub units: Amounts,
     #[serde(default)]
     pub xp: i64,
+    /// Loot tables rolled after the fixed grants.
+    #[serde(default)]
+    pub loot: Vec<String>,
+    /// Timed modifiers granted.
+    #[serde(default)]
+    pub modifiers: Vec<String>,
+}
+
+/// What granting a timed modifier again while it is active does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stacking {
+    /// Its time starts over.
+    #[default]
+    Refresh,
+    /// Its duration is added to the time left.
+    Extend,
+    /// One more stack, up to `max_stacks`; its time starts over.
+    Stack,
+    /// Nothing.
+    Keep,
+}
+
+/// One timed modifier of `modifiers.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModifierDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub duration_seconds: i64,
+    #[serde(default)]
+    pub stacking: Stacking,
+    #[serde(default = "one")]
+    pub max_stacks: u32,
+    /// Per stack.
+    pub effects: Vec<ResearchEffect>,
+}
+
+/// `modifiers.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModifiersFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub modifiers: Vec<ModifierDef>,
+}
+
+/// One loot table of `loot.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LootTableDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "one")]
+    pub rolls: u32,
+    pub entries: Vec<LootEntry>,
+}
+
+/// One possible outcome of a roll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LootEntry {
+    pub weight: u32,
+    pub grants: Grants,
+}
+
+/// `loot.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LootFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub loot: Vec<LootTableDef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

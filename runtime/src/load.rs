@@ -202,6 +202,8 @@ struct Parsed {
     research: Option<ResearchFile>,
     store: Option<StoreFile>,
     quests: Option<QuestsFile>,
+    loot: Option<LootFile>,
+    modifiers: Option<ModifiersFile>,
 }
 
 impl Parsed {
@@ -256,6 +258,9 @@ struct Known {
     ids: HashMap<IdKind, Vec<String>>,
     /// Number of levels of each building and research.
     levels: HashMap<(IdKind, String), i64>,
+    /// Loot table ids; `None` when loot.json is there but not readable
+    /// (its own errors are reported, and every table would look unknown).
+    loot: Option<Vec<String>>,
 }
 
 impl Known {
@@ -310,6 +315,8 @@ impl Loader<'_> {
                 FileKind::Research => p.research = self.parse(kind, name),
                 FileKind::Store => p.store = self.parse(kind, name),
                 FileKind::Quests => p.quests = self.parse(kind, name),
+                FileKind::Loot => p.loot = self.parse(kind, name),
+                FileKind::Modifiers => p.modifiers = self.parse(kind, name),
                 FileKind::Scenario => {}
             }
         }
@@ -444,7 +451,8 @@ impl Loader<'_> {
         if !violations.is_empty() {
             for v in violations {
                 let key = v.pointer.rsplit('/').next().unwrap_or("").replace("~1", "/").replace("~0", "~");
-                let help = if v.at_key { did_you_mean(&key, v.expected_keys.iter().map(String::as_str)) } else { None };
+                let help =
+                    if v.at_key { did_you_mean(&key, v.expected_keys.iter().map(String::as_str)) } else { v.help };
                 self.at("schema", file, &v.pointer, v.at_key, v.message, help);
             }
             return None;
@@ -464,7 +472,7 @@ impl Loader<'_> {
 
     fn known(&mut self) -> Known {
         let mut k = Known::default();
-        let lists: [(IdKind, &str, &str); 7] = [
+        let lists: [(IdKind, &str, &str); 9] = [
             (IdKind::Resource, "resources.json", "resources"),
             (IdKind::Building, "buildings.json", "buildings"),
             (IdKind::Unit, "units.json", "units"),
@@ -472,6 +480,8 @@ impl Loader<'_> {
             (IdKind::Item, "store.json", "items"),
             (IdKind::Quest, "quests.json", "quests"),
             (IdKind::Event, "title.json", "events"),
+            (IdKind::Modifier, "modifiers.json", "modifiers"),
+            (IdKind::Capacity, "resources.json", "capacities"),
         ];
         for (kind, file, list) in lists {
             let Some(entries) = self.raw.get(file).and_then(|v| v.get(list)).and_then(Value::as_array).cloned() else {
@@ -507,6 +517,15 @@ impl Loader<'_> {
             }
             ids.sort();
             k.ids.insert(kind, ids);
+        }
+        match self.raw.get("loot.json").and_then(|v| v.get("loot")).and_then(Value::as_array).cloned() {
+            Some(tables) => {
+                let ids: Vec<Option<&str>> = tables.iter().map(|t| t.get("id").and_then(Value::as_str)).collect();
+                self.unique_ids("loot.json", "/loot", "loot table", &ids);
+                k.loot = Some(ids.into_iter().flatten().map(str::to_string).collect());
+            }
+            None if !self.files.contains_key("loot.json") => k.loot = Some(Vec::new()),
+            None => {}
         }
         if let Some(offers) =
             self.raw.get("store.json").and_then(|v| v.get("offers")).and_then(Value::as_array).cloned()
@@ -545,6 +564,8 @@ impl Loader<'_> {
             IdKind::Item => "store.json",
             IdKind::Quest => "quests.json",
             IdKind::Event => "title.json events",
+            IdKind::Modifier => "modifiers.json",
+            IdKind::Capacity => "resources.json capacities",
         };
         let help = did_you_mean(id, known.list(kind));
         self.at(
@@ -567,6 +588,44 @@ impl Loader<'_> {
         self.need_keys(known, IdKind::Resource, &g.resources, file, &format!("{pointer}/resources"));
         self.need_keys(known, IdKind::Item, &g.items, file, &format!("{pointer}/items"));
         self.need_keys(known, IdKind::Unit, &g.units, file, &format!("{pointer}/units"));
+        for (i, id) in g.modifiers.iter().enumerate() {
+            self.need(known, IdKind::Modifier, id, file, &format!("{pointer}/modifiers/{i}"), false);
+        }
+        let Some(tables) = &known.loot else { return };
+        for (i, id) in g.loot.iter().enumerate() {
+            if !tables.contains(id) {
+                let help = did_you_mean(id, tables.iter().map(String::as_str));
+                let msg = format!("unknown loot table `{id}`: not defined in loot.json");
+                self.at("unknown-id", file, &format!("{pointer}/loot/{i}"), false, msg, help);
+            }
+        }
+    }
+
+    /// Each effect names a target of the kind its kind needs, or none.
+    fn check_effects(&mut self, known: &Known, effects: &[ResearchEffect], f: &str, base: &str) {
+        for (e, eff) in effects.iter().enumerate() {
+            let ep = format!("{base}/effects/{e}");
+            match (eff.kind.target_kind(), &eff.target) {
+                (Some(kind), Some(t)) => self.need(known, kind, t, f, &format!("{ep}/target"), false),
+                (Some(kind), None) => self.at(
+                    "effect-target",
+                    f,
+                    &ep,
+                    false,
+                    format!("this effect needs a target {} id", kind.noun()),
+                    None,
+                ),
+                (None, Some(_)) => self.at(
+                    "effect-target",
+                    f,
+                    &format!("{ep}/target"),
+                    true,
+                    "this effect kind takes no target".into(),
+                    None,
+                ),
+                (None, None) => {}
+            }
+        }
     }
 
     /// Every cost fits in the most a player can ever hold: a resource's
@@ -702,6 +761,8 @@ impl Loader<'_> {
                     let base = format!("/buildings/{i}/levels/{l}");
                     self.need_keys(known, IdKind::Resource, &lv.cost, f, &format!("{base}/cost"));
                     self.need_keys(known, IdKind::Resource, &lv.storage, f, &format!("{base}/storage"));
+                    self.need_keys(known, IdKind::Capacity, &lv.provides, f, &format!("{base}/provides"));
+                    self.need_keys(known, IdKind::Capacity, &lv.draws, f, &format!("{base}/draws"));
                     if let Some(prod) = &lv.production {
                         self.need(
                             known,
@@ -728,29 +789,7 @@ impl Loader<'_> {
                 for (l, lv) in r.levels.iter().enumerate() {
                     let base = format!("/research/{i}/levels/{l}");
                     self.need_keys(known, IdKind::Resource, &lv.cost, f, &format!("{base}/cost"));
-                    for (e, eff) in lv.effects.iter().enumerate() {
-                        let ep = format!("{base}/effects/{e}");
-                        match (eff.kind.target_kind(), &eff.target) {
-                            (Some(kind), Some(t)) => self.need(known, kind, t, f, &format!("{ep}/target"), false),
-                            (Some(kind), None) => self.at(
-                                "effect-target",
-                                f,
-                                &ep,
-                                false,
-                                format!("this effect needs a target {} id", kind.noun()),
-                                None,
-                            ),
-                            (None, Some(_)) => self.at(
-                                "effect-target",
-                                f,
-                                &format!("{ep}/target"),
-                                true,
-                                "this effect kind takes no target".into(),
-                                None,
-                            ),
-                            (None, None) => {}
-                        }
-                    }
+                    self.check_effects(known, &lv.effects, f, &base);
                 }
             }
         }
@@ -772,6 +811,52 @@ impl Loader<'_> {
         if let Some(qf) = p.quests.clone() {
             for (i, q) in qf.quests.iter().enumerate() {
                 self.need_grants(known, &q.rewards, "quests.json", &format!("/quests/{i}/rewards"));
+            }
+        }
+        if let Some(rf) = p.resources.clone() {
+            for (i, c) in rf.capacities.iter().enumerate() {
+                for (j, name) in c.shortfall.blocks.iter().enumerate() {
+                    if !crate::rules::ACTION_NAMES.contains(&name.as_str()) {
+                        let help = did_you_mean(name, crate::rules::ACTION_NAMES.iter().copied());
+                        let msg = format!(
+                            "`{name}` is not an action; blocks lists action names (docs/title-format.md, Actions)"
+                        );
+                        self.at(
+                            "unknown-id",
+                            "resources.json",
+                            &format!("/capacities/{i}/shortfall/blocks/{j}"),
+                            false,
+                            msg,
+                            help,
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(mf) = p.modifiers.clone() {
+            for (i, m) in mf.modifiers.iter().enumerate() {
+                self.check_effects(known, &m.effects, "modifiers.json", &format!("/modifiers/{i}"));
+                if m.max_stacks > 1 && m.stacking != Stacking::Stack {
+                    let msg = format!(
+                        "max_stacks is {} but stacking is not `stack`: only stacking modifiers stack",
+                        m.max_stacks
+                    );
+                    let help = Some("set \"stacking\": \"stack\", or leave max_stacks out".to_string());
+                    self.at("modifier", "modifiers.json", &format!("/modifiers/{i}/max_stacks"), false, msg, help);
+                }
+            }
+        }
+        if let Some(lf) = p.loot.clone() {
+            let f = "loot.json";
+            for (i, t) in lf.loot.iter().enumerate() {
+                for (j, e) in t.entries.iter().enumerate() {
+                    let pointer = format!("/loot/{i}/entries/{j}/grants");
+                    self.need_grants(known, &e.grants, f, &pointer);
+                    if !e.grants.loot.is_empty() {
+                        let msg = "a loot entry cannot roll another loot table: list the other table's entries here, or grant both tables side by side where this one is granted".into();
+                        self.at("loot", f, &format!("{pointer}/loot"), true, msg, None);
+                    }
+                }
             }
         }
     }
@@ -1383,8 +1468,13 @@ impl Loader<'_> {
             .flat_map(|r| r.lootable.keys())
             .filter_map(|r| Some((r.clone(), take("title.json", format!("/world/raids/lootable/{r}"))?)))
             .collect();
-        let resources = p.resources?.resources;
+        let loot = p.loot.map(|f| f.loot).unwrap_or_default();
+        let modifiers = p.modifiers.map(|f| f.modifiers).unwrap_or_default();
+        let ResourcesFile { resources, capacities, .. } = p.resources?;
         let index = crate::title::Index {
+            capacities: capacities.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect(),
+            loot: loot.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect(),
+            modifiers: modifiers.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect(),
             events: events.iter().enumerate().map(|(i, e)| (e.def.id.clone(), i)).collect(),
             resources: resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect(),
             buildings: buildings.iter().enumerate().map(|(i, b)| (b.def.id.clone(), i)).collect(),
@@ -1398,12 +1488,15 @@ impl Loader<'_> {
             manifest,
             content_version,
             resources,
+            capacities,
             buildings,
             units,
             research,
             items,
             offers,
             quests,
+            loot,
+            modifiers,
             events,
             raid_lootable,
             actions,
@@ -1577,6 +1670,15 @@ impl citadel_dsl::StateView for Neutral {
     }
     fn event_active(&self, _: &str) -> Option<bool> {
         Some(false)
+    }
+    fn modifier_stacks(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn modifier_seconds_left(&self, _: &str) -> Option<i64> {
+        Some(0)
+    }
+    fn capacity(&self, _: &str) -> Option<(i64, i64)> {
+        Some((0, 0))
     }
 }
 

@@ -10,8 +10,8 @@
 //!    higher).
 //! 2. **Removed ids** are dropped: resources, units, items, buildings (with
 //!    any upgrade running on them), research levels, training orders for a
-//!    removed unit or building type, the active research if its type is
-//!    gone, purchase counts of removed offers, claimed removed quests, and
+//!    removed unit or building type, running research whose type is
+//!    gone, timed modifiers no longer defined, purchase counts of removed offers, claimed removed quests, and
 //!    scores no longer listed.
 //! 3. **Fewer levels**: a building or research above the new highest level
 //!    comes down to it; an upgrade or research towards a level that no
@@ -119,7 +119,7 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
             o.building.clone_from(new);
         }
     }
-    if let Some(r) = &mut s.research_active {
+    for r in &mut s.research_running {
         if let Some(new) = renamed.research.get(&r.research) {
             r.research.clone_from(new);
         }
@@ -136,6 +136,7 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
     drop_unknown(&mut s.items, |i| title.item(i).is_some(), "item", &mut changes);
     drop_unknown(&mut s.research, |r| title.research_type(r).is_some(), "research", &mut changes);
     drop_unknown(&mut s.purchases, |o| title.offer(o).is_some(), "offer", &mut changes);
+    drop_unknown(&mut s.modifiers, |m| title.modifier(m).is_some(), "modifier", &mut changes);
     let scores = &title.manifest.scores;
     drop_unknown(&mut s.scores, |k| scores.iter().any(|x| x == k), "score", &mut changes);
     let gone: Vec<String> = s.quests_claimed.iter().filter(|q| title.quest(q).is_none()).cloned().collect();
@@ -210,7 +211,7 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
             *level = max;
         }
     }
-    if let Some(r) = &s.research_active {
+    s.research_running.retain(|r| {
         let valid = title.research_type(&r.research).is_some_and(|d| r.level as usize <= d.def.levels.len());
         if !valid {
             changes.push(change(&[
@@ -218,9 +219,9 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
                 ("research", text(&r.research)),
                 ("level", Dynamic::from(i64::from(r.level))),
             ]));
-            s.research_active = None;
         }
-    }
+        valid
+    });
 
     // 4. New resources.
     for r in &title.resources {

@@ -15,7 +15,9 @@ use citadel_dsl::{Dynamic, Effect, Expr, IdKind};
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::did_you_mean;
-use crate::format::{Amounts, Grants, ResearchEffectKind, SpeedUpRule};
+use crate::format::{
+    Amounts, Grants, ResearchEffectKind, ResearchSlots, ShortfallProduction, SpeedUpRule, Stacking, TrainingQueues,
+};
 use crate::state::*;
 use crate::title::{HookRef, Title};
 use crate::view::with_ctx;
@@ -142,23 +144,44 @@ actions! {
     Cancel { id: u32 } => "cancel";
     /// Finish a construction or upgrade now, paying premium currency.
     SpeedUp { id: u32 } => "speed_up";
-    /// Finish the running research now, paying premium currency.
-    SpeedUpResearch {} => "speed_up_research";
+    /// Finish a running research now, paying premium currency; `research`
+    /// names it, and may be left out while only one runs.
+    SpeedUpResearch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        research: Option<String>,
+    } => "speed_up_research";
     /// Cancel the running research (named, to be sure it is the one meant);
     /// refunds `cancel_refund_percent` of its cost.
     CancelResearch { research: String } => "cancel_research";
-    /// Finish a building type's whole training queue now, paying premium currency.
-    SpeedUpTraining { building: String } => "speed_up_training";
+    /// Finish a building type's training now, paying premium currency: every
+    /// queue of the type, or only the queue of building `building_id` (when
+    /// the title keeps a queue per building).
+    SpeedUpTraining {
+        building: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        building_id: Option<u32>,
+    } => "speed_up_training";
     /// Move a building to another free spot.
     Move { id: u32, x: i32, y: i32 } => "move";
     /// Collect a producer's output into storage.
     Collect { id: u32 } => "collect";
     /// Collect every producer.
     CollectAll {} => "collect_all";
-    /// Queue units for training.
-    Train { unit: String, count: i64 } => "train";
-    /// Start the next level of a research.
-    Research { research: String } => "research";
+    /// Queue units for training, in building `building_id` or (left out)
+    /// in the free building of the unit's type whose queue ends first.
+    Train {
+        unit: String,
+        count: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        building_id: Option<u32>,
+    } => "train";
+    /// Start the next level of a research, in building `building_id` or
+    /// (left out) in the first free building of the research's type.
+    Research {
+        research: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        building_id: Option<u32>,
+    } => "research";
     /// Buy a store offer once.
     Buy { offer: String } => "buy";
     /// Use one item from the inventory.
@@ -182,7 +205,7 @@ error_codes! {
     NoFreeBuilder => "no_free_builder", "every builder is busy";
     LimitReached => "limit_reached", "max_count for this building at the current headquarters level is reached";
     MaxLevel => "max_level", "already at the highest level";
-    Busy => "busy", "that building is already under construction, or a research is already running";
+    Busy => "busy", "that building is already under construction, the research is already running, every building that could take the work is busy, or a building with work cannot upgrade (work.while_upgrading false)";
     NotBusy => "not_busy", "nothing in progress to cancel or speed up";
     NoSpeedUp => "no_speed_up", "this level's construction or research cannot be sped up (its speed_up is false)";
     OutOfBounds => "out_of_bounds", "the building would stick out of the grid";
@@ -194,6 +217,7 @@ error_codes! {
     GoalNotMet => "goal_not_met", "the quest's goal is not reached yet";
     NothingToCollect => "nothing_to_collect", "nothing has been produced yet (or storage is full, for collect_all)";
     StorageFull => "storage_full", "the resource's storage is full";
+    CapacityShort => "capacity_short", "a capacity (power, oxygen) is short, and the title's shortfall rule blocks this action until more is provided";
     ScriptError => "script_error", "a script failed (endless loop, error, limit) or returned an invalid effect; nothing was applied";
     ImplausibleResult => "implausible_result", "a raid result the title's rules reject: units the attacker does not own, more loot than the defender's lootable amount, a battle longer than allowed, or the title's raid check refused it; nothing was applied";
 }
@@ -226,6 +250,14 @@ events! {
     TimerEnded { name: String } => "timer_ended";
     /// Production was collected into storage.
     Collected { resource: String, amount: i64 } => "collected";
+    /// A loot table was rolled (a store offer, an item, a quest reward):
+    /// `grants` is what this roll gave.
+    Looted { table: String, grants: Grants } => "looted";
+    /// A timed modifier started, or was stacked, refreshed or extended:
+    /// `stacks` and `ends_ms` are what it has now.
+    ModifierApplied { modifier: String, stacks: u32, ends_ms: i64 } => "modifier_applied";
+    /// A timed modifier ended (its time ran out, or a script removed it).
+    ModifierEnded { modifier: String } => "modifier_ended";
     /// Resources were given back (a cancelled construction, upgrade or training).
     Refunded { resources: Amounts } => "refunded";
     /// A message from the title's scripts for the player.
@@ -282,18 +314,21 @@ fn level_stats<'t>(title: &'t Title, b: &Building) -> Option<&'t crate::format::
     title.building(&b.building)?.def.levels.get(b.level as usize - 1)
 }
 
-/// Sum of a research effect over every completed research level.
+/// Sum of an effect over every completed research level and every stack
+/// of every active timed modifier.
 pub fn research_bonus(title: &Title, s: &PlayerState, kind: ResearchEffectKind, target: Option<&str>) -> i64 {
-    let mut total = 0;
+    let matching = |e: &&crate::format::ResearchEffect| e.kind == kind && e.target.as_deref() == target;
+    let mut total = 0i64;
     for (id, &lvl) in &s.research {
         let Some(r) = title.research_type(id) else { continue };
         for level in r.def.levels.iter().take(lvl as usize) {
-            for e in &level.effects {
-                if e.kind == kind && e.target.as_deref() == target {
-                    total += e.value;
-                }
-            }
+            total = total.saturating_add(level.effects.iter().filter(matching).map(|e| e.value).sum::<i64>());
         }
+    }
+    for (id, active) in &s.modifiers {
+        let Some(m) = title.modifier(id) else { continue };
+        let per_stack: i64 = m.effects.iter().filter(matching).map(|e| e.value).sum();
+        total = total.saturating_add(per_stack.saturating_mul(i64::from(active.stacks)));
     }
     total
 }
@@ -328,16 +363,78 @@ fn housing_used(title: &Title, s: &PlayerState) -> i64 {
     s.units.iter().map(|(u, n)| of(u) * n).sum::<i64>() + s.training.iter().map(|o| of(&o.unit)).sum::<i64>()
 }
 
-/// `(resource, per_hour, capacity)` of a building's current level, with research applied.
-fn production(title: &Title, s: &PlayerState, b: &Building) -> Option<(String, i64, i64)> {
-    let p = level_stats(title, b)?.production.as_ref()?;
+/// `(provided, drawn)` of every capacity of the title, in its order, over
+/// the finished buildings; empty for a title without capacities.
+fn capacity_totals(title: &Title, s: &PlayerState) -> Vec<(i64, i64)> {
+    if title.capacities.is_empty() {
+        return Vec::new();
+    }
+    let mut totals = vec![(0i64, 0i64); title.capacities.len()];
+    for l in s.buildings.iter().filter_map(|b| level_stats(title, b)) {
+        for (t, c) in totals.iter_mut().zip(&title.capacities) {
+            t.0 = t.0.saturating_add(l.provides.get(&c.id).copied().unwrap_or(0));
+            t.1 = t.1.saturating_add(l.draws.get(&c.id).copied().unwrap_or(0));
+        }
+    }
+    totals
+}
+
+/// `(provided, drawn)` of one capacity; `(0, 0)` for an unknown one.
+pub fn capacity(title: &Title, s: &PlayerState, id: &str) -> (i64, i64) {
+    let i = title.capacities.iter().position(|c| c.id == id);
+    i.map_or((0, 0), |i| capacity_totals(title, s)[i])
+}
+
+/// Percent of its rate a producer at level `l` makes: 100, less for each
+/// capacity it draws that is short, by that capacity's shortfall rule.
+fn supplied_percent(title: &Title, l: &crate::format::BuildingLevel, totals: &[(i64, i64)]) -> i64 {
+    let mut pct = 100;
+    for (c, &(provided, drawn)) in title.capacities.iter().zip(totals) {
+        if drawn <= provided || !l.draws.contains_key(&c.id) {
+            continue;
+        }
+        pct = match c.shortfall.production {
+            ShortfallProduction::Proportional => pct * provided.max(0) / drawn,
+            ShortfallProduction::Stop => 0,
+            ShortfallProduction::None => pct,
+        };
+    }
+    pct
+}
+
+/// Refuses `action` while a capacity whose shortfall blocks it is short.
+fn capacity_allows(title: &Title, s: &PlayerState, action: &str) -> Result<(), ActionError> {
+    if title.capacities.iter().all(|c| c.shortfall.blocks.is_empty()) {
+        return Ok(());
+    }
+    for (c, (provided, drawn)) in title.capacities.iter().zip(capacity_totals(title, s)) {
+        if drawn > provided && c.shortfall.blocks.iter().any(|a| a == action) {
+            return err(
+                ErrorCode::CapacityShort,
+                format!(
+                    "not enough {}: {provided} provided, {drawn} drawn; {action} waits until more is provided",
+                    c.name
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `(resource, per_hour, capacity)` of a building's current level, with
+/// research, timed modifiers and capacity shortfalls (`totals`, from
+/// [`capacity_totals`]) applied.
+fn production(title: &Title, s: &PlayerState, b: &Building, totals: &[(i64, i64)]) -> Option<(String, i64, i64)> {
+    let l = level_stats(title, b)?;
+    let p = l.production.as_ref()?;
     let pct = 100 + research_bonus(title, s, ResearchEffectKind::ProductionPercent, Some(&p.resource));
-    Some((p.resource.clone(), p.per_hour * pct.max(0) / 100, p.capacity))
+    let supplied = supplied_percent(title, l, totals);
+    Some((p.resource.clone(), p.per_hour * pct.max(0) / 100 * supplied / 100, p.capacity))
 }
 
 /// Production waiting in a building at `now`: nothing accrues while it upgrades.
-fn accrued(title: &Title, s: &PlayerState, b: &Building, now: i64) -> i64 {
-    match production(title, s, b) {
+fn accrued(title: &Title, s: &PlayerState, b: &Building, now: i64, totals: &[(i64, i64)]) -> i64 {
+    match production(title, s, b, totals) {
         Some((_, rate, capacity)) if b.upgrade.is_none() => {
             let elapsed = (now - b.since_ms).max(0) as i128;
             let made = (rate as i128 * elapsed / 3_600_000) as i64;
@@ -350,11 +447,48 @@ fn accrued(title: &Title, s: &PlayerState, b: &Building, now: i64) -> i64 {
 /// Folds accrued production into `stored` as of `now` for every producer,
 /// before anything changes production rates.
 fn settle_all(title: &Title, s: &mut PlayerState, now: i64) {
+    let totals = capacity_totals(title, s);
     for i in 0..s.buildings.len() {
-        let a = accrued(title, s, &s.buildings[i], now);
+        let a = accrued(title, s, &s.buildings[i], now, &totals);
         let b = &mut s.buildings[i];
         b.stored = a;
         b.since_ms = now;
+    }
+}
+
+/// What clients show beside the state and the rules derive from it: the
+/// storage cap of each capped resource, housing and builders used and in
+/// all, and each capacity's draw against what is provided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Derived {
+    pub caps: BTreeMap<String, i64>,
+    pub housing: Used,
+    pub builders: Used,
+    pub capacities: BTreeMap<String, Used>,
+}
+
+/// An amount in use out of a total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Used {
+    pub used: i64,
+    pub total: i64,
+}
+
+/// The [`Derived`] figures of a state.
+pub fn derived(title: &Title, s: &PlayerState) -> Derived {
+    let caps =
+        title.resources.iter().filter(|r| r.cap.is_some()).map(|r| (r.id.clone(), cap(title, s, &r.id))).collect();
+    let capacities = title
+        .capacities
+        .iter()
+        .zip(capacity_totals(title, s))
+        .map(|(c, (provided, drawn))| (c.id.clone(), Used { used: drawn, total: provided }))
+        .collect();
+    Derived {
+        caps,
+        housing: Used { used: housing_used(title, s), total: housing_total(title, s) },
+        builders: Used { used: i64::from(builders_busy(s)), total: i64::from(builders_total(title, s)) },
+        capacities,
     }
 }
 
@@ -444,6 +578,119 @@ fn building_index(s: &PlayerState, id: u32) -> Result<usize, ActionError> {
         .map_or_else(|| err(ErrorCode::NotFound, format!("no building with id {id}")), Ok)
 }
 
+/// Why building `b` cannot take research or training now, if it cannot:
+/// it is unfinished, or upgrading in a title whose buildings stop working
+/// while they upgrade (`work.while_upgrading`).
+fn cannot_work(title: &Title, b: &Building) -> Option<ActionError> {
+    if b.level == 0 {
+        return Some(ActionError {
+            code: ErrorCode::RequirementNotMet,
+            message: format!("building {} ({}) is not finished yet", b.id, b.building),
+        });
+    }
+    if b.upgrade.is_some() && !title.manifest.work.while_upgrading {
+        return Some(ActionError {
+            code: ErrorCode::Busy,
+            message: format!("building {} ({}) is upgrading and takes no work until it is done", b.id, b.building),
+        });
+    }
+    None
+}
+
+/// The work that keeps building `b` from upgrading when buildings stop
+/// working while they upgrade: a research running in it, or units queued
+/// in it (or for its type, in a title with one queue per building type).
+fn work_in(title: &Title, s: &PlayerState, b: &Building) -> Option<String> {
+    if let Some(r) = s.research_running.iter().find(|r| r.building_id == Some(b.id)) {
+        return Some(format!("researching {}", r.research));
+    }
+    let queued = |o: &&TrainingOrder| match title.manifest.work.training {
+        TrainingQueues::PerBuilding => o.building_id == Some(b.id),
+        TrainingQueues::PerBuildingType => o.building_id.is_none() && o.building == b.building,
+    };
+    let n = s.training.iter().filter(queued).count();
+    (n > 0).then(|| format!("training {n} unit(s)"))
+}
+
+/// The buildings of type `kind` that can take a piece of work: building
+/// `id` alone when the player named one, otherwise every building of the
+/// type, in id order, less those that cannot work now or that `refuse`
+/// turns down (a busy lab, a full queue). Refuses with the reason the first
+/// candidate gave when none is left; `what` names the work's subject for
+/// "needs a finished ..." (`Knight`, `Masonry`).
+fn workplaces(
+    title: &Title,
+    s: &PlayerState,
+    kind: &str,
+    id: Option<u32>,
+    what: &str,
+    refuse: impl Fn(&Building) -> Option<ActionError>,
+) -> Result<Vec<usize>, ActionError> {
+    let candidates: Vec<usize> = match id {
+        Some(id) => {
+            let i = building_index(s, id)?;
+            if s.buildings[i].building != kind {
+                let name = title.building(kind).map_or(kind, |d| d.def.name.as_str());
+                return err(
+                    ErrorCode::InvalidArgument,
+                    format!("building {id} is a {}, not a {name}", s.buildings[i].building),
+                );
+            }
+            vec![i]
+        }
+        None => (0..s.buildings.len()).filter(|&i| s.buildings[i].building == kind).collect(),
+    };
+    let candidates = if id.is_none() {
+        let finished: Vec<usize> = candidates.into_iter().filter(|&i| s.buildings[i].level >= 1).collect();
+        if finished.is_empty() {
+            return err(ErrorCode::RequirementNotMet, format!("{what} needs a finished {kind}"));
+        }
+        finished
+    } else {
+        candidates
+    };
+    let mut first_refusal = None;
+    let mut free = Vec::new();
+    for i in candidates {
+        let b = &s.buildings[i];
+        match cannot_work(title, b).or_else(|| refuse(b)) {
+            None => free.push(i),
+            Some(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    match first_refusal {
+        Some(e) if free.is_empty() => Err(e),
+        _ => Ok(free),
+    }
+}
+
+/// The index of the running research `named`, or of the only one running
+/// when the player named none.
+fn running_research(title: &Title, s: &PlayerState, named: Option<&str>) -> Result<usize, ActionError> {
+    match named {
+        Some(id) => {
+            let r = title.research_type(id).ok_or_else(|| unknown(title, IdKind::Research, id))?;
+            s.research_running
+                .iter()
+                .position(|o| o.research == id)
+                .map_or_else(|| err(ErrorCode::NotBusy, format!("{} is not being researched", r.def.name)), Ok)
+        }
+        None => match s.research_running.len() {
+            0 => err(ErrorCode::NotBusy, "no research is running"),
+            1 => Ok(0),
+            _ => {
+                let names: Vec<&str> = s.research_running.iter().map(|o| o.research.as_str()).collect();
+                err(
+                    ErrorCode::InvalidArgument,
+                    format!("several research are running: name one of {}", names.join(", ")),
+                )
+            }
+        },
+    }
+}
+
 fn speed_up_cost(seconds_per_premium: i64, remaining_ms: i64) -> i64 {
     let per = seconds_per_premium.max(1) * 1000;
     ((remaining_ms.max(0) + per - 1) / per).max(1)
@@ -508,9 +755,13 @@ pub(crate) fn apply_effects(
     if effects.is_empty() {
         return Ok(());
     }
-    let undo = Undo::of(s);
+    let mut undo = Undo::of(s);
     let mut out = Vec::new();
     for (i, e) in effects.iter().enumerate() {
+        let settles = matches!(e, Effect::ApplyModifier { .. } | Effect::RemoveModifier { .. });
+        if settles && undo.production.is_none() {
+            undo.production = Some(s.buildings.iter().map(|b| (b.stored, b.since_ms)).collect());
+        }
         if let Err(m) = apply_effect(title, s, e, now, &mut out) {
             undo.restore(s);
             return Err(format!("effect {i} ({}): {m}", e.kind()));
@@ -527,6 +778,10 @@ pub(crate) fn apply_effects(
 /// 600-building base spent most of its time in that copy). A new effect
 /// that writes another field must add it here.
 struct Undo {
+    /// Each building's `(stored, since_ms)`, taken before the first effect
+    /// that settles production (a modifier changes production rates).
+    production: Option<Vec<(i64, i64)>>,
+    modifiers: BTreeMap<String, ActiveModifier>,
     resources: BTreeMap<String, i64>,
     items: BTreeMap<String, i64>,
     units: BTreeMap<String, i64>,
@@ -539,6 +794,8 @@ struct Undo {
 impl Undo {
     fn of(s: &PlayerState) -> Undo {
         Undo {
+            production: None,
+            modifiers: s.modifiers.clone(),
             resources: s.resources.clone(),
             items: s.items.clone(),
             units: s.units.clone(),
@@ -550,6 +807,13 @@ impl Undo {
     }
 
     fn restore(self, s: &mut PlayerState) {
+        if let Some(production) = self.production {
+            for (b, (stored, since)) in s.buildings.iter_mut().zip(production) {
+                b.stored = stored;
+                b.since_ms = since;
+            }
+        }
+        s.modifiers = self.modifiers;
         s.resources = self.resources;
         s.items = self.items;
         s.units = self.units;
@@ -636,8 +900,48 @@ fn apply_effect(
             }
             events.push(Event::Notify { text: text.clone() });
         }
+        Effect::ApplyModifier { modifier } => {
+            title.modifier(modifier).ok_or_else(|| unknown(IdKind::Modifier, modifier))?;
+            apply_modifier(title, s, modifier, now, events);
+        }
+        Effect::RemoveModifier { modifier } => {
+            title.modifier(modifier).ok_or_else(|| unknown(IdKind::Modifier, modifier))?;
+            if s.modifiers.contains_key(modifier) {
+                settle_all(title, s, now);
+                s.modifiers.remove(modifier);
+                events.push(Event::ModifierEnded { modifier: modifier.clone() });
+            }
+        }
     }
     Ok(())
+}
+
+/// Longest a timed modifier may be extended into the future: granting an
+/// `extend` modifier in a loop must not push its end past any sane date.
+pub const MODIFIER_SECONDS_MAX: i64 = 365 * 24 * 3600;
+
+/// Grants timed modifier `id` (a known one) at `now` by its stacking rule,
+/// first banking production at the old rates.
+fn apply_modifier(title: &Title, s: &mut PlayerState, id: &str, now: i64, events: &mut Vec<Event>) {
+    let Some(def) = title.modifier(id) else { return };
+    let duration = def.duration_seconds * 1000;
+    let next = match s.modifiers.get(id) {
+        None => ActiveModifier { stacks: 1, ends_ms: now + duration },
+        Some(a) => match def.stacking {
+            Stacking::Refresh => ActiveModifier { stacks: a.stacks, ends_ms: now + duration },
+            Stacking::Extend => ActiveModifier {
+                stacks: a.stacks,
+                ends_ms: (a.ends_ms.max(now) + duration).min(now + MODIFIER_SECONDS_MAX * 1000),
+            },
+            Stacking::Stack => {
+                ActiveModifier { stacks: (a.stacks + 1).min(def.max_stacks.max(1)), ends_ms: now + duration }
+            }
+            Stacking::Keep => a.clone(),
+        },
+    };
+    settle_all(title, s, now);
+    events.push(Event::ModifierApplied { modifier: id.to_string(), stacks: next.stacks, ends_ms: next.ends_ms });
+    s.modifiers.insert(id.to_string(), next);
 }
 
 /// Runs a bound hook, applying its effects if they are all valid; a failure
@@ -658,11 +962,46 @@ pub(crate) fn run_hook(
     }
 }
 
-fn apply_grants(title: &Title, s: &mut PlayerState, g: &Grants) -> Result<(), ActionError> {
-    let need: i64 = g.units.iter().map(|(u, n)| title.unit(u).map_or(0, |t| t.def.housing) * n).sum();
+/// Gives a grants block: its fixed part, then a roll of each loot table it
+/// names (each roll reported as [`Event::Looted`]). Refuses, changing
+/// nothing, when the units it could bring do not fit the free housing: the
+/// fixed units plus, for each table, its largest unit entry on every roll.
+fn apply_grants(
+    title: &Title,
+    s: &mut PlayerState,
+    g: &Grants,
+    now: i64,
+    rng: &mut Rng,
+    events: &mut Vec<Event>,
+) -> Result<(), ActionError> {
+    let housing_of = |units: &Amounts| -> i64 {
+        units.iter().map(|(u, n)| title.unit(u).map_or(0, |t| t.def.housing).saturating_mul(*n)).sum()
+    };
+    let mut need = housing_of(&g.units);
+    for t in g.loot.iter().filter_map(|id| title.loot_table(id)) {
+        let most = t.entries.iter().map(|e| housing_of(&e.grants.units)).max().unwrap_or(0);
+        need = need.saturating_add(most.saturating_mul(i64::from(t.rolls)));
+    }
     let (used, total) = (housing_used(title, s), housing_total(title, s));
     if need > 0 && used + need > total {
         return err(ErrorCode::HousingFull, format!("not enough housing: needs {need}, {} free", total - used));
+    }
+    grant(title, s, g, now, events);
+    for t in g.loot.iter().filter_map(|id| title.loot_table(id)) {
+        for _ in 0..t.rolls {
+            let entry = t.pick(rng.next_u64());
+            events.push(Event::Looted { table: t.id.clone(), grants: entry.grants.clone() });
+            grant(title, s, &entry.grants, now, events);
+        }
+    }
+    Ok(())
+}
+
+/// Adds a grants block's resources (to their caps), items, units, xp and
+/// timed modifiers; the caller has checked housing.
+fn grant(title: &Title, s: &mut PlayerState, g: &Grants, now: i64, events: &mut Vec<Event>) {
+    for m in &g.modifiers {
+        apply_modifier(title, s, m, now, events);
     }
     for (u, n) in &g.units {
         *s.units.entry(u.clone()).or_default() += n;
@@ -675,7 +1014,6 @@ fn apply_grants(title: &Title, s: &mut PlayerState, g: &Grants) -> Result<(), Ac
         credit(title, s, r, *n);
     }
     s.xp = s.xp.saturating_add(g.xp);
-    Ok(())
 }
 
 // ---------------------------------------------------------------- time
@@ -683,8 +1021,9 @@ fn apply_grants(title: &Title, s: &mut PlayerState, g: &Grants) -> Result<(), Ac
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Building(u32),
-    Research,
+    Research(usize),
     Training(usize),
+    Modifier(String),
     Timer(String),
 }
 
@@ -700,11 +1039,14 @@ fn next_due(s: &PlayerState, now: i64) -> Option<(i64, Due)> {
             offer(u.ends_ms, Due::Building(b.id));
         }
     }
-    if let Some(r) = &s.research_active {
-        offer(r.ends_ms, Due::Research);
+    for (i, r) in s.research_running.iter().enumerate() {
+        offer(r.ends_ms, Due::Research(i));
     }
     for (i, o) in s.training.iter().enumerate() {
         offer(o.ends_ms, Due::Training(i));
+    }
+    for (id, m) in &s.modifiers {
+        offer(m.ends_ms, Due::Modifier(id.clone()));
     }
     for (name, &t) in &s.timers {
         offer(t, Due::Timer(name.clone()));
@@ -725,6 +1067,11 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
     while let Some((t, due)) = next_due(s, now) {
         match due {
             Due::Building(id) => {
+                if !title.capacities.is_empty() {
+                    // A new level may provide or draw capacity, which changes
+                    // other producers' rates: bank what was made until now.
+                    settle_all(title, s, t);
+                }
                 let Some(b) = s.building_mut(id) else { break };
                 let Some(up) = b.upgrade.take() else { break };
                 b.level = up.to_level;
@@ -741,8 +1088,8 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                 ]);
                 run_hook(title, s, "on_build_complete", arg, t, rng, &mut events);
             }
-            Due::Research => {
-                let Some(r) = s.research_active.take() else { break };
+            Due::Research(i) => {
+                let r = s.research_running.remove(i);
                 // Research may change production rates: bank what was made at the old rate.
                 settle_all(title, s, t);
                 s.research.insert(r.research.clone(), r.level);
@@ -756,6 +1103,12 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                 events.push(Event::UnitTrained { unit: o.unit.clone(), building: o.building.clone() });
                 let arg = event_map(&[("unit", o.unit.into()), ("building", o.building.into())]);
                 run_hook(title, s, "on_unit_trained", arg, t, rng, &mut events);
+            }
+            Due::Modifier(id) => {
+                // Its bonus ends: bank what was made at the old rates.
+                settle_all(title, s, t);
+                s.modifiers.remove(&id);
+                events.push(Event::ModifierEnded { modifier: id });
             }
             Due::Timer(name) => {
                 timer_firings += 1;
@@ -814,6 +1167,7 @@ fn act(
     rng: &mut Rng,
     events: &mut Vec<Event>,
 ) -> Result<(), ActionError> {
+    capacity_allows(title, s, action.name())?;
     match action {
         Action::Build { building, x, y } => {
             let def = title.building(building).ok_or_else(|| unknown(title, IdKind::Building, building))?;
@@ -856,6 +1210,14 @@ fn act(
             if b.upgrade.is_some() {
                 return err(ErrorCode::Busy, format!("building {id} is already under construction"));
             }
+            if !title.manifest.work.while_upgrading {
+                if let Some(work) = work_in(title, s, b) {
+                    return err(
+                        ErrorCode::Busy,
+                        format!("building {id} is {work}: a building with work cannot upgrade until it is done"),
+                    );
+                }
+            }
             let to = b.level + 1;
             let Some(lv) = def.def.levels.get(to as usize - 1) else {
                 return err(ErrorCode::MaxLevel, format!("{} is at its highest level ({})", def.def.name, b.level));
@@ -868,7 +1230,7 @@ fn act(
             pay(s, &lv.cost, 1);
             let secs =
                 scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
-            let a = accrued(title, s, &s.buildings[i], now);
+            let a = accrued(title, s, &s.buildings[i], now, &capacity_totals(title, s));
             let b = &mut s.buildings[i];
             b.stored = a;
             b.since_ms = now;
@@ -915,25 +1277,37 @@ fn act(
                 up.ends_ms = now;
             }
         }
-        Action::SpeedUpResearch {} => {
-            let Some(r) = &s.research_active else { return err(ErrorCode::NotBusy, "no research is running") };
+        Action::SpeedUpResearch { research } => {
+            let i = running_research(title, s, research.as_deref())?;
+            let r = &s.research_running[i];
             let remaining = r.ends_ms - now;
             let def = title.research_type(&r.research).ok_or_else(|| unknown(title, IdKind::Research, &r.research))?;
             let rule = def.def.levels.get(r.level as usize - 1).map_or_else(SpeedUpRule::default, |l| l.speed_up);
             let what = format!("{} level {}", def.def.name, r.level);
             pay_speed_up(title, s, rule, &what, remaining)?;
-            if let Some(r) = &mut s.research_active {
-                r.ends_ms = now;
-            }
+            s.research_running[i].ends_ms = now;
         }
-        Action::SpeedUpTraining { building } => {
+        Action::SpeedUpTraining { building, building_id } => {
             title.building(building).ok_or_else(|| unknown(title, IdKind::Building, building))?;
-            let Some(last) = s.training.iter().filter(|o| &o.building == building).map(|o| o.ends_ms).max() else {
-                return err(ErrorCode::NotBusy, format!("nothing is training in {building}"));
-            };
-            let remaining = last - now;
+            if let Some(id) = building_id {
+                building_index(s, *id)?;
+            }
+            let picked =
+                |o: &TrainingOrder| &o.building == building && building_id.is_none_or(|id| o.building_id == Some(id));
+            // Each queue trains at the same time as the others: the price is
+            // the sum of what is left in each queue picked.
+            let mut last: BTreeMap<Option<u32>, i64> = BTreeMap::new();
+            for o in s.training.iter().filter(|o| picked(o)) {
+                let t = last.entry(o.building_id).or_insert(o.ends_ms);
+                *t = (*t).max(o.ends_ms);
+            }
+            if last.is_empty() {
+                let place = building_id.map_or_else(|| building.clone(), |id| format!("building {id}"));
+                return err(ErrorCode::NotBusy, format!("nothing is training in {place}"));
+            }
+            let remaining = last.values().map(|t| (t - now).max(0)).sum();
             pay_speed_up(title, s, SpeedUpRule::default(), "training", remaining)?;
-            for o in s.training.iter_mut().filter(|o| &o.building == building) {
+            for o in s.training.iter_mut().filter(|o| picked(o)) {
                 o.ends_ms = now;
             }
         }
@@ -946,7 +1320,7 @@ fn act(
         }
         Action::Collect { id } => {
             let i = building_index(s, *id)?;
-            let Some((r, _, _)) = production(title, s, &s.buildings[i]) else {
+            let Some((r, _, _)) = production(title, s, &s.buildings[i], &[]) else {
                 return err(ErrorCode::InvalidArgument, format!("building {id} produces nothing"));
             };
             let amount = collect_one(title, s, i, &r, now)?;
@@ -955,7 +1329,7 @@ fn act(
         Action::CollectAll {} => {
             let mut total: BTreeMap<String, i64> = BTreeMap::new();
             for i in 0..s.buildings.len() {
-                if let Some((r, _, _)) = production(title, s, &s.buildings[i]) {
+                if let Some((r, _, _)) = production(title, s, &s.buildings[i], &[]) {
                     if let Ok(n) = collect_one(title, s, i, &r, now) {
                         *total.entry(r).or_default() += n;
                     }
@@ -966,22 +1340,22 @@ fn act(
             }
             events.extend(total.into_iter().map(|(resource, amount)| Event::Collected { resource, amount }));
         }
-        Action::Train { unit, count } => {
+        Action::Train { unit, count, building_id } => {
             let u = title.unit(unit).ok_or_else(|| unknown(title, IdKind::Unit, unit))?;
             if !(1..=TRAIN_COUNT_MAX).contains(count) {
                 return err(ErrorCode::InvalidArgument, format!("count must be between 1 and {TRAIN_COUNT_MAX}"));
             }
-            if !s.buildings.iter().any(|b| b.building == u.def.building && b.level >= 1) {
-                return err(
-                    ErrorCode::RequirementNotMet,
-                    format!("{} needs a finished {}", u.def.name, u.def.building),
-                );
-            }
-            if s.training.len() as i64 + count > i64::from(title.manifest.training_queue) {
-                return err(
-                    ErrorCode::QueueFull,
-                    format!("training queue holds {} units", title.manifest.training_queue),
-                );
+            let limit = i64::from(title.manifest.training_queue);
+            let per_building = title.manifest.work.training == TrainingQueues::PerBuilding;
+            let queued_in = |id: u32| s.training.iter().filter(|o| o.building_id == Some(id)).count() as i64;
+            let places = workplaces(title, s, &u.def.building, *building_id, &u.def.name, |b| {
+                (per_building && queued_in(b.id) + count > limit).then(|| ActionError {
+                    code: ErrorCode::QueueFull,
+                    message: format!("the training queue of building {} holds {limit} units", b.id),
+                })
+            })?;
+            if !per_building && s.training.len() as i64 + count > limit {
+                return err(ErrorCode::QueueFull, format!("training queue holds {limit} units"));
             }
             let (used, total) = (housing_used(title, s), housing_total(title, s));
             if used + u.def.housing * count > total {
@@ -997,49 +1371,72 @@ fn act(
                 u.def.train_seconds,
                 research_bonus(title, s, ResearchEffectKind::TrainTimePercent, None),
             );
-            let mut t = s
-                .training
-                .iter()
-                .filter(|o| o.building == u.def.building)
-                .map(|o| o.ends_ms)
-                .max()
-                .unwrap_or(now)
-                .max(now);
+            // A queue of its own per building: the one that is free first
+            // takes the units (ties to the lowest id). One queue per type:
+            // the units wait behind that type's queue.
+            let queue_end = |id: Option<u32>| {
+                s.training
+                    .iter()
+                    .filter(|o| o.building == u.def.building && o.building_id == id)
+                    .map(|o| o.ends_ms)
+                    .max()
+                    .unwrap_or(now)
+                    .max(now)
+            };
+            let queue = if per_building {
+                places.iter().map(|&i| Some(s.buildings[i].id)).min_by_key(|&id| (queue_end(id), id))
+            } else {
+                None
+            }
+            .flatten();
+            let mut t = queue_end(queue);
             for _ in 0..*count {
                 t += secs * 1000;
-                s.training.push(TrainingOrder { unit: unit.clone(), building: u.def.building.clone(), ends_ms: t });
+                s.training.push(TrainingOrder {
+                    unit: unit.clone(),
+                    building: u.def.building.clone(),
+                    building_id: queue,
+                    ends_ms: t,
+                });
             }
         }
-        Action::Research { research } => {
+        Action::Research { research, building_id } => {
             let r = title.research_type(research).ok_or_else(|| unknown(title, IdKind::Research, research))?;
-            if s.research_active.is_some() {
+            if s.research_running.iter().any(|o| &o.research == research) {
+                return err(ErrorCode::Busy, format!("{} is already being researched", r.def.name));
+            }
+            if title.manifest.work.research == ResearchSlots::OneAtATime && !s.research_running.is_empty() {
                 return err(ErrorCode::Busy, "a research is already running");
             }
             let level = s.research.get(research).copied().unwrap_or(0) + 1;
             let Some(lv) = r.def.levels.get(level as usize - 1) else {
                 return err(ErrorCode::MaxLevel, format!("{} is fully researched", r.def.name));
             };
-            if !s.buildings.iter().any(|b| b.building == r.def.building && b.level >= 1) {
-                return err(
-                    ErrorCode::RequirementNotMet,
-                    format!("{} needs a finished {}", r.def.name, r.def.building),
-                );
-            }
+            let places = workplaces(title, s, &r.def.building, *building_id, &r.def.name, |b| {
+                let running = s.research_running.iter().find(|o| o.building_id == Some(b.id))?;
+                Some(ActionError {
+                    code: ErrorCode::Busy,
+                    message: format!("building {} ({}) is already researching {}", b.id, b.building, running.research),
+                })
+            })?;
+            let lab = s.buildings[places[0]].id;
             require(title, s, r.requires[level as usize - 1].as_ref(), now, rng)?;
             check_cost(title, s, &lv.cost, 1)?;
             pay(s, &lv.cost, 1);
-            s.research_active = Some(ResearchOrder {
+            s.research_running.push(ResearchOrder {
                 research: research.clone(),
                 level,
+                building_id: Some(lab),
                 started_ms: now,
                 ends_ms: now + lv.research_seconds * 1000,
             });
         }
         Action::CancelResearch { research } => {
             let r = title.research_type(research).ok_or_else(|| unknown(title, IdKind::Research, research))?;
-            let Some(order) = s.research_active.clone().filter(|o| &o.research == research) else {
+            let Some(i) = s.research_running.iter().position(|o| &o.research == research) else {
                 return err(ErrorCode::NotBusy, format!("{} is not being researched", r.def.name));
             };
+            let order = s.research_running.remove(i);
             let pct = i64::from(title.manifest.cancel_refund_percent);
             let refund: Amounts = r
                 .def
@@ -1047,7 +1444,6 @@ fn act(
                 .get(order.level as usize - 1)
                 .map(|lv| lv.cost.iter().map(|(k, n)| (k.clone(), n * pct / 100)).filter(|(_, n)| *n > 0).collect())
                 .unwrap_or_default();
-            s.research_active = None;
             for (k, n) in &refund {
                 credit(title, s, k, *n);
             }
@@ -1075,7 +1471,7 @@ fn act(
             check_cost(title, s, &price, 1)?;
             let mut next = s.clone();
             pay(&mut next, &price, 1);
-            apply_grants(title, &mut next, &o.def.grants)?;
+            apply_grants(title, &mut next, &o.def.grants, now, rng, events)?;
             *next.purchases.entry(offer.clone()).or_default() += 1;
             *s = next;
             run_hook(title, s, "on_purchase", event_map(&[("offer", offer.as_str().into())]), now, rng, events);
@@ -1093,7 +1489,7 @@ fn act(
                 *n -= 1;
             }
             if let Some(g) = &it.def.use_grants {
-                apply_grants(title, &mut next, g)?;
+                apply_grants(title, &mut next, g, now, rng, events)?;
             }
             if let Some(h) = &it.hook {
                 let fx = call_fn(title, &mut next, h, event_map(&[("item", item.as_str().into())]), now, rng)
@@ -1114,7 +1510,7 @@ fn act(
                 return err(code, format!("{} is not done yet: {}", q.def.name, q.goal.source()));
             }
             let mut next = s.clone();
-            apply_grants(title, &mut next, &q.def.rewards)?;
+            apply_grants(title, &mut next, &q.def.rewards, now, rng, events)?;
             next.quests_claimed.insert(quest.clone());
             *s = next;
             run_hook(title, s, "on_quest_claimed", event_map(&[("quest", quest.as_str().into())]), now, rng, events);
@@ -1139,7 +1535,7 @@ fn act(
 }
 
 fn collect_one(title: &Title, s: &mut PlayerState, i: usize, r: &str, now: i64) -> Result<i64, ActionError> {
-    let a = accrued(title, s, &s.buildings[i], now);
+    let a = accrued(title, s, &s.buildings[i], now, &capacity_totals(title, s));
     if a <= 0 {
         return err(ErrorCode::NothingToCollect, "nothing to collect yet");
     }

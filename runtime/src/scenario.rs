@@ -295,7 +295,13 @@ pub fn run(title: &Title, file: &str, text: &str) -> Outcome {
             }
         }
         if let Some(expect) = &step.expect {
-            let actual = serde_json::to_value(&state).unwrap_or(Value::Null);
+            let mut actual = serde_json::to_value(&state).unwrap_or(Value::Null);
+            if let Value::Object(fields) = &mut actual {
+                // Tests written before player format 5 read the one running
+                // research at `/research_active`: still the first one, or null.
+                let first = state.research_running.first().map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
+                fields.insert("research_active".into(), first.unwrap_or(Value::Null));
+            }
             for (pointer, want) in expect {
                 let got = actual.pointer(pointer).cloned();
                 let ok = match (&got, want) {

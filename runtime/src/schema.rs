@@ -17,6 +17,8 @@ pub enum FileKind {
     Research,
     Store,
     Quests,
+    Loot,
+    Modifiers,
     Scenario,
 }
 
@@ -33,12 +35,14 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ("research.schema.json", include_str!("../../schemas/research.schema.json")),
     ("store.schema.json", include_str!("../../schemas/store.schema.json")),
     ("quests.schema.json", include_str!("../../schemas/quests.schema.json")),
+    ("loot.schema.json", include_str!("../../schemas/loot.schema.json")),
+    ("modifiers.schema.json", include_str!("../../schemas/modifiers.schema.json")),
     ("scenario.schema.json", include_str!("../../schemas/scenario.schema.json")),
 ];
 
 impl FileKind {
     /// The data files of a title folder, in load order.
-    pub const DATA: [(FileKind, &'static str, bool); 7] = [
+    pub const DATA: [(FileKind, &'static str, bool); 9] = [
         (FileKind::Title, "title.json", true),
         (FileKind::Resources, "resources.json", true),
         (FileKind::Buildings, "buildings.json", true),
@@ -46,6 +50,8 @@ impl FileKind {
         (FileKind::Research, "research.json", false),
         (FileKind::Store, "store.json", false),
         (FileKind::Quests, "quests.json", false),
+        (FileKind::Loot, "loot.json", false),
+        (FileKind::Modifiers, "modifiers.json", false),
     ];
 
     fn schema_file(self) -> &'static str {
@@ -57,6 +63,8 @@ impl FileKind {
             FileKind::Research => "research.schema.json",
             FileKind::Store => "store.schema.json",
             FileKind::Quests => "quests.schema.json",
+            FileKind::Loot => "loot.schema.json",
+            FileKind::Modifiers => "modifiers.schema.json",
             FileKind::Scenario => "scenario.schema.json",
         }
     }
@@ -104,6 +112,8 @@ fn validators() -> &'static Vec<(FileKind, Validator)> {
             FileKind::Research,
             FileKind::Store,
             FileKind::Quests,
+            FileKind::Loot,
+            FileKind::Modifiers,
             FileKind::Scenario,
         ]
         .into_iter()
@@ -127,6 +137,8 @@ pub struct Violation {
     pub message: String,
     /// Known property names at that place, for "did you mean".
     pub expected_keys: Vec<String>,
+    /// A "did you mean" for a misspelt value (one of an enum's values).
+    pub help: Option<String>,
 }
 
 /// Every violation of `value` against the schema of `kind`.
@@ -148,10 +160,28 @@ pub fn validate(kind: FileKind, value: &Value) -> Vec<Violation> {
                             format!("unexpected property `{key}`; expected one of: {}", expected_keys.join(", "))
                         },
                         expected_keys: expected_keys.clone(),
+                        help: None,
                     });
                 }
             }
-            _ => out.push(Violation { pointer, at_key: false, message: friendly(&err), expected_keys: Vec::new() }),
+            ValidationErrorKind::Enum { options } => {
+                let values: Vec<&str> = options.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let help = err.instance().as_str().and_then(|found| crate::diagnostic::did_you_mean(found, values));
+                out.push(Violation {
+                    pointer,
+                    at_key: false,
+                    message: friendly(&err),
+                    expected_keys: Vec::new(),
+                    help,
+                });
+            }
+            _ => out.push(Violation {
+                pointer,
+                at_key: false,
+                message: friendly(&err),
+                expected_keys: Vec::new(),
+                help: None,
+            }),
         }
     }
     out
@@ -240,6 +270,8 @@ const REFERENCE_ORDER: &[&str] = &[
     "research.schema.json",
     "store.schema.json",
     "quests.schema.json",
+    "loot.schema.json",
+    "modifiers.schema.json",
     "scenario.schema.json",
 ];
 
@@ -370,12 +402,15 @@ mod tests {
         let q = serde_json::json!({"format_version": 1, "quests": [{"id": "a", "name": "A", "goal": "true", "rewards": {"resource": {}}}]});
         let v = validate(FileKind::Quests, &q);
         assert_eq!(v[0].pointer, "/quests/0/rewards/resource");
-        assert_eq!(v[0].expected_keys, ["resources", "items", "units", "xp"]);
+        assert_eq!(v[0].expected_keys, ["resources", "items", "units", "xp", "loot", "modifiers"]);
         let b = serde_json::json!({"format_version": 1, "buildings": [{"id": "a", "name": "A", "size": {"w": 1, "h": 1}, "max_count": [1], "levels": [{"cost": {}, "build_seconds": 1, "biuld": 2}]}]});
         let v = validate(FileKind::Buildings, &b);
         assert!(v[0].at_key && v[0].expected_keys.contains(&"build_seconds".to_string()), "{v:?}");
         let t = serde_json::json!({"format_version": 1, "titel": "x"});
         let v = validate(FileKind::Resources, &t);
-        assert!(v.iter().any(|x| x.pointer == "/titel" && x.expected_keys == ["format_version", "resources"]), "{v:?}");
+        assert!(
+            v.iter().any(|x| x.pointer == "/titel" && x.expected_keys == ["format_version", "resources", "capacities"]),
+            "{v:?}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 /// The current player file format.
-pub const STATE_FORMAT_VERSION: u32 = 4;
+pub const STATE_FORMAT_VERSION: u32 = 5;
 
 /// A construction or upgrade in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,18 +57,35 @@ impl Building {
 #[serde(deny_unknown_fields)]
 pub struct TrainingOrder {
     pub unit: String,
-    /// The building type that trains it (one queue per building type).
+    /// The building type that trains it.
     pub building: String,
+    /// The building (instance id) whose own queue holds it, when the title
+    /// keeps a queue per building (`work.training`); `None` in a queue
+    /// per building type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building_id: Option<u32>,
     pub ends_ms: i64,
 }
 
-/// The research in progress.
+/// A research in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResearchOrder {
     pub research: String,
     pub level: u32,
+    /// The building (instance id) it runs in; `None` for a research started
+    /// before research was tied to a building (a version 4 file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building_id: Option<u32>,
     pub started_ms: i64,
+    pub ends_ms: i64,
+}
+
+/// A timed modifier the player has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveModifier {
+    pub stacks: u32,
     pub ends_ms: i64,
 }
 
@@ -89,8 +106,10 @@ pub struct PlayerState {
     pub units: BTreeMap<String, i64>,
     pub training: Vec<TrainingOrder>,
     pub research: BTreeMap<String, u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub research_active: Option<ResearchOrder>,
+    /// Research in progress, in the order started: at most one, or one per
+    /// building of the research's type (`work.research`).
+    #[serde(default)]
+    pub research_running: Vec<ResearchOrder>,
     pub items: BTreeMap<String, i64>,
     /// Purchases per offer id.
     pub purchases: BTreeMap<String, u32>,
@@ -98,6 +117,9 @@ pub struct PlayerState {
     pub flags: BTreeSet<String>,
     /// Script timers by name, with the time they end.
     pub timers: BTreeMap<String, i64>,
+    /// Timed modifiers active now, by id.
+    #[serde(default)]
+    pub modifiers: BTreeMap<String, ActiveModifier>,
     pub scores: BTreeMap<String, i64>,
     pub xp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,7 +207,7 @@ type Migration = fn(&mut serde_json::Map<String, serde_json::Value>);
 
 /// The chain of migrations; `MIGRATIONS[i]` turns version `i + 1` into
 /// `i + 2`.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
 
 /// Version 2 counts journaled operations in `seq`; a version 1 file was
 /// written before any were counted.
@@ -206,6 +228,18 @@ fn v2_to_v3(obj: &mut serde_json::Map<String, serde_json::Value>) {
 fn v3_to_v4(obj: &mut serde_json::Map<String, serde_json::Value>) {
     obj.entry("history").or_insert(serde_json::Value::Array(Vec::new()));
     obj.entry("snapshot_ms").or_insert(0.into());
+}
+
+/// Version 5 keeps the research in progress as a list (several labs may
+/// research at once): a running `research_active` becomes its one entry.
+/// It also keeps timed modifiers, none for older files.
+fn v4_to_v5(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    let running = match obj.remove("research_active") {
+        Some(order @ serde_json::Value::Object(_)) => vec![order],
+        _ => Vec::new(),
+    };
+    obj.entry("research_running").or_insert(serde_json::Value::Array(running));
+    obj.entry("modifiers").or_insert(serde_json::Value::Object(serde_json::Map::new()));
 }
 
 impl PlayerState {

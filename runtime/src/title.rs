@@ -108,12 +108,15 @@ pub struct TitleData {
     /// Hash of every file of the title folder: the title's content version.
     pub content_version: String,
     pub resources: Vec<ResourceDef>,
+    pub capacities: Vec<CapacityDef>,
     pub buildings: Vec<BuildingType>,
     pub units: Vec<UnitType>,
     pub research: Vec<ResearchType>,
     pub items: Vec<Item>,
     pub offers: Vec<Offer>,
     pub quests: Vec<Quest>,
+    pub loot: Vec<LootTableDef>,
+    pub modifiers: Vec<ModifierDef>,
     pub events: Vec<LiveEvent>,
     /// `world.raids.lootable`, compiled: resource id and its formula.
     pub raid_lootable: Vec<(String, Expr)>,
@@ -128,12 +131,15 @@ pub struct TitleData {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     pub(crate) resources: HashMap<String, usize>,
+    pub(crate) capacities: HashMap<String, usize>,
     pub(crate) buildings: HashMap<String, usize>,
     pub(crate) units: HashMap<String, usize>,
     pub(crate) research: HashMap<String, usize>,
     pub(crate) items: HashMap<String, usize>,
     pub(crate) offers: HashMap<String, usize>,
     pub(crate) quests: HashMap<String, usize>,
+    pub(crate) loot: HashMap<String, usize>,
+    pub(crate) modifiers: HashMap<String, usize>,
     pub(crate) events: HashMap<String, usize>,
 }
 
@@ -155,6 +161,9 @@ impl TitleData {
     pub fn resource(&self, id: &str) -> Option<&ResourceDef> {
         self.index.resources.get(id).map(|&i| &self.resources[i])
     }
+    pub fn capacity(&self, id: &str) -> Option<&CapacityDef> {
+        self.index.capacities.get(id).map(|&i| &self.capacities[i])
+    }
     pub fn building(&self, id: &str) -> Option<&BuildingType> {
         self.index.buildings.get(id).map(|&i| &self.buildings[i])
     }
@@ -172,6 +181,12 @@ impl TitleData {
     }
     pub fn quest(&self, id: &str) -> Option<&Quest> {
         self.index.quests.get(id).map(|&i| &self.quests[i])
+    }
+    pub fn loot_table(&self, id: &str) -> Option<&LootTableDef> {
+        self.index.loot.get(id).map(|&i| &self.loot[i])
+    }
+    pub fn modifier(&self, id: &str) -> Option<&ModifierDef> {
+        self.index.modifiers.get(id).map(|&i| &self.modifiers[i])
     }
     pub fn event(&self, id: &str) -> Option<&LiveEvent> {
         self.index.events.get(id).map(|&i| &self.events[i])
@@ -211,6 +226,52 @@ impl TitleData {
             K::Item => self.items.iter().map(|i| i.def.id.as_str()).collect(),
             K::Quest => self.quests.iter().map(|q| q.def.id.as_str()).collect(),
             K::Event => self.events.iter().map(|e| e.def.id.as_str()).collect(),
+            K::Modifier => self.modifiers.iter().map(|m| m.id.as_str()).collect(),
+            K::Capacity => self.capacities.iter().map(|c| c.id.as_str()).collect(),
         }
+    }
+}
+
+/// The odds of one entry of a loot table, as players are shown them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LootOdds {
+    pub grants: Grants,
+    pub weight: u32,
+    /// The chance of this entry on one roll, in percent.
+    pub percent: f64,
+}
+
+impl LootTableDef {
+    /// Sum of the entries' weights (at least 1: the schema requires an
+    /// entry and weights of 1 or more).
+    pub fn total_weight(&self) -> u64 {
+        self.entries.iter().map(|e| u64::from(e.weight)).sum::<u64>().max(1)
+    }
+
+    /// Every entry with its chance on one roll.
+    pub fn odds(&self) -> Vec<LootOdds> {
+        let total = self.total_weight() as f64;
+        self.entries
+            .iter()
+            .map(|e| LootOdds {
+                grants: e.grants.clone(),
+                weight: e.weight,
+                percent: f64::from(e.weight) * 100.0 / total,
+            })
+            .collect()
+    }
+
+    /// The entry a roll picks, given a uniformly random `r`: entry `i` for
+    /// `r mod total` in its share of the weights.
+    pub fn pick(&self, r: u64) -> &LootEntry {
+        let mut left = r % self.total_weight();
+        for e in &self.entries {
+            if left < u64::from(e.weight) {
+                return e;
+            }
+            left -= u64::from(e.weight);
+        }
+        // Unreachable: `left` is below the sum of the weights.
+        &self.entries[self.entries.len() - 1]
     }
 }

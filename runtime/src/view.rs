@@ -73,6 +73,19 @@ impl StateView for View {
     fn event_active(&self, e: &str) -> Option<bool> {
         Some(self.title.event(e)?.active(self.now_ms))
     }
+    fn modifier_stacks(&self, m: &str) -> Option<i64> {
+        self.title.modifier(m)?;
+        Some(self.state.modifiers.get(m).map_or(0, |a| i64::from(a.stacks)))
+    }
+    fn modifier_seconds_left(&self, m: &str) -> Option<i64> {
+        self.title.modifier(m)?;
+        let left = self.state.modifiers.get(m).map_or(0, |a| (a.ends_ms - self.now_ms).max(0));
+        Some((left + 999) / 1000)
+    }
+    fn capacity(&self, c: &str) -> Option<(i64, i64)> {
+        self.title.capacity(c)?;
+        Some(crate::rules::capacity(&self.title, &self.state, c))
+    }
 }
 
 /// A context over a copy of `state` (for one-off evaluations such as the

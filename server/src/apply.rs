@@ -40,6 +40,7 @@ pub enum Op {
 struct WithState<'a> {
     events: &'a [rules::Event],
     state: &'a PlayerState,
+    derived: rules::Derived,
 }
 
 /// The result of a rules action.
@@ -68,11 +69,11 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
     match op {
         Op::Login => {
             let events = rules::login(title, state, now, rng);
-            serialize(&WithState { events: &events, state })
+            serialize(&WithState { events: &events, state, derived: rules::derived(title, state) })
         }
         Op::Advance => {
             let events = rules::advance(title, state, now, rng);
-            serialize(&WithState { events: &events, state })
+            serialize(&WithState { events: &events, state, derived: rules::derived(title, state) })
         }
         Op::Act { action } => match rules::apply(title, state, action, now, rng) {
             Ok(events) => serialize(&Events { events: &events }),

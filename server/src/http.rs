@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/v1/titles", get(titles))
+        .route("/v1/{title}/loot", get(loot_odds))
         .route("/v1/{title}/login", post(login))
         .route("/v1/{title}/request", post(http_request))
         .route("/v1/{title}/ws", get(ws_upgrade))
@@ -165,6 +166,21 @@ async fn titles(State(st): State<AppState>) -> Json<Value> {
         .map(|t| json!({ "id": t.id(), "name": t.manifest.name, "content_version": t.content_version }))
         .collect();
     Json(json!({ "titles": list }))
+}
+
+/// Every loot table of a title with the odds of each entry, for clients to
+/// show before a player pays for a roll (many stores require it). Public:
+/// the odds are the same for everyone.
+async fn loot_odds(State(st): State<AppState>, Path(title): Path<String>) -> Result<Json<Value>, Fail> {
+    let Some(t) = st.deps.titles.get(&title) else {
+        return Err(fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))));
+    };
+    let tables: Vec<Value> = t
+        .loot
+        .iter()
+        .map(|l| json!({ "id": l.id, "name": l.name, "description": l.description, "rolls": l.rolls, "entries": l.odds() }))
+        .collect();
+    Ok(Json(json!({ "title": t.id(), "content_version": t.content_version, "loot": tables })))
 }
 
 #[derive(Deserialize)]

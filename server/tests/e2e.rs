@@ -667,3 +667,25 @@ async fn ids_ranges_and_broken_frames_are_answered_as_documented() {
         other => panic!("a close frame with 1007: {other:?}"),
     }
 }
+
+/// The odds of every loot table are public, as stated in the data; a
+/// login answers what clients show beside the state (`derived`).
+#[tokio::test]
+async fn loot_odds_are_public_and_a_login_carries_derived_figures() {
+    let s = start(fresh_data("loot"), |_| {}).await;
+    let v: Value = reqwest::get(format!("http://{}/v1/fort/loot", s.addr)).await.unwrap().json().await.unwrap();
+    let crate_ = &v["loot"][0];
+    assert_eq!(crate_["id"], "supply_crate", "{v}");
+    let percents: Vec<f64> =
+        crate_["entries"].as_array().unwrap().iter().map(|e| e["percent"].as_f64().unwrap()).collect();
+    assert_eq!(percents, vec![70.0, 25.0, 5.0]);
+    assert_eq!(crate_["entries"][2]["grants"]["units"]["knight"], 1);
+    let r = reqwest::get(format!("http://{}/v1/nowhere/loot", s.addr)).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unknown_title");
+    let (_, login) = s.login("fort", "alice").await;
+    assert_eq!(login["derived"]["caps"]["gold"], 2000, "{login}");
+    assert_eq!(login["derived"]["builders"], json!({ "used": 0, "total": 2 }));
+    s.stop().await;
+}

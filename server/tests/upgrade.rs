@@ -3,7 +3,9 @@
 //! and exits 0, and players on WebSocket and HTTP notice nothing but a
 //! reconnect. Every action sent is answered (zero failed requests), and
 //! every acknowledged one is in the players' state exactly once (counted:
-//! each action grants exactly one gem).
+//! each action grants exactly one gem). And a data folder an older server
+//! left behind (an older player file format, unsaved journal records) is
+//! served by this one.
 
 mod support;
 
@@ -13,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{citadel, counting_title, temp, Counter, START_GEMS};
+use support::server::copy_dir;
+use support::{citadel, counting_title, root, temp, Counter, START_GEMS};
 use tokio_tungstenite::tungstenite::Message;
 
 const PLAYERS_PER_TRANSPORT: usize = 8;
@@ -221,4 +224,59 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request_or_a_lost_
         let gems = v["result"]["state"]["resources"]["gems"].as_i64().unwrap();
         assert_eq!((gems - START_GEMS) as u64, n, "{player}: {n} acknowledged, {} applied", gems - START_GEMS);
     }
+}
+
+/// A data folder the server of player format 4 (commit a46d11b) left when
+/// it was killed: Alice's file (saved at her first login, with a research
+/// building and barracks added by hand) and the journal records it never
+/// saved: a second login, `research`, `train`, `build`, `collect_all`
+/// (tests/fixtures/saved-format4/README.md). This server replays them onto
+/// the migrated file, and Alice plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_folder_of_the_previous_format_replays_and_plays_on() {
+    let dir = temp("saved-format4");
+    let data = dir.join("data");
+    copy_dir(&root().join("tests/fixtures/saved-format4/data"), &data);
+    copy_dir(&root().join("tests/fixtures/fort"), &dir.join("titles/fort"));
+    let (_server, addr) = citadel(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--titles".as_ref(),
+        dir.join("titles").as_os_str(),
+    ]);
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .post(format!("http://{addr}/v1/fort/login"))
+        .json(&json!({ "player": "alice" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The records ran at their own times (December 2026); this login runs
+    // now, so the research and training may have finished meanwhile.
+    let state = &v["state"];
+    assert_eq!(state["format_version"], citadel_runtime::STATE_FORMAT_VERSION, "{v}");
+    // The file said 1; the journal's five records replayed on top (a
+    // login's answer shows the state before the login itself is numbered).
+    assert_eq!(state["seq"], 6, "the five journaled operations replayed: {state}");
+    let researching = state["research_running"].as_array().unwrap().iter().any(|r| r["research"] == "masonry");
+    assert!(researching || state["research"]["masonry"] == 1, "masonry started: {state}");
+    let militia = state["units"]["militia"].as_i64().unwrap_or(0) + state["training"].as_array().unwrap().len() as i64;
+    assert_eq!(militia, 3, "three militia trained or training: {state}");
+    let mill = state["buildings"].as_array().unwrap().iter().find(|b| b["building"] == "lumber_mill");
+    assert_eq!(mill.map(|b| b["id"].clone()), Some(json!(7)), "{state}");
+    // Alice plays on: a new action is journaled and answered.
+    let token = v["token"].as_str().unwrap();
+    let act = |body: Value| http.post(format!("http://{addr}/v1/fort/request")).bearer_auth(token).json(&body).send();
+    let moved = json!({ "id": 1, "action": "move", "args": { "id": 7, "x": 30, "y": 30 } });
+    let r: Value = act(moved).await.unwrap().json().await.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let r: Value = act(json!({ "id": 2, "action": "get_state" })).await.unwrap().json().await.unwrap();
+    let mill = r["result"]["state"]["buildings"].as_array().unwrap().iter().find(|b| b["id"] == 7).cloned();
+    assert_eq!(mill.map(|b| (b["x"].clone(), b["y"].clone())), Some((json!(30), json!(30))), "{r}");
+    assert_eq!(r["result"]["state"]["seq"], 8, "the login and the move numbered after the replayed records: {r}");
 }
