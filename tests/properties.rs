@@ -49,6 +49,9 @@ fn action(t: &Title) -> impl Strategy<Value = Action> {
     let offers: Vec<String> = t.offers.iter().map(|o| o.def.id.clone()).collect();
     let items: Vec<String> = t.items.iter().map(|i| i.def.id.clone()).collect();
     let quests: Vec<String> = t.quests.iter().map(|q| q.def.id.clone()).collect();
+    let achievements: Vec<String> =
+        t.achievements.iter().map(|a| a.id.clone()).chain(["no_such_achievement".to_string()]).collect();
+    let jobs: Vec<String> = t.jobs.iter().map(|j| j.def.id.clone()).chain(["no_such_job".to_string()]).collect();
     // Low ids (the start buildings and the first few built) most of the time.
     let id = prop_oneof![3 => 1u32..7, 1 => 1u32..16];
     // Mostly spots on a sparse lattice (where buildings usually fit), some
@@ -70,6 +73,11 @@ fn action(t: &Title) -> impl Strategy<Value = Action> {
         1 => proptest::sample::select(offers).prop_map(|offer| Action::Buy { offer }),
         1 => proptest::sample::select(items).prop_map(|item| Action::UseItem { item }),
         2 => proptest::sample::select(quests).prop_map(|quest| Action::ClaimQuest { quest }),
+        1 => (proptest::sample::select(jobs), proptest::option::of(id.clone())).prop_map(|(job, building_id)| Action::StartJob { job, building_id }),
+        1 => id.clone().prop_map(|building_id| Action::CancelJob { building_id }),
+        1 => id.clone().prop_map(|building_id| Action::SpeedUpJob { building_id }),
+        1 => Just(Action::ClaimDaily {}),
+        1 => proptest::sample::select(achievements).prop_map(|achievement| Action::ClaimAchievement { achievement }),
         1 => Just(Action::Custom { name: "daily_chest".into(), args: serde_json::Value::Null }),
         1 => (0i64..20_000).prop_map(|amount| Action::Custom { name: "donate".into(), args: serde_json::json!({ "amount": amount }) }),
     ]

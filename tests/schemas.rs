@@ -101,6 +101,36 @@ fn the_worked_example_in_the_guide_loads_and_passes_its_test() {
     assert!(outcomes[0].passed(), "{:#?}", outcomes[0].failures);
 }
 
+/// The nth fenced block after `heading` (0 for the first).
+fn nth_block_after<'a>(doc: &'a str, heading: &str, n: usize) -> &'a str {
+    let at = doc.find(heading).unwrap_or_else(|| panic!("no step {heading}"));
+    let fenced = doc[at..].split("```").nth(2 * n + 1).unwrap_or_else(|| panic!("no block {n} after {heading}"));
+    &fenced[fenced.find('\n').map_or(0, |i| i + 1)..]
+}
+
+/// Part two of the worked example: every file of part two loads, and its
+/// scenario (bees, the press, a cart to town, the harvest moon, the press
+/// master, the daily basket) passes.
+#[test]
+fn part_two_of_the_worked_example_loads_and_passes_its_test() {
+    let doc = std::fs::read_to_string(root().join("docs/title-format.md")).unwrap();
+    let mut files = BTreeMap::new();
+    files.insert("resources.json".to_string(), block_after(&doc, "**8. Resources**").to_string());
+    files.insert("buildings.json".to_string(), block_after(&doc, "**9. Buildings**").to_string());
+    for (i, name) in ["jobs.json", "loot.json", "modifiers.json", "achievements.json"].iter().enumerate() {
+        files.insert(name.to_string(), nth_block_after(&doc, "**10. A job", i).to_string());
+    }
+    files.insert("store.json".to_string(), nth_block_after(&doc, "**11. Items and the manifest**", 0).to_string());
+    files.insert("title.json".to_string(), nth_block_after(&doc, "**11. Items and the manifest**", 1).to_string());
+    files.insert("tests/growing.json".to_string(), block_after(&doc, "**12. A scenario test**").to_string());
+    let (title, diags) = citadel_runtime::load_files("orchard", &files);
+    let title = title.unwrap_or_else(|| panic!("part two does not load: {diags:#?}"));
+    assert!(diags.is_empty(), "{diags:#?}");
+    let outcomes = citadel_runtime::scenario::run_all(&title, &files);
+    assert_eq!(outcomes.len(), 1);
+    assert!(outcomes[0].passed(), "{:#?}", outcomes[0].failures);
+}
+
 /// Data ported from other games lists free levels with a cost of 0: such a
 /// cost loads, and building that level charges nothing.
 #[test]
@@ -520,4 +550,184 @@ fn a_power_shortfall_slows_production_and_blocks_what_the_title_names() {
         assert_eq!(act(&title, &mut s, train, HOUR / 2), Err(ErrorCode::CapacityShort), "{rule}");
         assert_eq!(s, before, "a blocked action changes nothing");
     }
+}
+
+/// Mini with a forge that turns gold from the player's stock into gems: 120
+/// gold an hour in, 60 gems an hour out, holding at most 100 gems.
+fn mini_with_forge() -> citadel_runtime::Title {
+    let forge = r#"{
+      "id": "forge",
+      "name": "Forge",
+      "size": { "w": 1, "h": 1 },
+      "max_count": [1, 1, 1],
+      "levels": [
+        { "cost": { "gold": 100 }, "build_seconds": 10,
+          "production": { "resource": "gems", "per_hour": 60, "capacity": 100, "consumes": { "gold": 120 } } }
+      ]
+    },
+    {
+      "id": "barracks","#;
+    mini_with(&[("buildings.json", r#"{
+      "id": "barracks","#, forge)])
+}
+
+/// A producer of a chain draws its input from the stock while it works and
+/// stalls when the stock runs out, however long the player was away; it
+/// picks up again once there is input, and a stalled producer is listed in
+/// `derived`.
+#[test]
+fn a_chain_draws_its_input_and_stalls_when_it_runs_out() {
+    use citadel_runtime::state::Building;
+    const MIN: i64 = 60_000;
+    let title = mini_with_forge();
+    assert!(title.chains);
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    s.buildings.push(Building::completed(2, "forge", 1, 0, 0, 0));
+    s.next_building_id = 3;
+    s.resources.insert("gold".into(), 50);
+    let gems = s.resources["gems"];
+    // 50 gold last 25 minutes at 120 an hour: 25 gems, then nothing.
+    advance_to(&title, &mut s, 60 * MIN);
+    assert_eq!(s.resources["gold"], 0);
+    assert_eq!(s.buildings[1].stored, 25);
+    assert_eq!(citadel_runtime::rules::derived(&title, &s).stalled, vec![2]);
+    act(&title, &mut s, serde_json::json!({ "action": "collect", "id": 2 }), 60 * MIN).unwrap();
+    assert_eq!(s.resources["gems"] - gems, 25);
+    // Gold again: it works again, from now.
+    s.resources.insert("gold".into(), 60);
+    advance_to(&title, &mut s, 90 * MIN);
+    assert_eq!((s.resources["gold"], s.buildings[1].stored), (0, 30));
+    // Full, it draws nothing: 100 gems take 100 minutes and 200 gold.
+    s.resources.insert("gold".into(), 1000);
+    advance_to(&title, &mut s, 90 * MIN + 24 * 60 * MIN);
+    assert_eq!(s.buildings[1].stored, 100);
+    assert_eq!(s.resources["gold"], 1000 - 140, "70 gems more at 2 gold each, then full");
+    assert!(citadel_runtime::rules::derived(&title, &s).stalled.is_empty(), "full is not stalled");
+}
+
+/// Mini where the barracks sends two guards on a ten-minute patrol that
+/// costs 50 gold and brings back 200 gold and a purse.
+fn mini_with_patrol() -> citadel_runtime::Title {
+    let jobs = r#"{
+      "format_version": 1,
+      "jobs": [
+        { "id": "patrol", "name": "Patrol", "building": "barracks", "seconds": 600,
+          "inputs": { "resources": { "gold": 50 }, "units": { "guard": 2 } },
+          "outputs": { "resources": { "gold": 200 }, "items": { "purse": 1 } } }
+      ]
+    }"#;
+    mini_with_files(&[("jobs.json", jobs)], &[])
+}
+
+/// A job takes its inputs at the start (units go away, still housed) and
+/// gives its outputs at its end; a building runs one job at a time; a
+/// cancelled job brings its units back and refunds half its cost.
+#[test]
+fn a_job_sends_units_away_and_brings_them_back_with_its_outputs() {
+    use citadel_runtime::state::Building;
+    let title = mini_with_patrol();
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    s.buildings.push(Building::completed(2, "barracks", 1, 0, 0, 0));
+    s.next_building_id = 3;
+    s.units.insert("guard".into(), 3);
+    let gold = s.resources["gold"];
+    let patrol = serde_json::json!({ "action": "start_job", "job": "patrol" });
+    act(&title, &mut s, patrol.clone(), 0).unwrap();
+    assert_eq!((s.units["guard"], s.resources["gold"]), (1, gold - 50));
+    assert_eq!(citadel_runtime::rules::derived(&title, &s).housing.used, 3, "guards away keep their beds");
+    let before = s.clone();
+    assert_eq!(act(&title, &mut s, patrol.clone(), 0), Err(ErrorCode::Busy), "one job per barracks");
+    assert_eq!(s, before);
+    let events = citadel_runtime::rules::apply(
+        &title,
+        &mut s,
+        &citadel_runtime::Action::CollectAll {},
+        600_000,
+        &mut citadel_runtime::Rng::new(1),
+    )
+    .err();
+    assert!(events.is_some_and(|e| e.code == ErrorCode::NothingToCollect));
+    assert_eq!((s.units["guard"], s.items.get("purse").copied()), (3, Some(1)));
+    assert_eq!(s.resources["gold"], gold + 150);
+    act(&title, &mut s, patrol, 600_000).unwrap();
+    act(&title, &mut s, serde_json::json!({ "action": "cancel_job", "building_id": 2 }), 600_000).unwrap();
+    assert_eq!((s.units["guard"], s.resources["gold"]), (3, gold + 125), "guards home, half the gold back");
+    let none = serde_json::json!({ "action": "cancel_job", "building_id": 2 });
+    assert_eq!(act(&title, &mut s, none, 600_000), Err(ErrorCode::NotBusy));
+    let unknown = serde_json::json!({ "action": "start_job", "job": "patrl" });
+    assert_eq!(act(&title, &mut s, unknown, 600_000), Err(ErrorCode::UnknownId));
+}
+
+/// Mini with a daily reward list of three days (then the last again) and an
+/// achievement of two tiers on the gold collected.
+fn mini_with_daily_and_achievements() -> citadel_runtime::Title {
+    let achievements = r#"{
+      "format_version": 1,
+      "achievements": [
+        { "id": "prospector", "name": "Prospector", "counter": "collected:gold",
+          "tiers": [ { "at": 100, "rewards": { "resources": { "gems": 1 } } }, { "at": 500, "rewards": { "items": { "purse": 1 } } } ] }
+      ]
+    }"#;
+    mini_with_files(
+        &[("achievements.json", achievements)],
+        &[(
+            "title.json",
+            r#""builders": 1,"#,
+            r#""builders": 1, "daily": { "rewards": [ { "resources": { "gems": 1 } }, { "resources": { "gems": 2 } }, { "resources": { "gems": 5 } } ] },"#,
+        )],
+    )
+}
+
+/// The daily reward follows the streak: once per UTC day, the next day's
+/// reward the day after, the last one again past the list, and day 1 once
+/// a day is missed. Achievement tiers are claimed in order once their
+/// counter gets there.
+#[test]
+fn daily_rewards_follow_the_streak_and_achievements_their_counters() {
+    use citadel_runtime::state::Building;
+    const DAY: i64 = 86_400_000;
+    let title = mini_with_daily_and_achievements();
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    let daily = serde_json::json!({ "action": "claim_daily" });
+    let mut gems = s.resources["gems"];
+    for (day, reward) in [(0, 1), (1, 2), (2, 5), (3, 5), (5, 1)] {
+        act(&title, &mut s, daily.clone(), day * DAY + 3_600_000).unwrap();
+        assert_eq!(s.resources["gems"] - gems, reward, "day {day}");
+        gems = s.resources["gems"];
+        assert_eq!(act(&title, &mut s, daily.clone(), day * DAY + 20 * 3_600_000), Err(ErrorCode::AlreadyClaimed));
+    }
+    assert_eq!(s.daily.streak, 1, "day 4 was missed");
+    // Collected gold counts towards the achievement.
+    s.buildings.push(Building::completed(2, "mine", 1, 0, 0, 6 * DAY));
+    let claim = serde_json::json!({ "action": "claim_achievement", "achievement": "prospector" });
+    assert_eq!(act(&title, &mut s, claim.clone(), 6 * DAY), Err(ErrorCode::GoalNotMet));
+    act(&title, &mut s, serde_json::json!({ "action": "collect", "id": 2 }), 6 * DAY + 1_800_000).unwrap();
+    assert_eq!(s.counters["collected:gold"], 300);
+    act(&title, &mut s, claim.clone(), 6 * DAY + 1_800_000).unwrap();
+    assert_eq!(s.resources["gems"] - gems, 1);
+    assert_eq!(act(&title, &mut s, claim.clone(), 6 * DAY + 1_800_000), Err(ErrorCode::GoalNotMet), "tier 2 needs 500");
+    act(&title, &mut s, serde_json::json!({ "action": "collect", "id": 2 }), 6 * DAY + 3_600_000).unwrap();
+    act(&title, &mut s, claim.clone(), 6 * DAY + 3_600_000).unwrap();
+    assert_eq!((s.items.get("purse").copied(), s.achievements["prospector"]), (Some(1), 2));
+    assert_eq!(act(&title, &mut s, claim, 6 * DAY + 3_600_000), Err(ErrorCode::AlreadyClaimed));
+}
+
+/// A unit's stats grow with its research: clients read the current ones in
+/// `derived.unit_stats`.
+#[test]
+fn unit_stats_follow_the_level_of_their_research() {
+    let title = mini_with(&[(
+        "units.json",
+        r#""train_seconds": 10, "housing": 1 }"#,
+        r#""train_seconds": 10, "housing": 1, "stats": { "armour": 1, "speed": 3 },
+      "stats_by": { "research": "tools", "levels": [{ "armour": 2 }, { "armour": 4, "speed": 4 }] } }"#,
+    )]);
+    let mut s = citadel_runtime::rules::new_player(&title, 0);
+    let stats = |s: &citadel_runtime::PlayerState| citadel_runtime::rules::derived(&title, s).unit_stats["guard"].clone();
+    let pairs = |a: i64, b: i64| citadel_runtime::format::Amounts::from([("armour".to_string(), a), ("speed".to_string(), b)]);
+    assert_eq!(stats(&s), pairs(1, 3));
+    s.research.insert("tools".into(), 1);
+    assert_eq!(stats(&s), pairs(2, 3));
+    s.research.insert("tools".into(), 2);
+    assert_eq!(stats(&s), pairs(4, 4));
 }

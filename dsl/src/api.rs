@@ -126,6 +126,12 @@ pub(crate) fn register_queries(engine: &mut Engine) {
         with_ctx(&nc, |c| Ok(c.view.player_level()))
     });
     engine.register_fn("xp", |nc: NativeCallContext| -> Res<i64> { with_ctx(&nc, |c| Ok(c.view.xp())) });
+    engine.register_fn("counter", |nc: NativeCallContext, name: &str| -> Res<i64> {
+        with_ctx(&nc, |c| Ok(c.view.counter(name)))
+    });
+    engine.register_fn("daily_streak", |nc: NativeCallContext| -> Res<i64> {
+        with_ctx(&nc, |c| Ok(c.view.daily_streak()))
+    });
     engine.register_fn("flag", |nc: NativeCallContext, f: &str| -> Res<bool> { with_ctx(&nc, |c| Ok(c.view.flag(f))) });
     engine
         .register_fn("score", |nc: NativeCallContext, s: &str| -> Res<i64> { with_ctx(&nc, |c| Ok(c.view.score(s))) });
@@ -180,6 +186,9 @@ pub(crate) fn register_effects(engine: &mut Engine) {
     engine.register_fn("notify", |text: &str| Effect::Notify { text: text.into() });
     engine.register_fn("apply_modifier", |m: &str| Effect::ApplyModifier { modifier: m.into() });
     engine.register_fn("remove_modifier", |m: &str| Effect::RemoveModifier { modifier: m.into() });
+    engine.register_fn("count", |nc: NativeCallContext, name: &str, n: i64| -> Res<Effect> {
+        Ok(Effect::Count { counter: name.into(), amount: amount(&nc, "count amount", n)? })
+    });
     // Inclusive on both ends, like a die: random(1, 6).
     engine.register_fn("random", |nc: NativeCallContext, lo: i64, hi: i64| -> Res<i64> {
         if lo > hi {
@@ -221,6 +230,11 @@ pub const QUERY_DOCS: &[(&str, &str)] = &[
     ("modifier_seconds_left(modifier)", "seconds until a timed modifier ends, rounded up (0 when it is not active)"),
     ("capacity_provided(capacity)", "how much of a capacity (power, oxygen) the player's finished buildings provide"),
     ("capacity_drawn(capacity)", "how much of a capacity the player's finished buildings draw"),
+    (
+        "counter(name)",
+        "a counter: built:<building>, trained:<unit>, collected:<resource>, jobs:<job>, researched, quests, logins, or one scripts count (0 if never counted)",
+    ),
+    ("daily_streak()", "days in a row the daily reward was claimed, up to today or yesterday (0 once a day is missed)"),
 ];
 
 /// The effect constructors (scripts only), with what they ask for.
@@ -243,6 +257,7 @@ pub const EFFECT_DOCS: &[(&str, &str)] = &[
         "start a timed modifier of modifiers.json (or add a stack, refresh or extend it, by its stacking rule)",
     ),
     ("remove_modifier(modifier)", "end a timed modifier now, every stack of it (nothing if it is not active)"),
+    ("count(name, amount)", "add to a counter of the script's own (achievements read counters; names up to 64 bytes)"),
     (
         "random(low, high)",
         "a random whole number from low to high inclusive, the same on every replay (not an effect; scripts only)",

@@ -32,6 +32,8 @@ pub enum Effect {
     ApplyModifier { modifier: String },
     /// End a timed modifier now.
     RemoveModifier { modifier: String },
+    /// Add to a named counter (achievements read counters).
+    Count { counter: String, amount: i64 },
 }
 
 impl Effect {
@@ -50,6 +52,7 @@ impl Effect {
             Effect::Notify { .. } => "notify",
             Effect::ApplyModifier { .. } => "apply_modifier",
             Effect::RemoveModifier { .. } => "remove_modifier",
+            Effect::Count { .. } => "count",
         }
     }
 }

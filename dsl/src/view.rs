@@ -48,6 +48,11 @@ pub trait StateView: Send + Sync {
     fn modifier_seconds_left(&self, modifier: &str) -> Option<i64>;
     /// `(provided, drawn)` of a capacity over the finished buildings.
     fn capacity(&self, capacity: &str) -> Option<(i64, i64)>;
+    /// A counter's value (0 if never counted).
+    fn counter(&self, counter: &str) -> i64;
+    /// Days in a row the daily reward was claimed, up to today or yesterday
+    /// (0 once a day is missed).
+    fn daily_streak(&self) -> i64;
 }
 
 /// The per-evaluation context: the state view plus a deterministic random

@@ -157,4 +157,10 @@ impl citadel_dsl::StateView for NoState {
     fn capacity(&self, _: &str) -> Option<(i64, i64)> {
         None
     }
+    fn counter(&self, _: &str) -> i64 {
+        0
+    }
+    fn daily_streak(&self) -> i64 {
+        0
+    }
 }

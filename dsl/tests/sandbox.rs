@@ -69,6 +69,12 @@ impl StateView for Fixed {
     fn capacity(&self, c: &str) -> Option<(i64, i64)> {
         (c == "power").then_some((120, 150))
     }
+    fn counter(&self, c: &str) -> i64 {
+        if c == "logins" { 7 } else { 0 }
+    }
+    fn daily_streak(&self) -> i64 {
+        3
+    }
 }
 
 fn ctx() -> Ctx {

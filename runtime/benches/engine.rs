@@ -164,4 +164,91 @@ fn main() {
         black_box(apply(&t, &mut s, &custom, at, &mut rng).ok());
     });
     report("custom action (Rhai script + 3 effects)", script, "decode", decode);
+    println!();
+
+    // 3. Every title of titles/: load + validate (files in memory) against
+    //    reading and parsing its files, and a typical upgrade (+ cancel) on
+    //    a mid-game player with the title's mechanics running (research in
+    //    its labs, a job, units training, a timed modifier, chains and
+    //    capacities settling on every advance), against decoding the action.
+    let titles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../titles");
+    let mut dirs: Vec<_> = std::fs::read_dir(&titles).expect("titles/").filter_map(|e| Some(e.ok()?.path())).collect();
+    dirs.sort();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        let (files, _) = citadel_runtime::read_dir(dir);
+        let parse = measure(budget, rounds, || {
+            for (name, text) in &files {
+                if name.ends_with(".json") {
+                    black_box(serde_json::from_str::<serde_json::Value>(text).ok());
+                }
+            }
+        });
+        let load = measure(budget, rounds, || {
+            black_box(citadel_runtime::load_files(&id, &files));
+        });
+        report(&format!("{id}: load + validate (in memory)"), load, "parse", parse);
+        let t = citadel_runtime::load_files(&id, &files).0.expect("every title loads");
+        let (mut s, building) = busy_mid_game(&t, now);
+        let (up, cancel) = (Action::Upgrade { id: building }, Action::Cancel { id: building });
+        let at = s.clock_ms;
+        let pair = measure(budget, rounds, || {
+            apply(&t, &mut s, &up, at, &mut rng).expect("upgrade");
+            apply(&t, &mut s, &cancel, at, &mut rng).expect("cancel");
+        });
+        report(&format!("{id}: upgrade + cancel, per action"), pair / 2, "decode", decode);
+    }
+}
+
+/// A mid-game player of any title: headquarters at level 3 (or its top),
+/// every building type at level 2 (or its top) on the first free spots,
+/// resources plenty, and the title's mechanics running: a research in each
+/// lab that takes one, a job where one starts, units training, a timed
+/// modifier. Returns it with a building whose upgrade (and cancel) works.
+fn busy_mid_game(t: &Title, now: i64) -> (PlayerState, u32) {
+    let mut s = new_player(t, now);
+    s.buildings[0].level = s.buildings[0].level.max(3.min(t.buildings.iter().find(|b| b.def.id == t.headquarters()).map_or(1, |b| b.def.levels.len() as u32)));
+    for v in s.resources.values_mut() {
+        *v = 1_000_000_000;
+    }
+    let grid = &t.manifest.grid;
+    let taken = |s: &PlayerState, x: i32, y: i32, w: i32, h: i32| {
+        s.buildings.iter().any(|b| {
+            let d = t.building(&b.building).map_or((1, 1), |d| (d.def.size.w, d.def.size.h));
+            x < b.x + d.0 && b.x < x + w && y < b.y + d.1 && b.y < y + h
+        })
+    };
+    for b in &t.buildings {
+        let (w, h) = (b.def.size.w, b.def.size.h);
+        let spot = (0..=grid.height - h).flat_map(|y| (0..=grid.width - w).map(move |x| (x, y))).find(|&(x, y)| !taken(&s, x, y, w, h));
+        if let Some((x, y)) = spot {
+            let id = s.next_building_id;
+            s.next_building_id += 1;
+            let level = (b.def.levels.len() as u32).min(2);
+            s.buildings.push(citadel_runtime::state::Building::completed(id, &b.def.id, level, x, y, now));
+        }
+    }
+    let mut rng = Rng::new(1);
+    for r in &t.research {
+        let _ = apply(t, &mut s, &Action::Research { research: r.def.id.clone(), building_id: None }, now, &mut rng);
+    }
+    for j in &t.jobs {
+        let _ = apply(t, &mut s, &Action::StartJob { job: j.def.id.clone(), building_id: None }, now, &mut rng);
+    }
+    for u in &t.units {
+        let _ = apply(t, &mut s, &Action::Train { unit: u.def.id.clone(), count: 1, building_id: None }, now, &mut rng);
+    }
+    if let Some(m) = t.modifiers.first() {
+        s.modifiers.insert(m.id.clone(), citadel_runtime::state::ActiveModifier { stacks: 1, ends_ms: now + 86_400_000 });
+    }
+    let ids: Vec<u32> = s.buildings.iter().skip(1).map(|b| b.id).collect();
+    for id in ids {
+        let mut probe = s.clone();
+        if apply(t, &mut probe, &Action::Upgrade { id }, now, &mut rng).is_ok()
+            && apply(t, &mut probe, &Action::Cancel { id }, now, &mut rng).is_ok()
+        {
+            return (s, id);
+        }
+    }
+    panic!("{}: no building of the mid-game base can be upgraded", t.id());
 }

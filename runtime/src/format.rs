@@ -80,6 +80,9 @@ pub struct TitleFile {
     /// How buildings share research and training.
     #[serde(default)]
     pub work: WorkDef,
+    /// Daily login rewards.
+    #[serde(default)]
+    pub daily: Option<DailyDef>,
     #[serde(default = "default_refund")]
     pub cancel_refund_percent: u32,
     #[serde(default = "default_speed_up")]
@@ -293,6 +296,9 @@ fn default_speed_up() -> i64 {
 pub struct ResourceDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
@@ -317,6 +323,9 @@ pub struct ResourcesFile {
 pub struct CapacityDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
@@ -360,6 +369,9 @@ pub struct Production {
     pub resource: String,
     pub per_hour: i64,
     pub capacity: i64,
+    /// Inputs drawn from the player's stock while producing, per hour.
+    #[serde(default)]
+    pub consumes: Amounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,6 +442,9 @@ impl SpeedUpRule {
 pub struct BuildingDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     pub size: Size,
@@ -452,6 +467,9 @@ pub struct BuildingsFile {
 pub struct UnitDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     pub building: String,
@@ -467,6 +485,17 @@ pub struct UnitDef {
     /// Named numbers for clients that the engine carries without reading them.
     #[serde(default)]
     pub stats: Amounts,
+    /// Stats that grow with a research level.
+    #[serde(default)]
+    pub stats_by: Option<StatsBy>,
+}
+
+/// Stats by the level of a research: `levels[i]` applies from level i+1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsBy {
+    pub research: String,
+    pub levels: Vec<Amounts>,
 }
 
 fn one_i64() -> i64 {
@@ -535,6 +564,9 @@ pub struct ResearchLevel {
 pub struct ResearchDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     pub building: String,
@@ -592,6 +624,9 @@ pub enum Stacking {
 pub struct ModifierDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     pub duration_seconds: i64,
@@ -601,6 +636,103 @@ pub struct ModifierDef {
     pub max_stacks: u32,
     /// Per stack.
     pub effects: Vec<ResearchEffect>,
+}
+
+/// One job of `jobs.json`: a timed piece of work a building runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDef {
+    pub id: String,
+    pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub building: String,
+    pub seconds: i64,
+    #[serde(default)]
+    pub requires: Option<String>,
+    #[serde(default)]
+    pub inputs: JobInputs,
+    pub outputs: Grants,
+    #[serde(default)]
+    pub speed_up: SpeedUpRule,
+}
+
+/// What starting a job takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobInputs {
+    #[serde(default)]
+    pub resources: Amounts,
+    #[serde(default)]
+    pub items: Amounts,
+    /// Sent away with the job and back when it ends.
+    #[serde(default)]
+    pub units: Amounts,
+}
+
+/// `jobs.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub jobs: Vec<JobDef>,
+}
+
+/// `title.json` `daily`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DailyDef {
+    /// Day 1 first.
+    pub rewards: Vec<Grants>,
+    #[serde(default)]
+    pub after_last: AfterLast,
+}
+
+/// What a streak longer than the daily rewards list gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterLast {
+    #[default]
+    RepeatLast,
+    Restart,
+}
+
+/// One achievement of `achievements.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AchievementDef {
+    pub id: String,
+    pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub counter: String,
+    pub tiers: Vec<Tier>,
+}
+
+/// One tier of an achievement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub at: i64,
+    pub rewards: Grants,
+}
+
+/// `achievements.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AchievementsFile {
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
+    pub format_version: u32,
+    pub achievements: Vec<AchievementDef>,
 }
 
 /// `modifiers.json`.
@@ -619,6 +751,9 @@ pub struct ModifiersFile {
 pub struct LootTableDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default = "one")]
@@ -649,6 +784,9 @@ pub struct LootFile {
 pub struct ItemDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default, rename = "use")]
@@ -676,6 +814,9 @@ impl Window {
 pub struct OfferDef {
     pub id: String,
     pub name: String,
+    /// An image of the title's assets/ folder.
+    #[serde(default)]
+    pub icon: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     pub price: Amounts,

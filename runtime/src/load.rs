@@ -39,8 +39,8 @@ pub const TITLE_FILES_MAX: usize = 512;
 /// The files of a title folder, by path relative to it (`/` separated).
 pub type TitleFiles = BTreeMap<String, String>;
 
-/// Reads a title folder: the JSON files at its root, `scripts/*.rhai` and
-/// `tests/*.json`. Problems reading are diagnostics, like everything else.
+/// Reads a title folder: the JSON files at its root, `scripts/*.rhai`,
+/// `tests/*.json` and the images under `assets/`. Problems reading are diagnostics, like everything else.
 pub fn read_dir(dir: &Path) -> (TitleFiles, Vec<Diagnostic>) {
     let mut files = TitleFiles::new();
     let mut diags = Vec::new();
@@ -95,6 +95,7 @@ pub fn read_dir(dir: &Path) -> (TitleFiles, Vec<Diagnostic>) {
     visit("", ".json", &mut diags);
     visit("scripts", ".rhai", &mut diags);
     visit("tests", ".json", &mut diags);
+    crate::assets::read(dir, &mut files, &mut diags, &mut total, TITLE_BYTES_MAX);
     (files, diags)
 }
 
@@ -204,6 +205,8 @@ struct Parsed {
     quests: Option<QuestsFile>,
     loot: Option<LootFile>,
     modifiers: Option<ModifiersFile>,
+    jobs: Option<JobsFile>,
+    achievements: Option<AchievementsFile>,
 }
 
 impl Parsed {
@@ -317,6 +320,8 @@ impl Loader<'_> {
                 FileKind::Quests => p.quests = self.parse(kind, name),
                 FileKind::Loot => p.loot = self.parse(kind, name),
                 FileKind::Modifiers => p.modifiers = self.parse(kind, name),
+                FileKind::Jobs => p.jobs = self.parse(kind, name),
+                FileKind::Achievements => p.achievements = self.parse(kind, name),
                 FileKind::Scenario => {}
             }
         }
@@ -374,6 +379,8 @@ impl Loader<'_> {
             }
         }
         self.check_refs(&p, &known);
+        self.diags.extend(crate::assets::check(self.files));
+        self.check_icons(&p);
         self.check_payable(&p);
         self.check_renamed(&p, &known);
         self.check_events(&p);
@@ -628,6 +635,77 @@ impl Loader<'_> {
         }
     }
 
+    /// Every `icon` names an image of the title's `assets/`.
+    fn check_icons(&mut self, p: &Parsed) {
+        let mut icons: Vec<(&'static str, String, String)> = Vec::new();
+        let mut add = |file: &'static str, list: &str, i: usize, icon: &Option<String>| {
+            if let Some(icon) = icon {
+                icons.push((file, format!("/{list}/{i}/icon"), icon.clone()));
+            }
+        };
+        for f in &p.resources {
+            f.resources.iter().enumerate().for_each(|(i, r)| add("resources.json", "resources", i, &r.icon));
+            f.capacities.iter().enumerate().for_each(|(i, c)| add("resources.json", "capacities", i, &c.icon));
+        }
+        for f in &p.buildings {
+            f.buildings.iter().enumerate().for_each(|(i, b)| add("buildings.json", "buildings", i, &b.icon));
+        }
+        for f in &p.units {
+            f.units.iter().enumerate().for_each(|(i, u)| add("units.json", "units", i, &u.icon));
+        }
+        for f in &p.research {
+            f.research.iter().enumerate().for_each(|(i, r)| add("research.json", "research", i, &r.icon));
+        }
+        for f in &p.store {
+            f.items.iter().enumerate().for_each(|(i, it)| add("store.json", "items", i, &it.icon));
+            f.offers.iter().enumerate().for_each(|(i, o)| add("store.json", "offers", i, &o.icon));
+        }
+        for f in &p.loot {
+            f.loot.iter().enumerate().for_each(|(i, t)| add("loot.json", "loot", i, &t.icon));
+        }
+        for f in &p.modifiers {
+            f.modifiers.iter().enumerate().for_each(|(i, m)| add("modifiers.json", "modifiers", i, &m.icon));
+        }
+        for f in &p.jobs {
+            f.jobs.iter().enumerate().for_each(|(i, j)| add("jobs.json", "jobs", i, &j.icon));
+        }
+        for f in &p.achievements {
+            f.achievements.iter().enumerate().for_each(|(i, a)| add("achievements.json", "achievements", i, &a.icon));
+        }
+        for (file, pointer, icon) in icons {
+            if !self.files.contains_key(&icon) {
+                let help = crate::assets::suggest(self.files, &icon);
+                self.at("unknown-asset", file, &pointer, false, format!("no image `{icon}` in the title's assets/"), help);
+            }
+        }
+    }
+
+    /// An engine counter (`built:<building>`, ...) names a known id; any
+    /// other name is a counter of the title's scripts.
+    fn check_counter(&mut self, known: &Known, jobs: &[String], counter: &str, f: &str, pointer: &str) {
+        let Some((kind, id)) = counter.split_once(':') else { return };
+        let kind = match kind {
+            "built" => IdKind::Building,
+            "trained" => IdKind::Unit,
+            "collected" => IdKind::Resource,
+            "jobs" => {
+                if !jobs.iter().any(|j| j == id) {
+                    let help = did_you_mean(id, jobs.iter().map(String::as_str));
+                    self.at("unknown-id", f, pointer, false, format!("unknown job `{id}`: not defined in jobs.json"), help);
+                }
+                return;
+            }
+            other => {
+                let prefixes = ["built", "trained", "collected", "jobs"];
+                let help = did_you_mean(other, prefixes);
+                let msg = format!("`{other}:` is not an engine counter (built:, trained:, collected:, jobs:); script counters have no colon");
+                self.at("unknown-id", f, pointer, false, msg, help);
+                return;
+            }
+        };
+        self.need(known, kind, id, f, pointer, false);
+    }
+
     /// Every cost fits in the most a player can ever hold: a resource's
     /// `cap`, plus each storage building at the level that stores most, as
     /// many times as it may ever be built, scaled by every storage research
@@ -772,6 +850,13 @@ impl Loader<'_> {
                             &format!("{base}/production/resource"),
                             false,
                         );
+                        let consumes = format!("{base}/production/consumes");
+                        self.need_keys(known, IdKind::Resource, &prod.consumes, f, &consumes);
+                        if prod.consumes.contains_key(&prod.resource) {
+                            let msg = format!("`{}` consumes what it produces", prod.resource);
+                            let at = format!("{consumes}/{}", crate::spans::escape_segment(&prod.resource));
+                            self.at("production", f, &at, true, msg, None);
+                        }
                     }
                 }
             }
@@ -780,6 +865,15 @@ impl Loader<'_> {
             for (i, u) in uf.units.iter().enumerate() {
                 self.need(known, IdKind::Building, &u.building, "units.json", &format!("/units/{i}/building"), false);
                 self.need_keys(known, IdKind::Resource, &u.cost, "units.json", &format!("/units/{i}/cost"));
+                if let Some(by) = &u.stats_by {
+                    let pointer = format!("/units/{i}/stats_by/research");
+                    self.need(known, IdKind::Research, &by.research, "units.json", &pointer, false);
+                    let levels = known.levels.get(&(IdKind::Research, by.research.clone())).copied();
+                    if let Some(n) = levels.filter(|n| by.levels.len() as i64 > *n) {
+                        let msg = format!("research `{}` has {n} levels; stats_by lists {}", by.research, by.levels.len());
+                        self.at("level-range", "units.json", &format!("/units/{i}/stats_by/levels"), false, msg, None);
+                    }
+                }
             }
         }
         if let Some(rf) = p.research.clone() {
@@ -831,6 +925,41 @@ impl Loader<'_> {
                         );
                     }
                 }
+            }
+        }
+        if let Some(daily) = p.title.as_ref().and_then(|t| t.daily.clone()) {
+            for (i, g) in daily.rewards.iter().enumerate() {
+                self.need_grants(known, g, "title.json", &format!("/daily/rewards/{i}"));
+            }
+        }
+        if let Some(af) = p.achievements.clone() {
+            let f = "achievements.json";
+            let ids: Vec<Option<&str>> = af.achievements.iter().map(|a| Some(a.id.as_str())).collect();
+            self.unique_ids(f, "/achievements", "achievement", &ids);
+            let jobs: Vec<String> = p.jobs.iter().flat_map(|j| &j.jobs).map(|j| j.id.clone()).collect();
+            for (i, a) in af.achievements.iter().enumerate() {
+                let base = format!("/achievements/{i}");
+                self.check_counter(known, &jobs, &a.counter, f, &format!("{base}/counter"));
+                for (t, tier) in a.tiers.iter().enumerate() {
+                    self.need_grants(known, &tier.rewards, f, &format!("{base}/tiers/{t}/rewards"));
+                    if t > 0 && tier.at <= a.tiers[t - 1].at {
+                        let msg = format!("tier {} needs {} but tier {t} already needs {}: tiers go up", t + 1, tier.at, a.tiers[t - 1].at);
+                        self.at("achievement", f, &format!("{base}/tiers/{t}/at"), false, msg, None);
+                    }
+                }
+            }
+        }
+        if let Some(jf) = p.jobs.clone() {
+            let f = "jobs.json";
+            let ids: Vec<Option<&str>> = jf.jobs.iter().map(|j| Some(j.id.as_str())).collect();
+            self.unique_ids(f, "/jobs", "job", &ids);
+            for (i, j) in jf.jobs.iter().enumerate() {
+                let base = format!("/jobs/{i}");
+                self.need(known, IdKind::Building, &j.building, f, &format!("{base}/building"), false);
+                self.need_keys(known, IdKind::Resource, &j.inputs.resources, f, &format!("{base}/inputs/resources"));
+                self.need_keys(known, IdKind::Item, &j.inputs.items, f, &format!("{base}/inputs/items"));
+                self.need_keys(known, IdKind::Unit, &j.inputs.units, f, &format!("{base}/inputs/units"));
+                self.need_grants(known, &j.outputs, f, &format!("{base}/outputs"));
             }
         }
         if let Some(mf) = p.modifiers.clone() {
@@ -1223,6 +1352,13 @@ impl Loader<'_> {
                 }
             }
         }
+        if let Some(f) = &p.jobs {
+            for (i, j) in f.jobs.iter().enumerate() {
+                if let Some(r) = &j.requires {
+                    out.push((r.clone(), site("jobs.json", format!("/jobs/{i}/requires"), None)));
+                }
+            }
+        }
         if let Some(f) = &p.quests {
             for (i, q) in f.quests.iter().enumerate() {
                 out.push((q.goal.clone(), site("quests.json", format!("/quests/{i}/goal"), None)));
@@ -1470,11 +1606,22 @@ impl Loader<'_> {
             .collect();
         let loot = p.loot.map(|f| f.loot).unwrap_or_default();
         let modifiers = p.modifiers.map(|f| f.modifiers).unwrap_or_default();
+        let achievements = p.achievements.map(|f| f.achievements).unwrap_or_default();
+        let jobs: Vec<crate::title::Job> = p
+            .jobs
+            .map(|f| f.jobs)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, def)| crate::title::Job { requires: take("jobs.json", format!("/jobs/{i}/requires")), def })
+            .collect();
         let ResourcesFile { resources, capacities, .. } = p.resources?;
         let index = crate::title::Index {
             capacities: capacities.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect(),
             loot: loot.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect(),
             modifiers: modifiers.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect(),
+            jobs: jobs.iter().enumerate().map(|(i, j)| (j.def.id.clone(), i)).collect(),
+            achievements: achievements.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect(),
             events: events.iter().enumerate().map(|(i, e)| (e.def.id.clone(), i)).collect(),
             resources: resources.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect(),
             buildings: buildings.iter().enumerate().map(|(i, b)| (b.def.id.clone(), i)).collect(),
@@ -1489,6 +1636,16 @@ impl Loader<'_> {
             content_version,
             resources,
             capacities,
+            assets: self
+                .files
+                .iter()
+                .filter(|(p, _)| p.starts_with("assets/"))
+                .filter_map(|(p, t)| Some((p.clone(), crate::assets::bytes(p, t)?)))
+                .collect(),
+            chains: buildings
+                .iter()
+                .flat_map(|b| &b.def.levels)
+                .any(|l| l.production.as_ref().is_some_and(|p| !p.consumes.is_empty())),
             buildings,
             units,
             research,
@@ -1497,6 +1654,8 @@ impl Loader<'_> {
             quests,
             loot,
             modifiers,
+            jobs,
+            achievements,
             events,
             raid_lootable,
             actions,
@@ -1679,6 +1838,12 @@ impl citadel_dsl::StateView for Neutral {
     }
     fn capacity(&self, _: &str) -> Option<(i64, i64)> {
         Some((0, 0))
+    }
+    fn counter(&self, _: &str) -> i64 {
+        0
+    }
+    fn daily_streak(&self) -> i64 {
+        0
     }
 }
 

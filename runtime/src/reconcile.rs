@@ -11,7 +11,9 @@
 //! 2. **Removed ids** are dropped: resources, units, items, buildings (with
 //!    any upgrade running on them), research levels, training orders for a
 //!    removed unit or building type, running research whose type is
-//!    gone, timed modifiers no longer defined, purchase counts of removed offers, claimed removed quests, and
+//!    gone, timed modifiers no longer defined, jobs whose definition or
+//!    building is gone (their units come home), purchase counts of removed
+//!    offers, claimed removed quests, and
 //!    scores no longer listed.
 //! 3. **Fewer levels**: a building or research above the new highest level
 //!    comes down to it; an upgrade or research towards a level that no
@@ -137,6 +139,7 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
     drop_unknown(&mut s.research, |r| title.research_type(r).is_some(), "research", &mut changes);
     drop_unknown(&mut s.purchases, |o| title.offer(o).is_some(), "offer", &mut changes);
     drop_unknown(&mut s.modifiers, |m| title.modifier(m).is_some(), "modifier", &mut changes);
+    drop_unknown(&mut s.achievements, |a| title.achievement(a).is_some(), "achievement", &mut changes);
     let scores = &title.manifest.scores;
     drop_unknown(&mut s.scores, |k| scores.iter().any(|x| x == k), "score", &mut changes);
     let gone: Vec<String> = s.quests_claimed.iter().filter(|q| title.quest(q).is_none()).cloned().collect();
@@ -168,6 +171,25 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
         }
         keep
     });
+
+    // A job whose definition or building is gone ends; its units come home.
+    let jobs = std::mem::take(&mut s.jobs);
+    for run in jobs {
+        if title.job(&run.job).is_some() && s.building(run.building_id).is_some() {
+            s.jobs.push(run);
+            continue;
+        }
+        for (u, n) in &run.units {
+            if title.unit(u).is_some() {
+                *s.units.entry(u.clone()).or_default() += n;
+            }
+        }
+        changes.push(change(&[
+            ("kind", text("job_cancelled")),
+            ("job", text(&run.job)),
+            ("id", Dynamic::from(i64::from(run.building_id))),
+        ]));
+    }
 
     // 3. Fewer levels.
     for b in &mut s.buildings {

@@ -38,6 +38,11 @@ pub const TIMER_FIRINGS_PER_ADVANCE_MAX: usize = 1000;
 pub const NOTIFY_BYTES_MAX: usize = 500;
 /// Most of one item kind a player may hold.
 pub const ITEM_COUNT_MAX: i64 = 1_000_000_000;
+/// Counters one player may have: the engine's (one per building type,
+/// unit, resource and job a title defines, well under this) and scripts'.
+pub const COUNTERS_MAX: usize = 512;
+/// Milliseconds in a UTC day (daily rewards count days since 1970-01-01).
+const DAY_MS: i64 = 86_400_000;
 
 /// The deterministic random source injected into the rules. Hooks draw
 /// their seeds from it, so a replay with the same seed gives the same result.
@@ -188,6 +193,23 @@ actions! {
     UseItem { item: String } => "use_item";
     /// Claim a finished quest's rewards.
     ClaimQuest { quest: String } => "claim_quest";
+    /// Claim the next tier of an achievement whose counter has reached it.
+    ClaimAchievement { achievement: String } => "claim_achievement";
+    /// Claim today's daily reward (once per UTC day; the streak goes on
+    /// from yesterday's claim, or starts again).
+    ClaimDaily {} => "claim_daily";
+    /// Start a job (jobs.json) in building `building_id` or (left out) the
+    /// first free building of the job's type: its inputs are taken now.
+    StartJob {
+        job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        building_id: Option<u32>,
+    } => "start_job";
+    /// Cancel the job building `building_id` runs: its units come back,
+    /// `cancel_refund_percent` of its resources and items too.
+    CancelJob { building_id: u32 } => "cancel_job";
+    /// Finish the job building `building_id` runs now, paying premium currency.
+    SpeedUpJob { building_id: u32 } => "speed_up_job";
     /// A title-defined action handled by a script.
     Custom {
         name: String,
@@ -246,6 +268,8 @@ events! {
     ResearchCompleted { research: String, level: u32 } => "research_completed";
     /// One unit finished training.
     UnitTrained { unit: String, building: String } => "unit_trained";
+    /// A job ended and gave its outputs (loot rolls follow as `looted`).
+    JobCompleted { job: String, building_id: u32 } => "job_completed";
     /// A timer a script started ended.
     TimerEnded { name: String } => "timer_ended";
     /// Production was collected into storage.
@@ -358,9 +382,33 @@ fn housing_total(title: &Title, s: &PlayerState) -> i64 {
     s.buildings.iter().filter_map(|b| level_stats(title, b)).map(|l| l.housing).sum()
 }
 
+/// Housing taken: units at home, in training, away on jobs, and what
+/// running jobs may bring back (kept free for them from their start).
 fn housing_used(title: &Title, s: &PlayerState) -> i64 {
     let of = |u: &str| title.unit(u).map_or(0, |t| t.def.housing);
-    s.units.iter().map(|(u, n)| of(u) * n).sum::<i64>() + s.training.iter().map(|o| of(&o.unit)).sum::<i64>()
+    let jobs: i64 = s
+        .jobs
+        .iter()
+        .map(|r| {
+            let away: i64 = r.units.iter().map(|(u, n)| of(u) * n).sum();
+            away + title.job(&r.job).map_or(0, |j| grants_housing(title, &j.def.outputs))
+        })
+        .sum();
+    s.units.iter().map(|(u, n)| of(u) * n).sum::<i64>() + s.training.iter().map(|o| of(&o.unit)).sum::<i64>() + jobs
+}
+
+/// The most housing a grants block can need: its units, plus each loot
+/// table's largest unit entry on every roll.
+fn grants_housing(title: &Title, g: &Grants) -> i64 {
+    let housing_of = |units: &Amounts| -> i64 {
+        units.iter().map(|(u, n)| title.unit(u).map_or(0, |t| t.def.housing).saturating_mul(*n)).sum()
+    };
+    let mut need = housing_of(&g.units);
+    for t in g.loot.iter().filter_map(|id| title.loot_table(id)) {
+        let most = t.entries.iter().map(|e| housing_of(&e.grants.units)).max().unwrap_or(0);
+        need = need.saturating_add(most.saturating_mul(i64::from(t.rolls)));
+    }
+    need
 }
 
 /// `(provided, drawn)` of every capacity of the title, in its order, over
@@ -444,10 +492,111 @@ fn accrued(title: &Title, s: &PlayerState, b: &Building, now: i64, totals: &[(i6
     }
 }
 
+/// The production of a building's current level if it consumes inputs (a
+/// production chain).
+fn chain<'t>(title: &'t Title, b: &Building) -> Option<&'t crate::format::Production> {
+    level_stats(title, b)?.production.as_ref().filter(|p| !p.consumes.is_empty())
+}
+
+/// Steps one settling of the production chains may take. Each step ends
+/// where something changes (a producer fills up, an input runs out, a
+/// producer starts), so sane data needs a few per producer; past this, the
+/// last step runs to the end with the producers as they are.
+pub const CHAIN_STEPS_MAX: usize = 256;
+
+/// Milliseconds in an hour: rates are per hour.
+const HOUR_MS: i128 = 3_600_000;
+
+/// Runs the production chains from each consumer's `since_ms` to `now`:
+/// consumers draw their inputs from the player's stock while they produce,
+/// and stall (drawing nothing) while an input is empty, while they are full
+/// or while they upgrade. Time is cut where any of that changes, so the
+/// result is what ticking every millisecond would give (to whole units).
+fn settle_chains(title: &Title, s: &mut PlayerState, now: i64, totals: &[(i64, i64)]) {
+    struct Run {
+        i: usize,
+        rate: i64,
+        cap: i64,
+        inputs: Vec<(String, i64)>,
+    }
+    let runs: Vec<Run> = (0..s.buildings.len())
+        .filter_map(|i| {
+            let b = &s.buildings[i];
+            let p = chain(title, b)?;
+            let (_, rate, cap) = production(title, s, b, totals)?;
+            let supplied = level_stats(title, b).map_or(100, |l| supplied_percent(title, l, totals));
+            let inputs = p.consumes.iter().map(|(r, n)| (r.clone(), n * supplied / 100)).collect();
+            Some(Run { i, rate, cap, inputs })
+        })
+        .collect();
+    let Some(mut t) = runs.iter().map(|r| s.buildings[r.i].since_ms).min() else { return };
+    let mut steps = 0;
+    while t < now {
+        steps += 1;
+        let running: Vec<&Run> = runs
+            .iter()
+            .filter(|r| {
+                let b = &s.buildings[r.i];
+                b.since_ms <= t
+                    && b.upgrade.is_none()
+                    && b.stored < r.cap
+                    && r.rate > 0
+                    && r.inputs.iter().all(|(res, n)| *n <= 0 || s.resources.get(res).copied().unwrap_or(0) > 0)
+            })
+            .collect();
+        let mut draw: BTreeMap<&str, i64> = BTreeMap::new();
+        for r in &running {
+            for (res, n) in r.inputs.iter().filter(|(_, n)| *n > 0) {
+                *draw.entry(res.as_str()).or_default() += n;
+            }
+        }
+        // The next change: a producer full, an input empty, a producer starting.
+        let mut next = now;
+        if steps < CHAIN_STEPS_MAX {
+            for r in &running {
+                let left = i128::from(r.cap - s.buildings[r.i].stored);
+                let full = (left * HOUR_MS + i128::from(r.rate) - 1) / i128::from(r.rate);
+                next = next.min(t.saturating_add(full as i64));
+            }
+            for (res, per_hour) in &draw {
+                let stock = i128::from(s.resources.get(*res).copied().unwrap_or(0));
+                next = next.min(t.saturating_add((stock * HOUR_MS / i128::from(*per_hour)) as i64));
+            }
+            for r in &runs {
+                let since = s.buildings[r.i].since_ms;
+                if since > t {
+                    next = next.min(since);
+                }
+            }
+        }
+        let next = next.max(t + 1).min(now);
+        let dt = i128::from(next - t);
+        for r in &running {
+            let made = (i128::from(r.rate) * dt / HOUR_MS) as i64;
+            let b = &mut s.buildings[r.i];
+            b.stored = b.stored.saturating_add(made).min(r.cap);
+        }
+        for (res, per_hour) in draw {
+            let used = ((i128::from(per_hour) * dt + HOUR_MS - 1) / HOUR_MS) as i64;
+            if let Some(stock) = s.resources.get_mut(res) {
+                *stock -= used.min(*stock);
+            }
+        }
+        t = next;
+    }
+    for r in &runs {
+        let b = &mut s.buildings[r.i];
+        b.since_ms = b.since_ms.max(now);
+    }
+}
+
 /// Folds accrued production into `stored` as of `now` for every producer,
 /// before anything changes production rates.
 fn settle_all(title: &Title, s: &mut PlayerState, now: i64) {
     let totals = capacity_totals(title, s);
+    if title.chains {
+        settle_chains(title, s, now, &totals);
+    }
     for i in 0..s.buildings.len() {
         let a = accrued(title, s, &s.buildings[i], now, &totals);
         let b = &mut s.buildings[i];
@@ -465,6 +614,11 @@ pub struct Derived {
     pub housing: Used,
     pub builders: Used,
     pub capacities: BTreeMap<String, Used>,
+    /// Producers of a chain that make nothing now because an input's stock
+    /// is empty (building ids).
+    pub stalled: Vec<u32>,
+    /// Each unit's stats with its `stats_by` research level applied.
+    pub unit_stats: BTreeMap<String, Amounts>,
 }
 
 /// An amount in use out of a total.
@@ -472,6 +626,20 @@ pub struct Derived {
 pub struct Used {
     pub used: i64,
     pub total: i64,
+}
+
+/// A unit's stats: its `stats`, with the entry of its `stats_by` research's
+/// current level laid over them.
+pub fn unit_stats(title: &Title, s: &PlayerState, unit: &str) -> Amounts {
+    let Some(u) = title.unit(unit) else { return Amounts::new() };
+    let mut stats = u.def.stats.clone();
+    if let Some(by) = &u.def.stats_by {
+        let level = s.research.get(&by.research).copied().unwrap_or(0) as usize;
+        if let Some(entry) = level.checked_sub(1).and_then(|i| by.levels.get(i.min(by.levels.len().saturating_sub(1)))) {
+            stats.extend(entry.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+    }
+    stats
 }
 
 /// The [`Derived`] figures of a state.
@@ -484,7 +652,21 @@ pub fn derived(title: &Title, s: &PlayerState) -> Derived {
         .zip(capacity_totals(title, s))
         .map(|(c, (provided, drawn))| (c.id.clone(), Used { used: drawn, total: provided }))
         .collect();
+    let stalled = s
+        .buildings
+        .iter()
+        .filter(|b| b.upgrade.is_none())
+        .filter(|b| {
+            chain(title, b).is_some_and(|p| {
+                b.stored < p.capacity && p.consumes.keys().any(|r| s.resources.get(r).copied().unwrap_or(0) <= 0)
+            })
+        })
+        .map(|b| b.id)
+        .collect();
+    let unit_stats = title.units.iter().map(|u| (u.def.id.clone(), unit_stats(title, s, &u.def.id))).collect();
     Derived {
+        unit_stats,
+        stalled,
         caps,
         housing: Used { used: housing_used(title, s), total: housing_total(title, s) },
         builders: Used { used: i64::from(builders_busy(s)), total: i64::from(builders_total(title, s)) },
@@ -603,6 +785,9 @@ fn cannot_work(title: &Title, b: &Building) -> Option<ActionError> {
 fn work_in(title: &Title, s: &PlayerState, b: &Building) -> Option<String> {
     if let Some(r) = s.research_running.iter().find(|r| r.building_id == Some(b.id)) {
         return Some(format!("researching {}", r.research));
+    }
+    if let Some(j) = s.jobs.iter().find(|j| j.building_id == b.id) {
+        return Some(format!("running {}", j.job));
     }
     let queued = |o: &&TrainingOrder| match title.manifest.work.training {
         TrainingQueues::PerBuilding => o.building_id == Some(b.id),
@@ -781,6 +966,7 @@ struct Undo {
     /// Each building's `(stored, since_ms)`, taken before the first effect
     /// that settles production (a modifier changes production rates).
     production: Option<Vec<(i64, i64)>>,
+    counters: BTreeMap<String, i64>,
     modifiers: BTreeMap<String, ActiveModifier>,
     resources: BTreeMap<String, i64>,
     items: BTreeMap<String, i64>,
@@ -794,6 +980,7 @@ struct Undo {
 impl Undo {
     fn of(s: &PlayerState) -> Undo {
         Undo {
+            counters: s.counters.clone(),
             production: None,
             modifiers: s.modifiers.clone(),
             resources: s.resources.clone(),
@@ -814,6 +1001,7 @@ impl Undo {
             }
         }
         s.modifiers = self.modifiers;
+        s.counters = self.counters;
         s.resources = self.resources;
         s.items = self.items;
         s.units = self.units;
@@ -904,6 +1092,12 @@ fn apply_effect(
             title.modifier(modifier).ok_or_else(|| unknown(IdKind::Modifier, modifier))?;
             apply_modifier(title, s, modifier, now, events);
         }
+        Effect::Count { counter, amount } => {
+            name_ok(counter)?;
+            if !count(s, counter, *amount) {
+                return Err(format!("a player may have at most {COUNTERS_MAX} counters"));
+            }
+        }
         Effect::RemoveModifier { modifier } => {
             title.modifier(modifier).ok_or_else(|| unknown(IdKind::Modifier, modifier))?;
             if s.modifiers.contains_key(modifier) {
@@ -914,6 +1108,30 @@ fn apply_effect(
         }
     }
     Ok(())
+}
+
+/// Adds to a counter; false (nothing changed) when it is a new counter and
+/// the player already has [`COUNTERS_MAX`].
+pub(crate) fn count(s: &mut PlayerState, counter: &str, amount: i64) -> bool {
+    if let Some(v) = s.counters.get_mut(counter) {
+        *v = v.saturating_add(amount);
+        return true;
+    }
+    if s.counters.len() >= COUNTERS_MAX {
+        return false;
+    }
+    s.counters.insert(counter.to_string(), amount);
+    true
+}
+
+/// Days in a row the daily reward was claimed, if the last claim was today
+/// or yesterday; 0 otherwise.
+pub fn daily_streak(s: &PlayerState, now_ms: i64) -> i64 {
+    let today = now_ms.div_euclid(DAY_MS);
+    match s.daily.last_day {
+        Some(d) if d >= today - 1 => i64::from(s.daily.streak),
+        _ => 0,
+    }
 }
 
 /// Longest a timed modifier may be extended into the future: granting an
@@ -974,14 +1192,7 @@ fn apply_grants(
     rng: &mut Rng,
     events: &mut Vec<Event>,
 ) -> Result<(), ActionError> {
-    let housing_of = |units: &Amounts| -> i64 {
-        units.iter().map(|(u, n)| title.unit(u).map_or(0, |t| t.def.housing).saturating_mul(*n)).sum()
-    };
-    let mut need = housing_of(&g.units);
-    for t in g.loot.iter().filter_map(|id| title.loot_table(id)) {
-        let most = t.entries.iter().map(|e| housing_of(&e.grants.units)).max().unwrap_or(0);
-        need = need.saturating_add(most.saturating_mul(i64::from(t.rolls)));
-    }
+    let need = grants_housing(title, g);
     let (used, total) = (housing_used(title, s), housing_total(title, s));
     if need > 0 && used + need > total {
         return err(ErrorCode::HousingFull, format!("not enough housing: needs {need}, {} free", total - used));
@@ -1024,6 +1235,7 @@ enum Due {
     Research(usize),
     Training(usize),
     Modifier(String),
+    Job(usize),
     Timer(String),
 }
 
@@ -1048,6 +1260,9 @@ fn next_due(s: &PlayerState, now: i64) -> Option<(i64, Due)> {
     for (id, m) in &s.modifiers {
         offer(m.ends_ms, Due::Modifier(id.clone()));
     }
+    for (i, j) in s.jobs.iter().enumerate() {
+        offer(j.ends_ms, Due::Job(i));
+    }
     for (name, &t) in &s.timers {
         offer(t, Due::Timer(name.clone()));
     }
@@ -1067,7 +1282,7 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
     while let Some((t, due)) = next_due(s, now) {
         match due {
             Due::Building(id) => {
-                if !title.capacities.is_empty() {
+                if !title.capacities.is_empty() || title.chains {
                     // A new level may provide or draw capacity, which changes
                     // other producers' rates: bank what was made until now.
                     settle_all(title, s, t);
@@ -1081,6 +1296,7 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                     title.building(&building).and_then(|d| d.def.levels.get(level as usize - 1)).map_or(0, |l| l.xp);
                 s.xp = s.xp.saturating_add(xp);
                 events.push(Event::BuildingCompleted { id, building: building.clone(), level });
+                count(s, &format!("built:{building}"), 1);
                 let arg = event_map(&[
                     ("id", (id as i64).into()),
                     ("building", building.into()),
@@ -1094,6 +1310,7 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                 settle_all(title, s, t);
                 s.research.insert(r.research.clone(), r.level);
                 events.push(Event::ResearchCompleted { research: r.research.clone(), level: r.level });
+                count(s, "researched", 1);
                 let arg = event_map(&[("research", r.research.into()), ("level", (r.level as i64).into())]);
                 run_hook(title, s, "on_research_complete", arg, t, rng, &mut events);
             }
@@ -1101,6 +1318,7 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                 let o = s.training.remove(i);
                 *s.units.entry(o.unit.clone()).or_default() += 1;
                 events.push(Event::UnitTrained { unit: o.unit.clone(), building: o.building.clone() });
+                count(s, &format!("trained:{}", o.unit), 1);
                 let arg = event_map(&[("unit", o.unit.into()), ("building", o.building.into())]);
                 run_hook(title, s, "on_unit_trained", arg, t, rng, &mut events);
             }
@@ -1109,6 +1327,25 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                 settle_all(title, s, t);
                 s.modifiers.remove(&id);
                 events.push(Event::ModifierEnded { modifier: id });
+            }
+            Due::Job(i) => {
+                let run = s.jobs.remove(i);
+                for (u, n) in &run.units {
+                    *s.units.entry(u.clone()).or_default() += n;
+                }
+                events.push(Event::JobCompleted { job: run.job.clone(), building_id: run.building_id });
+                count(s, &format!("jobs:{}", run.job), 1);
+                if let Some(j) = title.job(&run.job) {
+                    // Housing was kept free for the outputs from the start;
+                    // should the base have lost housing since (a data
+                    // change), the outputs still come: a job never fails
+                    // at its end.
+                    if apply_grants(title, s, &j.def.outputs, t, rng, &mut events).is_err() {
+                        grant(title, s, &j.def.outputs, t, &mut events);
+                    }
+                }
+                let arg = event_map(&[("job", run.job.into()), ("building_id", i64::from(run.building_id).into())]);
+                run_hook(title, s, "on_job_complete", arg, t, rng, &mut events);
             }
             Due::Timer(name) => {
                 timer_firings += 1;
@@ -1126,6 +1363,10 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
         }
         s.clock_ms = s.clock_ms.max(t);
     }
+    if title.chains {
+        // Inputs drawn until now, so that actions see the stock as it is.
+        settle_chains(title, s, now, &capacity_totals(title, s));
+    }
     s.clock_ms = now;
     events
 }
@@ -1137,6 +1378,7 @@ pub fn login(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -> 
     let first = s.last_login_ms.is_none();
     let away = s.last_login_ms.map_or(0, |t| (now - t) / 1000);
     s.last_login_ms = Some(now);
+    count(s, "logins", 1);
     let arg = event_map(&[("first", first.into()), ("away_seconds", away.into())]);
     run_hook(title, s, "on_login", arg, now, rng, &mut events);
     events
@@ -1324,6 +1566,7 @@ fn act(
                 return err(ErrorCode::InvalidArgument, format!("building {id} produces nothing"));
             };
             let amount = collect_one(title, s, i, &r, now)?;
+            count(s, &format!("collected:{r}"), amount);
             events.push(Event::Collected { resource: r, amount });
         }
         Action::CollectAll {} => {
@@ -1337,6 +1580,9 @@ fn act(
             }
             if total.is_empty() {
                 return err(ErrorCode::NothingToCollect, "nothing to collect, or storage is full");
+            }
+            for (r, n) in &total {
+                count(s, &format!("collected:{r}"), *n);
             }
             events.extend(total.into_iter().map(|(resource, amount)| Event::Collected { resource, amount }));
         }
@@ -1449,6 +1695,136 @@ fn act(
             }
             events.push(Event::Refunded { resources: refund });
         }
+        Action::ClaimAchievement { achievement } => {
+            let Some(a) = title.achievement(achievement) else {
+                let help = did_you_mean(achievement, title.achievements.iter().map(|a| a.id.as_str()))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                return err(ErrorCode::UnknownId, format!("unknown achievement `{achievement}`{help}"));
+            };
+            let claimed = s.achievements.get(achievement).copied().unwrap_or(0);
+            let Some(tier) = a.tiers.get(claimed as usize) else {
+                return err(ErrorCode::AlreadyClaimed, format!("every tier of {} is claimed", a.name));
+            };
+            let have = s.counters.get(&a.counter).copied().unwrap_or(0);
+            if have < tier.at {
+                return err(ErrorCode::GoalNotMet, format!("{} tier {} needs {} {}, has {have}", a.name, claimed + 1, tier.at, a.counter));
+            }
+            let mut next = s.clone();
+            apply_grants(title, &mut next, &tier.rewards, now, rng, events)?;
+            next.achievements.insert(achievement.clone(), claimed + 1);
+            *s = next;
+        }
+        Action::ClaimDaily {} => {
+            let Some(daily) = &title.manifest.daily else {
+                return err(ErrorCode::NotAvailable, "this title has no daily rewards");
+            };
+            let today = now.div_euclid(DAY_MS);
+            if s.daily.last_day == Some(today) {
+                return err(ErrorCode::AlreadyClaimed, "today's daily reward was already claimed");
+            }
+            let streak = if s.daily.last_day == Some(today - 1) { s.daily.streak.saturating_add(1) } else { 1 };
+            let n = daily.rewards.len().max(1);
+            let day = match daily.after_last {
+                crate::format::AfterLast::RepeatLast => (streak as usize - 1).min(n - 1),
+                crate::format::AfterLast::Restart => (streak as usize - 1) % n,
+            };
+            let mut next = s.clone();
+            if let Some(g) = daily.rewards.get(day) {
+                apply_grants(title, &mut next, g, now, rng, events)?;
+            }
+            next.daily = Daily { last_day: Some(today), streak };
+            *s = next;
+        }
+        Action::StartJob { job, building_id } => {
+            let Some(j) = title.job(job) else {
+                let help = did_you_mean(job, title.jobs.iter().map(|j| j.def.id.as_str()))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                return err(ErrorCode::UnknownId, format!("unknown job `{job}`{help}"));
+            };
+            let places = workplaces(title, s, &j.def.building, *building_id, &j.def.name, |b| {
+                let running = s.jobs.iter().find(|r| r.building_id == b.id)?;
+                Some(ActionError {
+                    code: ErrorCode::Busy,
+                    message: format!("building {} ({}) is already running {}", b.id, b.building, running.job),
+                })
+            })?;
+            let at = s.buildings[places[0]].id;
+            require(title, s, j.requires.as_ref(), now, rng)?;
+            check_cost(title, s, &j.def.inputs.resources, 1)?;
+            for (kind, held, need) in [("item", &s.items, &j.def.inputs.items), ("unit", &s.units, &j.def.inputs.units)] {
+                for (id, &n) in need {
+                    let have = held.get(id).copied().unwrap_or(0);
+                    if have < n {
+                        return err(ErrorCode::InsufficientResources, format!("{} needs {n} {kind} `{id}`, has {have}", j.def.name));
+                    }
+                }
+            }
+            let need = grants_housing(title, &j.def.outputs);
+            let (used, total) = (housing_used(title, s), housing_total(title, s));
+            if need > 0 && used + need > total {
+                return err(
+                    ErrorCode::HousingFull,
+                    format!("{} may bring back units needing {need} housing, {} free", j.def.name, total - used),
+                );
+            }
+            pay(s, &j.def.inputs.resources, 1);
+            for (id, n) in &j.def.inputs.items {
+                if let Some(v) = s.items.get_mut(id) {
+                    *v -= n;
+                }
+            }
+            for (id, n) in &j.def.inputs.units {
+                if let Some(v) = s.units.get_mut(id) {
+                    *v -= n;
+                }
+            }
+            s.jobs.push(JobRun {
+                job: job.clone(),
+                building_id: at,
+                units: j.def.inputs.units.clone(),
+                started_ms: now,
+                ends_ms: now + j.def.seconds * 1000,
+            });
+        }
+        Action::CancelJob { building_id } => {
+            building_index(s, *building_id)?;
+            let Some(i) = s.jobs.iter().position(|r| r.building_id == *building_id) else {
+                return err(ErrorCode::NotBusy, format!("building {building_id} runs no job"));
+            };
+            let run = s.jobs.remove(i);
+            for (u, n) in &run.units {
+                *s.units.entry(u.clone()).or_default() += n;
+            }
+            let pct = i64::from(title.manifest.cancel_refund_percent);
+            let back = |m: &Amounts| -> Amounts {
+                m.iter().map(|(k, n)| (k.clone(), n * pct / 100)).filter(|(_, n)| *n > 0).collect()
+            };
+            let (refund, items) = title
+                .job(&run.job)
+                .map(|j| (back(&j.def.inputs.resources), back(&j.def.inputs.items)))
+                .unwrap_or_default();
+            for (k, n) in &refund {
+                credit(title, s, k, *n);
+            }
+            for (k, n) in &items {
+                let v = s.items.entry(k.clone()).or_default();
+                *v = v.saturating_add(*n).min(ITEM_COUNT_MAX);
+            }
+            events.push(Event::Refunded { resources: refund });
+        }
+        Action::SpeedUpJob { building_id } => {
+            building_index(s, *building_id)?;
+            let Some(i) = s.jobs.iter().position(|r| r.building_id == *building_id) else {
+                return err(ErrorCode::NotBusy, format!("building {building_id} runs no job"));
+            };
+            let run = &s.jobs[i];
+            let (rule, name) =
+                title.job(&run.job).map_or((SpeedUpRule::default(), run.job.clone()), |j| (j.def.speed_up, j.def.name.clone()));
+            pay_speed_up(title, s, rule, &name, run.ends_ms - now)?;
+            s.jobs[i].ends_ms = now;
+        }
         Action::Buy { offer } => {
             let o = title.offer(offer).ok_or_else(|| ActionError {
                 code: ErrorCode::UnknownId,
@@ -1512,6 +1888,7 @@ fn act(
             let mut next = s.clone();
             apply_grants(title, &mut next, &q.def.rewards, now, rng, events)?;
             next.quests_claimed.insert(quest.clone());
+            count(&mut next, "quests", 1);
             *s = next;
             run_hook(title, s, "on_quest_claimed", event_map(&[("quest", quest.as_str().into())]), now, rng, events);
         }

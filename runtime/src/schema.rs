@@ -19,6 +19,8 @@ pub enum FileKind {
     Quests,
     Loot,
     Modifiers,
+    Jobs,
+    Achievements,
     Scenario,
 }
 
@@ -37,12 +39,14 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ("quests.schema.json", include_str!("../../schemas/quests.schema.json")),
     ("loot.schema.json", include_str!("../../schemas/loot.schema.json")),
     ("modifiers.schema.json", include_str!("../../schemas/modifiers.schema.json")),
+    ("jobs.schema.json", include_str!("../../schemas/jobs.schema.json")),
+    ("achievements.schema.json", include_str!("../../schemas/achievements.schema.json")),
     ("scenario.schema.json", include_str!("../../schemas/scenario.schema.json")),
 ];
 
 impl FileKind {
     /// The data files of a title folder, in load order.
-    pub const DATA: [(FileKind, &'static str, bool); 9] = [
+    pub const DATA: [(FileKind, &'static str, bool); 11] = [
         (FileKind::Title, "title.json", true),
         (FileKind::Resources, "resources.json", true),
         (FileKind::Buildings, "buildings.json", true),
@@ -52,6 +56,8 @@ impl FileKind {
         (FileKind::Quests, "quests.json", false),
         (FileKind::Loot, "loot.json", false),
         (FileKind::Modifiers, "modifiers.json", false),
+        (FileKind::Jobs, "jobs.json", false),
+        (FileKind::Achievements, "achievements.json", false),
     ];
 
     fn schema_file(self) -> &'static str {
@@ -65,6 +71,8 @@ impl FileKind {
             FileKind::Quests => "quests.schema.json",
             FileKind::Loot => "loot.schema.json",
             FileKind::Modifiers => "modifiers.schema.json",
+            FileKind::Jobs => "jobs.schema.json",
+            FileKind::Achievements => "achievements.schema.json",
             FileKind::Scenario => "scenario.schema.json",
         }
     }
@@ -114,6 +122,8 @@ fn validators() -> &'static Vec<(FileKind, Validator)> {
             FileKind::Quests,
             FileKind::Loot,
             FileKind::Modifiers,
+            FileKind::Jobs,
+            FileKind::Achievements,
             FileKind::Scenario,
         ]
         .into_iter()
@@ -272,6 +282,8 @@ const REFERENCE_ORDER: &[&str] = &[
     "quests.schema.json",
     "loot.schema.json",
     "modifiers.schema.json",
+    "jobs.schema.json",
+    "achievements.schema.json",
     "scenario.schema.json",
 ];
 

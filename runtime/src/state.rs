@@ -89,6 +89,31 @@ pub struct ActiveModifier {
     pub ends_ms: i64,
 }
 
+/// The daily reward streak: the UTC day (days since 1970-01-01) of the last
+/// claim, and how many days in a row it reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Daily {
+    /// `None` before the first claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_day: Option<i64>,
+    pub streak: u32,
+}
+
+/// A job a building is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRun {
+    pub job: String,
+    /// The building (instance id) running it.
+    pub building_id: u32,
+    /// Units sent with it, back when it ends or is cancelled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<String, i64>,
+    pub started_ms: i64,
+    pub ends_ms: i64,
+}
+
 /// Everything the server saves about one player of one title.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +145,20 @@ pub struct PlayerState {
     /// Timed modifiers active now, by id.
     #[serde(default)]
     pub modifiers: BTreeMap<String, ActiveModifier>,
+    /// Jobs running (crafting, expeditions), in the order started.
+    #[serde(default)]
+    pub jobs: Vec<JobRun>,
+    /// Counters of what the player did (built:<building>, trained:<unit>,
+    /// collected:<resource>, jobs:<job>, researched, quests, logins) and
+    /// what scripts count; achievements read them.
+    #[serde(default)]
+    pub counters: BTreeMap<String, i64>,
+    /// Tiers claimed of each achievement.
+    #[serde(default)]
+    pub achievements: BTreeMap<String, u32>,
+    /// The daily reward streak.
+    #[serde(default)]
+    pub daily: Daily,
     pub scores: BTreeMap<String, i64>,
     pub xp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,7 +271,8 @@ fn v3_to_v4(obj: &mut serde_json::Map<String, serde_json::Value>) {
 
 /// Version 5 keeps the research in progress as a list (several labs may
 /// research at once): a running `research_active` becomes its one entry.
-/// It also keeps timed modifiers, none for older files.
+/// It also keeps timed modifiers, running jobs, counters, achievements and
+/// the daily streak, all empty for older files.
 fn v4_to_v5(obj: &mut serde_json::Map<String, serde_json::Value>) {
     let running = match obj.remove("research_active") {
         Some(order @ serde_json::Value::Object(_)) => vec![order],
@@ -240,6 +280,10 @@ fn v4_to_v5(obj: &mut serde_json::Map<String, serde_json::Value>) {
     };
     obj.entry("research_running").or_insert(serde_json::Value::Array(running));
     obj.entry("modifiers").or_insert(serde_json::Value::Object(serde_json::Map::new()));
+    obj.entry("jobs").or_insert(serde_json::Value::Array(Vec::new()));
+    obj.entry("counters").or_insert(serde_json::Value::Object(serde_json::Map::new()));
+    obj.entry("achievements").or_insert(serde_json::Value::Object(serde_json::Map::new()));
+    obj.entry("daily").or_insert(serde_json::json!({ "streak": 0 }));
 }
 
 impl PlayerState {

@@ -95,6 +95,12 @@ pub struct Quest {
 }
 
 #[derive(Debug)]
+pub struct Job {
+    pub def: JobDef,
+    pub requires: Option<Expr>,
+}
+
+#[derive(Debug)]
 pub struct Action {
     pub def: CustomAction,
     pub requires: Option<Expr>,
@@ -109,6 +115,11 @@ pub struct TitleData {
     pub content_version: String,
     pub resources: Vec<ResourceDef>,
     pub capacities: Vec<CapacityDef>,
+    /// The images of `assets/` by path (`assets/buildings/farm.svg`), as bytes.
+    pub assets: BTreeMap<String, Vec<u8>>,
+    /// Whether any building level consumes inputs (production chains are
+    /// then settled on every advance).
+    pub chains: bool,
     pub buildings: Vec<BuildingType>,
     pub units: Vec<UnitType>,
     pub research: Vec<ResearchType>,
@@ -117,6 +128,8 @@ pub struct TitleData {
     pub quests: Vec<Quest>,
     pub loot: Vec<LootTableDef>,
     pub modifiers: Vec<ModifierDef>,
+    pub jobs: Vec<Job>,
+    pub achievements: Vec<AchievementDef>,
     pub events: Vec<LiveEvent>,
     /// `world.raids.lootable`, compiled: resource id and its formula.
     pub raid_lootable: Vec<(String, Expr)>,
@@ -140,6 +153,8 @@ pub(crate) struct Index {
     pub(crate) quests: HashMap<String, usize>,
     pub(crate) loot: HashMap<String, usize>,
     pub(crate) modifiers: HashMap<String, usize>,
+    pub(crate) jobs: HashMap<String, usize>,
+    pub(crate) achievements: HashMap<String, usize>,
     pub(crate) events: HashMap<String, usize>,
 }
 
@@ -187,6 +202,12 @@ impl TitleData {
     }
     pub fn modifier(&self, id: &str) -> Option<&ModifierDef> {
         self.index.modifiers.get(id).map(|&i| &self.modifiers[i])
+    }
+    pub fn achievement(&self, id: &str) -> Option<&AchievementDef> {
+        self.index.achievements.get(id).map(|&i| &self.achievements[i])
+    }
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.index.jobs.get(id).map(|&i| &self.jobs[i])
     }
     pub fn event(&self, id: &str) -> Option<&LiveEvent> {
         self.index.events.get(id).map(|&i| &self.events[i])

@@ -86,6 +86,12 @@ impl StateView for View {
         self.title.capacity(c)?;
         Some(crate::rules::capacity(&self.title, &self.state, c))
     }
+    fn counter(&self, c: &str) -> i64 {
+        self.state.counters.get(c).copied().unwrap_or(0)
+    }
+    fn daily_streak(&self) -> i64 {
+        crate::rules::daily_streak(&self.state, self.now_ms)
+    }
 }
 
 /// A context over a copy of `state` (for one-off evaluations such as the

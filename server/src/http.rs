@@ -35,6 +35,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/v1/titles", get(titles))
         .route("/v1/{title}/loot", get(loot_odds))
+        .route("/v1/{title}/assets/{version}/{*path}", get(asset))
         .route("/v1/{title}/login", post(login))
         .route("/v1/{title}/request", post(http_request))
         .route("/v1/{title}/ws", get(ws_upgrade))
@@ -181,6 +182,43 @@ async fn loot_odds(State(st): State<AppState>, Path(title): Path<String>) -> Res
         .map(|l| json!({ "id": l.id, "name": l.name, "description": l.description, "rolls": l.rolls, "entries": l.odds() }))
         .collect();
     Ok(Json(json!({ "title": t.id(), "content_version": t.content_version, "loot": tables })))
+}
+
+/// How long a client may keep an image: its URL names the title's content
+/// version, so what it points at never changes.
+const ASSET_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+/// Images are served from the game's own origin: an SVG gets no scripts,
+/// no outside loads and a sandbox, whatever it holds (the loader also
+/// refuses SVGs with scripts or handlers).
+const ASSET_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox";
+
+/// An image of a title (`assets/<path>`) as of one content version: the
+/// one served now or one still held. Public, like the game's art.
+async fn asset(
+    State(st): State<AppState>,
+    Path((title, version, path)): Path<(String, String, String)>,
+) -> HttpResponse {
+    use axum::http::header;
+    let key = format!("assets/{path}");
+    let found = st.deps.titles.held(&title, &version).and_then(|t| Some((t.assets.get(&key)?.clone(), key.clone())));
+    let Some((bytes, key)) = found else {
+        if st.deps.titles.get(&title).is_none() {
+            return fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))).into_response();
+        }
+        let e = ApiError::new(Code::UnknownAsset, format!("no image `{key}` in version `{version}` of `{title}`"));
+        return fail(e).into_response();
+    };
+    let mime = citadel_runtime::assets::content_type(&key).unwrap_or("application/octet-stream");
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, ASSET_CACHE_CONTROL),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, ASSET_CSP),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -122,6 +122,7 @@ server_codes! {
     DefenderUnderAttack => "defender_under_attack", 409, "raid_start: another raid on the defender is running; its lock ends within the title's battle duration plus a grace";
     DefenderShielded => "defender_shielded", 409, "raid_start: the defender lost a raid recently and is shielded; details.until_ms says until when";
     RaidInProgress => "raid_in_progress", 409, "raid_start: this player's previous raid is still running; end it (raid_end) or let it expire";
+    UnknownAsset => "unknown_asset", 404, "no image at that path in that version of the title, or the version is no longer held (GET /v1/titles names the current one)";
     UnknownPlayer => "unknown_player", 404, "no player of that id has played this title";
     UnknownRaid => "unknown_raid", 404, "raid_end: no raid of that id was started by this player";
     RaidExpired => "raid_expired", 409, "raid_end: the raid's time (battle duration plus grace) ran out; the defender was left untouched and the result is not taken";

@@ -217,6 +217,13 @@ impl Titles {
         self.read().get(id).and_then(|s| s.history.front().cloned())
     }
 
+    /// A version of a title held in memory (served now, or recently and
+    /// kept for requests still running on it); never read from the version
+    /// store, so cheap enough to answer for anyone.
+    pub fn held(&self, id: &str, content_version: &str) -> Option<Title> {
+        self.read().get(id)?.history.iter().find(|t| t.content_version == content_version).cloned()
+    }
+
     /// Ids of the titles known (served, or refused since start).
     pub fn ids(&self) -> Vec<String> {
         self.read().keys().cloned().collect()

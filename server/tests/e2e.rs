@@ -689,3 +689,34 @@ async fn loot_odds_are_public_and_a_login_carries_derived_figures() {
     assert_eq!(login["derived"]["builders"], json!({ "used": 0, "total": 2 }));
     s.stop().await;
 }
+
+/// A title's images are served under its content version, cached for good,
+/// with nosniff and a sandboxing policy; another version's URL, a path
+/// that is no image and an unknown title are refused with their codes.
+#[tokio::test]
+async fn images_are_served_under_the_content_version_and_cached_for_good() {
+    let s = start(fresh_data("assets"), |_| {}).await;
+    let base = format!("http://{}", s.addr);
+    let titles: Value = reqwest::get(format!("{base}/v1/titles")).await.unwrap().json().await.unwrap();
+    let fort = titles["titles"].as_array().unwrap().iter().find(|t| t["id"] == "fort").unwrap().clone();
+    let version = fort["content_version"].as_str().unwrap();
+    let r = reqwest::get(format!("{base}/v1/fort/assets/{version}/resources/gold.svg")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "image/svg+xml");
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["content-security-policy"].to_str().unwrap().contains("sandbox"));
+    assert!(r.text().await.unwrap().starts_with("<svg"));
+    for (url, status, code) in [
+        (format!("{base}/v1/fort/assets/0000000000000000/resources/gold.svg"), 404, "unknown_asset"),
+        (format!("{base}/v1/fort/assets/{version}/resources/gems.svg"), 404, "unknown_asset"),
+        (format!("{base}/v1/nowhere/assets/{version}/resources/gold.svg"), 404, "unknown_title"),
+    ] {
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status(), status, "{url}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{url}");
+    }
+    s.stop().await;
+}

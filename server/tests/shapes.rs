@@ -37,6 +37,11 @@ fn actions() -> Vec<Action> {
         Action::Buy { offer: "starter_pack".into() },
         Action::UseItem { item: "gold_chest".into() },
         Action::ClaimQuest { quest: "first_farm".into() },
+        Action::StartJob { job: "crater_run".into(), building_id: Some(9) },
+        Action::CancelJob { building_id: 9 },
+        Action::SpeedUpJob { building_id: 9 },
+        Action::ClaimAchievement { achievement: "master_builder".into() },
+        Action::ClaimDaily {},
         Action::Custom { name: "tithe".into(), args: serde_json::json!({ "amount": 2 }) },
     ]
 }
@@ -46,6 +51,7 @@ fn events() -> Vec<Event> {
         Event::BuildingCompleted { id: 4, building: "farm".into(), level: 2 },
         Event::ResearchCompleted { research: "masonry".into(), level: 1 },
         Event::UnitTrained { unit: "archer".into(), building: "barracks".into() },
+        Event::JobCompleted { job: "crater_run".into(), building_id: 9 },
         Event::TimerEnded { name: "festival".into() },
         Event::Collected { resource: "gold".into(), amount: 40 },
         Event::Looted {

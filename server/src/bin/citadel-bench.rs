@@ -42,7 +42,8 @@ struct Args {
     /// Server address (HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:7070")]
     addr: SocketAddr,
-    /// Title to play.
+    /// Title to play, or several separated by commas (a mix: simulated
+    /// player n plays the n-th, in turn).
     #[arg(long, default_value = "ironhold")]
     title: String,
     /// Simulated players.
@@ -88,7 +89,8 @@ struct Args {
     /// directory (file backend) and exit.
     #[arg(long, value_name = "DATA_DIR")]
     seed: Option<std::path::PathBuf>,
-    /// Folder of title folders (for `--seed`).
+    /// Folder of title folders: where the titles played are read from (to
+    /// plan their moves), and where `--seed` and `--reload-every-ms` read.
     #[arg(long, default_value = "titles")]
     titles: std::path::PathBuf,
     /// Size of each seeded player file, in kilobytes.
@@ -110,6 +112,48 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// What each title of `--title` is played with (worked out from the
+    /// titles' data in `--titles`).
+    #[arg(skip)]
+    plans: Vec<Plan>,
+}
+
+/// How a simulated player plays one title: `move` takes the first
+/// starting building back and forth between its own spot and a free one.
+#[derive(Debug, Clone, Default)]
+struct Plan {
+    title: String,
+    home: (i32, i32),
+    away: (i32, i32),
+}
+
+impl Plan {
+    /// The plan for a title in `titles`: a new player's base is exactly
+    /// its `start.buildings`, so the first free spot for the first of them
+    /// (scanning from the far corner) is free for every simulated player.
+    fn of(titles: &std::path::Path, id: &str) -> anyhow::Result<Plan> {
+        let (title, diags) = citadel_runtime::load(&titles.join(id));
+        let Some(t) = title else { bail!("title {id} does not load: {} problems (run citadel-edit validate)", diags.len()) };
+        let start = &t.manifest.start.buildings;
+        let first = start.first().context("the title starts with no buildings")?;
+        let size = |b: &str| t.building(b).map_or((1, 1), |d| (d.def.size.w, d.def.size.h));
+        let (w, h) = size(&first.building);
+        let overlaps = |x: i32, y: i32| {
+            start.iter().any(|b| {
+                let (bw, bh) = size(&b.building);
+                x < b.x + bw && b.x < x + w && y < b.y + bh && b.y < y + h
+            })
+        };
+        let grid = &t.manifest.grid;
+        for y in (0..=grid.height - h).rev() {
+            for x in (0..=grid.width - w).rev() {
+                if !overlaps(x, y) {
+                    return Ok(Plan { title: id.to_string(), home: (first.x, first.y), away: (x, y) });
+                }
+            }
+        }
+        bail!("title {id}: no free spot to move its first building to")
+    }
 }
 
 /// What one run measured.
@@ -230,12 +274,12 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> anyhow::Result<Valu
     post_as(addr, path, None, body, &[200]).await
 }
 
-fn request(i: u64, action: &str) -> String {
+fn request(i: u64, action: &str, plan: &Plan) -> String {
     match action {
         "ping" => json!({ "id": i, "action": "ping" }).to_string(),
-        // Ironhold's headquarters (instance 1, 3x3) between two free spots.
+        // The first starting building (instance 1) between two free spots.
         _ => {
-            let (x, y) = if i.is_multiple_of(2) { (30, 30) } else { (18, 18) };
+            let (x, y) = if i.is_multiple_of(2) { plan.away } else { plan.home };
             json!({ "id": i, "action": "move", "args": { "id": 1, "x": x, "y": y } }).to_string()
         }
     }
@@ -319,7 +363,8 @@ impl Start {
 /// the end, collect answers.
 async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, out: Arc<Mutex<Outcome>>) {
     let name = format!("{}-{n}", args.prefix);
-    let token = match post(addr, &format!("/v1/{}/login", args.title), &json!({ "player": name })).await {
+    let plan = &args.plans[n % args.plans.len()];
+    let token = match post(addr, &format!("/v1/{}/login", plan.title), &json!({ "player": name })).await {
         Ok(v) => v["token"].as_str().unwrap_or_default().to_string(),
         Err(_) => {
             out.lock().unwrap_or_else(|p| p.into_inner()).connect_failures += 1;
@@ -327,7 +372,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
             return;
         }
     };
-    let url = format!("ws://{addr}/v1/{}/ws?token={token}", args.title);
+    let url = format!("ws://{addr}/v1/{}/ws?token={token}", plan.title);
     let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else {
         out.lock().unwrap_or_else(|p| p.into_inner()).connect_failures += 1;
         start.arrive();
@@ -408,7 +453,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
         let now = Instant::now();
         measured += u64::from(now >= measure_from);
         sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(i, now);
-        if tx.send(Message::Text(request(i, &args.action).into())).await.is_err() {
+        if tx.send(Message::Text(request(i, &args.action, plan).into())).await.is_err() {
             break;
         }
         i += 1;
@@ -700,9 +745,15 @@ async fn main() -> anyhow::Result<()> {
     if !matches!(args.action.as_str(), "move" | "ping") {
         bail!("--action must be move or ping");
     }
+    let mix = args.title.contains(',');
+    if mix && (args.seed.is_some() || args.logins || args.reload_every_ms > 0) {
+        bail!("--seed, --logins and --reload-every-ms take one --title, not a mix");
+    }
     if let Some(dir) = &args.seed {
         return seed(&args, dir);
     }
+    let mut args = args;
+    args.plans = args.title.split(',').map(|t| Plan::of(&args.titles, t.trim())).collect::<anyhow::Result<_>>()?;
     let args = Arc::new(args);
     let title_reloads = if args.reload_every_ms > 0 { Some(reload_all(&args, 10).await?) } else { None };
     let before = args.server_pid.and_then(process_usage);
