@@ -11,30 +11,11 @@
 
 mod patch;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// Every file under `dir`, by its path relative to `dir` with `/`.
-fn read_tree(dir: &Path) -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
-                files.insert(rel, std::fs::read_to_string(&path).unwrap());
-            }
-        }
-    }
-    files
 }
 
 /// The corpus case `name`, written out as `<base>/tests/invalid/<name>`:
@@ -46,7 +27,8 @@ fn invalid_case(test: &str, name: &str) -> PathBuf {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("invalid-corpus").join(test);
     let dir = base.join("tests/invalid").join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let mut files = read_tree(&root().join("tests/fixtures/mini"));
+    let (mut files, problems) = citadel_runtime::read_dir(&root().join("tests/fixtures/mini"));
+    assert!(problems.is_empty(), "the mini fixture reads: {problems:?}");
     let title = files.get_mut("title.json").unwrap();
     assert!(title.contains("\"id\": \"mini\""), "the mini fixture names itself");
     *title = title.replace("\"id\": \"mini\"", &format!("\"id\": \"{name}\""));
