@@ -122,10 +122,12 @@ fn renamed_ids_carry_the_players_state_over() {
     });
     let text = files["buildings.json"].replace("\"stone\"", "\"granite\"");
     files.insert("buildings.json".into(), text);
-    for f in ["resources.json", "research.json", "units.json", "store.json", "quests.json", "title.json"] {
+    let data: Vec<String> =
+        files.keys().filter(|f| f.ends_with(".json") && !f.contains('/') && *f != "buildings.json").cloned().collect();
+    for f in data {
         // Ids as JSON strings, and inside expressions (raid loot formulas).
-        let text = files[f].replace("\"stone\"", "\"granite\"").replace(r#"\"stone\""#, r#"\"granite\""#);
-        files.insert(f.into(), text);
+        let text = files[&f].replace("\"stone\"", "\"granite\"").replace(r#"\"stone\""#, r#"\"granite\""#);
+        files.insert(f, text);
     }
     for (path, text) in files.clone() {
         if path.ends_with(".rhai") {

@@ -54,8 +54,12 @@ fn play_minute(t: &Title, s: &mut citadel_runtime::PlayerState, now: i64, rng: &
         }
         // Lowest levels first; buildings with no storage, production,
         // housing, builders or capacity (walls) are not worth it early.
-        let mut ids: Vec<(u32, u32, String)> =
-            s.buildings.iter().filter(|b| worth_upgrading(t, &b.building)).map(|b| (b.level, b.id, b.building.clone())).collect();
+        let mut ids: Vec<(u32, u32, String)> = s
+            .buildings
+            .iter()
+            .filter(|b| worth_upgrading(t, &b.building))
+            .map(|b| (b.level, b.id, b.building.clone()))
+            .collect();
         ids.sort();
         for (level, id, kind) in ids {
             if try_act(t, s, Action::Upgrade { id }, now, rng).is_ok() {
@@ -67,6 +71,19 @@ fn play_minute(t: &Title, s: &mut citadel_runtime::PlayerState, now: i64, rng: &
             if try_act(t, s, train, now, rng).is_ok() {
                 done.push(format!("train 5 {}", u.def.id));
             }
+        }
+        for j in t.jobs.iter().map(|j| j.def.id.clone()) {
+            if try_act(t, s, Action::StartJob { job: j.clone(), building_id: None }, now, rng).is_ok() {
+                done.push(format!("start {j}"));
+            }
+        }
+        for a in t.achievements.iter().map(|a| a.id.clone()) {
+            if try_act(t, s, Action::ClaimAchievement { achievement: a.clone() }, now, rng).is_ok() {
+                done.push(format!("claim achievement {a}"));
+            }
+        }
+        if try_act(t, s, Action::ClaimDaily {}, now, rng).is_ok() {
+            done.push("claim the daily reward".into());
         }
         for r in t.research.iter().map(|r| r.def.id.clone()) {
             if try_act(t, s, Action::Research { research: r.clone(), building_id: None }, now, rng).is_ok() {

@@ -567,8 +567,12 @@ fn mini_with_forge() -> citadel_runtime::Title {
     },
     {
       "id": "barracks","#;
-    mini_with(&[("buildings.json", r#"{
-      "id": "barracks","#, forge)])
+    mini_with(&[(
+        "buildings.json",
+        r#"{
+      "id": "barracks","#,
+        forge,
+    )])
 }
 
 /// A producer of a chain draws its input from the stock while it works and
@@ -723,8 +727,10 @@ fn unit_stats_follow_the_level_of_their_research() {
       "stats_by": { "research": "tools", "levels": [{ "armour": 2 }, { "armour": 4, "speed": 4 }] } }"#,
     )]);
     let mut s = citadel_runtime::rules::new_player(&title, 0);
-    let stats = |s: &citadel_runtime::PlayerState| citadel_runtime::rules::derived(&title, s).unit_stats["guard"].clone();
-    let pairs = |a: i64, b: i64| citadel_runtime::format::Amounts::from([("armour".to_string(), a), ("speed".to_string(), b)]);
+    let stats =
+        |s: &citadel_runtime::PlayerState| citadel_runtime::rules::derived(&title, s).unit_stats["guard"].clone();
+    let pairs =
+        |a: i64, b: i64| citadel_runtime::format::Amounts::from([("armour".to_string(), a), ("speed".to_string(), b)]);
     assert_eq!(stats(&s), pairs(1, 3));
     s.research.insert("tools".into(), 1);
     assert_eq!(stats(&s), pairs(2, 3));

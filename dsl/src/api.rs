@@ -186,7 +186,7 @@ pub(crate) fn register_effects(engine: &mut Engine) {
     engine.register_fn("notify", |text: &str| Effect::Notify { text: text.into() });
     engine.register_fn("apply_modifier", |m: &str| Effect::ApplyModifier { modifier: m.into() });
     engine.register_fn("remove_modifier", |m: &str| Effect::RemoveModifier { modifier: m.into() });
-    engine.register_fn("count", |nc: NativeCallContext, name: &str, n: i64| -> Res<Effect> {
+    engine.register_fn("count_up", |nc: NativeCallContext, name: &str, n: i64| -> Res<Effect> {
         Ok(Effect::Count { counter: name.into(), amount: amount(&nc, "count amount", n)? })
     });
     // Inclusive on both ends, like a die: random(1, 6).
@@ -257,7 +257,10 @@ pub const EFFECT_DOCS: &[(&str, &str)] = &[
         "start a timed modifier of modifiers.json (or add a stack, refresh or extend it, by its stacking rule)",
     ),
     ("remove_modifier(modifier)", "end a timed modifier now, every stack of it (nothing if it is not active)"),
-    ("count(name, amount)", "add to a counter of the script's own (achievements read counters; names up to 64 bytes)"),
+    (
+        "count_up(name, amount)",
+        "add to a counter of the script's own (achievements read counters; names up to 64 bytes)",
+    ),
     (
         "random(low, high)",
         "a random whole number from low to high inclusive, the same on every replay (not an effect; scripts only)",

@@ -52,7 +52,7 @@ impl Effect {
             Effect::Notify { .. } => "notify",
             Effect::ApplyModifier { .. } => "apply_modifier",
             Effect::RemoveModifier { .. } => "remove_modifier",
-            Effect::Count { .. } => "count",
+            Effect::Count { .. } => "count_up",
         }
     }
 }

@@ -70,7 +70,11 @@ impl StateView for Fixed {
         (c == "power").then_some((120, 150))
     }
     fn counter(&self, c: &str) -> i64 {
-        if c == "logins" { 7 } else { 0 }
+        if c == "logins" {
+            7
+        } else {
+            0
+        }
     }
     fn daily_streak(&self) -> i64 {
         3

@@ -207,7 +207,9 @@ fn main() {
 /// modifier. Returns it with a building whose upgrade (and cancel) works.
 fn busy_mid_game(t: &Title, now: i64) -> (PlayerState, u32) {
     let mut s = new_player(t, now);
-    s.buildings[0].level = s.buildings[0].level.max(3.min(t.buildings.iter().find(|b| b.def.id == t.headquarters()).map_or(1, |b| b.def.levels.len() as u32)));
+    s.buildings[0].level = s.buildings[0]
+        .level
+        .max(3.min(t.buildings.iter().find(|b| b.def.id == t.headquarters()).map_or(1, |b| b.def.levels.len() as u32)));
     for v in s.resources.values_mut() {
         *v = 1_000_000_000;
     }
@@ -220,7 +222,9 @@ fn busy_mid_game(t: &Title, now: i64) -> (PlayerState, u32) {
     };
     for b in &t.buildings {
         let (w, h) = (b.def.size.w, b.def.size.h);
-        let spot = (0..=grid.height - h).flat_map(|y| (0..=grid.width - w).map(move |x| (x, y))).find(|&(x, y)| !taken(&s, x, y, w, h));
+        let spot = (0..=grid.height - h)
+            .flat_map(|y| (0..=grid.width - w).map(move |x| (x, y)))
+            .find(|&(x, y)| !taken(&s, x, y, w, h));
         if let Some((x, y)) = spot {
             let id = s.next_building_id;
             s.next_building_id += 1;
@@ -239,7 +243,8 @@ fn busy_mid_game(t: &Title, now: i64) -> (PlayerState, u32) {
         let _ = apply(t, &mut s, &Action::Train { unit: u.def.id.clone(), count: 1, building_id: None }, now, &mut rng);
     }
     if let Some(m) = t.modifiers.first() {
-        s.modifiers.insert(m.id.clone(), citadel_runtime::state::ActiveModifier { stacks: 1, ends_ms: now + 86_400_000 });
+        s.modifiers
+            .insert(m.id.clone(), citadel_runtime::state::ActiveModifier { stacks: 1, ends_ms: now + 86_400_000 });
     }
     let ids: Vec<u32> = s.buildings.iter().skip(1).map(|b| b.id).collect();
     for id in ids {

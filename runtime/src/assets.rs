@@ -68,7 +68,11 @@ fn walk(
         let path = format!("{rel}/{name}");
         if p.is_dir() {
             if depth >= ASSET_DEPTH_MAX {
-                diags.push(Diagnostic::error("asset", path, format!("assets nest at most {ASSET_DEPTH_MAX} folders deep")));
+                diags.push(Diagnostic::error(
+                    "asset",
+                    path,
+                    format!("assets nest at most {ASSET_DEPTH_MAX} folders deep"),
+                ));
             } else {
                 walk(dir, &path, depth + 1, files, diags, total, limit);
             }
@@ -114,8 +118,17 @@ fn walk(
 
 /// What no SVG served from the game's own origin may contain: scripts,
 /// event handlers, embedded documents, or references outside itself.
-const SVG_FORBIDDEN: &[&str] =
-    &["<script", "javascript:", "<foreignobject", "<iframe", "<embed", "<object", "href=\"http", "href='http", "<!entity"];
+const SVG_FORBIDDEN: &[&str] = &[
+    "<script",
+    "javascript:",
+    "<foreignobject",
+    "<iframe",
+    "<embed",
+    "<object",
+    "href=\"http",
+    "href='http",
+    "<!entity",
+];
 
 /// Checks every image of a title: type, size, and that an SVG is a plain
 /// drawing (no scripts, handlers or outside references).

@@ -643,39 +643,46 @@ impl Loader<'_> {
                 icons.push((file, format!("/{list}/{i}/icon"), icon.clone()));
             }
         };
-        for f in &p.resources {
+        if let Some(f) = &p.resources {
             f.resources.iter().enumerate().for_each(|(i, r)| add("resources.json", "resources", i, &r.icon));
             f.capacities.iter().enumerate().for_each(|(i, c)| add("resources.json", "capacities", i, &c.icon));
         }
-        for f in &p.buildings {
+        if let Some(f) = &p.buildings {
             f.buildings.iter().enumerate().for_each(|(i, b)| add("buildings.json", "buildings", i, &b.icon));
         }
-        for f in &p.units {
+        if let Some(f) = &p.units {
             f.units.iter().enumerate().for_each(|(i, u)| add("units.json", "units", i, &u.icon));
         }
-        for f in &p.research {
+        if let Some(f) = &p.research {
             f.research.iter().enumerate().for_each(|(i, r)| add("research.json", "research", i, &r.icon));
         }
-        for f in &p.store {
+        if let Some(f) = &p.store {
             f.items.iter().enumerate().for_each(|(i, it)| add("store.json", "items", i, &it.icon));
             f.offers.iter().enumerate().for_each(|(i, o)| add("store.json", "offers", i, &o.icon));
         }
-        for f in &p.loot {
+        if let Some(f) = &p.loot {
             f.loot.iter().enumerate().for_each(|(i, t)| add("loot.json", "loot", i, &t.icon));
         }
-        for f in &p.modifiers {
+        if let Some(f) = &p.modifiers {
             f.modifiers.iter().enumerate().for_each(|(i, m)| add("modifiers.json", "modifiers", i, &m.icon));
         }
-        for f in &p.jobs {
+        if let Some(f) = &p.jobs {
             f.jobs.iter().enumerate().for_each(|(i, j)| add("jobs.json", "jobs", i, &j.icon));
         }
-        for f in &p.achievements {
+        if let Some(f) = &p.achievements {
             f.achievements.iter().enumerate().for_each(|(i, a)| add("achievements.json", "achievements", i, &a.icon));
         }
         for (file, pointer, icon) in icons {
             if !self.files.contains_key(&icon) {
                 let help = crate::assets::suggest(self.files, &icon);
-                self.at("unknown-asset", file, &pointer, false, format!("no image `{icon}` in the title's assets/"), help);
+                self.at(
+                    "unknown-asset",
+                    file,
+                    &pointer,
+                    false,
+                    format!("no image `{icon}` in the title's assets/"),
+                    help,
+                );
             }
         }
     }
@@ -691,7 +698,14 @@ impl Loader<'_> {
             "jobs" => {
                 if !jobs.iter().any(|j| j == id) {
                     let help = did_you_mean(id, jobs.iter().map(String::as_str));
-                    self.at("unknown-id", f, pointer, false, format!("unknown job `{id}`: not defined in jobs.json"), help);
+                    self.at(
+                        "unknown-id",
+                        f,
+                        pointer,
+                        false,
+                        format!("unknown job `{id}`: not defined in jobs.json"),
+                        help,
+                    );
                 }
                 return;
             }
@@ -870,7 +884,8 @@ impl Loader<'_> {
                     self.need(known, IdKind::Research, &by.research, "units.json", &pointer, false);
                     let levels = known.levels.get(&(IdKind::Research, by.research.clone())).copied();
                     if let Some(n) = levels.filter(|n| by.levels.len() as i64 > *n) {
-                        let msg = format!("research `{}` has {n} levels; stats_by lists {}", by.research, by.levels.len());
+                        let msg =
+                            format!("research `{}` has {n} levels; stats_by lists {}", by.research, by.levels.len());
                         self.at("level-range", "units.json", &format!("/units/{i}/stats_by/levels"), false, msg, None);
                     }
                 }
@@ -943,7 +958,12 @@ impl Loader<'_> {
                 for (t, tier) in a.tiers.iter().enumerate() {
                     self.need_grants(known, &tier.rewards, f, &format!("{base}/tiers/{t}/rewards"));
                     if t > 0 && tier.at <= a.tiers[t - 1].at {
-                        let msg = format!("tier {} needs {} but tier {t} already needs {}: tiers go up", t + 1, tier.at, a.tiers[t - 1].at);
+                        let msg = format!(
+                            "tier {} needs {} but tier {t} already needs {}: tiers go up",
+                            t + 1,
+                            tier.at,
+                            a.tiers[t - 1].at
+                        );
                         self.at("achievement", f, &format!("{base}/tiers/{t}/at"), false, msg, None);
                     }
                 }

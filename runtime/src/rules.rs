@@ -635,7 +635,8 @@ pub fn unit_stats(title: &Title, s: &PlayerState, unit: &str) -> Amounts {
     let mut stats = u.def.stats.clone();
     if let Some(by) = &u.def.stats_by {
         let level = s.research.get(&by.research).copied().unwrap_or(0) as usize;
-        if let Some(entry) = level.checked_sub(1).and_then(|i| by.levels.get(i.min(by.levels.len().saturating_sub(1)))) {
+        if let Some(entry) = level.checked_sub(1).and_then(|i| by.levels.get(i.min(by.levels.len().saturating_sub(1))))
+        {
             stats.extend(entry.iter().map(|(k, v)| (k.clone(), *v)));
         }
     }
@@ -1708,7 +1709,10 @@ fn act(
             };
             let have = s.counters.get(&a.counter).copied().unwrap_or(0);
             if have < tier.at {
-                return err(ErrorCode::GoalNotMet, format!("{} tier {} needs {} {}, has {have}", a.name, claimed + 1, tier.at, a.counter));
+                return err(
+                    ErrorCode::GoalNotMet,
+                    format!("{} tier {} needs {} {}, has {have}", a.name, claimed + 1, tier.at, a.counter),
+                );
             }
             let mut next = s.clone();
             apply_grants(title, &mut next, &tier.rewards, now, rng, events)?;
@@ -1753,11 +1757,15 @@ fn act(
             let at = s.buildings[places[0]].id;
             require(title, s, j.requires.as_ref(), now, rng)?;
             check_cost(title, s, &j.def.inputs.resources, 1)?;
-            for (kind, held, need) in [("item", &s.items, &j.def.inputs.items), ("unit", &s.units, &j.def.inputs.units)] {
+            for (kind, held, need) in [("item", &s.items, &j.def.inputs.items), ("unit", &s.units, &j.def.inputs.units)]
+            {
                 for (id, &n) in need {
                     let have = held.get(id).copied().unwrap_or(0);
                     if have < n {
-                        return err(ErrorCode::InsufficientResources, format!("{} needs {n} {kind} `{id}`, has {have}", j.def.name));
+                        return err(
+                            ErrorCode::InsufficientResources,
+                            format!("{} needs {n} {kind} `{id}`, has {have}", j.def.name),
+                        );
                     }
                 }
             }
@@ -1820,8 +1828,9 @@ fn act(
                 return err(ErrorCode::NotBusy, format!("building {building_id} runs no job"));
             };
             let run = &s.jobs[i];
-            let (rule, name) =
-                title.job(&run.job).map_or((SpeedUpRule::default(), run.job.clone()), |j| (j.def.speed_up, j.def.name.clone()));
+            let (rule, name) = title
+                .job(&run.job)
+                .map_or((SpeedUpRule::default(), run.job.clone()), |j| (j.def.speed_up, j.def.name.clone()));
             pay_speed_up(title, s, rule, &name, run.ends_ms - now)?;
             s.jobs[i].ends_ms = now;
         }

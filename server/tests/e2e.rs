@@ -495,12 +495,17 @@ async fn logins_beyond_sessions_max_get_server_full() {
 #[tokio::test]
 async fn the_load_generator_drives_a_server_and_reports() {
     let s = start(fresh_data("bench"), |_| {}).await;
+    let titles = titles_dir();
+    // A mix: players alternate between the two titles, each moving its
+    // own first building (every move valid: no errors).
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_citadel-bench"))
         .args([
             "--addr",
             &s.addr.to_string(),
+            "--titles",
+            titles.to_str().unwrap(),
             "--title",
-            "fort",
+            "fort,mini",
             "--players",
             "20",
             "--rate",

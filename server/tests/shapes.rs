@@ -37,11 +37,11 @@ fn actions() -> Vec<Action> {
         Action::Buy { offer: "starter_pack".into() },
         Action::UseItem { item: "gold_chest".into() },
         Action::ClaimQuest { quest: "first_farm".into() },
+        Action::ClaimAchievement { achievement: "master_builder".into() },
+        Action::ClaimDaily {},
         Action::StartJob { job: "crater_run".into(), building_id: Some(9) },
         Action::CancelJob { building_id: 9 },
         Action::SpeedUpJob { building_id: 9 },
-        Action::ClaimAchievement { achievement: "master_builder".into() },
-        Action::ClaimDaily {},
         Action::Custom { name: "tithe".into(), args: serde_json::json!({ "amount": 2 }) },
     ]
 }

@@ -133,7 +133,9 @@ impl Plan {
     /// (scanning from the far corner) is free for every simulated player.
     fn of(titles: &std::path::Path, id: &str) -> anyhow::Result<Plan> {
         let (title, diags) = citadel_runtime::load(&titles.join(id));
-        let Some(t) = title else { bail!("title {id} does not load: {} problems (run citadel-edit validate)", diags.len()) };
+        let Some(t) = title else {
+            bail!("title {id} does not load: {} problems (run citadel-edit validate)", diags.len())
+        };
         let start = &t.manifest.start.buildings;
         let first = start.first().context("the title starts with no buildings")?;
         let size = |b: &str| t.building(b).map_or((1, 1), |d| (d.def.size.w, d.def.size.h));
