@@ -296,6 +296,7 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
     let mut on_disk = start.clone();
     let mut current = first;
     let mut log = Vec::new();
+    let mut slowest = Duration::ZERO;
     for (n, (what, files, ok)) in edits(&start).into_iter().enumerate() {
         let version = citadel_runtime::load::content_version(&files);
         let before = tally.ok.get();
@@ -317,6 +318,7 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             current = version;
+            slowest = slowest.max(written.elapsed());
         } else {
             invalid.insert(version.clone());
             loop {
@@ -338,6 +340,7 @@ async fn twenty_edits_under_load_fail_no_request_and_serve_no_invalid_version() 
         // Let players play a little on every version.
         tally.ok.reaches(before + 20, Duration::from_secs(30), &format!("answers on edit {n}")).await;
     }
+    println!("slowest valid edit to be served: {slowest:?} (cargo test --test hot_reload -- --nocapture)");
     // Every player answered twice more: each sends one request at a time,
     // so the second was sent after the last version was served, and every
     // session has moved to it.
