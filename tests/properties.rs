@@ -1,10 +1,13 @@
-//! Property test: random action sequences on the first title never break
-//! the game's invariants, and replays are deterministic.
+//! Property test: random action sequences never break the game's
+//! invariants, and replays are deterministic: on the fort fixture (the
+//! engine's test), and on every title of `titles/` (each title's own run,
+//! so that a designer's data is held to the same invariants).
 
 use citadel_runtime::format::{ResearchSlots, TrainingQueues};
 use citadel_runtime::{advance, apply, new_player, rules, Action, PlayerState, Rng, Title};
-use citadel_tests::{load_valid, render, root};
+use citadel_tests::{load_valid, render, root, title_dirs};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 const NOW: i64 = 1_767_225_600_000;
 
@@ -35,6 +38,21 @@ fn title_working_apart() -> Title {
     title.unwrap_or_else(|| panic!("fort working apart does not load:\n{}", render(&dir, &files, &diags)))
 }
 
+thread_local! {
+    /// Kinds of action accepted on this thread since the last [`take_accepted`].
+    static ACCEPTED: std::cell::RefCell<std::collections::BTreeSet<String>> = Default::default();
+}
+
+fn accepted(a: &Action) {
+    let debug = format!("{a:?}");
+    let kind = debug.split([' ', '{', '(']).next().unwrap_or_default().to_string();
+    ACCEPTED.with(|k| k.borrow_mut().insert(kind));
+}
+
+fn take_accepted() -> std::collections::BTreeSet<String> {
+    ACCEPTED.with(|k| std::mem::take(&mut *k.borrow_mut()))
+}
+
 /// One step: move the clock, then try an action (most will be refused).
 #[derive(Debug, Clone)]
 struct Step {
@@ -52,22 +70,24 @@ fn action(t: &Title) -> impl Strategy<Value = Action> {
     let achievements: Vec<String> =
         t.achievements.iter().map(|a| a.id.clone()).chain(["no_such_achievement".to_string()]).collect();
     let jobs: Vec<String> = t.jobs.iter().map(|j| j.def.id.clone()).chain(["no_such_job".to_string()]).collect();
+    let customs: Vec<String> = t.actions.keys().cloned().chain(["no_such_action".to_string()]).collect();
     // Low ids (the start buildings and the first few built) most of the time.
     let id = prop_oneof![3 => 1u32..7, 1 => 1u32..16];
     // Mostly spots on a sparse lattice (where buildings usually fit), some
     // anywhere, including off the grid.
-    let xy = prop_oneof![3 => (0i32..10).prop_map(|i| i * 4), 1 => -2i32..42];
+    let side = t.manifest.grid.width.max(t.manifest.grid.height);
+    let xy = prop_oneof![3 => (0i32..side / 4).prop_map(|i| i * 4), 1 => -2i32..side + 2];
     prop_oneof![
         4 => (proptest::sample::select(buildings.clone()), xy.clone(), xy.clone()).prop_map(|(building, x, y)| Action::Build { building, x, y }),
         5 => id.clone().prop_map(|id| Action::Upgrade { id }),
         1 => id.clone().prop_map(|id| Action::Cancel { id }),
-        1 => id.clone().prop_map(|id| Action::SpeedUp { id }),
+        3 => id.clone().prop_map(|id| Action::SpeedUp { id }),
         1 => proptest::option::of(proptest::sample::select(research.clone())).prop_map(|research| Action::SpeedUpResearch { research }),
         1 => (proptest::sample::select(buildings), proptest::option::of(id.clone())).prop_map(|(building, building_id)| Action::SpeedUpTraining { building, building_id }),
         1 => (id.clone(), xy.clone(), xy).prop_map(|(id, x, y)| Action::Move { id, x, y }),
         2 => id.clone().prop_map(|id| Action::Collect { id }),
         2 => Just(Action::CollectAll {}),
-        2 => (proptest::sample::select(units), -1i64..25, proptest::option::of(id.clone())).prop_map(|(unit, count, building_id)| Action::Train { unit, count, building_id }),
+        2 => (proptest::sample::select(units), prop_oneof![3 => 1i64..4, 1 => -1i64..25], proptest::option::of(id.clone())).prop_map(|(unit, count, building_id)| Action::Train { unit, count, building_id }),
         2 => (proptest::sample::select(research.clone()), proptest::option::of(id.clone())).prop_map(|(research, building_id)| Action::Research { research, building_id }),
         1 => proptest::sample::select(research).prop_map(|research| Action::CancelResearch { research }),
         1 => proptest::sample::select(offers).prop_map(|offer| Action::Buy { offer }),
@@ -78,8 +98,19 @@ fn action(t: &Title) -> impl Strategy<Value = Action> {
         1 => id.clone().prop_map(|building_id| Action::SpeedUpJob { building_id }),
         1 => Just(Action::ClaimDaily {}),
         1 => proptest::sample::select(achievements).prop_map(|achievement| Action::ClaimAchievement { achievement }),
-        1 => Just(Action::Custom { name: "daily_chest".into(), args: serde_json::Value::Null }),
-        1 => (0i64..20_000).prop_map(|amount| Action::Custom { name: "donate".into(), args: serde_json::json!({ "amount": amount }) }),
+        2 => (proptest::sample::select(customs), custom_args()).prop_map(|(name, args)| Action::Custom { name, args }),
+    ]
+}
+
+/// Arguments for a title's custom actions: none, or one of the numbers
+/// the titles' scripts read, in and out of their ranges.
+fn custom_args() -> impl Strategy<Value = serde_json::Value> {
+    let n = prop_oneof![3 => 0i64..20_000, 1 => any::<i64>()];
+    prop_oneof![
+        1 => Just(serde_json::Value::Null),
+        2 => n.clone().prop_map(|amount| serde_json::json!({ "amount": amount })),
+        1 => n.prop_map(|pounds| serde_json::json!({ "pounds": pounds })),
+        1 => Just(serde_json::json!({ "amount": "lots" })),
     ]
 }
 
@@ -219,7 +250,7 @@ fn run(t: &Title, seq: &[Step], seed: u64) -> Result<PlayerState, TestCaseError>
         let mut advanced = s.clone();
         advance(t, &mut advanced, now, &mut rng.clone());
         match apply(t, &mut s, &step.action, now, &mut rng) {
-            Ok(_) => {}
+            Ok(_) => accepted(&step.action),
             Err(e) => prop_assert_eq!(
                 &s,
                 &advanced,
@@ -247,13 +278,74 @@ proptest! {
     }
 }
 
+/// A wealthy player: every resource at its cap, plenty of premium.
+fn wealthy(t: &Title) -> PlayerState {
+    let mut s = new_player(t, NOW);
+    fill(t, &mut s);
+    s
+}
+
+fn fill(t: &Title, s: &mut PlayerState) {
+    let full = s.clone();
+    for (r, v) in s.resources.iter_mut() {
+        *v = if *r == t.manifest.premium_resource { 100_000 } else { rules::cap(t, &full, r).min(1_000_000_000) };
+    }
+}
+
+/// A developed, wealthy base: headquarters at level 3 (or its top), one of
+/// every building type the headquarters allows at level 2 (or its top) on
+/// the first free spots, resources at their caps, so that random play
+/// reaches every lab, barracks and workshop of a title.
+fn developed(t: &Title) -> PlayerState {
+    let mut s = new_player(t, NOW);
+    let hq = t.building(t.headquarters()).expect("headquarters");
+    for b in s.buildings.iter_mut().filter(|b| b.building == t.headquarters()) {
+        b.level = b.level.max(3.min(hq.def.levels.len() as u32));
+    }
+    let level = s.buildings.iter().filter(|b| b.building == t.headquarters()).map(|b| b.level).max().unwrap_or(1);
+    let grid = &t.manifest.grid;
+    for b in t.buildings.iter().filter(|b| b.def.id != t.headquarters()) {
+        let count = s.buildings.iter().filter(|o| o.building == b.def.id).count() as u32;
+        if b.def.max_count.get(level as usize - 1).copied().unwrap_or(0) <= count {
+            continue;
+        }
+        let (w, h) = (b.def.size.w, b.def.size.h);
+        let free = |x: i32, y: i32| {
+            s.buildings.iter().all(|o| {
+                let d = t.building(&o.building).map_or((1, 1), |d| (d.def.size.w, d.def.size.h));
+                x >= o.x + d.0 || o.x >= x + w || y >= o.y + d.1 || o.y >= y + h
+            })
+        };
+        let spot =
+            (0..=grid.height - h).flat_map(|y| (0..=grid.width - w).map(move |x| (x, y))).find(|&(x, y)| free(x, y));
+        if let Some((x, y)) = spot {
+            let id = s.next_building_id;
+            s.next_building_id += 1;
+            let top = (b.def.levels.len() as u32).min(2);
+            s.buildings.push(citadel_runtime::state::Building::completed(id, &b.def.id, top, x, y, NOW));
+        }
+    }
+    fill(t, &mut s);
+    // A few of every unit where housing allows, for jobs that send units.
+    for u in &t.units {
+        let housing = rules::derived(t, &s).housing;
+        if housing.used + 3 * u.def.housing <= housing.total / 2 {
+            *s.units.entry(u.def.id.clone()).or_default() += 3;
+        }
+    }
+    s
+}
+
 /// Random play from a wealthy player, so that the later content (upgrades,
 /// research, training) is actually reached.
 fn wealthy_play(t: &Title, seq: &[Step], seed: u64) -> Result<(), TestCaseError> {
-    let mut s = new_player(t, NOW);
-    for (r, v) in s.resources.iter_mut() {
-        *v = if r == "gems" { 100_000 } else { rules::cap(t, &new_player(t, NOW), r) };
-    }
+    play_from(t, wealthy(t), seq, seed)
+}
+
+/// Random play from `start`, checking the invariants after every step.
+fn play_from(t: &Title, start: PlayerState, seq: &[Step], seed: u64) -> Result<(), TestCaseError> {
+    let mut s = start;
+    check_invariants(t, &s, NOW).map_err(|m| TestCaseError::fail(format!("at the start: {m}")))?;
     let mut rng = Rng::new(seed);
     let mut now = NOW;
     for (i, step) in seq.iter().enumerate() {
@@ -261,8 +353,16 @@ fn wealthy_play(t: &Title, seq: &[Step], seed: u64) -> Result<(), TestCaseError>
         let prev = s.clock_ms;
         let mut advanced = s.clone();
         advance(t, &mut advanced, now, &mut rng.clone());
-        if let Err(e) = apply(t, &mut s, &step.action, now, &mut rng) {
-            prop_assert_eq!(&s, &advanced, "step {}: refused {:?} ({}) changed the state", i, step.action, e.message);
+        match apply(t, &mut s, &step.action, now, &mut rng) {
+            Ok(_) => accepted(&step.action),
+            Err(e) => prop_assert_eq!(
+                &s,
+                &advanced,
+                "step {}: refused {:?} ({}) changed the state",
+                i,
+                step.action,
+                e.message
+            ),
         }
         check_invariants(t, &s, prev)
             .map_err(|m| TestCaseError::fail(format!("step {i} after {:?}: {m}", step.action)))?;
@@ -281,5 +381,50 @@ proptest! {
     #[test]
     fn wealthy_random_play_with_parallel_work_keeps_invariants(seq in steps(&title()), seed in any::<u64>()) {
         wealthy_play(&title_working_apart(), &seq, seed)?;
+    }
+}
+
+/// Cases per title of `titles/` for each of the two runs below: fewer than
+/// the fixture's, since there are five titles (each case is a whole game of
+/// up to 80 steps).
+const TITLE_CASES: u32 = 32;
+
+/// Every title of `titles/`: random play from a new player (with replays
+/// identical) and from a developed base keeps the invariants.
+#[test]
+fn every_title_keeps_invariants_under_random_play() {
+    let dirs = title_dirs();
+    assert!(dirs.len() >= 5, "titles/ holds {} titles", dirs.len());
+    for dir in dirs {
+        let t = load_valid(&dir).0;
+        take_accepted();
+        let config =
+            Config { cases: TITLE_CASES, max_shrink_iters: 2000, failure_persistence: None, ..Config::default() };
+        // A fixed seed: the same games on every run, so that whether the
+        // play reaches the content below does not vary from run to run.
+        let mut runner = TestRunner::new_with_rng(config.clone(), TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+        let fresh = runner.run(&(steps(&t), any::<u64>()), |(seq, seed)| {
+            let first = run(&t, &seq, seed)?;
+            let again = run(&t, &seq, seed)?;
+            prop_assert_eq!(first, again, "same actions, same seed, different state");
+            Ok(())
+        });
+        if let Err(e) = fresh {
+            panic!("{}: random play from a new player: {e}", t.id());
+        }
+        let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+        let base = developed(&t);
+        if let Err(e) = runner.run(&(steps(&t), any::<u64>()), |(seq, seed)| play_from(&t, base.clone(), &seq, seed)) {
+            panic!("{}: random play from a developed base: {e}", t.id());
+        }
+        // The play reached the title's content, so that the invariants
+        // were checked on more than a base that refuses everything.
+        let seen = take_accepted();
+        for kind in ["Build", "Upgrade", "Research", "Train", "Custom"] {
+            assert!(seen.contains(kind), "{}: random play never got a {kind} accepted (accepted: {seen:?})", t.id());
+        }
+        if !t.jobs.is_empty() {
+            assert!(seen.contains("StartJob"), "{}: random play never started a job (accepted: {seen:?})", t.id());
+        }
     }
 }

@@ -512,7 +512,13 @@ const HOUR_MS: i128 = 3_600_000;
 /// and stall (drawing nothing) while an input is empty, while they are full
 /// or while they upgrade. Time is cut where any of that changes, so the
 /// result is what ticking every millisecond would give (to whole units).
-fn settle_chains(title: &Title, s: &mut PlayerState, now: i64, totals: &[(i64, i64)]) {
+fn settle_chains(title: &Title, s: &mut PlayerState, now: i64) {
+    // Nothing to settle when every consumer is settled up to now (the
+    // common case: several actions at the same moment).
+    if !s.buildings.iter().any(|b| b.since_ms < now && chain(title, b).is_some()) {
+        return;
+    }
+    let totals = &capacity_totals(title, s);
     struct Run {
         i: usize,
         rate: i64,
@@ -593,10 +599,11 @@ fn settle_chains(title: &Title, s: &mut PlayerState, now: i64, totals: &[(i64, i
 /// Folds accrued production into `stored` as of `now` for every producer,
 /// before anything changes production rates.
 fn settle_all(title: &Title, s: &mut PlayerState, now: i64) {
-    let totals = capacity_totals(title, s);
     if title.chains {
-        settle_chains(title, s, now, &totals);
+        settle_chains(title, s, now);
     }
+    // Chains draw stock, never capacity: the totals are the same after them.
+    let totals = capacity_totals(title, s);
     for i in 0..s.buildings.len() {
         let a = accrued(title, s, &s.buildings[i], now, &totals);
         let b = &mut s.buildings[i];
@@ -1366,7 +1373,7 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
     }
     if title.chains {
         // Inputs drawn until now, so that actions see the stock as it is.
-        settle_chains(title, s, now, &capacity_totals(title, s));
+        settle_chains(title, s, now);
     }
     s.clock_ms = now;
     events
