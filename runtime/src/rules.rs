@@ -452,7 +452,7 @@ fn supplied_percent(title: &Title, l: &crate::format::BuildingLevel, totals: &[(
 
 /// Refuses `action` while a capacity whose shortfall blocks it is short.
 fn capacity_allows(title: &Title, s: &PlayerState, action: &str) -> Result<(), ActionError> {
-    if title.capacities.iter().all(|c| c.shortfall.blocks.is_empty()) {
+    if !title.capacities.iter().any(|c| c.shortfall.blocks.iter().any(|a| a == action)) {
         return Ok(());
     }
     for (c, (provided, drawn)) in title.capacities.iter().zip(capacity_totals(title, s)) {
@@ -490,6 +490,16 @@ fn accrued(title: &Title, s: &PlayerState, b: &Building, now: i64, totals: &[(i6
         }
         _ => b.stored,
     }
+}
+
+/// Folds what building `i` made until `now` into its `stored` (a building
+/// that produces nothing only has its production clock moved).
+fn bank(title: &Title, s: &mut PlayerState, i: usize, now: i64) {
+    if level_stats(title, &s.buildings[i]).is_some_and(|l| l.production.is_some()) {
+        let a = accrued(title, s, &s.buildings[i], now, &capacity_totals(title, s));
+        s.buildings[i].stored = a;
+    }
+    s.buildings[i].since_ms = now;
 }
 
 /// The production of a building's current level if it consumes inputs (a
@@ -1480,10 +1490,8 @@ fn act(
             pay(s, &lv.cost, 1);
             let secs =
                 scaled_seconds(lv.build_seconds, research_bonus(title, s, ResearchEffectKind::BuildTimePercent, None));
-            let a = accrued(title, s, &s.buildings[i], now, &capacity_totals(title, s));
+            bank(title, s, i, now);
             let b = &mut s.buildings[i];
-            b.stored = a;
-            b.since_ms = now;
             b.upgrade = Some(Upgrade { to_level: to, started_ms: now, ends_ms: now + secs * 1000 });
         }
         Action::Cancel { id } => {
@@ -1573,15 +1581,16 @@ fn act(
             let Some((r, _, _)) = production(title, s, &s.buildings[i], &[]) else {
                 return err(ErrorCode::InvalidArgument, format!("building {id} produces nothing"));
             };
-            let amount = collect_one(title, s, i, &r, now)?;
+            let amount = collect_one(title, s, i, &r, now, &capacity_totals(title, s))?;
             count(s, &format!("collected:{r}"), amount);
             events.push(Event::Collected { resource: r, amount });
         }
         Action::CollectAll {} => {
             let mut total: BTreeMap<String, i64> = BTreeMap::new();
+            let totals = capacity_totals(title, s);
             for i in 0..s.buildings.len() {
                 if let Some((r, _, _)) = production(title, s, &s.buildings[i], &[]) {
-                    if let Ok(n) = collect_one(title, s, i, &r, now) {
+                    if let Ok(n) = collect_one(title, s, i, &r, now, &totals) {
                         *total.entry(r).or_default() += n;
                     }
                 }
@@ -1927,8 +1936,17 @@ fn act(
     Ok(())
 }
 
-fn collect_one(title: &Title, s: &mut PlayerState, i: usize, r: &str, now: i64) -> Result<i64, ActionError> {
-    let a = accrued(title, s, &s.buildings[i], now, &capacity_totals(title, s));
+/// Collects building `i`'s `r`; `totals` from [`capacity_totals`] (which
+/// collecting does not change, so a collect of every building adds them up once).
+fn collect_one(
+    title: &Title,
+    s: &mut PlayerState,
+    i: usize,
+    r: &str,
+    now: i64,
+    totals: &[(i64, i64)],
+) -> Result<i64, ActionError> {
+    let a = accrued(title, s, &s.buildings[i], now, totals);
     if a <= 0 {
         return err(ErrorCode::NothingToCollect, "nothing to collect yet");
     }
