@@ -239,31 +239,7 @@ fn check_invariants(t: &Title, s: &PlayerState, prev_clock: i64) -> Result<(), S
 }
 
 fn run(t: &Title, seq: &[Step], seed: u64) -> Result<PlayerState, TestCaseError> {
-    let mut s = new_player(t, NOW);
-    let mut rng = Rng::new(seed);
-    let mut now = NOW;
-    check_invariants(t, &s, NOW).map_err(TestCaseError::fail)?;
-    for (i, step) in seq.iter().enumerate() {
-        now += step.advance_s * 1000;
-        let prev = s.clock_ms;
-        // What the state would be if the action were refused: advanced only.
-        let mut advanced = s.clone();
-        advance(t, &mut advanced, now, &mut rng.clone());
-        match apply(t, &mut s, &step.action, now, &mut rng) {
-            Ok(_) => accepted(&step.action),
-            Err(e) => prop_assert_eq!(
-                &s,
-                &advanced,
-                "step {}: refused {:?} ({}) changed the state",
-                i,
-                step.action,
-                e.message
-            ),
-        }
-        check_invariants(t, &s, prev)
-            .map_err(|m| TestCaseError::fail(format!("step {i} after {:?}: {m}", step.action)))?;
-    }
-    Ok(s)
+    play_from(t, new_player(t, NOW), seq, seed)
 }
 
 proptest! {
@@ -339,11 +315,11 @@ fn developed(t: &Title) -> PlayerState {
 /// Random play from a wealthy player, so that the later content (upgrades,
 /// research, training) is actually reached.
 fn wealthy_play(t: &Title, seq: &[Step], seed: u64) -> Result<(), TestCaseError> {
-    play_from(t, wealthy(t), seq, seed)
+    play_from(t, wealthy(t), seq, seed).map(drop)
 }
 
 /// Random play from `start`, checking the invariants after every step.
-fn play_from(t: &Title, start: PlayerState, seq: &[Step], seed: u64) -> Result<(), TestCaseError> {
+fn play_from(t: &Title, start: PlayerState, seq: &[Step], seed: u64) -> Result<PlayerState, TestCaseError> {
     let mut s = start;
     check_invariants(t, &s, NOW).map_err(|m| TestCaseError::fail(format!("at the start: {m}")))?;
     let mut rng = Rng::new(seed);
@@ -351,6 +327,7 @@ fn play_from(t: &Title, start: PlayerState, seq: &[Step], seed: u64) -> Result<(
     for (i, step) in seq.iter().enumerate() {
         now += step.advance_s * 1000;
         let prev = s.clock_ms;
+        // What the state would be if the action were refused: advanced only.
         let mut advanced = s.clone();
         advance(t, &mut advanced, now, &mut rng.clone());
         match apply(t, &mut s, &step.action, now, &mut rng) {
@@ -367,7 +344,7 @@ fn play_from(t: &Title, start: PlayerState, seq: &[Step], seed: u64) -> Result<(
         check_invariants(t, &s, prev)
             .map_err(|m| TestCaseError::fail(format!("step {i} after {:?}: {m}", step.action)))?;
     }
-    Ok(())
+    Ok(s)
 }
 
 proptest! {
@@ -414,7 +391,9 @@ fn every_title_keeps_invariants_under_random_play() {
         }
         let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
         let base = developed(&t);
-        if let Err(e) = runner.run(&(steps(&t), any::<u64>()), |(seq, seed)| play_from(&t, base.clone(), &seq, seed)) {
+        if let Err(e) =
+            runner.run(&(steps(&t), any::<u64>()), |(seq, seed)| play_from(&t, base.clone(), &seq, seed).map(drop))
+        {
             panic!("{}: random play from a developed base: {e}", t.id());
         }
         // The play reached the title's content, so that the invariants

@@ -810,5 +810,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
+    let failed = report["game"]["connect_failures"].as_u64().unwrap_or(0);
+    if failed > 0 {
+        // A run in which players could not connect measured fewer players
+        // than it says: fail it, so that its figures are not taken as the
+        // load asked for.
+        bail!(
+            "{failed} of {} simulated players could not log in or connect (a connection limit of the server? see its log)",
+            args.players
+        );
+    }
     Ok(())
 }
