@@ -165,13 +165,29 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// apart from case or a prefix/suffix relation.
 pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let limit = (name.chars().count() / 3).clamp(1, 3);
-    known
-        .into_iter()
-        .filter(|k| *k != name)
-        .map(|k| (edit_distance(&name.to_lowercase(), &k.to_lowercase()), k))
+    let lower = name.to_lowercase();
+    let known: Vec<&str> = known.into_iter().filter(|k| *k != name).collect();
+    let close = known
+        .iter()
+        .map(|k| (edit_distance(&lower, &k.to_lowercase()), *k))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, k)| (*d, k.to_string()))
-        .map(|(_, k)| format!("did you mean `{k}`?"))
+        .map(|(_, k)| k);
+    // A shortened or lengthened name (`repeat` for `repeat_last`), when
+    // only one known name fits and both are long enough to mean something.
+    let related = || {
+        let mut fits = known.iter().filter(|k| {
+            let k = k.to_lowercase();
+            lower.chars().count() >= 3
+                && k.chars().count() >= 3
+                && (k.starts_with(&lower) || k.ends_with(&lower) || lower.starts_with(&k) || lower.ends_with(&k))
+        });
+        match (fits.next(), fits.next()) {
+            (Some(k), None) => Some(*k),
+            _ => None,
+        }
+    };
+    close.or_else(related).map(|k| format!("did you mean `{k}`?"))
 }
 
 #[cfg(test)]
@@ -185,5 +201,10 @@ mod tests {
         assert_eq!(did_you_mean("ston", known), Some("did you mean `stone`?".into()));
         assert_eq!(did_you_mean("barracks", known), None);
         assert_eq!(did_you_mean("mien", ["mine", "hq"]), Some("did you mean `mine`?".into()));
+        // A prefix or suffix of exactly one known name.
+        assert_eq!(did_you_mean("repeat", ["repeat_last", "restart"]), Some("did you mean `repeat_last`?".into()));
+        assert_eq!(did_you_mean("mill", ["lumber_mill", "hq"]), Some("did you mean `lumber_mill`?".into()));
+        assert_eq!(did_you_mean("mill", ["lumber_mill", "stone_mill"]), None);
+        assert_eq!(did_you_mean("go", ["gold_mine", "hq"]), None);
     }
 }
