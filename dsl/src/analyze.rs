@@ -144,3 +144,100 @@ pub fn expr_id_refs(expr: &Expr) -> Vec<IdRef> {
 pub fn script_id_refs(script: &Script) -> Vec<IdRef> {
     collect(&script.ast)
 }
+
+/// One condition of a simple requirement, for clients to put in words
+/// ("needs Barracks level 3"): a query of the player's state, its literal
+/// arguments, and what it is compared with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Need {
+    /// The query called: `level`, `has_research`, `quest_claimed`, `flag`...
+    pub function: String,
+    /// Its literal string argument (an id, a flag's name), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its literal number arguments after the id (`has_research("x", 2)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub numbers: Vec<i64>,
+    /// The comparison, with the query on the left (`>=`, `>`, `==`, `!=`,
+    /// `<`, `<=`), and the number compared with; both absent for a query
+    /// that is itself true or false (`quest_claimed("x")`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
+    /// `!query(..)`: the condition is that the query is false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub negated: bool,
+}
+
+/// The conditions of a requirement that is a conjunction (`&&`) of simple
+/// conditions: a query with literal arguments, compared with a number or
+/// standing alone, possibly negated. `None` for anything else (an `||`,
+/// arithmetic, a query of a query), which clients show as its text.
+pub fn expr_needs(expr: &Expr) -> Option<Vec<Need>> {
+    let statements = expr.parsed.statements();
+    let [stmt] = statements else { return None };
+    let top = match stmt {
+        rhai::Stmt::Expr(e) => e.as_ref().clone(),
+        rhai::Stmt::FnCall(call, pos) => RExpr::FnCall(call.clone(), *pos),
+        _ => return None,
+    };
+    let terms: Vec<&RExpr> = match &top {
+        RExpr::And(list, _) => list.iter().collect(),
+        e => vec![e],
+    };
+    let mut needs = Vec::new();
+    for t in terms {
+        // An `&&` nested in an `&&` (from brackets) is flattened.
+        if let RExpr::And(inner, _) = t {
+            for e in inner.iter() {
+                needs.push(need(e)?);
+            }
+        } else {
+            needs.push(need(t)?);
+        }
+    }
+    Some(needs)
+}
+
+/// A query with only literal arguments: `(function, id, numbers)`.
+fn query(e: &RExpr) -> Option<(String, Option<String>, Vec<i64>)> {
+    let RExpr::FnCall(call, _) = e else { return None };
+    if call.op_token.is_some() || !call.namespace.is_empty() {
+        return None;
+    }
+    let mut args = call.args.iter();
+    let mut id = None;
+    let mut numbers = Vec::new();
+    if let Some(RExpr::StringConstant(s, _)) = call.args.first() {
+        id = Some(s.to_string());
+        args.next();
+    }
+    for a in args {
+        numbers.push(int_const(a)?);
+    }
+    Some((call.name.to_string(), id, numbers))
+}
+
+fn need(e: &RExpr) -> Option<Need> {
+    if let Some((function, id, numbers)) = query(e) {
+        return Some(Need { function, id, numbers, op: None, value: None, negated: false });
+    }
+    let RExpr::FnCall(call, _) = e else { return None };
+    call.op_token.as_ref()?;
+    match (call.name.as_str(), call.args.as_slice()) {
+        ("!", [inner]) => {
+            let (function, id, numbers) = query(inner)?;
+            Some(Need { function, id, numbers, op: None, value: None, negated: true })
+        }
+        (op @ (">=" | ">" | "==" | "!=" | "<" | "<="), [l, r]) => {
+            let (q, n, op) = match (query(l), int_const(r)) {
+                (Some(q), Some(n)) => (q, n, op),
+                _ => (query(r)?, int_const(l)?, flip(op)),
+            };
+            let (function, id, numbers) = q;
+            Some(Need { function, id, numbers, op: Some(op.to_string()), value: Some(n), negated: false })
+        }
+        _ => None,
+    }
+}

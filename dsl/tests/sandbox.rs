@@ -370,3 +370,33 @@ fn every_documented_function_exists() {
         }
     }
 }
+
+#[test]
+fn simple_requirements_are_read_as_conditions_for_clients() {
+    use citadel_dsl::analyze::expr_needs;
+    let sb = sandbox(&[]);
+    let needs = |src: &str| expr_needs(&sb.compile_expr(src).unwrap()).map(|n| serde_json::to_value(n).unwrap());
+    assert_eq!(
+        needs(r#"level("barracks") >= 3 && 2 <= level("academy")"#),
+        Some(serde_json::json!([
+            { "function": "level", "id": "barracks", "op": ">=", "value": 3 },
+            { "function": "level", "id": "academy", "op": ">=", "value": 2 }
+        ]))
+    );
+    assert_eq!(
+        needs(r#"!flag("probe_out") && (has_research("lateen_rig", 2) && quest_claimed("first_lab"))"#),
+        Some(serde_json::json!([
+            { "function": "flag", "id": "probe_out", "negated": true },
+            { "function": "has_research", "id": "lateen_rig", "numbers": [2] },
+            { "function": "quest_claimed", "id": "first_lab" }
+        ]))
+    );
+    assert_eq!(
+        needs("player_level() > 4"),
+        Some(serde_json::json!([{ "function": "player_level", "op": ">", "value": 4 }]))
+    );
+    // Anything else is shown as its text.
+    assert_eq!(needs(r#"level("hq") >= 3 || flag("vip")"#), None);
+    assert_eq!(needs(r#"resource("gold") > cap("gold") / 2"#), None);
+    assert_eq!(needs(r#"level("hq") + level("barracks") >= 4"#), None);
+}
