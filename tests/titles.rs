@@ -129,3 +129,65 @@ fn version_4_player_files_keep_their_running_research() {
     let migrated = citadel_runtime::PlayerState::from_json(&idle.to_string()).expect("loads");
     assert!(migrated.research_running.is_empty());
 }
+
+/// Every requirement of every title reads in words for players ("needs
+/// Barracks level 3"): none falls back to its expression's text, which a
+/// client would have to show as code.
+#[test]
+fn every_requirement_of_every_title_reads_in_words() {
+    use citadel_runtime::words::requirement_text;
+    for dir in title_dirs() {
+        let (t, _) = load_valid(&dir);
+        let mut exprs: Vec<(String, &citadel_dsl::Expr)> = Vec::new();
+        for b in &t.buildings {
+            exprs.extend(b.requires.iter().flatten().map(|e| (format!("building {}", b.def.id), e)));
+        }
+        for r in &t.research {
+            exprs.extend(r.requires.iter().flatten().map(|e| (format!("research {}", r.def.id), e)));
+        }
+        for u in &t.units {
+            exprs.extend(u.requires.iter().map(|e| (format!("unit {}", u.def.id), e)));
+        }
+        for q in &t.quests {
+            exprs.extend(q.requires.iter().map(|e| (format!("quest {}", q.def.id), e)));
+        }
+        for o in &t.offers {
+            exprs.extend(o.requires.iter().map(|e| (format!("offer {}", o.def.id), e)));
+        }
+        for (id, a) in &t.actions {
+            exprs.extend(a.requires.iter().map(|e| (format!("action {id}"), e)));
+        }
+        assert!(!exprs.is_empty(), "{}: no requirement at all", t.id());
+        for (what, e) in exprs {
+            let text = requirement_text(&t, e);
+            assert!(
+                !text.contains('(') && !text.contains("&&") && !text.contains("\\\""),
+                "{} {what}: `{}` reads as code: {text}",
+                t.id(),
+                e.source()
+            );
+        }
+    }
+}
+
+/// The words of requirements, on the fort fixture: names from the title's
+/// data, a lower bound as a level, and anything not simple as its text.
+#[test]
+fn requirements_read_in_words_with_the_titles_names() {
+    use citadel_runtime::words::requirement_text;
+    let (t, _) = load_valid(&root().join("tests/fixtures/fort"));
+    let sb = citadel_dsl::Sandbox::new(Default::default());
+    let words = |src: &str| requirement_text(&t, &sb.compile_expr(src).expect("compiles"));
+    let barracks = &t.building("barracks").expect("barracks").def.name;
+    let academy = &t.building("academy").expect("academy").def.name;
+    let masonry = &t.research_type("masonry").expect("masonry").def.name;
+    assert_eq!(
+        words(r#"level("barracks") >= 2 && level("academy") >= 1"#),
+        format!("needs {barracks} level 2 and {academy}")
+    );
+    assert_eq!(words(r#"has_research("masonry", 2)"#), format!("needs {masonry} level 2"));
+    assert_eq!(words(r#"level("barracks") > 2"#), format!("needs {barracks} level 3"));
+    assert_eq!(words(r#"level("barracks") < 2"#), format!("needs {barracks} level below 2"));
+    assert_eq!(words(r#"!flag("chest_taken")"#), "needs `chest_taken` not set");
+    assert_eq!(words(r#"level("barracks") >= 2 || flag("vip")"#), r#"needs level("barracks") >= 2 || flag("vip")"#);
+}

@@ -38,6 +38,7 @@ pub mod timing;
 pub mod title;
 mod view;
 pub mod watch;
+pub mod words;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::{load, load_files, read_dir, TitleFiles};
