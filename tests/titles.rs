@@ -191,3 +191,39 @@ fn requirements_read_in_words_with_the_titles_names() {
     assert_eq!(words(r#"!flag("chest_taken")"#), "needs `chest_taken` not set");
     assert_eq!(words(r#"level("barracks") >= 2 || flag("vip")"#), r#"needs level("barracks") >= 2 || flag("vip")"#);
 }
+
+/// The client's view of every title: every requirement also in words, and
+/// nothing of what only the server runs (script functions, hooks).
+#[test]
+fn the_client_view_of_every_title_explains_requirements_and_hides_scripts() {
+    fn walk(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    if matches!(k.as_str(), "hook" | "hooks" | "function") {
+                        out.push(format!("{at}/{k} is a script's"));
+                    }
+                    if k == "requires" && !x.is_null() && !o.contains_key("requires_text") {
+                        out.push(format!("{at}/requires has no requires_text"));
+                    }
+                    walk(x, &format!("{at}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    for dir in title_dirs() {
+        let (t, _) = load_valid(&dir);
+        let view = citadel_runtime::client::client_view(&t);
+        let mut problems = Vec::new();
+        walk(&view, "", &mut problems);
+        assert!(problems.is_empty(), "{}: {problems:#?}", t.id());
+        assert_eq!(view["buildings"].as_array().map(Vec::len), Some(t.buildings.len()), "{}", t.id());
+        assert_eq!(view["content_version"], t.content_version.as_str());
+    }
+}

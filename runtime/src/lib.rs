@@ -21,6 +21,7 @@
 
 pub mod assets;
 pub mod clan;
+pub mod client;
 pub mod diagnostic;
 pub mod docs;
 pub mod format;
