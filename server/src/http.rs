@@ -36,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/titles", get(titles))
         .route("/v1/{title}/loot", get(loot_odds))
         .route("/v1/{title}/assets/{version}/{*path}", get(asset))
+        .route("/v1/{title}/data/{version}", get(title_data))
         .route("/v1/{title}/login", post(login))
         .route("/v1/{title}/request", post(http_request))
         .route("/v1/{title}/ws", get(ws_upgrade))
@@ -219,6 +220,22 @@ async fn asset(
         bytes,
     )
         .into_response()
+}
+
+/// A title's data as of one content version, for clients (the view of
+/// `citadel_runtime::client`). Public, like the art; immutable, since the
+/// version names it.
+async fn title_data(State(st): State<AppState>, Path((title, version)): Path<(String, String)>) -> HttpResponse {
+    use axum::http::header;
+    let Some(t) = st.deps.titles.held(&title, &version) else {
+        if st.deps.titles.get(&title).is_none() {
+            return fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))).into_response();
+        }
+        let e = ApiError::new(Code::UnknownVersion, format!("version `{version}` of `{title}` is not held here"));
+        return fail(e).into_response();
+    };
+    let view = citadel_runtime::client::client_view(&t);
+    ([(header::CACHE_CONTROL, ASSET_CACHE_CONTROL)], Json(view)).into_response()
 }
 
 #[derive(Deserialize)]

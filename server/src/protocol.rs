@@ -138,7 +138,7 @@ server_codes! {
     LoggedOut => "logged_out", 401, "support ended this player's sessions after this token was issued; log in again";
     Draining => "draining", 503, "this server is being drained and takes no new players; log in on another server";
     UnknownServer => "unknown_server", 404, "admin API: no server of that id ever recorded where its journal is";
-    UnknownVersion => "unknown_version", 404, "admin API: no kept version of the title has that content version (or there is no earlier one to roll back to)";
+    UnknownVersion => "unknown_version", 404, "no kept version of the title has that content version (GET /v1/{title}/data; admin API: also no earlier one to roll back to); GET /v1/titles names the current one";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
 

@@ -725,3 +725,38 @@ async fn images_are_served_under_the_content_version_and_cached_for_good() {
     }
     s.stop().await;
 }
+
+/// A title's data for clients, under its content version: the tables with
+/// requirements in words, no script functions, cached for good; an unknown
+/// version or title is refused with its code.
+#[tokio::test]
+async fn a_titles_data_is_served_to_clients_under_its_content_version() {
+    let s = start(fresh_data("title-data"), |_| {}).await;
+    let base = format!("http://{}", s.addr);
+    let titles: Value = reqwest::get(format!("{base}/v1/titles")).await.unwrap().json().await.unwrap();
+    let fort = titles["titles"].as_array().unwrap().iter().find(|t| t["id"] == "fort").unwrap().clone();
+    let version = fort["content_version"].as_str().unwrap();
+    let r = reqwest::get(format!("{base}/v1/fort/data/{version}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+    let data: Value = r.json().await.unwrap();
+    assert_eq!(data["content_version"], version);
+    let buildings = data["buildings"].as_array().unwrap();
+    let with_text: Vec<&str> = buildings
+        .iter()
+        .flat_map(|b| b["levels"].as_array().unwrap().iter())
+        .filter_map(|l| l["requires_text"].as_str())
+        .collect();
+    assert!(with_text.iter().any(|t| t.starts_with("needs ") && t.contains("level")), "{with_text:?}");
+    assert!(!data.to_string().contains("\"hook\""), "a script function leaked: {data}");
+    for (url, code) in [
+        (format!("{base}/v1/fort/data/0000000000000000"), "unknown_version"),
+        (format!("{base}/v1/nowhere/data/{version}"), "unknown_title"),
+    ] {
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status(), 404, "{url}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{url}");
+    }
+    s.stop().await;
+}
