@@ -165,7 +165,9 @@ async fn titles(State(st): State<AppState>) -> Json<Value> {
         .titles
         .current()
         .iter()
-        .map(|t| json!({ "id": t.id(), "name": t.manifest.name, "content_version": t.content_version }))
+        .map(|t| {
+            json!({ "id": t.id(), "name": t.manifest.name, "description": t.manifest.description, "content_version": t.content_version })
+        })
         .collect();
     Json(json!({ "titles": list }))
 }

@@ -736,6 +736,7 @@ async fn a_titles_data_is_served_to_clients_under_its_content_version() {
     let titles: Value = reqwest::get(format!("{base}/v1/titles")).await.unwrap().json().await.unwrap();
     let fort = titles["titles"].as_array().unwrap().iter().find(|t| t["id"] == "fort").unwrap().clone();
     let version = fort["content_version"].as_str().unwrap();
+    assert!(fort["description"].as_str().is_some_and(|d| !d.is_empty()), "the list names what each title is: {fort}");
     let r = reqwest::get(format!("{base}/v1/fort/data/{version}")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
