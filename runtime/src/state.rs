@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 /// The current player file format.
-pub const STATE_FORMAT_VERSION: u32 = 5;
+pub const STATE_FORMAT_VERSION: u32 = 6;
 
 /// A construction or upgrade in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +191,31 @@ pub struct PlayerState {
     /// restore); server bookkeeping, never read by the rules.
     #[serde(default)]
     pub snapshot_ms: i64,
+    /// The last requests that carried an idempotency `key`, oldest first,
+    /// at most [`ANSWERED_MAX`]: a request sent again with the same key
+    /// (a client resending after a dropped connection) is answered from
+    /// here instead of being applied twice. Server bookkeeping, never read
+    /// by the rules.
+    #[serde(default)]
+    pub answered: Vec<Answered>,
+}
+
+/// Keyed requests remembered per player. A client keeps at most this many
+/// keyed requests unanswered (docs/protocol.md), so every one it may send
+/// again after a reconnect is still here; 32 short keys weigh about 2 KB.
+pub const ANSWERED_MAX: usize = 32;
+
+/// A request that carried an idempotency key, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answered {
+    /// The client's key.
+    pub key: String,
+    /// The operation's number (the state's `seq` once it was applied).
+    pub seq: u64,
+    /// The error code it was refused with; `None` when it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Operations kept in a player's history: enough for support to see what
@@ -246,7 +271,7 @@ type Migration = fn(&mut serde_json::Map<String, serde_json::Value>);
 
 /// The chain of migrations; `MIGRATIONS[i]` turns version `i + 1` into
 /// `i + 2`.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
 
 /// Version 2 counts journaled operations in `seq`; a version 1 file was
 /// written before any were counted.
@@ -286,7 +311,28 @@ fn v4_to_v5(obj: &mut serde_json::Map<String, serde_json::Value>) {
     obj.entry("daily").or_insert(serde_json::json!({ "streak": 0 }));
 }
 
+/// Version 6 remembers the last requests sent with an idempotency key;
+/// an older file has answered none.
+fn v5_to_v6(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    obj.entry("answered").or_insert(serde_json::Value::Array(Vec::new()));
+}
+
 impl PlayerState {
+    /// How the request with this idempotency key ended, if it is one of
+    /// the last [`ANSWERED_MAX`] keyed requests.
+    pub fn answered(&self, key: &str) -> Option<&Answered> {
+        self.answered.iter().rev().find(|a| a.key == key)
+    }
+
+    /// Remembers a keyed request, applied (`error` None) or refused, as
+    /// operation `seq`; the oldest is forgotten beyond [`ANSWERED_MAX`].
+    pub fn remember_answer(&mut self, key: &str, seq: u64, error: Option<&str>) {
+        if self.answered.len() >= ANSWERED_MAX {
+            self.answered.remove(0);
+        }
+        self.answered.push(Answered { key: key.to_string(), seq, error: error.map(str::to_string) });
+    }
+
     /// The building with this instance id.
     pub fn building(&self, id: u32) -> Option<&Building> {
         self.buildings.iter().find(|b| b.id == id)

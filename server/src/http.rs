@@ -304,7 +304,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Decodes and runs one request for an authorized player.
 pub async fn dispatch(st: &AppState, claims: &Claims, req: &Request) -> Result<Answer, ApiError> {
     let cmd = decode(req)?;
-    st.sessions.request_with_token(&claims.t, &claims.p, claims.i, cmd).await
+    let key = req.checked_key()?;
+    st.sessions.request_with_token(&claims.t, &claims.p, claims.i, key, cmd).await
 }
 
 async fn http_request(

@@ -51,7 +51,9 @@ use crate::apply::Op;
 
 /// The journal record format. Replay refuses records newer than this (a
 /// journal written by a newer server: downgrading over it would drop them).
-pub const JOURNAL_FORMAT_VERSION: u32 = 1;
+/// Version 2 adds the request's idempotency `key` (absent in version 1
+/// records, which read as records without one).
+pub const JOURNAL_FORMAT_VERSION: u32 = 2;
 
 /// A segment this large is closed and a new one started, so that the
 /// records to read at start stay bounded and saved ones can be deleted.
@@ -95,6 +97,10 @@ pub struct Record {
     /// The title content the operation ran under.
     pub content_version: String,
     pub op: Op,
+    /// The request's idempotency key, remembered in the player's state
+    /// (`answered`) once applied; replay remembers it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Why an operation could not be made durable.
@@ -589,8 +595,9 @@ fn decode(line: &[u8]) -> Option<Result<Record, u64>> {
     if version > u64::from(JOURNAL_FORMAT_VERSION) {
         return Some(Err(version));
     }
-    // Version 1 is the only one so far; older versions would be migrated
-    // here, as player files are.
+    // Version 2 only added an optional field, so version 1 records read
+    // as they are; a later change of shape would be migrated here, as
+    // player files are.
     serde_json::from_value(value).ok().map(Ok)
 }
 
@@ -610,6 +617,7 @@ mod tests {
             rng: seq,
             content_version: "v".into(),
             op: Op::Act { action: Action::Collect { id: 1 } },
+            key: None,
         }
     }
 

@@ -25,6 +25,31 @@ pub struct Request {
     /// The action's arguments, e.g. `{"building": "farm", "x": 3, "y": 4}`.
     #[serde(default)]
     pub args: Value,
+    /// An idempotency key: a request sent again with the key of one already
+    /// answered (a client resending after a lost connection) is answered
+    /// from the record of the first and not applied twice.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// The longest idempotency key: room for a UUID with a prefix, short enough
+/// that a player's remembered keys stay a couple of kilobytes.
+pub const KEY_BYTES_MAX: usize = 64;
+
+impl Request {
+    /// The request's idempotency key, checked: 1 to [`KEY_BYTES_MAX`] of
+    /// `A-Z a-z 0-9 _ - . :`.
+    pub fn checked_key(&self) -> Result<Option<String>, ApiError> {
+        let Some(key) = &self.key else { return Ok(None) };
+        let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+        if key.is_empty() || key.len() > KEY_BYTES_MAX || !key.chars().all(fits) {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                format!("`key` must be 1 to {KEY_BYTES_MAX} of A-Z a-z 0-9 _ - . :"),
+            ));
+        }
+        Ok(Some(key.clone()))
+    }
 }
 
 /// A request's `id`: any JSON value, kept as the exact text the client
@@ -181,6 +206,28 @@ impl ApiError {
             StatusCode::OK
         };
         ApiError { code: e.code.as_str(), status, message: e.message, details: None }
+    }
+
+    /// The answer to a request sent again with the idempotency key of one
+    /// already answered: `{"repeated": {"key", "seq"}}` for one that was
+    /// applied, or again the code it was refused with. The first answer's
+    /// events went to the first request; `get_state` shows where things are.
+    pub fn repeated(answered: &citadel_runtime::state::Answered) -> Result<Answer, ApiError> {
+        let Some(code) = &answered.error else {
+            return answer(&serde_json::json!({ "repeated": { "key": answered.key, "seq": answered.seq } }));
+        };
+        let message = format!("this request (key `{}`) was already answered, refused with `{code}`", answered.key);
+        let rules = citadel_runtime::rules::ERROR_CODE_DOCS.iter().find(|(name, _)| name == code);
+        let server = SERVER_CODES.iter().find(|(_, name, ..)| name == code);
+        let (code, status) = match (server, rules) {
+            (Some((c, ..)), _) => (c.as_str(), c.status()),
+            (None, Some((name, _))) if *name == Code::InvalidArgument.as_str() => {
+                (*name, Code::InvalidArgument.status())
+            }
+            (None, Some((name, _))) => (*name, StatusCode::OK),
+            (None, None) => (Code::Internal.as_str(), Code::Internal.status()),
+        };
+        Err(ApiError { code, status, message, details: None })
     }
 
     /// `invalid_player` unless `id` is a valid player id.

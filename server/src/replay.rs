@@ -111,8 +111,11 @@ pub(crate) fn reapply(
         };
         let mut rng = Rng::new(r.rng);
         // The outcome was already answered; replay only rebuilds the state.
-        let _ = execute(&title, state, &r.op, r.now_ms, &mut rng);
+        let result = execute(&title, state, &r.op, r.now_ms, &mut rng);
         state.seq = r.seq;
+        if let Some(k) = &r.key {
+            state.remember_answer(k, r.seq, result.as_ref().err().map(|e| e.code));
+        }
         done.applied += 1;
     }
     (done, orphans)

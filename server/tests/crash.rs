@@ -56,14 +56,21 @@ async fn login(addr: &str, player: &str) -> Value {
 /// whatever speed this machine runs.
 const ACKED_BEFORE_KILL: u64 = 20;
 
-/// Sends `tithe` until the connection dies, counting each acknowledgement
-/// in `acked_all`; returns (sent, acknowledged).
+/// The idempotency key of a player's `n`th action.
+fn key(player: &str, n: u64) -> String {
+    format!("{player}-{n}")
+}
+
+/// Sends `tithe` (each with its own idempotency key) until the connection
+/// dies, counting each acknowledgement in `acked_all`; returns (sent,
+/// acknowledged).
 async fn play(addr: String, player: String, acked_all: Arc<Counter>) -> (u64, u64) {
     let token = login(&addr, &player).await["token"].as_str().unwrap().to_string();
     let (mut w, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/mini/ws?token={token}")).await.unwrap();
     let (mut sent, mut acked) = (0, 0);
     loop {
-        let msg = json!({ "id": sent, "action": "custom", "args": { "name": "tithe" } }).to_string();
+        let msg = json!({ "id": sent, "key": key(&player, sent), "action": "custom", "args": { "name": "tithe" } })
+            .to_string();
         if w.send(Message::Text(msg.into())).await.is_err() {
             return (sent, acked);
         }
@@ -135,6 +142,29 @@ async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
         assert_eq!(on_disk as u64, applied, "{p}: replay saved the player before serving");
         assert!(applied >= *acked, "{p}: {acked} acknowledged but only {applied} applied");
         assert!(applied <= *sent, "{p}: {applied} applied but only {sent} sent: something applied twice");
+        // The client sends again, with the same key, what it never saw
+        // answered (as the browser client does after a reconnect): then
+        // every action it sent is applied exactly once.
+        let token = login(&addr, p).await["token"].as_str().unwrap().to_string();
+        for n in *acked..*sent {
+            let again = json!({ "id": n, "key": key(p, n), "action": "custom", "args": { "name": "tithe" } });
+            let answer: Value = reqwest::Client::new()
+                .post(format!("http://{addr}/v1/mini/request"))
+                .bearer_auth(&token)
+                .json(&again)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer["ok"], true, "{p}: {answer}");
+            let repeated = answer["result"].get("repeated").is_some();
+            assert_eq!(repeated, n < applied, "{p}: action {n} of {sent} ({applied} replayed): {answer}");
+        }
+        let state = &login(&addr, p).await["state"];
+        let applied = (state["resources"]["gems"].as_i64().unwrap() - START_GEMS) as u64;
+        assert_eq!(applied, *sent, "{p}: every action sent is applied exactly once");
     }
     server.kill();
     // The replayed records were deleted once in the files (only the new
@@ -143,9 +173,10 @@ async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
     let after = segments(&journal);
     assert!(after.iter().all(|s| !before.contains(s)), "replayed segments are gone: {before:?} then {after:?}");
     let (mut server, addr) = serve(&data, &titles, &config);
-    for p in &players {
+    for (p, (sent, _)) in players.iter().zip(&counts) {
         let gems = login(&addr, p).await["state"]["resources"]["gems"].as_i64().unwrap();
         assert_eq!(gems, gems_on_disk(&data, p), "{p}: replaying twice changed nothing");
+        assert_eq!((gems - START_GEMS) as u64, *sent, "{p}: the resent actions were kept too");
     }
     server.kill();
 }

@@ -114,7 +114,7 @@ fn every_world_action_decodes_and_is_documented() {
     for name in WORLD_ACTIONS.iter().chain(CLAN_ACTIONS) {
         assert!(doc.contains(&format!("| `{name}` |")), "docs/protocol.md does not document `{name}`");
         // With no args: either decoded, or refused for a missing field (never unknown).
-        let req = Request { id: Default::default(), action: (*name).into(), args: serde_json::Value::Null };
+        let req = Request { id: Default::default(), action: (*name).into(), args: serde_json::Value::Null, key: None };
         match decode(&req) {
             Ok(Command::World(_)) if WORLD_ACTIONS.contains(name) => {}
             Ok(Command::Clan(_)) if CLAN_ACTIONS.contains(name) => {}
@@ -122,7 +122,12 @@ fn every_world_action_decodes_and_is_documented() {
             Err(e) => assert_eq!(e.code, "invalid_argument", "`{name}`: {e:?}"),
         }
     }
-    let full = |action: &str, args: serde_json::Value| Request { id: Default::default(), action: action.into(), args };
+    let full = |action: &str, args: serde_json::Value| Request {
+        id: Default::default(),
+        action: action.into(),
+        args,
+        key: None,
+    };
     assert!(matches!(decode(&full("raid_start", serde_json::json!({ "defender": "d" }))), Ok(Command::World(_))));
     assert!(matches!(decode(&full("top_scores", serde_json::json!({ "stat": "s" }))), Ok(Command::World(_))));
     assert!(matches!(decode(&full("map_near", serde_json::json!({}))), Ok(Command::World(_))));

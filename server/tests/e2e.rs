@@ -761,3 +761,63 @@ async fn a_titles_data_is_served_to_clients_under_its_content_version() {
     }
     s.stop().await;
 }
+
+/// A request carrying an idempotency `key` is applied once: sent again
+/// (a client resending after a lost answer) it is answered from the
+/// record of the first, over HTTP or WebSocket, and after a restart.
+#[tokio::test]
+async fn a_request_sent_again_with_its_key_is_applied_once() {
+    let data = fresh_data("keys");
+    let s = start(data.clone(), |_| {}).await;
+    let (tok, login) = s.login("fort", "kim").await;
+    let wood = login["state"]["resources"]["wood"].as_i64().unwrap();
+    let keyed = |key: &str, action: &str, args: Value| json!({ "id": key, "key": key, "action": action, "args": args });
+    let build = keyed("b-1", "build", json!({ "building": "vault", "x": 4, "y": 4 }));
+    let (st, first) = s.post("fort", Some(&tok), build.to_string()).await;
+    assert_eq!((st, &first["ok"]), (200, &json!(true)), "{first}");
+    let (st, again) = s.post("fort", Some(&tok), build.to_string()).await;
+    assert_eq!((st, &again["ok"], &again["id"]), (200, &json!(true), &json!("b-1")), "{again}");
+    assert_eq!(again["result"]["repeated"]["key"], "b-1", "{again}");
+    let (_, r) = s.act("fort", &tok, "get_state", Value::Null).await;
+    let state = &r["result"]["state"];
+    assert_eq!(state["buildings"].as_array().unwrap().len(), 4, "one vault: {state}");
+    let paid = wood - state["resources"]["wood"].as_i64().unwrap();
+    assert!(paid > 0, "the vault was paid for");
+
+    // A refusal is remembered too: sent again, the same code, nothing applied.
+    let clash = keyed("b-2", "build", json!({ "building": "lumber_mill", "x": 4, "y": 4 }));
+    let (_, r) = s.post("fort", Some(&tok), clash.to_string()).await;
+    assert_eq!(r["error"]["code"], "collision", "{r}");
+    let (_, r) = s.post("fort", Some(&tok), clash.to_string()).await;
+    assert_eq!(r["error"]["code"], "collision", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("already answered"), "{r}");
+
+    // Keys are checked like any argument.
+    for bad in [json!(""), json!("has space"), json!("x".repeat(65)), json!(7)] {
+        let body = json!({ "id": 1, "key": bad, "action": "get_state" });
+        let (st, r) = s.post("fort", Some(&tok), body.to_string()).await;
+        assert!(
+            st == 400 && ["invalid_argument", "bad_request"].contains(&r["error"]["code"].as_str().unwrap()),
+            "{r}"
+        );
+    }
+
+    // The same over WebSocket, and after a restart (the keys are saved
+    // with the player).
+    let mut w = ws(&s, "fort", &tok).await;
+    w.send(Message::Text(build.to_string().into())).await.unwrap();
+    // (The state a `get_state` answers is numbered before that read.)
+    assert_eq!(next_json(&mut w).await["result"]["repeated"]["seq"], state["seq"], "over WebSocket");
+    drop(w);
+    let clock = s.clock.clone();
+    s.stop().await;
+    assert_eq!(saved(&data, "fort", "kim")["answered"][0]["key"], "b-1");
+    let s = start_at(data.clone(), clock, |_| {}).await;
+    let (tok, _) = s.login("fort", "kim").await;
+    let (_, r) = s.post("fort", Some(&tok), build.to_string()).await;
+    assert_eq!(r["result"]["repeated"]["key"], "b-1", "{r}");
+    let (_, r) = s.act("fort", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["buildings"].as_array().unwrap().len(), 4);
+    assert_eq!(wood - r["result"]["state"]["resources"]["wood"].as_i64().unwrap(), paid, "paid once");
+    s.stop().await;
+}

@@ -110,6 +110,7 @@ fn record(seq: u64, op: Op) -> Record {
         rng: 42,
         content_version: "c0ffee".into(),
         op,
+        key: Some("k-7".into()),
     }
 }
 

@@ -487,10 +487,16 @@ async fn clans_found_fill_rank_chat_and_disband() {
     }
     assert_eq!(code(&act("bob", "clan_chat_post", json!({ "text": "flood" })).await), "chat_too_fast");
     assert_eq!(code(&act("ann", "clan_chat_post", json!({ "text": "x".repeat(501) })).await), "invalid_argument");
+    // A line sent again with its idempotency key (a resend after a lost
+    // answer) is posted once, and answered as the first time.
+    let post = json!({ "id": 1, "key": "line-1", "action": "clan_chat_post", "args": { "text": "once" } });
+    let first = s.post("mini", Some(&tok["ann"]), post.to_string()).await.1;
+    let again = s.post("mini", Some(&tok["ann"]), post.to_string()).await.1;
+    assert_eq!((&first["ok"], &first["result"]), (&again["ok"], &again["result"]), "{first} {again}");
     let chat = act("ann", "clan_chat", json!({ "limit": 3 })).await;
     let lines: Vec<&str> =
         chat["result"]["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
-    assert_eq!(lines, ["hello 4", "hello 3", "hello 2"]);
+    assert_eq!(lines, ["once", "hello 4", "hello 3"]);
 
     // The chief leaves: the officer leads; then disbands.
     assert_eq!(act("ann", "clan_leave", json!({})).await["result"]["disbanded"], json!(false));

@@ -54,8 +54,9 @@ type Reply = oneshot::Sender<Result<Answer, ApiError>>;
 
 enum Msg {
     Login(Reply, Arc<InFlight>),
-    /// A request, with the time its session token was issued.
-    Do(Command, i64, Reply, Arc<InFlight>),
+    /// A request, with its idempotency key and the time its session token
+    /// was issued.
+    Do(Command, Option<String>, i64, Reply, Arc<InFlight>),
     Admin(AdminOp, Reply, Arc<InFlight>),
 }
 
@@ -119,12 +120,15 @@ struct Session {
     logged_out_ms: i64,
     /// Set by an admin logout: the session ends after this request.
     ending: bool,
+    /// The answers to the last keyed requests that changed only the shared
+    /// world (the player state remembers the others: `answered`).
+    world_answers: std::collections::VecDeque<(String, Result<Answer, ApiError>)>,
 }
 
 /// The reply channel of a message.
 fn answer_of(m: Msg) -> Reply {
     match m {
-        Msg::Login(r, _) | Msg::Do(_, _, r, _) | Msg::Admin(_, r, _) => r,
+        Msg::Login(r, _) | Msg::Do(_, _, _, r, _) | Msg::Admin(_, r, _) => r,
     }
 }
 

@@ -101,22 +101,24 @@ impl Sessions {
 
     /// Runs one request for a player, after the requests before it.
     pub async fn request(self: &Arc<Self>, title: &str, player: &str, cmd: Command) -> Result<Answer, ApiError> {
-        self.request_with_token(title, player, i64::MAX, cmd).await
+        self.request_with_token(title, player, i64::MAX, None, cmd).await
     }
 
     /// Runs one request made with a session token issued at `issued_ms`
-    /// (refused when support logged the player out after that).
+    /// (refused when support logged the player out after that), with the
+    /// request's idempotency key if it has one.
     pub async fn request_with_token(
         self: &Arc<Self>,
         title: &str,
         player: &str,
         issued_ms: i64,
+        key: Option<String>,
         cmd: Command,
     ) -> Result<Answer, ApiError> {
         self.check_draining(title, player)?;
         let flight = self.deps.flights.begin(title, player, command_name(&cmd), self.deps.clock.now_ms());
         let inflight = flight.inflight.clone();
-        self.send(title, player, move |reply| Msg::Do(cmd, issued_ms, reply, inflight), true).await
+        self.send(title, player, move |reply| Msg::Do(cmd, key, issued_ms, reply, inflight), true).await
     }
 
     /// Stops (or resumes) taking new players; the ones here go on.

@@ -262,6 +262,7 @@ impl Session {
             published: None,
             logged_out_ms: restriction.logged_out_ms,
             ending: false,
+            world_answers: std::collections::VecDeque::new(),
         };
         session.join_world(deps, title).await?;
         Ok(session)
@@ -273,24 +274,35 @@ impl Session {
     /// between requests; `started_on` stands in only if the title were
     /// ever unloaded); refuse if fenced or the journal failed; run the
     /// operation; number it; append its record with the answer attached.
-    async fn handle(&mut self, deps: &Deps, started_on: &Title, m: Msg) {
+    async fn handle(&mut self, deps: &Deps, started_on: &Title, mut m: Msg) {
         let title = &deps.titles.get(&self.key.0).unwrap_or_else(|| started_on.clone());
         let now = deps.clock.now_ms();
-        if let Msg::Do(_, issued, _, _) = &m {
+        let mut key = None;
+        if let Msg::Do(_, k, issued, _, _) = &mut m {
             if self.logged_out_ms > 0 && *issued <= self.logged_out_ms {
                 let e = ApiError::new(Code::LoggedOut, "support ended this player's sessions; log in again");
                 return self.answer_in_order(deps, answer_of(m), Err(e)).await;
             }
+            key = k.take();
+        }
+        if let Some(k) = &key {
+            let earlier = match self.state.answered(k) {
+                Some(a) => Some(ApiError::repeated(a)),
+                None => self.world_answers.iter().find(|(w, _)| w == k).map(|(_, r)| r.clone()),
+            };
+            if let Some(r) = earlier {
+                return self.answer_in_order(deps, answer_of(m), r).await;
+            }
         }
         let (reply, work, flight) = match m {
             Msg::Login(reply, f) => (reply, Work::Op(Op::Login), f),
-            Msg::Do(Command::Ping, _, reply, _) => {
+            Msg::Do(Command::Ping, _, _, reply, _) => {
                 return self.answer_in_order(deps, reply, serialize(&json!({ "pong": now }))).await
             }
-            Msg::Do(Command::GetState, _, reply, f) => (reply, Work::Op(Op::Advance), f),
-            Msg::Do(Command::Rules(action), _, reply, f) => (reply, Work::Op(Op::Act { action }), f),
-            Msg::Do(Command::World(cmd), _, reply, f) => (reply, Work::World(cmd), f),
-            Msg::Do(Command::Clan(cmd), _, reply, f) => (reply, Work::Clan(cmd), f),
+            Msg::Do(Command::GetState, _, _, reply, f) => (reply, Work::Op(Op::Advance), f),
+            Msg::Do(Command::Rules(action), _, _, reply, f) => (reply, Work::Op(Op::Act { action }), f),
+            Msg::Do(Command::World(cmd), _, _, reply, f) => (reply, Work::World(cmd), f),
+            Msg::Do(Command::Clan(cmd), _, _, reply, f) => (reply, Work::Clan(cmd), f),
             Msg::Admin(AdminOp::View, reply, _) => {
                 let mut state = self.state.clone();
                 rules::advance(title, &mut state, now, &mut self.rng.clone());
@@ -332,7 +344,19 @@ impl Session {
         };
         let op = match next {
             Next::Op(op) => op,
-            Next::Answer(r) => return self.answer_in_order(deps, reply, r).await,
+            Next::Answer(r) => {
+                if let Some(k) = key {
+                    // Shared-world answers that change no player state
+                    // (chat lines, clan moves) are remembered for the
+                    // session's life: enough for a resend after a dropped
+                    // socket; the world store refuses most repeats itself.
+                    if self.world_answers.len() >= citadel_runtime::state::ANSWERED_MAX {
+                        self.world_answers.pop_front();
+                    }
+                    self.world_answers.push_back((k, r.clone()));
+                }
+                return self.answer_in_order(deps, reply, r).await;
+            }
         };
         let rng = self.rng.state();
         flight.enter(Stage::Rules);
@@ -352,6 +376,9 @@ impl Session {
             deps.profiler.record(crate::profile::Kind::Action, &op_name(title, &op), &self.key.0, started.elapsed());
         }
         self.state.seq += 1;
+        if let Some(k) = &key {
+            self.state.remember_answer(k, self.state.seq, result.as_ref().err().map(|e| e.code));
+        }
         let record = Record {
             format_version: JOURNAL_FORMAT_VERSION,
             title: self.key.0.clone(),
@@ -361,6 +388,7 @@ impl Session {
             rng,
             content_version: title.content_version.clone(),
             op,
+            key,
         };
         let in_flight = self.in_flight.clone();
         in_flight.fetch_add(1, Ordering::AcqRel);
