@@ -636,6 +636,55 @@ pub struct Derived {
     pub stalled: Vec<u32>,
     /// Each unit's stats with its `stats_by` research level applied.
     pub unit_stats: BTreeMap<String, Amounts>,
+    /// Each producer's output now (building id to resource, rate and the
+    /// most it holds), with research, modifiers and capacity shortfalls
+    /// applied; nothing for a building being upgraded. What waits in it at
+    /// a later time is `stored` plus `per_hour` over the time since
+    /// `since_ms`, up to `capacity` (a chain may stall sooner: `stalled`).
+    pub producing: BTreeMap<u32, Producing>,
+    /// Each resource's production per hour, summed over its producers.
+    pub rates: BTreeMap<String, i64>,
+}
+
+/// What the player may claim or run now, for clients to show: quests not
+/// yet claimed whose requirement and goal hold, and custom actions whose
+/// requirement holds (an action's script may still refuse).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ready {
+    pub quests: Vec<String>,
+    pub actions: Vec<String>,
+}
+
+/// [`Ready`] at `now`. Evaluates expressions only (no script, no effect),
+/// with a fixed seed, so it changes nothing and needs no random generator;
+/// an expression that fails counts as not ready.
+pub fn ready(title: &Title, s: &mut PlayerState, now: i64) -> Ready {
+    let claimed = s.quests_claimed.clone();
+    with_ctx(title, s, now, 0, |ctx| {
+        let holds = |e: Option<&Expr>| e.is_none_or(|e| title.sandbox.eval_bool(e, ctx).unwrap_or(false));
+        Ready {
+            quests: title
+                .quests
+                .iter()
+                .filter(|q| !claimed.contains(&q.def.id) && holds(q.requires.as_ref()) && holds(Some(&q.goal)))
+                .map(|q| q.def.id.clone())
+                .collect(),
+            actions: title
+                .actions
+                .iter()
+                .filter(|(_, a)| holds(a.requires.as_ref()))
+                .map(|(id, _)| id.clone())
+                .collect(),
+        }
+    })
+}
+
+/// A producer's output (see [`Derived::producing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Producing {
+    pub resource: String,
+    pub per_hour: i64,
+    pub capacity: i64,
 }
 
 /// An amount in use out of a total.
@@ -682,7 +731,23 @@ pub fn derived(title: &Title, s: &PlayerState) -> Derived {
         .map(|b| b.id)
         .collect();
     let unit_stats = title.units.iter().map(|u| (u.def.id.clone(), unit_stats(title, s, &u.def.id))).collect();
+    let totals = capacity_totals(title, s);
+    let producing: BTreeMap<u32, Producing> = s
+        .buildings
+        .iter()
+        .filter(|b| b.upgrade.is_none())
+        .filter_map(|b| {
+            let (resource, per_hour, capacity) = production(title, s, b, &totals)?;
+            Some((b.id, Producing { resource, per_hour, capacity }))
+        })
+        .collect();
+    let mut rates = BTreeMap::new();
+    for p in producing.values() {
+        *rates.entry(p.resource.clone()).or_insert(0) += p.per_hour;
+    }
     Derived {
+        producing,
+        rates,
         unit_stats,
         stalled,
         caps,

@@ -41,6 +41,7 @@ struct WithState<'a> {
     events: &'a [rules::Event],
     state: &'a PlayerState,
     derived: rules::Derived,
+    ready: rules::Ready,
 }
 
 /// The result of a rules action.
@@ -69,11 +70,13 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
     match op {
         Op::Login => {
             let events = rules::login(title, state, now, rng);
-            serialize(&WithState { events: &events, state, derived: rules::derived(title, state) })
+            let ready = rules::ready(title, state, now);
+            serialize(&WithState { events: &events, state, derived: rules::derived(title, state), ready })
         }
         Op::Advance => {
             let events = rules::advance(title, state, now, rng);
-            serialize(&WithState { events: &events, state, derived: rules::derived(title, state) })
+            let ready = rules::ready(title, state, now);
+            serialize(&WithState { events: &events, state, derived: rules::derived(title, state), ready })
         }
         Op::Act { action } => match rules::apply(title, state, action, now, rng) {
             Ok(events) => serialize(&Events { events: &events }),

@@ -692,6 +692,17 @@ async fn loot_odds_are_public_and_a_login_carries_derived_figures() {
     let (_, login) = s.login("fort", "alice").await;
     assert_eq!(login["derived"]["caps"]["gold"], 2000, "{login}");
     assert_eq!(login["derived"]["builders"], json!({ "used": 0, "total": 2 }));
+    // The starting gold mine (building 3, level 1) makes 1,500 gold an hour.
+    assert_eq!(login["derived"]["producing"]["3"], json!({ "resource": "gold", "per_hour": 1500, "capacity": 1200 }));
+    assert_eq!(login["derived"]["rates"]["gold"], 1500);
+    // Nothing to claim yet; the daily chest can be opened, a donation needs
+    // headquarters level 2.
+    assert_eq!(login["ready"], json!({ "quests": [], "actions": ["daily_chest"] }), "{}", login["ready"]);
+    let (tok, _) = s.login("fort", "alice").await;
+    s.act("fort", &tok, "build", json!({ "building": "lumber_mill", "x": 4, "y": 4 })).await;
+    s.advance(10);
+    let (_, r) = s.act("fort", &tok, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["ready"]["quests"], json!(["first_lumber"]), "{}", r["result"]["ready"]);
     s.stop().await;
 }
 
