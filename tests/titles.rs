@@ -200,11 +200,14 @@ fn the_client_view_of_every_title_explains_requirements_and_hides_scripts() {
         match v {
             serde_json::Value::Object(o) => {
                 for (k, x) in o {
-                    if matches!(k.as_str(), "hook" | "hooks" | "function") {
+                    if matches!(k.as_str(), "hook" | "hooks" | "function" | "check" | "resolve") {
                         out.push(format!("{at}/{k} is a script's"));
                     }
                     if k == "requires" && !x.is_null() && !o.contains_key("requires_text") {
                         out.push(format!("{at}/requires has no requires_text"));
+                    }
+                    if k == "goal" && !o.contains_key("goal_text") {
+                        out.push(format!("{at}/goal has no goal_text"));
                     }
                     walk(x, &format!("{at}/{k}"), out);
                 }
@@ -225,5 +228,6 @@ fn the_client_view_of_every_title_explains_requirements_and_hides_scripts() {
         assert!(problems.is_empty(), "{}: {problems:#?}", t.id());
         assert_eq!(view["buildings"].as_array().map(Vec::len), Some(t.buildings.len()), "{}", t.id());
         assert_eq!(view["content_version"], t.content_version.as_str());
+        assert_eq!(view["world"]["raids"].is_object(), t.manifest.world.raids.is_some(), "{}", t.id());
     }
 }

@@ -29,6 +29,25 @@ fn with_text(title: &Title, mut v: Value, expr: Option<&citadel_dsl::Expr>) -> V
     v
 }
 
+/// The shared world's settings (map, raids, clans, season), less the raid
+/// formulas and script functions only the server runs.
+fn world(w: &crate::format::WorldDef) -> Value {
+    let mut v = value(w);
+    if let Some(raids) = v.get_mut("raids").and_then(Value::as_object_mut) {
+        raids.retain(|k, _| !matches!(k.as_str(), "check" | "resolve" | "lootable"));
+    }
+    v
+}
+
+/// A quest, with its requirement and its goal in words (`goal_text`).
+fn quest(title: &Title, q: &crate::title::Quest) -> Value {
+    let mut v = with_text(title, value(&q.def), q.requires.as_ref());
+    if let Some(o) = v.as_object_mut() {
+        o.insert("goal_text".into(), crate::words::conditions_text(title, &q.goal).into());
+    }
+    v
+}
+
 /// The client's view of a title (served as `GET /v1/{title}/data/{version}`).
 pub fn client_view(title: &Title) -> Value {
     let m = &title.manifest;
@@ -82,6 +101,7 @@ pub fn client_view(title: &Title) -> Value {
         "speed_up_seconds_per_premium": m.speed_up_seconds_per_premium,
         "xp_levels": m.xp_levels,
         "scores": m.scores,
+        "world": world(&m.world),
         "actions": actions,
         "resources": value(&title.resources),
         "capacities": value(&title.capacities),
@@ -90,7 +110,7 @@ pub fn client_view(title: &Title) -> Value {
         "research": research,
         "items": title.items.iter().map(|i| without(value(&i.def), "hook")).collect::<Vec<_>>(),
         "offers": title.offers.iter().map(|o| with_text(title, value(&o.def), o.requires.as_ref())).collect::<Vec<_>>(),
-        "quests": title.quests.iter().map(|q| with_text(title, value(&q.def), q.requires.as_ref())).collect::<Vec<_>>(),
+        "quests": title.quests.iter().map(|q| quest(title, q)).collect::<Vec<_>>(),
         "loot": value(&title.loot),
         "modifiers": value(&title.modifiers),
         "jobs": title.jobs.iter().map(|j| with_text(title, value(&j.def), j.requires.as_ref())).collect::<Vec<_>>(),

@@ -10,12 +10,18 @@ use crate::title::Title;
 
 /// What a requirement asks for, in words, beginning with "needs".
 pub fn requirement_text(title: &Title, expr: &Expr) -> String {
+    format!("needs {}", conditions_text(title, expr))
+}
+
+/// The conditions of an expression in words ("Barracks level 2 and
+/// Academy"), or its source when it is not a conjunction of simple ones.
+pub fn conditions_text(title: &Title, expr: &Expr) -> String {
     match expr_needs(expr) {
         Some(needs) if !needs.is_empty() => {
             let parts: Vec<String> = needs.iter().map(|n| condition(title, n)).collect();
-            format!("needs {}", parts.join(" and "))
+            parts.join(" and ")
         }
-        _ => format!("needs {}", expr.source().trim()),
+        _ => expr.source().trim().to_string(),
     }
 }
 
