@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(hard))
         .nest("/admin/api", crate::admin::routes(state.clone()))
         .merge(crate::admin::console::pages())
+        .merge(crate::play::pages())
         .route(
             "/metrics",
             get(crate::admin::metrics)

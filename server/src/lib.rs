@@ -38,6 +38,7 @@ pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod listener;
+pub mod play;
 pub mod player_file;
 pub mod profile;
 pub mod protocol;

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub mod browser;
 pub mod server;
 
 #[path = "../../store/tests/support/mod.rs"]

@@ -1,0 +1,483 @@
+// The panels beside the base: what the player can do, each through the
+// documented protocol, everything named and pictured from the title's data.
+
+import { h, clear } from "./dom.js";
+import { number, duration } from "./words.js";
+
+// Tabs, in order; a tab shows only when the title has what it is about.
+const TABS = [
+  ["base", "Base", () => true],
+  ["build", "Build", () => true],
+  ["army", "Army", (m) => m.units.size > 0],
+  ["research", "Research", (m) => m.research.size > 0],
+  ["store", "Store", (m) => m.offers.size > 0 || m.items.size > 0],
+  ["goals", "Goals", (m) => m.quests.size > 0 || m.achievements.size > 0 || !!m.data.daily],
+  ["jobs", "Jobs", (m) => m.jobs.size > 0],
+  ["actions", "Actions", (m) => Object.keys(m.data.actions || {}).length > 0],
+  ["clan", "Clan", (m) => !!(m.data.world && m.data.world.clans)],
+  ["top", "Top", (m) => (m.data.scores || []).length > 0],
+  ["map", "Map", (m) => !!(m.data.world && m.data.world.map)],
+  ["log", "Log", () => true],
+];
+
+export class Ui {
+  constructor(game) {
+    this.game = game; // {model, view, act(action, args), ask(action, args), place(), cancelPlace()}
+    this.tab = "base";
+    this.log = [];
+    this.tabsEl = document.getElementById("tabs");
+    this.panel = document.getElementById("panel");
+    this.resourcesEl = document.getElementById("resources");
+    this.extra = {}; // tab-specific data fetched on demand (clan, top, map)
+    setInterval(() => this.tickBars(), 250);
+  }
+
+  get model() {
+    return this.game.model;
+  }
+
+  renderTabs() {
+    clear(this.tabsEl);
+    for (const [id, label, shown] of TABS) {
+      if (!shown(this.model)) continue;
+      const b = h("button", {
+        role: "tab", id: `tab-${id}`, "aria-selected": String(this.tab === id), "aria-controls": "panel",
+        onclick: () => this.show(id),
+      }, label);
+      this.tabsEl.append(b);
+    }
+  }
+
+  show(tab) {
+    this.tab = tab;
+    this.renderTabs();
+    this.render();
+    if (this.onTab) this.onTab(tab);
+  }
+
+  // Redraws everything that depends on the state.
+  render() {
+    this.renderResources();
+    const panel = clear(this.panel);
+    panel.setAttribute("aria-labelledby", `tab-${this.tab}`);
+    const body = this[`panel_${this.tab}`] ? this[`panel_${this.tab}`]() : [];
+    panel.append(...[body].flat(Infinity).filter(Boolean));
+    this.tickBars();
+  }
+
+  icon(path, alt = "") {
+    const url = this.model.asset(path);
+    return url ? h("img", { class: "icon", src: url, alt, width: 24, height: 24, loading: "lazy" }) : null;
+  }
+
+  // Amounts of resources (a cost, a reward), each with its icon; amounts
+  // the player lacks are marked.
+  amounts(map, cost = false) {
+    const parts = Object.entries(map || {}).filter(([, n]) => n);
+    if (!parts.length) return h("span", { class: "amounts" }, cost ? "free" : "");
+    return h("span", { class: "amounts" }, parts.map(([id, n]) => {
+      const short = cost && this.model.amount(id) < n;
+      return h("span", { class: short ? "amount short" : "amount", title: this.model.name(id) },
+        this.icon(this.model.icon(id), ""), `${number(n)} ${this.model.name(id)}`, short ? " (not enough)" : "");
+    }));
+  }
+
+  // Everything a grant gives: resources, items, units, xp, loot rolls
+  // (with their odds) and modifiers.
+  grants(g) {
+    if (!g) return null;
+    const out = [];
+    const all = { ...(g.resources || {}), ...(g.items || {}), ...(g.units || {}) };
+    if (Object.keys(all).length) out.push(this.amounts(all));
+    if (g.xp) out.push(h("span", { class: "amount" }, `${g.xp} xp`));
+    for (const id of g.modifiers || []) {
+      const m = this.model.modifiers.get(id);
+      out.push(h("span", { class: "amount" }, `${m ? m.name : id} (${m ? duration(m.duration_seconds) : ""})`));
+    }
+    for (const id of g.loot || []) out.push(this.odds(id));
+    return h("span", { class: "grants" }, out);
+  }
+
+  // A loot table with the chance of each entry, as the data states it.
+  odds(id) {
+    const t = this.model.loot.get(id);
+    if (!t) return h("span", {}, id);
+    const total = t.entries.reduce((a, e) => a + e.weight, 0) || 1;
+    return h("details", { class: "odds" },
+      h("summary", {}, `${t.name}: ${t.rolls} roll${t.rolls === 1 ? "" : "s"}, see the odds`),
+      h("ul", {}, t.entries.map((e) =>
+        h("li", {}, h("strong", {}, `${(Math.round((e.weight * 1000) / total) / 10).toFixed(1)}%`), " ",
+          this.grants(e.grants)))));
+  }
+
+  // A timer as a progress bar that ends on time.
+  bar(start, end, label) {
+    return h("div", { class: "bar", role: "progressbar", "aria-label": label, "aria-valuemin": "0",
+      "aria-valuemax": "100", dataset: { start: String(start), end: String(end) } },
+      h("div", { class: "fill" }), h("span", { class: "left" }));
+  }
+
+  tickBars() {
+    if (!this.model || !this.model.state) return;
+    const now = this.model.now();
+    for (const el of document.querySelectorAll(".bar[data-end]")) {
+      const start = Number(el.dataset.start);
+      const end = Number(el.dataset.end);
+      const f = Math.min(1, Math.max(0, (now - start) / Math.max(1, end - start)));
+      el.firstChild.style.width = `${(f * 100).toFixed(1)}%`;
+      el.setAttribute("aria-valuenow", String(Math.round(f * 100)));
+      el.lastChild.textContent = f >= 1 ? "done" : `${duration((end - now) / 1000)} left`;
+      el.classList.toggle("done", f >= 1);
+    }
+    for (const el of document.querySelectorAll("[data-stored]")) {
+      const b = this.model.building(Number(el.dataset.stored));
+      if (b) el.textContent = number(this.model.stored(b));
+    }
+  }
+
+  button(label, action, args, opts = {}) {
+    return h("button", {
+      class: opts.class, disabled: opts.disabled, title: opts.title,
+      "aria-label": opts.aria,
+      onclick: () => (opts.run ? opts.run() : this.game.act(action, args)),
+    }, label);
+  }
+
+  requires(text) {
+    return text ? h("p", { class: "requires" }, text[0].toUpperCase() + text.slice(1)) : null;
+  }
+
+  renderResources() {
+    const m = this.model;
+    const s = m.state;
+    const d = m.derived;
+    const el = clear(this.resourcesEl);
+    for (const r of m.data.resources) {
+      const cap = d.caps[r.id];
+      const rate = (d.rates || {})[r.id];
+      const label = `${r.name}: ${m.amount(r.id)}${cap !== undefined ? ` of ${cap}` : ""}${rate ? `, +${rate} an hour` : ""}`;
+      el.append(h("li", { class: r.id === m.data.premium_resource ? "res premium" : "res", title: label, "aria-label": label,
+        dataset: { resource: r.id } },
+        this.icon(r.icon), h("span", { class: "n" }, number(m.amount(r.id))),
+        cap !== undefined ? h("span", { class: "cap" }, `/${number(cap)}`) : null,
+        rate ? h("span", { class: "rate" }, `+${number(rate)}/h`) : null));
+    }
+    for (const c of m.data.capacities || []) {
+      const u = d.capacities[c.id] || { used: 0, total: 0 };
+      const label = `${c.name}: ${u.used} used of ${u.total}`;
+      el.append(h("li", { class: u.used > u.total ? "res short" : "res", title: label, "aria-label": label },
+        this.icon(c.icon), h("span", { class: "n" }, `${number(u.used)}/${number(u.total)}`)));
+    }
+    const label = `Builders: ${d.builders.used} busy of ${d.builders.total}`;
+    el.append(h("li", { class: "res", title: label, "aria-label": label }, h("span", { class: "n" }, `⚒ ${d.builders.used}/${d.builders.total}`)));
+    if (d.housing.total) {
+      const hl = `Housing: ${d.housing.used} of ${d.housing.total}`;
+      el.append(h("li", { class: "res", title: hl, "aria-label": hl }, h("span", { class: "n" }, `⌂ ${d.housing.used}/${d.housing.total}`)));
+    }
+    el.append(h("li", { class: "res", "aria-label": `Level ${m.xpLevel()}, ${s.xp} xp` }, h("span", { class: "n" }, `Lv ${m.xpLevel()}`)));
+    for (const t of m.timers().filter((t) => t.kind === "modifier")) {
+      el.append(h("li", { class: "res buff", "aria-label": `${t.label}${t.stacks > 1 ? ` x${t.stacks}` : ""}` },
+        this.icon(m.modifiers.get(t.id) && m.modifiers.get(t.id).icon), `${t.label}${t.stacks > 1 ? ` x${t.stacks}` : ""}`,
+        this.bar(t.start, t.end, t.label)));
+    }
+  }
+
+  // ------------------------------------------------------------ base
+
+  panel_base() {
+    const m = this.model;
+    const view = this.game.view;
+    if (view.ghost) return this.placing();
+    const b = view.selected != null ? m.building(view.selected) : null;
+    const list = h("ul", { class: "list buildings" }, m.state.buildings.map((x) =>
+      h("li", {}, h("button", { class: x.id === view.selected ? "pick on" : "pick", onclick: () => this.game.focusBuilding(x.id) },
+        this.icon(m.buildings.get(x.building).icon), `${m.name(x.building)} (level ${x.level})`,
+        x.upgrade ? " ⏳" : ""))));
+    const collectAll = this.button("Collect all", "collect_all", {});
+    if (!b) {
+      return [h("p", { class: "hint" }, "Select a building on the grid (or below) to see what it does. ",
+        "Keys on the grid: arrows pan, + and - zoom, n and p go through your buildings."), collectAll,
+        h("h2", {}, "Your buildings"), list];
+    }
+    return [this.buildingDetail(b), h("h2", {}, "Your buildings"), list];
+  }
+
+  buildingDetail(b) {
+    const m = this.model;
+    const def = m.buildings.get(b.building);
+    const level = m.level(b);
+    const next = m.nextLevel(b);
+    const out = [h("h2", { class: "with-icon" }, this.icon(def.icon), `${def.name}, level ${b.level}`)];
+    if (def.description) out.push(h("p", {}, def.description));
+    if (b.upgrade) {
+      const left = b.upgrade.ends_ms - m.now();
+      const lvl = def.levels[b.upgrade.to_level - 1];
+      const price = m.speedUpCost(left, lvl && lvl.speed_up);
+      out.push(h("h3", {}, b.level === 0 ? "Under construction" : `Upgrading to level ${b.upgrade.to_level}`),
+        this.bar(b.upgrade.started_ms, b.upgrade.ends_ms, `${def.name} construction`),
+        h("div", { class: "row" },
+          price !== null ? this.button(`Speed up: ${price} ${m.name(m.data.premium_resource)}`, "speed_up", { id: b.id },
+            { disabled: m.amount(m.data.premium_resource) < price }) : h("span", {}, "Cannot be sped up"),
+          this.button(`Cancel (${m.data.cancel_refund_percent}% back)`, "cancel", { id: b.id })));
+    }
+    const p = m.derived.producing && m.derived.producing[b.id];
+    if (p) {
+      const stalled = (m.derived.stalled || []).includes(b.id);
+      out.push(h("h3", {}, "Production"),
+        h("p", {}, `${number(p.per_hour)} ${m.name(p.resource)} an hour; holds up to ${number(p.capacity)}.`,
+          stalled ? " Stalled: an input ran out." : ""),
+        level && level.production && Object.keys(level.production.consumes || {}).length
+          ? h("p", {}, "Uses an hour: ", this.amounts(level.production.consumes)) : null,
+        h("div", { class: "row" }, h("span", {}, "Ready: ", h("strong", { dataset: { stored: String(b.id) } }, number(m.stored(b)))),
+          this.button(`Collect ${m.name(p.resource)}`, "collect", { id: b.id })));
+    }
+    if (level && Object.keys(level.provides || {}).length) out.push(h("p", {}, "Provides: ", this.amounts(level.provides)));
+    if (level && Object.keys(level.draws || {}).length) out.push(h("p", {}, "Draws: ", this.amounts(level.draws)));
+    if (level && Object.keys(level.storage || {}).length) out.push(h("p", {}, "Stores: ", this.amounts(level.storage)));
+    if (!b.upgrade) {
+      if (next) {
+        out.push(h("h3", {}, `Level ${b.level + 1}`), h("p", {}, "Costs ", this.amounts(next.cost, true),
+          `; takes ${duration(next.build_seconds)}.`), this.requires(next.requires_text),
+          this.button(`Upgrade to level ${b.level + 1}`, "upgrade", { id: b.id }, { disabled: !m.canPay(next.cost) }));
+      } else {
+        out.push(h("p", {}, "At the highest level."));
+      }
+    }
+    out.push(h("div", { class: "row" }, this.button("Move", null, null, { run: () => this.game.startPlace(b.building, b.id) })));
+    // Work done in this building: training, research, jobs.
+    const units = m.data.units.filter((u) => u.building === b.building);
+    if (units.length) out.push(h("h3", {}, "Train"), this.trainList(units, b));
+    const research = m.data.research.filter((r) => r.building === b.building);
+    if (research.length) {
+      out.push(h("p", {}, "Research here: ", research.map((r) => r.name).join(", "), ". ",
+        this.button("Open research", null, null, { run: () => this.show("research") })));
+    }
+    const jobs = m.data.jobs.filter((j) => j.building === b.building);
+    if (jobs.length) out.push(h("h3", {}, "Jobs"), this.jobList(jobs, b));
+    return out;
+  }
+
+  placing() {
+    const m = this.model;
+    const g = this.game.view.ghost;
+    const def = m.buildings.get(g.type);
+    const fit = m.fits(g.type, g.x, g.y, g.moving);
+    const words = { ok: "Fits here.", collision: "Overlaps another building.", out_of_bounds: "Sticks out of the grid." };
+    return [h("h2", { class: "with-icon" }, this.icon(def.icon), g.moving ? `Moving ${def.name}` : `Placing ${def.name}`),
+      h("p", {}, `Size ${def.size.w} by ${def.size.h}. Click or tap the grid to move it (arrow keys too); `,
+        "click it again, press Enter or use the button to place it."),
+      h("p", { class: fit === "ok" ? "fit ok" : "fit bad", role: "status" }, `At ${g.x}, ${g.y}: ${words[fit]}`),
+      h("div", { class: "row" },
+        this.button(g.moving ? "Move here" : "Place here", null, null, { run: () => this.game.place(), disabled: fit !== "ok" }),
+        this.button("Cancel", null, null, { run: () => this.game.cancelPlace() }))];
+  }
+
+  panel_build() {
+    const m = this.model;
+    return [h("h2", {}, "Build"), h("ul", { class: "list" }, m.data.buildings.map((def) => {
+      const { have, max } = m.count(def.id);
+      const first = def.levels[0];
+      const full = have >= max;
+      return h("li", { class: "card" },
+        h("h3", { class: "with-icon" }, this.icon(def.icon), def.name),
+        def.description ? h("p", {}, def.description) : null,
+        h("p", {}, `Size ${def.size.w} by ${def.size.h}; you have ${have} of ${max === Infinity ? "any number" : max}.`),
+        h("p", {}, "Costs ", this.amounts(first.cost, true), `; takes ${duration(first.build_seconds)}.`),
+        this.requires(first.requires_text),
+        this.button(full ? "Limit reached" : `Place ${def.name}`, null, null, {
+          disabled: full, run: () => this.game.startPlace(def.id, null) }));
+    }))];
+  }
+
+  // ------------------------------------------------------------ army
+
+  trainList(units, building) {
+    const m = this.model;
+    return h("ul", { class: "list" }, units.map((u) => {
+      const args = { unit: u.id, count: 1 };
+      if (building && m.data.work && m.data.work.training === "per_building") args.building_id = building.id;
+      const stats = (m.derived.unit_stats || {})[u.id] || {};
+      return h("li", { class: "card" },
+        h("h3", { class: "with-icon" }, this.icon(u.icon), `${u.name} (you have ${(m.state.units || {})[u.id] || 0})`),
+        u.description ? h("p", {}, u.description) : null,
+        Object.keys(stats).length ? h("p", { class: "stats" }, Object.entries(stats).map(([k, v]) => `${k} ${v}`).join(", ")) : null,
+        h("p", {}, "Costs ", this.amounts(u.cost, true), `; ${duration(u.train_seconds)} each; housing ${u.housing}.`),
+        this.requires(u.requires_text),
+        h("div", { class: "row" },
+          this.button(`Train 1 ${u.name}`, "train", args, { disabled: !m.canPay(u.cost) }),
+          this.button("Train 5", "train", { ...args, count: 5 }, { aria: `Train 5 ${u.name}` })));
+    }));
+  }
+
+  panel_army() {
+    const m = this.model;
+    const out = [h("h2", {}, "Army")];
+    const owned = Object.entries(m.state.units || {}).filter(([, n]) => n > 0);
+    out.push(h("p", {}, owned.length ? ["Your units: ", this.amounts(Object.fromEntries(owned))] : "No units yet."));
+    const training = m.timers().filter((t) => t.kind === "training");
+    if (training.length) {
+      out.push(h("h3", {}, "Training"), h("ul", { class: "list" }, training.map((t) =>
+        h("li", {}, t.label, this.bar(t.start, t.end, `${t.label} training`)))));
+      const types = [...new Set(m.state.training.map((t) => t.building))];
+      for (const type of types) {
+        const left = Math.max(...m.state.training.filter((t) => t.building === type).map((t) => t.ends_ms)) - m.now();
+        const price = m.speedUpCost(left);
+        out.push(this.button(`Finish ${m.name(type)} training: ${price} ${m.name(m.data.premium_resource)}`, "speed_up_training",
+          { building: type }));
+      }
+    }
+    out.push(h("h3", {}, "Train"), this.trainList(m.data.units, null));
+    return out;
+  }
+
+  // ------------------------------------------------------------ research
+
+  panel_research() {
+    const m = this.model;
+    const out = [h("h2", {}, "Research")];
+    for (const t of m.timers().filter((t) => t.kind === "research")) {
+      const def = m.research.get(t.id);
+      const lvl = def && def.levels[(m.state.research_running.find((r) => r.research === t.id) || {}).level - 1];
+      const price = m.speedUpCost(t.end - m.now(), lvl && lvl.speed_up);
+      out.push(h("div", { class: "card running" }, h("h3", {}, `Researching ${t.label}`), this.bar(t.start, t.end, `${t.label} research`),
+        h("div", { class: "row" },
+          price !== null ? this.button(`Speed up: ${price} ${m.name(m.data.premium_resource)}`, "speed_up_research", { research: t.id }) : null,
+          this.button(`Cancel (${m.data.cancel_refund_percent}% back)`, "cancel_research", { research: t.id }))));
+    }
+    out.push(h("ul", { class: "list tree" }, m.data.research.map((r) => {
+      const have = (m.state.research || {})[r.id] || 0;
+      const next = r.levels[have];
+      return h("li", { class: "card" },
+        h("h3", { class: "with-icon" }, this.icon(r.icon), `${r.name}: level ${have} of ${r.levels.length}`),
+        r.description ? h("p", {}, r.description) : null,
+        h("p", {}, `Studied in: ${m.name(r.building)}.`),
+        next ? [h("p", {}, "Next level costs ", this.amounts(next.cost, true), `; takes ${duration(next.research_seconds)}.`),
+          this.requires(next.requires_text),
+          this.button(`Research ${r.name} level ${have + 1}`, "research", { research: r.id }, { disabled: !m.canPay(next.cost) })]
+          : h("p", {}, "Fully researched."));
+    })));
+    return out;
+  }
+
+  // ------------------------------------------------------------ store
+
+  panel_store() {
+    const m = this.model;
+    const out = [h("h2", {}, "Store")];
+    const offers = m.data.offers.filter((o) => m.offerOpen(o));
+    out.push(h("ul", { class: "list" }, offers.map((o) => h("li", { class: "card" },
+      h("h3", { class: "with-icon" }, this.icon(o.icon), o.name),
+      o.description ? h("p", {}, o.description) : null,
+      h("p", {}, "Gives: ", this.grants(o.grants)),
+      h("p", {}, "Price: ", this.amounts(o.price, true),
+        o.limit ? ` (bought ${(m.state.purchases || {})[o.id] || 0} of ${o.limit})` : ""),
+      this.requires(o.requires_text),
+      this.button(`Buy ${o.name}`, "buy", { offer: o.id }, { disabled: !m.canPay(o.price) })))));
+    const items = Object.entries(m.state.items || {}).filter(([, n]) => n > 0);
+    out.push(h("h2", {}, "Your items"));
+    if (!items.length) out.push(h("p", {}, "No items."));
+    out.push(h("ul", { class: "list" }, items.map(([id, n]) => {
+      const def = m.items.get(id);
+      if (!def) return null;
+      return h("li", { class: "card" }, h("h3", { class: "with-icon" }, this.icon(def.icon), `${def.name} x${n}`),
+        def.description ? h("p", {}, def.description) : null,
+        def.use ? [h("p", {}, "Using it gives: ", this.grants(def.use)), this.button(`Use ${def.name}`, "use_item", { item: id })]
+          : h("p", {}, "A keepsake."));
+    })));
+    return out;
+  }
+
+  // ------------------------------------------------------------ goals
+
+  panel_goals() {
+    const m = this.model;
+    const out = [];
+    const daily = m.daily();
+    if (daily) {
+      out.push(h("h2", {}, "Daily reward"), h("p", {}, daily.claimed
+        ? `Claimed today. Streak: ${daily.streak} day${daily.streak === 1 ? "" : "s"}.`
+        : [`Day ${daily.day} of ${daily.days}: `, this.grants(daily.reward)]),
+      daily.claimed ? null : this.button("Claim today's reward", "claim_daily", {}));
+    }
+    if (m.data.quests.length) {
+      const ready = new Set(m.ready.quests);
+      const claimed = new Set(m.state.quests_claimed || []);
+      const open = m.data.quests.filter((q) => !claimed.has(q.id));
+      out.push(h("h2", {}, "Quests"), h("ul", { class: "list" }, open.map((q) => h("li", { class: ready.has(q.id) ? "card ready" : "card" },
+        h("h3", {}, q.name, ready.has(q.id) ? " (done!)" : ""),
+        q.description ? h("p", {}, q.description) : null,
+        h("p", {}, "Goal: ", q.goal_text), this.requires(q.requires_text),
+        h("p", {}, "Reward: ", this.grants(q.rewards)),
+        this.button(`Claim ${q.name}`, "claim_quest", { quest: q.id }, { disabled: !ready.has(q.id) })))),
+      h("p", {}, `${claimed.size} claimed.`));
+    }
+    const rows = m.achievementRows();
+    if (rows.length) {
+      out.push(h("h2", {}, "Achievements"), h("ul", { class: "list" }, rows.map((r) => h("li", { class: r.claimable ? "card ready" : "card" },
+        h("h3", { class: "with-icon" }, this.icon(r.def.icon), `${r.def.name}: tier ${r.claimed} of ${r.def.tiers.length}`),
+        r.def.description ? h("p", {}, r.def.description) : null,
+        r.tier ? [h("p", {}, `${number(r.value)} of ${number(r.tier.at)}. Reward: `, this.grants(r.tier.rewards)),
+          this.button(`Claim ${r.def.name}`, "claim_achievement", { achievement: r.def.id }, { disabled: !r.claimable })]
+          : h("p", {}, "Every tier claimed.")))));
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------ jobs
+
+  jobList(jobs, building) {
+    const m = this.model;
+    return h("ul", { class: "list" }, jobs.map((j) => {
+      const args = { job: j.id };
+      if (building) args.building_id = building.id;
+      const inputs = { ...(j.inputs.resources || {}), ...(j.inputs.items || {}), ...(j.inputs.units || {}) };
+      return h("li", { class: "card" },
+        h("h3", { class: "with-icon" }, this.icon(j.icon), j.name),
+        j.description ? h("p", {}, j.description) : null,
+        h("p", {}, "Takes ", this.amounts(inputs, true), `; lasts ${duration(j.seconds)}; in a ${m.name(j.building)}.`),
+        h("p", {}, "Gives: ", this.grants(j.outputs)),
+        this.requires(j.requires_text),
+        this.button(`Start ${j.name}`, "start_job", args));
+    }));
+  }
+
+  panel_jobs() {
+    const m = this.model;
+    const out = [h("h2", {}, "Jobs")];
+    for (const t of m.timers().filter((t) => t.kind === "job")) {
+      const def = m.jobs.get(t.id);
+      const price = m.speedUpCost(t.end - m.now(), def && def.speed_up);
+      out.push(h("div", { class: "card running" }, h("h3", {}, `${t.label} (in ${m.name(m.building(t.building_id) ? m.building(t.building_id).building : "")})`),
+        this.bar(t.start, t.end, `${t.label}`),
+        h("div", { class: "row" },
+          price !== null ? this.button(`Speed up: ${price} ${m.name(m.data.premium_resource)}`, "speed_up_job", { building_id: t.building_id }) : null,
+          this.button(`Cancel (${m.data.cancel_refund_percent}% back)`, "cancel_job", { building_id: t.building_id }))));
+    }
+    out.push(this.jobList(m.data.jobs, null));
+    return out;
+  }
+
+  // ------------------------------------------------------------ custom actions
+
+  panel_actions() {
+    const m = this.model;
+    const ready = new Set(m.ready.actions);
+    return [h("h2", {}, "Actions"), h("ul", { class: "list" }, Object.entries(m.data.actions).map(([id, a]) =>
+      h("li", { class: "card" }, h("h3", {}, id.replace(/_/g, " ")), a.description ? h("p", {}, a.description) : null,
+        this.requires(a.requires_text),
+        this.button(`Do: ${id.replace(/_/g, " ")}`, "custom", { name: id, args: {} }, { disabled: !ready.has(id) }))))];
+  }
+
+  // ------------------------------------------------------------ log
+
+  note(text, kind = "info") {
+    this.log.unshift({ text, kind, at: new Date() });
+    this.log.length = Math.min(this.log.length, 100);
+    if (this.tab === "log") this.render();
+  }
+
+  panel_log() {
+    return [h("h2", {}, "What happened"), h("ol", { class: "list log" }, this.log.map((l) =>
+      h("li", { class: l.kind }, h("time", {}, l.at.toLocaleTimeString()), " ", l.text)))];
+  }
+}

@@ -1,0 +1,432 @@
+//! The players' client in a real browser (headless Chromium over WebDriver,
+//! one browser and one server for every step): a new player of each title
+//! served logs in, places a first building, sees its timer bar complete,
+//! upgrades it, trains a unit, starts a research, buys an item and claims
+//! a quest, all by clicking the page; after each step the server's state,
+//! read over the protocol, is what the page shows. Screenshots at phone and
+//! desktop widths go to `target/client-screenshots/`; the browser console
+//! must stay free of errors.
+//!
+//! The page plays on the real titles; the test reads their data only to
+//! choose what to click (the first quest's building, a unit and a research
+//! with no requirement, and what those need first). Where a new player
+//! lacks resources for the next step, support grants them (the admin API),
+//! as the steps are about the client, not about pacing (tests/titles.rs
+//! checks pacing).
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use support::browser::Browser;
+use support::server::*;
+
+const SHOTS: &str = "client-screenshots";
+
+/// A player's page and the server under it.
+struct Play<'a> {
+    b: &'a Browser,
+    s: &'a Server,
+    title: String,
+    player: String,
+    token: String,
+    data: Value,
+}
+
+/// The `(building, level)` pairs of `level("x") >= n` in a requirement.
+fn level_needs(requires: &Value) -> Vec<(String, u64)> {
+    let text = requires.as_str().unwrap_or("");
+    let mut out = Vec::new();
+    for part in text.split("level(\"").skip(1) {
+        let Some((id, rest)) = part.split_once("\")") else { continue };
+        let Some(n) = rest.trim_start().strip_prefix(">=") else { continue };
+        let digits: String = n.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse() {
+            out.push((id.to_string(), n));
+        }
+    }
+    out
+}
+
+impl Play<'_> {
+    fn def(&self, kind: &str, id: &str) -> &Value {
+        self.data[kind].as_array().unwrap().iter().find(|x| x["id"] == id).unwrap_or_else(|| panic!("no {kind} {id}"))
+    }
+
+    fn name(&self, kind: &str, id: &str) -> String {
+        self.def(kind, id)["name"].as_str().unwrap().to_string()
+    }
+
+    /// The player's state, read over the protocol.
+    async fn state(&self) -> Value {
+        let (_, r) = self.s.act(&self.title, &self.token, "get_state", Value::Null).await;
+        r["result"].clone()
+    }
+
+    /// Waits until the page has every answer it asked for.
+    async fn settled(&self) {
+        self.b
+            .wait_for(
+                "the page's requests to be answered",
+                "return window.citadel.net && window.citadel.net.waiting === 0",
+            )
+            .await;
+    }
+
+    /// The page and the server agree: every resource amount, every
+    /// building and its level.
+    async fn agree(&self, step: &str) {
+        self.settled().await;
+        let server = self.state().await;
+        let page = self.b.run("return window.citadel.model.state", json!([])).await;
+        for key in ["resources", "units", "research", "purchases", "quests_claimed"] {
+            assert_eq!(page[key], server["state"][key], "{}: {step}: the page's {key} are the server's", self.title);
+        }
+        let buildings = |v: &Value| -> Vec<(u64, String, u64)> {
+            v["buildings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    (
+                        b["id"].as_u64().unwrap(),
+                        b["building"].as_str().unwrap().to_string(),
+                        b["level"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(buildings(&page), buildings(&server["state"]), "{}: {step}: buildings", self.title);
+        // And what the page shows in words: each resource's amount.
+        for (id, n) in server["state"]["resources"].as_object().unwrap() {
+            let label = self
+                .b
+                .run(
+                    "return document.querySelector(`li[data-resource='${arguments[0]}']`).getAttribute('aria-label')",
+                    json!([id]),
+                )
+                .await;
+            let want = format!("{}: {n}", self.name("resources", id));
+            assert!(
+                label.as_str().unwrap_or("").starts_with(&want),
+                "{}: {step}: shows {label}, not {want}",
+                self.title
+            );
+        }
+    }
+
+    /// Clicks the button whose text is `text` (exactly), waiting for it.
+    async fn press(&self, text: &str) {
+        let found = self
+            .b
+            .wait_for(
+                &format!("a button `{text}`"),
+                "const b = [...document.querySelectorAll('button')].find((b) => b.textContent.trim() === arguments[0] && !b.disabled);
+                 if (b) { b.scrollIntoView(); b.click(); return true; } return false;"
+                    .replace("arguments[0]", &serde_json::to_string(text).unwrap())
+                    .as_str(),
+            )
+            .await;
+        assert_eq!(found, true);
+    }
+
+    async fn tab(&self, id: &str) {
+        self.b.click(&format!("#tab-{id}")).await;
+    }
+
+    /// Support grants what the player lacks for `cost` (and a margin).
+    async fn afford(&self, cost: &Value) {
+        let state = self.state().await;
+        let mut grant = BTreeMap::new();
+        for (r, n) in cost.as_object().unwrap() {
+            let have = state["state"]["resources"][r].as_i64().unwrap_or(0);
+            let cap = state["derived"]["caps"][r].as_i64().unwrap_or(i64::MAX);
+            let need = n.as_i64().unwrap();
+            if have < need {
+                assert!(need <= cap, "{}: {r} {need} is over its cap {cap}", self.title);
+                grant.insert(r.clone(), need - have);
+            }
+        }
+        if grant.is_empty() {
+            return;
+        }
+        let path = format!("/admin/api/players/{}/{}/adjust", self.title, self.player);
+        let (status, r) =
+            self.s.admin_post(&path, json!({ "resources": grant, "reason": "test: the next step" })).await;
+        assert_eq!(status, 200, "{r}");
+        self.b.click("#refresh").await;
+        self.settled().await;
+    }
+
+    /// Lets the clock run until every construction has ended, and has the
+    /// page read the state (its Refresh button).
+    async fn wait_constructions(&self) {
+        let state = self.state().await;
+        let ends =
+            state["state"]["buildings"].as_array().unwrap().iter().filter_map(|b| b["upgrade"]["ends_ms"].as_i64());
+        let last = ends.max();
+        if let Some(end) = last {
+            let now = self.s.clock.0.load(std::sync::atomic::Ordering::SeqCst);
+            self.s.advance((end - now + 999) / 1000);
+            self.b.click("#refresh").await;
+            self.settled().await;
+        }
+    }
+
+    async fn level(&self, building: &str) -> u64 {
+        let state = self.state().await;
+        state["state"]["buildings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["building"] == building)
+            .map(|b| b["level"].as_u64().unwrap())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn headquarters(&self) -> String {
+        self.data["headquarters"].as_str().unwrap().to_string()
+    }
+
+    /// Places a building of `kind` through the page: the Build tab, its
+    /// button, the ghost's first free spot, "Place here".
+    async fn place(&self, kind: &str) {
+        let def = self.def("buildings", kind).clone();
+        for (b, l) in level_needs(&def["levels"][0]["requires"]) {
+            Box::pin(self.reach(&b, l)).await;
+        }
+        let hq = self.level(&self.headquarters()).await.max(1) as usize;
+        let allowed = def["max_count"][(hq - 1).min(def["max_count"].as_array().unwrap().len() - 1)].as_u64().unwrap();
+        if allowed == 0 {
+            let need = def["max_count"].as_array().unwrap().iter().position(|n| n.as_u64() > Some(0)).unwrap() + 1;
+            Box::pin(self.reach(&self.headquarters(), need as u64)).await;
+        }
+        self.afford(&def["levels"][0]["cost"]).await;
+        self.tab("build").await;
+        self.press(&format!("Place {}", def["name"].as_str().unwrap())).await;
+        self.b.wait_text("#panel .fit", "Fits here").await;
+        self.press("Place here").await;
+        self.settled().await;
+    }
+
+    /// Upgrades the (highest) building of `kind` one level through the page.
+    async fn upgrade(&self, kind: &str) {
+        let state = self.state().await;
+        let b = state["state"]["buildings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["building"] == kind)
+            .max_by_key(|b| b["level"].as_u64())
+            .unwrap()
+            .clone();
+        let level = b["level"].as_u64().unwrap();
+        let next = self.def("buildings", kind)["levels"][level as usize].clone();
+        for (x, l) in level_needs(&next["requires"]) {
+            Box::pin(self.reach(&x, l)).await;
+        }
+        self.afford(&next["cost"]).await;
+        self.tab("base").await;
+        self.b.run("window.citadel.focusBuilding(arguments[0])", json!([b["id"]])).await;
+        self.press(&format!("Upgrade to level {}", level + 1)).await;
+        self.settled().await;
+    }
+
+    /// Gets a building of `kind` to level `level`, building it first.
+    async fn reach(&self, kind: &str, level: u64) {
+        if self.level(kind).await >= level {
+            return;
+        }
+        let exists = self.state().await["state"]["buildings"].as_array().unwrap().iter().any(|b| b["building"] == kind);
+        if !exists {
+            self.place(kind).await;
+            self.wait_constructions().await;
+        }
+        while self.level(kind).await < level {
+            self.upgrade(kind).await;
+            self.wait_constructions().await;
+        }
+    }
+}
+
+/// The building a goal such as `level("farm") >= 1` or
+/// `count_at_least("farm", 1) >= 1` asks for.
+fn goal_building(goal: &str) -> String {
+    let after = goal.split_once("level(\"").or_else(|| goal.split_once("count_at_least(\""));
+    let (_, rest) = after.unwrap_or_else(|| panic!("a goal about a building: {goal}"));
+    rest.split('"').next().unwrap().to_string()
+}
+
+async fn play_title(b: &Browser, s: &Server, title: &str) {
+    let player = format!("new-{title}").replace('_', "-");
+    let titles: Value = reqwest::get(s.url("/v1/titles")).await.unwrap().json().await.unwrap();
+    let version =
+        titles["titles"].as_array().unwrap().iter().find(|t| t["id"] == title).unwrap()["content_version"].clone();
+    let data: Value = reqwest::get(s.url(&format!("/v1/{title}/data/{}", version.as_str().unwrap())))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    b.go(&s.url(&format!("/play/{title}/"))).await;
+    b.type_into("#player", &player).await;
+    b.screenshot(SHOTS, &format!("{title}-login")).await;
+    b.click("#login-form button").await;
+    b.wait_for("the game to load", "return document.body.dataset.ready === 'true'").await;
+    let (token, _) = s.login(title, &player).await;
+    let p = Play { b, s, title: title.to_string(), player: player.clone(), token, data };
+    p.agree("logged in").await;
+
+    // The first quest asks for a building: place it.
+    let quest = p.data["quests"].as_array().unwrap().iter().find(|q| q["requires"].is_null()).unwrap().clone();
+    let first = goal_building(quest["goal"].as_str().unwrap());
+    let before = p.state().await["state"]["buildings"].as_array().unwrap().len();
+    p.place(&first).await;
+    let state = p.state().await;
+    let placed = state["state"]["buildings"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(state["state"]["buildings"].as_array().unwrap().len(), before + 1, "{title}: one building placed");
+    assert_eq!((placed["building"].as_str(), placed["level"].as_u64()), (Some(first.as_str()), Some(0)));
+    p.agree("placed a first building").await;
+    // Its timer as a bar, which the page fills to the end.
+    b.wait_text("#panel", "Under construction").await;
+    let bar = b.wait_for("a timer bar", "return document.querySelector('#panel .bar') !== null").await;
+    assert_eq!(bar, true);
+    b.screenshot(SHOTS, &format!("{title}-building")).await;
+    let seconds = p.def("buildings", &first)["levels"][0]["build_seconds"].as_i64().unwrap();
+    s.advance(seconds);
+    b.click("#refresh").await;
+    b.wait_text("#toasts", &format!("{} reached level 1", p.name("buildings", &first))).await;
+    p.agree("the construction ended").await;
+    assert_eq!(p.level(&first).await, 1);
+
+    // The quest is done: claim it on the Goals tab.
+    p.tab("goals").await;
+    p.press(&format!("Claim {}", quest["name"].as_str().unwrap())).await;
+    p.settled().await;
+    let claimed = p.state().await["state"]["quests_claimed"].clone();
+    let log = b.text("#toasts").await;
+    assert!(claimed.as_array().unwrap().contains(&quest["id"]), "{title}: {claimed}; the page says {log}");
+    p.agree("claimed a quest").await;
+
+    // Upgrade it.
+    p.upgrade(&first).await;
+    let state = p.state().await;
+    let up = state["state"]["buildings"].as_array().unwrap().iter().find(|x| x["id"] == placed["id"]).unwrap().clone();
+    assert_eq!(up["upgrade"]["to_level"], 2, "{title}: {up}");
+    p.agree("started an upgrade").await;
+    p.wait_constructions().await;
+    assert_eq!(p.level(&first).await, 2);
+
+    // Train a unit (one without a requirement), in its building.
+    let unit = p.data["units"].as_array().unwrap().iter().find(|u| u["requires"].is_null()).unwrap().clone();
+    p.reach(unit["building"].as_str().unwrap(), 1).await;
+    let housing = p.state().await["derived"]["housing"].clone();
+    if housing["total"].as_i64().unwrap() - housing["used"].as_i64().unwrap() < unit["housing"].as_i64().unwrap() {
+        let home = p.data["buildings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["levels"][0]["housing"].as_i64() >= unit["housing"].as_i64());
+        p.reach(home.expect("a building that houses units")["id"].as_str().unwrap(), 1).await;
+    }
+    p.afford(&unit["cost"]).await;
+    p.tab("army").await;
+    p.press(&format!("Train 1 {}", unit["name"].as_str().unwrap())).await;
+    p.settled().await;
+    let training = p.state().await["state"]["training"].clone();
+    let log = b.text("#toasts").await;
+    assert!(
+        training.as_array().unwrap().iter().any(|t| t["unit"] == unit["id"]),
+        "{title}: {training}; the page says {log}"
+    );
+    p.agree("trains a unit").await;
+    b.screenshot(SHOTS, &format!("{title}-army")).await;
+
+    // Start a research (one without a requirement), in its building.
+    let research =
+        p.data["research"].as_array().unwrap().iter().find(|r| r["levels"][0]["requires"].is_null()).unwrap().clone();
+    p.reach(research["building"].as_str().unwrap(), 1).await;
+    p.afford(&research["levels"][0]["cost"]).await;
+    p.tab("research").await;
+    p.press(&format!("Research {} level 1", research["name"].as_str().unwrap())).await;
+    p.settled().await;
+    let running = p.state().await["state"]["research_running"].clone();
+    let log = b.text("#toasts").await;
+    assert!(
+        running.as_array().unwrap().iter().any(|r| r["research"] == research["id"]),
+        "{title}: {running}; the page says {log}"
+    );
+    p.agree("researches").await;
+    b.screenshot(SHOTS, &format!("{title}-research")).await;
+
+    // Buy an offer in the store.
+    let offer = p.data["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["requires"].is_null() && o["window"].is_null())
+        .unwrap()
+        .clone();
+    p.afford(&offer["price"]).await;
+    p.tab("store").await;
+    b.screenshot(SHOTS, &format!("{title}-store")).await;
+    p.press(&format!("Buy {}", offer["name"].as_str().unwrap())).await;
+    p.settled().await;
+    assert_eq!(p.state().await["state"]["purchases"][offer["id"].as_str().unwrap()], 1, "{title}");
+    p.agree("bought an offer").await;
+
+    p.tab("base").await;
+    b.screenshot(SHOTS, &format!("{title}-desktop")).await;
+    b.resize(360, 740).await;
+    b.screenshot(SHOTS, &format!("{title}-phone")).await;
+    p.tab("goals").await;
+    b.screenshot(SHOTS, &format!("{title}-phone-goals")).await;
+    b.resize(1280, 1000).await;
+    b.click("#logout").await;
+    b.find("#login-form").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_plays_every_title() {
+    let Some(chromedriver) = support::service(
+        "CITADEL_TEST_CHROMEDRIVER",
+        "the players' client in a browser",
+        "Chromium and ChromeDriver (Debian chromium, chromium-driver)",
+    ) else {
+        return;
+    };
+    let titles = support::temp("client-titles");
+    copy_dir(&support::root().join("titles"), &titles);
+    let data = fresh_data("client");
+    let dir = titles.clone();
+    let s = start(data, move |c| c.titles = dir).await;
+    let b = Browser::start(&chromedriver).await;
+
+    // The list of games.
+    b.go(&s.url("/play/")).await;
+    b.wait_for("the list of games", "return document.body.dataset.ready === 'true'").await;
+    let list = b.text("#titles").await;
+    let mut ids: Vec<String> =
+        std::fs::read_dir(&titles).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    ids.sort();
+    for id in &ids {
+        let name = serde_json::from_str::<Value>(&std::fs::read_to_string(titles.join(id).join("title.json")).unwrap())
+            .unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(list.contains(&name), "the list names {name}: {list}");
+    }
+    b.screenshot(SHOTS, "titles").await;
+
+    for id in &ids {
+        play_title(&b, &s, id).await;
+        let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
+        assert!(errors.is_empty(), "{id}: the browser console shows errors: {errors:#?}");
+    }
+    drop(b);
+    s.stop().await;
+}
