@@ -105,7 +105,7 @@ async function applyState(answer) {
   showEvents(answer.events);
   game.view.dirty = true;
   game.ui.renderTabs();
-  game.ui.render();
+  game.ui.render(true);
   schedule();
 }
 
@@ -156,6 +156,14 @@ game.act = async (action, args) => {
   }
 };
 
+game.toast = toast;
+game.toastError = (e) => {
+  if (!(e instanceof ApiError)) throw e;
+  toast(errorText(e), "error");
+};
+game.refresh = () => refresh();
+game.player = () => (game.model.state ? game.playerId : null);
+
 // Asks something that changes nothing of the player (lists, profiles).
 game.ask = (action, args) => game.net.request(action, args, false);
 
@@ -205,6 +213,7 @@ async function start(login) {
   document.getElementById("login").hidden = true;
   document.getElementById("game").hidden = false;
   document.getElementById("who").textContent = login.player;
+  game.playerId = login.player;
   if (login.state.content_version !== game.model.data.content_version) {
     game.model.setData(await loadData(login.state.content_version));
   }

@@ -20,6 +20,13 @@ const TABS = [
   ["log", "Log", () => true],
 ];
 
+const FORM_TABS = new Set(["clan", "top", "map"]);
+// Chat lines are read this often while the clan tab is shown (until the
+// server pushes them).
+const CHAT_POLL_MS = 1000;
+// Chat lines shown.
+const CHAT_LINES = 50;
+
 export class Ui {
   constructor(game) {
     this.game = game; // {model, view, act(action, args), ask(action, args), place(), cancelPlace()}
@@ -30,13 +37,22 @@ export class Ui {
     this.resourcesEl = document.getElementById("resources");
     this.extra = {}; // tab-specific data fetched on demand (clan, top, map)
     setInterval(() => this.tickBars(), 250);
+    setInterval(() => this.pollChat(), CHAT_POLL_MS);
   }
 
   get model() {
     return this.game.model;
   }
 
+  // The tab buttons; rebuilt only when the set of tabs changes (a new
+  // title version), so that a button is never replaced under a click.
   renderTabs() {
+    const ids = TABS.filter(([, , shown]) => shown(this.model)).map(([id]) => id).join(" ");
+    if (ids === this.tabIds) {
+      for (const b of this.tabsEl.children) b.setAttribute("aria-selected", String(b.id === `tab-${this.tab}`));
+      return;
+    }
+    this.tabIds = ids;
     clear(this.tabsEl);
     for (const [id, label, shown] of TABS) {
       if (!shown(this.model)) continue;
@@ -55,9 +71,12 @@ export class Ui {
     if (this.onTab) this.onTab(tab);
   }
 
-  // Redraws everything that depends on the state.
-  render() {
+  // Redraws everything that depends on the state. Panels with forms
+  // (clan, top, map) redraw only when they ask to, so that a state update
+  // never takes away what the player is typing.
+  render(fromState = false) {
     this.renderResources();
+    if (fromState && FORM_TABS.has(this.tab)) return;
     const panel = clear(this.panel);
     panel.setAttribute("aria-labelledby", `tab-${this.tab}`);
     const body = this[`panel_${this.tab}`] ? this[`panel_${this.tab}`]() : [];
@@ -466,6 +485,227 @@ export class Ui {
       h("li", { class: "card" }, h("h3", {}, id.replace(/_/g, " ")), a.description ? h("p", {}, a.description) : null,
         this.requires(a.requires_text),
         this.button(`Do: ${id.replace(/_/g, " ")}`, "custom", { name: id, args: {} }, { disabled: !ready.has(id) }))))];
+  }
+
+  // ------------------------------------------------------------ clan
+
+  // Runs a request that changes something (keyed), shows a refusal in
+  // words, and returns the result or null.
+  async change(action, args) {
+    try {
+      return await this.game.net.request(action, args, true);
+    } catch (e) {
+      this.game.toastError(e);
+      return null;
+    }
+  }
+
+  async loadClan() {
+    try {
+      this.extra.clan = await this.game.ask("clan_info", {});
+      const chat = await this.game.ask("clan_chat", { limit: CHAT_LINES });
+      this.extra.chat = chat.lines.slice().reverse();
+    } catch (e) {
+      this.extra.clan = null;
+      this.extra.chat = [];
+      if (e.code !== "not_in_clan") this.game.toastError(e);
+    }
+    this.extra.clanLoaded = true;
+    if (this.tab === "clan") this.render();
+  }
+
+  async pollChat() {
+    if (this.tab !== "clan" || !this.extra.clan || this.polling || document.visibilityState !== "visible") return;
+    this.polling = true;
+    try {
+      const chat = await this.game.ask("clan_chat", { limit: CHAT_LINES });
+      const lines = chat.lines.slice().reverse();
+      const last = (l) => (l.length ? l[l.length - 1].seq : 0);
+      if (last(lines) !== last(this.extra.chat || [])) {
+        this.extra.chat = lines;
+        this.renderChat();
+      }
+    } catch (e) {
+      // The next poll tries again; a lost session shows in the status.
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  renderChat() {
+    const el = document.getElementById("chat-lines");
+    if (!el) return;
+    const atEnd = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
+    clear(el).append(...(this.extra.chat || []).map((l) =>
+      h("li", {}, h("strong", {}, l.player), " ", h("time", { datetime: new Date(l.at_ms).toISOString() },
+        new Date(l.at_ms).toLocaleTimeString()), h("br"), l.text)));
+    if (atEnd) el.scrollTop = el.scrollHeight;
+  }
+
+  panel_clan() {
+    const m = this.model;
+    const rules = m.data.world.clans;
+    if (!this.extra.clanLoaded) {
+      this.loadClan();
+      return h("p", {}, "Loading…");
+    }
+    const c = this.extra.clan;
+    if (!c) {
+      const results = h("ul", { class: "list", id: "clan-results" });
+      const search = async () => {
+        const prefix = document.getElementById("clan-search").value.trim();
+        try {
+          const r = await this.game.ask("clan_search", { prefix, limit: 20 });
+          clear(results).append(...r.clans.map((x) => h("li", { class: "card" },
+            h("h3", {}, `${x.name} (${x.members} member${x.members === 1 ? "" : "s"})`),
+            x.description ? h("p", {}, x.description) : null,
+            h("button", { onclick: async () => {
+              const j = await this.change("clan_join", { clan: x.id });
+              if (j) {
+                this.game.toast(j.joined ? `You joined ${x.name}.` : `You asked to join ${x.name}.`);
+                this.extra.clanLoaded = false;
+                this.render();
+              }
+            } }, x.open ? `Join ${x.name}` : `Ask to join ${x.name}`))));
+          if (!r.clans.length) results.append(h("li", {}, "No clan by that name."));
+        } catch (e) {
+          this.game.toastError(e);
+        }
+      };
+      return [h("h2", {}, "Clans"), h("p", {}, `A clan holds up to ${rules.capacity} members.`),
+        h("form", { class: "stack", id: "clan-find", onsubmit: (e) => { e.preventDefault(); search(); } },
+          h("label", { for: "clan-search" }, "Find a clan by name"),
+          h("div", { class: "row" }, h("input", { id: "clan-search", maxlength: 24 }), h("button", { type: "submit" }, "Search"))),
+        results,
+        h("h2", {}, "Found a clan"),
+        h("form", { class: "stack", id: "clan-create", onsubmit: async (e) => {
+          e.preventDefault();
+          const r = await this.change("clan_create", { name: document.getElementById("clan-name").value.trim(),
+            description: document.getElementById("clan-description").value.trim(),
+            open: document.getElementById("clan-open").checked });
+          if (r) {
+            this.extra.clanLoaded = false;
+            this.game.refresh();
+            this.render();
+          }
+        } },
+        h("label", { for: "clan-name" }, "Name (3 to 24 letters, digits, spaces, _ or -)"),
+        h("input", { id: "clan-name", required: true, minlength: 3, maxlength: 24 }),
+        h("label", { for: "clan-description" }, "Description"),
+        h("input", { id: "clan-description", maxlength: 200 }),
+        h("label", {}, h("input", { type: "checkbox", id: "clan-open", checked: true }), " Anyone may join"),
+        h("p", {}, "Costs ", this.amounts(rules.create_cost, true)),
+        h("button", { type: "submit" }, "Found the clan"))];
+    }
+    const roles = new Map((c.roles || rules.roles).map((r) => [r.id, r.name]));
+    const out = [h("h2", {}, c.clan.name), c.clan.description ? h("p", {}, c.clan.description) : null,
+      h("p", {}, `${c.clan.members} of ${rules.capacity} members; ${c.clan.open ? "anyone may join" : "by invitation or request"}.`),
+      h("details", {}, h("summary", {}, "Members"), h("ul", { class: "list" }, c.members.map((x) =>
+        h("li", {}, `${x.player} (${roles.get(x.role) || x.role})`))))];
+    if (c.asks && c.asks.length) {
+      out.push(h("h3", {}, "Asking to join"), h("ul", { class: "list" }, c.asks.map((a) => h("li", {},
+        `${a.player} `, h("button", { onclick: async () => {
+          if (await this.change("clan_accept", { player: a.player })) {
+            this.extra.clanLoaded = false;
+            this.render();
+          }
+        } }, `Accept ${a.player}`)))));
+    }
+    const chatList = h("ol", { id: "chat-lines", class: "chat", "aria-label": "Clan chat", "aria-live": "polite", tabindex: 0 });
+    out.push(h("h3", {}, "Chat"), chatList,
+      h("form", { class: "row", onsubmit: async (e) => {
+        e.preventDefault();
+        const input = document.getElementById("chat-text");
+        const text = input.value.trim();
+        if (!text) return;
+        const r = await this.change("clan_chat_post", { text });
+        if (r) {
+          input.value = "";
+          this.extra.chat = [...(this.extra.chat || []), r.line].slice(-CHAT_LINES);
+          this.renderChat();
+        }
+      } },
+      h("label", { for: "chat-text", class: "visually-hidden" }, "Message"),
+      h("input", { id: "chat-text", maxlength: 500, autocomplete: "off", placeholder: "Say something to your clan" }),
+      h("button", { type: "submit", id: "chat-send" }, "Send")),
+      h("button", { class: "quiet", onclick: async () => {
+        if (await this.change("clan_leave", {})) {
+          this.extra.clanLoaded = false;
+          this.render();
+        }
+      } }, "Leave the clan"));
+    queueMicrotask(() => this.renderChat());
+    return out;
+  }
+
+  // ------------------------------------------------------------ top scores
+
+  panel_top() {
+    const m = this.model;
+    const stats = m.data.scores;
+    const t = this.extra.top || (this.extra.top = { stat: stats[0], window: "all" });
+    const rows = h("ol", { class: "list top", id: "top-rows" }, h("li", {}, "Loading…"));
+    const load = async () => {
+      try {
+        const r = await this.game.ask("top_scores", { stat: t.stat, window: t.window, limit: 20 });
+        const me = await this.game.ask("my_rank", { stat: t.stat, window: t.window, around: 0 });
+        clear(rows).append(...r.rows.map((x) => h("li", { class: x.player === this.game.player() ? "me" : "" },
+          `${x.rank}. ${x.player}: ${number(x.value)}`)));
+        if (!r.rows.length) rows.append(h("li", {}, "Nobody yet."));
+        if (me.me) rows.append(h("li", { class: "me" }, `You: rank ${me.me.rank}, ${number(me.me.value)}`));
+      } catch (e) {
+        this.game.toastError(e);
+      }
+    };
+    load();
+    const select = (id, label, options, key) => [h("label", { for: id }, label),
+      h("select", { id, onchange: (e) => { t[key] = e.target.value; this.render(); } },
+        options.map(([v, text]) => h("option", { value: v, selected: t[key] === v }, text)))];
+    const windows = [["all", "All time"], ["week", "This week"]];
+    if (m.data.world && m.data.world.season) windows.push(["season", "This season"]);
+    return [h("h2", {}, "Top scores"),
+      h("div", { class: "row" }, select("top-stat", "Score", stats.map((x) => [x, x.replace(/_/g, " ")]), "stat"),
+        select("top-window", "Over", windows, "window")), rows];
+  }
+
+  // ------------------------------------------------------------ map
+
+  panel_map() {
+    const m = this.model;
+    const map = m.data.world.map;
+    const list = h("ul", { class: "list", id: "map-bases" }, h("li", {}, "Loading…"));
+    const load = async () => {
+      try {
+        const r = await this.game.ask("map_near", { radius: 8, limit: 30 });
+        this.extra.near = r;
+        const region = map.regions.find((x) => x.id === (r.at && r.at.region));
+        clear(list).append(h("li", {}, `Around ${region ? region.name : "your base"} ${r.at ? `(${r.at.x}, ${r.at.y})` : ""}:`),
+          ...r.bases.map((b) => h("li", { class: b.player === this.game.player() ? "card me" : "card" },
+            `${b.player === this.game.player() ? "Your base" : b.player} at ${b.position.x}, ${b.position.y}`)));
+      } catch (e) {
+        this.game.toastError(e);
+      }
+    };
+    load();
+    const cd = map.relocate_cooldown_seconds;
+    return [h("h2", {}, "The map"), h("p", {}, `Regions: ${map.regions.map((x) => x.name).join(", ")}.`), list,
+      h("h2", {}, "Move your base"),
+      h("form", { class: "stack", onsubmit: async (e) => {
+        e.preventDefault();
+        const r = await this.change("relocate", { region: document.getElementById("move-region").value,
+          x: Number(document.getElementById("move-x").value), y: Number(document.getElementById("move-y").value) });
+        if (r) {
+          this.game.toast("Your base moved.");
+          this.game.refresh();
+          this.render();
+        }
+      } },
+      h("label", { for: "move-region" }, "Region"),
+      h("select", { id: "move-region" }, map.regions.map((x) => h("option", { value: x.id }, `${x.name} (${x.width} by ${x.height})`))),
+      h("div", { class: "row" }, h("label", { for: "move-x" }, "x"), h("input", { id: "move-x", type: "number", min: 0, value: 0, required: true }),
+        h("label", { for: "move-y" }, "y"), h("input", { id: "move-y", type: "number", min: 0, value: 0, required: true })),
+      h("p", {}, "Costs ", this.amounts(map.relocate_cost, true), cd ? `; then once every ${duration(cd)}.` : "."),
+      h("button", { type: "submit" }, "Move here"))];
   }
 
   // ------------------------------------------------------------ log

@@ -133,6 +133,16 @@ pub fn serve(path: PathBuf, listener: OwnedFd, drain: CancellationToken) -> anyh
     Ok(())
 }
 
+/// Ends [`serve`]'s thread once `drain` is cancelled: it waits for the
+/// next successor, so one that never comes is faked by connecting. The
+/// thread then drops its copy of the listening socket, which closes the
+/// port (in a process that goes on running, such as the tests, it would
+/// otherwise stay open and take connections no one accepts).
+pub fn stop(path: &Path) {
+    let _ = UnixStream::connect(path);
+    let _ = std::fs::remove_file(path);
+}
+
 fn hand_over(conn: &mut UnixStream, listener: &OwnedFd) -> anyhow::Result<()> {
     conn.set_read_timeout(Some(HELLO_WAIT_MAX))?;
     if read_line(conn)? != ASK {

@@ -264,7 +264,7 @@ async fn serve(
     }
     let closes = state.closes.clone();
     listener::serve(listener, conn_limits, closes, app(state), graceful).await;
-    let _ = std::fs::remove_file(&handoff_path);
+    handoff::stop(&handoff_path);
     sockets.close();
     sockets.wait().await;
     sessions.shutdown().await;

@@ -132,9 +132,16 @@ impl Browser {
         self.call(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text }))).await;
     }
 
+    /// Clicks the element matching `css`; if the page replaced it between
+    /// finding and clicking (a stale element), finds it again.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+        let started = Instant::now();
+        loop {
+            let id = self.find(css).await;
+            let v = self.call(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+            let Some(error) = v["error"].as_str() else { return };
+            assert!(error == "stale element reference" && started.elapsed() < WAIT, "clicking `{css}`: {v}");
+        }
     }
 
     /// Saves a screenshot as `target/{folder}/{name}.png`.

@@ -65,13 +65,36 @@ pub async fn start(data: PathBuf, tweak: impl FnOnce(&mut Config)) -> Server {
 }
 
 pub async fn start_at(data: PathBuf, clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Config)) -> Server {
+    start_on("127.0.0.1:0".parse().unwrap(), data, clock, tweak).await
+}
+
+/// [`start_at`] on a given address (a restart on the same port, where
+/// clients reconnect).
+pub async fn start_on(
+    addr: std::net::SocketAddr,
+    data: PathBuf,
+    clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
     let mut config = Config { data_dir: data.clone(), titles: titles_dir(), ..Config::default() };
     config.token_secret = Some("an e2e test secret of at least 32 chars".into());
     // Refusals of a locked player come at once here (the wait is for
     // upgrades: tests/upgrade.rs).
     config.login_lock_wait_seconds = 0;
     tweak(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The port of a server just stopped may take a moment to be free.
+    let mut tries = 0;
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) if tries < 100 && addr.port() != 0 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("binding {addr}: {e}"),
+        }
+    };
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let c: Arc<dyn Clock> = clock.clone();
