@@ -24,6 +24,42 @@ use support::server::*;
 
 const SHOTS: &str = "client-screenshots";
 
+/// Checks the page with axe-core (its source in `axe`): no serious or
+/// critical violation of the WCAG 2 A and AA rules and best practices.
+async fn accessible(b: &Browser, axe: &str, page: &str) {
+    let loaded = b.run("return typeof window.axe === 'object'", json!([])).await;
+    if loaded != true {
+        b.run(&format!("{axe}\n;return true;"), json!([])).await;
+    }
+    let result = b
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'best-practice'], resultTypes: ['violations'] })
+                .then((r) => done(r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                    .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.html) }))))
+                .catch((e) => done({ error: String(e) }));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(result, json!([]), "{page}: axe-core finds serious or critical violations");
+}
+
+/// axe-core does find a violation where there is one (a button without a
+/// name): the checks above can fail.
+async fn axe_finds_a_nameless_button(b: &Browser, axe: &str) {
+    b.run("const x = document.createElement('button'); x.id = 'nameless'; document.body.append(x);", json!([])).await;
+    let found = b
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: ['wcag2a'] }).then((r) => done(r.violations.map((v) => v.id)));",
+            json!([]),
+        )
+        .await;
+    b.run("document.getElementById('nameless').remove();", json!([])).await;
+    let _ = axe;
+    assert!(found.as_array().unwrap().contains(&json!("button-name")), "axe-core reports {found}");
+}
+
 /// A player's page and the server under it.
 struct Play<'a> {
     b: &'a Browser,
@@ -259,7 +295,7 @@ fn goal_building(goal: &str) -> String {
     rest.split('"').next().unwrap().to_string()
 }
 
-async fn play_title(b: &Browser, s: &Server, title: &str) {
+async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>) {
     let player = format!("new-{title}").replace('_', "-");
     let titles: Value = reqwest::get(s.url("/v1/titles")).await.unwrap().json().await.unwrap();
     let version =
@@ -274,6 +310,9 @@ async fn play_title(b: &Browser, s: &Server, title: &str) {
     b.go(&s.url(&format!("/play/{title}/"))).await;
     b.type_into("#player", &player).await;
     b.screenshot(SHOTS, &format!("{title}-login")).await;
+    if let Some(axe) = axe {
+        accessible(b, axe, &format!("{title} login")).await;
+    }
     b.click("#login-form button").await;
     b.wait_for("the game to load", "return document.body.dataset.ready === 'true'").await;
     let (token, _) = s.login(title, &player).await;
@@ -378,10 +417,21 @@ async fn play_title(b: &Browser, s: &Server, title: &str) {
     assert_eq!(p.state().await["state"]["purchases"][offer["id"].as_str().unwrap()], 1, "{title}");
     p.agree("bought an offer").await;
 
-    p.tab("base").await;
-    b.screenshot(SHOTS, &format!("{title}-desktop")).await;
-    b.resize(360, 740).await;
-    b.screenshot(SHOTS, &format!("{title}-phone")).await;
+    let tabs =
+        b.run("return [...document.querySelectorAll('#tabs button')].map((b) => b.id.slice(4))", json!([])).await;
+    for (width, height) in [(1280, 1000), (360, 740)] {
+        b.resize(width, height).await;
+        for tab in tabs.as_array().unwrap() {
+            let tab = tab.as_str().unwrap();
+            p.tab(tab).await;
+            p.settled().await;
+            if let Some(axe) = axe {
+                accessible(b, axe, &format!("{title} {tab} at {width} px")).await;
+            }
+        }
+        p.tab("base").await;
+        b.screenshot(SHOTS, &format!("{title}-{}", if width < 800 { "phone" } else { "desktop" })).await;
+    }
     p.tab("goals").await;
     b.screenshot(SHOTS, &format!("{title}-phone-goals")).await;
     b.resize(1280, 1000).await;
@@ -403,6 +453,9 @@ async fn the_client_plays_every_title() {
     let data = fresh_data("client");
     let dir = titles.clone();
     let s = start(data, move |c| c.titles = dir).await;
+    let axe = support::service("CITADEL_TEST_AXE", "accessibility checks of the client", "axe-core (axe.min.js)")
+        .map(|path| std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}")));
+    let axe = axe.as_deref();
     let b = Browser::start(&chromedriver).await;
 
     // The list of games.
@@ -421,14 +474,18 @@ async fn the_client_plays_every_title() {
         assert!(list.contains(&name), "the list names {name}: {list}");
     }
     b.screenshot(SHOTS, "titles").await;
+    if let Some(axe) = axe {
+        accessible(&b, axe, "the list of games").await;
+        axe_finds_a_nameless_button(&b, axe).await;
+    }
 
     for id in &ids {
-        play_title(&b, &s, id).await;
+        play_title(&b, &s, id, axe).await;
         let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
         assert!(errors.is_empty(), "{id}: the browser console shows errors: {errors:#?}");
     }
 
-    clan_chat_between_two_pages(&b, &s).await;
+    clan_chat_between_two_pages(&b, &s, axe).await;
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
     assert!(errors.is_empty(), "clan chat: the browser console shows errors: {errors:#?}");
 
@@ -450,7 +507,7 @@ async fn log_in(b: &Browser, s: &Server, title: &str, player: &str) {
 
 /// Two players of one clan, each in a page of their own: a line one of
 /// them sends shows in the other's page within the client's chat refresh.
-async fn clan_chat_between_two_pages(b: &Browser, s: &Server) {
+async fn clan_chat_between_two_pages(b: &Browser, s: &Server, axe: Option<&str>) {
     let title = "ironhold";
     let first = b.window().await;
     log_in(b, s, title, "chief").await;
@@ -495,6 +552,9 @@ async fn clan_chat_between_two_pages(b: &Browser, s: &Server) {
         assert!(took < std::time::Duration::from_millis(2500), "`{text}` took {took:?} to show in the other page");
     }
     b.screenshot(SHOTS, "clan-chat").await;
+    if let Some(axe) = axe {
+        accessible(b, axe, "clan chat").await;
+    }
     b.switch_to(&second).await;
     b.click("#logout").await;
     b.call(reqwest::Method::DELETE, "/window", None).await;

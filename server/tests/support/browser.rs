@@ -162,6 +162,12 @@ impl Browser {
         self.call(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": args }))).await
     }
 
+    /// Runs `script` as an asynchronous function: it ends by calling
+    /// `arguments[arguments.length - 1]` with its result.
+    pub async fn run_async(&self, script: &str, args: Value) -> Value {
+        self.call(reqwest::Method::POST, "/execute/async", Some(json!({ "script": script, "args": args }))).await
+    }
+
     /// Waits until `script` returns something truthy, and returns it.
     pub async fn wait_for(&self, what: &str, script: &str) -> Value {
         let started = Instant::now();
