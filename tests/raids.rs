@@ -38,6 +38,8 @@ fn result(victory: bool, gold: i64) -> RaidResult {
         loot: if gold != 0 { BTreeMap::from([("gold".to_string(), gold)]) } else { BTreeMap::new() },
         units_used: BTreeMap::from([("militia".to_string(), 6)]),
         seconds: 95,
+        units_sent: BTreeMap::new(),
+        log: Vec::new(),
     }
 }
 
@@ -152,4 +154,39 @@ fn score_windows_are_all_time_the_week_and_the_season() {
     assert_eq!(raid::score_windows(&t, later), ["all", "week-2026-11-30", "season-2"]);
     let sunday_night = citadel_runtime::time::parse_utc("2026-11-29T23:59:59Z").unwrap();
     assert_eq!(raid::week_of(sunday_night), "week-2026-11-23");
+}
+
+/// A title's `resolve` script decides a raid from both sides: the same raid
+/// (its id seeds the battle) always ends the same way, another raid may
+/// not; the result is within what the rules allow, with a log to play back.
+#[test]
+fn resolve_decides_a_raid_the_same_way_every_time() {
+    let t = load_valid(&root().join("titles/ironhold")).0;
+    assert!(raid::resolves(&t));
+    let mut a = new_player(&t, NOW);
+    a.units.insert("militia".into(), 40);
+    let mut d = new_player(&t, NOW);
+    d.resources.insert("gold".into(), 900);
+    let lootable = raid::lootable(&t, &d, NOW);
+    let sent = BTreeMap::from([("militia".to_string(), 40)]);
+    let first = raid::resolve(&t, &a, &d, "r-7", &lootable, &sent, NOW).unwrap();
+    assert_eq!(
+        raid::resolve(&t, &a, &d, "r-7", &lootable, &sent, NOW).unwrap(),
+        first,
+        "the same raid, the same battle"
+    );
+    assert_eq!(first.units_sent, sent);
+    assert!(first.log.len() >= 3, "{first:?}");
+    assert!(first.units_used.get("militia").copied().unwrap_or(0) <= 40);
+    for (r, n) in &first.loot {
+        assert!(*n <= lootable[r], "{r}: {n} within {lootable:?}");
+    }
+    let others: Vec<RaidResult> =
+        (0..20).map(|i| raid::resolve(&t, &a, &d, &format!("r-{i}"), &lootable, &sent, NOW).unwrap()).collect();
+    assert!(others.iter().any(|o| o.log != first.log), "raids differ by their seed");
+    // Units the attacker does not have cannot be sent.
+    let too_many = BTreeMap::from([("militia".to_string(), 41)]);
+    let e = raid::resolve(&t, &a, &d, "r-7", &lootable, &too_many, NOW).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ImplausibleResult, "{e:?}");
+    assert!(e.message.contains("41 militia sent"), "{}", e.message);
 }

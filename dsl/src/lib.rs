@@ -21,6 +21,6 @@ pub mod view;
 
 pub use api::IdKind;
 pub use effect::Effect;
-pub use rhai::{Dynamic, Map};
-pub use sandbox::{json_to_dynamic, CompileError, EvalError, EvalErrorKind, Expr, Sandbox, Script};
+pub use rhai::{Array, Dynamic, Map};
+pub use sandbox::{dynamic_to_json, json_to_dynamic, CompileError, EvalError, EvalErrorKind, Expr, Sandbox, Script};
 pub use view::{Ctx, StateView};

@@ -377,6 +377,64 @@ impl Sandbox {
             .map_err(|e| eval_error(*e, 0))?;
         effects_from(out)
     }
+
+    /// Calls a script function that answers with a value (a raid's
+    /// resolution) rather than effects; the value comes back as JSON.
+    pub fn call_value(
+        &self,
+        script: &Script,
+        function: &str,
+        arg: Dynamic,
+        ctx: &Ctx,
+    ) -> Result<serde_json::Value, EvalError> {
+        let options = CallFnOptions::new().eval_ast(true).rewind_scope(true).with_tag(ctx.clone());
+        let out = self
+            .scripts
+            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &script.ast, function, (arg,))
+            .map_err(|e| eval_error(*e, 0))?;
+        dynamic_to_json(&out).map_err(EvalError::wrong_type)
+    }
+}
+
+/// Converts a script value into JSON: unit, booleans, integers, floats,
+/// strings, arrays and maps (as the script limits bound them); anything
+/// else (an effect, a function pointer) is refused.
+pub fn dynamic_to_json(value: &Dynamic) -> Result<serde_json::Value, String> {
+    fn go(v: &Dynamic, depth: usize) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        if depth > ARG_DEPTH_MAX {
+            return Err(format!("value nested deeper than {ARG_DEPTH_MAX} levels"));
+        }
+        if v.is_unit() {
+            return Ok(J::Null);
+        }
+        if let Some(b) = v.clone().try_cast::<bool>() {
+            return Ok(J::Bool(b));
+        }
+        if let Some(i) = v.clone().try_cast::<i64>() {
+            return Ok(J::from(i));
+        }
+        if let Some(f) = v.clone().try_cast::<f64>() {
+            return Ok(serde_json::Number::from_f64(f).map_or(J::Null, J::Number));
+        }
+        if v.is_string() {
+            return Ok(J::String(v.clone().into_string().unwrap_or_default()));
+        }
+        if v.is_array() {
+            let a = v.clone().into_array().unwrap_or_default();
+            return a.iter().map(|x| go(x, depth + 1)).collect::<Result<Vec<_>, _>>().map(J::Array);
+        }
+        if v.is_map() {
+            let m = v.clone().try_cast::<rhai::Map>().unwrap_or_default();
+            let mut out = serde_json::Map::new();
+            for (k, x) in &m {
+                out.insert(k.to_string(), go(x, depth + 1)?);
+            }
+            return Ok(J::Object(out));
+        }
+        Err(format!("a value of type {} cannot be data", type_words(v.type_name())))
+    }
+    go(value, 0)
 }
 
 fn effects_from(value: Dynamic) -> Result<Vec<Effect>, EvalError> {

@@ -34,7 +34,10 @@ fn with_text(title: &Title, mut v: Value, expr: Option<&citadel_dsl::Expr>) -> V
 fn world(w: &crate::format::WorldDef) -> Value {
     let mut v = value(w);
     if let Some(raids) = v.get_mut("raids").and_then(Value::as_object_mut) {
+        let decided = raids.get("resolve").is_some_and(|r| !r.is_null());
         raids.retain(|k, _| !matches!(k.as_str(), "check" | "resolve" | "lootable"));
+        // Whether the server fights the battles (`raid_end` sends units).
+        raids.insert("server_decides".into(), decided.into());
     }
     v
 }

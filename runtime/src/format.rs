@@ -232,6 +232,10 @@ pub struct RaidsDef {
     pub loss_score: i64,
     #[serde(default)]
     pub check: Option<String>,
+    /// A script function that decides the battle on the server from both
+    /// sides (docs/title-format.md, Raids decided by the server).
+    #[serde(default)]
+    pub resolve: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -240,6 +240,7 @@ struct ExprSite {
 
 /// Where `title.json` binds the raid result check.
 const RAID_CHECK_POINTER: &str = "/world/raids/check";
+const RAID_RESOLVE_POINTER: &str = "/world/raids/resolve";
 
 /// A node of the requirement graph: a building or research at a level.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1260,6 +1261,9 @@ impl Loader<'_> {
             if let Some(check) = t.world.raids.as_ref().and_then(|r| r.check.clone()) {
                 sites.push((check, "title.json", RAID_CHECK_POINTER.to_string()));
             }
+            if let Some(resolve) = t.world.raids.as_ref().and_then(|r| r.resolve.clone()) {
+                sites.push((resolve, "title.json", RAID_RESOLVE_POINTER.to_string()));
+            }
         }
         if let Some(s) = &p.store {
             for (i, it) in s.items.iter().enumerate() {
@@ -1312,6 +1316,8 @@ impl Loader<'_> {
                 bound.insert(name.to_string(), h);
             } else if pointer == RAID_CHECK_POINTER {
                 bound.insert(crate::raid::CHECK_HOOK.to_string(), h);
+            } else if pointer == RAID_RESOLVE_POINTER {
+                bound.insert(crate::raid::RESOLVE_HOOK.to_string(), h);
             }
         }
         bound

@@ -32,7 +32,25 @@ pub struct RaidResult {
     pub units_used: Amounts,
     /// How long the battle lasted.
     pub seconds: i64,
+    /// Units the attacker sent, when the server decided the battle
+    /// (`resolve`): `units_used` are those of them lost.
+    #[serde(default, skip_serializing_if = "Amounts::is_empty")]
+    pub units_sent: Amounts,
+    /// The battle as it went, for the client to play back (what the
+    /// title's `resolve` script wrote), at most [`BATTLE_LOG_ENTRIES_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<serde_json::Value>,
 }
+
+/// The name under which `world.raids.resolve` is bound among the hooks.
+pub const RESOLVE_HOOK: &str = "raid_resolve";
+
+/// Entries of a battle log: enough to play a battle back blow by blow,
+/// few enough for one answer and one raid record.
+pub const BATTLE_LOG_ENTRIES_MAX: usize = 200;
+
+/// Bytes of a battle log as JSON, for the same reasons.
+pub const BATTLE_LOG_BYTES_MAX: usize = 16 * 1024;
 
 /// A raid's result with what the server fixed at its start: everything
 /// needed to apply it to either player, again, identically.
@@ -118,8 +136,33 @@ fn check(title: &Title, raids: &RaidsDef, s: &PlayerState, o: &Outcome) -> Resul
             return implausible(format!("loot of {n} {res}; the defender's lootable amount is {most}"));
         }
     }
-    if r.units_used.values().all(|&n| n <= 0) {
+    if r.log.len() > BATTLE_LOG_ENTRIES_MAX {
+        return implausible(format!("a battle log of {} entries; at most {BATTLE_LOG_ENTRIES_MAX}", r.log.len()));
+    }
+    let log_bytes = serde_json::to_string(&r.log).map_or(usize::MAX, |t| t.len());
+    if log_bytes > BATTLE_LOG_BYTES_MAX {
+        return implausible(format!("a battle log of {log_bytes} bytes; at most {BATTLE_LOG_BYTES_MAX}"));
+    }
+    let army = if r.units_sent.is_empty() { &r.units_used } else { &r.units_sent };
+    if army.values().all(|&n| n <= 0) {
         return implausible("a raid uses at least one unit".into());
+    }
+    for (unit, &n) in &r.units_sent {
+        if title.unit(unit).is_none() {
+            return implausible(format!("unknown unit `{unit}`"));
+        }
+        let owned = s.units.get(unit).copied().unwrap_or(0);
+        if n < 0 || n > owned {
+            return implausible(format!("{n} {unit} sent; the attacker owns {owned}"));
+        }
+    }
+    if !r.units_sent.is_empty() {
+        for (unit, &n) in &r.units_used {
+            let sent = r.units_sent.get(unit).copied().unwrap_or(0);
+            if n > sent {
+                return implausible(format!("{n} {unit} lost; {sent} were sent"));
+            }
+        }
     }
     for (unit, &n) in &r.units_used {
         if title.unit(unit).is_none() {
@@ -139,6 +182,161 @@ fn amounts_map(a: &Amounts) -> citadel_dsl::Dynamic {
         m.insert(k.as_str().into(), (*v).into());
     }
     citadel_dsl::Dynamic::from_map(m)
+}
+
+/// Whether the title decides raids on the server (`world.raids.resolve`).
+pub fn resolves(title: &Title) -> bool {
+    title.hooks.contains_key(RESOLVE_HOOK)
+}
+
+/// A seed for a raid's battle from its id: the same raid always plays out
+/// the same way (FNV-1a).
+pub fn seed_of(raid: &str) -> u64 {
+    raid.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn stats_map(title: &Title, s: &PlayerState, units: &Amounts) -> citadel_dsl::Dynamic {
+    let mut m = citadel_dsl::Map::new();
+    for unit in units.keys() {
+        let mut stats = rules::unit_stats(title, s, unit);
+        if let Some(u) = title.unit(unit) {
+            stats.entry("attack".into()).or_insert(u.def.attack);
+            stats.entry("hitpoints".into()).or_insert(u.def.hitpoints);
+        }
+        m.insert(unit.as_str().into(), amounts_map(&stats));
+    }
+    citadel_dsl::Dynamic::from_map(m)
+}
+
+/// Decides a raid on the server: the title's `resolve` script, called on
+/// the attacker's state with both sides (the units `sent` and the
+/// defender's base as it stands), seeded by the raid id so that the same
+/// raid always ends the same way. Its answer becomes the raid's result,
+/// which [`attack`] then checks like any other (units owned, loot within
+/// `lootable`); a script that fails or answers nonsense is `script_error`.
+pub fn resolve(
+    title: &Title,
+    attacker: &PlayerState,
+    defender: &PlayerState,
+    raid: &str,
+    lootable: &Amounts,
+    sent: &Amounts,
+    now_ms: i64,
+) -> Result<RaidResult, ActionError> {
+    let raids = rules_of(title)?;
+    let Some(hook) = title.hooks.get(RESOLVE_HOOK) else {
+        return err(ErrorCode::NotAvailable, "this title's raids are not decided by the server".to_string());
+    };
+    let Some(script) = title.script_fn(hook) else {
+        return err(ErrorCode::ScriptError, format!("no script `{}`", hook.module));
+    };
+    // The army first: only units the attacker has may go.
+    if sent.values().all(|&n| n <= 0) {
+        return err(ErrorCode::ImplausibleResult, "a raid sends at least one unit".to_string());
+    }
+    for (unit, &n) in sent {
+        let owned = attacker.units.get(unit).copied().unwrap_or(0);
+        if title.unit(unit).is_none() || n < 0 || n > owned {
+            return err(ErrorCode::ImplausibleResult, format!("{n} {unit} sent; the attacker owns {owned}"));
+        }
+    }
+    let buildings: citadel_dsl::Array = defender
+        .buildings
+        .iter()
+        .filter(|b| b.level > 0)
+        .map(|b| {
+            let level = title.building(&b.building).and_then(|d| d.def.levels.get(b.level as usize - 1));
+            let mut m = citadel_dsl::Map::new();
+            m.insert("building".into(), b.building.clone().into());
+            m.insert("level".into(), i64::from(b.level).into());
+            m.insert("hitpoints".into(), level.map_or(0, |l| l.hitpoints).into());
+            m.insert("stats".into(), level.map_or_else(|| amounts_map(&Amounts::new()), |l| amounts_map(&l.stats)));
+            citadel_dsl::Dynamic::from_map(m)
+        })
+        .collect();
+    let side = |pairs: Vec<(&str, citadel_dsl::Dynamic)>| {
+        let mut m = citadel_dsl::Map::new();
+        for (k, v) in pairs {
+            m.insert(k.into(), v);
+        }
+        citadel_dsl::Dynamic::from_map(m)
+    };
+    let arg = side(vec![
+        ("raid", raid.to_string().into()),
+        ("seconds_max", raids.duration_seconds.into()),
+        ("lootable", amounts_map(lootable)),
+        (
+            "attacker",
+            side(vec![
+                ("units", amounts_map(sent)),
+                ("stats", stats_map(title, attacker, sent)),
+                ("level", title.player_level(attacker.xp).into()),
+            ]),
+        ),
+        (
+            "defender",
+            side(vec![
+                ("level", title.player_level(defender.xp).into()),
+                ("units", amounts_map(&defender.units)),
+                ("stats", stats_map(title, defender, &defender.units)),
+                ("buildings", buildings.into()),
+            ]),
+        ),
+    ]);
+    let mut state = attacker.clone();
+    let value = crate::timing::script(
+        || hook.to_string(),
+        || {
+            crate::view::with_ctx(title, &mut state, now_ms, seed_of(raid), |ctx| {
+                title.sandbox.call_value(script, &hook.function, arg, ctx)
+            })
+        },
+    )
+    .map_err(|e| ActionError { code: ErrorCode::ScriptError, message: format!("{hook}: {}", e.with_position()) })?;
+    let bad = |m: String| ActionError { code: ErrorCode::ScriptError, message: format!("{hook} answered {m}") };
+    let amounts = |key: &str| -> Result<Amounts, ActionError> {
+        match value.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(Amounts::new()),
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|e| bad(format!("a `{key}` that is no map of amounts: {e}")))
+            }
+        }
+    };
+    let int = |key: &str| value.get(key).and_then(serde_json::Value::as_i64);
+    let result = RaidResult {
+        victory: value
+            .get("victory")
+            .and_then(serde_json::Value::as_bool)
+            .ok_or_else(|| bad("no `victory` (true or false)".into()))?,
+        destruction_percent: int("destruction_percent")
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad("no `destruction_percent` (0 to 100)".into()))?,
+        loot: amounts("loot")?,
+        units_used: amounts("units_lost")?,
+        seconds: int("seconds").ok_or_else(|| bad("no `seconds`".into()))?,
+        units_sent: sent.clone(),
+        log: match value.get("log") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a.clone(),
+            Some(_) => return Err(bad("a `log` that is no array".into())),
+        },
+    };
+    // The script's result is held to the same rules as a client's.
+    check(
+        title,
+        raids,
+        attacker,
+        &Outcome {
+            raid: raid.to_string(),
+            attacker: String::new(),
+            defender: String::new(),
+            defender_level: 0,
+            lootable: lootable.clone(),
+            result: result.clone(),
+        },
+    )
+    .map_err(|e| bad(format!("an impossible result: {}", e.message)))?;
+    Ok(result)
 }
 
 /// Applies a raid's result to the attacker: advance to `now_ms`, check the

@@ -17,10 +17,15 @@ const TABS = [
   ["clan", "Clan", (m) => !!(m.data.world && m.data.world.clans)],
   ["top", "Top", (m) => (m.data.scores || []).length > 0],
   ["map", "Map", (m) => !!(m.data.world && m.data.world.map)],
+  ["raids", "Raids", (m) => !!(m.data.world && m.data.world.raids)],
   ["log", "Log", () => true],
 ];
 
-const FORM_TABS = new Set(["clan", "top", "map"]);
+const FORM_TABS = new Set(["clan", "top", "map", "raids"]);
+// A battle log plays back at this many milliseconds per entry, and in no
+// more than PLAYBACK_TOTAL_MS for the whole log (a long one goes faster).
+const PLAYBACK_MS = 600;
+const PLAYBACK_TOTAL_MS = 10000;
 // Chat lines are read this often while the clan tab is shown (until the
 // server pushes them).
 const CHAT_POLL_MS = 1000;
@@ -706,6 +711,126 @@ export class Ui {
         h("label", { for: "move-y" }, "y"), h("input", { id: "move-y", type: "number", min: 0, value: 0, required: true })),
       h("p", {}, "Costs ", this.amounts(map.relocate_cost, true), cd ? `; then once every ${duration(cd)}.` : "."),
       h("button", { type: "submit" }, "Move here"))];
+  }
+
+  // ------------------------------------------------------------ raids
+
+  panel_raids() {
+    const m = this.model;
+    const r = this.extra.raid;
+    const out = [h("h2", {}, "Raids")];
+    if (r && r.outcome) return out.concat(this.raidOutcome(r));
+    if (r && r.start) return out.concat(this.raidPlan(r.start));
+    const mine = (m.state.battle_log || []).slice().reverse();
+    const list = h("ul", { class: "list", id: "raid-targets" }, h("li", {}, "Looking for bases nearby…"));
+    (async () => {
+      try {
+        const near = await this.game.ask("map_near", { radius: 16, limit: 20 });
+        const others = near.bases.filter((b) => b.player !== this.game.player());
+        clear(list).append(...others.map((b) => h("li", { class: "card" }, `${b.player} at ${b.position.x}, ${b.position.y} `,
+          h("button", { onclick: () => this.raidStart(b.player) }, `Raid ${b.player}`))));
+        if (!others.length) list.append(h("li", {}, "No other base nearby."));
+      } catch (e) {
+        this.game.toastError(e);
+      }
+    })();
+    out.push(h("p", {}, `A battle lasts up to ${duration(m.data.world.raids.duration_seconds)}; raids hit bases whose players are away.`),
+      h("form", { class: "row", id: "raid-by-name", onsubmit: (e) => {
+        e.preventDefault();
+        const who = document.getElementById("raid-name").value.trim();
+        if (who) this.raidStart(who);
+      } }, h("label", { for: "raid-name" }, "Player"), h("input", { id: "raid-name", maxlength: 64, autocomplete: "off" }),
+      h("button", { type: "submit" }, "Raid")),
+      h("h3", {}, "Bases nearby"), list);
+    if (mine.length) {
+      out.push(h("h3", {}, "Raids on your base"), h("ul", { class: "list" }, mine.map((e) => h("li", { class: "card" },
+        `${new Date(e.at_ms).toLocaleString()}: ${e.attacker} ${e.victory ? "won" : "was beaten off"}; ${e.destruction_percent}% destroyed`,
+        Object.keys(e.loot || {}).length ? [", lost ", this.amounts(e.loot)] : "", " ",
+        h("button", { class: "quiet", onclick: () => this.raidStart(e.attacker) }, `Raid ${e.attacker} back`)))));
+    }
+    return out;
+  }
+
+  async raidStart(defender) {
+    try {
+      const start = await this.game.net.request("raid_start", { defender }, true);
+      this.extra.raid = { start };
+    } catch (e) {
+      this.game.toastError(e);
+    }
+    this.render();
+  }
+
+  raidPlan(start) {
+    const m = this.model;
+    const base = start.base;
+    const owned = Object.entries(m.state.units || {}).filter(([, n]) => n > 0);
+    const server = !!m.data.world.raids.server_decides;
+    const out = [h("h3", {}, `Raiding ${start.defender} (level ${base.level})`),
+      h("p", {}, `Their base: ${base.buildings.length} buildings; defenders: `,
+        Object.keys(base.units || {}).length ? this.amounts(base.units) : "none"),
+      h("p", {}, "You may take up to: ", this.amounts(start.lootable)),
+      this.bar(Date.now() + this.model.offset, start.battle_ends_ms, "Time left to attack")];
+    if (!owned.length) out.push(h("p", {}, "You have no units to send."));
+    const inputs = owned.map(([id, n]) => h("div", { class: "row" }, h("label", { for: `send-${id}` }, `${m.name(id)} (of ${n})`),
+      h("input", { id: `send-${id}`, type: "number", min: 0, max: n, value: n, dataset: { unit: id } })));
+    out.push(h("form", { class: "stack", id: "raid-plan", onsubmit: async (e) => {
+      e.preventDefault();
+      const units = {};
+      for (const i of e.target.querySelectorAll("input[data-unit]")) {
+        const n = Math.max(0, Math.min(Number(i.max), Math.floor(Number(i.value) || 0)));
+        if (n) units[i.dataset.unit] = n;
+      }
+      try {
+        const r = await this.game.net.request("raid_end", { raid: start.raid, units }, true);
+        this.extra.raid = { outcome: r, shown: 0 };
+        this.render();
+        this.playBack();
+        this.game.refresh();
+      } catch (err) {
+        this.game.toastError(err);
+      }
+    } }, h("h3", {}, "Send"), inputs, h("button", { type: "submit", disabled: !owned.length || !server }, "Attack")),
+    server ? null : h("p", {}, "This game's battles need a battle client of their own."));
+    return out;
+  }
+
+  // The battle log, entry by entry, then the outcome.
+  playBack() {
+    const r = this.extra.raid;
+    clearInterval(this.playing);
+    this.playing = setInterval(() => {
+      if (!this.extra.raid || this.extra.raid !== r) return clearInterval(this.playing);
+      const log = r.outcome.result.log || [];
+      r.shown = Math.min(log.length, r.shown + 1);
+      const list = document.getElementById("battle-log");
+      if (list && r.shown <= log.length) {
+        list.append(this.logLine(log[r.shown - 1]));
+        list.lastChild.scrollIntoView({ block: "nearest" });
+      }
+      if (r.shown >= log.length) {
+        clearInterval(this.playing);
+        const end = document.getElementById("raid-result");
+        if (end) end.hidden = false;
+      }
+    }, Math.min(PLAYBACK_MS, PLAYBACK_TOTAL_MS / Math.max(1, (r.outcome.result.log || []).length)));
+  }
+
+  logLine(e) {
+    return h("li", {}, h("time", {}, `${e.t ?? ""}s`), " ", e.text || JSON.stringify(e));
+  }
+
+  raidOutcome(r) {
+    const res = r.outcome.result;
+    const log = res.log || [];
+    return [h("h3", {}, "The battle"),
+      h("ol", { class: "list log", id: "battle-log", "aria-live": "polite" }, log.slice(0, r.shown).map((e) => this.logLine(e))),
+      h("div", { id: "raid-result", class: "card", hidden: r.shown < log.length },
+        h("h3", {}, res.victory ? "Victory!" : "Defeat"),
+        h("p", {}, `${res.destruction_percent}% destroyed in ${res.seconds}s.`),
+        Object.keys(res.loot || {}).length ? h("p", {}, "Loot: ", this.amounts(res.loot)) : null,
+        Object.keys(res.units_used || {}).length ? h("p", {}, "Lost: ", this.amounts(res.units_used)) : h("p", {}, "No units lost."),
+        h("button", { onclick: () => { this.extra.raid = null; this.render(); } }, "Done"))];
   }
 
   // ------------------------------------------------------------ log

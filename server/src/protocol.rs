@@ -339,8 +339,15 @@ fn default_page() -> usize {
 pub enum WorldCommand {
     /// Lock an offline defender and get a snapshot of their base to fight.
     RaidStart { defender: String },
-    /// Submit the battle's result.
-    RaidEnd { raid: String, result: citadel_runtime::raid::RaidResult },
+    /// End the battle: with the client's `result`, or, in a title whose
+    /// server decides raids (`resolve`), with the `units` sent.
+    RaidEnd {
+        raid: String,
+        #[serde(default)]
+        result: Option<citadel_runtime::raid::RaidResult>,
+        #[serde(default)]
+        units: Option<citadel_runtime::format::Amounts>,
+    },
     /// Move the base to another spot of the map.
     Relocate { region: String, x: i32, y: i32 },
     /// Bases near this player's (or near a given spot).

@@ -295,17 +295,18 @@ fn goal_building(goal: &str) -> String {
     rest.split('"').next().unwrap().to_string()
 }
 
-async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>) {
-    let player = format!("new-{title}").replace('_', "-");
+/// The title's data as the server serves it to clients, at the version
+/// it serves now.
+async fn title_data(s: &Server, title: &str) -> Value {
     let titles: Value = reqwest::get(s.url("/v1/titles")).await.unwrap().json().await.unwrap();
     let version =
         titles["titles"].as_array().unwrap().iter().find(|t| t["id"] == title).unwrap()["content_version"].clone();
-    let data: Value = reqwest::get(s.url(&format!("/v1/{title}/data/{}", version.as_str().unwrap())))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    reqwest::get(s.url(&format!("/v1/{title}/data/{}", version.as_str().unwrap()))).await.unwrap().json().await.unwrap()
+}
+
+async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>) {
+    let player = format!("new-{title}").replace('_', "-");
+    let data = title_data(s, title).await;
 
     b.go(&s.url(&format!("/play/{title}/"))).await;
     b.type_into("#player", &player).await;
@@ -489,6 +490,10 @@ async fn the_client_plays_every_title() {
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
     assert!(errors.is_empty(), "clan chat: the browser console shows errors: {errors:#?}");
 
+    raid_from_the_page(&b, &s, axe).await;
+    let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
+    assert!(errors.is_empty(), "raid: the browser console shows errors: {errors:#?}");
+
     // Last: the server restarts under the page (the console shows the
     // failed connections then, as it should).
     let dir = titles.clone();
@@ -612,4 +617,91 @@ async fn restart_during_play(b: &Browser, s: Server, tweak: impl FnOnce(&mut cit
     let page = b.run("return window.citadel.model.state.purchases", json!([])).await;
     assert_eq!(page[offer], 7, "the page shows them");
     s
+}
+
+/// A raid from the page on an offline player of a title whose server
+/// decides raids: the player trains an army, names the defender, sends
+/// the army; the page plays the battle log back and shows the outcome the
+/// server decided, and both players' states agree with it.
+async fn raid_from_the_page(b: &Browser, s: &Server, axe: Option<&str>) {
+    let title = "ironhold";
+    let (defender, attacker) = ("dora-keep", "raider");
+    // The defender played, then left (support ends the session: their
+    // file is saved and their lock released).
+    let (_, before) = s.login(title, defender).await;
+    let (status, r) =
+        s.admin_post(&format!("/admin/api/players/{title}/{defender}/logout"), json!({ "reason": "test" })).await;
+    assert_eq!(status, 200, "{r}");
+
+    log_in(b, s, title, attacker).await;
+    let data = title_data(s, title).await;
+    let (token, _) = s.login(title, attacker).await;
+    let p = Play { b, s, title: title.to_string(), player: attacker.to_string(), token, data };
+    // An army: the first unit without a requirement, ten of them.
+    let unit = p.data["units"].as_array().unwrap().iter().find(|u| u["requires"].is_null()).unwrap().clone();
+    p.reach(unit["building"].as_str().unwrap(), 1).await;
+    let home = p.data["buildings"].as_array().unwrap().iter().find(|b| b["levels"][0]["housing"].as_i64() >= Some(10));
+    p.reach(home.expect("a building that houses ten units")["id"].as_str().unwrap(), 1).await;
+    let cost: serde_json::Map<String, Value> =
+        unit["cost"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), json!(v.as_i64().unwrap() * 10))).collect();
+    p.afford(&Value::Object(cost)).await;
+    p.tab("army").await;
+    // (The first "Train 5" button is the first unit's.)
+    assert_eq!(p.data["units"][0]["id"], unit["id"]);
+    p.press("Train 5").await;
+    p.settled().await;
+    p.press("Train 5").await;
+    p.settled().await;
+    s.advance(unit["train_seconds"].as_i64().unwrap() * 10);
+    b.click("#refresh").await;
+    p.settled().await;
+    let sent = p.state().await["state"]["units"][unit["id"].as_str().unwrap()].as_i64().unwrap();
+    assert_eq!(sent, 10, "ten trained");
+
+    p.tab("raids").await;
+    b.type_into("#raid-name", defender).await;
+    b.click("#raid-by-name button[type=submit]").await;
+    b.wait_text("#panel", &format!("Raiding {defender}")).await;
+    b.screenshot(SHOTS, "raid-plan").await;
+    if let Some(axe) = axe {
+        accessible(b, axe, "raid plan").await;
+    }
+    b.click("#raid-plan button[type=submit]").await;
+    // The log plays back, entry by entry, then the outcome.
+    b.wait_for("the outcome", "const r = document.getElementById('raid-result'); return r && !r.hidden;").await;
+    b.screenshot(SHOTS, "raid-outcome").await;
+    let shown = b.text("#battle-log").await;
+    let page_outcome = b.text("#raid-result").await;
+
+    // The server's record of it: the attacker's state, the defender's.
+    let (_, st) = s.act(title, &p.token, "get_state", Value::Null).await;
+    let state = &st["result"]["state"];
+    let left = state["units"][unit["id"].as_str().unwrap()].as_i64().unwrap_or(0);
+    let (_, after) = s.login(title, defender).await;
+    let entry = after["state"]["battle_log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(entry["attacker"], attacker, "{entry}");
+    let victory = entry["victory"].as_bool().unwrap();
+    assert!(
+        page_outcome.starts_with(if victory { "Victory!" } else { "Defeat" }),
+        "the page shows {page_outcome}; {entry}"
+    );
+    assert!(page_outcome.contains(&format!("{}% destroyed", entry["destruction_percent"])), "{page_outcome} {entry}");
+    assert!(shown.lines().count() >= 3, "the battle log is played back: {shown}");
+    let lost = 10 - left;
+    if lost > 0 {
+        assert!(
+            page_outcome.contains(&format!("{lost} {}", unit["name"].as_str().unwrap())),
+            "{page_outcome}: {lost} lost"
+        );
+    }
+    for (res, n) in entry["loot"].as_object().unwrap() {
+        let had = before["state"]["resources"][res].as_i64().unwrap();
+        let has = after["state"]["resources"][res].as_i64().unwrap();
+        assert!(had - has >= n.as_i64().unwrap(), "{res}: the defender lost the loot ({had} -> {has}, {n})");
+        let name = p.def("resources", res)["name"].as_str().unwrap().to_string();
+        let shown = n == 0 || page_outcome.contains(&format!("{n} {name}"));
+        assert!(shown, "the page shows the loot ({entry}): {page_outcome}");
+    }
+    b.click("#logout").await;
+    b.find("#login-form").await;
 }

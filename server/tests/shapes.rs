@@ -86,6 +86,8 @@ fn ops() -> Vec<Op> {
             loot: amounts(&[("gold", 120)]),
             units_used: amounts(&[("archer", 5)]),
             seconds: 90,
+            units_sent: amounts(&[("archer", 12)]),
+            log: vec![serde_json::json!({ "t": 15, "kind": "strike", "text": "The gate falls." })],
         },
     };
     vec![

@@ -511,3 +511,69 @@ async fn clans_found_fill_rank_chat_and_disband() {
     );
     s.stop().await;
 }
+
+/// A title with `world.raids.resolve` decides raids on the server: the
+/// attacker sends units (a client result is refused), the title's script
+/// fights the battle against the defender's base, the answer carries the
+/// outcome and its battle log, and both players' states agree with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_title_with_resolve_decides_raids_on_the_server() {
+    let data = fresh_data("world-resolve");
+    let titles = data.join("titles");
+    copy_dir(&support::root().join("titles/ironhold"), &titles.join("ironhold"));
+    let path = titles.join("ironhold/title.json");
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(t["world"]["raids"]["resolve"], "raids::resolve", "Ironhold decides its raids on the server");
+    t["start"]["units"] = json!({ "militia": 40 });
+    std::fs::write(&path, t.to_string()).unwrap();
+    let s = start(data.clone(), quick(titles)).await;
+    let (_, before) = s.login("ironhold", "dora").await;
+    let (tok, _) = s.login("ironhold", "ann").await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let started = loop {
+        let (_, r) = s.act("ironhold", &tok, "raid_start", json!({ "defender": "dora" })).await;
+        if r["error"]["code"] != "defender_online" {
+            break r;
+        }
+        assert!(Instant::now() < until, "dora's session never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(started["ok"], true, "{started}");
+    let raid = started["result"]["raid"].clone();
+    let lootable = started["result"]["lootable"].clone();
+
+    // A result from the client is not taken here.
+    let (_, r) = s.act("ironhold", &tok, "raid_end", json!({ "raid": raid, "result": {
+        "victory": true, "destruction_percent": 100, "loot": lootable, "units_used": { "militia": 1 }, "seconds": 20 } })).await;
+    assert_eq!(r["error"]["code"], "invalid_argument", "{r}");
+
+    let (_, r) = s.act("ironhold", &tok, "raid_end", json!({ "raid": raid, "units": { "militia": 40 } })).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let result = r["result"]["result"].clone();
+    assert_eq!(result["units_sent"], json!({ "militia": 40 }));
+    let log = result["log"].as_array().expect("a battle log");
+    assert!(log.len() >= 3 && log.iter().all(|e| e["text"].is_string() && e["t"].is_i64()), "{result}");
+    assert_eq!(log.last().unwrap()["victory"], result["victory"]);
+    let lost = result["units_used"]["militia"].as_i64().unwrap_or(0);
+    for (res, n) in result["loot"].as_object().unwrap() {
+        assert!(n.as_i64().unwrap() <= lootable[res].as_i64().unwrap(), "{res}: {n} within {lootable}");
+    }
+    // Sent again (a lost answer): the same outcome, applied once.
+    let (_, again) = s.act("ironhold", &tok, "raid_end", json!({ "raid": raid, "units": { "militia": 40 } })).await;
+    assert_eq!(again["result"]["result"], result, "{again}");
+
+    let (_, st) = s.act("ironhold", &tok, "get_state", Value::Null).await;
+    let units = st["result"]["state"]["units"]["militia"].as_i64().unwrap_or(0);
+    assert_eq!(units, 40 - lost, "the attacker lost what the battle says: {result}");
+    // The defender, back, sees the raid with the same outcome and loss.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, after) = s.login("ironhold", "dora").await;
+    let entry = after["state"]["battle_log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((&entry["raid"], &entry["victory"]), (&raid, &result["victory"]), "{entry}");
+    for (res, n) in result["loot"].as_object().unwrap() {
+        let had = before["state"]["resources"][res].as_i64().unwrap();
+        let has = after["state"]["resources"][res].as_i64().unwrap();
+        assert!(had - has >= n.as_i64().unwrap(), "{res}: the defender lost the loot ({had} -> {has}, loot {n})");
+    }
+    s.stop().await;
+}

@@ -40,6 +40,7 @@ use crate::protocol::{Answer, ApiError, ClanCommand, Code, Command, WorldCommand
 use citadel_store::world::{Lease, Position};
 
 mod clan;
+mod raids;
 mod registry;
 mod save;
 mod task;

@@ -21,17 +21,17 @@
 
 use std::collections::BTreeMap;
 
-use citadel_runtime::raid::{self, Outcome, RaidResult};
-use citadel_runtime::{rules, PlayerState, Rng, Title};
+use citadel_runtime::raid::{self, Outcome};
+use citadel_runtime::{PlayerState, Rng, Title};
 use serde_json::json;
 
 use super::{Next, Session};
 use crate::apply::Op;
 use crate::deps::Deps;
-use crate::player_file::{player_lock, read_player, write_player};
+use crate::player_file::write_player;
 use crate::protocol::{answer as serialize, Answer, ApiError, Code, WindowKind, WorldCommand};
 use citadel_store::blob::Etag;
-use citadel_store::world::{Board, Lease, PlayerInfo, Position, RaidRecord, RaidStatus, WorldError};
+use citadel_store::world::{Board, PlayerInfo, Position, RaidRecord, RaidStatus, WorldError};
 
 /// Longest name prefix `search_players` takes (names are short).
 const PREFIX_BYTES_MAX: usize = 64;
@@ -40,18 +40,18 @@ const PREFIX_BYTES_MAX: usize = 64;
 const PLACE_TRIES: usize = 64;
 /// How long `raid_end` extends the raid's lock for its writes: enough for
 /// a defender file read, a world commit and a write on slow storage.
-const RAID_WRITE_MS: i64 = 30_000;
+pub(super) const RAID_WRITE_MS: i64 = 30_000;
 
 pub(super) fn internal(e: WorldError) -> ApiError {
     ApiError::new(Code::Internal, e.to_string())
 }
 
 /// The owner name of a raid's lock on its defender.
-fn raid_owner(raid: &str) -> String {
+pub(super) fn raid_owner(raid: &str) -> String {
     format!("raid:{raid}")
 }
 
-fn outcome_of(r: &RaidRecord) -> Option<Outcome> {
+pub(super) fn outcome_of(r: &RaidRecord) -> Option<Outcome> {
     Some(Outcome {
         raid: r.id.clone(),
         attacker: r.attacker.clone(),
@@ -104,7 +104,7 @@ fn info_of(
 /// Applies every ended raid still pending for `defender` to their state
 /// and writes the file (the caller holds the defender's lock). Returns the
 /// state and the file's version after.
-async fn apply_pending_defenses(
+pub(super) async fn apply_pending_defenses(
     deps: &Deps,
     title: &Title,
     defender: &str,
@@ -144,7 +144,7 @@ async fn apply_pending_defenses(
 }
 
 /// A raid id: unique enough across servers and restarts.
-fn new_raid_id(deps: &Deps, now: i64) -> String {
+pub(super) fn new_raid_id(deps: &Deps, now: i64) -> String {
     use std::hash::BuildHasher;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -241,7 +241,9 @@ impl Session {
     /// Runs one world request.
     pub(super) async fn world(&mut self, deps: &Deps, title: &Title, cmd: WorldCommand, now: i64) -> Next {
         match cmd {
-            WorldCommand::RaidEnd { raid, result } => self.raid_end(deps, title, &raid, result, now).await,
+            WorldCommand::RaidEnd { raid, result, units } => {
+                self.raid_end(deps, title, &raid, result, units, now).await
+            }
             WorldCommand::Relocate { region, x, y } => self.relocate(deps, title, Position { region, x, y }, now).await,
             other => Next::Answer(self.world_answer(deps, title, other, now).await),
         }
@@ -331,187 +333,6 @@ impl Session {
             _ => Vec::new(),
         };
         serialize(&json!({ "stat": board.stat, "window": board.window, "me": me, "around": rows }))
-    }
-
-    pub(super) async fn raid_start(
-        &mut self,
-        deps: &Deps,
-        title: &Title,
-        defender: &str,
-        now: i64,
-    ) -> Result<Answer, ApiError> {
-        let Some(lock_ms) = raid::lock_ms(title) else {
-            return Err(ApiError::rules(citadel_runtime::ActionError {
-                code: citadel_runtime::ErrorCode::NotAvailable,
-                message: format!("title `{}` has no raids", title.id()),
-            }));
-        };
-        ApiError::check_player_id(defender)?;
-        if defender == self.key.1 {
-            return Err(ApiError::new(Code::InvalidArgument, "a player cannot raid their own base"));
-        }
-        let me = self.key.1.clone();
-        if let Some(last) = deps.world.last_raid(title.id(), &me).await.map_err(internal)? {
-            if last.status == RaidStatus::Started && last.expires_ms > now {
-                return Err(ApiError::new(Code::RaidInProgress, "your previous raid is still running")
-                    .details(json!({ "raid": last.id, "expires_ms": last.expires_ms })));
-            }
-        }
-        let id = new_raid_id(deps, now);
-        let lock = player_lock(title.id(), defender);
-        let Some(lease) = deps.world.acquire(&lock, &raid_owner(&id), lock_ms, now).await.map_err(internal)? else {
-            let holder = deps.world.holder(&lock, now).await.map_err(internal)?;
-            return Err(match holder {
-                Some(h) if h.owner.starts_with("raid:") => {
-                    ApiError::new(Code::DefenderUnderAttack, format!("`{defender}` is being raided by someone else"))
-                        .details(json!({ "until_ms": h.expires_ms }))
-                }
-                _ => ApiError::new(Code::DefenderOnline, format!("`{defender}` is playing now")),
-            });
-        };
-        // From here every refusal gives the defender back at once. A
-        // defender whose last server died holding them is first brought up
-        // to date from its journal, as a login would.
-        let key = (title.id().to_string(), defender.to_string());
-        let (started, lease) = match crate::replay::take_over(deps, &key, lease.clone()).await {
-            Ok(lease) => (self.raid_snapshot(deps, title, defender, &lease, id, now).await, lease),
-            Err(e) => (Err(e), lease),
-        };
-        if started.is_err() {
-            if let Err(e) = deps.world.release(&lease).await {
-                tracing::warn!(lock = %lease.name, error = %e, "releasing a refused raid's lock failed; it expires");
-            }
-        }
-        started
-    }
-
-    async fn raid_snapshot(
-        &mut self,
-        deps: &Deps,
-        title: &Title,
-        defender: &str,
-        lease: &Lease,
-        id: String,
-        now: i64,
-    ) -> Result<Answer, ApiError> {
-        let Some((state, etag)) = read_player(&*deps.blobs, title.id(), defender).await? else {
-            return Err(ApiError::new(Code::UnknownPlayer, format!("no player `{defender}` in {}", title.id())));
-        };
-        let (state, _) = apply_pending_defenses(deps, title, defender, state, etag, now).await?;
-        // What the attacker fights: the base as of now (not written).
-        let mut view = state;
-        rules::advance(title, &mut view, now, &mut Rng::new(0));
-        if let Some(until) = raid::shielded_until(&view, now) {
-            return Err(ApiError::new(Code::DefenderShielded, format!("`{defender}` is shielded"))
-                .details(json!({ "until_ms": until })));
-        }
-        let duration_ms = title.manifest.world.raids.as_ref().map_or(0, |r| r.duration_seconds * 1000);
-        let record = RaidRecord {
-            id: id.clone(),
-            title: title.id().to_string(),
-            attacker: self.key.1.clone(),
-            defender: defender.to_string(),
-            token: lease.token,
-            started_ms: now,
-            expires_ms: lease.expires_ms,
-            status: RaidStatus::Started,
-            defender_level: title.player_level(view.xp),
-            lootable: raid::lootable(title, &view, now),
-            result: None,
-            defender_applied: false,
-        };
-        deps.world.insert_raid(&record).await.map_err(internal)?;
-        serialize(&json!({
-            "raid": id,
-            "defender": defender,
-            "battle_ends_ms": now + duration_ms,
-            "expires_ms": record.expires_ms,
-            "lootable": record.lootable,
-            "base": {
-                "level": record.defender_level,
-                "buildings": view.buildings,
-                "units": view.units,
-                "scores": view.scores,
-            },
-        }))
-    }
-
-    pub(super) async fn raid_end(
-        &mut self,
-        deps: &Deps,
-        title: &Title,
-        id: &str,
-        result: RaidResult,
-        now: i64,
-    ) -> Next {
-        match self.raid_commit(deps, title, id, result, now).await {
-            Ok(outcome) => Next::Op(Op::Raid { outcome }),
-            Err(e) => Next::Answer(Err(e)),
-        }
-    }
-
-    /// Everything of `raid_end` up to and including the defender's side;
-    /// returns the outcome to apply to the attacker.
-    async fn raid_commit(
-        &mut self,
-        deps: &Deps,
-        title: &Title,
-        id: &str,
-        result: RaidResult,
-        now: i64,
-    ) -> Result<Outcome, ApiError> {
-        let unknown = || ApiError::new(Code::UnknownRaid, format!("you started no raid `{id}`"));
-        let record = deps.world.raid(id).await.map_err(internal)?.ok_or_else(unknown)?;
-        if record.attacker != self.key.1 || record.title != title.id() {
-            return Err(unknown());
-        }
-        if record.status == RaidStatus::Ended {
-            // A result sent again (the answer was lost): the one taken is
-            // applied, once (`attack` skips a raid already applied).
-            return outcome_of(&record).ok_or_else(|| ApiError::new(Code::Internal, "an ended raid without a result"));
-        }
-        if now > record.expires_ms {
-            return Err(ApiError::new(Code::RaidExpired, "the raid's time ran out; the result is not taken"));
-        }
-        let outcome = Outcome {
-            raid: record.id.clone(),
-            attacker: record.attacker.clone(),
-            defender: record.defender.clone(),
-            defender_level: record.defender_level,
-            lootable: record.lootable.clone(),
-            result: result.clone(),
-        };
-        // The whole check, on a copy: a refused result changes nothing.
-        let mut trial = self.state.clone();
-        raid::attack(title, &mut trial, &outcome, now, &mut self.rng.clone()).map_err(ApiError::rules)?;
-        // Still ours? The same lease (owner and fencing token) is extended
-        // for the writes; a raid whose lock expired and was taken fails here.
-        let lock = player_lock(title.id(), &record.defender);
-        let lease = Lease {
-            name: lock,
-            owner: raid_owner(id),
-            token: record.token,
-            expires_ms: record.expires_ms,
-            recover_from: None,
-        };
-        let expired =
-            || ApiError::new(Code::RaidExpired, "the raid's lock on the defender was lost; the result is not taken");
-        let lease = deps.world.renew(&lease, RAID_WRITE_MS, now).await.map_err(internal)?.ok_or_else(expired)?;
-        let (defender_state, etag) = read_player(&*deps.blobs, title.id(), &record.defender)
-            .await?
-            .ok_or_else(|| ApiError::new(Code::Internal, "the defender's file vanished"))?;
-        let ended = RaidRecord { status: RaidStatus::Ended, result: Some(result), ..record };
-        if !deps.world.end_raid(&ended).await.map_err(internal)? {
-            return Err(ApiError::new(Code::Internal, "the raid was ended elsewhere"));
-        }
-        // Committed: the rest is finished later if it fails now.
-        if let Err(e) = apply_pending_defenses(deps, title, &ended.defender, defender_state, etag, now).await {
-            tracing::warn!(raid = %id, error = %e.message, "applying a raid to its defender failed; their next load does");
-        }
-        if let Err(e) = deps.world.release(&lease).await {
-            tracing::warn!(raid = %id, error = %e, "releasing the defender failed; the lock expires");
-        }
-        Ok(outcome)
     }
 
     pub(super) async fn relocate(&mut self, deps: &Deps, title: &Title, to: Position, now: i64) -> Next {

@@ -280,6 +280,9 @@ async fn raids_end_once_and_wait_for_their_defender(w: World) {
         loot: BTreeMap::from([("gold".to_string(), 200)]),
         units_used: BTreeMap::from([("militia".to_string(), 3)]),
         seconds: 40,
+        // A battle decided on the server keeps its army and log with it.
+        units_sent: BTreeMap::from([("militia".to_string(), 10)]),
+        log: vec![serde_json::json!({ "t": 15, "text": "the gate falls", "damage": 120 })],
     });
     assert!(w.end_raid(&ended).await.unwrap(), "the first result is taken");
     let mut other = ended.clone();
