@@ -490,6 +490,7 @@ async fn the_client_plays_every_title() {
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
     assert!(errors.is_empty(), "clan chat: the browser console shows errors: {errors:#?}");
 
+    keyboard_only_and_a_forced_logout(&b, &s).await;
     raid_from_the_page(&b, &s, axe).await;
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
     assert!(errors.is_empty(), "raid: the browser console shows errors: {errors:#?}");
@@ -703,5 +704,60 @@ async fn raid_from_the_page(b: &Browser, s: &Server, axe: Option<&str>) {
         assert!(shown, "the page shows the loot ({entry}): {page_outcome}");
     }
     b.click("#logout").await;
+    b.find("#login-form").await;
+}
+
+/// The core of the game by keyboard alone: a tab chosen with Enter, a
+/// building picked with Enter, moved on the grid with the arrow keys and
+/// placed with Enter. Then support ends the session: the page says so in
+/// words and asks for a login.
+async fn keyboard_only_and_a_forced_logout(b: &Browser, s: &Server) {
+    let (title, player) = ("ironhold", "keys-only");
+    log_in(b, s, title, player).await;
+    let data = title_data(s, title).await;
+    let quest = data["quests"].as_array().unwrap().iter().find(|q| q["requires"].is_null()).unwrap().clone();
+    let kind = goal_building(quest["goal"].as_str().unwrap());
+    let name = data["buildings"].as_array().unwrap().iter().find(|x| x["id"] == kind.as_str()).unwrap()["name"].clone();
+    b.run("document.getElementById('tab-build').focus()", json!([])).await;
+    b.keys("\u{E007}").await;
+    b.wait_text("#panel", &format!("Place {}", name.as_str().unwrap())).await;
+    let focused = b
+        .run(
+            "const x = [...document.querySelectorAll('#panel button')].find((b) => b.textContent === arguments[0]);
+             x.focus(); return document.activeElement === x;",
+            json!([format!("Place {}", name.as_str().unwrap())]),
+        )
+        .await;
+    assert_eq!(focused, true);
+    b.keys("\u{E007}").await;
+    let ghost = b.wait_for("the footprint ghost", "return window.citadel.view.ghost").await;
+    let focus = b.run("return document.activeElement.id", json!([])).await;
+    assert_eq!(focus, "base", "placing moves the focus to the grid");
+    // Two to the right, one down, as long as it still fits; then Enter.
+    b.keys("\u{E014}\u{E014}\u{E015}").await;
+    let moved = b.run("return window.citadel.view.ghost", json!([])).await;
+    assert_eq!(
+        (moved["x"].as_i64(), moved["y"].as_i64()),
+        (Some(ghost["x"].as_i64().unwrap() + 2), Some(ghost["y"].as_i64().unwrap() + 1))
+    );
+    let fits = b
+        .run(
+            "const g = window.citadel.view.ghost; return window.citadel.model.fits(g.type, g.x, g.y, g.moving)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(fits, "ok", "the spot two right and one down of the first free one is free too");
+    b.keys("\u{E007}").await;
+    b.wait_for("the building placed", "return window.citadel.net.waiting === 0 && !window.citadel.view.ghost").await;
+    let (token, _) = s.login(title, player).await;
+    let (_, st) = s.act(title, &token, "get_state", Value::Null).await;
+    let placed = st["result"]["state"]["buildings"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((&placed["building"], &placed["x"], &placed["y"]), (&json!(kind), &moved["x"], &moved["y"]), "{placed}");
+
+    // Support ends the player's sessions: the page says so, in words.
+    let (status, r) =
+        s.admin_post(&format!("/admin/api/players/{title}/{player}/logout"), json!({ "reason": "test" })).await;
+    assert_eq!(status, 200, "{r}");
+    b.wait_text("#login-error", "Your session was ended").await;
     b.find("#login-form").await;
 }

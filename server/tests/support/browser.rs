@@ -181,6 +181,16 @@ impl Browser {
         }
     }
 
+    /// Types `keys` (WebDriver key codes for special keys: Enter is
+    /// `\u{E007}`, the arrows `\u{E012}` to `\u{E015}`) into whatever
+    /// has the focus.
+    pub async fn keys(&self, keys: &str) {
+        let active = self.call(reqwest::Method::GET, "/element/active", None).await;
+        let id = active[ELEMENT].as_str().expect("a focused element").to_string();
+        let v = self.call(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": keys }))).await;
+        assert!(v.get("error").is_none(), "typing into the focused element: {v}");
+    }
+
     /// Sets the window's size in CSS pixels.
     pub async fn resize(&self, width: u32, height: u32) {
         self.call(reqwest::Method::POST, "/window/rect", Some(json!({ "width": width, "height": height }))).await;
