@@ -490,7 +490,7 @@ async fn the_client_plays_every_title() {
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
     assert!(errors.is_empty(), "clan chat: the browser console shows errors: {errors:#?}");
 
-    keyboard_only_and_a_forced_logout(&b, &s).await;
+    keyboard_only_and_a_forced_logout(&b, &s, &titles).await;
     raid_from_the_page(&b, &s, axe).await;
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
     assert!(errors.is_empty(), "raid: the browser console shows errors: {errors:#?}");
@@ -711,7 +711,7 @@ async fn raid_from_the_page(b: &Browser, s: &Server, axe: Option<&str>) {
 /// building picked with Enter, moved on the grid with the arrow keys and
 /// placed with Enter. Then support ends the session: the page says so in
 /// words and asks for a login.
-async fn keyboard_only_and_a_forced_logout(b: &Browser, s: &Server) {
+async fn keyboard_only_and_a_forced_logout(b: &Browser, s: &Server, titles: &std::path::Path) {
     let (title, player) = ("ironhold", "keys-only");
     log_in(b, s, title, player).await;
     let data = title_data(s, title).await;
@@ -753,6 +753,36 @@ async fn keyboard_only_and_a_forced_logout(b: &Browser, s: &Server) {
     let (_, st) = s.act(title, &token, "get_state", Value::Null).await;
     let placed = st["result"]["state"]["buildings"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((&placed["building"], &placed["x"], &placed["y"]), (&json!(kind), &moved["x"], &moved["y"]), "{placed}");
+
+    // A new version of the title (a designer renamed a building and
+    // redrew it) reaches the open page with its next state, no reload.
+    let before = b.run("return window.citadel.model.data.content_version", json!([])).await;
+    let path = titles.join(title).join("buildings.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let renamed = format!("\"name\": {name}").replace(name.as_str().unwrap(), "Renamed Hall");
+    std::fs::write(&path, text.replacen(&format!("\"name\": {name}"), &renamed, 1)).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let now = title_data(s, title).await;
+        if now["content_version"] != before {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the server never reloaded {title}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    b.click("#refresh").await;
+    b.click("#tab-build").await;
+    b.wait_text("#panel", "Renamed Hall").await;
+    let after = b.run("return window.citadel.model.data.content_version", json!([])).await;
+    assert_ne!(after, before, "the page holds the new version's data");
+    let icons =
+        b.run("return [...document.querySelectorAll('#panel img')].map((i) => i.getAttribute('src'))", json!([])).await;
+    let after = after.as_str().unwrap();
+    assert!(
+        icons.as_array().unwrap().iter().all(|u| u.as_str().unwrap().contains(after)),
+        "art of the new version: {icons}"
+    );
+    assert_eq!(b.run("return performance.getEntriesByType('navigation').length", json!([])).await, 1, "no reload");
 
     // Support ends the player's sessions: the page says so, in words.
     let (status, r) =
