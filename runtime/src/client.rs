@@ -29,6 +29,18 @@ fn with_text(title: &Title, mut v: Value, expr: Option<&citadel_dsl::Expr>) -> V
     v
 }
 
+/// A kind with levels (a building, a research), each level's requirement
+/// also in words.
+fn with_level_texts(title: &Title, def: &impl serde::Serialize, requires: &[Option<citadel_dsl::Expr>]) -> Value {
+    let mut v = value(def);
+    if let Some(levels) = v.get_mut("levels").and_then(Value::as_array_mut) {
+        for (l, e) in levels.iter_mut().zip(requires) {
+            *l = with_text(title, l.take(), e.as_ref());
+        }
+    }
+    v
+}
+
 /// The shared world's settings (map, raids, clans, season), less the raid
 /// formulas and script functions only the server runs.
 fn world(w: &crate::format::WorldDef) -> Value {
@@ -54,32 +66,8 @@ fn quest(title: &Title, q: &crate::title::Quest) -> Value {
 /// The client's view of a title (served as `GET /v1/{title}/data/{version}`).
 pub fn client_view(title: &Title) -> Value {
     let m = &title.manifest;
-    let buildings: Vec<Value> = title
-        .buildings
-        .iter()
-        .map(|b| {
-            let mut v = value(&b.def);
-            if let Some(levels) = v.get_mut("levels").and_then(Value::as_array_mut) {
-                for (l, e) in levels.iter_mut().zip(&b.requires) {
-                    *l = with_text(title, l.take(), e.as_ref());
-                }
-            }
-            v
-        })
-        .collect();
-    let research: Vec<Value> = title
-        .research
-        .iter()
-        .map(|r| {
-            let mut v = value(&r.def);
-            if let Some(levels) = v.get_mut("levels").and_then(Value::as_array_mut) {
-                for (l, e) in levels.iter_mut().zip(&r.requires) {
-                    *l = with_text(title, l.take(), e.as_ref());
-                }
-            }
-            v
-        })
-        .collect();
+    let buildings: Vec<Value> = title.buildings.iter().map(|b| with_level_texts(title, &b.def, &b.requires)).collect();
+    let research: Vec<Value> = title.research.iter().map(|r| with_level_texts(title, &r.def, &r.requires)).collect();
     let actions: Map<String, Value> = title
         .actions
         .iter()

@@ -713,10 +713,11 @@ pub fn unit_stats(title: &Title, s: &PlayerState, unit: &str) -> Amounts {
 pub fn derived(title: &Title, s: &PlayerState) -> Derived {
     let caps =
         title.resources.iter().filter(|r| r.cap.is_some()).map(|r| (r.id.clone(), cap(title, s, &r.id))).collect();
+    let totals = capacity_totals(title, s);
     let capacities = title
         .capacities
         .iter()
-        .zip(capacity_totals(title, s))
+        .zip(totals.iter().copied())
         .map(|(c, (provided, drawn))| (c.id.clone(), Used { used: drawn, total: provided }))
         .collect();
     let stalled = s
@@ -731,7 +732,6 @@ pub fn derived(title: &Title, s: &PlayerState) -> Derived {
         .map(|b| b.id)
         .collect();
     let unit_stats = title.units.iter().map(|u| (u.def.id.clone(), unit_stats(title, s, &u.def.id))).collect();
-    let totals = capacity_totals(title, s);
     let producing: BTreeMap<u32, Producing> = s
         .buildings
         .iter()

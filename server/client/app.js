@@ -162,7 +162,7 @@ game.toastError = (e) => {
   toast(errorText(e), "error");
 };
 game.refresh = () => refresh();
-game.player = () => (game.model.state ? game.playerId : null);
+game.player = () => game.playerId;
 
 // Asks something that changes nothing of the player (lists, profiles).
 game.ask = (action, args) => game.net.request(action, args, false);

@@ -53,21 +53,24 @@ export class Model {
     return `/v1/${this.data.id}/assets/${this.data.content_version}/${rel.split("/").map(encodeURIComponent).join("/")}`;
   }
 
-  // The display name of an id of any kind.
-  name(id) {
+  // The definition of an id of any named kind, or undefined.
+  lookup(id) {
     for (const m of [this.resources, this.buildings, this.units, this.items, this.research, this.capacities]) {
       const x = m.get(id);
-      if (x) return x.name;
+      if (x) return x;
     }
-    return id;
+    return undefined;
+  }
+
+  // The display name of an id of any kind.
+  name(id) {
+    const x = this.lookup(id);
+    return x ? x.name : id;
   }
 
   icon(id) {
-    for (const m of [this.resources, this.buildings, this.units, this.items, this.research, this.capacities]) {
-      const x = m.get(id);
-      if (x) return x.icon;
-    }
-    return null;
+    const x = this.lookup(id);
+    return x ? x.icon : null;
   }
 
   amount(resource) {

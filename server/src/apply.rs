@@ -108,6 +108,16 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
     }
 }
 
+/// Remembers, after operation `state.seq` ran, how a request with an
+/// idempotency key ended (live requests and replay alike), so that the
+/// request sent again is answered from the record.
+pub(crate) fn remember_key(state: &mut PlayerState, key: Option<&str>, result: &Result<Answer, ApiError>) {
+    if let Some(k) = key {
+        let seq = state.seq;
+        state.remember_answer(k, seq, result.as_ref().err().map(|e| e.code));
+    }
+}
+
 /// An operation's name in the profile: the action, `custom:<name>` for a
 /// title's custom action (names the title does not define are
 /// `custom:unknown`: a client must not grow the table).

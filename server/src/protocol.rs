@@ -217,17 +217,15 @@ impl ApiError {
             return answer(&serde_json::json!({ "repeated": { "key": answered.key, "seq": answered.seq } }));
         };
         let message = format!("this request (key `{}`) was already answered, refused with `{code}`", answered.key);
-        let rules = citadel_runtime::rules::ERROR_CODE_DOCS.iter().find(|(name, _)| name == code);
-        let server = SERVER_CODES.iter().find(|(_, name, ..)| name == code);
-        let (code, status) = match (server, rules) {
-            (Some((c, ..)), _) => (c.as_str(), c.status()),
-            (None, Some((name, _))) if *name == Code::InvalidArgument.as_str() => {
-                (*name, Code::InvalidArgument.status())
-            }
-            (None, Some((name, _))) => (*name, StatusCode::OK),
-            (None, None) => (Code::Internal.as_str(), Code::Internal.status()),
-        };
-        Err(ApiError { code, status, message, details: None })
+        if let Some((c, ..)) = SERVER_CODES.iter().find(|(_, name, ..)| name == code) {
+            return Err(ApiError::new(*c, message));
+        }
+        // A refusal by the rules: the same status as when it was first made.
+        let rules = serde_json::from_value::<citadel_runtime::ErrorCode>(Value::String(code.clone()));
+        Err(match rules {
+            Ok(code) => ApiError::rules(citadel_runtime::ActionError { code, message }),
+            Err(_) => ApiError::new(Code::Internal, message),
+        })
     }
 
     /// `invalid_player` unless `id` is a valid player id.

@@ -113,9 +113,7 @@ pub(crate) fn reapply(
         // The outcome was already answered; replay only rebuilds the state.
         let result = execute(&title, state, &r.op, r.now_ms, &mut rng);
         state.seq = r.seq;
-        if let Some(k) = &r.key {
-            state.remember_answer(k, r.seq, result.as_ref().err().map(|e| e.code));
-        }
+        crate::apply::remember_key(state, r.key.as_deref(), &result);
         done.applied += 1;
     }
     (done, orphans)

@@ -46,7 +46,7 @@ async fn accessible(b: &Browser, axe: &str, page: &str) {
 
 /// axe-core does find a violation where there is one (a button without a
 /// name): the checks above can fail.
-async fn axe_finds_a_nameless_button(b: &Browser, axe: &str) {
+async fn axe_finds_a_nameless_button(b: &Browser) {
     b.run("const x = document.createElement('button'); x.id = 'nameless'; document.body.append(x);", json!([])).await;
     let found = b
         .run_async(
@@ -56,7 +56,6 @@ async fn axe_finds_a_nameless_button(b: &Browser, axe: &str) {
         )
         .await;
     b.run("document.getElementById('nameless').remove();", json!([])).await;
-    let _ = axe;
     assert!(found.as_array().unwrap().contains(&json!("button-name")), "axe-core reports {found}");
 }
 
@@ -270,6 +269,19 @@ impl Play<'_> {
         self.settled().await;
     }
 
+    /// Makes room for `housing` more units: builds the first kind of
+    /// building whose first level houses that many, unless there is room.
+    async fn house(&self, housing: i64) {
+        let have = self.state().await["derived"]["housing"].clone();
+        if have["total"].as_i64().unwrap() - have["used"].as_i64().unwrap() >= housing {
+            return;
+        }
+        let buildings = self.data["buildings"].as_array().unwrap();
+        let home = buildings.iter().find(|b| b["levels"][0]["housing"].as_i64() >= Some(housing));
+        let home = home.unwrap_or_else(|| panic!("{}: no building houses {housing} units", self.title));
+        Box::pin(self.reach(home["id"].as_str().unwrap(), 1)).await;
+    }
+
     /// Gets a building of `kind` to level `level`, building it first.
     async fn reach(&self, kind: &str, level: u64) {
         if self.level(kind).await >= level {
@@ -363,15 +375,7 @@ async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>) {
     // Train a unit (one without a requirement), in its building.
     let unit = p.data["units"].as_array().unwrap().iter().find(|u| u["requires"].is_null()).unwrap().clone();
     p.reach(unit["building"].as_str().unwrap(), 1).await;
-    let housing = p.state().await["derived"]["housing"].clone();
-    if housing["total"].as_i64().unwrap() - housing["used"].as_i64().unwrap() < unit["housing"].as_i64().unwrap() {
-        let home = p.data["buildings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["levels"][0]["housing"].as_i64() >= unit["housing"].as_i64());
-        p.reach(home.expect("a building that houses units")["id"].as_str().unwrap(), 1).await;
-    }
+    p.house(unit["housing"].as_i64().unwrap()).await;
     p.afford(&unit["cost"]).await;
     p.tab("army").await;
     p.press(&format!("Train 1 {}", unit["name"].as_str().unwrap())).await;
@@ -477,7 +481,7 @@ async fn the_client_plays_every_title() {
     b.screenshot(SHOTS, "titles").await;
     if let Some(axe) = axe {
         accessible(&b, axe, "the list of games").await;
-        axe_finds_a_nameless_button(&b, axe).await;
+        axe_finds_a_nameless_button(&b).await;
     }
 
     for id in &ids {
@@ -641,8 +645,7 @@ async fn raid_from_the_page(b: &Browser, s: &Server, axe: Option<&str>) {
     // An army: the first unit without a requirement, ten of them.
     let unit = p.data["units"].as_array().unwrap().iter().find(|u| u["requires"].is_null()).unwrap().clone();
     p.reach(unit["building"].as_str().unwrap(), 1).await;
-    let home = p.data["buildings"].as_array().unwrap().iter().find(|b| b["levels"][0]["housing"].as_i64() >= Some(10));
-    p.reach(home.expect("a building that houses ten units")["id"].as_str().unwrap(), 1).await;
+    p.house(10 * unit["housing"].as_i64().unwrap()).await;
     let cost: serde_json::Map<String, Value> =
         unit["cost"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), json!(v.as_i64().unwrap() * 10))).collect();
     p.afford(&Value::Object(cost)).await;

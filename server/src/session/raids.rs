@@ -173,15 +173,22 @@ impl Session {
         if now > record.expires_ms {
             return Err(ApiError::new(Code::RaidExpired, "the raid's time ran out; the result is not taken"));
         }
+        let read_defender = || async {
+            read_player(&*deps.blobs, title.id(), &record.defender)
+                .await?
+                .ok_or_else(|| ApiError::new(Code::Internal, "the defender's file vanished"))
+        };
+        // A battle fought here reads the defender's file first; the commit
+        // below writes the defense on that same read.
+        let mut defender_file = None;
         let result = match army {
             Army::Reported(result) => result,
             Army::Sent(units) => {
                 // The battle is fought here, against the defender's base as
                 // it stands (locked since the start: only time moved).
-                let (defender, _) = read_player(&*deps.blobs, title.id(), &record.defender)
-                    .await?
-                    .ok_or_else(|| ApiError::new(Code::Internal, "the defender's file vanished"))?;
-                let mut view = defender;
+                let (defender, etag) = read_defender().await?;
+                let mut view = defender.clone();
+                defender_file = Some((defender, etag));
                 rules::advance(title, &mut view, now, &mut Rng::new(0));
                 let mut attacker = self.state.clone();
                 rules::advance(title, &mut attacker, now, &mut self.rng.clone());
@@ -212,9 +219,10 @@ impl Session {
         let expired =
             || ApiError::new(Code::RaidExpired, "the raid's lock on the defender was lost; the result is not taken");
         let lease = deps.world.renew(&lease, RAID_WRITE_MS, now).await.map_err(internal)?.ok_or_else(expired)?;
-        let (defender_state, etag) = read_player(&*deps.blobs, title.id(), &record.defender)
-            .await?
-            .ok_or_else(|| ApiError::new(Code::Internal, "the defender's file vanished"))?;
+        let (defender_state, etag) = match defender_file {
+            Some(file) => file,
+            None => read_defender().await?,
+        };
         let ended = RaidRecord { status: RaidStatus::Ended, result: Some(result), ..record };
         if !deps.world.end_raid(&ended).await.map_err(internal)? {
             return Err(ApiError::new(Code::Internal, "the raid was ended elsewhere"));

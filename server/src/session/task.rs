@@ -376,9 +376,7 @@ impl Session {
             deps.profiler.record(crate::profile::Kind::Action, &op_name(title, &op), &self.key.0, started.elapsed());
         }
         self.state.seq += 1;
-        if let Some(k) = &key {
-            self.state.remember_answer(k, self.state.seq, result.as_ref().err().map(|e| e.code));
-        }
+        crate::apply::remember_key(&mut self.state, key.as_deref(), &result);
         let record = Record {
             format_version: JOURNAL_FORMAT_VERSION,
             title: self.key.0.clone(),
