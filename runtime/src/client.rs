@@ -72,7 +72,19 @@ pub fn client_view(title: &Title) -> Value {
         .actions
         .iter()
         .map(|(id, a)| {
-            let v = json!({ "description": a.def.description, "requires": a.def.requires });
+            let args: Map<String, Value> = a
+                .def
+                .args
+                .iter()
+                .map(|(n, d)| {
+                    let mut v = value(d);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("accepts".into(), crate::args::accepts(d).into());
+                    }
+                    (n.clone(), v)
+                })
+                .collect();
+            let v = json!({ "name": a.def.name, "description": a.def.description, "requires": a.def.requires, "args": args });
             (id.clone(), with_text(title, v, a.requires.as_ref()))
         })
         .collect();

@@ -58,6 +58,45 @@ pub struct CustomAction {
     pub requires: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// What players see the action called (the id, in words, without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The arguments the action takes, by name: checked (and defaults filled
+    /// in) before the function is called, so a script sees only these. An
+    /// action without `args` takes none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, ArgDef>,
+}
+
+/// One argument of a custom action: its type, its bounds, and how a client
+/// asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArgDef {
+    /// A whole number from `min` to `max`.
+    Integer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        min: i64,
+        max: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<i64>,
+    },
+    /// Yes or no.
+    Boolean {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<bool>,
+    },
+    /// One of a list of strings.
+    Choice {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        one_of: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<String>,
+    },
 }
 
 /// `title.json`.

@@ -19,6 +19,7 @@
 //! - [`timing`]: an observer of script calls, for the server's profile.
 //! - [`watch`]: a debounced watcher over a folder of titles (hot reload, `citadel-edit watch`).
 
+pub mod args;
 pub mod assets;
 pub mod clan;
 pub mod client;

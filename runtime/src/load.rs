@@ -385,6 +385,7 @@ impl Loader<'_> {
         self.check_payable(&p);
         self.check_renamed(&p, &known);
         self.check_events(&p);
+        self.check_actions(&p);
         self.check_world(&p, &known);
         for (module, script) in &scripts {
             self.check_script_ids(&format!("scripts/{module}.rhai"), script, &known);
@@ -1052,6 +1053,33 @@ impl Loader<'_> {
                         format!("unknown offer `{o}`: not defined in store.json"),
                         help,
                     );
+                }
+            }
+        }
+    }
+
+    /// Custom actions' arguments: bounds in order, defaults within them.
+    fn check_actions(&mut self, p: &Parsed) {
+        let Some(t) = &p.title else { return };
+        for (name, a) in &t.actions {
+            for (arg, def) in &a.args {
+                let base = format!("/actions/{name}/args/{arg}");
+                match def {
+                    ArgDef::Integer { min, max, default, .. } => {
+                        if min > max {
+                            let m = format!("`{arg}` has min {min} above its max {max}");
+                            self.at("action-arg", "title.json", &format!("{base}/max"), false, m, None);
+                        } else if let Some(d) = default.filter(|d| d < min || d > max) {
+                            let m = format!("`{arg}`'s default {d} is not from {min} to {max}");
+                            self.at("action-arg", "title.json", &format!("{base}/default"), false, m, None);
+                        }
+                    }
+                    ArgDef::Choice { one_of, default: Some(d), .. } if !one_of.contains(d) => {
+                        let help = did_you_mean(d, one_of.iter().map(String::as_str));
+                        let m = format!("`{arg}`'s default `{d}` is not one of its one_of");
+                        self.at("action-arg", "title.json", &format!("{base}/default"), false, m, help);
+                    }
+                    _ => {}
                 }
             }
         }

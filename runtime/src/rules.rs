@@ -1989,8 +1989,10 @@ fn act(
                     .unwrap_or_default();
                 return err(ErrorCode::UnknownId, format!("unknown custom action `{name}`{help}"));
             };
+            let args = crate::args::check(name, &a.def.args, args)
+                .map_err(|m| ActionError { code: ErrorCode::InvalidArgument, message: m })?;
             require(title, s, a.requires.as_ref(), now, rng)?;
-            let arg = citadel_dsl::json_to_dynamic(args)
+            let arg = citadel_dsl::json_to_dynamic(&args)
                 .map_err(|m| ActionError { code: ErrorCode::InvalidArgument, message: format!("args: {m}") })?;
             let fx = call_fn(title, s, &a.function, arg, now, rng)
                 .map_err(|m| ActionError { code: ErrorCode::ScriptError, message: m })?;

@@ -226,6 +226,13 @@ fn friendly(err: &jsonschema::ValidationError<'_>) -> String {
         }
         K::Enum { options } => format!("{} is not one of {options}", err.instance()),
         K::Constant { expected_value } => format!("expected {expected_value}, found {}", err.instance()),
+        // A field a sibling rules out (`"min": false` beside `"type": "boolean"`).
+        K::FalseSchema => {
+            let key = err.instance_path().as_str().rsplit('/').next().unwrap_or("").to_string();
+            format!(
+                "`{key}` does not go with the other fields here (docs/title-format.md says which fields go together)"
+            )
+        }
         K::OneOfNotValid { .. } => {
             format!("{} fits none of this field's forms (docs/title-format.md lists them)", json_type(err.instance()))
         }
@@ -294,12 +301,20 @@ pub fn reference_markdown() -> String {
     let mut out = String::new();
     for name in REFERENCE_ORDER {
         let schema = parse(name);
+        // The shared definitions and this schema's own (`#/$defs/...`).
+        let mut defs = defs.clone();
+        if let (Some(all), Some(own)) =
+            (defs.get_mut("$defs").and_then(Value::as_object_mut), schema.get("$defs").and_then(Value::as_object))
+        {
+            all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let defs = &defs;
         let title = schema.get("title").and_then(Value::as_str).unwrap_or(name);
         let description = schema.get("description").and_then(Value::as_str).unwrap_or("");
         out.push_str(&format!("### `{title}`\n\n{description} Schema: `schemas/{name}`.\n\n"));
         out.push_str("| field | type | required | description |\n|---|---|---|---|\n");
         let mut rows = Vec::new();
-        fields(&schema, &defs, "", &mut rows);
+        fields(&schema, defs, "", &mut rows);
         for (path, ty, required, desc) in rows {
             out.push_str(&format!(
                 "| `{path}` | {ty} | {} | {} |\n",

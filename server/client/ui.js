@@ -32,6 +32,16 @@ const CHAT_POLL_MS = 1000;
 // Chat lines shown.
 const CHAT_LINES = 50;
 
+// An id in words: "sell_spice" -> "sell spice".
+const words = (id) => id.replace(/_/g, " ");
+
+// What an argument's input holds, as the action takes it.
+function argValue(d, v) {
+  if (d.type === "integer") return Number(v);
+  if (d.type === "boolean") return !!v;
+  return v;
+}
+
 export class Ui {
   constructor(game) {
     this.game = game; // {model, view, act(action, args), ask(action, args), place(), cancelPlace()}
@@ -82,10 +92,21 @@ export class Ui {
   render(fromState = false) {
     this.renderResources();
     if (fromState && FORM_TABS.has(this.tab)) return;
+    // A redraw keeps the focus (and a text field's caret) where it was, so
+    // that a keyboard user or someone typing is not thrown out by a state
+    // update.
+    const active = document.activeElement;
+    const focused = active && active.id && this.panel.contains(active) ? active.id : null;
+    const caret = focused && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
     const panel = clear(this.panel);
     panel.setAttribute("aria-labelledby", `tab-${this.tab}`);
     const body = this[`panel_${this.tab}`] ? this[`panel_${this.tab}`]() : [];
     panel.append(...[body].flat(Infinity).filter(Boolean));
+    const again = focused && document.getElementById(focused);
+    if (again) {
+      again.focus();
+      if (caret && typeof again.setSelectionRange === "function") again.setSelectionRange(...caret);
+    }
     this.tickBars();
   }
 
@@ -483,13 +504,47 @@ export class Ui {
 
   // ------------------------------------------------------------ custom actions
 
+  // Each action with its arguments as the title declares them (a number
+  // within its bounds, yes or no, a choice); what the player enters is
+  // kept across redraws.
   panel_actions() {
     const m = this.model;
     const ready = new Set(m.ready.actions);
-    return [h("h2", {}, "Actions"), h("ul", { class: "list" }, Object.entries(m.data.actions).map(([id, a]) =>
-      h("li", { class: "card" }, h("h3", {}, id.replace(/_/g, " ")), a.description ? h("p", {}, a.description) : null,
+    const kept = (this.extra.args ||= {});
+    return [h("h2", {}, "Actions"), h("ul", { class: "list" }, Object.entries(m.data.actions).map(([id, a]) => {
+      const name = a.name || words(id);
+      const values = (kept[id] ||= {});
+      const inputs = Object.entries(a.args || {}).map(([arg, d]) => this.argInput(id, arg, d, values));
+      return h("li", { class: "card" }, h("h3", {}, name), a.description ? h("p", {}, a.description) : null,
         this.requires(a.requires_text),
-        this.button(`Do: ${id.replace(/_/g, " ")}`, "custom", { name: id, args: {} }, { disabled: !ready.has(id) }))))];
+        h("form", { class: "action-form", onsubmit: (e) => {
+          e.preventDefault();
+          const args = {};
+          for (const [arg, d] of Object.entries(a.args || {})) args[arg] = argValue(d, values[arg] ?? d.default);
+          this.game.act("custom", { name: id, args });
+        } }, inputs, h("button", { type: "submit", id: `do-${id}`, disabled: !ready.has(id) }, `Do: ${name}`)));
+    }))];
+  }
+
+  // One argument's input; its value lives in `values` (kept across redraws).
+  argInput(action, arg, d, values) {
+    const id = `arg-${action}-${arg}`;
+    const label = d.label || words(arg);
+    const value = values[arg] ?? d.default;
+    const keep = (e) => { values[arg] = e.target.type === "checkbox" ? e.target.checked : e.target.value; };
+    if (d.type === "boolean") {
+      return h("div", { class: "row" }, h("label", { for: id },
+        h("input", { id, type: "checkbox", checked: !!value, onchange: keep }), ` ${label}`));
+    }
+    if (d.type === "choice") {
+      return h("div", { class: "row" }, h("label", { for: id }, label),
+        h("select", { id, required: true, onchange: keep },
+          value === undefined ? h("option", { value: "", selected: true }, "choose") : null,
+          d.one_of.map((c) => h("option", { value: c, selected: c === value }, words(c)))));
+    }
+    return h("div", { class: "row" }, h("label", { for: id }, `${label} (${d.accepts})`),
+      h("input", { id, type: "number", min: d.min, max: d.max, step: 1, required: true, inputmode: "numeric",
+        value: value ?? "", oninput: keep }));
   }
 
   // ------------------------------------------------------------ clan

@@ -18,7 +18,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use support::browser::Browser;
 use support::server::*;
 
@@ -282,6 +282,69 @@ impl Play<'_> {
         Box::pin(self.reach(home["id"].as_str().unwrap(), 1)).await;
     }
 
+    /// Does every custom action that takes arguments through its form: the
+    /// number typed is held to its bounds by the page (a value over the
+    /// top is never sent), and the server applies the action.
+    async fn actions_with_args(&self) {
+        let actions = self.data["actions"].as_object().unwrap().clone();
+        let with_args = |m: &Map<String, Value>| -> Vec<String> {
+            m.iter()
+                .filter(|(_, a)| a["args"].as_object().is_some_and(|m| !m.is_empty()))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let file = support::root().join("titles").join(&self.title).join("title.json");
+        let written: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let written = written["actions"].as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            with_args(&actions),
+            with_args(&written),
+            "{}: the client is told every action's arguments",
+            self.title
+        );
+        for (id, a) in actions.iter().filter(|(id, _)| with_args(&written).contains(id)) {
+            for (b, l) in level_needs(&a["requires"]) {
+                self.reach(&b, l).await;
+            }
+            // Enough of everything for the action's cost, whatever it is.
+            let state = self.state().await;
+            let stock: Map<String, Value> = state["derived"]["caps"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(r, cap)| (r.clone(), json!(cap.as_i64().unwrap().min(1000))))
+                .collect();
+            self.afford(&Value::Object(stock)).await;
+            self.tab("actions").await;
+            let before = self.state().await["state"].clone();
+            for (arg, d) in a["args"].as_object().unwrap() {
+                if d["type"] != "integer" {
+                    continue;
+                }
+                let input = format!("#arg-{id}-{arg}");
+                let over = d["max"].as_i64().unwrap() + 1;
+                self.b.type_into(&input, &over.to_string()).await;
+                let held = self
+                    .b
+                    .run("const i = document.querySelector(arguments[0]); return i.validity.rangeOverflow && !i.form.checkValidity()", json!([input]))
+                    .await;
+                assert_eq!(held, true, "{}: {id}: {over} is over `{arg}`'s max, and the form says so", self.title);
+                self.b.type_into(&input, &d["min"].to_string()).await;
+            }
+            let name = a["name"].as_str().map(str::to_string).unwrap_or_else(|| id.replace('_', " "));
+            self.press(&format!("Do: {name}")).await;
+            self.settled().await;
+            let after = self.state().await["state"].clone();
+            let log = self.b.text("#toasts").await;
+            assert_ne!(
+                before["resources"], after["resources"],
+                "{}: {id} was applied; the page says {log}",
+                self.title
+            );
+            self.agree(&format!("did {id}")).await;
+        }
+    }
+
     /// Gets a building of `kind` to level `level`, building it first.
     async fn reach(&self, kind: &str, level: u64) {
         if self.level(kind).await >= level {
@@ -421,6 +484,9 @@ async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>) {
     p.settled().await;
     assert_eq!(p.state().await["state"]["purchases"][offer["id"].as_str().unwrap()], 1, "{title}");
     p.agree("bought an offer").await;
+
+    // The title's custom actions that take arguments, typed into the page.
+    p.actions_with_args().await;
 
     let tabs =
         b.run("return [...document.querySelectorAll('#tabs button')].map((b) => b.id.slice(4))", json!([])).await;
