@@ -202,6 +202,7 @@ game.focusBuilding = (id) => {
 };
 
 function showLogin(message) {
+  delete document.body.dataset.ready;
   document.getElementById("game").hidden = true;
   document.getElementById("login").hidden = false;
   document.getElementById("login-error").textContent = message || "";
@@ -276,6 +277,7 @@ async function login(player) {
 async function main() {
   document.getElementById("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    document.getElementById("login-error").textContent = "";
     login(document.getElementById("player").value.trim());
   });
   document.getElementById("refresh").addEventListener("click", () => refresh());

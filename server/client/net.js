@@ -89,7 +89,7 @@ export class Net extends EventTarget {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.closed) return;
-      if (e.code === 4001) return this.ended("logged_out", "Customer support ended this session. Log in again.");
+      if (e.code === 4001) return this.why();
       this.setStatus("offline");
       this.retry();
     };
@@ -109,6 +109,19 @@ export class Net extends EventTarget {
     setTimeout(() => this.connect(), delay);
   }
 
+  // The server ended the session (a forced logout or a ban): ask it why,
+  // so that a ban is shown as one, with its reason and end.
+  async why() {
+    if (this.asking) return; // the push and the close that follows it
+    this.asking = true;
+    try {
+      await this.http(`/v1/${this.title}/request`, { id: 0, action: "ping" });
+    } catch (e) {
+      if (e instanceof ApiError && SESSION_ENDED.has(e.code)) return this.ended(e.code, e.message, e.details);
+    }
+    this.ended("logged_out", "Customer support ended this session. Log in again.");
+  }
+
   ended(code, message, details) {
     this.closed = true;
     for (const p of this.pending.values()) p.reject(new ApiError(code, message, details));
@@ -125,7 +138,7 @@ export class Net extends EventTarget {
     }
     if (v.event) {
       if (v.event === "server_shutdown") this.setStatus("restarting");
-      if (v.event === "logged_out") this.ended("logged_out", v.reason || "Customer support ended this session.");
+      if (v.event === "logged_out") this.why();
       this.dispatchEvent(new CustomEvent("push", { detail: v }));
       return;
     }

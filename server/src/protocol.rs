@@ -159,7 +159,7 @@ server_codes! {
     ClanNameTaken => "clan_name_taken", 409, "clan_create: a clan of that name (in any case) exists";
     NotPermitted => "not_permitted", 403, "the player's clan role may not do that, or the member acted on is not ranked below them";
     ChatTooFast => "chat_too_fast", 429, "clan_chat_post: more than 5 lines within 10 seconds";
-    Banned => "banned", 403, "support banned this player; details.until_ms and details.reason say until when and why";
+    Banned => "banned", 403, "support banned this player; details.until_ms (null: no end) and details.reason say until when and why";
     LoggedOut => "logged_out", 401, "support ended this player's sessions after this token was issued; log in again";
     Draining => "draining", 503, "this server is being drained and takes no new players; log in on another server";
     UnknownServer => "unknown_server", 404, "admin API: no server of that id ever recorded where its journal is";

@@ -561,6 +561,16 @@ async fn the_client_plays_every_title() {
     assert!(errors.is_empty(), "clan chat: the browser console shows errors: {errors:#?}");
 
     keyboard_only_and_a_forced_logout(&b, &s, &titles).await;
+    // The refusals the page was shown (logged out, banned, draining) are
+    // in the console as failed loads, and nothing else.
+    let refused = ["status of 401 (Unauthorized)", "status of 403 (Forbidden)", "status of 503 (Service Unavailable)"];
+    let errors: Vec<_> = b
+        .console()
+        .await
+        .into_iter()
+        .filter(|(level, text)| level == "SEVERE" && !refused.iter().any(|r| text.contains(r)))
+        .collect();
+    assert!(errors.is_empty(), "logout, ban, drain: the browser console shows errors: {errors:#?}");
     raid_from_the_page(&b, &s, axe).await;
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
     assert!(errors.is_empty(), "raid: the browser console shows errors: {errors:#?}");
@@ -858,5 +868,46 @@ async fn keyboard_only_and_a_forced_logout(b: &Browser, s: &Server, titles: &std
         s.admin_post(&format!("/admin/api/players/{title}/{player}/logout"), json!({ "reason": "test" })).await;
     assert_eq!(status, 200, "{r}");
     b.wait_text("#login-error", "Your session was ended").await;
+    b.find("#login-form").await;
+
+    // Banned while playing: the page says the account is suspended, why
+    // and until when, and the login form says it again. (Tokens issued
+    // after a forced logout work: a second later.)
+    s.advance(1);
+    log_in(b, s, title, player).await;
+    b.wait_for("the page online", "return document.getElementById('status').dataset.status === 'online'").await;
+    let (status, r) = s
+        .admin_post(&format!("/admin/api/players/{title}/{player}/ban"), json!({ "minutes": 60, "reason": "botting" }))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let said = b.wait_text("#login-error", "This account is suspended").await;
+    assert!(said.contains("botting") && said.contains("until"), "the reason and the end: {said}");
+    b.type_into("#player", player).await;
+    b.click("#login-form button").await;
+    b.wait_for(
+        "the login refused in words",
+        "return document.getElementById('login-error').textContent.includes('botting') && !document.body.dataset.ready",
+    )
+    .await;
+    let said = b.text("#login-error").await;
+    assert!(said.starts_with("This account is suspended"), "{said}");
+    let (status, r) =
+        s.admin_post(&format!("/admin/api/players/{title}/{player}/unban"), json!({ "reason": "appeal" })).await;
+    assert_eq!(status, 200, "{r}");
+
+    // A draining server takes no new player: the login says so in words;
+    // once it takes players again, the login works.
+    let (status, r) = s.admin_post("/admin/api/drain", json!({ "on": true })).await;
+    assert_eq!(status, 200, "{r}");
+    b.go(&s.url(&format!("/play/{title}/"))).await;
+    b.type_into("#player", "late-comer").await;
+    b.click("#login-form button").await;
+    let said = b.wait_text("#login-error", "closing for maintenance").await;
+    assert!(said.contains("Try again"), "{said}");
+    let (status, r) = s.admin_post("/admin/api/drain", json!({ "on": false })).await;
+    assert_eq!(status, 200, "{r}");
+    b.click("#login-form button").await;
+    b.wait_for("the game to load", "return document.body.dataset.ready === 'true'").await;
+    b.click("#logout").await;
     b.find("#login-form").await;
 }

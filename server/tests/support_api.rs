@@ -159,6 +159,11 @@ async fn bans_and_forced_logouts_end_sessions_and_refuse_old_tokens() {
     gold(&s, &tok3).await;
     s.admin_post("/admin/api/players/mini/ann/ban", json!({ "reason": "again" })).await;
     assert_eq!(s.admin_json("/admin/api/players/mini/ann").await["banned"], true, "a ban without minutes has no end");
+    let login =
+        reqwest::Client::new().post(s.url("/v1/mini/login")).json(&json!({ "player": "ann" })).send().await.unwrap();
+    let r: Value = login.json().await.unwrap();
+    assert_eq!(r["error"]["code"], "banned", "{r}");
+    assert_eq!(r["error"]["details"], json!({ "until_ms": null, "reason": "again" }), "a ban with no end says so");
     let (status, r) = s.admin_post("/admin/api/players/mini/ann/unban", json!({ "reason": "appeal" })).await;
     assert_eq!(status, 200, "{r}");
     s.advance(1);
