@@ -201,7 +201,14 @@ game.focusBuilding = (id) => {
   game.view.select(id);
 };
 
+// User Timing marks for the benchmark (docs/benchmarks.md, "The players'
+// client"): the login form shown, a login sent, the game playable.
+function mark(name) {
+  performance.mark(`citadel:${name}`);
+}
+
 function showLogin(message) {
+  mark("login-shown");
   delete document.body.dataset.ready;
   document.getElementById("game").hidden = true;
   document.getElementById("login").hidden = false;
@@ -234,6 +241,7 @@ async function start(login) {
   game.net.connect();
   schedule();
   document.body.dataset.ready = "true";
+  mark("ready");
 }
 
 function newNet() {
@@ -278,6 +286,7 @@ async function main() {
   document.getElementById("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
     document.getElementById("login-error").textContent = "";
+    mark("login-sent");
     login(document.getElementById("player").value.trim());
   });
   document.getElementById("refresh").addEventListener("click", () => refresh());
