@@ -31,6 +31,9 @@ const PLAYBACK_TOTAL_MS = 10000;
 const CHAT_POLL_MS = 1000;
 // Chat lines shown.
 const CHAT_LINES = 50;
+// The clan's members and requests to join are read again this often while
+// the clan tab is shown (every so many chat reads).
+const CLAN_INFO_POLLS = 5;
 
 // An id in words: "sell_spice" -> "sell spice".
 const words = (id) => id.replace(/_/g, " ");
@@ -80,6 +83,9 @@ export class Ui {
   }
 
   show(tab) {
+    // The clan may have changed while another tab was shown: read it again
+    // (the panel shows what it has meanwhile).
+    if (tab === "clan" && this.extra.clanLoaded) this.loadClan();
     this.tab = tab;
     this.renderTabs();
     this.render();
@@ -98,10 +104,17 @@ export class Ui {
     const active = document.activeElement;
     const focused = active && active.id && this.panel.contains(active) ? active.id : null;
     const caret = focused && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
+    // And what the player was typing in a text field.
+    const typed = new Map([...this.panel.querySelectorAll("input[id]:not([type]), input[id][type=text], textarea[id]")]
+      .map((el) => [el.id, el.value]));
     const panel = clear(this.panel);
     panel.setAttribute("aria-labelledby", `tab-${this.tab}`);
     const body = this[`panel_${this.tab}`] ? this[`panel_${this.tab}`]() : [];
     panel.append(...[body].flat(Infinity).filter(Boolean));
+    for (const [id, value] of typed) {
+      const el = document.getElementById(id);
+      if (el && this.panel.contains(el) && !el.value) el.value = value;
+    }
     const again = focused && document.getElementById(focused);
     if (again) {
       again.focus();
@@ -577,7 +590,15 @@ export class Ui {
   async pollChat() {
     if (this.tab !== "clan" || !this.extra.clan || this.polling || document.visibilityState !== "visible") return;
     this.polling = true;
+    this.polls = (this.polls || 0) + 1;
     try {
+      if (this.polls % CLAN_INFO_POLLS === 0) {
+        const info = await this.game.ask("clan_info", {});
+        if (JSON.stringify(info) !== JSON.stringify(this.extra.clan) && this.tab === "clan") {
+          this.extra.clan = info;
+          this.render();
+        }
+      }
       const chat = await this.game.ask("clan_chat", { limit: CHAT_LINES });
       const lines = chat.lines.slice().reverse();
       const last = (l) => (l.length ? l[l.length - 1].seq : 0);
@@ -586,7 +607,12 @@ export class Ui {
         this.renderChat();
       }
     } catch (e) {
-      // The next poll tries again; a lost session shows in the status.
+      // Out of the clan (kicked, or it was disbanded): show the clan finder.
+      if (e.code === "not_in_clan" && this.tab === "clan") {
+        this.extra.clan = null;
+        this.render();
+      }
+      // Otherwise the next poll tries again; a lost session shows in the status.
     } finally {
       this.polling = false;
     }

@@ -623,6 +623,15 @@ async fn clan_chat_between_two_pages(b: &Browser, s: &Server, axe: Option<&str>)
     b.click("#clan-results button").await;
     b.find("#chat-text").await;
 
+    // The founder's page learns of the new member by itself, and a line
+    // being typed there survives the redraw.
+    b.switch_to(&first).await;
+    b.type_into("#chat-text", "Welc").await;
+    b.wait_text("#panel", "2 of ").await;
+    assert_eq!(b.run("return document.getElementById('chat-text').value", json!([])).await, "Welc");
+    b.run("document.getElementById('chat-text').value = ''", json!([])).await;
+    b.switch_to(&second).await;
+
     // Each line shows in the other page.
     for (from, to, text) in [(&first, &second, "Wall holds at the north gate"), (&second, &first, "On my way")] {
         b.switch_to(from).await;
