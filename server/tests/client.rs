@@ -16,7 +16,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 use support::browser::Browser;
@@ -285,7 +285,7 @@ impl Play<'_> {
     /// Does every custom action that takes arguments through its form: the
     /// number typed is held to its bounds by the page (a value over the
     /// top is never sent), and the server applies the action.
-    async fn actions_with_args(&self) {
+    async fn actions_with_args(&self) -> bool {
         let actions = self.data["actions"].as_object().unwrap().clone();
         let with_args = |m: &Map<String, Value>| -> Vec<String> {
             m.iter()
@@ -343,6 +343,160 @@ impl Play<'_> {
             );
             self.agree(&format!("did {id}")).await;
         }
+        !with_args(&written).is_empty()
+    }
+
+    /// The button in the panel whose text starts with `prefix`, once shown.
+    async fn button_text(&self, prefix: &str) -> String {
+        let script = "const b = [...document.querySelectorAll('#panel button')].find((b) => b.textContent.startsWith(arguments[0]));
+             return b ? b.textContent : null;"
+            .replace("arguments[0]", &serde_json::to_string(prefix).unwrap());
+        self.b.wait_for(&format!("a button `{prefix}...`"), &script).await.as_str().unwrap().to_string()
+    }
+
+    fn building(state: &Value, id: &Value) -> Value {
+        state["state"]["buildings"].as_array().unwrap().iter().find(|b| b["id"] == *id).unwrap().clone()
+    }
+
+    /// The base's own mechanics through the page, on building `kind`: move
+    /// it (by keyboard, to the first other spot where it fits), speed up an
+    /// upgrade with premium currency (the price the page shows), cancel
+    /// another, and collect a producer's output. Adds what it did to `done`.
+    async fn base_mechanics(&self, kind: &str, done: &mut BTreeSet<&'static str>) {
+        let state = self.state().await;
+        let b = state["state"]["buildings"].as_array().unwrap().iter().find(|b| b["building"] == kind).unwrap().clone();
+        let id = b["id"].clone();
+        self.tab("base").await;
+        self.b.run("window.citadel.focusBuilding(arguments[0])", json!([id])).await;
+        self.press("Move").await;
+        let walk = self
+            .b
+            .run(
+                "const v = window.citadel.view, m = window.citadel.model, g = v.ghost, grid = m.data.grid;
+                 for (let y = 0; y < grid.height; y++) for (let x = 0; x < grid.width; x++)
+                   if ((x !== g.x || y !== g.y) && m.fits(g.type, x, y, g.moving) === 'ok') return { dx: x - g.x, dy: y - g.y, x, y };
+                 return null;",
+                json!([]),
+            )
+            .await;
+        let (dx, dy) = (walk["dx"].as_i64().unwrap(), walk["dy"].as_i64().unwrap());
+        let arrows = |n: i64, more: char, less: char| -> String {
+            std::iter::repeat_n(if n > 0 { more } else { less }, n.unsigned_abs() as usize).collect()
+        };
+        self.b.keys(&format!("{}{}", arrows(dx, '\u{E014}', '\u{E012}'), arrows(dy, '\u{E015}', '\u{E013}'))).await;
+        self.b.wait_text("#panel .fit", "Fits here").await;
+        self.press("Move here").await;
+        self.settled().await;
+        let moved = Self::building(&self.state().await, &id);
+        assert_eq!(
+            (&moved["x"], &moved["y"]),
+            (&walk["x"], &walk["y"]),
+            "{}: moved to where the page said",
+            self.title
+        );
+        self.agree("moved a building").await;
+        done.insert("move");
+
+        // Speed up an upgrade: the page's price, paid in premium currency.
+        let level = self.level(kind).await;
+        let next = &self.def("buildings", kind)["levels"][level as usize];
+        if next.is_object() && next["speed_up"] != false {
+            self.upgrade(kind).await;
+            let label = self.button_text("Speed up: ").await;
+            let price: i64 = label.split(' ').nth(2).unwrap().parse().unwrap();
+            let premium = self.data["premium_resource"].as_str().unwrap().to_string();
+            self.afford(&Value::Object(Map::from_iter([(premium.clone(), json!(price))]))).await;
+            let before = self.state().await["state"]["resources"][&premium].as_i64().unwrap();
+            self.press(&label).await;
+            self.settled().await;
+            let state = self.state().await;
+            assert_eq!(Self::building(&state, &id)["level"], level + 1, "{}: sped up", self.title);
+            assert_eq!(
+                state["state"]["resources"][&premium],
+                before - price,
+                "{}: paid what the page said",
+                self.title
+            );
+            self.agree("sped up an upgrade").await;
+            done.insert("speed_up");
+        }
+
+        // Cancel an upgrade: it stops, the level stays.
+        let level = self.level(kind).await;
+        if self.def("buildings", kind)["levels"][level as usize].is_object() {
+            self.upgrade(kind).await;
+            self.press(&self.button_text("Cancel (").await).await;
+            self.settled().await;
+            let after = Self::building(&self.state().await, &id);
+            assert!(after["upgrade"].is_null() && after["level"] == level, "{}: cancelled: {after}", self.title);
+            self.agree("cancelled an upgrade").await;
+            done.insert("cancel");
+        }
+
+        // Collect: an hour later, a producer whose storage has room.
+        self.s.advance(3600);
+        self.b.click("#refresh").await;
+        self.settled().await;
+        let state = self.state().await;
+        let producing = state["derived"]["producing"].as_object().cloned().unwrap_or_default();
+        let stalled = state["derived"]["stalled"].as_array().cloned().unwrap_or_default();
+        let room = producing.iter().find(|(id, p)| {
+            let r = p["resource"].as_str().unwrap();
+            let running = !stalled.iter().any(|s| s.as_u64().is_some_and(|s| id.parse() == Ok(s)));
+            running && state["state"]["resources"][r].as_i64() < state["derived"]["caps"][r].as_i64()
+        });
+        let (producer, p) = room.unwrap_or_else(|| panic!("{}: a producer with room: {producing:?}", self.title));
+        let r = p["resource"].as_str().unwrap().to_string();
+        let before = state["state"]["resources"][&r].as_i64().unwrap();
+        self.tab("base").await;
+        self.b.run("window.citadel.focusBuilding(Number(arguments[0]))", json!([producer])).await;
+        self.press(&format!("Collect {}", self.name("resources", &r))).await;
+        self.settled().await;
+        let after = self.state().await["state"]["resources"][&r].as_i64().unwrap();
+        assert!(after > before, "{}: collected {r}: {before} -> {after}", self.title);
+        self.agree("collected").await;
+        done.insert("collect");
+    }
+
+    /// The daily reward, and a job that takes only resources and brings
+    /// back no units, where the title has them.
+    async fn daily_and_jobs(&self, done: &mut BTreeSet<&'static str>) {
+        if !self.data["daily"].is_null() {
+            self.tab("goals").await;
+            self.press("Claim today's reward").await;
+            self.settled().await;
+            assert_eq!(self.state().await["state"]["daily"]["streak"], 1, "{}: the daily reward claimed", self.title);
+            self.b.wait_text("#panel", "Claimed today").await;
+            self.agree("claimed the daily reward").await;
+            done.insert("daily");
+        }
+        let jobs = self.data["jobs"].as_array().cloned().unwrap_or_default();
+        let simple = jobs.iter().find(|j| {
+            let only_resources = |i: &Map<String, Value>| {
+                i.iter().all(|(k, v)| k == "resources" || v.as_object().is_none_or(Map::is_empty))
+            };
+            // (Units a job brings back need housing: not those.)
+            let no_units = j["outputs"]["units"].as_object().is_none_or(Map::is_empty)
+                && j["outputs"]["loot"].as_array().is_none_or(Vec::is_empty);
+            j["requires"].is_null() && j["inputs"].as_object().is_some_and(only_resources) && no_units
+        });
+        if let Some(j) = simple {
+            self.reach(j["building"].as_str().unwrap(), 1).await;
+            self.afford(&j["inputs"]["resources"]).await;
+            self.tab("jobs").await;
+            self.press(&format!("Start {}", j["name"].as_str().unwrap())).await;
+            self.settled().await;
+            let running = self.state().await["state"]["jobs"].clone();
+            let log = self.b.text("#toasts").await;
+            assert!(
+                running.as_array().unwrap().iter().any(|r| r["job"] == j["id"]),
+                "{}: {running}; the page says {log}",
+                self.title
+            );
+            self.b.wait_text("#panel", "% back)").await;
+            self.agree("started a job").await;
+            done.insert("job");
+        }
     }
 
     /// Gets a building of `kind` to level `level`, building it first.
@@ -379,7 +533,8 @@ async fn title_data(s: &Server, title: &str) -> Value {
     reqwest::get(s.url(&format!("/v1/{title}/data/{}", version.as_str().unwrap()))).await.unwrap().json().await.unwrap()
 }
 
-async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>) {
+/// Plays `title` in the page; adds the mechanics it went through to `done`.
+async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>, done: &mut BTreeSet<&'static str>) {
     let player = format!("new-{title}").replace('_', "-");
     let data = title_data(s, title).await;
 
@@ -486,7 +641,12 @@ async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>) {
     p.agree("bought an offer").await;
 
     // The title's custom actions that take arguments, typed into the page.
-    p.actions_with_args().await;
+    if p.actions_with_args().await {
+        done.insert("action_args");
+    }
+    // Move, speed up, cancel, collect; the daily reward and a job.
+    p.base_mechanics(&first, done).await;
+    p.daily_and_jobs(done).await;
 
     let tabs =
         b.run("return [...document.querySelectorAll('#tabs button')].map((b) => b.id.slice(4))", json!([])).await;
@@ -550,11 +710,15 @@ async fn the_client_plays_every_title() {
         axe_finds_a_nameless_button(&b).await;
     }
 
+    let mut done = BTreeSet::new();
     for id in &ids {
-        play_title(&b, &s, id, axe).await;
+        play_title(&b, &s, id, axe, &mut done).await;
         let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
         assert!(errors.is_empty(), "{id}: the browser console shows errors: {errors:#?}");
     }
+
+    let all = ["action_args", "move", "speed_up", "cancel", "collect", "daily", "job"];
+    assert_eq!(done, all.into_iter().collect::<BTreeSet<_>>(), "every mechanic played in some title");
 
     clan_chat_between_two_pages(&b, &s, axe).await;
     let errors: Vec<_> = b.console().await.into_iter().filter(|(level, _)| level == "SEVERE").collect();
