@@ -55,9 +55,10 @@ fn fits(def: &ArgDef, v: &Value) -> bool {
 /// `args` as sent for action `action`, checked against `decl`: the complete
 /// map (defaults filled in), or why not. `null` is no arguments.
 pub fn check(action: &str, decl: &BTreeMap<String, ArgDef>, args: &Value) -> Result<Value, String> {
+    let none = Map::new();
     let sent = match args {
-        Value::Null => Map::new(),
-        Value::Object(m) => m.clone(),
+        Value::Null => &none,
+        Value::Object(m) => m,
         _ => return Err(format!("args of `{action}` must be an object of named arguments")),
     };
     let mut errors = Vec::new();

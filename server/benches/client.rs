@@ -227,6 +227,7 @@ async fn main() {
         let line = json!({
             "case": "load", "title": id, "first_load": bytes, "login_shown_ms": shown,
             "login_to_playable_ms": ((ready - sent) * 10.0).round() / 10.0, "returning_load_to_playable_ms": again,
+            "new_player_pan": { "width": 1280, "buildings": small, "draw_ms": small_draws },
         });
         println!("{line}");
         results.push(line);
@@ -239,7 +240,6 @@ async fn main() {
             let (draws, intervals, n) = pan(&b).await;
             let line = json!({
                 "case": "pan", "title": id, "width": width, "buildings": n, "draw_ms": draws, "frame_interval_ms": intervals,
-                "new_player": { "buildings": small, "draw_ms": small_draws },
             });
             println!("{line}");
             results.push(line);

@@ -100,13 +100,21 @@ export class Net extends EventTarget {
     this.attempt += 1;
     // Ask over HTTP why the socket went: a session that ended needs a new
     // login, a server that drains or restarts needs patience.
+    const e = await this.refusal();
+    if (e && SESSION_ENDED.has(e.code)) return this.ended(e.code, e.message, e.details);
+    if (e) this.setStatus("offline", e);
+    setTimeout(() => this.connect(), delay);
+  }
+
+  // The server's refusal of a ping with this session's token, or null.
+  async refusal() {
     try {
       await this.http(`/v1/${this.title}/request`, { id: 0, action: "ping" });
+      return null;
     } catch (e) {
-      if (e instanceof ApiError && SESSION_ENDED.has(e.code)) return this.ended(e.code, e.message, e.details);
-      if (e instanceof ApiError) this.setStatus("offline", e);
+      if (e instanceof ApiError) return e;
+      return null;
     }
-    setTimeout(() => this.connect(), delay);
   }
 
   // The server ended the session (a forced logout or a ban): ask it why,
@@ -114,11 +122,8 @@ export class Net extends EventTarget {
   async why() {
     if (this.asking) return; // the push and the close that follows it
     this.asking = true;
-    try {
-      await this.http(`/v1/${this.title}/request`, { id: 0, action: "ping" });
-    } catch (e) {
-      if (e instanceof ApiError && SESSION_ENDED.has(e.code)) return this.ended(e.code, e.message, e.details);
-    }
+    const e = await this.refusal();
+    if (e && SESSION_ENDED.has(e.code)) return this.ended(e.code, e.message, e.details);
     this.ended("logged_out", "Customer support ended this session. Log in again.");
   }
 

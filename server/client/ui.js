@@ -750,7 +750,7 @@ export class Ui {
     const windows = [["all", "All time"], ["week", "This week"]];
     if (m.data.world && m.data.world.season) windows.push(["season", "This season"]);
     return [h("h2", {}, "Top scores"),
-      h("div", { class: "row" }, select("top-stat", "Score", stats.map((x) => [x, x.replace(/_/g, " ")]), "stat"),
+      h("div", { class: "row" }, select("top-stat", "Score", stats.map((x) => [x, words(x)]), "stat"),
         select("top-window", "Over", windows, "window")), rows];
   }
 
