@@ -499,6 +499,77 @@ impl Play<'_> {
         }
     }
 
+    /// Buys an offer that gives a usable item (where the title has one
+    /// open to a new player), then uses the item from the Store tab.
+    async fn use_an_item(&self, done: &mut BTreeSet<&'static str>) {
+        let items = self.data["items"].as_array().cloned().unwrap_or_default();
+        // (Units an item brings need housing: not those.)
+        let usable: Vec<&Value> = items
+            .iter()
+            .filter(|i| {
+                !i["use"].is_null()
+                    && i["use"]["units"].as_object().is_none_or(Map::is_empty)
+                    && i["use"]["loot"].as_array().is_none_or(Vec::is_empty)
+            })
+            .collect();
+        let state = self.state().await;
+        let offers = self.data["offers"].as_array().cloned().unwrap_or_default();
+        let found = offers.iter().find_map(|o| {
+            let bought = state["state"]["purchases"][o["id"].as_str().unwrap()].as_u64().unwrap_or(0);
+            let open =
+                o["requires"].is_null() && o["window"].is_null() && o["limit"].as_u64().is_none_or(|l| bought < l);
+            let item = usable.iter().find(|i| o["grants"]["items"].get(i["id"].as_str().unwrap()).is_some())?;
+            open.then(|| (o.clone(), (*item).clone()))
+        });
+        let Some((offer, item)) = found else { return };
+        let id = item["id"].as_str().unwrap().to_string();
+        self.afford(&offer["price"]).await;
+        self.tab("store").await;
+        self.press(&format!("Buy {}", offer["name"].as_str().unwrap())).await;
+        self.settled().await;
+        let before = self.state().await["state"]["items"][&id].as_i64().unwrap_or(0);
+        assert!(before > 0, "{}: bought {id}", self.title);
+        self.press(&format!("Use {}", item["name"].as_str().unwrap())).await;
+        self.settled().await;
+        let after = self.state().await["state"]["items"][&id].as_i64().unwrap_or(0);
+        let log = self.b.text("#toasts").await;
+        assert_eq!(after, before - 1, "{}: used one {id}; the page says {log}", self.title);
+        self.agree("used an item").await;
+        done.insert("use_item");
+    }
+
+    /// The Top tab shows what the server's top scores say, and the Map
+    /// tab the bases near the player, where the title has them.
+    async fn top_and_map(&self, done: &mut BTreeSet<&'static str>) {
+        if let Some(stat) = self.data["scores"].as_array().and_then(|s| s.first()).and_then(Value::as_str) {
+            self.tab("top").await;
+            let (_, r) = self
+                .s
+                .act(&self.title, &self.token, "top_scores", json!({ "stat": stat, "window": "all", "limit": 20 }))
+                .await;
+            let rows = r["result"]["rows"].as_array().unwrap().clone();
+            let want = match rows.first() {
+                Some(x) => format!("{}. {}:", x["rank"], x["player"].as_str().unwrap()),
+                None => "Nobody yet.".into(),
+            };
+            self.b.wait_text("#top-rows", &want).await;
+            done.insert("top");
+        }
+        if !self.data["world"]["map"].is_null() {
+            self.tab("map").await;
+            self.b.wait_text("#map-bases", "Your base at").await;
+            let (_, r) = self.s.act(&self.title, &self.token, "map_near", json!({ "radius": 8, "limit": 30 })).await;
+            let at = &r["result"]["at"];
+            let shown = self.b.text("#map-bases").await;
+            assert!(
+                shown.contains(&format!("({}, {})", at["x"], at["y"])),
+                "{}: the map shows {shown}; the server {r}",
+                self.title
+            );
+            done.insert("map");
+        }
+    }
+
     /// Gets a building of `kind` to level `level`, building it first.
     async fn reach(&self, kind: &str, level: u64) {
         if self.level(kind).await >= level {
@@ -647,6 +718,8 @@ async fn play_title(b: &Browser, s: &Server, title: &str, axe: Option<&str>, don
     // Move, speed up, cancel, collect; the daily reward and a job.
     p.base_mechanics(&first, done).await;
     p.daily_and_jobs(done).await;
+    p.use_an_item(done).await;
+    p.top_and_map(done).await;
 
     let tabs =
         b.run("return [...document.querySelectorAll('#tabs button')].map((b) => b.id.slice(4))", json!([])).await;
@@ -717,7 +790,7 @@ async fn the_client_plays_every_title() {
         assert!(errors.is_empty(), "{id}: the browser console shows errors: {errors:#?}");
     }
 
-    let all = ["action_args", "move", "speed_up", "cancel", "collect", "daily", "job"];
+    let all = ["action_args", "cancel", "collect", "daily", "job", "map", "move", "speed_up", "top", "use_item"];
     assert_eq!(done, all.into_iter().collect::<BTreeSet<_>>(), "every mechanic played in some title");
 
     clan_chat_between_two_pages(&b, &s, axe).await;
