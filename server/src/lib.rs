@@ -30,6 +30,7 @@
 pub mod admin;
 pub mod apply;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod connections;
 pub mod deps;
