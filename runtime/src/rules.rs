@@ -1352,6 +1352,13 @@ fn next_due(s: &PlayerState, now: i64) -> Option<(i64, Due)> {
     best
 }
 
+/// When the earliest timer of `s` ends (a building, research, training,
+/// modifier, job or script timer), already ended or not: the moment a
+/// server wakes the player's session to complete it and tell the player.
+pub fn next_end_ms(s: &PlayerState) -> Option<i64> {
+    next_due(s, i64::MAX).map(|(t, _)| t)
+}
+
 /// Brings `s` to `now_ms`, completing every timer that ended by then, in
 /// time order, each at its own end time (so hooks see the right `now()`).
 /// A clock behind the state's is treated as the state's (time never runs back).

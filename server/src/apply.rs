@@ -19,6 +19,9 @@ pub enum Op {
     Login,
     /// Advance timers and production to now (`get_state`).
     Advance,
+    /// Advance to now because a timer ended: the session woke itself to
+    /// complete it and push the events to the player (no request).
+    Wake,
     /// Advance, then one action of the title's rules.
     Act { action: Action },
     /// A raid's result applied to the attacker (the world store took it
@@ -60,7 +63,7 @@ pub(crate) fn execute(
     rng: &mut Rng,
 ) -> Result<Answer, ApiError> {
     let result = run_op(title, state, op, now, rng);
-    if result.is_ok() && !matches!(op, Op::Advance) {
+    if result.is_ok() && !matches!(op, Op::Advance | Op::Wake) {
         citadel_runtime::support::remember(state, &op_name(title, op), now);
     }
     result
@@ -78,6 +81,7 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
             let ready = rules::ready(title, state, now);
             serialize(&WithState { events: &events, state, derived: rules::derived(title, state), ready })
         }
+        Op::Wake => serialize(&Events { events: &rules::advance(title, state, now, rng) }),
         Op::Act { action } => match rules::apply(title, state, action, now, rng) {
             Ok(events) => serialize(&Events { events: &events }),
             Err(e) => Err(ApiError::rules(e)),
@@ -125,6 +129,7 @@ pub(crate) fn op_name(title: &Title, op: &Op) -> String {
     let name = match op {
         Op::Login => "login",
         Op::Advance => "get_state",
+        Op::Wake => "wake",
         Op::Raid { .. } => "raid_end",
         Op::Relocate => "relocate",
         Op::ClanFounded { .. } => "clan_create",

@@ -64,6 +64,29 @@ impl Default for Limits {
 
 pub use crate::admin::auth::AdminUser;
 
+/// The message bus between game servers on NATS (`[nats]`): chat, map
+/// updates, wake-ups and cluster-wide admin operations reach every server
+/// sharing it. Without it the bus is in-process: one server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Where NATS is, e.g. `nats://10.0.0.5:4222` (several, comma-separated,
+    /// for a NATS cluster).
+    pub url: String,
+    /// A NATS credentials file (`.creds`: a user JWT and its key), if the
+    /// NATS server requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PathBuf>,
+    /// The first token of every subject this deployment uses, so that
+    /// several deployments (staging, production) can share one NATS.
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+}
+
+fn default_subject_prefix() -> String {
+    "citadel".into()
+}
+
 /// Everything `citadel serve` needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -133,6 +156,9 @@ pub struct Config {
     /// Keep player files in S3 instead of `data_dir/players`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<citadel_store::s3::S3Config>,
+    /// Share the message bus with other game servers over NATS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsConfig>,
     pub limits: Limits,
 }
 
@@ -158,6 +184,7 @@ impl Default for Config {
             slow_request_ms: 200,
             mongodb: None,
             s3: None,
+            nats: None,
             limits: Limits::default(),
         }
     }
@@ -181,6 +208,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CITADEL_S3_ENDPOINT", "s3.endpoint"),
     ("AWS_ACCESS_KEY_ID", "s3.access_key_id"),
     ("AWS_SECRET_ACCESS_KEY", "s3.secret_access_key"),
+    ("CITADEL_NATS_URL", "nats.url"),
+    ("CITADEL_NATS_PREFIX", "nats.subject_prefix"),
 ];
 
 impl Config {
@@ -232,6 +261,17 @@ impl Config {
         if let (Some(m), Some(db)) = (&mut self.mongodb, get("CITADEL_MONGODB_DATABASE")) {
             m.database = db;
         }
+        if let Some(url) = get("CITADEL_NATS_URL") {
+            let n = self.nats.get_or_insert_with(|| NatsConfig {
+                url: String::new(),
+                credentials: None,
+                subject_prefix: default_subject_prefix(),
+            });
+            n.url = url;
+        }
+        if let (Some(n), Some(prefix)) = (&mut self.nats, get("CITADEL_NATS_PREFIX")) {
+            n.subject_prefix = prefix;
+        }
         if let Some(bucket) = get("CITADEL_S3_BUCKET") {
             let s3 = self.s3.get_or_insert_with(|| citadel_store::s3::S3Config::new(""));
             s3.bucket = bucket;
@@ -282,6 +322,14 @@ impl Config {
                 crate::admin::auth::PasswordHash::parse(&u.password_hash).is_some(),
                 "admin_users.{}: password_hash is not of the form pbkdf2-sha256$<iterations>$<salt>$<hash>; make one with `citadel hash-password`",
                 u.name
+            );
+        }
+        if let Some(n) = &self.nats {
+            anyhow::ensure!(!n.url.is_empty(), "nats.url is empty");
+            anyhow::ensure!(
+                crate::bus::check_subject(&n.subject_prefix).is_ok(),
+                "nats.subject_prefix `{}` must be dot-separated tokens of letters, digits, _ and -",
+                n.subject_prefix
             );
         }
         if let Some(s) = &self.token_secret {

@@ -1,12 +1,22 @@
-//! The WebSocket connections of this server, by player: what an admin
+//! The players this server reaches without being asked: their WebSocket
+//! connections, and for a player with a live session but no socket (an
+//! HTTP client) the pushes kept for their next answer. What an admin
 //! reaches when forcing a player out (`kick`) or telling every player
-//! something (`broadcast`).
+//! something (`broadcast`), and where a session's timer completions, clan
+//! chat and notifications go (`push`).
+//!
+//! A slow reader never holds anyone up: each socket has a bounded queue
+//! and an HTTP player a bounded list of pending pushes; what does not fit
+//! is dropped and counted (`dropped`, in `/metrics`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use crate::protocol::Push;
 
 /// Broadcast messages a slow connection may fall behind by before it
 /// skips to the newest (they are rare, human-written notices).
@@ -15,24 +25,44 @@ const NOTICES_QUEUED_MAX: usize = 16;
 /// The longest broadcast text: a notice on a game screen, not a document.
 pub const NOTICE_BYTES_MAX: usize = 1024;
 
+/// Pushes waiting to be written to one socket. A client that reads
+/// nothing for this many (a stalled tab, a dead link not yet timed out)
+/// loses the newest rather than grow the server's memory; a busy clan's
+/// chat is a few lines a second.
+pub const SOCKET_PUSHES_MAX: usize = 256;
+
+/// Pushes kept for an HTTP player's next answer, oldest dropped first:
+/// an HTTP client polls every few seconds at most, and what it missed
+/// beyond this is on the state it reads anyway.
+pub const PENDING_PUSHES_MAX: usize = 64;
+
 type Key = (String, String);
 
-/// Every open player connection.
+/// Every player this server can push to.
 #[derive(Debug)]
 pub struct Connections {
-    /// One token per player with open connections, cancelled to close them
-    /// all, and how many connections share it.
     players: Mutex<HashMap<Key, Entry>>,
     notices: broadcast::Sender<Arc<str>>,
-    next_id: std::sync::atomic::AtomicU64,
+    next_id: AtomicU64,
+    dropped: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Entry {
+    /// Cancelled to close every socket of the player (then replaced).
     token: CancellationToken,
-    connections: usize,
-    /// Tells this entry from a later one of the same player.
-    id: u64,
+    /// Each open socket's queue, by connection id.
+    sockets: Vec<(u64, mpsc::Sender<Arc<str>>)>,
+    /// The player has a live session here: keep pushes for HTTP answers.
+    session: bool,
+    /// Pushes for the next HTTP answer (while there is no socket).
+    pending: VecDeque<Arc<str>>,
+}
+
+impl Entry {
+    fn unused(&self) -> bool {
+        self.sockets.is_empty() && !self.session
+    }
 }
 
 /// A connection's registration; dropping it unregisters the connection.
@@ -53,16 +83,25 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut players = self.owner.players.lock().unwrap_or_else(|p| p.into_inner());
-        // A kicked player's entry was removed already; a newer one is not
-        // ours to count down.
-        if let Some(e) = players.get_mut(&self.key).filter(|e| e.id == self.id) {
-            e.connections -= 1;
-            if e.connections == 0 {
+        let mut players = self.owner.lock();
+        if let Some(e) = players.get_mut(&self.key) {
+            e.sockets.retain(|(id, _)| *id != self.id);
+            if e.unused() {
                 players.remove(&self.key);
             }
         }
     }
+}
+
+/// Where a push went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Queued on this many sockets of the player.
+    Sockets(usize),
+    /// Kept for the player's next HTTP answer.
+    Pending,
+    /// The player is not on this server.
+    NotHere,
 }
 
 impl Connections {
@@ -70,38 +109,126 @@ impl Connections {
         Arc::new(Connections {
             players: Mutex::new(HashMap::new()),
             notices: broadcast::channel(NOTICES_QUEUED_MAX).0,
-            next_id: std::sync::atomic::AtomicU64::new(1),
+            next_id: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
         })
     }
 
-    /// Registers one connection of a player.
-    pub fn register(self: &Arc<Self>, title: &str, player: &str) -> Registered {
-        let key = (title.to_string(), player.to_string());
-        let mut players = self.players.lock().unwrap_or_else(|p| p.into_inner());
-        let e = players.entry(key.clone()).or_insert_with(|| Entry {
-            token: CancellationToken::new(),
-            connections: 0,
-            id: self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        });
-        e.connections += 1;
-        Registered { owner: self.clone(), key, token: e.token.clone(), id: e.id }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        // Each critical section is one map operation that cannot leave the
+        // map inconsistent, so a poisoned lock is still usable.
+        self.players.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes every connection of a player; returns how many there were.
+    fn entry<'a>(players: &'a mut HashMap<Key, Entry>, title: &str, player: &str) -> &'a mut Entry {
+        players.entry((title.to_string(), player.to_string())).or_insert_with(|| Entry {
+            token: CancellationToken::new(),
+            sockets: Vec::new(),
+            session: false,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Registers one socket of a player; its pushes arrive on the receiver.
+    pub fn register(self: &Arc<Self>, title: &str, player: &str) -> (Registered, mpsc::Receiver<Arc<str>>) {
+        let (tx, rx) = mpsc::channel(SOCKET_PUSHES_MAX);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut players = self.lock();
+        let e = Self::entry(&mut players, title, player);
+        e.sockets.push((id, tx));
+        // What waited for an HTTP answer goes to the socket instead.
+        for p in e.pending.drain(..) {
+            let _ = e.sockets[e.sockets.len() - 1].1.try_send(p);
+        }
+        let key = (title.to_string(), player.to_string());
+        (Registered { owner: self.clone(), key, token: e.token.clone(), id }, rx)
+    }
+
+    /// A session of the player started here: keep pushes for their HTTP answers.
+    pub fn session_started(&self, title: &str, player: &str) {
+        Self::entry(&mut self.lock(), title, player).session = true;
+    }
+
+    /// The player's session here ended: nothing more is kept for them.
+    pub fn session_ended(&self, title: &str, player: &str) {
+        let mut players = self.lock();
+        let key = (title.to_string(), player.to_string());
+        if let Some(e) = players.get_mut(&key) {
+            e.session = false;
+            e.pending.clear();
+            if e.unused() {
+                players.remove(&key);
+            }
+        }
+    }
+
+    /// Sends `push` to the player: to every socket they have here, else to
+    /// their next HTTP answer if they have a session here.
+    pub fn push(&self, title: &str, player: &str, push: &Push) -> Delivered {
+        let text: Arc<str> = serde_json::to_string(push).unwrap_or_default().into();
+        self.push_text(title, player, text)
+    }
+
+    fn push_text(&self, title: &str, player: &str, text: Arc<str>) -> Delivered {
+        let mut players = self.lock();
+        let Some(e) = players.get_mut(&(title.to_string(), player.to_string())) else {
+            return Delivered::NotHere;
+        };
+        if !e.sockets.is_empty() {
+            for (_, tx) in &e.sockets {
+                if tx.try_send(text.clone()).is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return Delivered::Sockets(e.sockets.len());
+        }
+        if !e.session {
+            return Delivered::NotHere;
+        }
+        if e.pending.len() >= PENDING_PUSHES_MAX {
+            e.pending.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        e.pending.push_back(text);
+        Delivered::Pending
+    }
+
+    /// The pushes kept for the player's HTTP answer, oldest first.
+    pub fn take_pending(&self, title: &str, player: &str) -> Vec<Arc<str>> {
+        match self.lock().get_mut(&(title.to_string(), player.to_string())) {
+            Some(e) => e.pending.drain(..).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether the player has a socket open here.
+    pub fn online(&self, title: &str, player: &str) -> bool {
+        self.lock().get(&(title.to_string(), player.to_string())).is_some_and(|e| !e.sockets.is_empty())
+    }
+
+    /// Closes every socket of a player; returns how many there were.
     pub fn kick(&self, title: &str, player: &str) -> usize {
-        let mut players = self.players.lock().unwrap_or_else(|p| p.into_inner());
-        match players.remove(&(title.to_string(), player.to_string())) {
+        let mut players = self.lock();
+        match players.get_mut(&(title.to_string(), player.to_string())) {
             Some(e) => {
                 e.token.cancel();
-                e.connections
+                e.token = CancellationToken::new();
+                e.pending.clear();
+                e.sockets.len()
             }
             None => 0,
         }
     }
 
-    /// Players with at least one open connection.
+    /// Players with at least one open socket.
     pub fn players(&self) -> usize {
-        self.players.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().values().filter(|e| !e.sockets.is_empty()).count()
+    }
+
+    /// Pushes dropped since start: a socket's queue was full, or an HTTP
+    /// player's pending list overflowed.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Sends `text` to every open connection; returns how many listen.
@@ -118,22 +245,63 @@ impl Connections {
 mod tests {
     use super::*;
 
+    fn notice(n: usize) -> Push {
+        Push::Notice { text: n.to_string() }
+    }
+
     #[test]
     fn kicks_reach_every_connection_of_the_player_and_entries_go_away() {
         let c = Connections::new();
-        let a1 = c.register("mini", "ann");
-        let a2 = c.register("mini", "ann");
-        let b = c.register("mini", "bob");
+        let (a1, _r1) = c.register("mini", "ann");
+        let (a2, _r2) = c.register("mini", "ann");
+        let (b, _r3) = c.register("mini", "bob");
         assert_eq!(c.players(), 2);
         assert_eq!(c.kick("mini", "ann"), 2);
         assert!(a1.kicked().is_cancelled() && a2.kicked().is_cancelled());
         assert!(!b.kicked().is_cancelled());
-        let again = c.register("mini", "ann");
+        let (again, _r4) = c.register("mini", "ann");
+        assert!(!again.kicked().is_cancelled(), "a new socket after a kick is not closed by it");
         drop((a1, a2));
         assert_eq!(c.players(), 2, "the old connections do not count down the new one");
         drop(again);
         drop(b);
         assert_eq!(c.players(), 0);
         assert_eq!(c.kick("mini", "ann"), 0);
+        assert!(c.lock().is_empty(), "no entry is left behind");
+    }
+
+    #[test]
+    fn pushes_go_to_every_socket_or_wait_for_an_http_answer_bounded() {
+        let c = Connections::new();
+        assert_eq!(c.push("mini", "ann", &notice(0)), Delivered::NotHere, "nobody here: nothing kept");
+        c.session_started("mini", "ann");
+        for n in 0..PENDING_PUSHES_MAX + 3 {
+            assert_eq!(c.push("mini", "ann", &notice(n)), Delivered::Pending);
+        }
+        let pending = c.take_pending("mini", "ann");
+        assert_eq!(pending.len(), PENDING_PUSHES_MAX);
+        assert_eq!(&*pending[0], r#"{"event":"notice","text":"3"}"#, "the oldest were dropped");
+        assert_eq!(c.dropped(), 3);
+        assert!(c.take_pending("mini", "ann").is_empty(), "taken once");
+        c.push("mini", "ann", &notice(100));
+        let (s1, mut r1) = c.register("mini", "ann");
+        let (_s2, mut r2) = c.register("mini", "ann");
+        assert_eq!(
+            &*r1.try_recv().unwrap(),
+            r#"{"event":"notice","text":"100"}"#,
+            "a pending push moves to the socket"
+        );
+        assert_eq!(c.push("mini", "ann", &notice(1)), Delivered::Sockets(2));
+        assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
+        for n in 0..SOCKET_PUSHES_MAX + 1 {
+            c.push("mini", "ann", &notice(n));
+        }
+        assert_eq!(c.dropped(), 3 + 2, "one too many for each socket nobody reads");
+        drop(s1);
+        c.session_ended("mini", "ann");
+        assert_eq!(c.push("mini", "ann", &notice(2)), Delivered::Sockets(1), "the socket still open");
+        drop(_s2);
+        assert_eq!(c.push("mini", "ann", &notice(3)), Delivered::NotHere);
+        assert!(c.lock().is_empty());
     }
 }

@@ -44,4 +44,8 @@ pub struct Deps {
     pub profiler: Arc<crate::profile::Profiler>,
     /// Requests in flight and the slow ones.
     pub flights: Arc<crate::profile::Flights>,
+    /// The message bus between servers (in-process when there is one server).
+    pub bus: crate::bus::SharedBus,
+    /// The players this server pushes to: their sockets, their next HTTP answer.
+    pub connections: Arc<crate::connections::Connections>,
 }

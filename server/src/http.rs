@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::auth::{Claims, TokenError};
@@ -321,7 +322,17 @@ async fn http_request(
     let claims = authorize(&st, &title, bearer(&headers)).map_err(fail)?;
     let req: Request = parse_json(&body, st.deps.config.limits.message_bytes_max).map_err(fail)?;
     match dispatch(&st, &claims, &req).await {
-        Ok(result) => Ok((StatusCode::OK, Json(Response::ok(req.id.clone(), result)))),
+        Ok(result) => {
+            let mut answer = Response::ok(req.id.clone(), result);
+            answer.pushes = st
+                .deps
+                .connections
+                .take_pending(&claims.t, &claims.p)
+                .iter()
+                .filter_map(|p| RawValue::from_string(p.to_string()).ok())
+                .collect();
+            Ok((StatusCode::OK, Json(answer)))
+        }
         Err(e) => Err(Fail(e, req.id.clone())),
     }
 }
@@ -366,8 +377,8 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
     if tx.send(Message::Text(json!(welcome).to_string().into())).await.is_err() {
         return;
     }
-    let registered = st.connections.register(&claims.t, &claims.p);
-    let mut notices = st.connections.notices();
+    let (registered, mut pushes) = st.deps.connections.register(&claims.t, &claims.p);
+    let mut notices = st.deps.connections.notices();
     // The sender lives as long as the server; once it is gone, stop asking.
     let mut listening = true;
     loop {
@@ -384,6 +395,12 @@ async fn serve_socket(st: AppState, claims: Claims, socket: WebSocket) {
                 let close = CloseFrame { code: KICKED_CLOSE_CODE, reason: "logged out by an administrator".into() };
                 let _ = tx.send(Message::Close(Some(close))).await;
                 return;
+            }
+            Some(push) = pushes.recv() => {
+                if tx.send(Message::Text(push.to_string().into())).await.is_err() {
+                    return;
+                }
+                continue;
             }
             notice = notices.recv(), if listening => {
                 use tokio::sync::broadcast::error::RecvError;

@@ -20,6 +20,9 @@
 //! - [`status`]: this server's heartbeat in the world store's server list.
 //! - [`profile`]: latency of every entry point; `/metrics`.
 //! - [`listener`]: accepting and serving connections under limits and deadlines.
+//! - [`bus`]: the message bus between servers (in-process or NATS).
+//! - [`connections`]: the players this server pushes to.
+//! - [`relay`]: what servers tell each other's players over the bus.
 //! - [`recovery`]: taking players over from a server that died holding them.
 //! - [`handoff`]: passing the listening socket to a new process (binary upgrades).
 //! - [`docs`]: generated sections of the protocol and configuration docs.
@@ -44,6 +47,7 @@ pub mod player_file;
 pub mod profile;
 pub mod protocol;
 pub mod recovery;
+pub mod relay;
 pub mod replay;
 pub mod session;
 pub mod state;
@@ -206,6 +210,7 @@ async fn serve(
     let recovery = Arc::new(recovery::Recovery::new(&server_id, &server_dir.join("journal")));
     recovery.register(&*world).await.context("recording where this server's journal is")?;
     let journal = open_journal(&config, &titles, &*blobs, &*world, &recovery, clock.now_ms(), &profiler).await?;
+    let bus = bus::connect(&config, &profiler).await?;
     let flights = profile::Flights::new(std::time::Duration::from_millis(config.slow_request_ms));
     let deps = Arc::new(deps::Deps {
         config,
@@ -218,6 +223,8 @@ async fn serve(
         server_id,
         profiler,
         flights,
+        bus,
+        connections: connections::Connections::new(),
     });
     let sessions = session::Sessions::new(deps.clone());
     let token = CancellationToken::new();
@@ -225,6 +232,7 @@ async fn serve(
         watch::spawn(deps.titles.clone(), &deps.config.titles, token.clone())?;
     }
     watch::on_sighup(deps.titles.clone(), token.clone())?;
+    relay::spawn(deps.clone(), token.clone()).await?;
     let admin = Arc::new(admin::auth::AdminAuth::new(admin_token(&deps.config)?, &deps.config.admin_users));
     let state = AppState {
         deps,
@@ -233,7 +241,6 @@ async fn serve(
         shutdown: token.clone(),
         sockets: TaskTracker::new(),
         admin,
-        connections: connections::Connections::new(),
         closes: Arc::new(listener::Closes::default()),
     };
     let sockets = state.sockets.clone();

@@ -55,6 +55,9 @@ pub enum Kind {
     /// A script function of a title (`module::function`: hooks, custom
     /// actions, item uses, raid checks), per title.
     Script,
+    /// The message bus: publishing (`publish`) and handling a delivered
+    /// message (`deliver:<purpose>`).
+    Bus,
 }
 
 impl Kind {
@@ -67,6 +70,7 @@ impl Kind {
             Kind::Journal => "journal",
             Kind::World => "world",
             Kind::Script => "script",
+            Kind::Bus => "bus",
         }
     }
 }
@@ -279,6 +283,12 @@ pub struct Gauges {
     pub busy_ratio: f64,
     /// Connections the server closed itself, by reason, since start.
     pub closes: Vec<(&'static str, u64)>,
+    /// Whether the message bus is reachable.
+    pub bus_up: bool,
+    /// Messages dropped since start, by where: `pushes` (a player's socket
+    /// queue or pending list was full), `bus_queue` (a bus subscription's
+    /// queue was full), `bus_unreachable` (published while the bus was down).
+    pub dropped: Vec<(&'static str, u64)>,
 }
 
 /// The Prometheus text exposition of every entry point's latency since
@@ -320,6 +330,18 @@ pub fn prometheus(rows: &[Row], g: Gauges) -> String {
     let _ = writeln!(out, "# TYPE {closed} counter");
     for (reason, n) in &g.closes {
         let _ = writeln!(out, "{closed}{{reason=\"{reason}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP citadel_bus_up Whether the message bus between servers is reachable (1) or not (0).");
+    let _ = writeln!(out, "# TYPE citadel_bus_up gauge");
+    let _ = writeln!(out, "citadel_bus_up {}", u8::from(g.bus_up));
+    let dropped = "citadel_messages_dropped_total";
+    let _ = writeln!(
+        out,
+        "# HELP {dropped} Messages dropped, by where: pushes to players, bus subscriptions, publishes while the bus was down."
+    );
+    let _ = writeln!(out, "# TYPE {dropped} counter");
+    for (place, n) in &g.dropped {
+        let _ = writeln!(out, "{dropped}{{where=\"{place}\"}} {n}");
     }
     out
 }

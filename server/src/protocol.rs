@@ -100,6 +100,11 @@ pub struct Response {
     pub result: Option<Answer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// Over HTTP: what the server pushed to this player since their last
+    /// answer (oldest first, at most `PENDING_PUSHES_MAX`), each a [`Push`].
+    /// WebSocket clients get pushes as messages of their own instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -253,10 +258,10 @@ impl ApiError {
 
 impl Response {
     pub fn ok(id: RequestId, result: Answer) -> Response {
-        Response { id, ok: true, result: Some(result), error: None }
+        Response { id, ok: true, result: Some(result), error: None, pushes: Vec::new() }
     }
     pub fn err(id: RequestId, e: &ApiError) -> Response {
-        Response { id, ok: false, result: None, error: Some(e.body()) }
+        Response { id, ok: false, result: None, error: Some(e.body()), pushes: Vec::new() }
     }
 }
 
@@ -562,7 +567,9 @@ pub fn decode(req: &Request) -> Result<Command, ApiError> {
     serde_json::from_value(Value::Object(obj)).map(Command::Rules).map_err(bad)
 }
 
-/// Events the server pushes without a request (WebSocket only).
+/// Messages the server sends without a request: on a WebSocket as they
+/// happen, to an HTTP client in its next answer's `pushes`. They carry
+/// `event` and never `id`, so a client never takes one for an answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Push {
@@ -575,4 +582,11 @@ pub enum Push {
     /// An administrator ended the player's sessions; the socket closes
     /// (code 4001) and the player must log in again.
     LoggedOut { reason: String },
+    /// Timers of the player's base ended (a building, research, training,
+    /// a job, a modifier, a script's timer): the rules' events, as an
+    /// action's answer has them, at the moment the last of them ended. No
+    /// request was needed; `get_state` shows the new state.
+    GameEvents { events: Vec<Value>, at_ms: i64 },
+    /// A line of the player's clan chat, from a member on any server.
+    Chat { clan: String, seq: i64, player: String, text: String, at_ms: i64 },
 }

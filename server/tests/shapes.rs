@@ -93,6 +93,7 @@ fn ops() -> Vec<Op> {
     vec![
         Op::Login,
         Op::Advance,
+        Op::Wake,
         Op::Act { action: Action::Collect { id: 2 } },
         Op::Raid { outcome },
         Op::Relocate,

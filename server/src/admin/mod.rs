@@ -177,6 +177,12 @@ async fn metrics_json(State(st): State<AppState>) -> Json<Value> {
         "sessions": st.sessions.len(),
         "busy_ratio": p.busy_ratio(),
         "connections_closed": st.closes.counts().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "bus": {
+            "up": st.deps.bus.up(),
+            "dropped": st.deps.bus.dropped(),
+            "unreachable": st.deps.bus.lost(),
+            "pushes_dropped": st.deps.connections.dropped(),
+        },
         "entries": p.rows(),
     }))
 }
@@ -187,6 +193,12 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> HttpResponse {
         sessions: st.sessions.len(),
         busy_ratio: st.deps.profiler.busy_ratio(),
         closes: st.closes.counts(),
+        bus_up: st.deps.bus.up(),
+        dropped: vec![
+            ("pushes", st.deps.connections.dropped()),
+            ("bus_queue", st.deps.bus.dropped()),
+            ("bus_unreachable", st.deps.bus.lost()),
+        ],
     };
     let body = crate::profile::prometheus(&st.deps.profiler.rows(), gauges);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
@@ -247,7 +259,7 @@ async fn broadcast(
     if text.is_empty() || text.len() > crate::connections::NOTICE_BYTES_MAX {
         return Err(bad_request(format!("text must be 1 to {} bytes", crate::connections::NOTICE_BYTES_MAX)));
     }
-    let reached = st.connections.broadcast(text);
+    let reached = st.deps.connections.broadcast(text);
     let after = json!({ "text": text, "connections": reached });
     let id = audit(&st, &who, Change::server("broadcast", "", Value::Null, after)).await;
     Ok(Json(json!({ "ok": true, "connections": reached, "audit": id })))

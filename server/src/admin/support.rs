@@ -237,7 +237,7 @@ struct ReasonBody {
 /// saves and ends their session. Sessions on other servers end when their
 /// tokens are next used there (the restriction refuses older tokens).
 async fn end_sessions(st: &AppState, title: &str, player: &str) -> usize {
-    let sockets = st.connections.kick(title, player);
+    let sockets = st.deps.connections.kick(title, player);
     let _ = st.sessions.admin_if_live(title, player, AdminOp::Logout).await;
     sockets
 }

@@ -86,6 +86,14 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
     /// Messages dropped because a subscription's queue was full, since start.
     fn dropped(&self) -> u64;
+    /// Messages not sent because the bus was unreachable, since start.
+    fn lost(&self) -> u64 {
+        0
+    }
+    /// Whether the bus is reachable now.
+    fn up(&self) -> bool {
+        true
+    }
 }
 
 /// A count of dropped messages shared by a bus and its subscriptions.
@@ -143,6 +151,49 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 
 /// A shared bus.
 pub type SharedBus = Arc<dyn Bus>;
+
+/// The bus the configuration names: NATS when `[nats]` is set, else the
+/// in-process bus (one server). Publishes are timed by the profiler.
+pub async fn connect(config: &crate::Config, profiler: &Arc<crate::profile::Profiler>) -> anyhow::Result<SharedBus> {
+    let bus: SharedBus = match &config.nats {
+        None => Arc::new(local::LocalBus::new()),
+        Some(n) => {
+            let name = format!("citadel {}", config.listen);
+            let bus = nats::NatsBus::connect(&n.url, n.credentials.as_deref(), &n.subject_prefix, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("nats: {e}"))?;
+            tracing::info!(url = %n.url, prefix = %n.subject_prefix, "the bus is NATS");
+            Arc::new(bus)
+        }
+    };
+    Ok(if profiler.enabled() { Arc::new(Timed { bus, profiler: profiler.clone() }) } else { bus })
+}
+
+/// A bus whose publishes show in the profile (`kind="bus"`).
+#[derive(Debug)]
+struct Timed {
+    bus: SharedBus,
+    profiler: Arc<crate::profile::Profiler>,
+}
+
+#[async_trait::async_trait]
+impl Bus for Timed {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        self.profiler.time(crate::profile::Kind::Bus, "publish", "", self.bus.publish(subject, payload)).await
+    }
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
+        self.bus.subscribe(pattern).await
+    }
+    fn dropped(&self) -> u64 {
+        self.bus.dropped()
+    }
+    fn lost(&self) -> u64 {
+        self.bus.lost()
+    }
+    fn up(&self) -> bool {
+        self.bus.up()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -12,12 +13,21 @@ use tokio::sync::mpsc;
 
 use super::{check_pattern, check_subject, Bus, BusError, Dropped, Message, Subscription, MESSAGE_BYTES_MAX};
 
+/// The longest pause between two attempts to reach NATS again: pushes
+/// between servers flow again within a second or so of NATS returning.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
+
+/// How long subscribing waits for NATS to confirm: NATS down at start must
+/// not hold up a server; the client subscribes again when it is back.
+const SUBSCRIBE_CONFIRM_WAIT: Duration = Duration::from_secs(2);
+
 /// The bus on a NATS connection.
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
     prefix: String,
     dropped: Arc<Dropped>,
+    lost: Arc<Dropped>,
     queue: usize,
 }
 
@@ -32,10 +42,30 @@ impl Drop for Forwarder {
 
 impl NatsBus {
     /// Connects to `url` (with a credentials file if given), naming this
-    /// connection `name`; subjects go out under `prefix`.
+    /// connection `name`; subjects go out under `prefix`. Returns at once
+    /// even when NATS is down: the connection is made, and made again
+    /// after every loss, in the background, for as long as the server runs.
     pub async fn connect(url: &str, credentials: Option<&Path>, prefix: &str, name: &str) -> Result<NatsBus, BusError> {
         check_subject(prefix)?;
-        let mut options = async_nats::ConnectOptions::new().name(name);
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                RECONNECT_DELAY_MAX.min(Duration::from_millis(50u64.saturating_mul(attempts as u64)))
+            })
+            .event_callback(|event| async move {
+                // Logged once per change, not per message lost meanwhile.
+                match event {
+                    async_nats::Event::Connected => tracing::info!("the bus (NATS) is connected"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(
+                            "the bus (NATS) is unreachable: pushes between servers are lost until it is back"
+                        )
+                    }
+                    other => tracing::info!(event = %other, "the bus (NATS)"),
+                }
+            });
         if let Some(path) = credentials {
             options = options
                 .credentials_file(path)
@@ -47,6 +77,7 @@ impl NatsBus {
             client,
             prefix: prefix.to_string(),
             dropped: Arc::default(),
+            lost: Arc::default(),
             queue: super::SUBSCRIPTION_QUEUE_MAX,
         })
     }
@@ -58,6 +89,12 @@ impl Bus for NatsBus {
         check_subject(subject)?;
         if payload.len() > MESSAGE_BYTES_MAX {
             return Err(BusError::TooLarge(payload.len()));
+        }
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            // Not queued for later: a chat line or a wake-up hours late is
+            // worse than none (the inbox and the world store keep the record).
+            self.lost.add();
+            return Err(BusError::Unreachable("not connected".into()));
         }
         self.client
             .publish(format!("{}.{subject}", self.prefix), payload)
@@ -72,8 +109,13 @@ impl Bus for NatsBus {
             .subscribe(format!("{}.{pattern}", self.prefix))
             .await
             .map_err(|e| BusError::Unreachable(e.to_string()))?;
-        // "From now on": the server has the subscription before this returns.
-        self.client.flush().await.map_err(|e| BusError::Unreachable(e.to_string()))?;
+        // "From now on": the server has the subscription before this returns
+        // (when NATS is up; the client subscribes again once it is back).
+        match tokio::time::timeout(SUBSCRIBE_CONFIRM_WAIT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(pattern, error = %e, "subscribed while the bus is unreachable"),
+            Err(_) => tracing::warn!(pattern, "subscribed while the bus is unreachable"),
+        }
         let (tx, rx) = mpsc::channel(self.queue);
         let dropped = self.dropped.clone();
         let strip = self.prefix.len() + 1;
@@ -92,5 +134,13 @@ impl Bus for NatsBus {
 
     fn dropped(&self) -> u64 {
         self.dropped.get()
+    }
+
+    fn lost(&self) -> u64 {
+        self.lost.get()
+    }
+
+    fn up(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 }

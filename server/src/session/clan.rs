@@ -340,7 +340,10 @@ impl Session {
         let limits =
             ChatLimits { rate_window_ms: CHAT_RATE_WINDOW_MS, rate_max: CHAT_RATE_MAX, history_max: CHAT_HISTORY_MAX };
         match deps.world.post_chat(title.id(), &me.clan, &me.player, &text, now, limits).await.map_err(internal)? {
-            Some(line) => serialize(&json!({ "clan": me.clan, "line": line })),
+            Some(line) => {
+                crate::relay::clan_chat(deps, title.id(), &me.clan, &line).await;
+                serialize(&json!({ "clan": me.clan, "line": line }))
+            }
             None => Err(refused(
                 Code::ChatTooFast,
                 format!("at most {CHAT_RATE_MAX} lines within {} seconds", CHAT_RATE_WINDOW_MS / 1000),

@@ -272,6 +272,7 @@ impl Sessions {
         let mut live = lock(&self.live);
         if live.get(key).is_some_and(|e| e.generation == generation) {
             live.remove(key);
+            self.deps.connections.session_ended(&key.0, &key.1);
         }
     }
 }
@@ -315,6 +316,8 @@ mod tests {
             server_id: "test".into(),
             profiler: Arc::new(crate::profile::Profiler::new(true)),
             flights: crate::profile::Flights::new(Duration::from_millis(200)),
+            bus: Arc::new(crate::bus::local::LocalBus::new()),
+            connections: crate::connections::Connections::new(),
         })
     }
 

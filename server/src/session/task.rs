@@ -29,6 +29,15 @@ use citadel_store::world::Lease;
 const LOCK_RETRY_FIRST: Duration = Duration::from_millis(20);
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(500);
 
+/// The longest a session sleeps before looking at its next timer again
+/// (the injected clock may not run at the runtime's pace: a test's).
+const WAKE_WAIT_MAX_MS: i64 = 60 * 60 * 1000;
+
+/// After a wake-up that could not complete the timer (the player's lease
+/// or the journal is unavailable, the clock is held back): the pause
+/// before trying again, so that a session never spins.
+const WAKE_RETRY: Duration = Duration::from_secs(1);
+
 impl Sessions {
     /// One player's session. Order of operations: take the player's file
     /// lock; load the file (or create a new player); then loop over
@@ -85,7 +94,10 @@ impl Sessions {
         let mut deadline = tokio::time::Instant::now() + idle;
         let mut saving: Option<Background<SaveOutcome>> = None;
         let mut renewing: Option<Background<RenewOutcome>> = None;
+        deps.connections.session_started(&key.0, &key.1);
+        let mut wake_not_before = tokio::time::Instant::now();
         loop {
+            let wake = session.next_wake(&deps).map(|w| w.max(wake_not_before));
             tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
@@ -109,7 +121,18 @@ impl Sessions {
                 }
                 _ = save_tick.tick(), if saving.is_none() => saving = session.start_save(&deps, &blob_key).await,
                 _ = renew_tick.tick(), if renewing.is_none() => renewing = session.start_renew(&deps),
+                _ = sleep_until(wake), if wake.is_some() => {
+                    if !session.wake(&deps, &title).await {
+                        wake_not_before = tokio::time::Instant::now() + WAKE_RETRY;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => {
+                    if deps.connections.online(&key.0, &key.1) {
+                        // A player with a socket open is online: the session
+                        // stays (saving as it goes) to push to them.
+                        deadline = tokio::time::Instant::now() + idle;
+                        continue;
+                    }
                     session.save_now(&deps, &blob_key, saving.take()).await;
                     if !session.unsaved(&deps) {
                         break;
@@ -141,6 +164,14 @@ impl Sessions {
         } else {
             session.release(&deps).await;
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wake for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -360,10 +391,31 @@ impl Session {
                 return self.answer_in_order(deps, reply, r).await;
             }
         };
+        let done = Box::new(move |r: Result<Answer, ApiError>| {
+            let _ = reply.send(r);
+        });
+        self.run(deps, title, op, key, now, Some(&flight), done).await;
+    }
+
+    /// Runs one operation on the player, numbers it and journals it;
+    /// `done` gets its result once the record is durable.
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        deps: &Deps,
+        title: &Title,
+        op: Op,
+        key: Option<String>,
+        now: i64,
+        flight: Option<&Arc<crate::profile::InFlight>>,
+        done: Box<dyn FnOnce(Result<Answer, ApiError>) + Send>,
+    ) {
         let rng = self.rng.state();
-        flight.enter(Stage::Rules);
+        if let Some(f) = flight {
+            f.enter(Stage::Rules);
+        }
         let started = Instant::now();
-        let result = if deps.profiler.enabled() {
+        let result = if let (true, Some(flight)) = (deps.profiler.enabled(), flight) {
             let scripts = crate::profile::ScriptTimes::new(flight.clone());
             let result = citadel_runtime::timing::observed(scripts.clone(), || {
                 execute(title, &mut self.state, &op, now, &mut self.rng)
@@ -373,7 +425,9 @@ impl Session {
         } else {
             execute(title, &mut self.state, &op, now, &mut self.rng)
         };
-        flight.enter(Stage::Journal);
+        if let Some(f) = flight {
+            f.enter(Stage::Journal);
+        }
         if deps.profiler.enabled() {
             deps.profiler.record(crate::profile::Kind::Action, &op_name(title, &op), &self.key.0, started.elapsed());
         }
@@ -392,12 +446,56 @@ impl Session {
         };
         let in_flight = self.in_flight.clone();
         in_flight.fetch_add(1, Ordering::AcqRel);
-        let done = Box::new(move |durable: Result<(), crate::journal::JournalFailed>| {
+        let durable = Box::new(move |durable: Result<(), crate::journal::JournalFailed>| {
             in_flight.fetch_sub(1, Ordering::AcqRel);
-            let _ = reply.send(durable.map_err(|_| not_durable()).and(result));
+            done(durable.map_err(|_| not_durable()).and(result));
         });
-        deps.journal.append(&record, done).await;
+        deps.journal.append(&record, durable).await;
         self.publish(deps, title, false).await;
+    }
+
+    /// When the session should wake to complete the player's next timer:
+    /// its end on the injected clock, as a time of the runtime's timer.
+    fn next_wake(&self, deps: &Deps) -> Option<tokio::time::Instant> {
+        let end = rules::next_end_ms(&self.state)?;
+        // A timer that ends in a week wakes nobody for a week; the sleep is
+        // measured again after every request anyway.
+        let wait = (end - deps.clock.now_ms()).clamp(0, WAKE_WAIT_MAX_MS) as u64;
+        Some(tokio::time::Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// A timer ended: complete it (journaled like a request) and push what
+    /// happened to the player once it is durable. Skipped when the session
+    /// may not change the player (fenced, journal down, lease lost): the
+    /// player's next request completes it instead. Returns whether the
+    /// next timer now ends later than now (else wait before trying again).
+    async fn wake(&mut self, deps: &Deps, started_on: &Title) -> bool {
+        let title = &deps.titles.get(&self.key.0).unwrap_or_else(|| started_on.clone());
+        let now = deps.clock.now_ms();
+        if rules::next_end_ms(&self.state).is_none_or(|end| end > now) {
+            // The injected clock has not reached the end yet (tests move it by hand).
+            return false;
+        }
+        if self.fenced || deps.journal.failed() || self.hold_lease(deps, now).await.is_err() {
+            return false;
+        }
+        let connections = deps.connections.clone();
+        let (t, p) = self.key.clone();
+        let done = Box::new(move |r: Result<Answer, ApiError>| {
+            #[derive(serde::Deserialize)]
+            struct Events {
+                events: Vec<serde_json::Value>,
+            }
+            let Ok(answer) = r else { return };
+            match serde_json::from_str::<Events>(answer.get()) {
+                Ok(e) if !e.events.is_empty() => {
+                    connections.push(&t, &p, &crate::protocol::Push::GameEvents { events: e.events, at_ms: now });
+                }
+                _ => {}
+            }
+        });
+        self.run(deps, title, Op::Wake, None, now, None, done).await;
+        rules::next_end_ms(&self.state).is_none_or(|end| end > now)
     }
 
     /// Sends an answer that needs no journal record, after the answers

