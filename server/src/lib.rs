@@ -232,7 +232,7 @@ async fn serve(
         watch::spawn(deps.titles.clone(), &deps.config.titles, token.clone())?;
     }
     watch::on_sighup(deps.titles.clone(), token.clone())?;
-    relay::spawn(deps.clone(), token.clone()).await?;
+    relay::spawn(deps.clone(), sessions.clone(), token.clone()).await?;
     let admin = Arc::new(admin::auth::AdminAuth::new(admin_token(&deps.config)?, &deps.config.admin_users));
     let state = AppState {
         deps,

@@ -4,6 +4,9 @@
 //!
 //! # Subjects (under the NATS `subject_prefix`)
 //! - `<title>.clan.<clan>.chat`: a clan chat line, to every online member.
+//! - `cluster.admin`: an administrator's operation that every server
+//!   carries out for its own players (end a player's sessions after a ban
+//!   or a forced logout, a broadcast, draining a named server).
 //!
 //! Ids that are not plain tokens (a clan's id is its lowercased name, which
 //! may hold spaces) are written as `_x` and their bytes in hex. Payloads
@@ -18,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deps::Deps;
 use crate::profile::Kind;
 use crate::protocol::Push;
+use crate::session::Sessions;
 
 /// An id as one subject token.
 pub fn token(id: &str) -> String {
@@ -72,26 +76,96 @@ async fn publish(deps: &Deps, subject: &str, m: &impl Serialize) {
     }
 }
 
+const ADMIN_SUBJECT: &str = "cluster.admin";
+
+/// An administrator's operation, for every server to carry out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminMessage {
+    /// Close the player's sockets and end their session (a ban, a forced
+    /// logout); their tokens are refused by the restriction already stored.
+    EndSessions { title: String, player: String },
+    /// A notice to every connected player.
+    Broadcast { text: String },
+    /// Stop (or resume) taking new players on the server named.
+    Drain { server: String, on: bool },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FromServer {
+    /// The server that published it (which carried it out already).
+    from: String,
+    #[serde(flatten)]
+    message: AdminMessage,
+}
+
+/// Sends an administrator's operation to every other server; the caller
+/// carries it out on this one.
+pub async fn admin(deps: &Deps, message: AdminMessage) {
+    publish(deps, ADMIN_SUBJECT, &FromServer { from: deps.server_id.clone(), message }).await;
+}
+
+/// Carries out an administrator's operation on this server's players;
+/// returns how many sockets it reached.
+pub async fn carry_out(deps: &Deps, sessions: &Arc<Sessions>, m: &AdminMessage) -> usize {
+    match m {
+        AdminMessage::EndSessions { title, player } => {
+            let sockets = deps.connections.kick(title, player);
+            let _ = sessions.admin_if_live(title, player, crate::session::AdminOp::Logout).await;
+            sockets
+        }
+        AdminMessage::Broadcast { text } => deps.connections.broadcast(text),
+        AdminMessage::Drain { server, on } => {
+            if *server == deps.server_id {
+                sessions.set_draining(*on);
+                tracing::info!(draining = on, "drain set by an administrator on another server");
+            }
+            0
+        }
+    }
+}
+
 /// Starts delivering what other servers (and this one) publish to the
 /// players on this server, until `stop`.
-pub async fn spawn(deps: Arc<Deps>, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut chat = deps.bus.subscribe("*.clan.*.chat").await.map_err(|e| anyhow::anyhow!("the bus: {e}"))?;
+pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationToken) -> anyhow::Result<()> {
+    let bus_down = |e| anyhow::anyhow!("the bus: {e}");
+    let mut chat = deps.bus.subscribe("*.clan.*.chat").await.map_err(bus_down)?;
+    let mut admin = deps.bus.subscribe(ADMIN_SUBJECT).await.map_err(bus_down)?;
     tokio::spawn(async move {
         loop {
-            let m = tokio::select! {
+            tokio::select! {
                 _ = stop.cancelled() => return,
                 m = chat.next() => match m {
-                    Some(m) => m,
+                    Some(m) => {
+                        let started = std::time::Instant::now();
+                        let Ok(m) = serde_json::from_slice::<ClanMessage>(&m.payload) else {
+                            tracing::warn!(subject = %m.subject, "an unreadable clan message on the bus");
+                            continue;
+                        };
+                        deliver_to_clan(&deps, &m).await;
+                        deps.profiler.record(Kind::Bus, "deliver:chat", &m.title, started.elapsed());
+                    }
                     None => return,
                 },
-            };
-            let started = std::time::Instant::now();
-            let Ok(m) = serde_json::from_slice::<ClanMessage>(&m.payload) else {
-                tracing::warn!(subject = %m.subject, "an unreadable clan message on the bus");
-                continue;
-            };
-            deliver_to_clan(&deps, &m).await;
-            deps.profiler.record(Kind::Bus, "deliver:chat", &m.title, started.elapsed());
+                m = admin.next() => match m {
+                    Some(m) => {
+                        let started = std::time::Instant::now();
+                        let Ok(m) = serde_json::from_slice::<FromServer>(&m.payload) else {
+                            tracing::warn!(subject = %m.subject, "an unreadable admin message on the bus");
+                            continue;
+                        };
+                        if m.from != deps.server_id {
+                            // Not in line with chat: a logout waits for the session's save.
+                            let (deps, sessions) = (deps.clone(), sessions.clone());
+                            tokio::spawn(async move {
+                                carry_out(&deps, &sessions, &m.message).await;
+                                deps.profiler.record(Kind::Bus, "deliver:admin", "", started.elapsed());
+                            });
+                        }
+                    }
+                    None => return,
+                },
+            }
         }
     });
     Ok(())

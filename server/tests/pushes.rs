@@ -194,3 +194,62 @@ async fn clan_chat_reaches_members_on_other_servers_in_order_within_a_second() {
     }
     drop(nats);
 }
+
+/// The server id a server keeps in its own folder.
+fn server_id(data: &std::path::Path, name: &str) -> String {
+    let hex = std::fs::read_to_string(data.join(format!("server-{name}/server-id"))).unwrap();
+    format!("server-{}", hex.trim())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_on_one_server_bans_broadcasts_and_drains_on_another_within_a_second() {
+    let Some(nats) = support::Nats::start("cluster-wide admin operations") else {
+        return;
+    };
+    let data = fresh_data("admin-cluster");
+    let a = member(&data, "a", &nats).await;
+    let b = member(&data, "b", &nats).await;
+    let (tok, _) = b.login("mini", "eve").await;
+    let mut w = socket(&b, "mini", &tok).await;
+    let (status, r) = a.admin_post("/admin/api/broadcast", json!({ "text": "Maintenance at noon" })).await;
+    assert_eq!(status, 200, "{r}");
+    let got = push_within(&mut w, Duration::from_secs(1)).await;
+    assert_eq!((got["event"].as_str(), got["text"].as_str()), (Some("notice"), Some("Maintenance at noon")));
+    // Banned on A: the socket on B is told and closed within a second.
+    let sent = std::time::Instant::now();
+    let (status, r) = a.admin_post("/admin/api/players/mini/eve/ban", json!({ "reason": "botting" })).await;
+    assert_eq!(status, 200, "{r}");
+    let got = push_within(&mut w, Duration::from_secs(1)).await;
+    assert_eq!(got["event"], "logged_out", "{got}");
+    let closed = tokio::time::timeout(Duration::from_secs(1), w.next()).await.expect("closed in time");
+    match closed {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 4001),
+        other => panic!("a close frame: {other:?}"),
+    }
+    assert!(sent.elapsed() < Duration::from_secs(1), "{:?}", sent.elapsed());
+    let (_, r) = b.act("mini", &tok, "ping", Value::Null).await;
+    assert_eq!(r["error"]["code"], "banned", "{r}");
+    // A drains B: B takes no new player, A still does.
+    let (status, r) = a.admin_post("/admin/api/drain", json!({ "on": true, "server": server_id(&data, "b") })).await;
+    assert_eq!(status, 200, "{r}");
+    let started = std::time::Instant::now();
+    loop {
+        let r = reqwest::Client::new()
+            .post(b.url("/v1/mini/login"))
+            .json(&json!({ "player": "fay" }))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "B still takes new players: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (t, _) = a.login("mini", "gus").await;
+    assert!(!t.is_empty());
+    for s in [a, b] {
+        s.stop().await;
+    }
+    drop(nats);
+}

@@ -259,7 +259,9 @@ async fn broadcast(
     if text.is_empty() || text.len() > crate::connections::NOTICE_BYTES_MAX {
         return Err(bad_request(format!("text must be 1 to {} bytes", crate::connections::NOTICE_BYTES_MAX)));
     }
-    let reached = st.deps.connections.broadcast(text);
+    let m = crate::relay::AdminMessage::Broadcast { text: text.to_string() };
+    crate::relay::admin(&st.deps, m.clone()).await;
+    let reached = crate::relay::carry_out(&st.deps, &st.sessions, &m).await;
     let after = json!({ "text": text, "connections": reached });
     let id = audit(&st, &who, Change::server("broadcast", "", Value::Null, after)).await;
     Ok(Json(json!({ "ok": true, "connections": reached, "audit": id })))
@@ -269,15 +271,26 @@ async fn broadcast(
 #[serde(deny_unknown_fields)]
 struct DrainBody {
     on: bool,
+    /// Another server of the cluster (its id in the server list); this
+    /// one when absent.
+    server: Option<String>,
 }
 
-/// Stops (or resumes) taking new players on this server.
+/// Stops (or resumes) taking new players on this server, or on another
+/// server of the cluster (sent over the bus; the server list shows it
+/// draining at its next heartbeat).
 async fn drain(
     State(st): State<AppState>,
     axum::Extension(who): axum::Extension<Who>,
     bytes: Bytes,
 ) -> Result<Json<Value>, Fail> {
-    let b: DrainBody = body(&bytes, r#"{"on": true|false}"#)?;
+    let b: DrainBody = body(&bytes, r#"{"on": true|false, "server": "<server id, optional>"}"#)?;
+    if let Some(server) = b.server.filter(|s| *s != st.deps.server_id) {
+        let (before, after) = (json!({ "server": server }), json!({ "draining": b.on, "server": server }));
+        crate::relay::admin(&st.deps, crate::relay::AdminMessage::Drain { server, on: b.on }).await;
+        let id = audit(&st, &who, Change::server("drain", "", before, after)).await;
+        return Ok(Json(json!({ "ok": true, "draining": b.on, "sent": true, "audit": id })));
+    }
     let before = st.sessions.draining();
     st.sessions.set_draining(b.on);
     let (before, after) = (

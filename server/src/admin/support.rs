@@ -233,13 +233,14 @@ struct ReasonBody {
     reason: String,
 }
 
-/// Ends the player's sessions on this server: closes their sockets and
-/// saves and ends their session. Sessions on other servers end when their
-/// tokens are next used there (the restriction refuses older tokens).
+/// Ends the player's sessions on every server: here, closes their sockets
+/// and saves and ends their session (returns how many sockets); the other
+/// servers do the same when the bus brings them the operation (and the
+/// stored restriction refuses older tokens anyway, should the bus be down).
 async fn end_sessions(st: &AppState, title: &str, player: &str) -> usize {
-    let sockets = st.deps.connections.kick(title, player);
-    let _ = st.sessions.admin_if_live(title, player, AdminOp::Logout).await;
-    sockets
+    let m = crate::relay::AdminMessage::EndSessions { title: title.to_string(), player: player.to_string() };
+    crate::relay::admin(&st.deps, m.clone()).await;
+    crate::relay::carry_out(&st.deps, &st.sessions, &m).await
 }
 
 /// Stores a changed restriction, ends the player's sessions, audits.

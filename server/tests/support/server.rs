@@ -33,13 +33,18 @@ pub struct Server {
 }
 
 /// A titles folder with the first title and the small fixture title.
+/// Made once per test process: tests running in parallel must not see
+/// a half-copied folder.
 pub fn titles_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("citadel-e2e-titles-{}", std::process::id()));
-    if !dir.join("mini/title.json").exists() {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("citadel-e2e-titles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         copy_dir(&root().join("tests/fixtures/fort"), &dir.join("fort"));
         copy_dir(&root().join("tests/fixtures/mini"), &dir.join("mini"));
-    }
-    dir
+        dir
+    })
+    .clone()
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -186,8 +191,9 @@ impl Server {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
+        let status = r.status();
         let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "logging {player} in to {title}: {v}");
         (v["token"].as_str().unwrap().to_string(), v)
     }
 
