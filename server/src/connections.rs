@@ -57,6 +57,35 @@ struct Entry {
     session: bool,
     /// Pushes for the next HTTP answer (while there is no socket).
     pending: VecDeque<Arc<str>>,
+    /// The map area the player watches (`map_watch`).
+    watch: Option<Area>,
+}
+
+/// A square of the map a player watches: `region`, corners inclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Area {
+    pub region: String,
+    pub x0: i32,
+    pub y0: i32,
+    pub x1: i32,
+    pub y1: i32,
+}
+
+impl Area {
+    /// The square of `radius` spots around `(x, y)`.
+    pub fn around(region: &str, x: i32, y: i32, radius: i32) -> Area {
+        Area {
+            region: region.to_string(),
+            x0: x.saturating_sub(radius),
+            y0: y.saturating_sub(radius),
+            x1: x.saturating_add(radius),
+            y1: y.saturating_add(radius),
+        }
+    }
+
+    pub fn contains(&self, region: &str, x: i32, y: i32) -> bool {
+        self.region == region && (self.x0..=self.x1).contains(&x) && (self.y0..=self.y1).contains(&y)
+    }
 }
 
 impl Entry {
@@ -126,6 +155,7 @@ impl Connections {
             sockets: Vec::new(),
             session: false,
             pending: VecDeque::new(),
+            watch: None,
         })
     }
 
@@ -199,6 +229,24 @@ impl Connections {
             Some(e) => e.pending.drain(..).collect(),
             None => Vec::new(),
         }
+    }
+
+    /// Sets (or clears) the map area the player watches; kept while the
+    /// player has a socket or a session here.
+    pub fn set_watch(&self, title: &str, player: &str, area: Option<Area>) {
+        let mut players = self.lock();
+        if let Some(e) = players.get_mut(&(title.to_string(), player.to_string())) {
+            e.watch = area;
+        }
+    }
+
+    /// The players here watching a spot of `title`'s map.
+    pub fn watchers(&self, title: &str, region: &str, x: i32, y: i32) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|((t, _), e)| t == title && e.watch.as_ref().is_some_and(|a| a.contains(region, x, y)))
+            .map(|((_, p), _)| p.clone())
+            .collect()
     }
 
     /// Whether the player has a socket open here.
@@ -303,5 +351,23 @@ mod tests {
         drop(_s2);
         assert_eq!(c.push("mini", "ann", &notice(3)), Delivered::NotHere);
         assert!(c.lock().is_empty());
+    }
+
+    #[test]
+    fn map_watchers_are_found_by_the_spot_and_forgotten_with_the_player() {
+        let c = Connections::new();
+        let (s, _r) = c.register("mini", "ann");
+        c.set_watch("mini", "ann", Some(Area::around("north", 10, 10, 2)));
+        c.set_watch("mini", "nobody", Some(Area::around("north", 10, 10, 2)));
+        assert_eq!(c.watchers("mini", "north", 12, 8), vec!["ann".to_string()]);
+        assert!(c.watchers("mini", "north", 13, 10).is_empty());
+        assert!(c.watchers("mini", "south", 10, 10).is_empty());
+        assert!(c.watchers("fort", "north", 10, 10).is_empty());
+        c.set_watch("mini", "ann", None);
+        assert!(c.watchers("mini", "north", 10, 10).is_empty());
+        c.set_watch("mini", "ann", Some(Area::around("north", 0, 0, 1)));
+        drop(s);
+        assert!(c.watchers("mini", "north", 0, 0).is_empty(), "gone with the socket");
+        assert_eq!(Area::around("r", i32::MAX, 0, 5).x1, i32::MAX, "no overflow");
     }
 }

@@ -70,18 +70,27 @@ pub use deps::{Clock, SystemClock};
 pub use http::{app, AppState};
 
 /// The contents of `data_dir/name`, created on first start with `bytes`
-/// random bytes in hex, readable by the server's user only.
+/// random bytes in hex, readable by the server's user only. Servers that
+/// share a data folder and start together agree on one: the file appears
+/// whole (written aside, then linked in place), and the first one wins.
 fn kept_random(data_dir: &std::path::Path, name: &str, bytes: usize) -> anyhow::Result<String> {
     let path = data_dir.join(name);
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        anyhow::ensure!(s.trim().len() >= bytes * 2, "{} is shorter than {} characters", path.display(), bytes * 2);
-        return Ok(s.trim().to_string());
+    let read = |path: &std::path::Path| -> Option<anyhow::Result<String>> {
+        let s = std::fs::read_to_string(path).ok()?;
+        if s.trim().len() < bytes * 2 {
+            return Some(Err(anyhow::anyhow!("{} is shorter than {} characters", path.display(), bytes * 2)));
+        }
+        Some(Ok(s.trim().to_string()))
+    };
+    if let Some(found) = read(&path) {
+        return found;
     }
     use std::io::Read;
     let mut random = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).context("reading /dev/urandom")?;
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let aside = data_dir.join(format!(".{name}.{}-{}", std::process::id(), &hex[..8]));
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -89,13 +98,22 @@ fn kept_random(data_dir: &std::path::Path, name: &str, bytes: usize) -> anyhow::
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+            .open(&aside)
+            .with_context(|| format!("creating {}", aside.display()))?;
         f.write_all(hex.as_bytes())
             .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", aside.display()))?;
     }
-    Ok(hex)
+    let linked = std::fs::hard_link(&aside, &path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok(hex),
+        // Another server sharing the folder made it first: theirs it is.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(&path).unwrap_or_else(|| Err(anyhow::anyhow!("{} vanished", path.display())))
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// Takes `dir/LOCK` for this process's life: two processes writing one

@@ -296,6 +296,8 @@ pub const WORLD_ACTIONS: &[&str] = &[
     "raid_end",
     "relocate",
     "map_near",
+    "map_watch",
+    "map_unwatch",
     "top_scores",
     "my_rank",
     "player_info",
@@ -366,6 +368,22 @@ pub enum WorldCommand {
         #[serde(default = "default_page")]
         limit: usize,
     },
+    /// Be told of changes (bases placed, relocated, raids started and
+    /// ended) in the square of `radius` spots around this player's base (or
+    /// a given spot), until `map_unwatch`, another `map_watch` or the end of
+    /// the session. One area per player.
+    MapWatch {
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        x: Option<i32>,
+        #[serde(default)]
+        y: Option<i32>,
+        #[serde(default = "default_radius")]
+        radius: i32,
+    },
+    /// Stop watching the map.
+    MapUnwatch {},
     /// A page of a top score list.
     TopScores {
         stat: String,
@@ -498,6 +516,9 @@ impl WorldCommand {
                 in_range(action, "radius", i128::from(*radius), 0, i128::from(MAP_RADIUS_MAX))?;
                 page(*limit)
             }
+            WorldCommand::MapWatch { radius, .. } => {
+                in_range(action, "radius", i128::from(*radius), 0, i128::from(MAP_RADIUS_MAX))
+            }
             WorldCommand::TopScores { offset, limit, .. } => {
                 in_range(action, "offset", *offset as i128, 0, TOP_OFFSET_MAX as i128)?;
                 page(*limit)
@@ -589,4 +610,14 @@ pub enum Push {
     GameEvents { events: Vec<Value>, at_ms: i64 },
     /// A line of the player's clan chat, from a member on any server.
     Chat { clan: String, seq: i64, player: String, text: String, at_ms: i64 },
+    /// A change in the map area the player watches (`map_watch`): `change`
+    /// is `placed` (a new base), `relocated` (`from` is where it was),
+    /// `raid_started` or `raid_ended` (on the base at `at`).
+    Map {
+        change: String,
+        player: String,
+        at: citadel_store::world::Position,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<citadel_store::world::Position>,
+    },
 }

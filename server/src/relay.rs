@@ -4,6 +4,8 @@
 //!
 //! # Subjects (under the NATS `subject_prefix`)
 //! - `<title>.clan.<clan>.chat`: a clan chat line, to every online member.
+//! - `<title>.map.<region>`: a base placed, relocated, raided, to every
+//!   player watching that spot (`map_watch`).
 //! - `cluster.admin`: an administrator's operation that every server
 //!   carries out for its own players (end a player's sessions after a ban
 //!   or a forced logout, a broadcast, draining a named server).
@@ -22,6 +24,7 @@ use crate::deps::Deps;
 use crate::profile::Kind;
 use crate::protocol::Push;
 use crate::session::Sessions;
+use citadel_store::world::Position;
 
 /// An id as one subject token.
 pub fn token(id: &str) -> String {
@@ -73,6 +76,36 @@ async fn publish(deps: &Deps, subject: &str, m: &impl Serialize) {
         if !matches!(e, crate::bus::BusError::Unreachable(_)) {
             tracing::error!(subject, error = %e, "a message was refused by the bus");
         }
+    }
+}
+
+/// What travels on a region's map subject.
+#[derive(Debug, Serialize, Deserialize)]
+struct MapMessage {
+    title: String,
+    push: Push,
+}
+
+/// Tells every player watching the spot (or the spot it left), on any
+/// server, of a change on the map. Best effort, as chat.
+pub async fn map_change(deps: &Deps, title: &str, change: &str, player: &str, at: &Position, from: Option<&Position>) {
+    let push =
+        Push::Map { change: change.to_string(), player: player.to_string(), at: at.clone(), from: from.cloned() };
+    let subject = format!("{}.map.{}", token(title), token(&at.region));
+    publish(deps, &subject, &MapMessage { title: title.to_string(), push }).await;
+}
+
+/// Pushes a map change to the players here who watch its spot.
+fn deliver_map(deps: &Deps, m: &MapMessage) {
+    let Push::Map { at, from, .. } = &m.push else { return };
+    let mut players = deps.connections.watchers(&m.title, &at.region, at.x, at.y);
+    if let Some(f) = from {
+        players.extend(deps.connections.watchers(&m.title, &f.region, f.x, f.y));
+        players.sort();
+        players.dedup();
+    }
+    for p in players {
+        deps.connections.push(&m.title, &p, &m.push);
     }
 }
 
@@ -131,6 +164,7 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
     let bus_down = |e| anyhow::anyhow!("the bus: {e}");
     let mut chat = deps.bus.subscribe("*.clan.*.chat").await.map_err(bus_down)?;
     let mut admin = deps.bus.subscribe(ADMIN_SUBJECT).await.map_err(bus_down)?;
+    let mut map = deps.bus.subscribe("*.map.*").await.map_err(bus_down)?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -144,6 +178,18 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                         };
                         deliver_to_clan(&deps, &m).await;
                         deps.profiler.record(Kind::Bus, "deliver:chat", &m.title, started.elapsed());
+                    }
+                    None => return,
+                },
+                m = map.next() => match m {
+                    Some(m) => {
+                        let started = std::time::Instant::now();
+                        let Ok(m) = serde_json::from_slice::<MapMessage>(&m.payload) else {
+                            tracing::warn!(subject = %m.subject, "an unreadable map message on the bus");
+                            continue;
+                        };
+                        deliver_map(&deps, &m);
+                        deps.profiler.record(Kind::Bus, "deliver:map", &m.title, started.elapsed());
                     }
                     None => return,
                 },

@@ -253,3 +253,48 @@ async fn an_admin_on_one_server_bans_broadcasts_and_drains_on_another_within_a_s
     }
     drop(nats);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_watcher_on_one_server_sees_a_base_placed_and_moved_on_another_within_a_second() {
+    let Some(nats) = support::Nats::start("the map across servers") else {
+        return;
+    };
+    let data = fresh_data("map-cluster");
+    let a = member(&data, "a", &nats).await;
+    let c = member(&data, "c", &nats).await;
+    let (tc, login) = c.login("mini", "cid").await;
+    let region = login["state"].get("position").map_or("plain".into(), |_| "plain".to_string());
+    let mut pushes = Vec::new();
+    let mut w = socket(&c, "mini", &tc).await;
+    // The whole plain (16 by 16): every base on it is in view.
+    let r = ask(&mut w, 1, "map_watch", json!({ "region": region, "x": 8, "y": 8, "radius": 8 }), &mut pushes).await;
+    assert_eq!(r["result"]["watching"]["radius"], 8, "{r}");
+    let sent = std::time::Instant::now();
+    let (ta, _) = a.login("mini", "ann").await;
+    let got = push_within(&mut w, Duration::from_secs(1)).await;
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        (got["event"].as_str(), got["change"].as_str(), got["player"].as_str()),
+        (Some("map"), Some("placed"), Some("ann")),
+        "{got}"
+    );
+    let (_, r) = a.act("mini", &ta, "map_near", json!({ "radius": 0, "limit": 1 })).await;
+    assert_eq!(r["result"]["bases"][0]["position"], got["at"], "the spot the world store has: {r}");
+    // Ann moves (a relocation costs a gem): the watcher sees where from and to.
+    let at = got["at"].clone();
+    let to = json!({ "region": "plain", "x": (at["x"].as_i64().unwrap() + 8) % 16, "y": at["y"] });
+    let (_, r) = a.act("mini", &ta, "relocate", to.clone()).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let got = push_within(&mut w, Duration::from_secs(1)).await;
+    assert_eq!((got["change"].as_str(), &got["at"], &got["from"]), (Some("relocated"), &to, &at), "{got}");
+    // Unwatched: nothing more.
+    let r = ask(&mut w, 2, "map_unwatch", Value::Null, &mut pushes).await;
+    assert_eq!(r["result"]["watching"], Value::Null);
+    a.login("mini", "bob").await;
+    assert!(pushes.is_empty(), "{pushes:?}");
+    assert!(tokio::time::timeout(Duration::from_millis(300), next(&mut w)).await.is_err(), "no push after map_unwatch");
+    for s in [a, c] {
+        s.stop().await;
+    }
+    drop(nats);
+}

@@ -111,6 +111,7 @@ impl Session {
             defender_applied: false,
         };
         deps.world.insert_raid(&record).await.map_err(internal)?;
+        raid_on_map(deps, title, "raid_started", defender).await;
         serialize(&json!({
             "raid": id,
             "defender": defender,
@@ -227,6 +228,7 @@ impl Session {
         if !deps.world.end_raid(&ended).await.map_err(internal)? {
             return Err(ApiError::new(Code::Internal, "the raid was ended elsewhere"));
         }
+        raid_on_map(deps, title, "raid_ended", &ended.defender).await;
         // Committed: the rest is finished later if it fails now.
         if let Err(e) = apply_pending_defenses(deps, title, &ended.defender, defender_state, etag, now).await {
             tracing::warn!(raid = %id, error = %e.message, "applying a raid to its defender failed; their next load does");
@@ -235,5 +237,14 @@ impl Session {
             tracing::warn!(raid = %id, error = %e, "releasing the defender failed; the lock expires");
         }
         Ok(outcome)
+    }
+}
+
+/// Tells map watchers of a raid on `defender`'s base (if it is on a map).
+async fn raid_on_map(deps: &Deps, title: &Title, change: &str, defender: &str) {
+    match deps.world.position(title.id(), defender).await {
+        Ok(Some(at)) => crate::relay::map_change(deps, title.id(), change, defender, &at, None).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(defender, error = %e, "cannot find a raided base on the map"),
     }
 }

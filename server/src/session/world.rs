@@ -190,6 +190,21 @@ impl Session {
         Ok(())
     }
 
+    /// The spot a map request names: all of region, x and y, or none for
+    /// this player's base.
+    fn spot(&self, action: &str, region: Option<String>, x: Option<i32>, y: Option<i32>) -> Result<Position, ApiError> {
+        match (region, x, y) {
+            (Some(region), Some(x), Some(y)) => Ok(Position { region, x, y }),
+            (None, None, None) => self.position.clone().ok_or_else(|| {
+                ApiError::rules(citadel_runtime::ActionError {
+                    code: citadel_runtime::ErrorCode::NotAvailable,
+                    message: "this base has no place on a map".into(),
+                })
+            }),
+            _ => Err(ApiError::new(Code::InvalidArgument, format!("{action}: give region, x and y together, or none"))),
+        }
+    }
+
     /// Puts a new base in the least crowded region, on a random free spot.
     pub(super) async fn place(&mut self, deps: &Deps, title: &Title) -> Result<Option<Position>, ApiError> {
         let Some(map) = &title.manifest.world.map else { return Ok(None) };
@@ -206,6 +221,7 @@ impl Session {
                 let y = (rng.next_u64() % region.height as u64) as i32;
                 let at = Position { region: region.id.clone(), x, y };
                 if deps.world.place(title.id(), &self.key.1, &at).await.map_err(internal)? {
+                    crate::relay::map_change(deps, title.id(), "placed", &self.key.1, &at, None).await;
                     return Ok(Some(at));
                 }
             }
@@ -260,22 +276,20 @@ impl Session {
         match cmd {
             WorldCommand::RaidStart { defender } => self.raid_start(deps, title, &defender, now).await,
             WorldCommand::MapNear { region, x, y, radius, limit } => {
-                let at = match (region, x, y) {
-                    (Some(region), Some(x), Some(y)) => Position { region, x, y },
-                    (None, None, None) => self.position.clone().ok_or_else(|| {
-                        ApiError::rules(citadel_runtime::ActionError {
-                            code: citadel_runtime::ErrorCode::NotAvailable,
-                            message: "this base has no place on a map".into(),
-                        })
-                    })?,
-                    _ => {
-                        let msg = "map_near: give region, x and y together, or none";
-                        return Err(ApiError::new(Code::InvalidArgument, msg));
-                    }
-                };
+                let at = self.spot("map_near", region, x, y)?;
                 // The decoder refused radii outside 0..=MAP_RADIUS_MAX.
                 let bases = deps.world.near(title.id(), &at, radius, limit).await.map_err(internal)?;
                 serialize(&json!({ "at": at, "radius": radius, "bases": bases }))
+            }
+            WorldCommand::MapWatch { region, x, y, radius } => {
+                let at = self.spot("map_watch", region, x, y)?;
+                let area = crate::connections::Area::around(&at.region, at.x, at.y, radius);
+                deps.connections.set_watch(title.id(), &self.key.1, Some(area));
+                serialize(&json!({ "watching": { "at": at, "radius": radius } }))
+            }
+            WorldCommand::MapUnwatch {} => {
+                deps.connections.set_watch(title.id(), &self.key.1, None);
+                serialize(&json!({ "watching": null }))
             }
             WorldCommand::TopScores { stat, window, offset, limit } => {
                 let w = board_window(title, &stat, window, now)?;
@@ -359,7 +373,8 @@ impl Session {
         }
         match deps.world.place(title.id(), &self.key.1, &to).await {
             Ok(true) => {
-                self.position = Some(to);
+                let from = self.position.replace(to.clone());
+                crate::relay::map_change(deps, title.id(), "relocated", &self.key.1, &to, from.as_ref()).await;
                 Next::Op(Op::Relocate)
             }
             Ok(false) => Next::Answer(Err(ApiError::new(Code::SpotTaken, "another base is on that spot"))),
