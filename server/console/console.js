@@ -68,8 +68,9 @@ async function busy() {
   try {
     const m = await api("/metrics");
     const b = document.getElementById("busy");
-    b.textContent = "busy " + Math.round(m.busy_ratio * 100) + "% · " + m.sessions + " players";
-    b.className = m.busy_ratio >= 0.5 ? "busy warn" : "busy";
+    const bus = m.bus && !m.bus.up ? " · bus down: pushes to other servers are lost" : "";
+    b.textContent = "busy " + Math.round(m.busy_ratio * 100) + "% · " + m.sessions + " players" + bus;
+    b.className = m.busy_ratio >= 0.5 || bus ? "busy warn" : "busy";
     return m;
   } catch (e) { return null; }
 }
@@ -77,19 +78,30 @@ async function busy() {
 // ---- Servers: load, titles, reload / rollback, broadcast, drain ----
 async function servers() {
   const [s, t] = await Promise.all([api("/servers"), api("/titles")]);
+  // A server serving another version of a title than this one is out of step.
+  const mine = new Map(t.titles.map((x) => [x.id, x.content_version]));
+  const versions = (x) => {
+    const titles = Object.entries(x.titles || {});
+    const odd = titles.filter(([id, v]) => mine.has(id) && mine.get(id) !== v);
+    const text = titles.map(([id, v]) => id + " " + String(v).slice(0, 8)).join(", ");
+    return odd.length
+      ? el("span", {}, el("span", { class: "badge bad" }, "out of step: " + odd.map(([id]) => id).join(", ")), " ", text)
+      : text;
+  };
   const rows = s.servers.map((x) => el("tr", {},
     td(x.id), td(x.address), td(x.players, true), td(Math.round(x.busy * 100) + "%", true),
     td(x.draining ? el("span", { class: "badge bad" }, "draining") : el("span", { class: "badge good" }, "taking players")),
+    td(versions(x)),
     td(time(x.heartbeat_ms))));
   const titleRows = t.titles.map((x) => el("tr", {},
     td(x.id), td(x.name || ""), td(x.content_version || ""), td((x.history || []).length, true),
     td(el("button", { id: "reload-" + x.id, onclick: () => act("reload " + x.id, "/titles/" + x.id + "/reload", {}, render) }, "Reload"),
        " ",
        el("button", { id: "rollback-" + x.id, onclick: () => act("rollback " + x.id, "/titles/" + x.id + "/rollback", {}, render) }, "Roll back"))));
-  const text = el("input", { id: "broadcast-text", size: 50, maxlength: 1024, placeholder: "Message to every player on this server" });
+  const text = el("input", { id: "broadcast-text", size: 50, maxlength: 1024, placeholder: "Message to every player, on every server" });
   view.replaceChildren(
     el("h1", {}, "Servers"),
-    table(["server", "address", "players", "busy", "state", "last heartbeat"], rows, { id: "servers" }),
+    table(["server", "address", "players", "busy", "state", "titles served", "last heartbeat"], rows, { id: "servers" }),
     el("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); act("drain", "/drain", { on: true }, render); } },
       el("button", { id: "drain-on" }, "Drain this server"),
       el("button", { type: "button", id: "drain-off", onclick: () => act("undrain", "/drain", { on: false }, render) }, "Take players again")),

@@ -33,9 +33,25 @@ pub enum Op {
     ClanFounded { clan: String },
     /// Customer support granted or revoked resources and items.
     Adjust { change: citadel_runtime::support::Adjustment },
+    /// An item of the player's inbox claimed: its grant (if any) added.
+    /// Journaled with the key `inbox:<id>`, so that it applies once even
+    /// when the server dies before the world store marks it claimed.
+    Inbox { item: InboxGrant },
     /// Customer support put back the player's state from a snapshot
     /// (the whole state is in the record, so replay needs no snapshot).
     Restore { state: Box<citadel_runtime::PlayerState>, snapshot: String },
+}
+
+/// What an inbox item brings to the player's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxGrant {
+    pub id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub resources: citadel_runtime::format::Amounts,
+    #[serde(default)]
+    pub items: citadel_runtime::format::Amounts,
 }
 
 /// The result of an operation that returns the player's state.
@@ -105,6 +121,18 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
             }
             Err(e) => Err(ApiError::rules(e)),
         },
+        Op::Inbox { item } => {
+            let events = if item.resources.is_empty() && item.items.is_empty() {
+                Vec::new()
+            } else {
+                let change = citadel_runtime::support::Adjustment {
+                    resources: item.resources.clone(),
+                    items: item.items.clone(),
+                };
+                citadel_runtime::support::adjust(title, state, &change, now, rng).map_err(ApiError::rules)?
+            };
+            serialize(&json!({ "events": events, "item": item.id }))
+        }
         Op::Restore { state: earlier, snapshot } => match citadel_runtime::support::restore(state, earlier) {
             Ok(events) => serialize(&json!({ "events": events, "snapshot": snapshot })),
             Err(e) => Err(ApiError::rules(e)),
@@ -134,6 +162,7 @@ pub(crate) fn op_name(title: &Title, op: &Op) -> String {
         Op::Relocate => "relocate",
         Op::ClanFounded { .. } => "clan_create",
         Op::Adjust { .. } => "admin_adjust",
+        Op::Inbox { .. } => "inbox_claim",
         Op::Restore { .. } => "admin_restore",
         Op::Act { action: citadel_runtime::Action::Custom { name, .. } } if title.actions.contains_key(name) => {
             return format!("custom:{name}")

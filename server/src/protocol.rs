@@ -298,6 +298,7 @@ pub const WORLD_ACTIONS: &[&str] = &[
     "map_near",
     "map_watch",
     "map_unwatch",
+    "inbox",
     "top_scores",
     "my_rank",
     "player_info",
@@ -384,6 +385,11 @@ pub enum WorldCommand {
     },
     /// Stop watching the map.
     MapUnwatch {},
+    /// The player's inbox, newest first (claimed items too, until they expire).
+    Inbox {
+        #[serde(default = "default_page")]
+        limit: usize,
+    },
     /// A page of a top score list.
     TopScores {
         stat: String,
@@ -516,6 +522,7 @@ impl WorldCommand {
                 in_range(action, "radius", i128::from(*radius), 0, i128::from(MAP_RADIUS_MAX))?;
                 page(*limit)
             }
+            WorldCommand::Inbox { limit } => page(*limit),
             WorldCommand::MapWatch { radius, .. } => {
                 in_range(action, "radius", i128::from(*radius), 0, i128::from(MAP_RADIUS_MAX))
             }
@@ -610,6 +617,10 @@ pub enum Push {
     GameEvents { events: Vec<Value>, at_ms: i64 },
     /// A line of the player's clan chat, from a member on any server.
     Chat { clan: String, seq: i64, player: String, text: String, at_ms: i64 },
+    /// An item arrived in the player's inbox and was applied (a raid
+    /// report, a gift, a purchase, a support grant): the item as `inbox`
+    /// lists it.
+    Inbox { item: Value },
     /// A change in the map area the player watches (`map_watch`): `change`
     /// is `placed` (a new base), `relocated` (`from` is where it was),
     /// `raid_started` or `raid_ended` (on the base at `at`).

@@ -6,6 +6,11 @@
 //! - `<title>.clan.<clan>.chat`: a clan chat line, to every online member.
 //! - `<title>.map.<region>`: a base placed, relocated, raided, to every
 //!   player watching that spot (`map_watch`).
+//! - `<title>.inbox.<player>`: something arrived in the player's inbox;
+//!   the server holding the player claims it at once.
+//! - `cluster.titles`: a title's new version served by one server (every
+//!   other serves it too, read from the shared version store and validated
+//!   again), or a change it refused (every other reports the refusal).
 //! - `cluster.admin`: an administrator's operation that every server
 //!   carries out for its own players (end a player's sessions after a ban
 //!   or a forced logout, a broadcast, draining a named server).
@@ -109,6 +114,100 @@ fn deliver_map(deps: &Deps, m: &MapMessage) {
     }
 }
 
+/// What travels on a player's inbox subject: only who to wake.
+#[derive(Debug, Serialize, Deserialize)]
+struct InboxWake {
+    title: String,
+    player: String,
+}
+
+/// Wakes the server holding the player (if any) to claim their inbox.
+pub async fn inbox_wake(deps: &Deps, title: &str, player: &str) {
+    let subject = format!("{}.inbox.{}", token(title), token(player));
+    publish(deps, &subject, &InboxWake { title: title.to_string(), player: player.to_string() }).await;
+}
+
+const TITLES_SUBJECT: &str = "cluster.titles";
+
+/// A title change on one server, for the others.
+#[derive(Debug, Serialize, Deserialize)]
+struct TitleChange {
+    from: String,
+    title: String,
+    /// The version now served there; `None` when the change was refused.
+    serves: Option<String>,
+    /// Why it was refused: `file:line:column: code: message` per error.
+    #[serde(default)]
+    refused: Vec<RemoteFinding>,
+}
+
+/// A diagnostic as it travels between servers.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteFinding {
+    file: String,
+    #[serde(default)]
+    line: Option<usize>,
+    #[serde(default)]
+    column: Option<usize>,
+    #[serde(default)]
+    pointer: Option<String>,
+    message: String,
+}
+
+/// Tells every other server of the title changes an administrator made
+/// here (pushes, reloads, rollbacks): a new version is served by all, a
+/// refusal reported by all.
+pub async fn titles_changed(deps: &Deps, reports: &[crate::titles::Report]) {
+    use crate::titles::Outcome;
+    for r in reports {
+        let (serves, refused) = match r.outcome {
+            Outcome::Unchanged => continue,
+            Outcome::Swapped => (r.content_version.clone(), Vec::new()),
+            Outcome::Refused => (
+                None,
+                r.diagnostics
+                    .iter()
+                    .filter(|d| d.severity == citadel_runtime::Severity::Error)
+                    .map(|d| RemoteFinding {
+                        file: d.file.clone(),
+                        line: d.line,
+                        column: d.column,
+                        pointer: d.pointer.clone(),
+                        message: format!("{}: {}", d.code, d.message),
+                    })
+                    .collect(),
+            ),
+        };
+        let m = TitleChange { from: deps.server_id.clone(), title: r.title.clone(), serves, refused };
+        publish(deps, TITLES_SUBJECT, &m).await;
+    }
+}
+
+/// Follows a title change made on another server.
+async fn follow_title(deps: &Deps, m: TitleChange) {
+    if m.from == deps.server_id {
+        return;
+    }
+    let report = match m.serves {
+        Some(v) => deps.titles.follow(&m.title, &v).await,
+        None => {
+            let found = m
+                .refused
+                .into_iter()
+                .map(|f| {
+                    let mut d = citadel_runtime::Diagnostic::error("cluster", f.file, f.message);
+                    d.line = f.line;
+                    d.column = f.column;
+                    d.pointer = f.pointer;
+                    d
+                })
+                .collect();
+            deps.titles.note_refusal(&m.title, &m.from, found)
+        }
+    };
+    tracing::info!(title = %report.title, from = %m.from, outcome = ?report.outcome, "title change from another server");
+}
+
 const ADMIN_SUBJECT: &str = "cluster.admin";
 
 /// An administrator's operation, for every server to carry out.
@@ -165,6 +264,8 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
     let mut chat = deps.bus.subscribe("*.clan.*.chat").await.map_err(bus_down)?;
     let mut admin = deps.bus.subscribe(ADMIN_SUBJECT).await.map_err(bus_down)?;
     let mut map = deps.bus.subscribe("*.map.*").await.map_err(bus_down)?;
+    let mut inbox = deps.bus.subscribe("*.inbox.*").await.map_err(bus_down)?;
+    let mut titles = deps.bus.subscribe(TITLES_SUBJECT).await.map_err(bus_down)?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -190,6 +291,41 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                         };
                         deliver_map(&deps, &m);
                         deps.profiler.record(Kind::Bus, "deliver:map", &m.title, started.elapsed());
+                    }
+                    None => return,
+                },
+                m = titles.next() => match m {
+                    Some(m) => {
+                        let Ok(m) = serde_json::from_slice::<TitleChange>(&m.payload) else {
+                            tracing::warn!(subject = %m.subject, "an unreadable title change on the bus");
+                            continue;
+                        };
+                        // Beside the other deliveries: a load takes milliseconds.
+                        let deps = deps.clone();
+                        tokio::spawn(async move {
+                            let started = std::time::Instant::now();
+                            let title = m.title.clone();
+                            follow_title(&deps, m).await;
+                            deps.profiler.record(Kind::Bus, "deliver:titles", &title, started.elapsed());
+                        });
+                    }
+                    None => return,
+                },
+                m = inbox.next() => match m {
+                    Some(m) => {
+                        let Ok(m) = serde_json::from_slice::<InboxWake>(&m.payload) else {
+                            tracing::warn!(subject = %m.subject, "an unreadable inbox wake-up on the bus");
+                            continue;
+                        };
+                        if sessions.is_live(&m.title, &m.player) {
+                            let (deps, sessions) = (deps.clone(), sessions.clone());
+                            tokio::spawn(async move {
+                                let started = std::time::Instant::now();
+                                let op = crate::session::AdminOp::ClaimInbox;
+                                let _ = sessions.admin_if_live(&m.title, &m.player, op).await;
+                                deps.profiler.record(Kind::Bus, "deliver:inbox", &m.title, started.elapsed());
+                            });
+                        }
                     }
                     None => return,
                 },

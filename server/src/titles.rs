@@ -58,6 +58,9 @@ pub enum Source {
     Folder,
     Push,
     Rollback,
+    /// Another server of the cluster changed the title (a push, a reload,
+    /// a rollback): this one serves the same version, or notes its refusal.
+    Cluster,
 }
 
 /// How a change ended.
@@ -341,6 +344,36 @@ impl Titles {
             .map_err(|e| RollbackError::Internal(e.to_string()))?
             .ok_or(RollbackError::UnknownVersion(target))?;
         Ok(self.install(id, Source::Rollback, title, vec![], started, None))
+    }
+
+    /// Serves a version another server of the cluster serves now, read
+    /// from the version store they share and validated here again.
+    pub async fn follow(self: &Arc<Self>, id: &str, version: &str) -> Report {
+        let _one = self.gate.lock().await;
+        let started = Instant::now();
+        let me = self.clone();
+        let (id2, version2) = (id.to_string(), version.to_string());
+        match background(move || me.version(&id2, &version2)).await {
+            Ok(Some(title)) => self.install(id, Source::Cluster, title, vec![], started, None),
+            Ok(None) | Err(_) => {
+                let d = Diagnostic::error(
+                    "store",
+                    "",
+                    format!(
+                        "version {version} is not in the version store this server reads (or does not validate here)"
+                    ),
+                );
+                self.refuse(id, Source::Cluster, vec![d], started)
+            }
+        }
+    }
+
+    /// Notes that another server of the cluster refused a change of the
+    /// title (this one keeps serving what it served, and says why).
+    pub fn note_refusal(&self, id: &str, server: &str, mut diagnostics: Vec<Diagnostic>) -> Report {
+        let note = format!("refused on {server}; not served here either");
+        diagnostics.insert(0, Diagnostic::error("cluster", "", note).warning());
+        self.refuse(id, Source::Cluster, diagnostics, Instant::now())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Slot>> {

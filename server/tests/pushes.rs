@@ -107,11 +107,21 @@ async fn an_http_player_finds_pushes_in_the_next_answer() {
 /// A server of a cluster on `nats`: the shared data folder, its own
 /// journal and identity.
 async fn member(data: &std::path::Path, name: &str, nats: &support::Nats) -> Server {
+    member_with(data, name, nats, |_| {}).await
+}
+
+async fn member_with(
+    data: &std::path::Path,
+    name: &str,
+    nats: &support::Nats,
+    tweak: impl FnOnce(&mut citadel_server::Config),
+) -> Server {
     let (dir, url) = (data.join(format!("server-{name}")), nats.url.clone());
     let prefix = format!("test{}", std::process::id());
     start_at(data.to_path_buf(), std::sync::Arc::new(ManualClock(START.into())), move |c| {
         c.server_dir = Some(dir);
         c.nats = Some(citadel_server::config::NatsConfig { url, credentials: None, subject_prefix: prefix });
+        tweak(c);
     })
     .await
 }
@@ -294,6 +304,186 @@ async fn a_map_watcher_on_one_server_sees_a_base_placed_and_moved_on_another_wit
     assert!(pushes.is_empty(), "{pushes:?}");
     assert!(tokio::time::timeout(Duration::from_millis(300), next(&mut w)).await.is_err(), "no push after map_unwatch");
     for s in [a, c] {
+        s.stop().await;
+    }
+    drop(nats);
+}
+
+/// The mini title whose players start with 20 guards (to raid with), and
+/// sessions that end a second after the last request.
+fn raiding(data: &std::path::Path) -> impl FnOnce(&mut citadel_server::Config) + Clone {
+    let to = data.join("titles/mini");
+    copy_dir(&support::root().join("tests/fixtures/mini"), &to);
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(to.join("title.json")).unwrap()).unwrap();
+    t["start"]["units"] = json!({ "guard": 20 });
+    std::fs::write(to.join("title.json"), t.to_string()).unwrap();
+    let titles = data.join("titles");
+    move |c| {
+        c.titles = titles;
+        c.idle_timeout_seconds = 1;
+    }
+}
+
+/// Operations named `op` in the player's history.
+fn count_ops(state: &Value, op: &str) -> usize {
+    state["history"].as_array().unwrap().iter().filter(|h| h["op"] == op).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raid_report_waits_in_the_inbox_of_an_offline_player_and_is_applied_once_across_a_restart() {
+    let Some(nats) = support::Nats::start("the inbox across servers") else {
+        return;
+    };
+    let data = fresh_data("inbox-cluster");
+    let titles = raiding(&data);
+    let a = member_with(&data, "a", &nats, titles.clone()).await;
+    let b = member_with(&data, "b", &nats, titles.clone()).await;
+    // Dee played once on B, and left.
+    b.login("mini", "dee").await;
+    let (ann, _) = a.login("mini", "ann").await;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let (_, r) = a.act("mini", &ann, "raid_start", json!({ "defender": "dee" })).await;
+        if r["error"]["code"] != "defender_online" {
+            break r;
+        }
+        assert!(std::time::Instant::now() < until, "dee's session never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r["ok"], true, "{r}");
+    let raid = r["result"]["raid"].as_str().unwrap().to_string();
+    let result = json!({ "victory": true, "destruction_percent": 80, "loot": { "gold": 200 }, "units_used": { "guard": 3 }, "seconds": 2 });
+    let (_, r) = a.act("mini", &ann, "raid_end", json!({ "raid": raid, "result": result })).await;
+    assert_eq!(r["ok"], true, "{r}");
+    // Dee logs in on B: the report is claimed, pushed with the next answer, listed.
+    let (dee, _) = b.login("mini", "dee").await;
+    let (_, r) = b.act("mini", &dee, "inbox", json!({})).await;
+    let items = r["result"]["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "{r}");
+    assert_eq!((items[0]["kind"].as_str(), items[0]["from"].as_str()), (Some("raid_report"), Some("ann")));
+    assert_eq!(items[0]["body"]["raid"], raid.as_str());
+    assert_eq!(items[0]["body"]["result"]["loot"]["gold"], 200);
+    let pushed: Vec<&Value> =
+        r["pushes"].as_array().map(|p| p.iter().filter(|p| p["event"] == "inbox").collect()).unwrap_or_default();
+    assert_eq!(pushed.len(), 1, "told once: {r}");
+    assert_eq!(pushed[0]["item"]["id"], items[0]["id"]);
+    let (_, st) = b.act("mini", &dee, "get_state", Value::Null).await;
+    assert_eq!(count_ops(&st["result"]["state"], "inbox_claim"), 1);
+    // The claim is marked in the world store (beside the session: wait for it).
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, r) = b.act("mini", &dee, "inbox", json!({})).await;
+        if !r["result"]["items"][0]["claimed_ms"].is_null() {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "never marked claimed: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // B restarts; dee logs in again: nothing applied a second time.
+    let clock = b.clock.clone();
+    b.stop().await;
+    let b = start_at(data.clone(), clock, {
+        let (dir, url, prefix) = (data.join("server-b"), nats.url.clone(), format!("test{}", std::process::id()));
+        move |c| {
+            titles(c);
+            c.server_dir = Some(dir);
+            c.nats = Some(citadel_server::config::NatsConfig { url, credentials: None, subject_prefix: prefix });
+        }
+    })
+    .await;
+    let (dee, _) = b.login("mini", "dee").await;
+    let (_, r) = b.act("mini", &dee, "get_state", Value::Null).await;
+    assert!(r["pushes"].as_array().is_none_or(|p| p.iter().all(|p| p["event"] != "inbox")), "not told again: {r}");
+    assert_eq!(count_ops(&r["result"]["state"], "inbox_claim"), 1, "applied once");
+    let (_, r) = b.act("mini", &dee, "inbox", json!({})).await;
+    assert_eq!(r["result"]["items"].as_array().unwrap().len(), 1);
+    for s in [a, b] {
+        s.stop().await;
+    }
+    drop(nats);
+}
+
+/// Every file of a title folder, by path, as `/admin/api/titles/{id}/push` takes them.
+fn title_files(dir: &std::path::Path) -> serde_json::Map<String, Value> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut serde_json::Map<String, Value>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if let Ok(text) = std::fs::read_to_string(&p) {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                out.insert(rel, Value::String(text));
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The content version each server serves of `title`.
+async fn served(servers: &[&Server], title: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in servers {
+        let v: Value = reqwest::get(s.url("/v1/titles")).await.unwrap().json().await.unwrap();
+        let t = v["titles"].as_array().unwrap().iter().find(|t| t["id"] == title).cloned().unwrap_or_default();
+        out.push(t["content_version"].as_str().unwrap_or("").to_string());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_title_pushed_to_one_server_is_served_by_all_within_a_second_and_a_refusal_reported_by_all() {
+    let Some(nats) = support::Nats::start("title pushes across servers") else {
+        return;
+    };
+    let data = fresh_data("titles-cluster");
+    let a = member(&data, "a", &nats).await;
+    let b = member(&data, "b", &nats).await;
+    let c = member(&data, "c", &nats).await;
+    let all = [&a, &b, &c];
+    let before = served(&all, "mini").await;
+    assert!(before.iter().all(|v| !v.is_empty() && *v == before[0]), "{before:?}");
+    let mut files = title_files(&support::root().join("tests/fixtures/mini"));
+    let mut manifest: Value = serde_json::from_str(files["title.json"].as_str().unwrap()).unwrap();
+    manifest["name"] = json!("Mini, pushed");
+    files.insert("title.json".into(), Value::String(manifest.to_string()));
+    let sent = std::time::Instant::now();
+    let (status, r) = a.admin_post("/admin/api/titles/mini/push", json!({ "files": files })).await;
+    assert_eq!(status, 200, "{r}");
+    let new = r["reports"][0]["content_version"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    assert_ne!(new, before[0]);
+    loop {
+        let now = served(&all, "mini").await;
+        if now.iter().all(|v| *v == new) {
+            break;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(1), "not every server serves {new}: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An invalid one: served by none, and every server says why.
+    manifest["start"]["resources"] = json!({ "gold": "lots" });
+    files.insert("title.json".into(), Value::String(manifest.to_string()));
+    let (status, r) = a.admin_post("/admin/api/titles/mini/push", json!({ "files": files })).await;
+    assert!(status >= 400, "{status} {r}");
+    assert_eq!(r["reports"][0]["outcome"], "refused", "{r}");
+    let sent = std::time::Instant::now();
+    for s in all {
+        loop {
+            let v: Value = serde_json::from_str(&s.admin_get("/admin/api/titles").await).unwrap();
+            let mini = v["titles"].as_array().unwrap().iter().find(|t| t["id"] == "mini").unwrap().clone();
+            if mini["last_change"]["outcome"] == "refused" {
+                assert_eq!(mini["content_version"], new.as_str(), "still the valid one");
+                let text = mini["last_change"]["diagnostics"].to_string();
+                assert!(text.contains("title.json"), "names the file: {text}");
+                break;
+            }
+            assert!(sent.elapsed() < Duration::from_secs(1), "{} does not report the refusal: {mini}", s.addr);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(served(&all, "mini").await.iter().all(|v| *v == new));
+    for s in [a, b, c] {
         s.stop().await;
     }
     drop(nats);

@@ -99,6 +99,14 @@ fn ops() -> Vec<Op> {
         Op::Relocate,
         Op::ClanFounded { clan: "wolves".into() },
         Op::Adjust { change: Adjustment { resources: amounts(&[("gems", 50)]), items: amounts(&[]) } },
+        Op::Inbox {
+            item: citadel_server::apply::InboxGrant {
+                id: "raid-0019b7a2c4e1f0a9d3c2b1e4f5".into(),
+                kind: "gift".into(),
+                resources: amounts(&[("gold", 100)]),
+                items: amounts(&[]),
+            },
+        },
         Op::Restore { state: Box::new(PlayerState::default()), snapshot: "1764532800000-0000000042.json".into() },
     ]
 }

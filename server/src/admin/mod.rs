@@ -363,6 +363,7 @@ async fn reload_all(
 ) -> Result<(StatusCode, Json<Value>), Fail> {
     let before = versions(&st, None);
     let reports = st.deps.titles.reload(&[]).await.map_err(|e| internal(format!("{e:#}")))?;
+    crate::relay::titles_changed(&st.deps, &reports).await;
     audit_titles(&st, &who, "reload", "", before, &reports).await;
     Ok(answer(reports))
 }
@@ -383,6 +384,7 @@ async fn reload_one(
     known(&id)?;
     let before = versions(&st, Some(&id));
     let reports = st.deps.titles.reload(std::slice::from_ref(&id)).await.map_err(|e| internal(format!("{e:#}")))?;
+    crate::relay::titles_changed(&st.deps, &reports).await;
     audit_titles(&st, &who, "reload", &id, before, &reports).await;
     Ok(answer(reports))
 }
@@ -406,6 +408,7 @@ async fn push(
         Fail::new(ApiError::new(Code::BadRequest, format!("expected {{\"files\": {{path: text}}}}: {e}")))
     })?;
     let report = st.deps.titles.push(&id, body.files).await.map_err(|e| internal(format!("{e:#}")))?;
+    crate::relay::titles_changed(&st.deps, std::slice::from_ref(&report)).await;
     audit_titles(&st, &who, "push", &id, before, std::slice::from_ref(&report)).await;
     Ok(answer(vec![report]))
 }
@@ -435,6 +438,7 @@ async fn rollback(
     };
     match st.deps.titles.rollback(&id, body.content_version.as_deref()).await {
         Ok(report) => {
+            crate::relay::titles_changed(&st.deps, std::slice::from_ref(&report)).await;
             audit_titles(&st, &who, "rollback", &id, before, std::slice::from_ref(&report)).await;
             Ok(answer(vec![report]))
         }

@@ -25,6 +25,7 @@
 //!   requests, saves and renewals, applying a request and journaling it.
 //! - `save`: the save, lock renewal and snapshot policy.
 //! - `world`, `clan`: requests on the shared world and on clans.
+//! - `inbox`: claiming the player's inbox, exactly once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +41,7 @@ use crate::protocol::{Answer, ApiError, ClanCommand, Code, Command, WorldCommand
 use citadel_store::world::{Lease, Position};
 
 mod clan;
+pub mod inbox;
 mod raids;
 mod registry;
 mod save;
@@ -72,6 +74,8 @@ pub enum AdminOp {
     Restore { state: Box<PlayerState>, snapshot: String },
     /// End the session now: save, release the player's lock.
     Logout,
+    /// Claim what arrived in the player's inbox (the bus said so).
+    ClaimInbox,
 }
 
 /// What a session does with a request.

@@ -229,6 +229,7 @@ impl Session {
             return Err(ApiError::new(Code::Internal, "the raid was ended elsewhere"));
         }
         raid_on_map(deps, title, "raid_ended", &ended.defender).await;
+        report_to_defender(deps, title, &ended, now).await;
         // Committed: the rest is finished later if it fails now.
         if let Err(e) = apply_pending_defenses(deps, title, &ended.defender, defender_state, etag, now).await {
             tracing::warn!(raid = %id, error = %e.message, "applying a raid to its defender failed; their next load does");
@@ -246,5 +247,27 @@ async fn raid_on_map(deps: &Deps, title: &Title, change: &str, defender: &str) {
         Ok(Some(at)) => crate::relay::map_change(deps, title.id(), change, defender, &at, None).await,
         Ok(None) => {}
         Err(e) => tracing::warn!(defender, error = %e, "cannot find a raided base on the map"),
+    }
+}
+
+/// Puts the raid's report in the defender's inbox (they read it wherever
+/// they play next, or at once if they are online on any server). The
+/// defense itself is applied to their file by the commit, not by this.
+async fn report_to_defender(deps: &Deps, title: &Title, raid: &citadel_store::world::RaidRecord, now: i64) {
+    let report = citadel_store::world::InboxItem {
+        id: format!("raid-{}", raid.id),
+        title: title.id().to_string(),
+        player: raid.defender.clone(),
+        kind: "raid_report".into(),
+        from: raid.attacker.clone(),
+        body: json!({ "raid": raid.id, "attacker": raid.attacker, "result": raid.result }),
+        resources: Default::default(),
+        items: Default::default(),
+        created_ms: now,
+        expires_ms: now + super::inbox::INBOX_TTL_MS,
+        claimed_ms: None,
+    };
+    if let Err(e) = super::inbox::send(deps, &report).await {
+        tracing::warn!(raid = %raid.id, error = %e.message, "the raid report did not reach the defender's inbox");
     }
 }

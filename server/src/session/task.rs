@@ -95,6 +95,7 @@ impl Sessions {
         let mut saving: Option<Background<SaveOutcome>> = None;
         let mut renewing: Option<Background<RenewOutcome>> = None;
         deps.connections.session_started(&key.0, &key.1);
+        session.claim_inbox(&deps, &title).await;
         let mut wake_not_before = tokio::time::Instant::now();
         loop {
             let wake = session.next_wake(&deps).map(|w| w.max(wake_not_before));
@@ -342,6 +343,10 @@ impl Session {
                 let r = serialize(&json!({ "state": state }));
                 return self.answer_in_order(deps, reply, r).await;
             }
+            Msg::Admin(AdminOp::ClaimInbox, reply, _) => {
+                self.claim_inbox(deps, title).await;
+                return self.answer_in_order(deps, reply, serialize(&json!({ "claimed": true }))).await;
+            }
             Msg::Admin(AdminOp::Logout, reply, _) => {
                 self.ending = true;
                 return self.answer_in_order(deps, reply, serialize(&json!({ "logged_out": true }))).await;
@@ -400,7 +405,7 @@ impl Session {
     /// Runs one operation on the player, numbers it and journals it;
     /// `done` gets its result once the record is durable.
     #[allow(clippy::too_many_arguments)]
-    async fn run(
+    pub(super) async fn run(
         &mut self,
         deps: &Deps,
         title: &Title,

@@ -287,6 +287,7 @@ impl Session {
                 deps.connections.set_watch(title.id(), &self.key.1, Some(area));
                 serialize(&json!({ "watching": { "at": at, "radius": radius } }))
             }
+            WorldCommand::Inbox { limit } => self.read_inbox(deps, limit, now).await,
             WorldCommand::MapUnwatch {} => {
                 deps.connections.set_watch(title.id(), &self.key.1, None);
                 serialize(&json!({ "watching": null }))

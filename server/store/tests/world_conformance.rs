@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use citadel_store::world::{
-    Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Joined, JournalHome, Member, MongoConfig, MongoWorld,
-    PlayerInfo, Position, RaidRecord, RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
+    Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, InboxItem, InboxPut, Joined, JournalHome, Member, MongoConfig,
+    MongoWorld, PlayerInfo, Position, RaidRecord, RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
 };
 
 type World = Arc<dyn WorldStore>;
@@ -439,6 +439,63 @@ async fn restrictions_and_the_audit_log(w: World) {
     assert_eq!(w.audit_log(Some(("mini", "bob")), None, 1).await.unwrap(), [entry(40, "bob")], "whole entries");
 }
 
+fn item(player: &str, id: &str, created: i64) -> InboxItem {
+    InboxItem {
+        id: id.into(),
+        title: "mini".into(),
+        player: player.into(),
+        kind: "gift".into(),
+        from: "bob".into(),
+        body: serde_json::json!({ "text": format!("gift {id}") }),
+        resources: BTreeMap::from([("gold".to_string(), 5)]),
+        items: BTreeMap::new(),
+        created_ms: created,
+        expires_ms: created + 1000,
+        claimed_ms: None,
+    }
+}
+
+async fn the_inbox_adds_once_caps_expires_and_is_claimed_once(w: World) {
+    assert_eq!(w.put_inbox(&item("ann", "a", 100), 3).await.unwrap(), InboxPut::Added);
+    assert_eq!(w.put_inbox(&item("ann", "a", 100), 3).await.unwrap(), InboxPut::Exists, "sent twice, kept once");
+    assert_eq!(w.put_inbox(&item("ann", "b", 200), 3).await.unwrap(), InboxPut::Added);
+    assert_eq!(w.put_inbox(&item("ann", "c", 300), 3).await.unwrap(), InboxPut::Added);
+    assert_eq!(w.put_inbox(&item("ann", "d", 400), 3).await.unwrap(), InboxPut::Full, "three unclaimed at most");
+    assert_eq!(w.put_inbox(&item("bob", "a", 100), 3).await.unwrap(), InboxPut::Added, "per player");
+    let ids = |v: Vec<InboxItem>| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(w.unclaimed("mini", "ann", 500, 10).await.unwrap()), ["a", "b", "c"], "oldest first");
+    assert_eq!(w.unclaimed("mini", "ann", 500, 10).await.unwrap()[0], item("ann", "a", 100), "whole items");
+    // Many claims of one item at once: one wins.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move { w.claim("mini", "ann", "a", 600).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1, "claimed exactly once");
+    assert!(!w.claim("mini", "ann", "zzz", 600).await.unwrap(), "no such item");
+    assert_eq!(ids(w.unclaimed("mini", "ann", 600, 10).await.unwrap()), ["b", "c"]);
+    let all = w.inbox("mini", "ann", 600, 10).await.unwrap();
+    assert_eq!(ids(all.clone()), ["c", "b", "a"], "newest first, claimed ones too");
+    assert_eq!(all[2].claimed_ms, Some(600));
+    assert_eq!(all[0].claimed_ms, None);
+    assert_eq!(w.put_inbox(&item("ann", "d", 700), 3).await.unwrap(), InboxPut::Added, "room once one is claimed");
+    // a expires at 1100, b at 1200: gone from both lists, and from the count.
+    assert_eq!(ids(w.inbox("mini", "ann", 1150, 10).await.unwrap()), ["d", "c", "b"]);
+    assert_eq!(ids(w.unclaimed("mini", "ann", 1250, 10).await.unwrap()), ["c", "d"]);
+    assert_eq!(w.put_inbox(&item("ann", "e", 1300), 3).await.unwrap(), InboxPut::Added);
+    assert_eq!(
+        w.put_inbox(&item("ann", "f", 1350), 3).await.unwrap(),
+        InboxPut::Added,
+        "expired ones count for nothing"
+    );
+    assert_eq!(ids(w.unclaimed("mini", "ann", 1360, 10).await.unwrap()), ["d", "e", "f"]);
+}
+
 /// Runs one conformance case on SQLite and on the MongoDB wire server.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -479,4 +536,5 @@ conformance!(
     racing_joins_never_overfill_a_clan,
     clan_chat_keeps_history_and_limits_rate,
     restrictions_and_the_audit_log,
+    the_inbox_adds_once_caps_expires_and_is_claimed_once,
 );

@@ -439,13 +439,75 @@ pub trait Audit {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, WorldError>;
 }
+
+/// Each player's inbox: messages and grants for a player wherever they
+/// are (offline, or live on another server), kept until they expire. The
+/// inbox is the record; the bus only wakes the server holding the player.
+pub trait Inbox {
+    /// Adds `item` unless an item of that id is there already (`Exists`:
+    /// sending twice is harmless) or the player has `cap` unclaimed
+    /// items that have not expired (`Full`). Expired items of the player
+    /// are deleted on the way.
+    async fn put_inbox(&self, item: &InboxItem, cap: usize) -> Result<InboxPut, WorldError>;
+    /// The player's items not expired at `now_ms`, claimed or not, newest
+    /// first, at most `limit` (capped at [`PAGE_MAX`]).
+    async fn inbox(&self, title: &str, player: &str, now_ms: i64, limit: usize) -> Result<Vec<InboxItem>, WorldError>;
+    /// The player's unclaimed items not expired at `now_ms`, oldest first,
+    /// at most `limit` (capped at [`PAGE_MAX`]).
+    async fn unclaimed(
+        &self,
+        title: &str,
+        player: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, WorldError>;
+    /// Marks an item claimed at `now_ms`; true for the one call that did
+    /// (a second claim, from anywhere, gets false).
+    async fn claim(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<bool, WorldError>;
+}
 }
 
 /// Everything servers share: every role of the world store. A backend
 /// implements each role; decorators come with [`crate::decorate`].
-pub trait WorldStore: Locks + Servers + Players + Scores + Raids + Clans + Audit {}
+pub trait WorldStore: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox {}
 
-impl<T: Locks + Servers + Players + Scores + Raids + Clans + Audit + ?Sized> WorldStore for T {}
+impl<T: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + ?Sized> WorldStore for T {}
+
+/// One message or grant in a player's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    /// Unique per player; the sender makes it from what it sends (a raid's
+    /// id, a payment's id), so that sending again adds nothing.
+    pub id: String,
+    pub title: String,
+    pub player: String,
+    /// What it is: `raid_report`, `gift`, `purchase`, `grant`...
+    pub kind: String,
+    /// Who sent it: a player id, `support`, a payment provider.
+    pub from: String,
+    /// What the player reads (a battle log, a message).
+    #[serde(default)]
+    pub body: serde_json::Value,
+    /// Resources granted when claimed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, i64>,
+    /// Items granted when claimed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub items: BTreeMap<String, i64>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// When the player's session claimed it; `None` until then.
+    #[serde(default)]
+    pub claimed_ms: Option<i64>,
+}
+
+/// What [`Inbox::put_inbox`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxPut {
+    Added,
+    Exists,
+    Full,
+}
 
 /// What support set on a player: a ban (logins refused until a time) and
 /// the last forced logout (session tokens issued before it are refused).

@@ -52,6 +52,7 @@ pub struct MongoWorld {
     restrictions: mongodb::Collection<Document>,
     audit: mongodb::Collection<Document>,
     journal_homes: mongodb::Collection<Document>,
+    inbox: mongodb::Collection<Document>,
 }
 
 /// How long to wait for a MongoDB server at start and per operation
@@ -96,6 +97,7 @@ impl MongoWorld {
             restrictions: db.collection("restrictions"),
             audit: db.collection("audit"),
             journal_homes: db.collection("journal_homes"),
+            inbox: db.collection("inbox"),
         };
         w.create_indexes().await?;
         Ok(w)
@@ -127,6 +129,10 @@ impl MongoWorld {
             .await
             .map_err(mongo)?;
         self.servers.create_index(index(doc! { "heartbeat_ms": 1 }, false)).await.map_err(mongo)?;
+        self.inbox
+            .create_index(index(doc! { "title": 1, "player": 1, "created_ms": 1 }, false))
+            .await
+            .map_err(mongo)?;
         self.clans.create_index(index(doc! { "title": 1, "id": 1 }, false)).await.map_err(mongo)?;
         self.clan_members
             .create_index(index(doc! { "title": 1, "clan": 1, "joined_ms": 1 }, false))
@@ -849,6 +855,78 @@ impl Audit for MongoWorld {
         let docs = self.all(&self.audit, filter, doc! { "at_ms": -1, "id": -1 }, 0, page(limit) as i64).await?;
         docs.iter().map(decode).collect()
     }
+}
+
+#[async_trait]
+impl Inbox for MongoWorld {
+    async fn put_inbox(&self, item: &InboxItem, cap: usize) -> Result<InboxPut, WorldError> {
+        let mine = doc! { "title": &item.title, "player": &item.player };
+        let mut expired = mine.clone();
+        expired.insert("expires_ms", doc! { "$lte": item.created_ms });
+        self.inbox.delete_many(expired).await.map_err(mongo)?;
+        let id = format!("{}/{}/{}", item.title, item.player, item.id);
+        if self.inbox.find_one(doc! { "_id": &id }).await.map_err(mongo)?.is_some() {
+            return Ok(InboxPut::Exists);
+        }
+        // A soft cap: two sends racing past it add one item too many.
+        let mut waiting = mine.clone();
+        waiting.insert("claimed", false);
+        if self.inbox.count_documents(waiting).await.map_err(mongo)? >= cap as u64 {
+            return Ok(InboxPut::Full);
+        }
+        let d = doc! {
+            "_id": &id, "title": &item.title, "player": &item.player, "id": &item.id,
+            "created_ms": item.created_ms, "expires_ms": item.expires_ms, "claimed": false, "claimed_ms": 0_i64,
+            "doc": to_json(item)?,
+        };
+        match self.inbox.insert_one(d).await {
+            Ok(_) => Ok(InboxPut::Added),
+            Err(e) if duplicate_key(&e) => Ok(InboxPut::Exists),
+            Err(e) => Err(mongo(e)),
+        }
+    }
+
+    async fn inbox(&self, title: &str, player: &str, now_ms: i64, limit: usize) -> Result<Vec<InboxItem>, WorldError> {
+        let filter = doc! { "title": title, "player": player, "expires_ms": { "$gt": now_ms } };
+        let docs = self.all(&self.inbox, filter, doc! { "created_ms": -1, "id": -1 }, 0, page(limit) as i64).await?;
+        docs.iter().map(inbox_of).collect()
+    }
+
+    async fn unclaimed(
+        &self,
+        title: &str,
+        player: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, WorldError> {
+        let filter = doc! { "title": title, "player": player, "claimed": false, "expires_ms": { "$gt": now_ms } };
+        let docs = self.all(&self.inbox, filter, doc! { "created_ms": 1, "id": 1 }, 0, page(limit) as i64).await?;
+        docs.iter().map(inbox_of).collect()
+    }
+
+    async fn claim(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<bool, WorldError> {
+        let r = self
+            .inbox
+            .update_one(
+                doc! { "_id": format!("{title}/{player}/{id}"), "claimed": false },
+                doc! { "$set": { "claimed": true, "claimed_ms": now_ms } },
+            )
+            .await
+            .map_err(mongo)?;
+        Ok(r.modified_count == 1)
+    }
+}
+
+/// An inbox item: its document, and the claim kept beside it.
+fn inbox_of(d: &Document) -> Result<InboxItem, WorldError> {
+    let mut item: InboxItem = decode(d)?;
+    // A boolean, or a number where the server keeps booleans as such.
+    let claimed = match d.get("claimed") {
+        Some(Bson::Boolean(b)) => *b,
+        _ => number(d, "claimed").is_some_and(|n| n != 0),
+    };
+    item.claimed_ms = if claimed { number(d, "claimed_ms") } else { None };
+    Ok(item)
 }
 
 fn member_doc(title: &str, m: &Member) -> Document {

@@ -102,7 +102,13 @@ impl SqliteWorld {
              );
              CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms, id);
              CREATE INDEX IF NOT EXISTS audit_by_player ON audit (title, player, at_ms, id);
-             CREATE TABLE IF NOT EXISTS journal_homes (server TEXT PRIMARY KEY, doc TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS journal_homes (server TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS inbox (
+                 title TEXT NOT NULL, player TEXT NOT NULL, id TEXT NOT NULL, created_ms INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL, claimed_ms INTEGER, doc TEXT NOT NULL,
+                 PRIMARY KEY (title, player, id)
+             );
+             CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox (title, player, created_ms);",
         )
         .map_err(db)?;
         // Databases made before locks carried a duty to recover gain the
@@ -939,6 +945,109 @@ impl Audit for SqliteWorld {
             })
             .await?;
         docs.iter().map(|d| from_json(d)).collect()
+    }
+}
+
+#[async_trait]
+impl Inbox for SqliteWorld {
+    async fn put_inbox(&self, item: &InboxItem, cap: usize) -> Result<InboxPut, WorldError> {
+        let it = item.clone();
+        let doc = to_json(item)?;
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Expired items go first: they count for nothing.
+            tx.execute(
+                "DELETE FROM inbox WHERE title = ?1 AND player = ?2 AND expires_ms <= ?3",
+                params![it.title, it.player, it.created_ms],
+            )?;
+            let exists: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM inbox WHERE title = ?1 AND player = ?2 AND id = ?3",
+                params![it.title, it.player, it.id],
+                |r| r.get(0),
+            )?;
+            if exists > 0 {
+                return Ok(InboxPut::Exists);
+            }
+            let waiting: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM inbox WHERE title = ?1 AND player = ?2 AND claimed_ms IS NULL",
+                params![it.title, it.player],
+                |r| r.get(0),
+            )?;
+            if waiting >= cap as i64 {
+                return Ok(InboxPut::Full);
+            }
+            tx.execute(
+                "INSERT INTO inbox (title, player, id, created_ms, expires_ms, claimed_ms, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
+                params![it.title, it.player, it.id, it.created_ms, it.expires_ms, doc],
+            )?;
+            tx.commit()?;
+            Ok(InboxPut::Added)
+        })
+        .await
+    }
+
+    async fn inbox(&self, title: &str, player: &str, now_ms: i64, limit: usize) -> Result<Vec<InboxItem>, WorldError> {
+        self.inbox_rows(title, player, now_ms, limit, false).await
+    }
+
+    async fn unclaimed(
+        &self,
+        title: &str,
+        player: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, WorldError> {
+        self.inbox_rows(title, player, now_ms, limit, true).await
+    }
+
+    async fn claim(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<bool, WorldError> {
+        let (title, player, id) = (title.to_string(), player.to_string(), id.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE inbox SET claimed_ms = ?4 WHERE title = ?1 AND player = ?2 AND id = ?3 AND claimed_ms IS NULL",
+                params![title, player, id, now_ms],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+}
+
+impl SqliteWorld {
+    /// Unexpired items: every one newest first, or the unclaimed oldest first.
+    async fn inbox_rows(
+        &self,
+        title: &str,
+        player: &str,
+        now_ms: i64,
+        limit: usize,
+        unclaimed: bool,
+    ) -> Result<Vec<InboxItem>, WorldError> {
+        let (title, player, limit) = (title.to_string(), player.to_string(), page(limit) as i64);
+        let rows = self
+            .with(move |c| {
+                let sql = if unclaimed {
+                    "SELECT doc, claimed_ms FROM inbox WHERE title = ?1 AND player = ?2 AND expires_ms > ?3
+                     AND claimed_ms IS NULL ORDER BY created_ms, id LIMIT ?4"
+                } else {
+                    "SELECT doc, claimed_ms FROM inbox WHERE title = ?1 AND player = ?2 AND expires_ms > ?3
+                     ORDER BY created_ms DESC, id DESC LIMIT ?4"
+                };
+                let mut q = c.prepare_cached(sql)?;
+                let rows = q.query_map(params![title, player, now_ms, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        rows.iter()
+            .map(|(doc, claimed)| {
+                let mut item: InboxItem = from_json(doc)?;
+                item.claimed_ms = *claimed;
+                Ok(item)
+            })
+            .collect()
     }
 }
 
