@@ -273,10 +273,7 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                 m = chat.next() => match m {
                     Some(m) => {
                         let started = std::time::Instant::now();
-                        let Ok(m) = serde_json::from_slice::<ClanMessage>(&m.payload) else {
-                            tracing::warn!(subject = %m.subject, "an unreadable clan message on the bus");
-                            continue;
-                        };
+                        let Some(m) = decoded::<ClanMessage>(&m) else { continue };
                         deliver_to_clan(&deps, &m).await;
                         deps.profiler.record(Kind::Bus, "deliver:chat", &m.title, started.elapsed());
                     }
@@ -285,10 +282,7 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                 m = map.next() => match m {
                     Some(m) => {
                         let started = std::time::Instant::now();
-                        let Ok(m) = serde_json::from_slice::<MapMessage>(&m.payload) else {
-                            tracing::warn!(subject = %m.subject, "an unreadable map message on the bus");
-                            continue;
-                        };
+                        let Some(m) = decoded::<MapMessage>(&m) else { continue };
                         deliver_map(&deps, &m);
                         deps.profiler.record(Kind::Bus, "deliver:map", &m.title, started.elapsed());
                     }
@@ -296,10 +290,7 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                 },
                 m = titles.next() => match m {
                     Some(m) => {
-                        let Ok(m) = serde_json::from_slice::<TitleChange>(&m.payload) else {
-                            tracing::warn!(subject = %m.subject, "an unreadable title change on the bus");
-                            continue;
-                        };
+                        let Some(m) = decoded::<TitleChange>(&m) else { continue };
                         // Beside the other deliveries: a load takes milliseconds.
                         let deps = deps.clone();
                         tokio::spawn(async move {
@@ -313,10 +304,7 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                 },
                 m = inbox.next() => match m {
                     Some(m) => {
-                        let Ok(m) = serde_json::from_slice::<InboxWake>(&m.payload) else {
-                            tracing::warn!(subject = %m.subject, "an unreadable inbox wake-up on the bus");
-                            continue;
-                        };
+                        let Some(m) = decoded::<InboxWake>(&m) else { continue };
                         if sessions.is_live(&m.title, &m.player) {
                             let (deps, sessions) = (deps.clone(), sessions.clone());
                             tokio::spawn(async move {
@@ -332,10 +320,7 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                 m = admin.next() => match m {
                     Some(m) => {
                         let started = std::time::Instant::now();
-                        let Ok(m) = serde_json::from_slice::<FromServer>(&m.payload) else {
-                            tracing::warn!(subject = %m.subject, "an unreadable admin message on the bus");
-                            continue;
-                        };
+                        let Some(m) = decoded::<FromServer>(&m) else { continue };
                         if m.from != deps.server_id {
                             // Not in line with chat: a logout waits for the session's save.
                             let (deps, sessions) = (deps.clone(), sessions.clone());
@@ -351,6 +336,18 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
         }
     });
     Ok(())
+}
+
+/// A message's payload, or `None` (logged) when it does not decode: a
+/// server of another version, or something else on our subjects.
+fn decoded<T: serde::de::DeserializeOwned>(m: &crate::bus::Message) -> Option<T> {
+    match serde_json::from_slice(&m.payload) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(subject = %m.subject, error = %e, "an unreadable message on the bus");
+            None
+        }
+    }
 }
 
 /// Pushes `m` to the members of its clan who are on this server.

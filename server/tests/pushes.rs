@@ -380,17 +380,8 @@ async fn a_raid_report_waits_in_the_inbox_of_an_offline_player_and_is_applied_on
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // B restarts; dee logs in again: nothing applied a second time.
-    let clock = b.clock.clone();
     b.stop().await;
-    let b = start_at(data.clone(), clock, {
-        let (dir, url, prefix) = (data.join("server-b"), nats.url.clone(), format!("test{}", std::process::id()));
-        move |c| {
-            titles(c);
-            c.server_dir = Some(dir);
-            c.nats = Some(citadel_server::config::NatsConfig { url, credentials: None, subject_prefix: prefix });
-        }
-    })
-    .await;
+    let b = member_with(&data, "b", &nats, titles).await;
     let (dee, _) = b.login("mini", "dee").await;
     let (_, r) = b.act("mini", &dee, "get_state", Value::Null).await;
     assert!(r["pushes"].as_array().is_none_or(|p| p.iter().all(|p| p["event"] != "inbox")), "not told again: {r}");
