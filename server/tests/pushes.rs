@@ -479,3 +479,78 @@ async fn a_title_pushed_to_one_server_is_served_by_all_within_a_second_and_a_ref
     }
     drop(nats);
 }
+
+/// A metric's value in `/metrics` (the first line that starts with `name`).
+async fn metric(s: &Server, name: &str) -> f64 {
+    let text = s.admin_get("/metrics").await;
+    let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_down_every_server_answers_its_players_and_pushes_flow_again_once_it_is_back() {
+    let Some(mut nats) = support::Nats::start("NATS down and back") else {
+        return;
+    };
+    let data = fresh_data("nats-down");
+    let a = member(&data, "a", &nats).await;
+    let b = member(&data, "b", &nats).await;
+    let (ta, _) = a.login("mini", "ann").await;
+    let (tb, _) = b.login("mini", "bob").await;
+    let mut pushes = Vec::new();
+    let mut wa = socket(&a, "mini", &ta).await;
+    let mut wb = socket(&b, "mini", &tb).await;
+    let r = ask(&mut wa, 1, "clan_create", json!({ "name": "Night Owls", "open": true }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = ask(&mut wb, 1, "clan_join", json!({ "clan": "Night Owls" }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(metric(&a, "citadel_bus_up").await, 1.0);
+
+    nats.kill();
+    // Every request of either player is answered as usual meanwhile.
+    for i in 0..3u64 {
+        for (w, who) in [(&mut wa, "ann"), (&mut wb, "bob")] {
+            let r = ask(w, 10 + i, "clan_chat_post", json!({ "text": format!("{who} in the dark {i}") }), &mut pushes)
+                .await;
+            assert_eq!(r["ok"], true, "{r}");
+            let r =
+                ask(w, 20 + i, "build", json!({ "building": "mine", "x": 3 + i as i64, "y": 5 }), &mut pushes).await;
+            assert!(
+                r["ok"] == true || r["error"]["code"] == "limit_reached" || r["error"]["code"] == "no_free_builder",
+                "{r}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&a, "citadel_bus_up").await, 0.0, "the console shows the bus down");
+    assert!(
+        metric(&a, "citadel_messages_dropped_total{where=\"bus_unreachable\"}").await >= 1.0,
+        "lost lines are counted"
+    );
+    // The lines are not lost for good: the chat history has all of them.
+    let r = ask(&mut wb, 40, "clan_chat", json!({ "limit": 100 }), &mut pushes).await;
+    assert_eq!(r["result"]["lines"].as_array().unwrap().len(), 6, "{r}");
+    // NATS back: within 5 s a line from A reaches B again.
+    nats.restart();
+    let back = std::time::Instant::now();
+    // Own echoes (the same server) came through meanwhile; drop them.
+    while tokio::time::timeout(Duration::from_millis(50), next(&mut wb)).await.is_ok() {}
+    let mut n = 0;
+    let got = loop {
+        n += 1;
+        // Past the chat's rate limit (5 lines in 10 s, on the server's clock).
+        a.advance(3);
+        let text = format!("hello again {n}");
+        let r = ask(&mut wa, 100 + n, "clan_chat_post", json!({ "text": text }), &mut pushes).await;
+        assert_eq!(r["ok"], true, "{r}");
+        match tokio::time::timeout(Duration::from_millis(300), next(&mut wb)).await {
+            Ok(m) if m["player"] == "ann" => break m,
+            _ => assert!(back.elapsed() < Duration::from_secs(5), "no push across servers 5 s after NATS returned"),
+        }
+    };
+    assert_eq!(got["event"], "chat");
+    assert_eq!(metric(&b, "citadel_bus_up").await, 1.0);
+    for s in [a, b] {
+        s.stop().await;
+    }
+}
