@@ -20,6 +20,7 @@
 //! - [`status`]: this server's heartbeat in the world store's server list.
 //! - [`profile`]: latency of every entry point; `/metrics`.
 //! - [`listener`]: accepting and serving connections under limits and deadlines.
+//! - [`cluster`]: `citadel cluster`, a local cluster in one command.
 //! - [`bus`]: the message bus between servers (in-process or NATS).
 //! - [`connections`]: the players this server pushes to.
 //! - [`relay`]: what servers tell each other's players over the bus.
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod apply;
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod deps;

@@ -43,6 +43,32 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Run a local cluster for development and tests: a NATS server and
+    /// several game servers on loopback ports sharing one data folder and
+    /// the bus. Prints each address; Ctrl-C stops them all gracefully.
+    Cluster {
+        /// How many game servers.
+        #[arg(long, default_value_t = 3)]
+        servers: usize,
+        /// The first game server's port; the others follow.
+        #[arg(long, default_value_t = 7070)]
+        port: u16,
+        /// NATS's port.
+        #[arg(long, default_value_t = 4222)]
+        nats_port: u16,
+        /// The nats-server binary [default: nats-server on PATH].
+        #[arg(long, value_name = "PATH", default_value = "nats-server")]
+        nats_server: PathBuf,
+        /// The folder every server shares [default: var/cluster].
+        #[arg(long, value_name = "DIR", default_value = "var/cluster")]
+        data_dir: PathBuf,
+        /// Folder of title folders [default: titles].
+        #[arg(long, value_name = "DIR", default_value = "titles")]
+        titles: PathBuf,
+        /// A configuration file every server reads.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Read a password from standard input and print its hash, for an
     /// `admin_users` entry of the configuration (docs/operations.md).
     HashPassword,
@@ -54,6 +80,19 @@ fn main() -> anyhow::Result<()> {
             (config, listen, data_dir, titles, server_dir, take_over, log_json)
         }
         Command::HashPassword => return hash_password(),
+        Command::Cluster { servers, port, nats_port, nats_server, data_dir, titles, config } => {
+            let opts = citadel_server::cluster::ClusterOptions {
+                servers,
+                first_port: port,
+                nats_port,
+                nats_server,
+                data_dir,
+                titles,
+                config,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            return rt.block_on(citadel_server::cluster::run(opts, shutdown_signal()));
+        }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
