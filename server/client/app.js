@@ -82,6 +82,18 @@ function describe(e) {
   }
 }
 
+// An inbox item in words.
+function inboxText(item) {
+  const m = game.model;
+  if (item.kind === "raid_report") {
+    const r = (item.body && item.body.result) || {};
+    const loot = Object.entries(r.loot || {}).map(([k, v]) => `${v} ${m.name(k)}`).join(", ");
+    return `${item.from} raided your base: ${r.victory ? "they won" : "you held"}${loot ? `; they took ${loot}` : ""}.`;
+  }
+  const gifts = Object.entries({ ...(item.resources || {}), ...(item.items || {}) }).map(([k, v]) => `${v} ${m.name(k)}`);
+  return `${item.from} sent you ${gifts.join(", ") || "a message"}.`;
+}
+
 function showEvents(events) {
   for (const e of events || []) {
     const text = describe(e);
@@ -265,9 +277,20 @@ function newNet() {
       showLogin(errorText(detail));
     }
   });
+  // What the server tells without being asked (docs/protocol.md, "Pushes").
   net.addEventListener("push", (e) => {
     const p = e.detail;
     if (p.event === "notice") toast(p.text, "notice");
+    else if (p.event === "game_events") {
+      // Timers ended: the server completed them; show what happened and
+      // read the new state.
+      showEvents(p.events);
+      refresh();
+    } else if (p.event === "chat") game.ui.chatPushed(p);
+    else if (p.event === "inbox") {
+      toast(inboxText(p.item), "event");
+      refresh();
+    } else if (p.event === "map") game.ui.mapPushed(p);
   });
   return net;
 }

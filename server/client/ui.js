@@ -26,8 +26,9 @@ const FORM_TABS = new Set(["clan", "top", "map", "raids"]);
 // more than PLAYBACK_TOTAL_MS for the whole log (a long one goes faster).
 const PLAYBACK_MS = 600;
 const PLAYBACK_TOTAL_MS = 10000;
-// Chat lines are read this often while the clan tab is shown (until the
-// server pushes them).
+// Chat lines are read this often while the clan tab is shown: a fallback,
+// since the server pushes each line as it is posted (a push lost to a
+// reconnect shows at the next read).
 const CHAT_POLL_MS = 1000;
 // Chat lines shown.
 const CHAT_LINES = 50;
@@ -618,6 +619,22 @@ export class Ui {
     }
   }
 
+  // A chat line the server pushed: shown at once if it is this clan's and new.
+  chatPushed(p) {
+    const c = this.extra.clan;
+    if (!c || c.clan.id !== p.clan) return;
+    const chat = this.extra.chat || [];
+    if (chat.some((l) => l.seq === p.seq)) return;
+    const line = { seq: p.seq, player: p.player, text: p.text, at_ms: p.at_ms };
+    this.extra.chat = [...chat, line].sort((a, b) => a.seq - b.seq).slice(-CHAT_LINES);
+    if (this.tab === "clan") this.renderChat();
+  }
+
+  // A change on the map the player watches: the map tab reads the bases again.
+  mapPushed() {
+    if (this.tab === "map") this.render();
+  }
+
   renderChat() {
     const el = document.getElementById("chat-lines");
     if (!el) return;
@@ -764,6 +781,8 @@ export class Ui {
       try {
         const r = await this.game.ask("map_near", { radius: 8, limit: 30 });
         this.extra.near = r;
+        // Bases placed, moved or raided in view are pushed from now on.
+        await this.game.ask("map_watch", { radius: 8 });
         const region = map.regions.find((x) => x.id === (r.at && r.at.region));
         clear(list).append(h("li", {}, `Around ${region ? region.name : "your base"} ${r.at ? `(${r.at.x}, ${r.at.y})` : ""}:`),
           ...r.bases.map((b) => h("li", { class: b.player === this.game.player() ? "card me" : "card" },
