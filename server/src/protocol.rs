@@ -154,6 +154,7 @@ server_codes! {
     RaidInProgress => "raid_in_progress", 409, "raid_start: this player's previous raid is still running; end it (raid_end) or let it expire";
     UnknownAsset => "unknown_asset", 404, "no image at that path in that version of the title, or the version is no longer held (GET /v1/titles names the current one)";
     UnknownPlayer => "unknown_player", 404, "no player of that id has played this title";
+    InboxFull => "inbox_full", 409, "the player's inbox holds as many unclaimed items as it may; they are claimed at the player's next login";
     UnknownRaid => "unknown_raid", 404, "raid_end: no raid of that id was started by this player";
     RaidExpired => "raid_expired", 409, "raid_end: the raid's time (battle duration plus grace) ran out; the defender was left untouched and the result is not taken";
     SpotTaken => "spot_taken", 409, "relocate: another base is on that spot";

@@ -554,3 +554,49 @@ async fn with_nats_down_every_server_answers_its_players_and_pushes_flow_again_o
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_sent_on_one_server_reaches_a_player_live_on_another_within_a_second_once() {
+    let Some(nats) = support::Nats::start("a grant across servers") else {
+        return;
+    };
+    let data = fresh_data("grant-cluster");
+    let a = member(&data, "a", &nats).await;
+    let b = member(&data, "b", &nats).await;
+    let (tok, login) = b.login("mini", "gil").await;
+    let gold = login["state"]["resources"]["gold"].as_i64().unwrap();
+    let mut pushes = Vec::new();
+    let mut w = socket(&b, "mini", &tok).await;
+    let sent = std::time::Instant::now();
+    let grant = json!({ "resources": { "gold": 7 }, "message": "Sorry for the outage", "reason": "compensation" });
+    let (status, r) = a.admin_post("/admin/api/players/mini/gil/send", grant).await;
+    assert_eq!(status, 200, "{r}");
+    let got = push_within(&mut w, Duration::from_secs(1)).await;
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    assert_eq!((got["event"].as_str(), got["item"]["kind"].as_str()), (Some("inbox"), Some("grant")), "{got}");
+    assert_eq!(got["item"]["resources"]["gold"], 7);
+    assert_eq!(got["item"]["body"]["message"], "Sorry for the outage");
+    let r = ask(&mut w, 1, "get_state", Value::Null, &mut pushes).await;
+    let state = &r["result"]["state"];
+    assert_eq!(state["resources"]["gold"].as_i64(), Some(gold + 7), "applied once");
+    assert_eq!(count_ops(state, "inbox_claim"), 1);
+    // Refused before anything is sent: an unknown id (with a suggestion), a
+    // player who never played, a revoke.
+    let (status, r) =
+        a.admin_post("/admin/api/players/mini/gil/send", json!({ "resources": { "gld": 1 }, "reason": "x" })).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (422, Some("unknown_id")), "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("gold"), "did you mean: {r}");
+    let (status, r) =
+        a.admin_post("/admin/api/players/mini/nobody/send", json!({ "resources": { "gold": 1 }, "reason": "x" })).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (404, Some("unknown_player")), "{r}");
+    let (status, _) =
+        a.admin_post("/admin/api/players/mini/gil/send", json!({ "resources": { "gold": -1 }, "reason": "x" })).await;
+    assert_eq!(status, 400);
+    let r = ask(&mut w, 2, "inbox", json!({}), &mut pushes).await;
+    assert_eq!(r["result"]["items"].as_array().unwrap().len(), 1, "nothing else was sent: {r}");
+    assert!(pushes.is_empty(), "{pushes:?}");
+    for s in [a, b] {
+        s.stop().await;
+    }
+    drop(nats);
+}

@@ -38,6 +38,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/players", get(search))
         .route("/players/{title}/{player}", get(view))
         .route("/players/{title}/{player}/adjust", post(adjust))
+        .route("/players/{title}/{player}/send", post(send))
         .route("/players/{title}/{player}/ban", post(ban))
         .route("/players/{title}/{player}/unban", post(unban))
         .route("/players/{title}/{player}/logout", post(logout))
@@ -216,6 +217,98 @@ async fn adjust(
         return Ok(Json(json!({ "ok": true, "amounts": after, "events": result["events"], "audit": id })));
     }
     Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    #[serde(default)]
+    resources: citadel_runtime::format::Amounts,
+    #[serde(default)]
+    items: citadel_runtime::format::Amounts,
+    /// What the player reads with it.
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The longest message sent with a grant: a line or two for the player.
+const SEND_MESSAGE_BYTES_MAX: usize = 500;
+
+/// Sends a grant (compensation, a gift from the operators) to the player's
+/// inbox: applied once, when their session claims it, on whatever server
+/// they play (at once if they are online anywhere, else at their next login).
+async fn send(
+    State(st): State<AppState>,
+    Extension(who): Extension<Who>,
+    Path((title, player)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Json<Value>, Fail> {
+    target(&st, &title, &player)?;
+    let b: SendBody =
+        body(&bytes, r#"{"resources": {id: amount}, "items": {id: amount}, "message": "...", "reason": "..."}"#)?;
+    let why = reason(&b.reason, true)?;
+    if b.message.len() > SEND_MESSAGE_BYTES_MAX {
+        return Err(bad_request(format!("the message is longer than {SEND_MESSAGE_BYTES_MAX} bytes")));
+    }
+    if b.resources.values().chain(b.items.values()).any(|n| *n <= 0) {
+        return Err(bad_request("a grant's amounts are positive (revoke with `adjust`)"));
+    }
+    if b.resources.is_empty() && b.items.is_empty() && b.message.trim().is_empty() {
+        return Err(bad_request("send resources, items or a message"));
+    }
+    // Unknown ids are refused now, with "did you mean", not at the claim.
+    let t = st.deps.titles.get(&title).ok_or_else(|| internal("the title went away"))?;
+    let now = st.deps.clock.now_ms();
+    let change = Adjustment { resources: b.resources.clone(), items: b.items.clone() };
+    let mut trial = citadel_runtime::rules::new_player(&t, now);
+    citadel_runtime::support::adjust(&t, &mut trial, &change, now, &mut citadel_runtime::Rng::new(0))
+        .map_err(|e| session_error(ApiError::rules(e)))?;
+    if !st.sessions.is_live(&title, &player)
+        && read_player(&*st.deps.blobs, &title, &player).await.map_err(Fail::new)?.is_none()
+    {
+        return Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))));
+    }
+    let item = citadel_store::world::InboxItem {
+        id: format!("grant-{now}-{:08x}", rand_u32()),
+        title: title.clone(),
+        player: player.clone(),
+        kind: "grant".into(),
+        from: "support".into(),
+        body: json!({ "message": b.message.trim() }),
+        resources: b.resources,
+        items: b.items,
+        created_ms: now,
+        expires_ms: now + crate::session::inbox::INBOX_TTL_MS,
+        claimed_ms: None,
+    };
+    match crate::session::inbox::send(&st.deps, &item).await.map_err(Fail::new)? {
+        citadel_store::world::InboxPut::Full => {
+            return Err(Fail::new(ApiError::new(Code::InboxFull, format!("`{player}`'s inbox is full"))))
+        }
+        citadel_store::world::InboxPut::Added | citadel_store::world::InboxPut::Exists => {}
+    }
+    let id = audit(
+        &st,
+        &who,
+        Change {
+            action: "send",
+            title: &title,
+            player: &player,
+            reason: &why,
+            before: Value::Null,
+            after: json!(item),
+        },
+    )
+    .await;
+    Ok(Json(json!({ "ok": true, "item": item, "audit": id })))
+}
+
+/// A random number for ids (not for secrets).
+fn rand_u32() -> u32 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now()) as u32
 }
 
 #[derive(Deserialize)]
