@@ -287,6 +287,7 @@ function newNet() {
       showEvents(p.events);
       refresh();
     } else if (p.event === "chat") game.ui.chatPushed(p);
+    else if (p.event === "clan") game.ui.clanPushed(p);
     else if (p.event === "inbox") {
       toast(inboxText(p.item), "event");
       refresh();

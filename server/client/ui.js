@@ -630,6 +630,17 @@ export class Ui {
     if (this.tab === "clan") this.renderChat();
   }
 
+  // The clan changed (a member joined, left, was promoted...): read it
+  // again; a player invited or kicked is told in words.
+  clanPushed(p) {
+    const me = this.game.player();
+    if (p.player === me && p.by !== me) {
+      if (p.change === "invited") this.game.toast(`${p.by} invited you to the clan ${p.clan}.`);
+      if (p.change === "kicked") this.game.toast(`${p.by} removed you from the clan.`);
+    }
+    if (this.extra.clanLoaded) this.loadClan();
+  }
+
   // A change on the map the player watches: the map tab reads the bases again.
   mapPushed() {
     if (this.tab === "map") this.render();

@@ -618,6 +618,18 @@ pub enum Push {
     GameEvents { events: Vec<Value>, at_ms: i64 },
     /// A line of the player's clan chat, from a member on any server.
     Chat { clan: String, seq: i64, player: String, text: String, at_ms: i64 },
+    /// The player's clan changed (or a clan changed something about the
+    /// player): `change` is `joined`, `asked` (a request to join), `invited`,
+    /// `left`, `kicked`, `role` (promoted or demoted to `role`), `edited` or
+    /// `disbanded`; `player` is whom it is about, `by` who did it.
+    Clan {
+        clan: String,
+        change: String,
+        player: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+    },
     /// An item arrived in the player's inbox and was applied (a raid
     /// report, a gift, a purchase, a support grant): the item as `inbox`
     /// lists it.

@@ -4,6 +4,9 @@
 //!
 //! # Subjects (under the NATS `subject_prefix`)
 //! - `<title>.clan.<clan>.chat`: a clan chat line, to every online member.
+//! - `<title>.clan.<clan>.changed`: a clan change (joined, left, kicked,
+//!   promoted, invited, asked to join...), to every online member and to
+//!   the player it is about.
 //! - `<title>.map.<region>`: a base placed, relocated, raided, to every
 //!   player watching that spot (`map_watch`).
 //! - `<title>.inbox.<player>`: something arrived in the player's inbox;
@@ -50,6 +53,16 @@ struct ClanMessage {
     title: String,
     clan: String,
     push: Push,
+    /// Players told beside the members (one kicked, invited, or the
+    /// members of a clan just disbanded).
+    #[serde(default)]
+    also: Vec<String>,
+}
+
+/// Tells every online member of `clan` (and `also`) of a change.
+pub async fn clan_changed(deps: &Deps, title: &str, clan: &str, push: Push, also: Vec<String>) {
+    let subject = format!("{}.clan.{}.changed", token(title), token(clan));
+    publish(deps, &subject, &ClanMessage { title: title.to_string(), clan: clan.to_string(), push, also }).await;
 }
 
 fn chat_subject(title: &str, clan: &str) -> String {
@@ -67,7 +80,7 @@ pub async fn clan_chat(deps: &Deps, title: &str, clan: &str, line: &citadel_stor
         text: line.text.clone(),
         at_ms: line.at_ms,
     };
-    let m = ClanMessage { title: title.to_string(), clan: clan.to_string(), push };
+    let m = ClanMessage { title: title.to_string(), clan: clan.to_string(), push, also: Vec::new() };
     publish(deps, &chat_subject(title, clan), &m).await;
 }
 
@@ -261,7 +274,7 @@ pub async fn carry_out(deps: &Deps, sessions: &Arc<Sessions>, m: &AdminMessage) 
 /// players on this server, until `stop`.
 pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationToken) -> anyhow::Result<()> {
     let bus_down = |e| anyhow::anyhow!("the bus: {e}");
-    let mut chat = deps.bus.subscribe("*.clan.*.chat").await.map_err(bus_down)?;
+    let mut chat = deps.bus.subscribe("*.clan.*.*").await.map_err(bus_down)?;
     let mut admin = deps.bus.subscribe(ADMIN_SUBJECT).await.map_err(bus_down)?;
     let mut map = deps.bus.subscribe("*.map.*").await.map_err(bus_down)?;
     let mut inbox = deps.bus.subscribe("*.inbox.*").await.map_err(bus_down)?;
@@ -275,7 +288,8 @@ pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationT
                         let started = std::time::Instant::now();
                         let Some(m) = decoded::<ClanMessage>(&m) else { continue };
                         deliver_to_clan(&deps, &m).await;
-                        deps.profiler.record(Kind::Bus, "deliver:chat", &m.title, started.elapsed());
+                        let what = if matches!(m.push, Push::Chat { .. }) { "deliver:chat" } else { "deliver:clan" };
+                        deps.profiler.record(Kind::Bus, what, &m.title, started.elapsed());
                     }
                     None => return,
                 },
@@ -354,8 +368,12 @@ fn decoded<T: serde::de::DeserializeOwned>(m: &crate::bus::Message) -> Option<T>
 async fn deliver_to_clan(deps: &Deps, m: &ClanMessage) {
     match deps.world.members(&m.title, &m.clan).await {
         Ok(members) => {
-            for member in members {
-                deps.connections.push(&m.title, &member.player, &m.push);
+            let mut to: Vec<&str> = members.iter().map(|m| m.player.as_str()).collect();
+            to.extend(m.also.iter().map(String::as_str));
+            to.sort_unstable();
+            to.dedup();
+            for player in to {
+                deps.connections.push(&m.title, player, &m.push);
             }
         }
         Err(e) => tracing::warn!(title = %m.title, clan = %m.clan, error = %e, "cannot read a clan's members"),

@@ -175,6 +175,17 @@ async fn clan_chat_reaches_members_on_other_servers_in_order_within_a_second() {
     assert_eq!(r["ok"], true, "{r}");
     let r = ask(&mut wb, 1, "clan_join", json!({ "clan": "Iron Wolves" }), &mut pushes).await;
     assert_eq!(r["result"]["joined"], true, "{r}");
+    // Both members hear of the new one, on either server.
+    for w in [&mut wa, &mut wb] {
+        let got = push_within(w, Duration::from_secs(1)).await;
+        assert_eq!(
+            (got["event"].as_str(), got["change"].as_str(), got["player"].as_str()),
+            (Some("clan"), Some("joined"), Some("bob")),
+            "{got}"
+        );
+        assert_eq!(got["clan"], "iron wolves");
+    }
+    pushes.clear();
     // Lines from either side, each seen by the other within a second, in order.
     for i in 0..6u64 {
         let (from, to, who) = if i % 2 == 0 { (&mut wa, &mut wb, "ann") } else { (&mut wb, &mut wa, "bob") };
@@ -194,7 +205,30 @@ async fn clan_chat_reaches_members_on_other_servers_in_order_within_a_second() {
         let own = push_within(from, Duration::from_secs(1)).await;
         assert_eq!(own["text"], text.as_str());
     }
-    // A player outside the clan hears nothing of it.
+    // Cid is invited from A: he hears of it on C, and so does the clan.
+    let r = ask(&mut wa, 50, "clan_invite", json!({ "player": "cid" }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    for w in [&mut wc, &mut wb] {
+        let got = push_within(w, Duration::from_secs(1)).await;
+        assert_eq!(
+            (got["change"].as_str(), got["player"].as_str(), got["by"].as_str()),
+            (Some("invited"), Some("cid"), Some("ann")),
+            "{got}"
+        );
+    }
+    // Bob is kicked: he hears of it; then a player outside the clan hears nothing of it.
+    let r = ask(&mut wa, 51, "clan_kick", json!({ "player": "bob" }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let got = push_within(&mut wb, Duration::from_secs(1)).await;
+    assert_eq!((got["change"].as_str(), got["player"].as_str()), (Some("kicked"), Some("bob")), "{got}");
+    let r = ask(&mut wa, 52, "clan_chat_post", json!({ "text": "bob is out" }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), next(&mut wb)).await.is_err(),
+        "bob hears no more of the clan"
+    );
+    // (Ann's own socket heard the kick and her line: members do.)
+    pushes.clear();
     let r = ask(&mut wc, 1, "ping", Value::Null, &mut pushes).await;
     assert_eq!(r["ok"], true);
     assert!(pushes.is_empty(), "no stray pushes: {pushes:?}");

@@ -60,10 +60,17 @@ impl Session {
             ClanCommand::Demote { player } => self.clan_rank_change(deps, title, &rules, &player, Some(1)).await,
             ClanCommand::Edit { description, open } => self.clan_edit(deps, title, &rules, description, open).await,
             ClanCommand::Disband {} => match self.my_clan(deps, title, &rules, Some(ClanPermission::Disband)).await {
-                Ok(me) => match deps.world.disband(title.id(), &me.clan).await {
-                    Ok(()) => serialize(&json!({ "disbanded": me.clan })),
-                    Err(e) => Err(internal(e)),
-                },
+                Ok(me) => {
+                    let members = deps.world.members(title.id(), &me.clan).await.unwrap_or_default();
+                    match deps.world.disband(title.id(), &me.clan).await {
+                        Ok(()) => {
+                            let all = members.into_iter().map(|m| m.player).collect();
+                            self.tell_clan(deps, title, &me.clan, "disbanded", &me.player, None, all).await;
+                            serialize(&json!({ "disbanded": me.clan }))
+                        }
+                        Err(e) => Err(internal(e)),
+                    }
+                }
                 Err(e) => Err(e),
             },
             ClanCommand::ChatPost { text } => self.clan_chat_post(deps, title, &rules, text, now).await,
@@ -196,9 +203,11 @@ impl Session {
         if !c.open && !invited {
             let ask = ClanAsk { player: self.key.1.clone(), kind: Ask::Request, at_ms: now };
             deps.world.put_ask(title.id(), &id, &ask).await.map_err(internal)?;
+            self.tell_clan(deps, title, &id, "asked", &self.key.1, None, vec![]).await;
             return serialize(&json!({ "clan": id, "requested": true }));
         }
         add_member(deps, title, rules, &id, &self.key.1, now).await?;
+        self.tell_clan(deps, title, &id, "joined", &self.key.1, None, vec![]).await;
         serialize(&json!({ "clan": id, "joined": true }))
     }
 
@@ -213,6 +222,7 @@ impl Session {
             return serialize(&json!({ "left": me.clan, "disbanded": true }));
         }
         deps.world.leave_clan(title.id(), &me.clan, &me.player).await.map_err(internal)?;
+        self.tell_clan(deps, title, &me.clan, "left", &me.player, None, vec![me.player.clone()]).await;
         let founder = clan::founder_role(rules);
         if me.role == founder && !others.iter().any(|m| m.role == founder) {
             let low = rules.roles.len();
@@ -237,6 +247,7 @@ impl Session {
             return Err(refused(Code::InvalidArgument, format!("`{player}` has not asked to join")));
         }
         add_member(deps, title, rules, &me.clan, player, now).await?;
+        self.tell_clan(deps, title, &me.clan, "joined", player, None, vec![]).await;
         serialize(&json!({ "clan": me.clan, "accepted": player }))
     }
 
@@ -255,6 +266,7 @@ impl Session {
         }
         let ask = ClanAsk { player: player.to_string(), kind: Ask::Invite, at_ms: now };
         deps.world.put_ask(title.id(), &me.clan, &ask).await.map_err(internal)?;
+        self.tell_clan(deps, title, &me.clan, "invited", player, None, vec![player.to_string()]).await;
         serialize(&json!({ "clan": me.clan, "invited": player }))
     }
 
@@ -285,6 +297,7 @@ impl Session {
         }
         let Some(step) = step else {
             deps.world.leave_clan(title.id(), &me.clan, player).await.map_err(internal)?;
+            self.tell_clan(deps, title, &me.clan, "kicked", player, None, vec![player.to_string()]).await;
             return serialize(&json!({ "clan": me.clan, "kicked": player }));
         };
         let low = rules.roles.len() as i64 - 1;
@@ -296,6 +309,7 @@ impl Session {
         }
         let role = rules.roles[to as usize].id.clone();
         deps.world.set_role(title.id(), &me.clan, player, &role).await.map_err(internal)?;
+        self.tell_clan(deps, title, &me.clan, "role", player, Some(role.clone()), vec![]).await;
         serialize(&json!({ "clan": me.clan, "player": player, "role": role }))
     }
 
@@ -322,7 +336,30 @@ impl Session {
             .ok_or_else(|| refused(Code::UnknownClan, "the clan is gone"))?;
         let (d, o) = (description.unwrap_or(c.description), open.unwrap_or(c.open));
         deps.world.edit_clan(title.id(), &me.clan, &d, o).await.map_err(internal)?;
+        self.tell_clan(deps, title, &me.clan, "edited", &me.player, None, vec![]).await;
         serialize(&json!({ "clan": me.clan, "description": d, "open": o }))
+    }
+
+    /// Tells the clan's online members (and `also`), on any server, of a change.
+    #[allow(clippy::too_many_arguments)]
+    async fn tell_clan(
+        &self,
+        deps: &Deps,
+        title: &Title,
+        clan: &str,
+        change: &str,
+        player: &str,
+        role: Option<String>,
+        also: Vec<String>,
+    ) {
+        let push = crate::protocol::Push::Clan {
+            clan: clan.to_string(),
+            change: change.to_string(),
+            player: player.to_string(),
+            by: self.key.1.clone(),
+            role,
+        };
+        crate::relay::clan_changed(deps, title.id(), clan, push, also).await;
     }
 
     pub(super) async fn clan_chat_post(

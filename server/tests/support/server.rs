@@ -126,14 +126,17 @@ async fn start_with(
     };
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(citadel_server::run_with_clock(
-        config,
-        listener,
-        async move {
+    let done = tokio::spawn(async move {
+        let stopped = async move {
             let _ = stopped.await;
-        },
-        c,
-    ));
+        };
+        let r = citadel_server::run_with_clock(config, listener, stopped, c).await;
+        if let Err(e) = &r {
+            // A test then fails on a refused connection; say why here.
+            eprintln!("the server on {addr} stopped with an error: {e:#}");
+        }
+        r
+    });
     Server { addr, stop: Some(stop), done, clock, data }
 }
 
