@@ -538,3 +538,19 @@ conformance!(
     restrictions_and_the_audit_log,
     the_inbox_adds_once_caps_expires_and_is_claimed_once,
 );
+
+/// Servers that start together on one SQLite file (`citadel cluster`) all
+/// open it: none is refused because another is setting it up.
+#[test]
+fn many_servers_open_one_sqlite_file_at_once() {
+    let p = std::env::temp_dir().join(format!("{}.sqlite3", support::unique("citadel-world-many")));
+    let opened: Vec<_> = (0..8)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || SqliteWorld::open(&p).map(drop))
+        })
+        .collect();
+    for o in opened {
+        o.join().unwrap().expect("opened");
+    }
+}

@@ -41,7 +41,11 @@ impl SqliteWorld {
         // one by one; only an OS crash may lose the last commits, and with
         // it every process on this machine that held those locks. Lock
         // renewals are thousands of commits a second at 10,000 players.
-        conn.execute_batch(
+        // Servers that start together on one file (`citadel cluster`) may
+        // find it locked while another sets it up: switching to WAL does
+        // not wait for the busy timeout, so the setup is tried again.
+        let setup = || {
+            conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              CREATE TABLE IF NOT EXISTS locks (
@@ -109,8 +113,21 @@ impl SqliteWorld {
                  PRIMARY KEY (title, player, id)
              );
              CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox (title, player, created_ms);",
-        )
-        .map_err(db)?;
+            )
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(BUSY_TIMEOUT_MS);
+        loop {
+            match setup() {
+                Ok(()) => break,
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(db(e)),
+            }
+        }
         // Databases made before locks carried a duty to recover gain the
         // column. Two processes may race to add it: the loser's
         // "duplicate column" changes nothing.
