@@ -249,6 +249,11 @@ impl Connections {
             .collect()
     }
 
+    /// Whether any player of `title` has a socket or a session here.
+    pub fn any_in(&self, title: &str) -> bool {
+        self.lock().keys().any(|(t, _)| t == title)
+    }
+
     /// Whether the player has a socket open here.
     pub fn online(&self, title: &str, player: &str) -> bool {
         self.lock().get(&(title.to_string(), player.to_string())).is_some_and(|e| !e.sockets.is_empty())

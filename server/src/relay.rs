@@ -366,6 +366,10 @@ fn decoded<T: serde::de::DeserializeOwned>(m: &crate::bus::Message) -> Option<T>
 
 /// Pushes `m` to the members of its clan who are on this server.
 async fn deliver_to_clan(deps: &Deps, m: &ClanMessage) {
+    if !deps.connections.any_in(&m.title) {
+        // Nobody of this title here: no need to read the clan's members.
+        return;
+    }
     match deps.world.members(&m.title, &m.clan).await {
         Ok(members) => {
             let mut to: Vec<&str> = members.iter().map(|m| m.player.as_str()).collect();

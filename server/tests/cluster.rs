@@ -27,6 +27,15 @@ fn free_ports(n: u16) -> u16 {
     panic!("no {n} free ports in a row");
 }
 
+/// POSTs `body` as JSON (with a bearer token if given) and reads the JSON answer.
+async fn post(url: String, token: Option<&str>, body: Value) -> Value {
+    let mut rb = reqwest::Client::new().post(url).json(&body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    rb.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_together() {
     let Some(nats) =
@@ -78,47 +87,15 @@ async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_t
         }
     }
     // One world: a player who played on the first server is found from the third.
-    let r: Value = http
-        .post(format!("{}/v1/mini/login", addresses[0]))
-        .json(&json!({ "player": "ann" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post(format!("{}/v1/mini/login", addresses[0]), None, json!({ "player": "ann" })).await;
     let token = r["token"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
-    let r: Value = http
-        .post(format!("{}/v1/mini/login", addresses[2]))
-        .json(&json!({ "player": "cid" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post(format!("{}/v1/mini/login", addresses[2]), None, json!({ "player": "cid" })).await;
     let cid = r["token"].as_str().unwrap().to_string();
-    let r: Value = http
-        .post(format!("{}/v1/mini/request", addresses[2]))
-        .bearer_auth(&cid)
-        .json(&json!({ "id": 1, "action": "player_info", "args": { "player": "ann" } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ask = json!({ "id": 1, "action": "player_info", "args": { "player": "ann" } });
+    let r = post(format!("{}/v1/mini/request", addresses[2]), Some(&cid), ask).await;
     assert_eq!(r["ok"], true, "{r}");
-    let r: Value = http
-        .post(format!("{}/v1/mini/request", addresses[0]))
-        .bearer_auth(&token)
-        .json(&json!({ "id": 2, "action": "build", "args": { "building": "mine", "x": 5, "y": 5 } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let build = json!({ "id": 2, "action": "build", "args": { "building": "mine", "x": 5, "y": 5 } });
+    let r = post(format!("{}/v1/mini/request", addresses[0]), Some(&token), build).await;
     assert_eq!(r["ok"], true, "{r}");
     // Ctrl-C: every server saves and stops, then NATS; the command exits 0.
     let pid = rustix::process::Pid::from_child(&cluster.0);

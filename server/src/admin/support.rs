@@ -203,18 +203,24 @@ async fn adjust(
     let b: AdjustBody = body(&bytes, r#"{"resources": {id: amount}, "items": {id: amount}, "reason": "..."}"#)?;
     let why = reason(&b.reason, true)?;
     let adj = Adjustment { resources: b.resources, items: b.items };
-    if st.sessions.is_live(&title, &player)
-        || read_player(&*st.deps.blobs, &title, &player).await.map_err(Fail::new)?.is_some()
+    played(&st, &title, &player).await?;
+    let result = change(&st, &title, &player, AdminOp::Adjust(adj)).await?;
+    let (before, after) = (result["before"].clone(), result["after"].clone());
+    let id = audit(
+        &st,
+        &who,
+        Change { action: "adjust", title: &title, player: &player, reason: &why, before, after: after.clone() },
+    )
+    .await;
+    Ok(Json(json!({ "ok": true, "amounts": after, "events": result["events"], "audit": id })))
+}
+
+/// `unknown_player` unless the player is live here or has a file.
+async fn played(st: &AppState, title: &str, player: &str) -> Result<(), Fail> {
+    if st.sessions.is_live(title, player)
+        || read_player(&*st.deps.blobs, title, player).await.map_err(Fail::new)?.is_some()
     {
-        let result = change(&st, &title, &player, AdminOp::Adjust(adj)).await?;
-        let (before, after) = (result["before"].clone(), result["after"].clone());
-        let id = audit(
-            &st,
-            &who,
-            Change { action: "adjust", title: &title, player: &player, reason: &why, before, after: after.clone() },
-        )
-        .await;
-        return Ok(Json(json!({ "ok": true, "amounts": after, "events": result["events"], "audit": id })));
+        return Ok(());
     }
     Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))))
 }
@@ -265,11 +271,7 @@ async fn send(
     let mut trial = citadel_runtime::rules::new_player(&t, now);
     citadel_runtime::support::adjust(&t, &mut trial, &change, now, &mut citadel_runtime::Rng::new(0))
         .map_err(|e| session_error(ApiError::rules(e)))?;
-    if !st.sessions.is_live(&title, &player)
-        && read_player(&*st.deps.blobs, &title, &player).await.map_err(Fail::new)?.is_none()
-    {
-        return Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))));
-    }
+    played(&st, &title, &player).await?;
     let item = citadel_store::world::InboxItem {
         id: format!("grant-{now}-{:08x}", rand_u32()),
         title: title.clone(),
