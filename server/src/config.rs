@@ -81,6 +81,30 @@ pub struct NatsConfig {
     /// several deployments (staging, production) can share one NATS.
     #[serde(default = "default_subject_prefix")]
     pub subject_prefix: String,
+    /// Copies of the journal stream JetStream keeps (with
+    /// `journal_store = "jetstream"`): 1 on a single NATS server; 3 in
+    /// production (a NATS cluster of three or more), so that losing a NATS
+    /// machine loses no record either.
+    #[serde(default = "default_journal_replicas")]
+    pub journal_replicas: usize,
+}
+
+fn default_journal_replicas() -> usize {
+    1
+}
+
+/// Where the journal keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalStore {
+    /// Segment files in the server's folder (`server_dir/journal`): the
+    /// embedded default. A takeover by another server reads them only on
+    /// the same machine; a disk lost for good loses what they held.
+    #[default]
+    File,
+    /// A stream on NATS JetStream (needs `[nats]`): any server takes any
+    /// player over, even when the machine that held them is gone.
+    Jetstream,
 }
 
 fn default_subject_prefix() -> String {
@@ -140,6 +164,9 @@ pub struct Config {
     /// off only to measure what the journal costs: without it a crash
     /// loses every action since each player's last save.
     pub journal: bool,
+    /// Where the journal's records live: `"file"` (default) or
+    /// `"jetstream"` (NATS JetStream, with `[nats]`; see docs/operations.md).
+    pub journal_store: JournalStore,
     /// Time every entry point (routes, messages, actions, storage, journal
     /// commits, world store calls) for `/metrics` and the admin API. Turn off only to measure
     /// what profiling costs.
@@ -180,6 +207,7 @@ impl Default for Config {
             lock_ttl_seconds: 60,
             login_lock_wait_seconds: 10,
             journal: true,
+            journal_store: JournalStore::File,
             profiling: true,
             slow_request_ms: 200,
             mongodb: None,
@@ -266,6 +294,7 @@ impl Config {
                 url: String::new(),
                 credentials: None,
                 subject_prefix: default_subject_prefix(),
+                journal_replicas: default_journal_replicas(),
             });
             n.url = url;
         }
@@ -330,6 +359,14 @@ impl Config {
                 crate::bus::check_subject(&n.subject_prefix).is_ok(),
                 "nats.subject_prefix `{}` must be dot-separated tokens of letters, digits, _ and -",
                 n.subject_prefix
+            );
+        }
+        if self.journal_store == JournalStore::Jetstream {
+            let n = self.nats.as_ref();
+            anyhow::ensure!(n.is_some(), "journal_store = \"jetstream\" needs [nats] (its url)");
+            anyhow::ensure!(
+                n.is_some_and(|n| (1..=5).contains(&n.journal_replicas)),
+                "nats.journal_replicas must be 1 to 5 (JetStream's limit)"
             );
         }
         if let Some(s) = &self.token_secret {

@@ -227,9 +227,18 @@ async fn serve(
     let server_dir = config.server_dir();
     let _only_process = lock_server_dir(&server_dir)?;
     let server_id = format!("server-{}", kept_random(&server_dir, "server-id", 8)?);
-    let recovery = Arc::new(recovery::Recovery::new(&server_id, &server_dir.join("journal")));
+    let stream = match (&config.journal_store, &config.nats) {
+        (config::JournalStore::Jetstream, Some(nats)) => Some(
+            journal::jetstream::JournalStream::open(nats, &format!("citadel journal {server_id}"))
+                .await
+                .context("opening the journal on NATS JetStream")?,
+        ),
+        _ => None,
+    };
+    let recovery = Arc::new(recovery::Recovery::new(&server_id, &server_dir.join("journal"), stream.clone()));
     recovery.register(&*world).await.context("recording where this server's journal is")?;
-    let journal = open_journal(&config, &titles, &*blobs, &*world, &recovery, clock.now_ms(), &profiler).await?;
+    let journal =
+        open_journal(&config, &titles, &*blobs, &*world, &recovery, stream, clock.now_ms(), &profiler).await?;
     let bus = bus::connect(&config, &profiler).await?;
     let flights = profile::Flights::new(std::time::Duration::from_millis(config.slow_request_ms));
     let deps = Arc::new(deps::Deps {
@@ -301,14 +310,19 @@ async fn serve(
     Ok(())
 }
 
-/// Replays what the journal holds from an earlier run into the player
-/// files, then starts a fresh journal.
+/// Replays what the journal folder holds from an earlier run into the
+/// player files, then starts a fresh journal: in the folder, or on the
+/// JetStream `stream` (whose records are read player by player, as each is
+/// taken over: a server switched from files to JetStream replays its files
+/// here first).
+#[allow(clippy::too_many_arguments)]
 async fn open_journal(
     config: &Config,
     titles: &titles::Titles,
     blobs: &dyn blob::BlobStore,
     world: &dyn world::WorldStore,
     recovery: &recovery::Recovery,
+    stream: Option<journal::jetstream::JournalStream>,
     now_ms: i64,
     profiler: &Arc<profile::Profiler>,
 ) -> anyhow::Result<Arc<journal::Journal>> {
@@ -345,7 +359,9 @@ async fn open_journal(
             "journal segments kept: some records could not apply yet"
         );
     }
-    Ok(Arc::new(if config.journal {
+    Ok(Arc::new(if let (true, Some(stream)) = (config.journal, stream) {
+        journal::jetstream::open(stream, config.profiling.then(|| profiler.clone()))
+    } else if config.journal {
         journal::Journal::open(&dir, found.next_id, config.profiling.then(|| profiler.clone()))?
     } else {
         journal::Journal::disabled()

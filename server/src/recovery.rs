@@ -11,7 +11,11 @@
 //! A holder that cannot do this gives the lock back with the duty on it,
 //! and the player is refused with `player_recovering` until someone can.
 //!
-//! A journal is reachable when the world store says where it is
+//! A journal on NATS JetStream (`journal_store = "jetstream"`) is
+//! reachable from any server using the same stream: the records are read
+//! from the player's subject there, and purged once the file holds them.
+//!
+//! A journal of files is reachable when the world store says where it is
 //! ([`JournalHome`], written by each server at start), on this machine,
 //! and the folder still belongs to that server (its `server-id`). Servers
 //! on other machines cannot read it: the player waits until their server
@@ -23,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::journal::jetstream::JournalStream;
 use crate::journal::{self, Key, Record};
 use crate::protocol::{ApiError, Code};
 use citadel_store::world::{JournalHome, WorldStore};
@@ -47,7 +52,15 @@ pub struct Recovery {
     /// (after a restart every expired lock names this server, and reading
     /// the journal at each of those logins would cost a login storm dearly).
     unsaved: Mutex<std::collections::HashSet<Key>>,
+    /// The journal stream, when this server's journal is on JetStream.
+    stream: Option<JournalStream>,
+    /// Per player, the stream sequence of the last record a takeover read:
+    /// purged once the takeover saved them ([`Recovery::settled`]).
+    read_through: Mutex<HashMap<Key, u64>>,
 }
+
+/// What a journal home says when the journal is a JetStream stream.
+const STREAM_HOME: &str = "nats-jetstream:";
 
 #[derive(Debug)]
 struct Cached {
@@ -75,8 +88,9 @@ fn unreachable(from: &str, why: impl std::fmt::Display) -> ApiError {
 }
 
 impl Recovery {
-    /// `own_dir` is this server's journal directory.
-    pub fn new(server_id: &str, own_dir: &Path) -> Recovery {
+    /// `own_dir` is this server's journal directory; `stream` the journal
+    /// stream when the journal is on JetStream.
+    pub fn new(server_id: &str, own_dir: &Path, stream: Option<JournalStream>) -> Recovery {
         let own_dir = std::path::absolute(own_dir).unwrap_or_else(|_| own_dir.to_path_buf());
         Recovery {
             server_id: server_id.to_string(),
@@ -84,7 +98,30 @@ impl Recovery {
             own_dir,
             cache: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(std::collections::HashSet::new()),
+            stream,
+            read_through: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A takeover saved what it read for `key` from the journal stream:
+    /// those records go. A failure only leaves records that are skipped
+    /// later (their `seq` is in the file).
+    pub async fn settled(&self, key: &Key) {
+        let through = lock(&self.read_through).remove(key);
+        if let (Some(stream), Some(n)) = (&self.stream, through) {
+            if let Err(e) = stream.purge_through(key, n).await {
+                tracing::warn!(title = %key.0, player = %key.1, error = %format!("{e:#}"), "purging records a takeover applied failed");
+            }
+        }
+    }
+
+    /// `key`'s records in the journal stream.
+    async fn stream_records(&self, stream: &JournalStream, from: &str, key: &Key) -> Result<Vec<Record>, ApiError> {
+        let (records, through) = stream.records(key).await.map_err(|e| unreachable(from, format!("{e:#}")))?;
+        if let Some(n) = through {
+            lock(&self.read_through).insert(key.clone(), n);
+        }
+        Ok(records)
     }
 
     /// This process's journal holds records of `key` beyond their file.
@@ -105,10 +142,14 @@ impl Recovery {
 
     /// Tells the world store where this server's journal is (at start).
     pub async fn register(&self, world: &dyn WorldStore) -> anyhow::Result<()> {
+        let dir = match &self.stream {
+            Some(s) => format!("{STREAM_HOME}{}", s.name()),
+            None => self.own_dir.to_string_lossy().into_owned(),
+        };
         let home = JournalHome {
             server: self.server_id.clone(),
             host: self.host.clone(),
-            dir: self.own_dir.to_string_lossy().into_owned(),
+            dir,
             lost_ms: 0,
             lost_by: String::new(),
         };
@@ -118,6 +159,10 @@ impl Recovery {
     /// The records `from`'s journal holds for `key`, in `seq` order; an
     /// error when that journal cannot be read and nobody declared it lost.
     pub async fn records(&self, world: &dyn WorldStore, from: &str, key: &Key) -> Result<Vec<Record>, ApiError> {
+        if let (Some(stream), true) = (&self.stream, from == self.server_id) {
+            // Our own records are in the stream (after a restart too).
+            return self.stream_records(stream, from, key).await;
+        }
         if from == self.server_id {
             // Our own journal, when an earlier session here ended unsaved.
             // It is being written, so it is read afresh.
@@ -133,6 +178,15 @@ impl Recovery {
         if home.lost_ms > 0 {
             tracing::warn!(server = %from, player = %key.1, by = %home.lost_by, "taking a player over without their last server's journal (declared lost)");
             return Ok(Vec::new());
+        }
+        if let Some(name) = home.dir.strip_prefix(STREAM_HOME) {
+            return match &self.stream {
+                Some(stream) if stream.name() == name => self.stream_records(stream, from, key).await,
+                _ => Err(unreachable(
+                    from,
+                    format!("it journals to the NATS JetStream stream {name}, which this server does not use"),
+                )),
+            };
         }
         if home.host != self.host {
             return Err(unreachable(from, format!("it ran on another machine ({})", home.host)));

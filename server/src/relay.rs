@@ -28,24 +28,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::bus::token;
 use crate::deps::Deps;
 use crate::profile::Kind;
 use crate::protocol::Push;
 use crate::session::Sessions;
 use citadel_store::world::Position;
-
-/// An id as one subject token.
-pub fn token(id: &str) -> String {
-    let plain = !id.is_empty()
-        && !id.starts_with("_x")
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if plain {
-        id.to_string()
-    } else {
-        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("_x{hex}")
-    }
-}
 
 /// What travels on a clan's subjects.
 #[derive(Debug, Serialize, Deserialize)]

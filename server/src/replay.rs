@@ -296,6 +296,7 @@ pub(crate) async fn take_over(deps: &Deps, key: &Key, lease: Lease) -> Result<Le
     if from == deps.server_id {
         deps.recovery.forget_unsaved(key);
     }
+    deps.recovery.settled(key).await;
     Ok(lease)
 }
 

@@ -100,6 +100,11 @@ fn gems_on_disk(data: &Path, player: &str) -> i64 {
     serde_json::from_str::<Value>(&text).unwrap()["resources"]["gems"].as_i64().unwrap()
 }
 
+fn seq_on_disk(data: &Path, player: &str) -> u64 {
+    let text = std::fs::read_to_string(data.join(format!("players/mini/{player}.json"))).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["seq"].as_u64().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
     let titles = temp("titles");
@@ -232,6 +237,55 @@ async fn login_when_free(addr: &str, player: &str) -> (u16, Value) {
     }
 }
 
+/// Plays `players` on `server` (at `addr`) until enough actions are
+/// acknowledged, then kills it (SIGKILL) with actions in flight; returns
+/// each player's (sent, acknowledged). None of them was saved.
+async fn load_then_kill(server: &mut Killed, addr: &str, data: &Path, players: &[String]) -> Vec<(u64, u64)> {
+    let acked_all = Arc::new(Counter::default());
+    let tasks: Vec<_> =
+        players.iter().map(|p| tokio::spawn(play(addr.to_string(), p.clone(), acked_all.clone()))).collect();
+    let n = players.len() as u64;
+    acked_all.reaches(n * ACKED_BEFORE_KILL, Duration::from_secs(60), "actions acknowledged").await;
+    server.kill(); // SIGKILL
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(tokio::time::timeout(Duration::from_secs(10), t).await.expect("clients notice").unwrap());
+    }
+    let acked: u64 = counts.iter().map(|c| c.1).sum();
+    assert!(acked >= n * 5, "the load was real: only {acked} actions acknowledged");
+    for p in players {
+        assert_eq!(gems_on_disk(data, p), START_GEMS, "{p} was not saved before the kill");
+    }
+    counts
+}
+
+/// Logs every player in on the server at `addr` once the dead server's
+/// lease ran out, and counts: each must have every acknowledged action and
+/// none it did not send, saved before being served. `after` checks more
+/// per player.
+async fn take_over_counted<F: std::future::Future<Output = ()>>(
+    addr: &str,
+    data: &Path,
+    players: &[String],
+    counts: &[(u64, u64)],
+    after: impl Fn(String) -> F,
+) {
+    let acked: u64 = counts.iter().map(|c| c.1).sum();
+    let (mut found, mut lost, mut doubled) = (0, 0, 0);
+    for (p, (sent, acked)) in players.iter().zip(counts) {
+        let (status, v) = login_when_free(addr, p).await;
+        assert_eq!(status, 200, "{p}: {v}");
+        let applied = (v["state"]["resources"]["gems"].as_i64().unwrap() - START_GEMS) as u64;
+        assert_eq!(gems_on_disk(data, p) - START_GEMS, applied as i64, "{p}: the takeover saved before serving");
+        found += applied;
+        lost += acked.saturating_sub(applied);
+        doubled += applied.saturating_sub(*sent);
+        after(p.clone()).await;
+    }
+    eprintln!("takeover: {acked} acknowledged, {found} found, {lost} lost, {doubled} doubled");
+    assert_eq!((lost, doubled), (0, 0), "{acked} acknowledged, {found} found");
+}
+
 /// The journal segment files in `dir` (none if it does not exist).
 fn segments(dir: &Path) -> Vec<std::ffi::OsString> {
     std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default()
@@ -260,36 +314,12 @@ async fn a_takeover_after_sigkill_applies_the_dead_servers_journal() {
     let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
     const TAKEN: usize = 12;
     let players: Vec<String> = (0..TAKEN).map(|i| format!("t{i}")).collect();
-    let acked_all = Arc::new(Counter::default());
-    let tasks: Vec<_> =
-        players.iter().map(|p| tokio::spawn(play(addr_b.clone(), p.clone(), acked_all.clone()))).collect();
-    acked_all.reaches(TAKEN as u64 * ACKED_BEFORE_KILL, Duration::from_secs(60), "actions acknowledged").await;
-    b.kill(); // SIGKILL
-    let mut counts = Vec::new();
-    for t in tasks {
-        counts.push(tokio::time::timeout(Duration::from_secs(10), t).await.expect("clients notice").unwrap());
-    }
-    let acked: u64 = counts.iter().map(|c| c.1).sum();
-    assert!(acked >= TAKEN as u64 * 5, "the load was real: only {acked} actions acknowledged");
-    for p in &players {
-        assert_eq!(gems_on_disk(&data, p), START_GEMS, "{p} was not saved before the kill");
-    }
+    let counts = load_then_kill(&mut b, &addr_b, &data, &players).await;
     let b_segments = segments(&dir_b.join("journal"));
     assert!(!b_segments.is_empty(), "the kill left B's journal");
 
     // A takes every player over once B's lease has run out.
-    let (mut found, mut lost, mut doubled) = (0, 0, 0);
-    for (p, (sent, acked)) in players.iter().zip(&counts) {
-        let (status, v) = login_when_free(&addr_a, p).await;
-        assert_eq!(status, 200, "{p}: {v}");
-        let applied = (v["state"]["resources"]["gems"].as_i64().unwrap() - START_GEMS) as u64;
-        assert_eq!(gems_on_disk(&data, p) - START_GEMS, applied as i64, "{p}: the takeover saved before serving");
-        found += applied;
-        lost += acked.saturating_sub(applied);
-        doubled += applied.saturating_sub(*sent);
-    }
-    eprintln!("takeover: {acked} acknowledged, {found} found, {lost} lost, {doubled} doubled");
-    assert_eq!((lost, doubled), (0, 0), "{acked} acknowledged, {found} found");
+    take_over_counted(&addr_a, &data, &players, &counts, |_| async {}).await;
 
     // B starts again while A holds every player: its records are in their
     // files already, so it replays nothing, keeps nothing and orphans nothing.
@@ -369,4 +399,83 @@ async fn a_takeover_waits_for_an_unreachable_journal_until_an_operator_decides()
     let (status, v) = login_when_free(&addr_a, "far").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["state"]["resources"]["gems"], START_GEMS, "the tithe was in the lost journal only");
+}
+
+/// With the journal on NATS JetStream a server's disk may go for good: B
+/// is killed (SIGKILL) under load and its whole folder (journal, identity)
+/// deleted; A takes every player over once B's lease runs out, applying
+/// what B acknowledged from the stream. Counted: acknowledged, found,
+/// lost, doubled. The stream then holds none of their records (a save
+/// purges them), and B started again on an empty folder is a new server
+/// that serves them with nothing lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_jetstream_journal_a_dead_servers_lost_disk_loses_no_acknowledged_action() {
+    let Some(nats) = support::Nats::start_jetstream("crash (JetStream journal)") else { return };
+    let titles = temp("titles-jetstream");
+    counting_title(&titles);
+    let data = temp("data-jetstream");
+    let config = data.join("citadel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\nlock_ttl_seconds = 3\nlogin_lock_wait_seconds = 0\njournal_store = \"jetstream\"\n[limits]\nrequests_per_second_max = 100000\n[nats]\nurl = \"{}\"\nsubject_prefix = \"crash\"\n",
+            nats.url
+        ),
+    )
+    .unwrap();
+    let (dir_a, dir_b) = (data.join("server-a"), data.join("server-b"));
+    let (mut a, addr_a) = serve_as(&data, &titles, &config, &dir_a);
+    let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
+    const TAKEN: usize = 12;
+    let players: Vec<String> = (0..TAKEN).map(|i| format!("j{i}")).collect();
+    let counts = load_then_kill(&mut b, &addr_b, &data, &players).await;
+    assert!(segments(&dir_b.join("journal")).is_empty(), "B journals to the stream, not to its disk");
+    // B's machine is gone for good.
+    std::fs::remove_dir_all(&dir_b).unwrap();
+
+    let stream = {
+        let n = citadel_server::config::NatsConfig {
+            url: nats.url.clone(),
+            credentials: None,
+            subject_prefix: "crash".into(),
+            journal_replicas: 1,
+        };
+        citadel_server::journal::jetstream::JournalStream::open(&n, "crash test").await.unwrap()
+    };
+    let key = |p: &str| ("mini".to_string(), p.to_string());
+    let (in_stream, _) = stream.records(&key(&players[0])).await.unwrap();
+    assert!(!in_stream.is_empty(), "B's acknowledged records wait in the stream");
+
+    take_over_counted(&addr_a, &data, &players, &counts, |p: String| {
+        let (stream, data) = (&stream, &data);
+        async move {
+            // What is left is A's own session (its login), not yet saved.
+            let saved = seq_on_disk(data, &p);
+            let (left, _) = stream.records(&key(&p)).await.unwrap();
+            assert!(
+                left.iter().all(|r| r.seq > saved),
+                "{p}: the records the takeover saved (through seq {saved}) are purged from the stream: {left:?}"
+            );
+        }
+    })
+    .await;
+
+    // A dies in turn, with the players' logins in the stream only; B, back
+    // on an empty folder (a new server), takes them over the same way.
+    a.kill();
+    std::fs::remove_dir_all(&dir_a).unwrap();
+    let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
+    for (i, p) in players.iter().enumerate() {
+        let (status, v) = login_when_free(&addr_b, p).await;
+        assert_eq!(status, 200, "{p}: {v}");
+        let gems = v["state"]["resources"]["gems"].as_i64().unwrap();
+        assert!(gems - START_GEMS >= counts[i].1 as i64 && gems - START_GEMS <= counts[i].0 as i64, "{p}: {v}");
+        assert_eq!(gems, gems_on_disk(&data, p), "{p}: nothing applied twice");
+    }
+    // A clean stop saves every player and purges their records.
+    assert!(b.stop(Duration::from_secs(20)), "B stops cleanly");
+    for p in &players {
+        let (left, _) = stream.records(&key(p)).await.unwrap();
+        assert!(left.is_empty(), "{p}: saved, yet in the stream: {left:?}");
+    }
 }

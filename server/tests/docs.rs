@@ -77,6 +77,19 @@ fn config_layers_file_then_environment() {
     assert!(err.contains("unknown field `lisen`"), "{err}");
     let bad = Config { token_secret: Some("short".into()), ..Config::default() };
     assert!(bad.check().is_err());
+
+    // The journal on JetStream needs NATS, and JetStream's replica bounds.
+    std::fs::write(&file, "journal_store = \"jetstream\"\n").unwrap();
+    let js = Config::from_file(Some(&file)).unwrap();
+    let err = format!("{:#}", js.check().unwrap_err());
+    assert!(err.contains("needs [nats]"), "{err}");
+    std::fs::write(&file, "journal_store = \"jetstream\"\n[nats]\nurl = \"nats://n:4222\"\njournal_replicas = 7\n")
+        .unwrap();
+    let err = format!("{:#}", Config::from_file(Some(&file)).unwrap().check().unwrap_err());
+    assert!(err.contains("journal_replicas must be 1 to 5"), "{err}");
+    std::fs::write(&file, "journal_store = \"jetstram\"\n").unwrap();
+    let err = format!("{:#}", Config::from_file(Some(&file)).unwrap_err());
+    assert!(err.contains("file") && err.contains("jetstream"), "names what it accepts: {err}");
 }
 
 #[test]

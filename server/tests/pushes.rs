@@ -120,7 +120,12 @@ async fn member_with(
     let prefix = format!("test{}", std::process::id());
     start_at(data.to_path_buf(), std::sync::Arc::new(ManualClock(START.into())), move |c| {
         c.server_dir = Some(dir);
-        c.nats = Some(citadel_server::config::NatsConfig { url, credentials: None, subject_prefix: prefix });
+        c.nats = Some(citadel_server::config::NatsConfig {
+            url,
+            credentials: None,
+            subject_prefix: prefix,
+            journal_replicas: 1,
+        });
         tweak(c);
     })
     .await

@@ -149,6 +149,20 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
     s.next().is_none()
 }
 
+/// An id as one subject token: plain ids as they are, any other as `_x`
+/// and its bytes in hex (dots, spaces and wildcards never reach a subject).
+pub fn token(id: &str) -> String {
+    let plain = !id.is_empty()
+        && !id.starts_with("_x")
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        id.to_string()
+    } else {
+        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("_x{hex}")
+    }
+}
+
 /// A shared bus.
 pub type SharedBus = Arc<dyn Bus>;
 

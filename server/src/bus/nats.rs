@@ -47,32 +47,9 @@ impl NatsBus {
     /// after every loss, in the background, for as long as the server runs.
     pub async fn connect(url: &str, credentials: Option<&Path>, prefix: &str, name: &str) -> Result<NatsBus, BusError> {
         check_subject(prefix)?;
-        let mut options = async_nats::ConnectOptions::new()
-            .name(name)
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| {
-                RECONNECT_DELAY_MAX.min(Duration::from_millis(50u64.saturating_mul(attempts as u64)))
-            })
-            .event_callback(|event| async move {
-                // Logged once per change, not per message lost meanwhile.
-                match event {
-                    async_nats::Event::Connected => tracing::info!("the bus (NATS) is connected"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!(
-                            "the bus (NATS) is unreachable: pushes between servers are lost until it is back"
-                        )
-                    }
-                    other => tracing::info!(event = %other, "the bus (NATS)"),
-                }
-            });
-        if let Some(path) = credentials {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|e| BusError::Unreachable(format!("reading credentials {}: {e}", path.display())))?;
-        }
-        let client = options.connect(url).await.map_err(|e| BusError::Unreachable(e.to_string()))?;
+        let client =
+            client(url, credentials, name, "the bus (NATS)", "pushes between servers are lost until it is back")
+                .await?;
         Ok(NatsBus {
             client,
             prefix: prefix.to_string(),
@@ -81,6 +58,41 @@ impl NatsBus {
             queue: super::SUBSCRIPTION_QUEUE_MAX,
         })
     }
+}
+
+/// A NATS connection named `name` that retries at start and reconnects
+/// forever (at most [`RECONNECT_DELAY_MAX`] apart), logging each change
+/// once as `what` (and, when lost, `meanwhile`: what stops working). Returns
+/// at once even when NATS is down.
+pub(crate) async fn client(
+    url: &str,
+    credentials: Option<&Path>,
+    name: &str,
+    what: &'static str,
+    meanwhile: &'static str,
+) -> Result<async_nats::Client, BusError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            RECONNECT_DELAY_MAX.min(Duration::from_millis(50u64.saturating_mul(attempts as u64)))
+        })
+        .event_callback(move |event| async move {
+            // Logged once per change, not per message lost meanwhile.
+            match event {
+                async_nats::Event::Connected => tracing::info!("{what} is connected"),
+                async_nats::Event::Disconnected => tracing::warn!("{what} is unreachable: {meanwhile}"),
+                other => tracing::info!(event = %other, "{what}"),
+            }
+        });
+    if let Some(path) = credentials {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| BusError::Unreachable(format!("reading credentials {}: {e}", path.display())))?;
+    }
+    options.connect(url).await.map_err(|e| BusError::Unreachable(e.to_string()))
 }
 
 #[async_trait::async_trait]

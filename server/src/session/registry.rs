@@ -312,7 +312,7 @@ mod tests {
             world: Arc::new(citadel_store::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
             clock: Arc::new(SystemClock),
             journal: Arc::new(Journal::disabled()),
-            recovery: Arc::new(crate::recovery::Recovery::new("test", &data.join("server/journal"))),
+            recovery: Arc::new(crate::recovery::Recovery::new("test", &data.join("server/journal"), None)),
             server_id: "test".into(),
             profiler: Arc::new(crate::profile::Profiler::new(true)),
             flights: crate::profile::Flights::new(Duration::from_millis(200)),

