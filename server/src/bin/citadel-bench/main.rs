@@ -14,6 +14,10 @@
 //! reports the latency of requests sent during a reload against the rest
 //! of the same run, and how long every title takes to reload.
 //!
+//! `--chat CLANS` measures clan chat fan-out across servers on NATS
+//! against a raw NATS loop (see `chat.rs`); `--timers UNIT` measures how late timer completions are pushed (see
+//! `pushes.rs`).
+//!
 //! `--seed DIR` writes player files of `--file-kb` kilobytes into a data
 //! directory before a server starts; `--logins` then measures how fast the
 //! server logs those players in (each login loads and parses the file and
@@ -30,6 +34,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+
+mod chat;
+mod pushes;
 
 /// Simulated players at most; each holds a socket and two tasks.
 const PLAYERS_MAX: usize = 50_000;
@@ -109,6 +116,30 @@ struct Args {
     /// The server's admin token (for `--reload-every-ms`).
     #[arg(long)]
     admin_token: Option<String>,
+    /// Measure timer pushes instead: every player trains this unit
+    /// (`--train-count` of them, one after another) and times each push.
+    #[arg(long, value_name = "UNIT")]
+    timers: Option<String>,
+    /// Measure clan chat fan-out instead, with this many clans of
+    /// `--clan-size` online members spread over the servers of `--addrs`.
+    #[arg(long, value_name = "CLANS")]
+    chat: Option<usize>,
+    /// Members per clan with `--chat`.
+    #[arg(long, default_value_t = 30)]
+    clan_size: usize,
+    /// The game servers of `--chat` (HOST:PORT,HOST:PORT,...).
+    #[arg(long, default_value = "")]
+    addrs: String,
+    /// With `--chat`: the processes whose CPU is counted (the game servers,
+    /// then NATS, comma-separated; NATS last, as the baseline counts it).
+    #[arg(long, default_value = "")]
+    server_pids: String,
+    /// With `--chat`: NATS, for the raw publish/subscribe baseline.
+    #[arg(long)]
+    nats: Option<String>,
+    /// Units each player queues with `--timers`.
+    #[arg(long, default_value_t = 10)]
+    train_count: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -138,24 +169,29 @@ impl Plan {
         };
         let start = &t.manifest.start.buildings;
         let first = start.first().context("the title starts with no buildings")?;
-        let size = |b: &str| t.building(b).map_or((1, 1), |d| (d.def.size.w, d.def.size.h));
-        let (w, h) = size(&first.building);
-        let overlaps = |x: i32, y: i32| {
-            start.iter().any(|b| {
-                let (bw, bh) = size(&b.building);
-                x < b.x + bw && b.x < x + w && y < b.y + bh && b.y < y + h
-            })
-        };
-        let grid = &t.manifest.grid;
-        for y in (0..=grid.height - h).rev() {
-            for x in (0..=grid.width - w).rev() {
-                if !overlaps(x, y) {
-                    return Ok(Plan { title: id.to_string(), home: (first.x, first.y), away: (x, y) });
-                }
-            }
-        }
-        bail!("title {id}: no free spot to move its first building to")
+        let size = t.building(&first.building).map_or((1, 1), |d| (d.def.size.w, d.def.size.h));
+        let away =
+            free_spot(&t, size).with_context(|| format!("title {id}: no free spot to move its first building to"))?;
+        Ok(Plan { title: id.to_string(), home: (first.x, first.y), away })
     }
+}
+
+/// A spot for a building of `(w, h)` that no starting building overlaps
+/// (so free in every new player's base), scanning from the far corner.
+fn free_spot(t: &citadel_runtime::Title, (w, h): (i32, i32)) -> Option<(i32, i32)> {
+    let start = &t.manifest.start.buildings;
+    let size = |b: &str| t.building(b).map_or((1, 1), |d| (d.def.size.w, d.def.size.h));
+    let overlaps = |x: i32, y: i32| {
+        start.iter().any(|b| {
+            let (bw, bh) = size(&b.building);
+            x < b.x + bw && b.x < x + w && y < b.y + bh && b.y < y + h
+        })
+    };
+    let grid = &t.manifest.grid;
+    (0..=grid.height - h)
+        .rev()
+        .flat_map(|y| (0..=grid.width - w).rev().map(move |x| (x, y)))
+        .find(|&(x, y)| !overlaps(x, y))
 }
 
 /// What one run measured.
@@ -753,6 +789,21 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.seed {
         return seed(&args, dir);
+    }
+    if let Some(clans) = args.chat {
+        let report = chat::chat(Arc::new(args.clone()), clans).await?;
+        println!("{}", if args.json { report.to_string() } else { serde_json::to_string_pretty(&report)? });
+        return Ok(());
+    }
+    if let Some(unit) = &args.timers {
+        let plan = pushes::TimerPlan::of(&args.titles, args.title.trim(), unit, args.train_count)?;
+        let report = pushes::timers(Arc::new(args.clone()), plan).await?;
+        println!("{}", if args.json { report.to_string() } else { serde_json::to_string_pretty(&report)? });
+        let failed = report["failures"].as_u64().unwrap_or(0);
+        if failed > 0 {
+            bail!("{failed} of {} simulated players failed: {}", args.players, report["errors"]);
+        }
+        return Ok(());
     }
     let mut args = args;
     args.plans = args.title.split(',').map(|t| Plan::of(&args.titles, t.trim())).collect::<anyhow::Result<_>>()?;
