@@ -66,8 +66,11 @@ pub async fn run(opts: ClusterOptions, stop: impl std::future::Future<Output = (
     );
     std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let nats_url = format!("nats://127.0.0.1:{}", opts.nats_port);
+    // JetStream on, storing in the data folder: a configuration with
+    // `journal_store = "jetstream"` journals there.
     let nats = Command::new(&opts.nats_server)
-        .args(["-a", "127.0.0.1", "-p", &opts.nats_port.to_string()])
+        .args(["-a", "127.0.0.1", "-p", &opts.nats_port.to_string(), "-js", "-sd"])
+        .arg(opts.data_dir.join("nats"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -42,6 +42,10 @@ type Key = (String, String);
 #[derive(Debug)]
 pub struct Connections {
     players: Mutex<HashMap<Key, Entry>>,
+    /// Players who set a watch area (maybe since gone: skipped and dropped
+    /// when met), so that a map change looks at watchers only, not at every
+    /// connection. Locked after `players` when both are.
+    watching: Mutex<std::collections::HashSet<Key>>,
     notices: broadcast::Sender<Arc<str>>,
     next_id: AtomicU64,
     dropped: AtomicU64,
@@ -137,6 +141,7 @@ impl Connections {
     pub fn new() -> Arc<Connections> {
         Arc::new(Connections {
             players: Mutex::new(HashMap::new()),
+            watching: Mutex::new(std::collections::HashSet::new()),
             notices: broadcast::channel(NOTICES_QUEUED_MAX).0,
             next_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
@@ -235,17 +240,34 @@ impl Connections {
     /// player has a socket or a session here.
     pub fn set_watch(&self, title: &str, player: &str, area: Option<Area>) {
         let mut players = self.lock();
-        if let Some(e) = players.get_mut(&(title.to_string(), player.to_string())) {
+        let key = (title.to_string(), player.to_string());
+        if let Some(e) = players.get_mut(&key) {
+            let mut watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+            if area.is_some() {
+                watching.insert(key);
+            } else {
+                watching.remove(&key);
+            }
             e.watch = area;
         }
     }
 
     /// The players here watching a spot of `title`'s map.
     pub fn watchers(&self, title: &str, region: &str, x: i32, y: i32) -> Vec<String> {
-        self.lock()
+        let players = self.lock();
+        let mut watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+        // Those gone (or who stopped watching) leave the set here.
+        watching.retain(|k| players.get(k).is_some_and(|e| e.watch.is_some()));
+        watching
             .iter()
-            .filter(|((t, _), e)| t == title && e.watch.as_ref().is_some_and(|a| a.contains(region, x, y)))
-            .map(|((_, p), _)| p.clone())
+            .filter(|(t, p)| {
+                t == title
+                    && players
+                        .get(&(t.clone(), p.clone()))
+                        .and_then(|e| e.watch.as_ref())
+                        .is_some_and(|a| a.contains(region, x, y))
+            })
+            .map(|(_, p)| p.clone())
             .collect()
     }
 

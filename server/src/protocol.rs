@@ -147,7 +147,7 @@ server_codes! {
     PlayerRecovering => "player_recovering", 503, "the player's last server stopped holding actions it acknowledged, in a journal this server cannot read (another machine's); refused until that server runs again or an operator declares its journal lost (docs/operations.md)";
     ServerFull => "server_full", 503, "the server holds limits.sessions_max players in memory";
     ShuttingDown => "shutting_down", 503, "the server is shutting down; reconnect (to another server) shortly";
-    NotDurable => "not_durable", 503, "the server could not write the action to its journal, so did not apply it; the server is unhealthy: log in again (on another server)";
+    NotDurable => "not_durable", 503, "the server could not write the action to its journal, so did not apply it; the server is unhealthy: log in again (on another server). With the journal on JetStream, an action whose record timed out may still be applied when another server takes the player over: retry it with the same `key`, which is answered once";
     DefenderOnline => "defender_online", 409, "raid_start: the defender is playing now (raids hit offline bases only)";
     DefenderUnderAttack => "defender_under_attack", 409, "raid_start: another raid on the defender is running; its lock ends within the title's battle duration plus a grace";
     DefenderShielded => "defender_shielded", 409, "raid_start: the defender lost a raid recently and is shielded; details.until_ms says until when";

@@ -222,6 +222,9 @@ pub enum AdminMessage {
     Broadcast { text: String },
     /// Stop (or resume) taking new players on the server named.
     Drain { server: String, on: bool },
+    /// Have every live session claim its inbox: the server sending it lost
+    /// messages while the bus was down (inbox wake-ups among them, maybe).
+    SweepInbox,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -255,12 +258,68 @@ pub async fn carry_out(deps: &Deps, sessions: &Arc<Sessions>, m: &AdminMessage) 
             }
             0
         }
+        AdminMessage::SweepInbox => {
+            sweep_inbox(sessions).await;
+            0
+        }
     }
+}
+
+/// How often the relay looks whether the bus is up (to notice it coming back).
+const BUS_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Live sessions asked per second to claim their inbox in a sweep: 10,000
+/// players take 5 s, and the world store sees a steady trickle of reads
+/// instead of a burst when the bus comes back.
+const INBOX_SWEEP_PER_SECOND: u32 = 2_000;
+
+/// Asks every session live here to claim its inbox (paced).
+async fn sweep_inbox(sessions: &Arc<Sessions>) {
+    let keys = sessions.live_keys();
+    tracing::info!(sessions = keys.len(), "claiming the inbox of every live session (the bus was down)");
+    let pause = std::time::Duration::from_secs(1) / INBOX_SWEEP_PER_SECOND;
+    for (title, player) in keys {
+        let s = sessions.clone();
+        tokio::spawn(async move {
+            let _ = s.admin_if_live(&title, &player, crate::session::AdminOp::ClaimInbox).await;
+        });
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Watches the bus: when it comes back after being down, messages were
+/// lost meanwhile, inbox wake-ups among them (the items themselves are in
+/// the world store). This server's live sessions claim their inboxes, and
+/// if this server lost messages of its own while down, every other server
+/// is asked to do the same for its sessions.
+fn watch_bus(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BUS_WATCH_INTERVAL);
+        let (mut was_up, mut lost_before) = (deps.bus.up(), deps.bus.lost());
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let up = deps.bus.up();
+            if up && !was_up {
+                if deps.bus.lost() > lost_before {
+                    admin(&deps, AdminMessage::SweepInbox).await;
+                }
+                sweep_inbox(&sessions).await;
+            }
+            if !up && was_up {
+                lost_before = deps.bus.lost();
+            }
+            was_up = up;
+        }
+    });
 }
 
 /// Starts delivering what other servers (and this one) publish to the
 /// players on this server, until `stop`.
 pub async fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, stop: CancellationToken) -> anyhow::Result<()> {
+    watch_bus(deps.clone(), sessions.clone(), stop.clone());
     let bus_down = |e| anyhow::anyhow!("the bus: {e}");
     let mut chat = deps.bus.subscribe("*.clan.*.*").await.map_err(bus_down)?;
     let mut admin = deps.bus.subscribe(ADMIN_SUBJECT).await.map_err(bus_down)?;

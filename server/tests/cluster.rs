@@ -1,6 +1,8 @@
 //! `citadel cluster` as a user runs it: a NATS server and three game
-//! servers from one command, each answering, sharing the world; Ctrl-C
-//! stops them all, each saving its players.
+//! servers (three `citadel serve` processes) from one command, each
+//! answering, sharing one live world: clan chat between members on two
+//! servers, a map watcher on the third seeing a base placed on the first;
+//! Ctrl-C stops them all, each saving its players.
 
 mod support;
 
@@ -8,7 +10,56 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to the server at `http` (an `http://` address) for `token`.
+async fn socket(http: &str, token: &str) -> Socket {
+    let url = format!("{}/v1/mini/ws?token={token}", http.replacen("http", "ws", 1));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The next message within `within` (`None` when none came).
+async fn next_within(w: &mut Socket, within: Duration) -> Option<Value> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, w.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("socket ended: {other:?}"),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends a request and returns its answer; pushes meanwhile go to `pushes`.
+async fn ask(w: &mut Socket, id: u64, action: &str, args: Value, pushes: &mut Vec<Value>) -> Value {
+    w.send(Message::Text(json!({ "id": id, "action": action, "args": args }).to_string().into())).await.unwrap();
+    loop {
+        let m = next_within(w, Duration::from_secs(10)).await.expect("an answer");
+        if m.get("event").is_some() {
+            pushes.push(m);
+        } else {
+            assert_eq!(m["id"], id, "{m}");
+            return m;
+        }
+    }
+}
+
+/// The next push of `kind` within `within`, skipping other pushes.
+async fn push_of(w: &mut Socket, kind: &str, within: Duration) -> Value {
+    let until = Instant::now() + within;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let m = next_within(w, left).await.unwrap_or_else(|| panic!("no {kind} push within {within:?}"));
+        if m["event"] == kind {
+            return m;
+        }
+    }
+}
 
 /// A port with the next `n - 1` free too.
 fn free_ports(n: u16) -> u16 {
@@ -36,6 +87,23 @@ async fn post(url: String, token: Option<&str>, body: Value) -> Value {
     rb.send().await.unwrap().json().await.unwrap()
 }
 
+/// `who` posts four lines on `from`; each reaches `to` in order, all
+/// within a second.
+async fn chat_lines(from: &mut Socket, to: &mut Socket, who: &str, pushes: &mut Vec<Value>) {
+    // What the join pushed first.
+    while next_within(to, Duration::from_millis(200)).await.is_some() {}
+    let sent = Instant::now();
+    for i in 0..4 {
+        let r = ask(from, 10 + i, "clan_chat_post", json!({ "text": format!("{who} {i}") }), pushes).await;
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    for i in 0..4 {
+        let line = push_of(to, "chat", Duration::from_secs(1)).await;
+        assert_eq!((line["player"].as_str(), line["text"].as_str()), (Some(who), Some(format!("{who} {i}").as_str())));
+    }
+    assert!(sent.elapsed() < Duration::from_secs(1), "{who}'s lines took {:?}", sent.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_together() {
     let Some(nats) =
@@ -45,8 +113,14 @@ async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_t
     };
     let data = support::temp("cluster-cmd");
     let (first, nats_port) = (free_ports(3), free_ports(1));
+    // Journals on the cluster's JetStream, not on the servers' disks.
+    let config = support::temp("cluster-cmd-config").join("citadel.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "journal_store = \"jetstream\"\n").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_citadel"))
         .args(["cluster", "--servers", "3", "--port", &first.to_string(), "--nats-port", &nats_port.to_string()])
+        .arg("--config")
+        .arg(&config)
         .arg("--nats-server")
         .arg(&nats)
         .arg("--data-dir")
@@ -91,12 +165,37 @@ async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_t
     let token = r["token"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
     let r = post(format!("{}/v1/mini/login", addresses[2]), None, json!({ "player": "cid" })).await;
     let cid = r["token"].as_str().unwrap().to_string();
-    let ask = json!({ "id": 1, "action": "player_info", "args": { "player": "ann" } });
-    let r = post(format!("{}/v1/mini/request", addresses[2]), Some(&cid), ask).await;
+    let info = json!({ "id": 1, "action": "player_info", "args": { "player": "ann" } });
+    let r = post(format!("{}/v1/mini/request", addresses[2]), Some(&cid), info).await;
     assert_eq!(r["ok"], true, "{r}");
     let build = json!({ "id": 2, "action": "build", "args": { "building": "mine", "x": 5, "y": 5 } });
     let r = post(format!("{}/v1/mini/request", addresses[0]), Some(&token), build).await;
     assert_eq!(r["ok"], true, "{r}");
+
+    // A live world across the processes. A map watcher on the third server
+    // sees a base placed on the first within a second.
+    let mut pushes = Vec::new();
+    let mut wc = socket(&addresses[2], &cid).await;
+    let r = ask(&mut wc, 1, "map_watch", json!({ "region": "plain", "x": 8, "y": 8, "radius": 8 }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let placed = Instant::now();
+    post(format!("{}/v1/mini/login", addresses[0]), None, json!({ "player": "dee" })).await;
+    let got = push_of(&mut wc, "map", Duration::from_secs(1)).await;
+    assert!(placed.elapsed() < Duration::from_secs(1));
+    assert_eq!((got["change"].as_str(), got["player"].as_str()), (Some("placed"), Some("dee")), "{got}");
+    // Two members of one clan, on the first and second servers, chat over
+    // WebSocket: each line reaches the other within a second, in order.
+    let r = post(format!("{}/v1/mini/login", addresses[1]), None, json!({ "player": "bob" })).await;
+    let bob = r["token"].as_str().unwrap().to_string();
+    let mut wa = socket(&addresses[0], &token).await;
+    let mut wb = socket(&addresses[1], &bob).await;
+    let r = ask(&mut wa, 1, "clan_create", json!({ "name": "Wolves", "open": true }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = ask(&mut wb, 1, "clan_join", json!({ "clan": "Wolves" }), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    chat_lines(&mut wa, &mut wb, "ann", &mut pushes).await;
+    chat_lines(&mut wb, &mut wa, "bob", &mut pushes).await;
+
     // Ctrl-C: every server saves and stops, then NATS; the command exits 0.
     let pid = rustix::process::Pid::from_child(&cluster.0);
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
@@ -108,6 +207,12 @@ async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_t
         serde_json::from_slice(&std::fs::read(data.join("players/mini/ann.json")).expect("ann's file was saved"))
             .unwrap();
     assert!(saved["buildings"].as_array().unwrap().iter().any(|b| b["building"] == "mine"), "the build was saved");
+    for i in 1..=3 {
+        let journal = data.join(format!("server-{i}/journal"));
+        let files = std::fs::read_dir(&journal).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(files, 0, "server {i} journaled to JetStream, not to {}", journal.display());
+    }
+    assert!(data.join("nats").is_dir(), "JetStream stored in the data folder");
     assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "NATS stopped too");
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -527,7 +527,7 @@ async fn metric(s: &Server, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_nats_down_every_server_answers_its_players_and_pushes_flow_again_once_it_is_back() {
+async fn with_nats_down_every_server_answers_its_players_and_pushes_and_inbox_items_flow_again_once_it_is_back() {
     let Some(mut nats) = support::Nats::start("NATS down and back") else {
         return;
     };
@@ -569,11 +569,23 @@ async fn with_nats_down_every_server_answers_its_players_and_pushes_flow_again_o
     // The lines are not lost for good: the chat history has all of them.
     let r = ask(&mut wb, 40, "clan_chat", json!({ "limit": 100 }), &mut pushes).await;
     assert_eq!(r["result"]["lines"].as_array().unwrap().len(), 6, "{r}");
-    // NATS back: within 5 s a line from A reaches B again.
+    // Grants sent from A to bob (live on B) meanwhile: their wake-ups are
+    // lost with the bus, the items are not.
+    let gold = ask(&mut wb, 41, "get_state", Value::Null, &mut pushes).await["result"]["state"]["resources"]["gold"]
+        .as_i64()
+        .unwrap();
+    for g in 1..=3 {
+        let grant = json!({ "resources": { "gold": g }, "message": format!("grant {g}"), "reason": "outage" });
+        let (status, r) = a.admin_post("/admin/api/players/mini/bob/send", grant).await;
+        assert_eq!(status, 200, "a grant is accepted with the bus down: {r}");
+    }
+    pushes.retain(|p| p["event"] != "chat" && p["event"] != "clan");
+    assert!(pushes.is_empty(), "nothing reached bob across servers meanwhile: {pushes:?}");
+    // NATS back: within 5 s a line from A reaches B again, and bob's
+    // session claims the three grants.
     nats.restart();
     let back = std::time::Instant::now();
-    // Own echoes (the same server) came through meanwhile; drop them.
-    while tokio::time::timeout(Duration::from_millis(50), next(&mut wb)).await.is_ok() {}
+    let mut seen: Vec<Value> = Vec::new();
     let mut n = 0;
     let got = loop {
         n += 1;
@@ -582,11 +594,34 @@ async fn with_nats_down_every_server_answers_its_players_and_pushes_flow_again_o
         let text = format!("hello again {n}");
         let r = ask(&mut wa, 100 + n, "clan_chat_post", json!({ "text": text }), &mut pushes).await;
         assert_eq!(r["ok"], true, "{r}");
-        match tokio::time::timeout(Duration::from_millis(300), next(&mut wb)).await {
-            Ok(m) if m["player"] == "ann" => break m,
-            _ => assert!(back.elapsed() < Duration::from_secs(5), "no push across servers 5 s after NATS returned"),
+        let until = tokio::time::Instant::now() + Duration::from_millis(300);
+        let mut line = None;
+        while let Ok(m) = tokio::time::timeout_at(until, next(&mut wb)).await {
+            if m["event"] == "chat" && m["player"] == "ann" && m["text"] == text.as_str() {
+                line = Some(m.clone());
+            }
+            seen.push(m);
+        }
+        match line {
+            Some(m) => break m,
+            None => assert!(back.elapsed() < Duration::from_secs(5), "no push across servers 5 s after NATS returned"),
         }
     };
+    let inbox = |seen: &[Value]| seen.iter().filter(|m| m["event"] == "inbox").count();
+    while inbox(&seen) < 3 && back.elapsed() < Duration::from_secs(5) {
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), next(&mut wb)).await {
+            seen.push(m);
+        }
+    }
+    assert_eq!(inbox(&seen), 3, "every grant is claimed within 5 s of NATS returning: {seen:?}");
+    let r = ask(&mut wb, 42, "get_state", Value::Null, &mut pushes).await;
+    let state = &r["result"]["state"];
+    assert_eq!(state["resources"]["gold"].as_i64(), Some(gold + 6), "each grant applied once: {state}");
+    assert_eq!(count_ops(state, "inbox_claim"), 3);
+    let r = ask(&mut wb, 43, "inbox", json!({}), &mut pushes).await;
+    let items = r["result"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{r}");
+    assert!(items.iter().all(|i| !i["claimed_ms"].is_null()), "all claimed: {r}");
     assert_eq!(got["event"], "chat");
     assert_eq!(metric(&b, "citadel_bus_up").await, 1.0);
     for s in [a, b] {

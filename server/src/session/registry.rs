@@ -137,6 +137,11 @@ impl Sessions {
         Ok(())
     }
 
+    /// Every player with a session here now.
+    pub fn live_keys(&self) -> Vec<(String, String)> {
+        lock(&self.live).iter().filter(|(_, e)| !e.tx.is_closed()).map(|(k, _)| k.clone()).collect()
+    }
+
     /// Whether the player has a session on this server now.
     pub fn is_live(&self, title: &str, player: &str) -> bool {
         lock(&self.live).get(&(title.to_string(), player.to_string())).is_some_and(|e| !e.tx.is_closed())

@@ -210,10 +210,12 @@ impl Session {
         let Some(map) = &title.manifest.world.map else { return Ok(None) };
         let ids: Vec<String> = map.regions.iter().map(|r| r.id.clone()).collect();
         let counts = deps.world.region_counts(title.id(), &ids).await.map_err(internal)?;
-        let mut regions: Vec<_> = map.regions.iter().collect();
-        regions.sort_by_key(|r| {
-            counts.get(&r.id).copied().unwrap_or(0) * 1000 / (i64::from(r.width) * i64::from(r.height))
-        });
+        let area = |r: &citadel_runtime::format::RegionDef| i64::from(r.width) * i64::from(r.height);
+        // A full region is not tried at all: once the map fills up, each
+        // new player would otherwise cost PLACE_TRIES writes per region.
+        let mut regions: Vec<_> =
+            map.regions.iter().filter(|r| counts.get(&r.id).copied().unwrap_or(0) < area(r)).collect();
+        regions.sort_by_key(|r| counts.get(&r.id).copied().unwrap_or(0) * 1000 / area(r));
         let mut rng = Rng::new(self.rng.clone().next_u64() ^ 0x006d_6170);
         for region in regions {
             for _ in 0..PLACE_TRIES {

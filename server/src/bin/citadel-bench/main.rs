@@ -214,6 +214,10 @@ struct Outcome {
     max_us_by_second: Vec<u64>,
     seconds: f64,
     connect_failures: u64,
+    /// Requests never answered (within the drain after the run), and a
+    /// few of them as (player, request id) to look up in the server's log.
+    unanswered: u64,
+    unanswered_examples: Vec<(String, u64)>,
     /// The measured process's CPU (percent of one core) and resident bytes.
     usage: Option<(f64, u64)>,
 }
@@ -277,6 +281,8 @@ impl Outcome {
             "errors": self.errors,
             "error_codes": self.error_codes,
             "connect_failures": self.connect_failures,
+            "unanswered": self.unanswered,
+            "unanswered_examples": self.unanswered_examples,
             "seconds": self.seconds,
             "throughput_per_s": self.answered as f64 / self.seconds.max(1e-9),
             "latency_ms": { "p50": pct(0.50), "p99": pct(0.99), "p99_9": pct(0.999), "max": pct(1.0) },
@@ -430,7 +436,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
     let (answered_tx, mut answered_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     // Receiver: match answers to sends by id.
     let recv = {
-        let (sent_at, out) = (sent_at.clone(), out.clone());
+        let (sent_at, out, name) = (sent_at.clone(), out.clone(), name.clone());
         tokio::spawn(async move {
             let mut tally = Tally { start: Some(start_at), measure_from: Some(measure_from), ..Tally::default() };
             let total_target = loop {
@@ -459,6 +465,13 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
                 }
             }
             let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+            let missing: Vec<u64> = sent_at.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+            o.unanswered += missing.len() as u64;
+            if let Some(&id) = missing.iter().min() {
+                if o.unanswered_examples.len() < 5 {
+                    o.unanswered_examples.push((name.clone(), id));
+                }
+            }
             o.answered += tally.answered;
             o.errors += tally.errors;
             for (c, n) in tally.codes {
