@@ -51,8 +51,37 @@ mod world;
 pub use registry::Sessions;
 
 type Key = (String, String);
-/// A storage call running beside the session's requests.
-type Background<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// A storage call running beside the session's requests, as a task of its
+/// own. It must not be a future that only the session's loop polls: a
+/// call granted a lock while the loop is busy elsewhere (the SQLite world
+/// store's one connection, handed over in turn) would hold it unpolled
+/// while the loop, inside a request, waits for that same lock, and every
+/// session and store call behind them would wait forever (seen at 10,000
+/// players: a lease renewal queued for the connection, then a request
+/// needing it).
+struct Background<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> Background<T> {
+    fn spawn(call: impl Future<Output = T> + Send + 'static) -> Background<T> {
+        Background(tokio::spawn(call))
+    }
+}
+
+impl<T> Future for Background<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        use std::task::Poll;
+        match Pin::new(&mut self.0).poll(cx) {
+            Poll::Ready(Ok(v)) => Poll::Ready(v),
+            // As if the call had panicked in the session itself.
+            Poll::Ready(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled only when the runtime shuts down, which ends the
+            // session too.
+            Poll::Ready(Err(_)) | Poll::Pending => Poll::Pending,
+        }
+    }
+}
 type Reply = oneshot::Sender<Result<Answer, ApiError>>;
 
 enum Msg {

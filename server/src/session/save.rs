@@ -54,7 +54,7 @@ impl Session {
             return None;
         }
         let (deps, lease) = (deps.clone(), self.lease.clone());
-        Some(Box::pin(async move {
+        Some(Background::spawn(async move {
             let ttl = deps.config.lock_ttl_seconds as i64 * 1000;
             deps.world.renew(&lease, ttl, deps.clock.now_ms()).await
         }))
@@ -126,7 +126,7 @@ impl Session {
         let seq = self.state.seq;
         let durable = if self.in_flight.load(Ordering::Acquire) > 0 { Some(deps.journal.mark().await) } else { None };
         let (deps, blob_key, cond) = (deps.clone(), blob_key.to_string(), Precondition::Matches(self.etag.clone()));
-        Some(Box::pin(async move {
+        Some(Background::spawn(async move {
             if let Some(durable) = durable {
                 if durable.await.is_err() {
                     return SaveOutcome::NotDurable;
