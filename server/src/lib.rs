@@ -196,13 +196,15 @@ async fn serve(
     old: Option<std::os::unix::net::UnixStream>,
 ) -> anyhow::Result<()> {
     config.check()?;
-    let titles = Arc::new(titles::Titles::open(&config.titles, Some(&config.data_dir.join("title-versions")))?);
     let signer = auth::Signer::new(&token_secret(&config)?);
     let profiler = Arc::new(profile::Profiler::new(config.profiling));
     let blobs: Arc<dyn blob::BlobStore> = match &config.s3 {
         Some(s3) => Arc::new(s3::S3BlobStore::new(s3, |k| std::env::var(k).ok())?),
         None => Arc::new(blob::FsBlobStore::new(&config.data_dir)),
     };
+    // Title versions live beside the player files: every server of a
+    // cluster reads the versions the others served.
+    let titles = Arc::new(titles::Titles::open(&config.titles, Some(blobs.clone())).await?);
     let blobs: Arc<dyn blob::BlobStore> = if config.profiling {
         Arc::new(Decorated::new(blobs, profile::Timing { profiler: profiler.clone(), kind: profile::Kind::Blob }))
     } else {

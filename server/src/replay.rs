@@ -65,22 +65,34 @@ pub struct ReplayDeps<'a> {
 pub(crate) struct Versions(std::sync::Mutex<HashMap<(String, String), Option<Title>>>);
 
 impl Versions {
-    /// `None` when the title is no longer served; the current version when
-    /// the one named is not kept.
-    fn get(&self, titles: &Titles, title: &str, version: &str) -> Option<Title> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((title.to_string(), version.to_string()))
-            .or_insert_with(|| {
-                let current = titles.get(title)?;
-                if current.content_version == version {
-                    return Some(current);
-                }
-                Some(titles.version(title, version).unwrap_or_else(|| {
-                    tracing::warn!(%title, %version, "a journal record's title version is not kept; replaying it on the current one");
+    /// Finds the title versions `records` ran on, each once (the store is
+    /// read here, so that [`Versions::get`] never waits for it).
+    pub(crate) async fn resolve(&self, titles: &Titles, records: &[Record]) {
+        for r in records {
+            let key = (r.title.clone(), r.content_version.clone());
+            if self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key) {
+                continue;
+            }
+            let found = match titles.get(&r.title) {
+                None => None,
+                Some(current) if current.content_version == r.content_version => Some(current),
+                Some(current) => Some(titles.version(&r.title, &r.content_version).await.unwrap_or_else(|| {
+                    tracing::warn!(title = %r.title, version = %r.content_version, "a journal record's title version is not kept; replaying it on the current one");
                     current
-                }))
-            })
-            .clone()
+                })),
+            };
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, found);
+        }
+    }
+
+    /// `None` when the title is no longer served; the current version when
+    /// the one named is not kept (or was not resolved).
+    fn get(&self, titles: &Titles, title: &str, version: &str) -> Option<Title> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&(title.to_string(), version.to_string())) {
+            Some(found) => found.clone(),
+            None => titles.get(title),
+        }
     }
 }
 
@@ -218,6 +230,7 @@ async fn replay_player(
         };
         let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
         let mut state = PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?;
+        versions.resolve(deps.titles, &records).await;
         let (mut done, orphans) = reapply(deps.titles, versions, &mut state, records);
         if done.applied > 0 {
             match deps.blobs.put(&blob_key, state.to_json().into_bytes(), Precondition::Matches(etag)).await {
@@ -307,6 +320,7 @@ async fn apply_records(deps: &Deps, key: &Key, from: &str, records: Vec<Record>)
         return Ok(());
     };
     let versions = Versions::default();
+    versions.resolve(&deps.titles, &records).await;
     let (done, missing) = reapply(&deps.titles, &versions, &mut state, records);
     if !missing.is_empty() {
         tracing::error!(title = %key.0, player = %key.1, server = %from, count = missing.len(), reason = %missing[0].1, "journal records of a takeover could not apply");

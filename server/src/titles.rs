@@ -8,11 +8,13 @@
 //! pointer write under a lock: a request takes the current version once, at
 //! its start ([`Titles::get`]), and runs entirely on it.
 //!
-//! Every version served is also written to the version store
-//! (`data_dir/title-versions/<title>/<content_version>.json`) before it is
-//! swapped in, so that journal replay after a crash re-runs each record on
-//! the exact data it first ran on, and so that a rollback can return to a
-//! version this process never loaded. A title is never unloaded while the
+//! Every version served is also written to the version store (the blob
+//! store every server of a cluster shares, S3 or the data folder, under
+//! `title-versions/<title>/<content_version>.json`) before it is swapped
+//! in, so that journal replay after a crash re-runs each record on the
+//! exact data it first ran on, so that a rollback can return to a version
+//! this process never loaded, and so that every other server can load a
+//! version one of them served. A title is never unloaded while the
 //! server runs: a folder that disappears is reported and its last version
 //! stays served (players in the middle of a session keep playing).
 
@@ -23,6 +25,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use citadel_runtime::{Diagnostic, Severity, Title, TitleFiles};
+use citadel_store::blob::{BlobError, BlobStore, Precondition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -34,6 +37,12 @@ pub const HISTORY_MAX: usize = 8;
 /// the versions of records not yet saved (minutes old at most); the rest
 /// are rollback targets. Older files are deleted.
 pub const STORED_VERSIONS_MAX: usize = 32;
+/// Versions stored beyond [`STORED_VERSIONS_MAX`] before the oldest are
+/// deleted: pruning reads every stored version's time, so it runs once in
+/// so many new versions, not at every one.
+const PRUNE_SLACK: usize = 8;
+/// The version store's folder in the blob store.
+const STORE_DIR: &str = "title-versions";
 /// Reports waiting for a slow subscriber (an admin console); a subscriber
 /// further behind misses the oldest and is told how many it missed.
 const REPORTS_QUEUE_MAX: usize = 64;
@@ -46,9 +55,6 @@ const REPORTS_QUEUE_MAX: usize = 64;
 const RELOAD_NICENESS: i32 = 10;
 /// The version store's file format.
 const STORED_FORMAT_VERSION: u32 = 1;
-/// Largest title the store reads back (a title is a few hundred KB; the
-/// admin API refuses pushes over `admin::PUSH_BYTES_MAX`).
-const STORED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// What started a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +139,10 @@ struct Stored {
     format_version: u32,
     title: String,
     content_version: String,
+    /// When it was stored (epoch ms; 0 in versions stored before this was
+    /// kept): the oldest are pruned first.
+    #[serde(default)]
+    stored_ms: i64,
     files: TitleFiles,
 }
 
@@ -141,7 +151,7 @@ struct Stored {
 pub struct Titles {
     slots: RwLock<BTreeMap<String, Slot>>,
     folder: PathBuf,
-    store: Option<PathBuf>,
+    store: Option<Arc<dyn BlobStore>>,
     /// One change at a time, so two reloads never race to swap.
     gate: tokio::sync::Mutex<()>,
     reports: broadcast::Sender<Report>,
@@ -190,26 +200,21 @@ fn folders(dir: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 impl Titles {
-    /// Loads every title folder under `dir` (no version store: tests and tools).
-    pub fn load_dir(dir: &Path) -> anyhow::Result<Titles> {
-        Titles::open(dir, None)
-    }
-
     /// Loads every title folder under `dir` and writes each version served
-    /// to the version store at `store`. A title with errors is reported and
-    /// not served; the others are.
-    pub fn open(dir: &Path, store: Option<&Path>) -> anyhow::Result<Titles> {
+    /// to the version store, when there is one. A title with errors is
+    /// reported and not served; the others are.
+    pub async fn open(dir: &Path, store: Option<Arc<dyn BlobStore>>) -> anyhow::Result<Titles> {
         let titles = Titles {
             slots: RwLock::new(BTreeMap::new()),
             folder: dir.to_path_buf(),
-            store: store.map(Path::to_path_buf),
+            store,
             gate: tokio::sync::Mutex::new(()),
             reports: broadcast::channel(REPORTS_QUEUE_MAX).0,
         };
         for name in folders(dir)? {
             let started = Instant::now();
             let (files, title, diags) = citadel_runtime::load::load_with_files(&dir.join(&name));
-            titles.finish(&name, Source::Start, files, (title, diags, started));
+            titles.finish(&name, Source::Start, files, (title, diags, started)).await;
         }
         Ok(titles)
     }
@@ -237,16 +242,21 @@ impl Titles {
         self.read().values().filter_map(|s| s.history.front().cloned()).collect()
     }
 
-    /// A given version of a title: from memory, else from the version store.
-    pub fn version(&self, id: &str, content_version: &str) -> Option<Title> {
-        if let Some(t) =
-            self.read().get(id).and_then(|s| s.history.iter().find(|t| t.content_version == content_version))
-        {
-            return Some(t.clone());
+    /// A given version of a title: from memory, else from the version
+    /// store (read, then validated again on a thread of its own).
+    pub async fn version(&self, id: &str, content_version: &str) -> Option<Title> {
+        if let Some(t) = self.held(id, content_version) {
+            return Some(t);
         }
-        let stored = self.read_stored(id, content_version)?;
-        let (title, _) = citadel_runtime::load_files(id, &stored.files);
-        title.filter(|t| t.content_version == content_version)
+        let stored = self.read_stored(id, content_version).await?;
+        let (id, version) = (id.to_string(), content_version.to_string());
+        background(move || {
+            let (title, _) = citadel_runtime::load_files(&id, &stored.files);
+            title.filter(|t| t.content_version == version)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Every title with its history and last change, for the admin API.
@@ -289,18 +299,14 @@ impl Titles {
         };
         let mut reports = Vec::new();
         for name in names {
-            let me = self.clone();
-            let report = background(move || {
-                let (started, dir) = (Instant::now(), me.folder.join(&name));
-                if !dir.is_dir() {
-                    let d = Diagnostic::error("folder", "", format!("title folder {} does not exist", dir.display()));
-                    return me.refuse(&name, Source::Folder, vec![d], started);
-                }
-                let (files, title, diags) = citadel_runtime::load::load_with_files(&dir);
-                me.finish(&name, Source::Folder, files, (title, diags, started))
-            })
-            .await?;
-            reports.push(report);
+            let (started, dir) = (Instant::now(), self.folder.join(&name));
+            if !dir.is_dir() {
+                let d = Diagnostic::error("folder", "", format!("title folder {} does not exist", dir.display()));
+                reports.push(self.refuse(&name, Source::Folder, vec![d], started));
+                continue;
+            }
+            let (files, title, diags) = background(move || citadel_runtime::load::load_with_files(&dir)).await?;
+            reports.push(self.finish(&name, Source::Folder, files, (title, diags, started)).await);
         }
         Ok(reports)
     }
@@ -309,14 +315,14 @@ impl Titles {
     /// has no errors.
     pub async fn push(self: &Arc<Self>, id: &str, files: TitleFiles) -> anyhow::Result<Report> {
         let _one = self.gate.lock().await;
-        let me = self.clone();
-        let id = id.to_string();
-        background(move || {
-            let started = Instant::now();
-            let (title, diags) = citadel_runtime::load_files(&id, &files);
-            me.finish(&id, Source::Push, files, (title, diags, started))
+        let started = Instant::now();
+        let id2 = id.to_string();
+        let (files, title, diags) = background(move || {
+            let (title, diags) = citadel_runtime::load_files(&id2, &files);
+            (files, title, diags)
         })
-        .await
+        .await?;
+        Ok(self.finish(id, Source::Push, files, (title, diags, started)).await)
     }
 
     /// Serves an earlier version again: `to`, or the one before the current.
@@ -337,13 +343,8 @@ impl Titles {
             let r = self.report(id, Source::Rollback, Outcome::Unchanged, current.clone(), current, vec![], started);
             return Ok(self.publish(id, r));
         }
-        let me = self.clone();
-        let (id2, target2) = (id.to_string(), target.clone());
-        let title = background(move || me.version(&id2, &target2))
-            .await
-            .map_err(|e| RollbackError::Internal(e.to_string()))?
-            .ok_or(RollbackError::UnknownVersion(target))?;
-        Ok(self.install(id, Source::Rollback, title, vec![], started, None))
+        let title = self.version(id, &target).await.ok_or(RollbackError::UnknownVersion(target))?;
+        Ok(self.install(id, Source::Rollback, title, vec![], started, None).await)
     }
 
     /// Serves a version another server of the cluster serves now, read
@@ -351,11 +352,9 @@ impl Titles {
     pub async fn follow(self: &Arc<Self>, id: &str, version: &str) -> Report {
         let _one = self.gate.lock().await;
         let started = Instant::now();
-        let me = self.clone();
-        let (id2, version2) = (id.to_string(), version.to_string());
-        match background(move || me.version(&id2, &version2)).await {
-            Ok(Some(title)) => self.install(id, Source::Cluster, title, vec![], started, None),
-            Ok(None) | Err(_) => {
+        match self.version(id, version).await {
+            Some(title) => self.install(id, Source::Cluster, title, vec![], started, None).await,
+            None => {
                 let d = Diagnostic::error(
                     "store",
                     "",
@@ -387,7 +386,7 @@ impl Titles {
     }
 
     /// Ends a load: swap in on success, keep the running version otherwise.
-    fn finish(
+    async fn finish(
         &self,
         id: &str,
         source: Source,
@@ -395,7 +394,7 @@ impl Titles {
         (title, diags, started): (Option<Title>, Vec<Diagnostic>, Instant),
     ) -> Report {
         match title {
-            Some(t) => self.install(id, source, t, diags, started, Some(files)),
+            Some(t) => self.install(id, source, t, diags, started, Some(files)).await,
             None => self.refuse(id, source, diags, started),
         }
     }
@@ -407,7 +406,7 @@ impl Titles {
     }
 
     /// Stores (when `files` are new content) and swaps in a valid title.
-    fn install(
+    async fn install(
         &self,
         id: &str,
         source: Source,
@@ -425,7 +424,7 @@ impl Titles {
         // Stored before it is served: a journal record naming this version
         // must always find it again after a crash.
         if let Some(files) = files {
-            if let Err(e) = self.store_version(id, &version, files) {
+            if let Err(e) = self.store_version(id, &version, files).await {
                 let mut diags = diags;
                 diags.push(Diagnostic::error("store", "", format!("could not keep the version: {e:#}")));
                 let r = self.report(id, source, Outcome::Refused, previous.clone(), previous, diags, started);
@@ -478,74 +477,83 @@ impl Titles {
         r
     }
 
-    fn stored_path(&self, id: &str, version: &str) -> Option<PathBuf> {
-        // Ids and versions are checked before they reach a path: ids as
-        // the title schema allows them, versions are hex.
+    /// The version's key in the store; `None` without a store, or for an
+    /// id or version that is not plain (ids as the title schema allows
+    /// them, versions hex), so nothing else is ever read or written.
+    fn stored_key(&self, id: &str, version: &str) -> Option<(&Arc<dyn BlobStore>, String)> {
         if !citadel_runtime::load::valid_title_id(id)
             || !version.bytes().all(|b| b.is_ascii_hexdigit())
             || version.is_empty()
         {
             return None;
         }
-        Some(self.store.as_ref()?.join(id).join(format!("{version}.json")))
+        Some((self.store.as_ref()?, format!("{STORE_DIR}/{id}/{version}.json")))
     }
 
-    fn store_version(&self, id: &str, version: &str, files: TitleFiles) -> anyhow::Result<()> {
-        let Some(path) = self.stored_path(id, version) else { return Ok(()) };
-        if path.exists() {
-            return Ok(());
+    async fn store_version(&self, id: &str, version: &str, files: TitleFiles) -> anyhow::Result<()> {
+        let Some((store, key)) = self.stored_key(id, version) else { return Ok(()) };
+        let stored = Stored {
+            format_version: STORED_FORMAT_VERSION,
+            title: id.into(),
+            content_version: version.into(),
+            stored_ms: now_ms(),
+            files,
+        };
+        match store.put(&key, serde_json::to_vec(&stored)?, Precondition::Absent).await {
+            // Stored before (by this server or another): the same content.
+            Ok(_) | Err(BlobError::PreconditionFailed) => {}
+            Err(e) => return Err(anyhow::anyhow!("writing {key}: {e}")),
         }
-        let stored =
-            Stored { format_version: STORED_FORMAT_VERSION, title: id.into(), content_version: version.into(), files };
-        citadel_store::blob::write_atomic(&path, &serde_json::to_vec(&stored)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        self.prune(dir);
+        self.prune(store, id).await;
         Ok(())
     }
 
-    /// Deletes the oldest stored versions beyond `STORED_VERSIONS_MAX`.
-    fn prune(&self, dir: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        if files.len() <= STORED_VERSIONS_MAX {
+    /// Deletes the oldest stored versions beyond `STORED_VERSIONS_MAX`,
+    /// except those held in memory.
+    async fn prune(&self, store: &Arc<dyn BlobStore>, id: &str) {
+        let dir = format!("{STORE_DIR}/{id}");
+        let Ok(keys) = store.list(&dir).await else { return };
+        let keys: Vec<String> = keys.into_iter().filter(|k| k.ends_with(".json")).collect();
+        if keys.len() <= STORED_VERSIONS_MAX + PRUNE_SLACK {
             return;
         }
-        files.sort();
-        let keep: Vec<String> =
-            self.read().values().flat_map(|s| s.history.iter().map(|t| t.content_version.clone())).collect();
-        for (_, path) in &files[..files.len() - STORED_VERSIONS_MAX] {
-            let in_memory = path.file_stem().and_then(|s| s.to_str()).is_some_and(|v| keep.iter().any(|k| k == v));
-            if !in_memory {
-                if let Err(e) = std::fs::remove_file(path) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not delete an old title version");
+        let mut aged = Vec::new();
+        for key in keys {
+            let at = match store.get(&key).await {
+                Ok(Some((bytes, _))) => serde_json::from_slice::<Stored>(&bytes).map_or(0, |s| s.stored_ms),
+                _ => 0,
+            };
+            aged.push((at, key));
+        }
+        aged.sort();
+        let keep: Vec<String> = self
+            .read()
+            .get(id)
+            .map_or_else(Vec::new, |s| s.history.iter().map(|t| format!("{dir}/{}.json", t.content_version)).collect());
+        for (_, key) in &aged[..aged.len() - STORED_VERSIONS_MAX] {
+            if !keep.contains(key) {
+                if let Err(e) = store.delete(key).await {
+                    tracing::warn!(%key, error = %e, "could not delete an old title version");
                 }
             }
         }
     }
 
-    fn read_stored(&self, id: &str, version: &str) -> Option<Stored> {
-        let path = self.stored_path(id, version)?;
-        let read = || -> anyhow::Result<Stored> {
-            use std::io::Read;
-            let mut text = Vec::new();
-            std::fs::File::open(&path)?.take(STORED_BYTES_MAX).read_to_end(&mut text)?;
-            let s: Stored = serde_json::from_slice(&text)?;
+    async fn read_stored(&self, id: &str, version: &str) -> Option<Stored> {
+        let (store, key) = self.stored_key(id, version)?;
+        let read = async {
+            let Some((bytes, _)) = store.get(&key).await? else { return Ok(None) };
+            let s: Stored = serde_json::from_slice(&bytes)?;
             anyhow::ensure!(s.format_version == STORED_FORMAT_VERSION, "format_version {}", s.format_version);
             anyhow::ensure!(s.title == id && s.content_version == version, "names another version");
-            Ok(s)
+            Ok(Some(s))
         };
-        match read() {
-            Ok(s) => Some(s),
-            Err(e) if path.exists() => {
-                tracing::error!(path = %path.display(), error = %e, "unreadable stored title version");
+        match read.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%key, error = %e, "unreadable stored title version");
                 None
             }
-            Err(_) => None,
         }
     }
 }
@@ -591,6 +599,10 @@ mod tests {
         d
     }
 
+    fn fs_store(dir: &Path) -> Arc<dyn BlobStore> {
+        Arc::new(citadel_store::blob::FsBlobStore::new(dir))
+    }
+
     fn write(dir: &Path, files: &TitleFiles) {
         for (path, text) in files {
             let p = dir.join(path);
@@ -607,7 +619,7 @@ mod tests {
         let (folder, store) = (temp("folder"), temp("store"));
         let first = fort();
         write(&folder.join("fort"), &first);
-        let titles = Arc::new(Titles::open(&folder, Some(&store)).unwrap());
+        let titles = Arc::new(Titles::open(&folder, Some(fs_store(&store))).await.unwrap());
         let v1 = titles.get("fort").unwrap().content_version.clone();
         let mut second = first.clone();
         let text = second["title.json"].replace("\"builders\": 1", "\"builders\": 2");
@@ -619,14 +631,14 @@ mod tests {
         drop(titles);
 
         // The folder still holds the first version; the process restarts.
-        let titles = Arc::new(Titles::open(&folder, Some(&store)).unwrap());
+        let titles = Arc::new(Titles::open(&folder, Some(fs_store(&store))).await.unwrap());
         assert_eq!(titles.get("fort").unwrap().content_version, v1);
-        let found = titles.version("fort", &v2).expect("kept in the version store");
+        let found = titles.version("fort", &v2).await.expect("kept in the version store");
         assert_eq!(found.manifest.builders, 2);
         let back = titles.rollback("fort", Some(&v2)).await.unwrap();
         assert_eq!((back.outcome, back.content_version.as_deref()), (Outcome::Swapped, Some(v2.as_str())));
-        assert!(titles.version("fort", "0123456789abcdef").is_none());
-        assert!(titles.version("fort", "../../etc").is_none(), "versions are hex, never a path");
+        assert!(titles.version("fort", "0123456789abcdef").await.is_none());
+        assert!(titles.version("fort", "../../etc").await.is_none(), "versions are hex, never a path");
     }
 
     /// A title with errors at start is not served, the others are; it is
@@ -639,7 +651,7 @@ mod tests {
         let text = broken["title.json"].replace("\"id\": \"fort\"", "\"id\": \"second\"");
         broken.insert("title.json".into(), text.replace("\"builders\": 1", "\"builders\": \"x\""));
         write(&folder.join("second"), &broken);
-        let titles = Arc::new(Titles::open(&folder, None).unwrap());
+        let titles = Arc::new(Titles::open(&folder, None).await.unwrap());
         assert!(titles.get("fort").is_some());
         assert!(titles.get("second").is_none());
         let info = titles.info();
@@ -661,7 +673,7 @@ mod tests {
     async fn an_invalid_change_keeps_the_running_version_and_reports_why() {
         let folder = temp("invalid");
         write(&folder.join("fort"), &fort());
-        let titles = Arc::new(Titles::open(&folder, None).unwrap());
+        let titles = Arc::new(Titles::open(&folder, None).await.unwrap());
         let before = titles.get("fort").unwrap().content_version.clone();
         let mut reports = titles.reports();
         let mut broken = fort();
@@ -674,5 +686,38 @@ mod tests {
         assert_eq!(reports.recv().await.unwrap().outcome, Outcome::Refused, "subscribers hear of it");
         assert!(matches!(titles.rollback("fort", None).await, Err(RollbackError::NoEarlier)));
         assert!(matches!(titles.rollback("nope", None).await, Err(RollbackError::UnknownTitle)));
+    }
+
+    /// The store keeps the newest versions (and every one held in memory),
+    /// deleting the oldest once it holds `PRUNE_SLACK` more than
+    /// `STORED_VERSIONS_MAX`.
+    #[tokio::test]
+    async fn the_version_store_keeps_the_newest_versions() {
+        let (folder, store) = (temp("prune-folder"), temp("prune-store"));
+        write(&folder.join("fort"), &fort());
+        let titles = Arc::new(Titles::open(&folder, Some(fs_store(&store))).await.unwrap());
+        let first = titles.get("fort").unwrap().content_version.clone();
+        let mut versions = vec![first];
+        for n in 0..(STORED_VERSIONS_MAX + PRUNE_SLACK) {
+            let mut files = fort();
+            let text = files["title.json"].replace("\"name\": \"", &format!("\"name\": \"v{n} "));
+            files.insert("title.json".into(), text);
+            let r = titles.push("fort", files).await.unwrap();
+            assert_eq!(r.outcome, Outcome::Swapped, "{r:?}");
+            versions.push(r.content_version.unwrap());
+        }
+        let stored: Vec<String> = std::fs::read_dir(store.join(STORE_DIR).join("fort"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_string())
+            .collect();
+        assert_eq!(stored.len(), STORED_VERSIONS_MAX, "pruned once past the slack: {stored:?}");
+        for v in &versions[versions.len() - STORED_VERSIONS_MAX..] {
+            assert!(stored.contains(v), "the newest are kept: {v}");
+        }
+        assert!(!stored.contains(&versions[0]), "the oldest went");
+        // What was kept is found by another server sharing the store.
+        let other = Arc::new(Titles::open(&temp("prune-other"), Some(fs_store(&store))).await.unwrap());
+        let v = &versions[versions.len() - 3];
+        assert_eq!(other.version("fort", v).await.map(|t| t.content_version.clone()), Some(v.clone()));
     }
 }

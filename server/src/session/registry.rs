@@ -307,12 +307,12 @@ mod tests {
     use crate::journal::Journal;
     use crate::titles::Titles;
 
-    fn deps(name: &str, config: Config, blobs: Arc<dyn BlobStore>) -> Arc<Deps> {
+    async fn deps(name: &str, config: Config, blobs: Arc<dyn BlobStore>) -> Arc<Deps> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         let data = data_dir(name);
         Arc::new(Deps {
             config,
-            titles: Arc::new(Titles::load_dir(&root).unwrap()),
+            titles: Arc::new(Titles::open(&root, None).await.unwrap()),
             blobs,
             world: Arc::new(citadel_store::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
             clock: Arc::new(SystemClock),
@@ -344,7 +344,8 @@ mod tests {
         let data = data_dir("idle");
         let _ = std::fs::remove_dir_all(&data);
         let config = Config { idle_timeout_seconds: 1, ..Config::default() };
-        let sessions = Sessions::new(deps("idle", config, Arc::new(citadel_store::blob::FsBlobStore::new(&data))));
+        let sessions =
+            Sessions::new(deps("idle", config, Arc::new(citadel_store::blob::FsBlobStore::new(&data))).await);
         for p in ["a", "b", "c"] {
             sessions.login("mini", p).await.unwrap();
         }
@@ -404,7 +405,7 @@ mod tests {
             saves: AtomicUsize::new(0),
         });
         let config = Config { save_interval_seconds: 1, ..Config::default() };
-        let sessions = Sessions::new(deps("slow-save", config, blobs.clone()));
+        let sessions = Sessions::new(deps("slow-save", config, blobs.clone()).await);
         sessions.login("mini", "a").await.unwrap();
         sessions.request("mini", "a", Command::GetState).await.unwrap();
         // The first periodic save falls within 1.5 save intervals.
