@@ -213,6 +213,19 @@ pub struct ClansDef {
     pub create_cost: Amounts,
     /// Highest first.
     pub roles: Vec<RoleDef>,
+    /// Gifts of resources between members; none without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gifts: Option<GiftsDef>,
+}
+
+/// What members of one clan may give each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GiftsDef {
+    /// The resources that may be given, each with the most one gift carries.
+    pub resources: Amounts,
+    /// Gifts a player may send per day (UTC).
+    pub per_day: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1111,6 +1111,9 @@ impl Loader<'_> {
             let ids: Vec<Option<&str>> = clans.roles.iter().map(|r| Some(r.id.as_str())).collect();
             self.unique_ids(f, "/world/clans/roles", "role", &ids);
             self.need_keys(known, IdKind::Resource, &clans.create_cost, f, "/world/clans/create_cost");
+            if let Some(gifts) = &clans.gifts {
+                self.need_keys(known, IdKind::Resource, &gifts.resources, f, "/world/clans/gifts/resources");
+            }
         }
         if let Some(season) = &t.world.season {
             if crate::time::parse_utc(&season.start).is_none() {

@@ -225,16 +225,16 @@ error_codes! {
     InsufficientResources => "insufficient_resources", "the player cannot pay the cost";
     RequirementNotMet => "requirement_not_met", "a requires expression is false, or the needed building is missing";
     NoFreeBuilder => "no_free_builder", "every builder is busy";
-    LimitReached => "limit_reached", "max_count for this building at the current headquarters level is reached";
+    LimitReached => "limit_reached", "max_count for this building at the current headquarters level is reached, or the day's gifts to clan members (world.clans.gifts.per_day) are sent";
     MaxLevel => "max_level", "already at the highest level";
-    Busy => "busy", "that building is already under construction, the research is already running, every building that could take the work is busy, or a building with work cannot upgrade (work.while_upgrading false)";
+    Busy => "busy", "that building is already under construction, the research is already running, every building that could take the work is busy, a building with work cannot upgrade (work.while_upgrading false), or too many gifts are still on their way";
     NotBusy => "not_busy", "nothing in progress to cancel or speed up";
     NoSpeedUp => "no_speed_up", "this level's construction or research cannot be sped up (its speed_up is false)";
     OutOfBounds => "out_of_bounds", "the building would stick out of the grid";
     Collision => "collision", "the building would overlap another";
     QueueFull => "queue_full", "the training queue is full";
     HousingFull => "housing_full", "not enough housing for the units";
-    NotAvailable => "not_available", "the offer is outside its window or over its purchase limit, or the player holds none of that item";
+    NotAvailable => "not_available", "the offer is outside its window or over its purchase limit, the player holds none of that item, or the title has no such feature (clans, gifts)";
     AlreadyClaimed => "already_claimed", "the quest was already claimed";
     GoalNotMet => "goal_not_met", "the quest's goal is not reached yet";
     NothingToCollect => "nothing_to_collect", "nothing has been produced yet (or storage is full, for collect_all)";
@@ -294,6 +294,14 @@ events! {
     HookFailed { hook: String, message: String } => "hook_failed";
     /// Customer support changed the player's resources or items (signed amounts).
     Adjusted { resources: Amounts, items: Amounts } => "adjusted";
+    /// The player gave clan member `to` these resources (taken from the
+    /// player now; `gift` names the gift until it reaches `to`'s inbox).
+    GiftSent { gift: String, to: String, resources: Amounts } => "gift_sent";
+    /// A gift reached `to`'s inbox.
+    GiftDelivered { gift: String, to: String } => "gift_delivered";
+    /// A gift could not be delivered (`to`'s inbox is full): its resources
+    /// came back to the player.
+    GiftReturned { gift: String, to: String, resources: Amounts } => "gift_returned";
     /// Customer support put back the player's state as saved at `clock_ms`.
     Restored { clock_ms: i64 } => "restored";
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 /// The current player file format.
-pub const STATE_FORMAT_VERSION: u32 = 6;
+pub const STATE_FORMAT_VERSION: u32 = 7;
 
 /// A construction or upgrade in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +198,42 @@ pub struct PlayerState {
     /// by the rules.
     #[serde(default)]
     pub answered: Vec<Answered>,
+    /// Gifts to clan members: how many were sent today, and those not yet
+    /// in their receiver's inbox.
+    #[serde(default)]
+    pub gifts: Gifts,
 }
+
+/// Gifts a player sent (`world.clans.gifts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gifts {
+    /// The UTC day (days since 1970) `sent_today` counts.
+    pub day: i64,
+    pub sent_today: u32,
+    /// Taken from this player and not yet in the receiver's inbox, oldest
+    /// first; the server delivers each and then removes it, so a gift
+    /// outlives a crash of the server between the two.
+    pub outgoing: Vec<OutgoingGift>,
+}
+
+/// A gift on its way to a clan member's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutgoingGift {
+    /// Unique among the player's gifts; the receiver's inbox item id.
+    pub id: String,
+    pub to: String,
+    /// The clan both were in when it was sent.
+    pub clan: String,
+    pub resources: BTreeMap<String, i64>,
+    pub sent_ms: i64,
+}
+
+/// Gifts a player may have on their way at once: each is delivered within
+/// moments unless the world store is down, and a title allows at most 100
+/// a day.
+pub const OUTGOING_GIFTS_MAX: usize = 100;
 
 /// Keyed requests remembered per player. A client keeps at most this many
 /// keyed requests unanswered (docs/protocol.md), so every one it may send
@@ -271,7 +306,7 @@ type Migration = fn(&mut serde_json::Map<String, serde_json::Value>);
 
 /// The chain of migrations; `MIGRATIONS[i]` turns version `i + 1` into
 /// `i + 2`.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6, v6_to_v7];
 
 /// Version 2 counts journaled operations in `seq`; a version 1 file was
 /// written before any were counted.
@@ -315,6 +350,12 @@ fn v4_to_v5(obj: &mut serde_json::Map<String, serde_json::Value>) {
 /// an older file has answered none.
 fn v5_to_v6(obj: &mut serde_json::Map<String, serde_json::Value>) {
     obj.entry("answered").or_insert(serde_json::Value::Array(Vec::new()));
+}
+
+/// Version 7 keeps the gifts a player sent to clan members; an older file
+/// has sent none.
+fn v6_to_v7(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    obj.entry("gifts").or_insert(serde_json::json!({ "day": 0, "sent_today": 0, "outgoing": [] }));
 }
 
 impl PlayerState {

@@ -77,6 +77,9 @@ function describe(e) {
     case "refunded": return "Resources were given back.";
     case "migrated": return "The game was updated.";
     case "adjusted": return "Customer support changed your resources.";
+    case "gift_sent": return `Your gift is on its way to ${e.to}.`;
+    case "gift_delivered": return `${e.to} received your gift.`;
+    case "gift_returned": return `${e.to} could not take your gift (their inbox is full); it came back to you.`;
     case "restored": return "Customer support restored your base.";
     default: return null;
   }
@@ -91,6 +94,7 @@ function inboxText(item) {
     return `${item.from} raided your base: ${r.victory ? "they won" : "you held"}${loot ? `; they took ${loot}` : ""}.`;
   }
   const gifts = Object.entries({ ...(item.resources || {}), ...(item.items || {}) }).map(([k, v]) => `${v} ${m.name(k)}`);
+  if (item.kind === "gift") return `${item.from}, of your clan, gave you ${gifts.join(", ")}.`;
   return `${item.from} sent you ${gifts.join(", ") || "a message"}.`;
 }
 

@@ -741,15 +741,44 @@ export class Ui {
       } },
       h("label", { for: "chat-text", class: "visually-hidden" }, "Message"),
       h("input", { id: "chat-text", maxlength: 500, autocomplete: "off", placeholder: "Say something to your clan" }),
-      h("button", { type: "submit", id: "chat-send" }, "Send")),
-      h("button", { class: "quiet", onclick: async () => {
-        if (await this.change("clan_leave", {})) {
-          this.extra.clanLoaded = false;
-          this.render();
-        }
-      } }, "Leave the clan"));
+      h("button", { type: "submit", id: "chat-send" }, "Send")));
+    const others = c.members.filter((x) => x.player !== this.game.player());
+    if (rules.gifts && others.length) out.push(...this.giftForm(rules.gifts, others));
+    out.push(h("button", { class: "quiet", onclick: async () => {
+      if (await this.change("clan_leave", {})) {
+        this.extra.clanLoaded = false;
+        this.render();
+      }
+    } }, "Leave the clan"));
     queueMicrotask(() => this.renderChat());
     return out;
+  }
+
+  // Give a clan member resources, as the title's world.clans.gifts allows.
+  giftForm(gifts, others) {
+    const m = this.model;
+    const kinds = Object.entries(gifts.resources);
+    const most = () => gifts.resources[document.getElementById("gift-resource").value] || 1;
+    return [h("h3", {}, "Give"),
+      h("p", {}, `Up to ${gifts.per_day} gifts a day.`),
+      h("form", { class: "stack", id: "clan-gift", onsubmit: async (e) => {
+        e.preventDefault();
+        const to = document.getElementById("gift-to").value;
+        const resource = document.getElementById("gift-resource").value;
+        const amount = Number(document.getElementById("gift-amount").value);
+        if (await this.change("clan_gift", { to, resources: { [resource]: amount } })) {
+          document.getElementById("gift-amount").value = "";
+          this.game.refresh();
+        }
+      } },
+      h("label", { for: "gift-to" }, "To"),
+      h("select", { id: "gift-to" }, others.map((x) => h("option", { value: x.player }, x.player))),
+      h("label", { for: "gift-resource" }, "What"),
+      h("select", { id: "gift-resource", onchange: () => { document.getElementById("gift-amount").max = most(); } },
+        kinds.map(([r, n]) => h("option", { value: r }, `${m.name(r)} (up to ${number(n)})`))),
+      h("label", { for: "gift-amount" }, "How much"),
+      h("input", { id: "gift-amount", type: "number", min: 1, max: kinds[0][1], required: true }),
+      h("button", { type: "submit", id: "gift-send" }, "Give"))];
   }
 
   // ------------------------------------------------------------ top scores

@@ -37,6 +37,14 @@ pub enum Op {
     /// Journaled with the key `inbox:<id>`, so that it applies once even
     /// when the server dies before the world store marks it claimed.
     Inbox { item: InboxGrant },
+    /// A gift to clan member `to` (both in `clan`, as the world store said):
+    /// its resources taken, the gift kept on its way as `gift`.
+    GiftSent { gift: String, to: String, clan: String, resources: citadel_runtime::format::Amounts },
+    /// The gift is in its receiver's inbox.
+    GiftDelivered { gift: String },
+    /// The gift could not be delivered (the receiver's inbox is full): its
+    /// resources come back.
+    GiftReturned { gift: String },
     /// Customer support put back the player's state from a snapshot
     /// (the whole state is in the record, so replay needs no snapshot).
     Restore { state: Box<citadel_runtime::PlayerState>, snapshot: String },
@@ -133,6 +141,16 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
             };
             serialize(&json!({ "events": events, "item": item.id }))
         }
+        Op::GiftSent { gift, to, clan, resources } => {
+            match citadel_runtime::clan::send_gift(title, state, gift, to, clan, resources, now, rng) {
+                Ok(events) => serialize(&json!({ "events": events, "gift": gift })),
+                Err(e) => Err(ApiError::rules(e)),
+            }
+        }
+        Op::GiftDelivered { gift } => {
+            serialize(&Events { events: &citadel_runtime::clan::gift_delivered(state, gift) })
+        }
+        Op::GiftReturned { gift } => serialize(&Events { events: &citadel_runtime::clan::gift_returned(state, gift) }),
         Op::Restore { state: earlier, snapshot } => match citadel_runtime::support::restore(state, earlier) {
             Ok(events) => serialize(&json!({ "events": events, "snapshot": snapshot })),
             Err(e) => Err(ApiError::rules(e)),
@@ -163,6 +181,9 @@ pub(crate) fn op_name(title: &Title, op: &Op) -> String {
         Op::ClanFounded { .. } => "clan_create",
         Op::Adjust { .. } => "admin_adjust",
         Op::Inbox { .. } => "inbox_claim",
+        Op::GiftSent { .. } => "clan_gift",
+        Op::GiftDelivered { .. } => "gift_delivered",
+        Op::GiftReturned { .. } => "gift_returned",
         Op::Restore { .. } => "admin_restore",
         Op::Act { action: citadel_runtime::Action::Custom { name, .. } } if title.actions.contains_key(name) => {
             return format!("custom:{name}")

@@ -323,6 +323,7 @@ pub const CLAN_ACTIONS: &[&str] = &[
     "clan_disband",
     "clan_chat_post",
     "clan_chat",
+    "clan_gift",
 ];
 
 /// Which top score window a request means: the one running now.
@@ -488,6 +489,11 @@ pub enum ClanCommand {
         #[serde(default = "default_page")]
         limit: usize,
     },
+    /// Give a member of the player's clan resources, as the title's
+    /// `world.clans.gifts` allows: taken now, claimed from the receiver's
+    /// inbox.
+    #[serde(rename = "clan_gift")]
+    Gift { to: String, resources: citadel_runtime::format::Amounts },
 }
 
 fn yes() -> bool {

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::bus::token;
+use crate::bus::token;
 use crate::deps::Deps;
 use crate::profile::Kind;
 use crate::protocol::Push;

@@ -2,7 +2,9 @@
 //! servers (three `citadel serve` processes) from one command, each
 //! answering, sharing one live world: clan chat between members on two
 //! servers, a map watcher on the third seeing a base placed on the first;
-//! Ctrl-C stops them all, each saving its players.
+//! Ctrl-C stops them all, each saving its players. And three `citadel
+//! serve` processes on one NATS, one of them restarted: a raid report
+//! reaches an offline player wherever they next log in, applied once.
 
 mod support;
 
@@ -214,5 +216,101 @@ async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_t
     }
     assert!(data.join("nats").is_dir(), "JetStream stored in the data folder");
     assert!(std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(), "NATS stopped too");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `citadel serve` on one NATS, sharing `data`, with its own server folder
+/// `name` (so a restart is the same server again).
+fn serve(data: &std::path::Path, name: &str, nats: &support::Nats) -> (support::Killed, String) {
+    let config = data.join(format!("{name}.toml"));
+    let prefix = format!("cluster{}", std::process::id());
+    std::fs::write(
+        &config,
+        format!("idle_timeout_seconds = 1\n[nats]\nurl = \"{}\"\nsubject_prefix = \"{prefix}\"\n", nats.url),
+    )
+    .unwrap();
+    let (process, addr) = support::serve_in(&config, data, &data.join("titles"), &data.join(name));
+    (process, format!("http://{addr}"))
+}
+
+/// Logs `player` in at `http`: their session token.
+async fn login(http: &str, player: &str) -> String {
+    let r = post(format!("{http}/v1/mini/login"), None, json!({ "player": player })).await;
+    r["token"].as_str().unwrap_or_else(|| panic!("logging {player} in at {http}: {r}")).to_string()
+}
+
+async fn act(http: &str, token: &str, action: &str, args: Value) -> Value {
+    post(format!("{http}/v1/mini/request"), Some(token), json!({ "id": 1, "action": action, "args": args })).await
+}
+
+/// Operations named `op` in a player's history.
+fn count_ops(state: &Value, op: &str) -> usize {
+    state["history"].as_array().unwrap().iter().filter(|h| h["op"] == op).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raid_report_reaches_an_offline_player_on_another_process_and_is_applied_once_across_its_restart() {
+    let Some(nats) = support::Nats::start("the inbox across server processes") else {
+        return;
+    };
+    let data = support::temp("cluster-inbox");
+    let to = data.join("titles/mini");
+    support::server::copy_dir(&support::root().join("tests/fixtures/mini"), &to);
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(to.join("title.json")).unwrap()).unwrap();
+    t["start"]["units"] = json!({ "guard": 20 });
+    std::fs::write(to.join("title.json"), t.to_string()).unwrap();
+    let (_a, a) = serve(&data, "server-a", &nats);
+    let (mut b_process, b) = serve(&data, "server-b", &nats);
+    let (_c, c) = serve(&data, "server-c", &nats);
+
+    // Dee played once on C, and left.
+    login(&c, "dee").await;
+    let ann = login(&a, "ann").await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = act(&a, &ann, "raid_start", json!({ "defender": "dee" })).await;
+        if r["error"]["code"] != "defender_online" {
+            break r;
+        }
+        assert!(Instant::now() < until, "dee's session on C never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r["ok"], true, "{r}");
+    let raid = r["result"]["raid"].as_str().unwrap().to_string();
+    let result = json!({ "victory": true, "destruction_percent": 80, "loot": { "gold": 200 }, "units_used": { "guard": 3 }, "seconds": 2 });
+    let r = act(&a, &ann, "raid_end", json!({ "raid": raid, "result": result })).await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    // Dee logs in on B: the report is there, told once, applied once.
+    let dee = login(&b, "dee").await;
+    let r = act(&b, &dee, "inbox", json!({})).await;
+    let items = r["result"]["items"].as_array().unwrap_or_else(|| panic!("{r}")).clone();
+    assert_eq!(items.len(), 1, "{r}");
+    assert_eq!((items[0]["kind"].as_str(), items[0]["from"].as_str()), (Some("raid_report"), Some("ann")));
+    assert_eq!(items[0]["body"]["raid"], raid.as_str());
+    assert_eq!(items[0]["body"]["result"]["loot"]["gold"], 200);
+    let told = r["pushes"].as_array().map_or(0, |p| p.iter().filter(|p| p["event"] == "inbox").count());
+    assert_eq!(told, 1, "told once: {r}");
+    let st = act(&b, &dee, "get_state", Value::Null).await;
+    assert_eq!(count_ops(&st["result"]["state"], "inbox_claim"), 1, "{st}");
+    assert_eq!(st["result"]["state"]["battle_log"][0]["attacker"], "ann", "{st}");
+    // The claim is marked in the world store beside the session: wait for it.
+    let until = Instant::now() + Duration::from_secs(5);
+    while act(&b, &dee, "inbox", json!({})).await["result"]["items"][0]["claimed_ms"].is_null() {
+        assert!(Instant::now() < until, "the claim was never marked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // B restarts (a deploy: SIGTERM, every player saved); dee logs in on
+    // it again: the report is still listed, neither told nor applied again.
+    assert!(b_process.stop(Duration::from_secs(20)), "B stopped cleanly");
+    let (_b_again, b) = serve(&data, "server-b", &nats);
+    let dee = login(&b, "dee").await;
+    let st = act(&b, &dee, "get_state", Value::Null).await;
+    assert!(st["pushes"].as_array().is_none_or(|p| p.iter().all(|p| p["event"] != "inbox")), "told again: {st}");
+    assert_eq!(count_ops(&st["result"]["state"], "inbox_claim"), 1, "applied once: {st}");
+    let r = act(&b, &dee, "inbox", json!({})).await;
+    assert_eq!(r["result"]["items"].as_array().map(Vec::len), Some(1), "{r}");
+    drop(nats);
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -26,18 +26,7 @@ fn serve(data: &Path, titles: &Path, config: &Path) -> (Killed, String) {
 
 /// [`serve`] with a server folder of its own (servers sharing `data`).
 fn serve_as(data: &Path, titles: &Path, config: &Path, server_dir: &Path) -> (Killed, String) {
-    support::citadel(&[
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-        "--titles".as_ref(),
-        titles.as_os_str(),
-        "--server-dir".as_ref(),
-        server_dir.as_os_str(),
-    ])
+    support::serve_in(config, data, titles, server_dir)
 }
 
 async fn login(addr: &str, player: &str) -> Value {

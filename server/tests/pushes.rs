@@ -348,89 +348,23 @@ async fn a_map_watcher_on_one_server_sees_a_base_placed_and_moved_on_another_wit
     drop(nats);
 }
 
-/// The mini title whose players start with 20 guards (to raid with), and
-/// sessions that end a second after the last request.
-fn raiding(data: &std::path::Path) -> impl FnOnce(&mut citadel_server::Config) + Clone {
-    let to = data.join("titles/mini");
-    copy_dir(&support::root().join("tests/fixtures/mini"), &to);
-    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(to.join("title.json")).unwrap()).unwrap();
-    t["start"]["units"] = json!({ "guard": 20 });
-    std::fs::write(to.join("title.json"), t.to_string()).unwrap();
-    let titles = data.join("titles");
-    move |c| {
-        c.titles = titles;
-        c.idle_timeout_seconds = 1;
-    }
+/// Ann, live on `a`, founds the open clan `name`; bob, live on `b`, joins
+/// it: their sockets.
+async fn two_members(a: &Server, b: &Server, name: &str, pushes: &mut Vec<Value>) -> (Socket, Socket) {
+    let (ta, _) = a.login("mini", "ann").await;
+    let (tb, _) = b.login("mini", "bob").await;
+    let mut wa = socket(a, "mini", &ta).await;
+    let mut wb = socket(b, "mini", &tb).await;
+    let r = ask(&mut wa, 1, "clan_create", json!({ "name": name, "open": true }), pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = ask(&mut wb, 1, "clan_join", json!({ "clan": name }), pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    (wa, wb)
 }
 
 /// Operations named `op` in the player's history.
 fn count_ops(state: &Value, op: &str) -> usize {
     state["history"].as_array().unwrap().iter().filter(|h| h["op"] == op).count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_raid_report_waits_in_the_inbox_of_an_offline_player_and_is_applied_once_across_a_restart() {
-    let Some(nats) = support::Nats::start("the inbox across servers") else {
-        return;
-    };
-    let data = fresh_data("inbox-cluster");
-    let titles = raiding(&data);
-    let a = member_with(&data, "a", &nats, titles.clone()).await;
-    let b = member_with(&data, "b", &nats, titles.clone()).await;
-    // Dee played once on B, and left.
-    b.login("mini", "dee").await;
-    let (ann, _) = a.login("mini", "ann").await;
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    let r = loop {
-        let (_, r) = a.act("mini", &ann, "raid_start", json!({ "defender": "dee" })).await;
-        if r["error"]["code"] != "defender_online" {
-            break r;
-        }
-        assert!(std::time::Instant::now() < until, "dee's session never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(r["ok"], true, "{r}");
-    let raid = r["result"]["raid"].as_str().unwrap().to_string();
-    let result = json!({ "victory": true, "destruction_percent": 80, "loot": { "gold": 200 }, "units_used": { "guard": 3 }, "seconds": 2 });
-    let (_, r) = a.act("mini", &ann, "raid_end", json!({ "raid": raid, "result": result })).await;
-    assert_eq!(r["ok"], true, "{r}");
-    // Dee logs in on B: the report is claimed, pushed with the next answer, listed.
-    let (dee, _) = b.login("mini", "dee").await;
-    let (_, r) = b.act("mini", &dee, "inbox", json!({})).await;
-    let items = r["result"]["items"].as_array().unwrap().clone();
-    assert_eq!(items.len(), 1, "{r}");
-    assert_eq!((items[0]["kind"].as_str(), items[0]["from"].as_str()), (Some("raid_report"), Some("ann")));
-    assert_eq!(items[0]["body"]["raid"], raid.as_str());
-    assert_eq!(items[0]["body"]["result"]["loot"]["gold"], 200);
-    let pushed: Vec<&Value> =
-        r["pushes"].as_array().map(|p| p.iter().filter(|p| p["event"] == "inbox").collect()).unwrap_or_default();
-    assert_eq!(pushed.len(), 1, "told once: {r}");
-    assert_eq!(pushed[0]["item"]["id"], items[0]["id"]);
-    let (_, st) = b.act("mini", &dee, "get_state", Value::Null).await;
-    assert_eq!(count_ops(&st["result"]["state"], "inbox_claim"), 1);
-    // The claim is marked in the world store (beside the session: wait for it).
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, r) = b.act("mini", &dee, "inbox", json!({})).await;
-        if !r["result"]["items"][0]["claimed_ms"].is_null() {
-            break;
-        }
-        assert!(std::time::Instant::now() < until, "never marked claimed: {r}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // B restarts; dee logs in again: nothing applied a second time.
-    b.stop().await;
-    let b = member_with(&data, "b", &nats, titles).await;
-    let (dee, _) = b.login("mini", "dee").await;
-    let (_, r) = b.act("mini", &dee, "get_state", Value::Null).await;
-    assert!(r["pushes"].as_array().is_none_or(|p| p.iter().all(|p| p["event"] != "inbox")), "not told again: {r}");
-    assert_eq!(count_ops(&r["result"]["state"], "inbox_claim"), 1, "applied once");
-    let (_, r) = b.act("mini", &dee, "inbox", json!({})).await;
-    assert_eq!(r["result"]["items"].as_array().unwrap().len(), 1);
-    for s in [a, b] {
-        s.stop().await;
-    }
-    drop(nats);
 }
 
 /// Every file of a title folder, by path, as `/admin/api/titles/{id}/push` takes them.
@@ -467,10 +401,16 @@ async fn a_title_pushed_to_one_server_is_served_by_all_within_a_second_and_a_ref
     let Some(nats) = support::Nats::start("title pushes across servers") else {
         return;
     };
-    let data = fresh_data("titles-cluster");
-    let a = member(&data, "a", &nats).await;
-    let b = member(&data, "b", &nats).await;
-    let c = member(&data, "c", &nats).await;
+    // Three machines: each its own data folder; the version store is the
+    // S3 bucket they share.
+    let s3 = support::s3s_fs().await;
+    let mut servers = Vec::new();
+    for name in ["a", "b", "c"] {
+        let data = fresh_data(&format!("titles-cluster-{name}"));
+        let s3 = s3.clone();
+        servers.push(member_with(&data, name, &nats, move |c| c.s3 = Some(s3)).await);
+    }
+    let [a, b, c] = <[Server; 3]>::try_from(servers).unwrap_or_else(|_| unreachable!("three servers"));
     let all = [&a, &b, &c];
     let before = served(&all, "mini").await;
     assert!(before.iter().all(|v| !v.is_empty() && *v == before[0]), "{before:?}");
@@ -534,15 +474,8 @@ async fn with_nats_down_every_server_answers_its_players_and_pushes_and_inbox_it
     let data = fresh_data("nats-down");
     let a = member(&data, "a", &nats).await;
     let b = member(&data, "b", &nats).await;
-    let (ta, _) = a.login("mini", "ann").await;
-    let (tb, _) = b.login("mini", "bob").await;
     let mut pushes = Vec::new();
-    let mut wa = socket(&a, "mini", &ta).await;
-    let mut wb = socket(&b, "mini", &tb).await;
-    let r = ask(&mut wa, 1, "clan_create", json!({ "name": "Night Owls", "open": true }), &mut pushes).await;
-    assert_eq!(r["ok"], true, "{r}");
-    let r = ask(&mut wb, 1, "clan_join", json!({ "clan": "Night Owls" }), &mut pushes).await;
-    assert_eq!(r["ok"], true, "{r}");
+    let (mut wa, mut wb) = two_members(&a, &b, "Night Owls", &mut pushes).await;
     assert_eq!(metric(&a, "citadel_bus_up").await, 1.0);
 
     nats.kill();
@@ -673,4 +606,142 @@ async fn a_grant_sent_on_one_server_reaches_a_player_live_on_another_within_a_se
         s.stop().await;
     }
     drop(nats);
+}
+
+/// The mini fixture with gifts between clan members (100 gold at most, two
+/// a day), in `data`'s titles folder.
+fn gifting(data: &std::path::Path) -> std::path::PathBuf {
+    let to = data.join("titles/mini");
+    copy_dir(&support::root().join("tests/fixtures/mini"), &to);
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(to.join("title.json")).unwrap()).unwrap();
+    t["world"]["clans"]["gifts"] = json!({ "resources": { "gold": 100 }, "per_day": 2 });
+    std::fs::write(to.join("title.json"), t.to_string()).unwrap();
+    data.join("titles")
+}
+
+/// The next push on the socket that is not a chat line or a clan change
+/// (those a join sends first).
+async fn push_not_clan(w: &mut Socket, within: Duration) -> Value {
+    loop {
+        let m = push_within(w, within).await;
+        if m["event"] != "chat" && m["event"] != "clan" {
+            return m;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gift_to_a_clan_member_on_another_server_arrives_once_and_a_full_inbox_sends_it_back() {
+    let Some(nats) = support::Nats::start("gifts across servers") else {
+        return;
+    };
+    let data = fresh_data("gift-cluster");
+    let titles = gifting(&data);
+    let dir = titles.clone();
+    let a = member_with(&data, "a", &nats, move |c| c.titles = dir).await;
+    let b = member_with(&data, "b", &nats, move |c| c.titles = titles).await;
+    let (tc, _) = a.login("mini", "cid").await;
+    let mut pushes = Vec::new();
+    let (mut wa, mut wb) = two_members(&a, &b, "Givers", &mut pushes).await;
+    let gold_of = |r: &Value| r["result"]["state"]["resources"]["gold"].as_i64().unwrap();
+    let ann_gold = gold_of(&ask(&mut wa, 2, "get_state", Value::Null, &mut pushes).await);
+    let bob_gold = gold_of(&ask(&mut wb, 2, "get_state", Value::Null, &mut pushes).await);
+
+    // Refused, taking nothing: to someone outside the clan, to oneself,
+    // more than a gift carries (mini: 100 gold), what may not be given.
+    let gift = |to: &str, resources: Value| json!({ "to": to, "resources": resources });
+    let r = ask(&mut wa, 3, "clan_gift", gift("cid", json!({ "gold": 10 })), &mut pushes).await;
+    assert_eq!(r["error"]["code"], "not_in_clan", "{r}");
+    let r = ask(&mut wa, 4, "clan_gift", gift("ann", json!({ "gold": 10 })), &mut pushes).await;
+    assert_eq!(r["error"]["code"], "invalid_argument", "{r}");
+    let r = ask(&mut wa, 5, "clan_gift", gift("bob", json!({ "gold": 101 })), &mut pushes).await;
+    assert_eq!(r["error"]["code"], "invalid_argument", "{r}");
+    let r = ask(&mut wa, 6, "clan_gift", gift("bob", json!({ "gems": 1 })), &mut pushes).await;
+    assert_eq!(r["error"]["code"], "invalid_argument", "{r}");
+    let (_, r) = a.act("mini", &tc, "clan_gift", gift("bob", json!({ "gold": 1 }))).await;
+    assert_eq!(r["error"]["code"], "not_in_clan", "cid is in no clan: {r}");
+
+    // Ann gives bob 60 gold: taken at once; bob, live on B, is told within
+    // a second and has it; ann learns it was delivered.
+    let sent = std::time::Instant::now();
+    let r = ask(&mut wa, 7, "clan_gift", gift("bob", json!({ "gold": 60 })), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let id = r["result"]["gift"].as_str().unwrap().to_string();
+    let got = push_not_clan(&mut wb, Duration::from_secs(1)).await;
+    assert!(sent.elapsed() < Duration::from_secs(1), "{:?}", sent.elapsed());
+    assert_eq!((got["event"].as_str(), got["item"]["kind"].as_str()), (Some("inbox"), Some("gift")), "{got}");
+    assert_eq!((got["item"]["from"].as_str(), got["item"]["id"].as_str()), (Some("ann"), Some(id.as_str())));
+    assert_eq!(got["item"]["resources"]["gold"], 60);
+    let told = push_not_clan(&mut wa, Duration::from_secs(1)).await;
+    assert_eq!(told["events"][0]["event"], "gift_delivered", "{told}");
+    let r = ask(&mut wb, 8, "get_state", Value::Null, &mut pushes).await;
+    assert_eq!(gold_of(&r), bob_gold + 60, "applied once");
+    assert_eq!(count_ops(&r["result"]["state"], "inbox_claim"), 1);
+    let r = ask(&mut wa, 9, "get_state", Value::Null, &mut pushes).await;
+    assert_eq!(gold_of(&r), ann_gold - 60);
+    assert_eq!(r["result"]["state"]["gifts"]["outgoing"], json!([]), "{r}");
+
+    // Bob goes offline with a full inbox: ann's next gift comes back to her.
+    drop(wb);
+    let (status, r) = b.admin_post("/admin/api/players/mini/bob/logout", json!({ "reason": "test: offline" })).await;
+    assert_eq!(status, 200, "{r}");
+    for i in 0..citadel_server::session::inbox::INBOX_UNCLAIMED_MAX {
+        let note = json!({ "message": format!("note {i}"), "reason": "test: a full inbox" });
+        let (status, r) = b.admin_post("/admin/api/players/mini/bob/send", note).await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let r = ask(&mut wa, 10, "clan_gift", gift("bob", json!({ "gold": 40 })), &mut pushes).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let told = push_not_clan(&mut wa, Duration::from_secs(1)).await;
+    assert_eq!(told["events"][0]["event"], "gift_returned", "{told}");
+    let r = ask(&mut wa, 11, "get_state", Value::Null, &mut pushes).await;
+    assert_eq!(gold_of(&r), ann_gold - 60, "the 40 came back");
+    // Two gifts a day (mini): the third is refused.
+    let r = ask(&mut wa, 12, "clan_gift", gift("bob", json!({ "gold": 1 })), &mut pushes).await;
+    assert_eq!(r["error"]["code"], "limit_reached", "{r}");
+    for s in [a, b] {
+        s.stop().await;
+    }
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gift_still_on_its_way_when_its_server_stopped_is_delivered_at_the_givers_next_session_once() {
+    let data = fresh_data("gift-pending");
+    let titles = gifting(&data);
+    let dir = titles.clone();
+    let s = start(data.clone(), move |c| c.titles = dir).await;
+    let (ta, _) = s.login("mini", "ann").await;
+    let (tb, _) = s.login("mini", "bob").await;
+    let (_, r) = s.act("mini", &ta, "clan_create", json!({ "name": "Keepers", "open": true })).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let (_, r) = s.act("mini", &tb, "clan_join", json!({ "clan": "Keepers" })).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let (_, r) = s.act("mini", &tb, "get_state", Value::Null).await;
+    let bob_gold = r["result"]["state"]["resources"]["gold"].as_i64().unwrap();
+    let (clock, data) = (s.clock.clone(), s.stop().await);
+    // As a server that died after taking the gold and before the inbox had
+    // the gift leaves ann's file: the gift on its way.
+    let file = data.join("players/mini/ann.json");
+    let mut ann: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    ann["gifts"]["outgoing"] = json!([{ "id": "gift:pending:1", "to": "bob", "clan": "keepers", "resources": { "gold": 25 }, "sent_ms": START }]);
+    std::fs::write(&file, ann.to_string()).unwrap();
+
+    let dir = titles.clone();
+    let s = start_at(data.clone(), clock.clone(), move |c| c.titles = dir).await;
+    let (ta, _) = s.login("mini", "ann").await;
+    let (_, r) = s.act("mini", &ta, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["gifts"]["outgoing"], json!([]), "delivered at login: {r}");
+    let (tb, _) = s.login("mini", "bob").await;
+    let (_, r) = s.act("mini", &tb, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["resources"]["gold"].as_i64(), Some(bob_gold + 25), "{r}");
+    let data = s.stop().await;
+    // Both log in again: nothing more arrives.
+    let s = start_at(data, clock, move |c| c.titles = titles).await;
+    s.login("mini", "ann").await;
+    let (tb, _) = s.login("mini", "bob").await;
+    let (_, r) = s.act("mini", &tb, "get_state", Value::Null).await;
+    assert_eq!(r["result"]["state"]["resources"]["gold"].as_i64(), Some(bob_gold + 25), "once: {r}");
+    assert_eq!(count_ops(&r["result"]["state"], "inbox_claim"), 1);
+    s.stop().await;
 }

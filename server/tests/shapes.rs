@@ -69,6 +69,17 @@ fn events() -> Vec<Event> {
         Event::Migrated { from: "v1".into(), to: "v2".into(), changes: 3 },
         Event::HookFailed { hook: "on_login".into(), message: "script_ops_max reached".into() },
         Event::Adjusted { resources: amounts(&[("gems", -5)]), items: amounts(&[("gold_chest", 1)]) },
+        Event::GiftSent {
+            gift: "gift:9f86d081884c7d659a2feaa0c55ad015:42".into(),
+            to: "bob".into(),
+            resources: amounts(&[("gold", 60)]),
+        },
+        Event::GiftDelivered { gift: "gift:9f86d081884c7d659a2feaa0c55ad015:42".into(), to: "bob".into() },
+        Event::GiftReturned {
+            gift: "gift:9f86d081884c7d659a2feaa0c55ad015:43".into(),
+            to: "bob".into(),
+            resources: amounts(&[("gold", 40)]),
+        },
         Event::Restored { clock_ms: 1_764_532_800_000 },
     ]
 }
@@ -107,6 +118,14 @@ fn ops() -> Vec<Op> {
                 items: amounts(&[]),
             },
         },
+        Op::GiftSent {
+            gift: "gift:9f86d081884c7d659a2feaa0c55ad015:42".into(),
+            to: "bob".into(),
+            clan: "wolves".into(),
+            resources: amounts(&[("gold", 60)]),
+        },
+        Op::GiftDelivered { gift: "gift:9f86d081884c7d659a2feaa0c55ad015:42".into() },
+        Op::GiftReturned { gift: "gift:9f86d081884c7d659a2feaa0c55ad015:43".into() },
         Op::Restore { state: Box::new(PlayerState::default()), snapshot: "1764532800000-0000000042.json".into() },
     ]
 }

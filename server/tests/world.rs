@@ -274,20 +274,7 @@ async fn the_map_places_moves_and_finds_bases() {
 fn process(data: &Path, titles: &Path, name: &str) -> (support::Killed, String) {
     let config = data.join("citadel.toml");
     std::fs::write(&config, "idle_timeout_seconds = 1\nlogin_lock_wait_seconds = 0\n").unwrap();
-    let args: Vec<std::ffi::OsString> = vec![
-        "--config".into(),
-        config.into_os_string(),
-        "--data-dir".into(),
-        data.as_os_str().to_owned(),
-        "--titles".into(),
-        titles.as_os_str().to_owned(),
-        "--server-dir".into(),
-        data.join(name).into_os_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-    ];
-    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    support::citadel(&refs)
+    support::serve_in(&config, data, titles, &data.join(name))
 }
 
 /// Logs in on a server process: the session token, or the error answer.

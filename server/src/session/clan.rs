@@ -74,6 +74,7 @@ impl Session {
                 Err(e) => Err(e),
             },
             ClanCommand::ChatPost { text } => self.clan_chat_post(deps, title, &rules, text, now).await,
+            ClanCommand::Gift { to, resources } => return self.clan_gift(deps, title, &rules, to, resources).await,
             ClanCommand::Chat { before, limit } => match self.my_clan(deps, title, &rules, None).await {
                 Ok(me) => match deps.world.chat(title.id(), &me.clan, before, limit).await {
                     Ok(lines) => serialize(&json!({ "clan": me.clan, "lines": lines })),
@@ -108,6 +109,41 @@ impl Session {
             }
         }
         Ok(me)
+    }
+
+    /// A gift to a member of the player's clan: both must be in one clan
+    /// now; the rules check the rest (`citadel_runtime::clan::send_gift`).
+    /// Delivered once its record is durable (`session/gifts.rs`).
+    async fn clan_gift(
+        &mut self,
+        deps: &Deps,
+        title: &Title,
+        rules: &ClansDef,
+        to: String,
+        resources: citadel_runtime::format::Amounts,
+    ) -> Next {
+        if rules.gifts.is_none() {
+            let message = format!("title `{}` has no gifts between clan members", title.id());
+            let e =
+                citadel_runtime::rules::ActionError { code: citadel_runtime::rules::ErrorCode::NotAvailable, message };
+            return Next::Answer(Err(ApiError::rules(e)));
+        }
+        if to == self.key.1 {
+            return Next::Answer(Err(refused(Code::InvalidArgument, "a gift is for another member")));
+        }
+        let me = match self.my_clan(deps, title, rules, None).await {
+            Ok(me) => me,
+            Err(e) => return Next::Answer(Err(e)),
+        };
+        match deps.world.membership(title.id(), &to).await {
+            Ok(Some(them)) if them.clan == me.clan => {}
+            Ok(_) => {
+                return Next::Answer(Err(refused(Code::NotInClan, format!("`{to}` is not in your clan"))));
+            }
+            Err(e) => return Next::Answer(Err(internal(e))),
+        }
+        let gift = super::gifts::gift_id(&self.key.1, self.state.seq + 1);
+        Next::Op(Op::GiftSent { gift, to, clan: me.clan, resources })
     }
 
     #[allow(clippy::too_many_arguments)]

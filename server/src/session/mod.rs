@@ -26,6 +26,7 @@
 //! - `save`: the save, lock renewal and snapshot policy.
 //! - `world`, `clan`: requests on the shared world and on clans.
 //! - `inbox`: claiming the player's inbox, exactly once.
+//! - `gifts`: delivering gifts to clan members' inboxes, exactly once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +42,7 @@ use crate::protocol::{Answer, ApiError, ClanCommand, Code, Command, WorldCommand
 use citadel_store::world::{Lease, Position};
 
 mod clan;
+mod gifts;
 pub mod inbox;
 mod raids;
 mod registry;
@@ -157,6 +159,8 @@ struct Session {
     /// The answers to the last keyed requests that changed only the shared
     /// world (the player state remembers the others: `answered`).
     world_answers: std::collections::VecDeque<(String, Result<Answer, ApiError>)>,
+    /// Gifts whose records are durable, to deliver.
+    gifts_ready: Arc<gifts::Ready>,
 }
 
 /// The reply channel of a message.

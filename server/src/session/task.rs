@@ -96,6 +96,8 @@ impl Sessions {
         let mut renewing: Option<Background<RenewOutcome>> = None;
         deps.connections.session_started(&key.0, &key.1);
         session.claim_inbox(&deps, &title).await;
+        session.deliver_gifts(&deps, &title).await;
+        let gifts_ready = session.gifts_ready.clone();
         let mut wake_not_before = tokio::time::Instant::now();
         loop {
             let wake = session.next_wake(&deps).map(|w| w.max(wake_not_before));
@@ -122,6 +124,7 @@ impl Sessions {
                 }
                 _ = save_tick.tick(), if saving.is_none() => saving = session.start_save(&deps, &blob_key).await,
                 _ = renew_tick.tick(), if renewing.is_none() => renewing = session.start_renew(&deps),
+                _ = gifts_ready.notify.notified() => session.deliver_gifts(&deps, &title).await,
                 _ = sleep_until(wake), if wake.is_some() => {
                     if !session.wake(&deps, &title).await {
                         wake_not_before = tokio::time::Instant::now() + WAKE_RETRY;
@@ -281,6 +284,7 @@ impl Session {
                 (state, etag)
             }
         };
+        let gifts_ready = super::gifts::Ready::of(&state);
         let mut session = Session {
             key: key.clone(),
             saved_seq: state.seq,
@@ -297,6 +301,7 @@ impl Session {
             logged_out_ms: restriction.logged_out_ms,
             ending: false,
             world_answers: std::collections::VecDeque::new(),
+            gifts_ready,
         };
         session.join_world(deps, title).await?;
         Ok(session)
@@ -396,7 +401,14 @@ impl Session {
                 return self.answer_in_order(deps, reply, r).await;
             }
         };
+        let gift = match &op {
+            Op::GiftSent { gift, .. } => Some((gift.clone(), self.gifts_ready.clone())),
+            _ => None,
+        };
         let done = Box::new(move |r: Result<Answer, ApiError>| {
+            if let (Some((id, ready)), true) = (gift, r.is_ok()) {
+                ready.durable(id);
+            }
             let _ = reply.send(r);
         });
         self.run(deps, title, op, key, now, Some(&flight), done).await;

@@ -108,6 +108,25 @@ pub fn citadel(args: &[&std::ffi::OsStr]) -> (Killed, String) {
     (Killed(child), addr)
 }
 
+/// `citadel serve` with a config file, on a shared data folder, its titles
+/// and a server folder of its own (the same folder again is the same
+/// server restarted), on a free loopback port.
+pub fn serve_in(config: &Path, data: &Path, titles: &Path, server_dir: &Path) -> (Killed, String) {
+    let args: [&std::ffi::OsStr; 10] = [
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--titles".as_ref(),
+        titles.as_os_str(),
+        "--server-dir".as_ref(),
+        server_dir.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    citadel(&args)
+}
+
 /// A `nats-server` on loopback for one test (from `CITADEL_TEST_NATS`).
 pub struct Nats {
     pub binary: String,
