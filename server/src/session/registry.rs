@@ -308,13 +308,23 @@ mod tests {
     use crate::titles::Titles;
 
     async fn deps(name: &str, config: Config, blobs: Arc<dyn BlobStore>) -> Arc<Deps> {
+        let world = citadel_store::world::SqliteWorld::open(&data_dir(name).join("world.sqlite3")).unwrap();
+        deps_with(name, config, blobs, Arc::new(world)).await
+    }
+
+    async fn deps_with(
+        name: &str,
+        config: Config,
+        blobs: Arc<dyn BlobStore>,
+        world: Arc<dyn citadel_store::world::WorldStore>,
+    ) -> Arc<Deps> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
         let data = data_dir(name);
         Arc::new(Deps {
             config,
             titles: Arc::new(Titles::open(&root, None).await.unwrap()),
             blobs,
-            world: Arc::new(citadel_store::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap()),
+            world,
             clock: Arc::new(SystemClock),
             journal: Arc::new(Journal::disabled()),
             recovery: Arc::new(crate::recovery::Recovery::new("test", &data.join("server/journal"), None)),
@@ -420,5 +430,75 @@ mod tests {
         sessions.shutdown().await;
         let text = std::fs::read_to_string(data.join("players/mini/a.json")).unwrap();
         assert_eq!(PlayerState::from_json(&text).unwrap().seq, 5, "login, four get_state");
+    }
+
+    /// A world store with one connection that every call takes in turn
+    /// (as the SQLite world store's), which the test can hold, counting
+    /// the calls waiting for it by method.
+    #[derive(Debug, Default)]
+    struct OneConnection {
+        connection: Arc<tokio::sync::Mutex<()>>,
+        waiting: std::sync::Mutex<HashMap<&'static str, usize>>,
+    }
+
+    impl OneConnection {
+        fn waiting(&self, method: &str) -> usize {
+            lock(&self.waiting).get(method).copied().unwrap_or(0)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Turns(Arc<OneConnection>);
+
+    impl citadel_store::decorate::Around for Turns {
+        fn around<'a, T: Send + 'a>(
+            &'a self,
+            method: &'static str,
+            call: citadel_store::decorate::BoxFuture<'a, T>,
+        ) -> citadel_store::decorate::BoxFuture<'a, T> {
+            Box::pin(async move {
+                *lock(&self.0.waiting).entry(method).or_default() += 1;
+                let _turn = self.0.connection.lock().await;
+                *lock(&self.0.waiting).entry(method).or_default() -= 1;
+                call.await
+            })
+        }
+    }
+
+    /// The deadlock found at 10,000 players: a lease renewal queued for the
+    /// world store's one connection, then the player's request queued
+    /// behind it. When the connection frees up it goes to the renewal;
+    /// were the renewal a future only the session's loop polls, it would
+    /// never run (the loop waits inside the request) and neither would the
+    /// request, nor any call after them. As a task of its own it runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renewal_waiting_for_the_world_store_never_blocks_the_request_behind_it() {
+        let data = data_dir("one-connection");
+        let _ = std::fs::remove_dir_all(&data);
+        let store = Arc::new(OneConnection::default());
+        let sqlite = citadel_store::world::SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
+        let inner: Arc<dyn citadel_store::world::WorldStore> = Arc::new(sqlite);
+        let world = Arc::new(citadel_store::decorate::Decorated::new(inner, Turns(store.clone())));
+        // A renewal every second (a third of the lease).
+        let config = Config { lock_ttl_seconds: 3, ..Config::default() };
+        let blobs = Arc::new(citadel_store::blob::FsBlobStore::new(&data));
+        let sessions = Sessions::new(deps_with("one-connection", config, blobs, world).await);
+        sessions.login("mini", "a").await.unwrap();
+
+        let held = store.connection.clone().lock_owned().await;
+        until("a lease renewal waits for the connection", || store.waiting("renew") == 1).await;
+        let asking = sessions.clone();
+        let request = tokio::spawn(async move {
+            let info = Command::Clan(crate::protocol::ClanCommand::Info { clan: None });
+            asking.request("mini", "a", info).await
+        });
+        until("the request waits behind it", || store.waiting("membership") == 1).await;
+        drop(held);
+        let answer = tokio::time::timeout(Duration::from_secs(5), request)
+            .await
+            .expect("the request is answered once the connection is free")
+            .unwrap();
+        assert_eq!(answer.unwrap_err().code, "not_in_clan");
+        sessions.shutdown().await;
     }
 }
