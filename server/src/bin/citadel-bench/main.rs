@@ -36,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod chat;
+mod journal;
 mod pushes;
 
 /// Simulated players at most; each holds a socket and two tasks.
@@ -134,9 +135,15 @@ struct Args {
     /// then NATS, comma-separated; NATS last, as the baseline counts it).
     #[arg(long, default_value = "")]
     server_pids: String,
-    /// With `--chat`: NATS, for the raw publish/subscribe baseline.
+    /// With `--chat`: NATS, for the raw publish/subscribe baseline; with
+    /// `--jetstream-baseline`, the NATS with JetStream to publish to.
     #[arg(long)]
     nats: Option<String>,
+    /// Publish straight to JetStream on `--nats` what `--players` players'
+    /// journals would at `--rate`, timing each acknowledgement (no game
+    /// server): the JetStream journal's floor on this machine.
+    #[arg(long)]
+    jetstream_baseline: bool,
     /// Units each player queues with `--timers`.
     #[arg(long, default_value_t = 10)]
     train_count: u32,
@@ -802,6 +809,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.seed {
         return seed(&args, dir);
+    }
+    if args.jetstream_baseline {
+        let url = args.nats.clone().context("--jetstream-baseline needs --nats")?;
+        let report = journal::baseline(&args, &url).await?;
+        println!("{}", if args.json { report.to_string() } else { serde_json::to_string_pretty(&report)? });
+        return Ok(());
     }
     if let Some(clans) = args.chat {
         let report = chat::chat(Arc::new(args.clone()), clans).await?;
