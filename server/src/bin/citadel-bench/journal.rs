@@ -70,6 +70,7 @@ pub(crate) async fn baseline(args: &Args, url: &str) -> anyhow::Result<Value> {
     let (measured, failed) = acks.await?;
     let _ = js.delete_stream(&name).await;
     Ok(json!({
+        "run": args.prefix,
         "baseline": "jetstream",
         "records_per_second": per_second,
         "failed": failed,
