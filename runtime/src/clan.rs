@@ -43,6 +43,14 @@ pub fn member_role(clans: &ClansDef) -> &str {
     clans.roles.last().map_or("", |r| r.id.as_str())
 }
 
+/// The title's gifts between clan members, or `not_available`.
+pub fn gifts_of(title: &Title) -> Result<&crate::format::GiftsDef, ActionError> {
+    match &rules_of(title)?.gifts {
+        Some(g) => Ok(g),
+        None => err(ErrorCode::NotAvailable, format!("title `{}` has no gifts between clan members", title.id())),
+    }
+}
+
 /// Pays for founding a clan: advance, then the title's `create_cost`.
 pub fn pay_founding(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -> Result<Vec<Event>, ActionError> {
     let events = rules::advance(title, s, now_ms, rng);
@@ -78,9 +86,7 @@ pub fn send_gift(
     now_ms: i64,
     rng: &mut Rng,
 ) -> Result<Vec<Event>, ActionError> {
-    let Some(gifts) = rules_of(title)?.gifts.as_ref() else {
-        return err(ErrorCode::NotAvailable, format!("title `{}` has no gifts between clan members", title.id()));
-    };
+    let gifts = gifts_of(title)?;
     let mut problems = Vec::new();
     for (r, &amount) in resources {
         match gifts.resources.get(r) {

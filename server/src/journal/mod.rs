@@ -68,7 +68,7 @@ const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
 const SEGMENT_AGE_MAX: Duration = Duration::from_secs(30);
 /// Entries waiting for the writer. When full, sessions wait to append
 /// (backpressure), so a slow disk cannot make memory grow without bound.
-const QUEUE_MAX: usize = 16_384;
+pub const QUEUE_MAX: usize = 16_384;
 /// Records written per fsync at most; bounds the batch buffer (records are
 /// a few hundred bytes, so a full batch is about a megabyte).
 const BATCH_MAX: usize = 4_096;

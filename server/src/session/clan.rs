@@ -122,10 +122,7 @@ impl Session {
         to: String,
         resources: citadel_runtime::format::Amounts,
     ) -> Next {
-        if rules.gifts.is_none() {
-            let message = format!("title `{}` has no gifts between clan members", title.id());
-            let e =
-                citadel_runtime::rules::ActionError { code: citadel_runtime::rules::ErrorCode::NotAvailable, message };
+        if let Err(e) = clan::gifts_of(title) {
             return Next::Answer(Err(ApiError::rules(e)));
         }
         if to == self.key.1 {

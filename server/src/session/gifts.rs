@@ -19,7 +19,6 @@ use super::inbox::INBOX_TTL_MS;
 use super::Session;
 use crate::apply::Op;
 use crate::deps::Deps;
-use crate::protocol::{Answer, ApiError, Push};
 
 /// A gift's id: unique among every gift any player receives, short enough
 /// for an inbox item id whatever the giver's id (a hash of the giver, and
@@ -92,18 +91,7 @@ impl Session {
                     continue;
                 }
             };
-            let (connections, (t, p)) = (deps.connections.clone(), self.key.clone());
-            let done = Box::new(move |r: Result<Answer, ApiError>| {
-                #[derive(serde::Deserialize)]
-                struct Events {
-                    events: Vec<serde_json::Value>,
-                }
-                if let Some(e) = r.ok().and_then(|a| serde_json::from_str::<Events>(a.get()).ok()) {
-                    if !e.events.is_empty() {
-                        connections.push(&t, &p, &Push::GameEvents { events: e.events, at_ms: now });
-                    }
-                }
-            });
+            let done = self.push_events(deps, now);
             self.run(deps, title, op, None, now, None, done).await;
         }
     }

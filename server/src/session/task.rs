@@ -496,9 +496,18 @@ impl Session {
         if self.fenced || deps.journal.failed() || self.hold_lease(deps, now).await.is_err() {
             return false;
         }
+        let done = self.push_events(deps, now);
+        self.run(deps, title, Op::Wake, None, now, None, done).await;
+        rules::next_end_ms(&self.state).is_none_or(|end| end > now)
+    }
+
+    /// The `done` of an operation the session runs on its own (no request
+    /// waits for it): once durable, its events, if any, are pushed to the
+    /// player as `game_events` at `now`.
+    pub(super) fn push_events(&self, deps: &Deps, now: i64) -> Box<dyn FnOnce(Result<Answer, ApiError>) + Send> {
         let connections = deps.connections.clone();
         let (t, p) = self.key.clone();
-        let done = Box::new(move |r: Result<Answer, ApiError>| {
+        Box::new(move |r: Result<Answer, ApiError>| {
             #[derive(serde::Deserialize)]
             struct Events {
                 events: Vec<serde_json::Value>,
@@ -510,9 +519,7 @@ impl Session {
                 }
                 _ => {}
             }
-        });
-        self.run(deps, title, Op::Wake, None, now, None, done).await;
-        rules::next_end_ms(&self.state).is_none_or(|end| end > now)
+        })
     }
 
     /// Sends an answer that needs no journal record, after the answers

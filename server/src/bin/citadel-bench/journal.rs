@@ -17,7 +17,7 @@ use crate::{percentiles, Args};
 /// Bytes of each record: a `move` action's journal line.
 const RECORD_BYTES: usize = 400;
 /// Acknowledgements awaited at once at most: the journal's own bound.
-const IN_FLIGHT_MAX: usize = 4096;
+const IN_FLIGHT_MAX: usize = citadel_server::journal::QUEUE_MAX;
 
 pub(crate) async fn baseline(args: &Args, url: &str) -> anyhow::Result<Value> {
     let client = async_nats::connect(url).await.context("connecting to NATS for the JetStream baseline")?;
