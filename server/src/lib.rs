@@ -231,7 +231,7 @@ async fn serve(
     let server_id = format!("server-{}", kept_random(&server_dir, "server-id", 8)?);
     let stream = match (&config.journal_store, &config.nats) {
         (config::JournalStore::Jetstream, Some(nats)) => Some(
-            journal::jetstream::JournalStream::open(nats, &format!("citadel journal {server_id}"))
+            journal::jetstream::JournalStream::open(nats, &server_id, &format!("citadel journal {server_id}"))
                 .await
                 .context("opening the journal on NATS JetStream")?,
         ),
@@ -312,11 +312,10 @@ async fn serve(
     Ok(())
 }
 
-/// Replays what the journal folder holds from an earlier run into the
-/// player files, then starts a fresh journal: in the folder, or on the
-/// JetStream `stream` (whose records are read player by player, as each is
-/// taken over: a server switched from files to JetStream replays its files
-/// here first).
+/// Replays what the journal folder, or this server's JetStream stream,
+/// holds from an earlier run into the player files, then starts a fresh
+/// journal: in the folder, or on the JetStream `stream` (a server switched
+/// from files to JetStream replays its files here first).
 #[allow(clippy::too_many_arguments)]
 async fn open_journal(
     config: &Config,
@@ -329,7 +328,12 @@ async fn open_journal(
     profiler: &Arc<profile::Profiler>,
 ) -> anyhow::Result<Arc<journal::Journal>> {
     let dir = config.server_dir().join("journal");
-    let found = journal::read_dir(&dir)?;
+    let mut found = journal::read_dir(&dir)?;
+    let mut leftovers = match &stream {
+        Some(s) => s.take_leftovers().await.context("reading what the last run left in the journal stream")?,
+        None => Default::default(),
+    };
+    found.records.extend(std::mem::take(&mut leftovers.records));
     let mut kept = 0;
     if !found.records.is_empty() {
         let deps = replay::ReplayDeps {
@@ -346,6 +350,18 @@ async fn open_journal(
         let done = replay::replay(&deps, found.records).await.context("replaying the journal")?;
         tracing::info!(?done, dropped = found.bad_lines, "journal replayed");
         kept = done.kept;
+    }
+    if let Some(s) = &stream {
+        // The players replay could not apply yet keep their records in the
+        // kept stream; the others' copies go.
+        for (key, through) in &leftovers.kept {
+            if !recovery.is_unsaved(key) {
+                if let Err(e) = s.forget_kept(key, *through).await {
+                    tracing::warn!(title = %key.0, player = %key.1, error = %format!("{e:#}"), "removing replayed records from the kept stream failed; a later takeover skips them");
+                }
+            }
+        }
+        s.drop_leftovers(&leftovers).await.context("emptying the journal stream after replay")?;
     }
     if kept == 0 {
         // Every record is now in a player file (or with the orphans).

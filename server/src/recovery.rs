@@ -12,8 +12,9 @@
 //! and the player is refused with `player_recovering` until someone can.
 //!
 //! A journal on NATS JetStream (`journal_store = "jetstream"`) is
-//! reachable from any server using the same stream: the records are read
-//! from the player's subject there, and purged once the file holds them.
+//! reachable from any server on the same NATS: the records are read from
+//! the player's subject in that server's stream and from the kept stream
+//! ([`crate::journal::jetstream`]), and purged once the file holds them.
 //!
 //! A journal of files is reachable when the world store says where it is
 //! ([`JournalHome`], written by each server at start), on this machine,
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::journal::jetstream::JournalStream;
+use crate::journal::jetstream::{self, JournalStream};
 use crate::journal::{self, Key, Record};
 use crate::protocol::{ApiError, Code};
 use citadel_store::world::{JournalHome, WorldStore};
@@ -54,9 +55,9 @@ pub struct Recovery {
     unsaved: Mutex<std::collections::HashSet<Key>>,
     /// The journal stream, when this server's journal is on JetStream.
     stream: Option<JournalStream>,
-    /// Per player, the stream sequence of the last record a takeover read:
-    /// purged once the takeover saved them ([`Recovery::settled`]).
-    read_through: Mutex<HashMap<Key, u64>>,
+    /// Per player, what a takeover read from the journal streams: purged
+    /// once the takeover saved it ([`Recovery::settled`]).
+    read_through: Mutex<HashMap<Key, Vec<jetstream::Read>>>,
 }
 
 /// What a journal home says when the journal is a JetStream stream.
@@ -107,26 +108,36 @@ impl Recovery {
     /// those records go. A failure only leaves records that are skipped
     /// later (their `seq` is in the file).
     pub async fn settled(&self, key: &Key) {
-        let through = lock(&self.read_through).remove(key);
-        if let (Some(stream), Some(n)) = (&self.stream, through) {
-            if let Err(e) = stream.purge_through(key, n).await {
+        let reads = lock(&self.read_through).remove(key);
+        if let (Some(stream), Some(reads)) = (&self.stream, reads) {
+            if let Err(e) = stream.purge_read(reads).await {
                 tracing::warn!(title = %key.0, player = %key.1, error = %format!("{e:#}"), "purging records a takeover applied failed");
             }
         }
     }
 
-    /// `key`'s records in the journal stream.
-    async fn stream_records(&self, stream: &JournalStream, from: &str, key: &Key) -> Result<Vec<Record>, ApiError> {
-        let (records, through) = stream.records(key).await.map_err(|e| unreachable(from, format!("{e:#}")))?;
-        if let Some(n) = through {
-            lock(&self.read_through).insert(key.clone(), n);
-        }
+    /// `key`'s records that `from` journaled to the stream `name`.
+    async fn stream_records(
+        &self,
+        stream: &JournalStream,
+        name: &str,
+        from: &str,
+        key: &Key,
+    ) -> Result<Vec<Record>, ApiError> {
+        let (records, reads) =
+            stream.records(name, from, key).await.map_err(|e| unreachable(from, format!("{e:#}")))?;
+        lock(&self.read_through).insert(key.clone(), reads);
         Ok(records)
     }
 
     /// This process's journal holds records of `key` beyond their file.
     pub fn forget_unsaved(&self, key: &Key) {
         lock(&self.unsaved).remove(key);
+    }
+
+    /// Whether this process's journal holds records of `key` beyond their file.
+    pub fn is_unsaved(&self, key: &Key) -> bool {
+        lock(&self.unsaved).contains(key)
     }
 
     /// Notes that this server holds `key`'s acknowledged operations in its
@@ -161,7 +172,7 @@ impl Recovery {
     pub async fn records(&self, world: &dyn WorldStore, from: &str, key: &Key) -> Result<Vec<Record>, ApiError> {
         if let (Some(stream), true) = (&self.stream, from == self.server_id) {
             // Our own records are in the stream (after a restart too).
-            return self.stream_records(stream, from, key).await;
+            return self.stream_records(stream, stream.name(), from, key).await;
         }
         if from == self.server_id {
             // Our own journal, when an earlier session here ended unsaved.
@@ -181,10 +192,10 @@ impl Recovery {
         }
         if let Some(name) = home.dir.strip_prefix(STREAM_HOME) {
             return match &self.stream {
-                Some(stream) if stream.name() == name => self.stream_records(stream, from, key).await,
-                _ => Err(unreachable(
+                Some(stream) => self.stream_records(stream, name, from, key).await,
+                None => Err(unreachable(
                     from,
-                    format!("it journals to the NATS JetStream stream {name}, which this server does not use"),
+                    format!("it journals to the NATS JetStream stream {name}, and this server does not use JetStream"),
                 )),
             };
         }

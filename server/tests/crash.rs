@@ -4,7 +4,7 @@
 //! every acknowledged action is in the players' state and none is applied
 //! twice. Checked by counting: each action grants exactly one gem.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -38,6 +38,21 @@ async fn login(addr: &str, player: &str) -> Value {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
+}
+
+/// Logs `player` in over HTTP and sends `n` tithes, each acknowledged.
+async fn tithes_over_http(addr: &str, player: &str, n: u64) {
+    let token = login(addr, player).await["token"].as_str().unwrap().to_string();
+    for i in 0..n {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/mini/request"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(json!({ "id": i, "action": "custom", "args": { "name": "tithe" } }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{player}: {}", r.text().await.unwrap());
+    }
 }
 
 /// Actions acknowledged across all players before a server is killed: the
@@ -347,15 +362,7 @@ async fn a_takeover_waits_for_an_unreachable_journal_until_an_operator_decides()
     let (dir_a, dir_b) = (data.join("server-a"), data.join("server-b"));
     let (_a, addr_a) = serve_as(&data, &titles, &config, &dir_a);
     let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
-    let token = login(&addr_b, "far").await["token"].as_str().unwrap().to_string();
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr_b}/v1/mini/request"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(json!({ "id": 1, "action": "custom", "args": { "name": "tithe" } }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    tithes_over_http(&addr_b, "far", 1).await;
     b.kill();
     // B's journal is said to be on another machine.
     let b_id = format!("server-{}", std::fs::read_to_string(dir_b.join("server-id")).unwrap().trim());
@@ -390,31 +397,55 @@ async fn a_takeover_waits_for_an_unreachable_journal_until_an_operator_decides()
     assert_eq!(v["state"]["resources"]["gems"], START_GEMS, "the tithe was in the lost journal only");
 }
 
-/// With the journal on NATS JetStream a server's disk may go for good: B
-/// is killed (SIGKILL) under load and its whole folder (journal, identity)
-/// deleted; A takes every player over once B's lease runs out, applying
-/// what B acknowledged from the stream. Counted: acknowledged, found,
-/// lost, doubled. The stream then holds none of their records (a save
-/// purges them), and B started again on an empty folder is a new server
-/// that serves them with nothing lost or applied twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_the_jetstream_journal_a_dead_servers_lost_disk_loses_no_acknowledged_action() {
-    let Some(nats) = support::Nats::start_jetstream("crash (JetStream journal)") else { return };
-    let titles = temp("titles-jetstream");
+/// The counting title, a data folder, and a config journaling to JetStream
+/// on `nats` under `prefix`, with no timed saves (every acknowledged action
+/// comes back from the journal) and sessions ending after `idle_seconds`.
+fn jetstream_world(nats: &support::Nats, name: &str, idle_seconds: u64, prefix: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let titles = temp(&format!("titles-{name}"));
     counting_title(&titles);
-    let data = temp("data-jetstream");
+    let data = temp(&format!("data-{name}"));
     let config = data.join("citadel.toml");
     std::fs::write(
         &config,
         format!(
-            "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\nlock_ttl_seconds = 3\nlogin_lock_wait_seconds = 0\njournal_store = \"jetstream\"\n[limits]\nrequests_per_second_max = 100000\n[nats]\nurl = \"{}\"\nsubject_prefix = \"crash\"\n",
+            "save_interval_seconds = 3600\nidle_timeout_seconds = {idle_seconds}\nlock_ttl_seconds = 3\nlogin_lock_wait_seconds = 0\njournal_store = \"jetstream\"\n[limits]\nrequests_per_second_max = 100000\n[nats]\nurl = \"{}\"\nsubject_prefix = \"{prefix}\"\n",
             nats.url
         ),
     )
     .unwrap();
+    (titles, data, config)
+}
+
+/// The id of the server whose folder is `dir`.
+fn server_id(dir: &Path) -> String {
+    format!("server-{}", std::fs::read_to_string(dir.join("server-id")).unwrap().trim())
+}
+
+/// How many messages the JetStream stream `name` holds.
+async fn stream_messages(url: &str, name: String) -> u64 {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    js.get_stream(name).await.unwrap().info().await.unwrap().state.messages
+}
+
+/// With the journal on NATS JetStream a server's disk may go for good: B
+/// is killed (SIGKILL) under load and its whole folder (journal, identity)
+/// deleted; A takes every player over once B's lease runs out, applying
+/// what B acknowledged from B's stream. Counted: acknowledged, found,
+/// lost, doubled. B's stream then holds none of their records (a takeover
+/// purges what it read), and B started again on an empty folder is a new
+/// server that serves them with nothing lost or applied twice. Killed in
+/// turn and started again on the same folder (within the lock's lifetime,
+/// so no takeover would read them), it replays its players' last records
+/// from its stream at start, once; a clean stop leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_jetstream_journal_a_dead_servers_lost_disk_loses_no_acknowledged_action() {
+    use citadel_server::journal::jetstream::{kept_stream_name, stream_name, JournalStream};
+    let Some(nats) = support::Nats::start_jetstream("crash (JetStream journal)") else { return };
+    let (titles, data, config) = jetstream_world(&nats, "jetstream", 3600, "crash");
     let (dir_a, dir_b) = (data.join("server-a"), data.join("server-b"));
     let (mut a, addr_a) = serve_as(&data, &titles, &config, &dir_a);
     let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
+    let (a_id, b_id) = (server_id(&dir_a), server_id(&dir_b));
     const TAKEN: usize = 12;
     let players: Vec<String> = (0..TAKEN).map(|i| format!("j{i}")).collect();
     let counts = load_then_kill(&mut b, &addr_b, &data, &players).await;
@@ -429,42 +460,132 @@ async fn with_the_jetstream_journal_a_dead_servers_lost_disk_loses_no_acknowledg
             subject_prefix: "crash".into(),
             journal_replicas: 1,
         };
-        citadel_server::journal::jetstream::JournalStream::open(&n, "crash test").await.unwrap()
+        JournalStream::open(&n, "the-test", "crash test").await.unwrap()
     };
     let key = |p: &str| ("mini".to_string(), p.to_string());
-    let (in_stream, _) = stream.records(&key(&players[0])).await.unwrap();
-    assert!(!in_stream.is_empty(), "B's acknowledged records wait in the stream");
+    let in_stream = |server: String, p: String| {
+        let stream = &stream;
+        async move { stream.records(&stream_name("crash", &server), &server, &key(&p)).await.unwrap().0 }
+    };
+    assert!(
+        !in_stream(b_id.clone(), players[0].clone()).await.is_empty(),
+        "B's acknowledged records wait in its stream"
+    );
 
     take_over_counted(&addr_a, &data, &players, &counts, |p: String| {
-        let (stream, data) = (&stream, &data);
+        let (data, b_id, in_stream) = (&data, b_id.clone(), &in_stream);
         async move {
-            // What is left is A's own session (its login), not yet saved.
             let saved = seq_on_disk(data, &p);
-            let (left, _) = stream.records(&key(&p)).await.unwrap();
+            let left = in_stream(b_id, p.clone()).await;
             assert!(
                 left.iter().all(|r| r.seq > saved),
-                "{p}: the records the takeover saved (through seq {saved}) are purged from the stream: {left:?}"
+                "{p}: the records the takeover saved (through seq {saved}) are purged from B's stream: {left:?}"
             );
         }
     })
     .await;
 
-    // A dies in turn, with the players' logins in the stream only; B, back
+    // A dies in turn, with the players' logins in its stream only; B, back
     // on an empty folder (a new server), takes them over the same way.
     a.kill();
     std::fs::remove_dir_all(&dir_a).unwrap();
     let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
-    for (i, p) in players.iter().enumerate() {
-        let (status, v) = login_when_free(&addr_b, p).await;
-        assert_eq!(status, 200, "{p}: {v}");
+    let b2_id = server_id(&dir_b);
+    assert_ne!(b2_id, b_id, "an empty folder is a new server");
+    let info = |name: String| stream_messages(&nats.url, name);
+    let expected = |v: &Value, i: usize, p: &str| {
         let gems = v["state"]["resources"]["gems"].as_i64().unwrap();
         assert!(gems - START_GEMS >= counts[i].1 as i64 && gems - START_GEMS <= counts[i].0 as i64, "{p}: {v}");
         assert_eq!(gems, gems_on_disk(&data, p), "{p}: nothing applied twice");
+        gems
+    };
+    let mut gems = Vec::new();
+    for (i, p) in players.iter().enumerate() {
+        let (status, v) = login_when_free(&addr_b, p).await;
+        assert_eq!(status, 200, "{p}: {v}");
+        gems.push(expected(&v, i, p));
     }
-    // A clean stop saves every player and purges their records.
+    // Each player gets one more gem on B, acknowledged, then B is killed
+    // and started on the same folder: its stream holds those records.
+    for p in &players {
+        tithes_over_http(&addr_b, p, 1).await;
+    }
+    b.kill();
+    let (mut b, addr_b) = serve_as(&data, &titles, &config, &dir_b);
+    assert_eq!(server_id(&dir_b), b2_id, "the same folder is the same server");
+    // Its start replayed them into the files, as the file journal's.
+    for (i, p) in players.iter().enumerate() {
+        assert_eq!(gems_on_disk(&data, p), gems[i] + 1, "{p}: the tithe replayed at start");
+    }
+    assert_eq!(info(stream_name("crash", &b2_id)).await, 0, "B's stream was emptied at its start");
+    assert_eq!(info(kept_stream_name("crash")).await, 0, "the kept copies of the replayed records are gone");
+    for (i, p) in players.iter().enumerate() {
+        let (status, v) = login_when_free(&addr_b, p).await;
+        assert_eq!(status, 200, "{p}: {v}");
+        assert_eq!(v["state"]["resources"]["gems"].as_i64().unwrap(), gems[i] + 1, "{p}: the tithe applied once: {v}");
+    }
+    // A clean stop saves every player and clears its stream; the
+    // takeovers purged what they read from A's stream and the kept one.
     assert!(b.stop(Duration::from_secs(20)), "B stops cleanly");
     for p in &players {
-        let (left, _) = stream.records(&key(p)).await.unwrap();
-        assert!(left.is_empty(), "{p}: saved, yet in the stream: {left:?}");
+        for server in [&a_id, &b_id, &b2_id] {
+            let left = in_stream(server.clone(), p.clone()).await;
+            assert!(left.is_empty(), "{p}: saved, yet in {server}'s stream or kept: {left:?}");
+        }
     }
+    assert_eq!(info(stream_name("crash", &b2_id)).await, 0, "B's own stream is empty after a clean stop");
+    assert_eq!(info(kept_stream_name("crash")).await, 0, "nothing is left in the kept stream");
+}
+
+/// With the JetStream journal a server removes its saved records from its
+/// stream every few seconds, by the stream's sequence. A player whose session
+/// ends unsaved (here another server took their lock over, as after a
+/// stall longer than the lock's lifetime) must not hold that back, nor
+/// lose anything to it: their records move to the kept stream, the
+/// server's stream empties once the other players are saved, and the
+/// takeover that follows applies them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_jetstream_journal_an_unsaved_players_records_outlive_the_clean_up() {
+    use citadel_server::journal::jetstream::{kept_stream_name, stream_name};
+    let Some(nats) = support::Nats::start_jetstream("crash (JetStream journal, unsaved session)") else { return };
+    let (titles, data, config) = jetstream_world(&nats, "kept", 1, "kept");
+    let dir = data.join("server");
+    let (mut server, addr) = serve_as(&data, &titles, &config, &dir);
+    let id = server_id(&dir);
+    let messages = |name: String| stream_messages(&nats.url, name);
+    tithes_over_http(&addr, "stuck", 5).await;
+    tithes_over_http(&addr, "fine", 3).await;
+    // Another server takes the stuck player's lock over, owing what this
+    // one journaled; this server's session is fenced and ends unsaved.
+    {
+        let db = rusqlite::Connection::open(data.join("world.sqlite3")).unwrap();
+        db.busy_timeout(Duration::from_secs(5)).unwrap();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let n = db
+            .execute(
+                "UPDATE locks SET owner = 'server-elsewhere', token = token + 1000000, expires_ms = ?1, recover_from = ?2 WHERE name = 'player:players/mini/stuck.json'",
+                rusqlite::params![now_ms + 3000, id],
+            )
+            .unwrap();
+        assert_eq!(n, 1, "the stuck player's lock is in the world store");
+    }
+    let own = stream_name("kept", &id);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while messages(own.clone()).await > 0 {
+        assert!(std::time::Instant::now() < until, "the server's stream never emptied: the unsaved player holds it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gems_on_disk(&data, "fine"), START_GEMS + 3, "the other player was saved");
+    assert_eq!(gems_on_disk(&data, "stuck"), START_GEMS, "the fenced session did not save");
+    assert!(messages(kept_stream_name("kept")).await >= 5, "the unsaved tithes wait in the kept stream");
+
+    // The other server never finished; once its lock runs out, this one
+    // takes the player over, owing what it journaled itself.
+    let (status, v) = login_when_free(&addr, "stuck").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["state"]["resources"]["gems"].as_i64().unwrap(), START_GEMS + 5, "applied once: {v}");
+    assert_eq!(gems_on_disk(&data, "stuck"), START_GEMS + 5, "saved by the takeover");
+    assert_eq!(messages(kept_stream_name("kept")).await, 0, "the takeover removed what it applied");
+    assert!(server.stop(Duration::from_secs(20)), "stops cleanly");
+    assert_eq!(messages(own).await, 0, "a clean stop leaves nothing in the server's stream");
 }

@@ -133,6 +133,9 @@ enum Entry {
         key: Key,
         seq: u64,
     },
+    /// The player's session ended without saving their records: they must
+    /// outlive this server's own clean-up until a takeover applies them.
+    Keep(Key),
     Close(oneshot::Sender<()>),
 }
 
@@ -237,6 +240,17 @@ impl Journal {
         }
     }
 
+    /// The player's session ended with records their file lacks (a save
+    /// failed, or the lock was lost): they are kept for the takeover that
+    /// applies them. The file journal keeps every segment a record of an
+    /// unsaved player is in anyway; the JetStream journal moves the
+    /// player's records out of the way of its own clean-up.
+    pub async fn keep(&self, key: Key) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Entry::Keep(key)).await;
+        }
+    }
+
     /// Stops the writer after everything queued; deletes the segments if
     /// every player in them was saved.
     pub async fn close(&self) {
@@ -253,7 +267,7 @@ impl Journal {
 fn fail_entry(e: Entry) {
     match e {
         Entry::Append { done, .. } | Entry::Barrier(done) => done(Err(JournalFailed)),
-        Entry::Saved { .. } | Entry::Close(_) => {}
+        Entry::Saved { .. } | Entry::Keep(_) | Entry::Close(_) => {}
     }
 }
 
@@ -391,6 +405,7 @@ impl Writer {
                     }
                     Entry::Barrier(done) => dones.push(done),
                     Entry::Saved { key, seq } => saved.push((key, seq)),
+                    Entry::Keep(_) => {}
                     Entry::Close(c) => {
                         close = Some(c);
                         break;

@@ -168,6 +168,11 @@ impl Sessions {
         } else {
             session.release(&deps).await;
         }
+        // Records no save covered (a save failed, or the lock was lost and
+        // whoever takes the player over reads them) must outlive the
+        // journal's own clean-up; after a save that covered every one this
+        // does nothing.
+        deps.journal.keep(key.clone()).await;
     }
 }
 

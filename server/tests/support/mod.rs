@@ -103,8 +103,15 @@ pub fn citadel(args: &[&std::ffi::OsStr]) -> (Killed, String) {
             break v["fields"]["addr"].as_str().unwrap().to_string();
         }
     };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining the log so the server never blocks on a full pipe
+    // (printed with CITADEL_TEST_SERVER_LOG set, to see why a test failed).
+    std::thread::spawn(move || {
+        for l in lines {
+            if std::env::var_os("CITADEL_TEST_SERVER_LOG").is_some() {
+                eprintln!("{}", l.unwrap_or_default());
+            }
+        }
+    });
     (Killed(child), addr)
 }
 

@@ -144,6 +144,18 @@ struct Args {
     /// server): the JetStream journal's floor on this machine.
     #[arg(long)]
     jetstream_baseline: bool,
+    /// With `--jetstream-baseline`: how saved records are removed (none,
+    /// head: the journal's way, per-player: its way before 2026-12-02).
+    #[arg(long, value_enum, default_value = "none")]
+    purge: journal::Purge,
+    /// With `--purge`: records acknowledged this many seconds ago count as
+    /// saved (the save interval).
+    #[arg(long, default_value_t = 30)]
+    purge_after: u64,
+    /// With `--purge head`: how often the head is purged (by default as
+    /// often as the journal does).
+    #[arg(long, default_value_t = citadel_server::journal::jetstream::PURGE_EVERY.as_millis() as u64)]
+    purge_every_ms: u64,
     /// Units each player queues with `--timers`.
     #[arg(long, default_value_t = 10)]
     train_count: u32,
