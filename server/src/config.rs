@@ -347,11 +347,17 @@ impl Config {
                 "admin_users: `{}` is not a user name (1 to 64 printable characters, no spaces)",
                 u.name
             );
-            anyhow::ensure!(
-                crate::admin::auth::PasswordHash::parse(&u.password_hash).is_some(),
-                "admin_users.{}: password_hash is not of the form pbkdf2-sha256$<iterations>$<salt>$<hash>; make one with `citadel hash-password`",
-                u.name
-            );
+            match crate::admin::auth::PasswordHash::parse(&u.password_hash) {
+                None => anyhow::bail!(
+                    "admin_users.{}: password_hash is not an argon2id hash ($argon2id$v=19$m=...,t=...,p=...$<salt>$<hash>, at most 256 MiB, 10 passes, 4 lanes) nor one made before 2026-12-02 (pbkdf2-sha256$...); make one with `citadel hash-password`",
+                    u.name
+                ),
+                Some(h) if h.is_legacy() => tracing::warn!(
+                    user = %u.name,
+                    "admin_users: this password_hash is PBKDF2, made before 2026-12-02; it still works, but make an argon2id one with `citadel hash-password` and replace it"
+                ),
+                Some(_) => {}
+            }
         }
         if let Some(n) = &self.nats {
             anyhow::ensure!(!n.url.is_empty(), "nats.url is empty");

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -18,7 +17,9 @@ use sha2::Sha256;
 #[serde(deny_unknown_fields)]
 pub struct AdminUser {
     pub name: String,
-    /// `pbkdf2-sha256$<iterations>$<salt>$<hash>` (base64), from `citadel hash-password`.
+    /// An argon2id PHC string (`$argon2id$v=19$m=...`) from `citadel
+    /// hash-password`; a `pbkdf2-sha256$<iterations>$<salt>$<hash>` made by
+    /// versions before 2026-12-02 still works.
     pub password_hash: String,
 }
 
@@ -37,12 +38,21 @@ pub const SESSIONS_MAX: usize = 1024;
 /// are refused outright (`429`): slows password guessing to a crawl.
 pub const LOGIN_FAILURES_PER_MINUTE: usize = 10;
 
-/// PBKDF2 rounds for new password hashes: about 50 ms per login on one
-/// core, which costs an attacker with a leaked config as much per guess.
-pub const PBKDF2_ROUNDS: u32 = 100_000;
+/// Argon2id's cost for new hashes: 19 MiB of memory, 2 passes, 1 lane,
+/// the OWASP password storage recommendation (about 30 ms per login on one
+/// core here); memory-hard, so a leaked config costs an attacker with
+/// GPUs as much per guess as it costs us per login.
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+pub const ARGON2_PASSES: u32 = 2;
+pub const ARGON2_LANES: u32 = 1;
 
-/// Rounds a configured hash may ask for: above this, every login would
-/// hold a CPU for seconds.
+/// The most a configured argon2 hash may ask for: above this, every login
+/// would hold a CPU for seconds or take a large share of memory.
+const ARGON2_MEMORY_KIB_MAX: u32 = 256 * 1024;
+const ARGON2_PASSES_MAX: u32 = 10;
+const ARGON2_LANES_MAX: u32 = 4;
+
+/// Rounds a legacy PBKDF2 hash may ask for, for the same reason.
 const PBKDF2_ROUNDS_MAX: u32 = 10_000_000;
 
 /// The admin making a request: a console user's name, or `token` for the
@@ -50,16 +60,33 @@ const PBKDF2_ROUNDS_MAX: u32 = 10_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Who(pub String);
 
-/// A parsed `pbkdf2-sha256$<rounds>$<salt>$<hash>`.
+/// A console user's password hash, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PasswordHash {
-    rounds: u32,
-    salt: Vec<u8>,
-    hash: Vec<u8>,
+pub enum PasswordHash {
+    /// An argon2id PHC string, checked at parse time.
+    Argon2(String),
+    /// `pbkdf2-sha256$<rounds>$<salt>$<hash>`, made before 2026-12-02.
+    Pbkdf2 { rounds: u32, salt: Vec<u8>, hash: Vec<u8> },
+    /// The admin token itself (no users configured): random and long,
+    /// nothing to stretch.
+    Exact(Vec<u8>),
+}
+
+fn argon2(params: argon2::Params) -> argon2::Argon2<'static> {
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
 impl PasswordHash {
     pub fn parse(text: &str) -> Option<PasswordHash> {
+        if text.starts_with("$argon2id$") {
+            let phc = argon2::password_hash::PasswordHash::new(text).ok()?;
+            let params = argon2::Params::try_from(&phc).ok()?;
+            let sane = params.m_cost() <= ARGON2_MEMORY_KIB_MAX
+                && params.t_cost() <= ARGON2_PASSES_MAX
+                && params.p_cost() <= ARGON2_LANES_MAX
+                && phc.hash.is_some_and(|h| h.len() >= 16);
+            return sane.then(|| PasswordHash::Argon2(text.to_string()));
+        }
         let mut parts = text.split('$');
         if parts.next()? != "pbkdf2-sha256" {
             return None;
@@ -67,18 +94,38 @@ impl PasswordHash {
         let rounds: u32 = parts.next()?.parse().ok().filter(|r| (1..=PBKDF2_ROUNDS_MAX).contains(r))?;
         let salt = B64.decode(parts.next()?).ok().filter(|s| s.len() >= 8)?;
         let hash = B64.decode(parts.next()?).ok().filter(|h| h.len() == 32)?;
-        parts.next().is_none().then_some(PasswordHash { rounds, salt, hash })
+        parts.next().is_none().then_some(PasswordHash::Pbkdf2 { rounds, salt, hash })
     }
 
-    /// A new hash of `password` with a random salt.
+    /// A new argon2id hash of `password` with a random salt.
     pub fn make(password: &str) -> std::io::Result<String> {
-        let salt: [u8; 16] = random()?;
-        let hash = pbkdf2(password.as_bytes(), &salt, PBKDF2_ROUNDS);
-        Ok(format!("pbkdf2-sha256${PBKDF2_ROUNDS}${}${}", B64.encode(salt), B64.encode(hash)))
+        use argon2::PasswordHasher;
+        let salt = argon2::password_hash::SaltString::encode_b64(&random::<16>()?).map_err(std::io::Error::other)?;
+        let params =
+            argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None).map_err(std::io::Error::other)?;
+        Ok(argon2(params).hash_password(password.as_bytes(), &salt).map_err(std::io::Error::other)?.to_string())
+    }
+
+    /// Whether this is a hash made before argon2id (worth replacing).
+    pub fn is_legacy(&self) -> bool {
+        matches!(self, PasswordHash::Pbkdf2 { .. })
     }
 
     pub fn verify(&self, password: &str) -> bool {
-        same(&pbkdf2(password.as_bytes(), &self.salt, self.rounds), &self.hash)
+        match self {
+            PasswordHash::Argon2(text) => {
+                use argon2::PasswordVerifier;
+                // Parsed when configured; the parameters come from the hash.
+                argon2::password_hash::PasswordHash::new(text)
+                    .is_ok_and(|phc| argon2::Argon2::default().verify_password(password.as_bytes(), &phc).is_ok())
+            }
+            PasswordHash::Pbkdf2 { rounds, salt, hash } => {
+                let mut out = [0u8; 32];
+                pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, *rounds, &mut out);
+                same(&out, hash)
+            }
+            PasswordHash::Exact(secret) => same(password.as_bytes(), secret),
+        }
     }
 }
 
@@ -90,27 +137,23 @@ fn random<const N: usize>() -> std::io::Result<[u8; N]> {
     Ok(out)
 }
 
-/// PBKDF2-HMAC-SHA256 with one 32-byte block (RFC 8018).
-fn pbkdf2(password: &[u8], salt: &[u8], rounds: u32) -> [u8; 32] {
-    let mac = || Hmac::<Sha256>::new_from_slice(password).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
-    let mut m = mac();
-    m.update(salt);
-    m.update(&1u32.to_be_bytes());
-    let mut u: [u8; 32] = m.finalize().into_bytes().into();
-    let mut out = u;
-    for _ in 1..rounds {
-        let mut m = mac();
-        m.update(&u);
-        u = m.finalize().into_bytes().into();
-        out.iter_mut().zip(u).for_each(|(o, x)| *o ^= x);
-    }
-    out
+/// Compares in constant time (`subtle`), so response times say nothing
+/// about how much of a guess was right.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
-/// Compares without stopping at the first difference, so response times
-/// say nothing about how much of a guess was right.
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A hash to check unknown names against: the same work as a real one, so
+/// timing does not tell which names exist. Made once, at the first need.
+fn decoy() -> &'static PasswordHash {
+    static DECOY: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        PasswordHash::make("no user has this password")
+            .ok()
+            .and_then(|t| PasswordHash::parse(&t))
+            .unwrap_or(PasswordHash::Exact(Vec::new()))
+    })
 }
 
 struct Login {
@@ -152,10 +195,7 @@ impl AdminAuth {
         let mut parsed: Vec<_> =
             users.iter().filter_map(|u| Some((u.name.clone(), PasswordHash::parse(&u.password_hash)?))).collect();
         if parsed.is_empty() {
-            // One round: the token is random and long, nothing to stretch.
-            let salt = b"citadel-admin-token".to_vec();
-            let hash = pbkdf2(token.as_bytes(), &salt, 1).to_vec();
-            parsed.push(("admin".into(), PasswordHash { rounds: 1, salt, hash }));
+            parsed.push(("admin".into(), PasswordHash::Exact(token.as_bytes().to_vec())));
         }
         AdminAuth { token, users: parsed, logins: Mutex::new(HashMap::new()), failures: Mutex::new(Vec::new()) }
     }
@@ -180,7 +220,7 @@ impl AdminAuth {
             None => {
                 // The same work for an unknown name, so timing does not
                 // tell which names exist.
-                let _ = pbkdf2(password.as_bytes(), b"unknown-user-salt", PBKDF2_ROUNDS.min(self.rounds_max()));
+                let _ = decoy().verify(password);
                 false
             }
         };
@@ -199,10 +239,6 @@ impl AdminAuth {
         }
         logins.insert(id.clone(), Login { name: name.to_string(), expires: now + SESSION_TTL });
         Ok(id)
-    }
-
-    fn rounds_max(&self) -> u32 {
-        self.users.iter().map(|(_, h)| h.rounds).max().unwrap_or(1)
     }
 
     /// The user of a live console session.
@@ -232,22 +268,45 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
 mod tests {
     use super::*;
 
+    /// `citadel hash-password` of "correct horse" before 2026-12-02.
+    const LEGACY: &str = "pbkdf2-sha256$100000$7f71l+RG3cymbitGLPlq4w$vk23AaGBAjJjmkohPIp6Bnaa+gc/zEtTBgOkjWR5O58";
+
     #[test]
-    fn pbkdf2_matches_the_rfc_7914_vector() {
-        // RFC 7914 section 11: PBKDF2-HMAC-SHA256, P="passwd", S="salt", c=1.
-        let out = pbkdf2(b"passwd", b"salt", 1);
-        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(&hex[..32], "55ac046e56e3089fec1691c22544b605");
+    fn new_hashes_are_argon2id_and_verify_their_password_only() {
+        let text = PasswordHash::make("correct horse").unwrap();
+        assert!(text.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{text}");
+        let h = PasswordHash::parse(&text).unwrap();
+        assert!(!h.is_legacy());
+        assert!(h.verify("correct horse"));
+        assert!(!h.verify("correct horse "));
+        assert_ne!(PasswordHash::make("correct horse").unwrap(), text, "a fresh salt each time");
     }
 
     #[test]
-    fn hashes_verify_their_password_only() {
-        let text = PasswordHash::make("correct horse").unwrap();
-        let h = PasswordHash::parse(&text).unwrap();
+    fn hashes_made_before_argon2id_still_verify() {
+        let h = PasswordHash::parse(LEGACY).unwrap();
+        assert!(h.is_legacy());
         assert!(h.verify("correct horse"));
-        assert!(!h.verify("correct horse "));
-        for bad in ["", "sha256$1$abc$def", "pbkdf2-sha256$0$c2FsdHNhbHQ$", "pbkdf2-sha256$x$y$z", &format!("{text}$x")]
-        {
+        assert!(!h.verify("correct hors"));
+    }
+
+    #[test]
+    fn malformed_or_too_costly_hashes_are_refused() {
+        let costly = "$argon2id$v=19$m=1048576,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        let weak_algorithm = "$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        let fine = costly.replace("m=1048576", "m=19456");
+        assert!(PasswordHash::parse(&fine).is_some(), "the same hash at a sane cost parses: {fine}");
+        for bad in [
+            "",
+            "sha256$1$abc$def",
+            "pbkdf2-sha256$0$c2FsdHNhbHQ$",
+            "pbkdf2-sha256$x$y$z",
+            &format!("{LEGACY}$x"),
+            "$argon2id$v=19$m=19456,t=2,p=1$",
+            "$argon2id$garbage",
+            costly,
+            weak_algorithm,
+        ] {
             assert!(PasswordHash::parse(bad).is_none(), "{bad}");
         }
     }
