@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use citadel_store::world::{
-    Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, InboxItem, InboxPut, Joined, JournalHome, Member, MongoConfig,
-    MongoWorld, PlayerInfo, Position, RaidRecord, RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
+    Account, Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Identity, InboxItem, InboxPut, Joined, JournalHome,
+    Member, MongoConfig, MongoWorld, PlayerInfo, Position, RaidRecord, RaidStatus, Restriction, ServerStatus,
+    SqliteWorld, WorldStore,
 };
 
 type World = Arc<dyn WorldStore>;
@@ -496,6 +497,64 @@ async fn the_inbox_adds_once_caps_expires_and_is_claimed_once(w: World) {
     assert_eq!(ids(w.unclaimed("mini", "ann", 1360, 10).await.unwrap()), ["d", "e", "f"]);
 }
 
+fn identity(provider: &str, subject: &str, account: &str, at: i64) -> Identity {
+    Identity {
+        provider: provider.into(),
+        subject: subject.into(),
+        account: account.into(),
+        secret_hash: if provider == "guest" { format!("hash of {subject}") } else { String::new() },
+        linked_ms: at,
+    }
+}
+
+async fn accounts_link_identities_once_and_keep_one_player_per_title(w: World) {
+    let ann = Account { id: "acc-ann".into(), created_ms: 100, last_login_ms: 100, flagged: false };
+    assert!(w.create_account(&ann, &identity("guest", "dev-1", "acc-ann", 100)).await.unwrap());
+    assert_eq!(w.account("acc-ann").await.unwrap(), Some(ann.clone()));
+    assert_eq!(w.account("acc-nobody").await.unwrap(), None);
+    assert_eq!(w.identity("guest", "dev-1").await.unwrap(), Some(identity("guest", "dev-1", "acc-ann", 100)));
+    assert_eq!(w.identity("guest", "dev-2").await.unwrap(), None);
+    // The same device again makes nothing: its identity is taken.
+    let other = Account { id: "acc-other".into(), ..ann.clone() };
+    assert!(!w.create_account(&other, &identity("guest", "dev-1", "acc-other", 150)).await.unwrap());
+    assert_eq!(w.account("acc-other").await.unwrap(), None, "nothing written");
+    assert_eq!(w.identity("guest", "dev-1").await.unwrap().unwrap().account, "acc-ann");
+    // A platform identity, linked once; a second link anywhere is refused.
+    let issuer = "https://id.example.com";
+    assert!(w.link_identity(&identity(issuer, "sub-9", "acc-ann", 200)).await.unwrap());
+    let bob = Account { id: "acc-bob".into(), created_ms: 250, last_login_ms: 250, flagged: false };
+    assert!(w.create_account(&bob, &identity("guest", "dev-3", "acc-bob", 250)).await.unwrap());
+    assert!(!w.link_identity(&identity(issuer, "sub-9", "acc-bob", 300)).await.unwrap(), "linked to ann");
+    assert!(!w.link_identity(&identity(issuer, "sub-9", "acc-ann", 300)).await.unwrap(), "linked already");
+    let linked: Vec<_> = w.identities("acc-ann").await.unwrap().into_iter().map(|i| i.subject).collect();
+    assert_eq!(linked, ["dev-1", "sub-9"], "oldest first");
+    assert_eq!(w.identity(issuer, "sub-9").await.unwrap().unwrap().account, "acc-ann");
+    // Logins only move forward; a flag sticks; an unknown account is an error.
+    w.account_login("acc-ann", 500).await.unwrap();
+    w.account_login("acc-ann", 400).await.unwrap();
+    w.set_flagged("acc-ann", true).await.unwrap();
+    let now = w.account("acc-ann").await.unwrap().unwrap();
+    assert_eq!((now.last_login_ms, now.flagged, now.created_ms), (500, true, 100));
+    assert!(w.account_login("acc-nobody", 500).await.is_err());
+    assert!(w.set_flagged("acc-nobody", true).await.is_err());
+    // One player per title: racing first logins agree on one.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let w = w.clone();
+            tokio::spawn(async move { w.title_player("acc-ann", "mini", &format!("p{i}")).await.unwrap() })
+        })
+        .collect();
+    let mut chosen = std::collections::BTreeSet::new();
+    for r in racers {
+        chosen.insert(r.await.unwrap());
+    }
+    assert_eq!(chosen.len(), 1, "one player for the title: {chosen:?}");
+    let p = chosen.into_iter().next().unwrap();
+    assert_eq!(w.title_player("acc-ann", "mini", "later").await.unwrap(), p, "kept");
+    assert_eq!(w.title_player("acc-ann", "fort", "f1").await.unwrap(), "f1", "another title, another player");
+    assert_eq!(w.title_player("acc-bob", "mini", "b1").await.unwrap(), "b1", "another account");
+}
+
 /// Runs one conformance case on SQLite and on the MongoDB wire server.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -537,6 +596,7 @@ conformance!(
     clan_chat_keeps_history_and_limits_rate,
     restrictions_and_the_audit_log,
     the_inbox_adds_once_caps_expires_and_is_claimed_once,
+    accounts_link_identities_once_and_keep_one_player_per_title,
 );
 
 /// Servers that start together on one SQLite file (`citadel cluster`) all

@@ -1,7 +1,8 @@
 //! The world store: the small amount of data shared between servers:
 //! lease locks (a player is live on one server at a time; a raid holds its
 //! defender), server status, the player info cache, top scores, positions
-//! on the regional map, and raids. The embedded backend is SQLite in WAL
+//! on the regional map, raids, clans, the audit log, players' inboxes and
+//! accounts. The embedded backend is SQLite in WAL
 //! mode ([`SqliteWorld`]), safe for several server processes on one
 //! machine; [`MongoWorld`] serves fleets behind the same trait. One
 //! conformance suite (`server/store/tests/world_conformance.rs`) runs against both.
@@ -465,13 +466,64 @@ pub trait Inbox {
     /// (a second claim, from anywhere, gets false).
     async fn claim(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<bool, WorldError>;
 }
+
+/// Player accounts (docs/gateway.md): a person across titles and devices.
+/// An account has identities to log in with (a guest device, a platform's
+/// OpenID Connect identity), each linked to one account only, and one
+/// player id per title.
+pub trait Accounts {
+    /// Makes `account` with its first identity. `false` when that identity
+    /// is linked to an account already: nothing is written.
+    async fn create_account(&self, account: &Account, identity: &Identity) -> Result<bool, WorldError>;
+    async fn account(&self, id: &str) -> Result<Option<Account>, WorldError>;
+    /// The identity `subject` at `provider`, with the account it belongs to.
+    async fn identity(&self, provider: &str, subject: &str) -> Result<Option<Identity>, WorldError>;
+    /// Links one more identity to its account. `false` when that identity
+    /// is linked already (to this account or another): nothing changes.
+    async fn link_identity(&self, identity: &Identity) -> Result<bool, WorldError>;
+    /// The account's identities, oldest first.
+    async fn identities(&self, account: &str) -> Result<Vec<Identity>, WorldError>;
+    /// Records a login at `now_ms`.
+    async fn account_login(&self, id: &str, now_ms: i64) -> Result<(), WorldError>;
+    /// Flags the account (a refund or a chargeback), or clears the flag.
+    async fn set_flagged(&self, id: &str, flagged: bool) -> Result<(), WorldError>;
+    /// The account's player in `title`: the one stored, or else `player`,
+    /// stored now. Two racing calls get the same answer.
+    async fn title_player(&self, account: &str, title: &str, player: &str) -> Result<String, WorldError>;
+}
 }
 
 /// Everything servers share: every role of the world store. A backend
 /// implements each role; decorators come with [`crate::decorate`].
-pub trait WorldStore: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox {}
+pub trait WorldStore: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + Accounts {}
 
-impl<T: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + ?Sized> WorldStore for T {}
+impl<T: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + Accounts + ?Sized> WorldStore for T {}
+
+/// A player account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub created_ms: i64,
+    pub last_login_ms: i64,
+    /// Set by a refund or a chargeback, for customer support to look at.
+    #[serde(default)]
+    pub flagged: bool,
+}
+
+/// A way into an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// `guest`, or an OpenID Connect issuer (its URL).
+    pub provider: String,
+    /// The guest device's id, or the issuer's `sub`.
+    pub subject: String,
+    pub account: String,
+    /// A guest device's secret, hashed (argon2id PHC string); empty for
+    /// platform identities, whose tokens prove them.
+    #[serde(default)]
+    pub secret_hash: String,
+    pub linked_ms: i64,
+}
 
 /// One message or grant in a player's inbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

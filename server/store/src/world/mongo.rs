@@ -53,6 +53,9 @@ pub struct MongoWorld {
     audit: mongodb::Collection<Document>,
     journal_homes: mongodb::Collection<Document>,
     inbox: mongodb::Collection<Document>,
+    accounts: mongodb::Collection<Document>,
+    identities: mongodb::Collection<Document>,
+    title_players: mongodb::Collection<Document>,
 }
 
 /// How long to wait for a MongoDB server at start and per operation
@@ -98,6 +101,9 @@ impl MongoWorld {
             audit: db.collection("audit"),
             journal_homes: db.collection("journal_homes"),
             inbox: db.collection("inbox"),
+            accounts: db.collection("accounts"),
+            identities: db.collection("identities"),
+            title_players: db.collection("title_players"),
         };
         w.create_indexes().await?;
         Ok(w)
@@ -129,6 +135,7 @@ impl MongoWorld {
             .await
             .map_err(mongo)?;
         self.servers.create_index(index(doc! { "heartbeat_ms": 1 }, false)).await.map_err(mongo)?;
+        self.identities.create_index(index(doc! { "account": 1, "linked_ms": 1 }, false)).await.map_err(mongo)?;
         self.inbox
             .create_index(index(doc! { "title": 1, "player": 1, "created_ms": 1 }, false))
             .await
@@ -991,4 +998,107 @@ fn position_of(d: &Document) -> Option<Position> {
 fn decode<T: serde::de::DeserializeOwned>(d: &Document) -> Result<T, WorldError> {
     let text = d.get_str("doc").map_err(|_| WorldError::Db("a stored document has no `doc`".into()))?;
     serde_json::from_str(text).map_err(|e| WorldError::Db(format!("a stored document does not decode: {e}")))
+}
+
+#[async_trait]
+impl Accounts for MongoWorld {
+    async fn create_account(&self, account: &Account, identity: &Identity) -> Result<bool, WorldError> {
+        // The account first: one left without its identity (a lost race,
+        // a crash in between) is never found, and removed when possible.
+        let d = doc! {
+            "_id": &account.id, "created_ms": account.created_ms, "last_login_ms": account.last_login_ms,
+            "flagged": account.flagged,
+        };
+        self.accounts.insert_one(d).await.map_err(mongo)?;
+        let linked = Identity { account: account.id.clone(), ..identity.clone() };
+        if self.link_identity(&linked).await? {
+            return Ok(true);
+        }
+        let _ = self.accounts.delete_one(doc! { "_id": &account.id }).await;
+        Ok(false)
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, WorldError> {
+        let d = self.accounts.find_one(doc! { "_id": id }).await.map_err(mongo)?;
+        Ok(d.map(|d| Account {
+            id: id.to_string(),
+            created_ms: number(&d, "created_ms").unwrap_or(0),
+            last_login_ms: number(&d, "last_login_ms").unwrap_or(0),
+            // A boolean, or a number where the server keeps booleans as such.
+            flagged: match d.get("flagged") {
+                Some(Bson::Boolean(b)) => *b,
+                _ => number(&d, "flagged").is_some_and(|n| n != 0),
+            },
+        }))
+    }
+
+    async fn identity(&self, provider: &str, subject: &str) -> Result<Option<Identity>, WorldError> {
+        let d = self.identities.find_one(doc! { "_id": identity_id(provider, subject) }).await.map_err(mongo)?;
+        d.as_ref().map(decode).transpose()
+    }
+
+    async fn link_identity(&self, identity: &Identity) -> Result<bool, WorldError> {
+        let d = doc! {
+            "_id": identity_id(&identity.provider, &identity.subject), "account": &identity.account,
+            "linked_ms": identity.linked_ms, "doc": to_json(identity)?,
+        };
+        match self.identities.insert_one(d).await {
+            Ok(_) => Ok(true),
+            Err(e) if duplicate_key(&e) => Ok(false),
+            Err(e) => Err(mongo(e)),
+        }
+    }
+
+    async fn identities(&self, account: &str) -> Result<Vec<Identity>, WorldError> {
+        let filter = doc! { "account": account };
+        let docs = self.all(&self.identities, filter, doc! { "linked_ms": 1, "_id": 1 }, 0, PAGE_MAX as i64).await?;
+        docs.iter().map(decode).collect()
+    }
+
+    async fn account_login(&self, id: &str, now_ms: i64) -> Result<(), WorldError> {
+        // Only ever later (a conditional `$set`, which every
+        // MongoDB-compatible server has, rather than `$max`).
+        let r = self
+            .accounts
+            .update_one(
+                doc! { "_id": id, "last_login_ms": { "$lt": now_ms } },
+                doc! { "$set": { "last_login_ms": now_ms } },
+            )
+            .await
+            .map_err(mongo)?;
+        if r.matched_count == 0 && self.account(id).await?.is_none() {
+            return Err(WorldError::Db(format!("no account {id}")));
+        }
+        Ok(())
+    }
+
+    async fn set_flagged(&self, id: &str, flagged: bool) -> Result<(), WorldError> {
+        let r = self
+            .accounts
+            .update_one(doc! { "_id": id }, doc! { "$set": { "flagged": flagged } })
+            .await
+            .map_err(mongo)?;
+        if r.matched_count == 0 {
+            return Err(WorldError::Db(format!("no account {id}")));
+        }
+        Ok(())
+    }
+
+    async fn title_player(&self, account: &str, title: &str, player: &str) -> Result<String, WorldError> {
+        let id = format!("{account}/{title}");
+        match self.title_players.insert_one(doc! { "_id": &id, "player": player }).await {
+            Ok(_) => return Ok(player.to_string()),
+            Err(e) if duplicate_key(&e) => {}
+            Err(e) => return Err(mongo(e)),
+        }
+        let d = self.title_players.find_one(doc! { "_id": &id }).await.map_err(mongo)?;
+        d.and_then(|d| d.get_str("player").ok().map(str::to_string))
+            .ok_or_else(|| WorldError::Db(format!("{id}: the player of a title vanished")))
+    }
+}
+
+/// An identity's `_id`: provider and subject, neither of which can hold
+/// the other's separator unnoticed (the provider is a URL or `guest`).
+fn identity_id(provider: &str, subject: &str) -> String {
+    format!("{provider} {subject}")
 }

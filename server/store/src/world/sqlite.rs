@@ -112,7 +112,16 @@ impl SqliteWorld {
                  expires_ms INTEGER NOT NULL, claimed_ms INTEGER, doc TEXT NOT NULL,
                  PRIMARY KEY (title, player, id)
              );
-             CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox (title, player, created_ms);",
+             CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox (title, player, created_ms);
+             CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS identities (
+                 provider TEXT NOT NULL, subject TEXT NOT NULL, account TEXT NOT NULL, linked_ms INTEGER NOT NULL,
+                 doc TEXT NOT NULL, PRIMARY KEY (provider, subject)
+             );
+             CREATE INDEX IF NOT EXISTS identities_by_account ON identities (account, linked_ms);
+             CREATE TABLE IF NOT EXISTS title_players (
+                 account TEXT NOT NULL, title TEXT NOT NULL, player TEXT NOT NULL, PRIMARY KEY (account, title)
+             );",
             )
         };
         let until = std::time::Instant::now() + std::time::Duration::from_millis(BUSY_TIMEOUT_MS);
@@ -142,6 +151,19 @@ impl SqliteWorld {
             }
         }
         Ok(SqliteWorld { conn: Arc::new(tokio::sync::Mutex::new(conn)) })
+    }
+
+    /// The `doc` of the one row `sql` selects with `keys`, decoded.
+    async fn one_doc<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &'static str,
+        keys: &[&str],
+    ) -> Result<Option<T>, WorldError> {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let doc = self
+            .with(move |c| c.query_row(sql, rusqlite::params_from_iter(keys), |r| r.get::<_, String>(0)).optional())
+            .await?;
+        doc.as_deref().map(from_json).transpose()
     }
 
     async fn with<T: Send + 'static>(
@@ -298,16 +320,7 @@ impl Servers for SqliteWorld {
     }
 
     async fn journal_home(&self, server: &str) -> Result<Option<JournalHome>, WorldError> {
-        let server = server.to_string();
-        let doc = self
-            .with(move |c| {
-                c.query_row("SELECT doc FROM journal_homes WHERE server = ?1", params![server], |r| {
-                    r.get::<_, String>(0)
-                })
-                .optional()
-            })
-            .await?;
-        doc.as_deref().map(from_json).transpose()
+        self.one_doc("SELECT doc FROM journal_homes WHERE server = ?1", &[server]).await
     }
 }
 
@@ -367,18 +380,7 @@ impl Players for SqliteWorld {
     }
 
     async fn restriction(&self, title: &str, player: &str) -> Result<Option<Restriction>, WorldError> {
-        let (title, player) = (title.to_string(), player.to_string());
-        let doc = self
-            .with(move |c| {
-                c.query_row(
-                    "SELECT doc FROM restrictions WHERE title = ?1 AND player = ?2",
-                    params![title, player],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()
-            })
-            .await?;
-        doc.as_deref().map(from_json).transpose()
+        self.one_doc("SELECT doc FROM restrictions WHERE title = ?1 AND player = ?2", &[title, player]).await
     }
 
     async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
@@ -1097,4 +1099,114 @@ fn raid_from((doc, applied): &(String, bool)) -> Result<RaidRecord, WorldError> 
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, WorldError> {
     serde_json::from_str(text).map_err(|e| WorldError::Db(format!("a stored document does not decode: {e}")))
+}
+
+#[async_trait]
+impl Accounts for SqliteWorld {
+    async fn create_account(&self, account: &Account, identity: &Identity) -> Result<bool, WorldError> {
+        let (a, i) = (account.clone(), identity.clone());
+        let (adoc, idoc) = (to_json(account)?, to_json(identity)?);
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO identities (provider, subject, account, linked_ms, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![i.provider, i.subject, a.id, i.linked_ms, idoc],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.execute("INSERT INTO accounts (id, doc) VALUES (?1, ?2)", params![a.id, adoc])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, WorldError> {
+        self.one_doc("SELECT doc FROM accounts WHERE id = ?1", &[id]).await
+    }
+
+    async fn identity(&self, provider: &str, subject: &str) -> Result<Option<Identity>, WorldError> {
+        self.one_doc("SELECT doc FROM identities WHERE provider = ?1 AND subject = ?2", &[provider, subject]).await
+    }
+
+    async fn link_identity(&self, identity: &Identity) -> Result<bool, WorldError> {
+        let (i, doc) = (identity.clone(), to_json(identity)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO identities (provider, subject, account, linked_ms, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![i.provider, i.subject, i.account, i.linked_ms, doc],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn identities(&self, account: &str) -> Result<Vec<Identity>, WorldError> {
+        let account = account.to_string();
+        let docs = self
+            .with(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT doc FROM identities WHERE account = ?1 ORDER BY linked_ms, provider, subject LIMIT ?2",
+                )?;
+                let rows = q.query_map(params![account, PAGE_MAX as i64], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn account_login(&self, id: &str, now_ms: i64) -> Result<(), WorldError> {
+        self.update_account(id, move |a| a.last_login_ms = a.last_login_ms.max(now_ms)).await
+    }
+
+    async fn set_flagged(&self, id: &str, flagged: bool) -> Result<(), WorldError> {
+        self.update_account(id, move |a| a.flagged = flagged).await
+    }
+
+    async fn title_player(&self, account: &str, title: &str, player: &str) -> Result<String, WorldError> {
+        let (account, title, player) = (account.to_string(), title.to_string(), player.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO title_players (account, title, player) VALUES (?1, ?2, ?3)",
+                params![account, title, player],
+            )?;
+            c.query_row(
+                "SELECT player FROM title_players WHERE account = ?1 AND title = ?2",
+                params![account, title],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+}
+
+impl SqliteWorld {
+    /// Reads, changes and writes back one account, in one transaction.
+    async fn update_account(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Account) + Send + 'static,
+    ) -> Result<(), WorldError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let doc: Option<String> =
+                tx.query_row("SELECT doc FROM accounts WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+            let Some(doc) = doc else { return Ok(Err(WorldError::Db(format!("no account {id}")))) };
+            let mut account: Account = match serde_json::from_str(&doc) {
+                Ok(a) => a,
+                Err(e) => return Ok(Err(WorldError::Db(format!("account {id} does not decode: {e}")))),
+            };
+            change(&mut account);
+            let doc = match serde_json::to_string(&account) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(WorldError::Db(e.to_string()))),
+            };
+            tx.execute("UPDATE accounts SET doc = ?2 WHERE id = ?1", params![id, doc])?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+        .await?
+    }
 }
