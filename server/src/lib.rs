@@ -44,6 +44,7 @@ pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod listener;
+pub mod payments;
 pub mod play;
 pub mod player_file;
 pub mod profile;
