@@ -42,10 +42,13 @@ pub enum TokenError {
     WrongTitle,
 }
 
-/// Signs and checks tokens with one secret.
+/// Signs tokens with one secret, and checks them with it or with the
+/// secret it replaced (a rotation: both are accepted until every token
+/// the old one signed has expired).
 #[derive(Clone)]
 pub struct Signer {
     secret: Vec<u8>,
+    previous: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -56,17 +59,22 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     pub fn new(secret: &[u8]) -> Signer {
-        Signer { secret: secret.to_vec() }
+        Signer { secret: secret.to_vec(), previous: None }
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
+    /// Also accepts tokens signed with `previous`.
+    pub fn also_accepting(self, previous: &[u8]) -> Signer {
+        Signer { previous: Some(previous.to_vec()), ..self }
+    }
+
+    fn mac(secret: &[u8]) -> Hmac<Sha256> {
         // HMAC takes a key of any length.
-        Hmac::<Sha256>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+        Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
     }
 
     pub fn issue(&self, claims: &Claims) -> String {
         let body = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
-        let mut mac = self.mac();
+        let mut mac = Signer::mac(&self.secret);
         mac.update(body.as_bytes());
         format!("{body}.{}", B64.encode(mac.finalize().into_bytes()))
     }
@@ -75,9 +83,14 @@ impl Signer {
     pub fn verify(&self, token: &str, title: &str, now_ms: i64) -> Result<Claims, TokenError> {
         let (body, sig) = token.split_once('.').ok_or(TokenError::Invalid)?;
         let sig = B64.decode(sig).map_err(|_| TokenError::Invalid)?;
-        let mut mac = self.mac();
-        mac.update(body.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| TokenError::Invalid)?;
+        let signed_by = |secret: &[u8]| {
+            let mut mac = Signer::mac(secret);
+            mac.update(body.as_bytes());
+            mac.verify_slice(&sig).is_ok()
+        };
+        if !signed_by(&self.secret) && !self.previous.as_deref().is_some_and(signed_by) {
+            return Err(TokenError::Invalid);
+        }
         let bytes = B64.decode(body).map_err(|_| TokenError::Invalid)?;
         let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| TokenError::Invalid)?;
         if claims.e <= now_ms {
@@ -109,6 +122,21 @@ mod tests {
         let forged = format!("{}x", tok);
         assert_eq!(s.verify(&forged, "fort", 0), Err(TokenError::Invalid));
         assert_eq!(s.verify("garbage", "fort", 0), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn during_a_rotation_tokens_of_the_previous_secret_are_accepted_and_new_ones_use_the_new() {
+        let old = Signer::new(b"the old secret of 32 bytes......");
+        let rotated =
+            Signer::new(b"the new secret of 32 bytes......").also_accepting(b"the old secret of 32 bytes......");
+        let c = Claims { t: "fort".into(), p: "alice".into(), e: 1000, i: 10 };
+        assert_eq!(rotated.verify(&old.issue(&c), "fort", 0), Ok(c.clone()), "an old token still works");
+        let new_token = rotated.issue(&c);
+        assert_eq!(old.verify(&new_token, "fort", 0), Err(TokenError::Invalid), "signed with the new secret only");
+        assert_eq!(Signer::new(b"the new secret of 32 bytes......").verify(&new_token, "fort", 0), Ok(c.clone()));
+        let stranger = Signer::new(b"a third secret of 32 bytes......");
+        assert_eq!(rotated.verify(&stranger.issue(&c), "fort", 0), Err(TokenError::Invalid));
+        assert_eq!(rotated.verify(&old.issue(&c), "fort", 1000), Err(TokenError::Expired), "and expire as before");
     }
 
     #[test]

@@ -130,6 +130,11 @@ pub struct Config {
     /// created in `data_dir/token-secret` on first start and kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<String>,
+    /// The secret `token_secret` replaced, during a rotation: tokens it
+    /// signed are still accepted (new ones are signed with `token_secret`
+    /// only). Remove it once the longest token lifetime has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_previous: Option<String>,
     /// Bearer token for the admin API (`/admin/api/`). When absent, a
     /// random token is created in `data_dir/admin-token` on first start and
     /// kept: read it from there.
@@ -197,6 +202,7 @@ impl Default for Config {
             titles: PathBuf::from("titles"),
             server_dir: None,
             token_secret: None,
+            token_secret_previous: None,
             admin_token: None,
             admin_users: Vec::new(),
             watch_titles: true,
@@ -225,6 +231,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CITADEL_TITLES", "titles"),
     ("CITADEL_SERVER_DIR", "server_dir"),
     ("CITADEL_TOKEN_SECRET", "token_secret"),
+    ("CITADEL_TOKEN_SECRET_PREVIOUS", "token_secret_previous"),
     ("CITADEL_DEV_LOGIN", "dev_login"),
     ("CITADEL_ADMIN_TOKEN", "admin_token"),
     ("CITADEL_WATCH_TITLES", "watch_titles"),
@@ -273,6 +280,9 @@ impl Config {
         }
         if let Some(v) = get("CITADEL_TOKEN_SECRET") {
             self.token_secret = Some(v);
+        }
+        if let Some(v) = get("CITADEL_TOKEN_SECRET_PREVIOUS") {
+            self.token_secret_previous = Some(v);
         }
         if let Some(v) = get("CITADEL_DEV_LOGIN") {
             self.dev_login = matches!(v.as_str(), "1" | "true" | "yes");
@@ -377,6 +387,14 @@ impl Config {
         }
         if let Some(s) = &self.token_secret {
             anyhow::ensure!(s.len() >= 32, "token_secret must be at least 32 characters");
+        }
+        if let Some(s) = &self.token_secret_previous {
+            anyhow::ensure!(s.len() >= 32, "token_secret_previous must be at least 32 characters");
+            anyhow::ensure!(
+                self.token_secret.is_some(),
+                "token_secret_previous needs token_secret (the new secret) set too"
+            );
+            anyhow::ensure!(self.token_secret.as_ref() != Some(s), "token_secret_previous is the same as token_secret");
         }
         Ok(())
     }

@@ -197,7 +197,10 @@ async fn serve(
     old: Option<std::os::unix::net::UnixStream>,
 ) -> anyhow::Result<()> {
     config.check()?;
-    let signer = auth::Signer::new(&token_secret(&config)?);
+    let mut signer = auth::Signer::new(&token_secret(&config)?);
+    if let Some(previous) = &config.token_secret_previous {
+        signer = signer.also_accepting(previous.as_bytes());
+    }
     let profiler = Arc::new(profile::Profiler::new(config.profiling));
     let blobs: Arc<dyn blob::BlobStore> = match &config.s3 {
         Some(s3) => Arc::new(s3::S3BlobStore::new(s3, |k| std::env::var(k).ok())?),

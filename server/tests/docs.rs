@@ -77,6 +77,22 @@ fn config_layers_file_then_environment() {
     assert!(err.contains("unknown field `lisen`"), "{err}");
     let bad = Config { token_secret: Some("short".into()), ..Config::default() };
     assert!(bad.check().is_err());
+    // A rotation: the previous secret comes from the environment too,
+    // needs the new one, and must differ from it.
+    let new = "n".repeat(32);
+    let mut rotating = Config { token_secret: Some(new.clone()), ..Config::default() };
+    rotating.apply_env(|k| (k == "CITADEL_TOKEN_SECRET_PREVIOUS").then(|| "o".repeat(32))).unwrap();
+    assert_eq!(rotating.token_secret_previous, Some("o".repeat(32)));
+    rotating.check().unwrap();
+    for (secret, previous, says) in [
+        (None, "o".repeat(32), "needs token_secret"),
+        (Some(new.clone()), new.clone(), "the same as token_secret"),
+        (Some(new.clone()), "short".to_string(), "at least 32 characters"),
+    ] {
+        let bad = Config { token_secret: secret, token_secret_previous: Some(previous), ..Config::default() };
+        let err = format!("{:#}", bad.check().unwrap_err());
+        assert!(err.contains(says), "{err}");
+    }
 
     // The journal on JetStream needs NATS, and JetStream's replica bounds.
     std::fs::write(&file, "journal_store = \"jetstream\"\n").unwrap();
