@@ -548,13 +548,14 @@ async fn with_the_jetstream_journal_a_dead_servers_lost_disk_loses_no_acknowledg
 async fn with_the_jetstream_journal_an_unsaved_players_records_outlive_the_clean_up() {
     use citadel_server::journal::jetstream::{kept_stream_name, stream_name};
     let Some(nats) = support::Nats::start_jetstream("crash (JetStream journal, unsaved session)") else { return };
-    let (titles, data, config) = jetstream_world(&nats, "kept", 1, "kept");
+    // Sessions end 5 s after their last request: long after the lock is
+    // taken (at once, below) and lost at the next renewal (every second).
+    let (titles, data, config) = jetstream_world(&nats, "kept", 5, "kept");
     let dir = data.join("server");
     let (mut server, addr) = serve_as(&data, &titles, &config, &dir);
     let id = server_id(&dir);
     let messages = |name: String| stream_messages(&nats.url, name);
     tithes_over_http(&addr, "stuck", 5).await;
-    tithes_over_http(&addr, "fine", 3).await;
     // Another server takes the stuck player's lock over, owing what this
     // one journaled; this server's session is fenced and ends unsaved.
     {
@@ -569,6 +570,7 @@ async fn with_the_jetstream_journal_an_unsaved_players_records_outlive_the_clean
             .unwrap();
         assert_eq!(n, 1, "the stuck player's lock is in the world store");
     }
+    tithes_over_http(&addr, "fine", 3).await;
     let own = stream_name("kept", &id);
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while messages(own.clone()).await > 0 {
