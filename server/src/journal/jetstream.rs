@@ -191,8 +191,13 @@ impl JournalStream {
         &self.name
     }
 
+    /// `key`'s subject in the stream of the server whose token is `server`.
+    fn subject_of(&self, server: &str, key: &Key) -> String {
+        format!("{}.journal.{server}.{}.{}", self.prefix, token(&key.0), token(&key.1))
+    }
+
     fn subject(&self, key: &Key) -> String {
-        format!("{}.journal.{}.{}.{}", self.prefix, self.server, token(&key.0), token(&key.1))
+        self.subject_of(&self.server, key)
     }
 
     fn kept_subject(&self, key: &Key) -> String {
@@ -220,7 +225,6 @@ impl JournalStream {
             })
             .await?;
         let mut messages = consumer.messages().await?;
-        let own_prefix = format!("{}.journal.{}.", self.prefix, self.server);
         let mut acks = VecDeque::new();
         loop {
             // Nobody else writes to this stream now; others' takeovers may
@@ -235,20 +239,15 @@ impl JournalStream {
             };
             let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
             let (sequence, pending) = (info.stream_sequence, info.pending);
-            let line = message.payload.strip_suffix(b"\n").unwrap_or(&message.payload);
-            match (message.subject.strip_prefix(own_prefix.as_str()), decode(line)) {
-                (Some(player), Some(Ok(r))) => {
-                    let key = (r.title.clone(), r.player.clone());
-                    let subject = format!("{}.journal_kept.{player}", self.prefix);
-                    acks.push_back((key, self.context.publish(subject, message.payload.clone()).await?));
+            if let Some(r) = decode_payload(&message.payload, &message.subject, sequence)? {
+                let key = (r.title.clone(), r.player.clone());
+                if message.subject.as_str() == self.subject(&key) {
+                    let ack = self.context.publish(self.kept_subject(&key), message.payload.clone()).await?;
+                    acks.push_back((key, ack));
                     left.records.push(r);
+                } else {
+                    tracing::warn!(subject = %message.subject, sequence, "dropping a journal record of another player");
                 }
-                (_, Some(Err(version))) => anyhow::bail!(
-                    "{} sequence {sequence}: journal record format_version {version} is newer than this server understands ({}); run the newer server",
-                    self.name,
-                    super::JOURNAL_FORMAT_VERSION
-                ),
-                _ => tracing::warn!(stream = %self.name, sequence, "dropping a corrupt journal record in the stream"),
             }
             while acks.len() >= ACKS_IN_FLIGHT_MAX {
                 let (key, ack) = acks.pop_front().expect("not empty");
@@ -300,7 +299,7 @@ impl JournalStream {
                 }
             }
         };
-        let subject = format!("{}.journal.{}.{}.{}", self.prefix, token(from), token(&key.0), token(&key.1));
+        let subject = self.subject_of(&token(from), key);
         let mut records = Vec::new();
         let mut reads = Vec::new();
         // The server's stream first: a record being moved to the kept
@@ -415,19 +414,31 @@ async fn read_subject(stream: &stream::Stream, subject: &str, key: &Key) -> anyh
     let last = raw.last().map(|(n, _)| *n);
     let mut records = Vec::new();
     for (sequence, payload) in raw {
-        let line = payload.strip_suffix(b"\n").unwrap_or(&payload);
-        match decode(line) {
-            Some(Ok(r)) if r.title == key.0 && r.player == key.1 => records.push(r),
-            Some(Ok(_)) | None => {
-                tracing::warn!(subject = %subject, sequence, "dropping a corrupt journal record in the stream");
-            }
-            Some(Err(version)) => anyhow::bail!(
-                "{subject} sequence {sequence}: journal record format_version {version} is newer than this server understands ({}); run the newer server to take this player over",
-                super::JOURNAL_FORMAT_VERSION
-            ),
+        match decode_payload(&payload, subject, sequence)? {
+            Some(r) if r.title == key.0 && r.player == key.1 => records.push(r),
+            Some(_) => tracing::warn!(subject = %subject, sequence, "dropping a journal record of another player"),
+            None => {}
         }
     }
     Ok((records, last))
+}
+
+/// The record a stream message holds (the line of a segment file); `None`,
+/// logged, for a corrupt one; an error for a newer format than this
+/// server's, which it must not skip.
+fn decode_payload(payload: &[u8], subject: &str, sequence: u64) -> anyhow::Result<Option<Record>> {
+    let line = payload.strip_suffix(b"\n").unwrap_or(payload);
+    match decode(line) {
+        Some(Ok(r)) => Ok(Some(r)),
+        None => {
+            tracing::warn!(subject = %subject, sequence, "dropping a corrupt journal record in the stream");
+            Ok(None)
+        }
+        Some(Err(version)) => anyhow::bail!(
+            "{subject} sequence {sequence}: journal record format_version {version} is newer than this server understands ({}); run the newer server",
+            super::JOURNAL_FORMAT_VERSION
+        ),
+    }
 }
 
 /// What the acknowledging task waits on, in the order records came.
@@ -463,7 +474,7 @@ struct Held {
 
 impl Held {
     /// The stream sequence below which every record of this run is in a
-    /// saved file (0: nothing acknowledged yet).
+    /// saved file (1 while nothing is acknowledged: nothing may go).
     fn keep_from(&self) -> u64 {
         self.unsaved.first().copied().unwrap_or(self.last_acked + 1)
     }
