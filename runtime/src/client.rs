@@ -113,6 +113,7 @@ pub fn client_view(title: &Title) -> Value {
         "research": research,
         "items": title.items.iter().map(|i| without(value(&i.def), "hook")).collect::<Vec<_>>(),
         "offers": title.offers.iter().map(|o| with_text(title, value(&o.def), o.requires.as_ref())).collect::<Vec<_>>(),
+        "products": title.products.iter().map(value).collect::<Vec<_>>(),
         "quests": title.quests.iter().map(|q| quest(title, q)).collect::<Vec<_>>(),
         "loot": value(&title.loot),
         "modifiers": value(&title.modifiers),

@@ -885,6 +885,31 @@ pub struct OfferDef {
     pub requires: Option<String>,
 }
 
+/// Something sold for real money through a payment platform: the gateway
+/// grants it once per payment (docs/gateway.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductDef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub icon: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub grants: ProductGrants,
+}
+
+/// What one purchase of a product grants: resources (not capped by
+/// storage: paid for in full) and items.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductGrants {
+    #[serde(default)]
+    pub resources: Amounts,
+    #[serde(default)]
+    pub items: Amounts,
+}
+
 /// `store.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -896,6 +921,8 @@ pub struct StoreFile {
     pub items: Vec<ItemDef>,
     #[serde(default)]
     pub offers: Vec<OfferDef>,
+    #[serde(default)]
+    pub products: Vec<ProductDef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -542,6 +542,12 @@ impl Loader<'_> {
             let ids: Vec<Option<&str>> = offers.iter().map(|o| o.get("id").and_then(Value::as_str)).collect();
             self.unique_ids("store.json", "/offers", "offer", &ids);
         }
+        if let Some(products) =
+            self.raw.get("store.json").and_then(|v| v.get("products")).and_then(Value::as_array).cloned()
+        {
+            let ids: Vec<Option<&str>> = products.iter().map(|o| o.get("id").and_then(Value::as_str)).collect();
+            self.unique_ids("store.json", "/products", "product", &ids);
+        }
         k
     }
 
@@ -661,6 +667,7 @@ impl Loader<'_> {
         if let Some(f) = &p.store {
             f.items.iter().enumerate().for_each(|(i, it)| add("store.json", "items", i, &it.icon));
             f.offers.iter().enumerate().for_each(|(i, o)| add("store.json", "offers", i, &o.icon));
+            f.products.iter().enumerate().for_each(|(i, o)| add("store.json", "products", i, &o.icon));
         }
         if let Some(f) = &p.loot {
             f.loot.iter().enumerate().for_each(|(i, t)| add("loot.json", "loot", i, &t.icon));
@@ -917,6 +924,16 @@ impl Loader<'_> {
                 if let Some(w) = &o.window {
                     self.check_window(f, &format!("/offers/{i}/window"), w);
                 }
+            }
+            for (i, pr) in sf.products.iter().enumerate() {
+                self.need_keys(
+                    known,
+                    IdKind::Resource,
+                    &pr.grants.resources,
+                    f,
+                    &format!("/products/{i}/grants/resources"),
+                );
+                self.need_keys(known, IdKind::Item, &pr.grants.items, f, &format!("/products/{i}/grants/items"));
             }
         }
         if let Some(qf) = p.quests.clone() {
@@ -1615,8 +1632,14 @@ impl Loader<'_> {
                 def,
             })
             .collect();
-        let store =
-            p.store.unwrap_or(StoreFile { schema: None, format_version: 1, items: Vec::new(), offers: Vec::new() });
+        let store = p.store.unwrap_or(StoreFile {
+            schema: None,
+            format_version: 1,
+            items: Vec::new(),
+            offers: Vec::new(),
+            products: Vec::new(),
+        });
+        let products = store.products;
         let items: Vec<Item> = store
             .items
             .into_iter()
@@ -1686,6 +1709,7 @@ impl Loader<'_> {
             research: research.iter().enumerate().map(|(i, r)| (r.def.id.clone(), i)).collect(),
             items: items.iter().enumerate().map(|(i, it)| (it.def.id.clone(), i)).collect(),
             offers: offers.iter().enumerate().map(|(i, o)| (o.def.id.clone(), i)).collect(),
+            products: products.iter().enumerate().map(|(i, p)| (p.id.clone(), i)).collect(),
             quests: quests.iter().enumerate().map(|(i, q)| (q.def.id.clone(), i)).collect(),
         };
         Some(Title(Arc::new(TitleData {
@@ -1708,6 +1732,7 @@ impl Loader<'_> {
             research,
             items,
             offers,
+            products,
             quests,
             loot,
             modifiers,

@@ -125,6 +125,8 @@ pub struct TitleData {
     pub research: Vec<ResearchType>,
     pub items: Vec<Item>,
     pub offers: Vec<Offer>,
+    /// What the title sells for real money (store.json `products`).
+    pub products: Vec<crate::format::ProductDef>,
     pub quests: Vec<Quest>,
     pub loot: Vec<LootTableDef>,
     pub modifiers: Vec<ModifierDef>,
@@ -150,6 +152,7 @@ pub(crate) struct Index {
     pub(crate) research: HashMap<String, usize>,
     pub(crate) items: HashMap<String, usize>,
     pub(crate) offers: HashMap<String, usize>,
+    pub(crate) products: HashMap<String, usize>,
     pub(crate) quests: HashMap<String, usize>,
     pub(crate) loot: HashMap<String, usize>,
     pub(crate) modifiers: HashMap<String, usize>,
@@ -193,6 +196,9 @@ impl TitleData {
     }
     pub fn offer(&self, id: &str) -> Option<&Offer> {
         self.index.offers.get(id).map(|&i| &self.offers[i])
+    }
+    pub fn product(&self, id: &str) -> Option<&crate::format::ProductDef> {
+        self.index.products.get(id).map(|&i| &self.products[i])
     }
     pub fn quest(&self, id: &str) -> Option<&Quest> {
         self.index.quests.get(id).map(|&i| &self.quests[i])

@@ -22,7 +22,7 @@ function el(tag, attrs, ...children) {
 
 function table(headers, rows, attrs) {
   return el("table", attrs || {},
-    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { class: /^[#pm]|count|ms|busy|players/.test(h) ? "num" : null }, h)))),
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { class: /^(#|p\d|max|mean)|count|ms|busy|players/.test(h) ? "num" : null }, h)))),
     el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: headers.length }, "none"))));
 }
 
@@ -195,8 +195,30 @@ async function players(q) {
   if (q) await search();
 }
 
+// Payments the gateway recorded, as table rows (docs/gateway.md).
+function paymentRows(list) {
+  return list.map((x) => el("tr", { class: "payment-" + x.state }, td(time(x.created_ms)), td(x.provider), td(x.id),
+    td(x.account), td(x.title + " / " + x.player), td(x.product), td((x.amount / 100).toFixed(2) + " " + x.currency, true),
+    td(x.state), td(x.delivered_ms ? time(x.delivered_ms) : ""),
+    td(x.revoked_ms ? time(x.revoked_ms) + " (" + x.revoked_reason + ")" : "")));
+}
+
+const PAYMENT_COLUMNS = ["recorded", "provider", "payment id", "account", "player", "product", "amount", "state", "delivered", "revoked"];
+
+async function payments(account) {
+  const q = el("input", { id: "payments-q", placeholder: "account id", size: 36, value: account || "" });
+  const r = await api(account ? "/payments?account=" + encodeURIComponent(account) : "/payments?limit=100");
+  view.replaceChildren(el("h1", {}, "Payments"),
+    el("form", { class: "inline", onsubmit: (e) => {
+      e.preventDefault();
+      location.hash = "payments/" + encodeURIComponent(q.value.trim());
+    } }, q, el("button", {}, "Find")),
+    table(PAYMENT_COLUMNS, paymentRows(r.payments), { id: "payments" }));
+}
+
 async function player(title, id) {
   const p = await api("/players/" + title + "/" + id);
+  const paid = await api("/payments?title=" + encodeURIComponent(title) + "&player=" + encodeURIComponent(id));
   const base = "/players/" + title + "/" + id;
   const again = () => player(title, id);
   const s = p.state;
@@ -245,6 +267,7 @@ async function player(title, id) {
     el("h2", {}, "Resources"), table(["resource", "amount"], resourceRows, { id: "resources" }),
     el("h2", {}, "Items"), table(["item", "count"], itemRows, { id: "items" }),
     el("h2", {}, "Recent actions"), table(["seq", "at", "operation"], historyRows, { id: "history" }),
+    el("h2", {}, "Payments"), table(PAYMENT_COLUMNS, paymentRows(paid.payments), { id: "player-payments" }),
     el("h2", {}, "Snapshots"), table(["saved at", "seq", ""], snapRows, { id: "snapshots" }),
     el("h2", {}, "Audit"), table(["at", "admin", "action", "reason", "before", "after"], auditRows, { id: "player-audit" }),
     el("h2", {}, "State"), el("pre", { id: "state" }, JSON.stringify(s, null, 1)));
@@ -263,7 +286,7 @@ async function render() {
   for (const a of document.querySelectorAll("header nav a")) {
     a.classList.toggle("active", a.id === "nav-" + (page === "player" ? "players" : page));
   }
-  const pages = { servers, latency, requests, players, player, audit };
+  const pages = { servers, latency, requests, players, player, payments, audit };
   const show = pages[page] || servers;
   try {
     await show(...args);

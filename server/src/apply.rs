@@ -130,13 +130,21 @@ fn run_op(title: &Title, state: &mut PlayerState, op: &Op, now: i64, rng: &mut R
             Err(e) => Err(ApiError::rules(e)),
         },
         Op::Inbox { item } => {
-            let events = if item.resources.is_empty() && item.items.is_empty() {
+            // An item takes back (a refund) at most what the player holds.
+            let at_most_held = |amounts: &citadel_runtime::format::Amounts, held: &citadel_runtime::format::Amounts| {
+                amounts
+                    .iter()
+                    .map(|(id, &n)| (id.clone(), if n < 0 { n.max(-held.get(id).copied().unwrap_or(0)) } else { n }))
+                    .filter(|&(_, n)| n != 0)
+                    .collect::<citadel_runtime::format::Amounts>()
+            };
+            let change = citadel_runtime::support::Adjustment {
+                resources: at_most_held(&item.resources, &state.resources),
+                items: at_most_held(&item.items, &state.items),
+            };
+            let events = if change.resources.is_empty() && change.items.is_empty() {
                 Vec::new()
             } else {
-                let change = citadel_runtime::support::Adjustment {
-                    resources: item.resources.clone(),
-                    items: item.items.clone(),
-                };
                 citadel_runtime::support::adjust(title, state, &change, now, rng).map_err(ApiError::rules)?
             };
             serialize(&json!({ "events": events, "item": item.id }))

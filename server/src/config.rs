@@ -93,6 +93,74 @@ fn default_journal_replicas() -> usize {
     1
 }
 
+/// `citadel gateway` (`[gateway]`, docs/gateway.md): the front door where
+/// players log in and are given a game server. It shares `data_dir` (or
+/// `[mongodb]`), `titles`, `token_secret` and `[nats]` with the game servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address and port the gateway listens on.
+    pub listen: SocketAddr,
+    /// Accept guest logins: a new device gets an account and a secret.
+    pub guest: bool,
+    /// Accept logins with a bare player name, for local development only:
+    /// anybody can then play as anybody.
+    pub dev_login: bool,
+    /// How long a game token lasts: the client logs in at its game server
+    /// with it at once.
+    pub game_token_ttl_seconds: u64,
+    /// Logins from one IP address per minute (many players share a
+    /// carrier's address; see docs/gateway.md).
+    pub logins_per_address_per_minute: u32,
+    /// Logins of one guest device or platform identity per minute.
+    pub logins_per_account_per_minute: u32,
+    /// OpenID Connect issuers whose ID tokens log players in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<OidcIssuer>,
+    /// Payment providers whose signed notifications grant purchases
+    /// (`POST /payments/{name}`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub payments: Vec<PaymentProvider>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7060)),
+            guest: true,
+            dev_login: false,
+            game_token_ttl_seconds: 60,
+            logins_per_address_per_minute: crate::gateway::limits::LOGINS_PER_ADDRESS_PER_MINUTE,
+            logins_per_account_per_minute: crate::gateway::limits::LOGINS_PER_ACCOUNT_PER_MINUTE,
+            oidc: Vec::new(),
+            payments: Vec::new(),
+        }
+    }
+}
+
+/// One OpenID Connect issuer (`[[gateway.oidc]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    /// The issuer exactly as its tokens' `iss` says, e.g. `https://accounts.google.com`.
+    pub issuer: String,
+    /// This game's client id at the issuer: tokens must name it in `aud`.
+    pub audience: String,
+    /// Where the issuer publishes its signing keys (its `jwks_uri`).
+    pub jwks_url: String,
+}
+
+/// One payment provider (`[[gateway.payments]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentProvider {
+    /// The name in the notification URL: `POST /payments/{name}`.
+    pub name: String,
+    /// The secrets notifications are signed with: the current one, and the
+    /// one it replaces while a rotation lasts.
+    pub secrets: Vec<String>,
+}
+
 /// Where the journal keeps its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +260,13 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsConfig>,
     pub limits: Limits,
+    /// Where clients reach this server, as the gateway hands it out
+    /// (`http://10.0.0.5:7070`, `https://s1.example.com`). Default: the
+    /// address it listens on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
+    /// `citadel gateway`'s own options.
+    pub gateway: GatewayConfig,
 }
 
 impl Default for Config {
@@ -220,6 +295,8 @@ impl Default for Config {
             s3: None,
             nats: None,
             limits: Limits::default(),
+            public_address: None,
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -395,6 +472,43 @@ impl Config {
                 "token_secret_previous needs token_secret (the new secret) set too"
             );
             anyhow::ensure!(self.token_secret.as_ref() != Some(s), "token_secret_previous is the same as token_secret");
+        }
+        let g = &self.gateway;
+        anyhow::ensure!(
+            (10..=600).contains(&g.game_token_ttl_seconds),
+            "gateway.game_token_ttl_seconds must be 10 to 600: the client uses the token at once"
+        );
+        anyhow::ensure!(
+            g.logins_per_address_per_minute >= 1 && g.logins_per_account_per_minute >= 1,
+            "gateway.logins_per_address_per_minute and gateway.logins_per_account_per_minute must be at least 1"
+        );
+        for o in &g.oidc {
+            anyhow::ensure!(
+                !o.issuer.is_empty() && !o.audience.is_empty(),
+                "gateway.oidc: issuer and audience must be set"
+            );
+            anyhow::ensure!(
+                o.jwks_url.starts_with("https://") || o.jwks_url.starts_with("http://127.0.0.1"),
+                "gateway.oidc `{}`: jwks_url must be https:// (plain http only on 127.0.0.1, for tests)",
+                o.issuer
+            );
+        }
+        for (i, p) in g.payments.iter().enumerate() {
+            anyhow::ensure!(
+                crate::auth::valid_player_id(&p.name),
+                "gateway.payments: `{}` is not a provider name (1 to 64 of A-Z a-z 0-9 _ -)",
+                p.name
+            );
+            anyhow::ensure!(
+                g.payments[..i].iter().all(|q| q.name != p.name),
+                "gateway.payments: `{}` is named twice",
+                p.name
+            );
+            anyhow::ensure!(
+                !p.secrets.is_empty() && p.secrets.iter().all(|s| s.len() >= 16),
+                "gateway.payments `{}`: give one or two secrets of at least 16 characters",
+                p.name
+            );
         }
         Ok(())
     }

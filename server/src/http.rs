@@ -242,10 +242,15 @@ async fn title_data(State(st): State<AppState>, Path((title, version)): Path<(St
     ([(header::CACHE_CONTROL, ASSET_CACHE_CONTROL)], Json(view)).into_response()
 }
 
+/// A login: a game token from the gateway (docs/gateway.md), or a bare
+/// player id where development logins are on (`dev_login`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
-    player: String,
+    #[serde(default)]
+    player: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, ApiError> {
@@ -259,16 +264,27 @@ async fn login(State(st): State<AppState>, Path(title): Path<String>, body: Byte
     if st.deps.titles.get(&title).is_none() {
         return Err(fail(ApiError::new(Code::UnknownTitle, format!("no title `{title}`"))));
     }
-    if !st.deps.config.dev_login {
-        return Err(fail(ApiError::new(Code::DevLoginDisabled, "log in through the gateway")));
-    }
     let req: LoginBody = parse_json(&body, st.deps.config.limits.message_bytes_max).map_err(fail)?;
-    ApiError::check_player_id(&req.player).map_err(fail)?;
-    let out = st.sessions.login(&title, &req.player).await.map_err(fail)?;
+    let player =
+        match (req.token, req.player) {
+            (Some(token), None) => authorize(&st, &title, Some(&token)).map_err(fail)?.p,
+            (None, Some(player)) if st.deps.config.dev_login => {
+                ApiError::check_player_id(&player).map_err(fail)?;
+                player
+            }
+            (None, Some(_)) => {
+                return Err(fail(ApiError::new(Code::DevLoginDisabled, "log in through the gateway (docs/gateway.md)")))
+            }
+            _ => return Err(fail(ApiError::new(
+                Code::BadRequest,
+                "send {\"token\": <the gateway's game token>} (or {\"player\": <id>} where development logins are on)",
+            ))),
+        };
+    let out = st.sessions.login(&title, &player).await.map_err(fail)?;
     let now = st.deps.clock.now_ms();
     let expires = now + st.deps.config.token_ttl_seconds as i64 * 1000;
-    let token = st.signer.issue(&Claims { t: title.clone(), p: req.player.clone(), e: expires, i: now });
-    let head = json!({ "token": token, "player": req.player, "title": title, "expires_at_ms": expires });
+    let token = st.signer.issue(&Claims { t: title.clone(), p: player.clone(), e: expires, i: now });
+    let head = json!({ "token": token, "player": player, "title": title, "expires_at_ms": expires });
     let body = join_objects(&head, &out)
         .ok_or_else(|| fail(ApiError::new(Code::Internal, "a login answer is not an object")))?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())

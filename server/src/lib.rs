@@ -40,11 +40,11 @@ pub mod config;
 pub mod connections;
 pub mod deps;
 pub mod docs;
+pub mod gateway;
 pub mod handoff;
 pub mod http;
 pub mod journal;
 pub mod listener;
-pub mod payments;
 pub mod play;
 pub mod player_file;
 pub mod profile;
@@ -148,6 +148,24 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Signs and checks session and game tokens: with `token_secret`, and
+/// `token_secret_previous` during a rotation.
+fn signer(config: &Config) -> anyhow::Result<auth::Signer> {
+    let signer = auth::Signer::new(&token_secret(config)?);
+    Ok(match &config.token_secret_previous {
+        Some(previous) => signer.also_accepting(previous.as_bytes()),
+        None => signer,
+    })
+}
+
+/// The world store: MongoDB when configured, else `data_dir/world.sqlite3`.
+async fn open_world(config: &Config) -> anyhow::Result<Arc<dyn world::WorldStore>> {
+    Ok(match &config.mongodb {
+        Some(m) => Arc::new(world::MongoWorld::connect(m).await.context("connecting to the MongoDB world store")?),
+        None => Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?),
+    })
+}
+
 /// The admin API token: from the config, or kept in `data_dir/admin-token`.
 fn admin_token(config: &Config) -> anyhow::Result<String> {
     match &config.admin_token {
@@ -197,10 +215,7 @@ async fn serve(
     old: Option<std::os::unix::net::UnixStream>,
 ) -> anyhow::Result<()> {
     config.check()?;
-    let mut signer = auth::Signer::new(&token_secret(&config)?);
-    if let Some(previous) = &config.token_secret_previous {
-        signer = signer.also_accepting(previous.as_bytes());
-    }
+    let signer = signer(&config)?;
     let profiler = Arc::new(profile::Profiler::new(config.profiling));
     let blobs: Arc<dyn blob::BlobStore> = match &config.s3 {
         Some(s3) => Arc::new(s3::S3BlobStore::new(s3, |k| std::env::var(k).ok())?),
@@ -214,20 +229,13 @@ async fn serve(
     } else {
         blobs
     };
-    let world: Arc<dyn world::WorldStore> = match &config.mongodb {
-        Some(m) => Arc::new(world::MongoWorld::connect(m).await.context("connecting to the MongoDB world store")?),
-        None => Arc::new(world::SqliteWorld::open(&config.data_dir.join("world.sqlite3"))?),
-    };
+    let world = open_world(&config).await?;
     let world: Arc<dyn world::WorldStore> = if config.profiling {
         Arc::new(Decorated::new(world, profile::Timing { profiler: profiler.clone(), kind: profile::Kind::World }))
     } else {
         world
     };
-    let conn_limits = listener::ConnLimits {
-        connections_max: config.limits.connections_max,
-        per_address_max: config.limits.connections_per_address_max,
-        header: std::time::Duration::from_secs(config.limits.request_header_seconds_max),
-    };
+    let conn_limits = listener::ConnLimits::of(&config.limits);
     // The same data directory is the same server: after a crash it takes
     // its own player locks back at once instead of waiting for them to expire.
     let server_dir = config.server_dir();
@@ -293,7 +301,8 @@ async fn serve(
     }
     let addr = listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
     tracing::info!(%addr, "listening");
-    status::spawn(state.deps.clone(), sessions.clone(), addr, token.clone());
+    let public = state.deps.config.public_address.clone().unwrap_or_else(|| format!("http://{addr}"));
+    status::spawn(state.deps.clone(), sessions.clone(), public, token.clone());
     let stop = token.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -94,6 +94,17 @@ pub struct ConnLimits {
     pub header: Duration,
 }
 
+impl ConnLimits {
+    /// The configured limits.
+    pub fn of(l: &crate::config::Limits) -> ConnLimits {
+        ConnLimits {
+            connections_max: l.connections_max,
+            per_address_max: l.connections_per_address_max,
+            header: Duration::from_secs(l.request_header_seconds_max),
+        }
+    }
+}
+
 /// Open connections per address.
 type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
 

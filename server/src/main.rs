@@ -69,6 +69,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the gateway (docs/gateway.md): where players log in and are
+    /// given a game server, and where payment providers send
+    /// notifications. It reads the same configuration file as the game
+    /// servers (its `[gateway]` section; the world store, titles and token
+    /// secret are shared).
+    Gateway {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address and port to listen on [default: 127.0.0.1:7060].
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
     /// Read a password from standard input and print its hash, for an
     /// `admin_users` entry of the configuration (docs/operations.md).
     HashPassword,
@@ -80,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             (config, listen, data_dir, titles, server_dir, take_over, log_json)
         }
         Command::HashPassword => return hash_password(),
+        Command::Gateway { config, listen, log_json } => return gateway(config, listen, log_json),
         Command::Cluster { servers, port, nats_port, nats_server, data_dir, titles, config } => {
             let opts = citadel_server::cluster::ClusterOptions {
                 servers,
@@ -94,13 +111,7 @@ fn main() -> anyhow::Result<()> {
             return rt.block_on(citadel_server::cluster::run(opts, shutdown_signal()));
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    logs(log_json);
     let mut cfg = citadel_server::Config::from_file(config.as_deref())?;
     cfg.apply_env(|k| std::env::var(k).ok())?;
     if let Some(v) = listen {
@@ -131,6 +142,32 @@ fn main() -> anyhow::Result<()> {
                 citadel_server::run(cfg, listener, shutdown_signal()).await
             }
         }
+    })
+}
+
+fn logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
+fn gateway(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, log_json: bool) -> anyhow::Result<()> {
+    logs(log_json);
+    let mut cfg = citadel_server::Config::from_file(config.as_deref())?;
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(v) = listen {
+        cfg.gateway.listen = v;
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.gateway.listen)
+            .await
+            .with_context(|| format!("listening on {}", cfg.gateway.listen))?;
+        citadel_server::gateway::run(cfg, listener, shutdown_signal()).await
     })
 }
 

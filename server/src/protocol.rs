@@ -170,6 +170,26 @@ server_codes! {
     Draining => "draining", 503, "this server is being drained and takes no new players; log in on another server";
     UnknownServer => "unknown_server", 404, "admin API: no server of that id ever recorded where its journal is";
     UnknownVersion => "unknown_version", 404, "no kept version of the title has that content version (GET /v1/{title}/data; admin API: also no earlier one to roll back to); GET /v1/titles names the current one";
+    BadCredentials => "bad_credentials", 401, "gateway: no such device, or a wrong secret (the same answer for both, in the same time)";
+    TooManyLogins => "too_many_logins", 429, "gateway: too many logins from this address, or for this device or account; the Retry-After header says when to try again";
+    NoServer => "no_server", 503, "gateway: no live, non-draining game server serves the title now; the Retry-After header says when to try again";
+    IdentityTaken => "identity_taken", 409, "gateway link: that platform identity is linked to another account already (log in with it instead)";
+    LoginMethodDisabled => "login_method_disabled", 403, "gateway: this kind of login (guest, dev, an OpenID Connect issuer) is not configured";
+    IdTokenMalformed => "id_token_malformed", 401, "gateway: the ID token is not a JWT (three base64url parts, a JSON header and claims)";
+    IdTokenAlgorithm => "id_token_algorithm", 401, "gateway: the ID token is not signed with RS256 or ES256 (`none` and HMAC are refused)";
+    IdTokenIssuer => "id_token_issuer", 401, "gateway: the ID token's `iss` is not a configured issuer";
+    IdTokenUnknownKey => "id_token_unknown_key", 401, "gateway: the issuer publishes no key with the ID token's `kid`, even after fetching its keys again";
+    IdTokenSignature => "id_token_signature", 401, "gateway: the ID token's signature does not verify with the issuer's key";
+    IdTokenAudience => "id_token_audience", 401, "gateway: the ID token's `aud` does not name this game";
+    IdTokenExpired => "id_token_expired", 401, "gateway: the ID token's `exp` has passed, or its `nbf` has not come (60 s of clock skew allowed)";
+    IssuerUnavailable => "issuer_unavailable", 503, "gateway: the issuer's keys could not be fetched; retry shortly";
+    UnknownProvider => "unknown_provider", 404, "payments: no payment provider of that name is configured";
+    SignatureMalformed => "signature_malformed", 400, "payments: no signature header, or not of the form t=<unix seconds>,v1=<hex>";
+    SignatureStale => "signature_stale", 400, "payments: the signature's time is more than 5 minutes from the gateway's";
+    SignatureMismatch => "signature_mismatch", 400, "payments: no signature matches a configured secret of the provider";
+    UnknownProduct => "unknown_product", 422, "payments: the title sells no product of that id (its store.json `products`)";
+    UnknownAccount => "unknown_account", 422, "payments: no account of that id";
+    UnknownPayment => "unknown_payment", 404, "payments: a refund or chargeback names a payment never recorded";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
 

@@ -73,11 +73,15 @@ pub async fn clan_chat(deps: &Deps, title: &str, clan: &str, line: &citadel_stor
 }
 
 async fn publish(deps: &Deps, subject: &str, m: &impl Serialize) {
+    publish_on(&deps.bus, subject, m).await;
+}
+
+async fn publish_on(bus: &crate::bus::SharedBus, subject: &str, m: &impl Serialize) {
     let payload = match serde_json::to_vec(m) {
         Ok(p) => Bytes::from(p),
         Err(_) => return,
     };
-    if let Err(e) = deps.bus.publish(subject, payload).await {
+    if let Err(e) = bus.publish(subject, payload).await {
         // Lost messages are counted by the bus; a refused one is a bug.
         if !matches!(e, crate::bus::BusError::Unreachable(_)) {
             tracing::error!(subject, error = %e, "a message was refused by the bus");
@@ -124,8 +128,13 @@ struct InboxWake {
 
 /// Wakes the server holding the player (if any) to claim their inbox.
 pub async fn inbox_wake(deps: &Deps, title: &str, player: &str) {
+    inbox_wake_on(&deps.bus, title, player).await;
+}
+
+/// [`inbox_wake`] from outside a game server (the gateway, for a purchase).
+pub async fn inbox_wake_on(bus: &crate::bus::SharedBus, title: &str, player: &str) {
     let subject = format!("{}.inbox.{}", token(title), token(player));
-    publish(deps, &subject, &InboxWake { title: title.to_string(), player: player.to_string() }).await;
+    publish_on(bus, &subject, &InboxWake { title: title.to_string(), player: player.to_string() }).await;
 }
 
 const TITLES_SUBJECT: &str = "cluster.titles";

@@ -35,6 +35,29 @@ async fn support_staff_find_a_player_and_grant_resources_in_the_console() {
     let (_, r) = s.act("mini", &tok, "build", json!({ "building": "mine", "x": 1, "y": 1 })).await;
     assert_eq!(r["ok"], true, "{r}");
     let g0 = gold(&s, &tok).await;
+    // A purchase the gateway recorded for her (docs/gateway.md).
+    {
+        use citadel_store::world::{Payment, PaymentState, Payments};
+        let w = citadel_store::world::SqliteWorld::open(&s.data.join("world.sqlite3")).unwrap();
+        let paid = Payment {
+            provider: "paybox".into(),
+            id: "pay_console_1".into(),
+            account: "a-annika".into(),
+            title: "mini".into(),
+            player: "annika".into(),
+            product: "gem_pack".into(),
+            resources: [("gems".to_string(), 100)].into(),
+            items: Default::default(),
+            amount: 499,
+            currency: "EUR".into(),
+            state: PaymentState::Delivered,
+            created_ms: support::server::START,
+            delivered_ms: Some(support::server::START),
+            revoked_ms: None,
+            revoked_reason: String::new(),
+        };
+        assert!(w.record_payment(&paid).await.unwrap());
+    }
 
     let b = Browser::start(&chromedriver).await;
     // Without a login, the console is the login page and nothing else.
@@ -76,8 +99,16 @@ async fn support_staff_find_a_player_and_grant_resources_in_the_console() {
     b.click("#adjust-go").await;
     b.wait_text("#flash", "adjust: done").await;
     b.wait_text("#resources", &(g0 + 250).to_string()).await;
+    let paid = b.wait_text("#player-payments", "pay_console_1").await;
+    assert!(paid.contains("delivered") && paid.contains("4.99 EUR"), "{paid}");
     b.screenshot("console-screenshots", "player").await;
     assert_eq!(gold(&s, &tok).await, g0 + 250, "the player's next request sees the grant");
+
+    b.click("#nav-payments").await;
+    b.wait_text("#payments", "pay_console_1").await;
+    b.type_into("#payments-q", "a-nobody").await;
+    b.click("#payments-q + button").await;
+    b.wait_text("#payments", "none").await;
 
     b.click("#nav-audit").await;
     let audit = b.wait_text("#audit", "lost gold in the outage").await;

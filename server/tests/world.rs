@@ -393,9 +393,10 @@ async fn two_processes_share_players_locks_raids_and_top_scores() {
     let mut addrs: Vec<&str> =
         list["servers"].as_array().unwrap().iter().map(|s| s["address"].as_str().unwrap()).collect();
     addrs.sort_unstable();
-    let mut want = vec![addr_a.as_str(), addr_b.as_str()];
+    let (url_a, url_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
+    let mut want = vec![url_a.as_str(), url_b.as_str()];
     want.sort_unstable();
-    assert_eq!(addrs, want, "{list}");
+    assert_eq!(addrs, want, "where clients reach each server: {list}");
     assert!(list["servers"][0]["titles"]["mini"].is_string(), "titles with content versions: {list}");
     // dora, back on A, sees the raid B wrote into her file.
     let again = login_at(&addr_a, "dora").await;

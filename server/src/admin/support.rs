@@ -36,6 +36,7 @@ const PLAYER_AUDIT_SHOWN: usize = 20;
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/players", get(search))
+        .route("/payments", get(payments))
         .route("/players/{title}/{player}", get(view))
         .route("/players/{title}/{player}/adjust", post(adjust))
         .route("/players/{title}/{player}/send", post(send))
@@ -114,6 +115,47 @@ async fn search(State(st): State<AppState>, Query(q): Query<SearchQuery>) -> Res
         }
     }
     Ok(Json(json!({ "players": found })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentsQuery {
+    /// One account's payments.
+    account: Option<String>,
+    /// One player's payments (with `player`).
+    title: Option<String>,
+    player: Option<String>,
+    /// A payment by its provider's id (with `provider`).
+    provider: Option<String>,
+    id: Option<String>,
+    before_ms: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Payments the gateway recorded (docs/gateway.md), newest first, with
+/// their delivery state: all, one account's, one player's, or one by id.
+async fn payments(State(st): State<AppState>, Query(q): Query<PaymentsQuery>) -> Result<Json<Value>, Fail> {
+    use citadel_store::world::PaymentsOf;
+    let w = &st.deps.world;
+    let limit = q.limit.unwrap_or(50);
+    let found = match (&q.provider, &q.id, &q.account, &q.title, &q.player) {
+        (Some(provider), Some(id), None, None, None) => {
+            w.payment(provider, id).await.map_err(internal)?.into_iter().collect()
+        }
+        (None, None, Some(account), None, None) => {
+            w.payments(PaymentsOf::Account(account), q.before_ms, limit).await.map_err(internal)?
+        }
+        (None, None, None, Some(title), Some(player)) => {
+            w.payments(PaymentsOf::Player { title, player }, q.before_ms, limit).await.map_err(internal)?
+        }
+        (None, None, None, None, None) => w.payments(PaymentsOf::All, q.before_ms, limit).await.map_err(internal)?,
+        _ => {
+            return Err(bad_request(
+                "give provider and id, or account, or title and player, or nothing (every payment)".to_string(),
+            ))
+        }
+    };
+    Ok(Json(json!({ "payments": found })))
 }
 
 /// The player's state: from their session if it is live here (the newest),
@@ -287,6 +329,7 @@ async fn send(
         created_ms: now,
         expires_ms: now + crate::session::inbox::INBOX_TTL_MS,
         claimed_ms: None,
+        revoked_ms: None,
     };
     match crate::session::inbox::send(&st.deps, &item).await.map_err(Fail::new)? {
         citadel_store::world::InboxPut::Full => {

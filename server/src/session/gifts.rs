@@ -82,6 +82,7 @@ impl Session {
                 created_ms: now,
                 expires_ms: now.saturating_add(INBOX_TTL_MS),
                 claimed_ms: None,
+                revoked_ms: None,
             };
             let op = match super::inbox::send(deps, &item).await {
                 Ok(InboxPut::Added | InboxPut::Exists) => Op::GiftDelivered { gift: g.id },

@@ -48,6 +48,7 @@ mod raids;
 mod registry;
 mod save;
 mod task;
+pub(crate) use task::banned;
 mod world;
 
 pub use registry::Sessions;

@@ -266,6 +266,7 @@ async fn report_to_defender(deps: &Deps, title: &Title, raid: &citadel_store::wo
         created_ms: now,
         expires_ms: now + super::inbox::INBOX_TTL_MS,
         claimed_ms: None,
+        revoked_ms: None,
     };
     if let Err(e) = super::inbox::send(deps, &report).await {
         tracing::warn!(raid = %raid.id, error = %e.message, "the raid report did not reach the defender's inbox");

@@ -195,7 +195,7 @@ async fn background<T>(call: &mut Option<Background<T>>) -> T {
 
 /// The answer to a banned player: `until_ms` is null for a ban with no end
 /// (stored as `i64::MAX`, which no JSON client can read as a time).
-fn banned(r: &citadel_store::world::Restriction) -> ApiError {
+pub(crate) fn banned(r: &citadel_store::world::Restriction) -> ApiError {
     let until = (r.banned_until_ms != i64::MAX).then_some(r.banned_until_ms);
     ApiError::new(Code::Banned, format!("this player is banned: {}", r.reason))
         .details(json!({ "until_ms": until, "reason": r.reason }))

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use citadel_store::world::{
-    Account, Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Identity, InboxItem, InboxPut, Joined, JournalHome,
-    Member, MongoConfig, MongoWorld, PlayerInfo, Position, RaidRecord, RaidStatus, Restriction, ServerStatus,
-    SqliteWorld, WorldStore,
+    Account, Ask, AuditEntry, Board, ChatLimits, Clan, ClanAsk, Identity, InboxItem, InboxPut, InboxRevoke, Joined,
+    JournalHome, Member, MongoConfig, MongoWorld, Payment, PaymentState, PaymentsOf, PlayerInfo, Position, RaidRecord,
+    RaidStatus, Restriction, ServerStatus, SqliteWorld, WorldStore,
 };
 
 type World = Arc<dyn WorldStore>;
@@ -453,6 +453,7 @@ fn item(player: &str, id: &str, created: i64) -> InboxItem {
         created_ms: created,
         expires_ms: created + 1000,
         claimed_ms: None,
+        revoked_ms: None,
     }
 }
 
@@ -555,6 +556,104 @@ async fn accounts_link_identities_once_and_keep_one_player_per_title(w: World) {
     assert_eq!(w.title_player("acc-bob", "mini", "b1").await.unwrap(), "b1", "another account");
 }
 
+async fn an_inbox_item_is_revoked_only_while_unclaimed(w: World) {
+    assert_eq!(w.put_inbox(&item("ann", "p1", 100), 10).await.unwrap(), InboxPut::Added);
+    assert_eq!(w.put_inbox(&item("ann", "p2", 100), 10).await.unwrap(), InboxPut::Added);
+    assert!(w.claim("mini", "ann", "p2", 150).await.unwrap());
+    assert_eq!(w.revoke_inbox("mini", "ann", "p1", 200).await.unwrap(), InboxRevoke::Unclaimed);
+    assert_eq!(w.revoke_inbox("mini", "ann", "p1", 300).await.unwrap(), InboxRevoke::Claimed, "revoked once");
+    assert!(!w.claim("mini", "ann", "p1", 300).await.unwrap(), "a revoked item is never claimed");
+    assert_eq!(w.revoke_inbox("mini", "ann", "p2", 300).await.unwrap(), InboxRevoke::Claimed);
+    assert_eq!(w.revoke_inbox("mini", "ann", "nope", 300).await.unwrap(), InboxRevoke::Missing);
+    assert!(w.unclaimed("mini", "ann", 400, 10).await.unwrap().is_empty());
+    let all = w.inbox("mini", "ann", 400, 10).await.unwrap();
+    let p1 = all.iter().find(|i| i.id == "p1").unwrap();
+    assert_eq!((p1.claimed_ms, p1.revoked_ms), (Some(200), Some(200)));
+    let p2 = all.iter().find(|i| i.id == "p2").unwrap();
+    assert_eq!((p2.claimed_ms, p2.revoked_ms), (Some(150), None));
+}
+
+fn payment(id: &str, account: &str, player: &str, created: i64) -> Payment {
+    Payment {
+        provider: "paybox".into(),
+        id: id.into(),
+        account: account.into(),
+        title: "mini".into(),
+        player: player.into(),
+        product: "gem_pouch".into(),
+        resources: BTreeMap::from([("gems".to_string(), 100)]),
+        items: BTreeMap::new(),
+        amount: 499,
+        currency: "EUR".into(),
+        state: PaymentState::Recorded,
+        created_ms: created,
+        delivered_ms: None,
+        revoked_ms: None,
+        revoked_reason: String::new(),
+    }
+}
+
+async fn payments_are_recorded_once_and_move_forward_once(w: World) {
+    // Many gateways record the same notification at once: one does.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move { w.record_payment(&payment("pay-1", "acc-ann", "ann", 100)).await.unwrap() })
+        })
+        .collect();
+    let mut recorded = 0;
+    for r in racers {
+        recorded += usize::from(r.await.unwrap());
+    }
+    assert_eq!(recorded, 1, "recorded exactly once");
+    assert_eq!(w.payment("paybox", "pay-1").await.unwrap(), Some(payment("pay-1", "acc-ann", "ann", 100)));
+    assert_eq!(w.payment("other", "pay-1").await.unwrap(), None, "ids are per provider");
+    assert!(w.record_payment(&payment("pay-2", "acc-ann", "ann", 200)).await.unwrap());
+    assert!(w.record_payment(&payment("pay-3", "acc-bob", "bob", 300)).await.unwrap());
+    let ids = |v: Vec<Payment>| v.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(w.undelivered(10).await.unwrap()), ["pay-1", "pay-2", "pay-3"], "oldest first");
+    // Delivered once: a second gateway's move finds it moved.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.payment_moved("paybox", "pay-1", PaymentState::Recorded, PaymentState::Delivered, 400, "")
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut moved = 0;
+    for r in racers {
+        moved += usize::from(r.await.unwrap());
+    }
+    assert_eq!(moved, 1, "delivered exactly once");
+    assert_eq!(ids(w.undelivered(10).await.unwrap()), ["pay-2", "pay-3"]);
+    let p1 = w.payment("paybox", "pay-1").await.unwrap().unwrap();
+    assert_eq!((p1.state, p1.delivered_ms), (PaymentState::Delivered, Some(400)));
+    assert!(w
+        .payment_moved("paybox", "pay-1", PaymentState::Delivered, PaymentState::Revoked, 500, "refund")
+        .await
+        .unwrap());
+    assert!(!w
+        .payment_moved("paybox", "pay-1", PaymentState::Delivered, PaymentState::Revoked, 600, "chargeback")
+        .await
+        .unwrap());
+    let p1 = w.payment("paybox", "pay-1").await.unwrap().unwrap();
+    assert_eq!((p1.state, p1.revoked_ms, p1.revoked_reason.as_str()), (PaymentState::Revoked, Some(500), "refund"));
+    assert!(!w
+        .payment_moved("paybox", "nope", PaymentState::Recorded, PaymentState::Delivered, 600, "")
+        .await
+        .unwrap());
+    // Support finds them by account, by player, or all, newest first.
+    assert_eq!(ids(w.payments(PaymentsOf::All, None, 10).await.unwrap()), ["pay-3", "pay-2", "pay-1"]);
+    assert_eq!(ids(w.payments(PaymentsOf::All, Some(300), 10).await.unwrap()), ["pay-2", "pay-1"]);
+    assert_eq!(ids(w.payments(PaymentsOf::Account("acc-ann"), None, 10).await.unwrap()), ["pay-2", "pay-1"]);
+    let bob = PaymentsOf::Player { title: "mini", player: "bob" };
+    assert_eq!(ids(w.payments(bob, None, 10).await.unwrap()), ["pay-3"]);
+    assert_eq!(ids(w.payments(PaymentsOf::All, None, 1).await.unwrap()), ["pay-3"]);
+}
+
 /// Runs one conformance case on SQLite and on the MongoDB wire server.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -597,6 +696,8 @@ conformance!(
     restrictions_and_the_audit_log,
     the_inbox_adds_once_caps_expires_and_is_claimed_once,
     accounts_link_identities_once_and_keep_one_player_per_title,
+    an_inbox_item_is_revoked_only_while_unclaimed,
+    payments_are_recorded_once_and_move_forward_once,
 );
 
 /// Servers that start together on one SQLite file (`citadel cluster`) all

@@ -86,8 +86,14 @@ impl Drop for Killed {
 /// Starts `citadel serve` with `args` (after `serve --log-json`) and
 /// returns it with the address it listens on.
 pub fn citadel(args: &[&std::ffi::OsStr]) -> (Killed, String) {
+    citadel_command("serve", args, "listening")
+}
+
+/// Starts `citadel <command> --log-json <args>` and returns it with the
+/// address of its log line `ready` (`listening`, `the gateway listens`).
+pub fn citadel_command(command: &str, args: &[&std::ffi::OsStr], ready: &str) -> (Killed, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_citadel"))
-        .args(["serve", "--log-json"])
+        .args([command, "--log-json"])
         .args(args)
         .env("CITADEL_TOKEN_SECRET", "a process test secret of at least 32 chars")
         .env("RUST_LOG", "info")
@@ -99,7 +105,7 @@ pub fn citadel(args: &[&std::ffi::OsStr]) -> (Killed, String) {
     let addr = loop {
         let line = lines.next().expect("the server logs before it exits").unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
-        if v["fields"]["message"] == "listening" {
+        if v["fields"]["message"] == ready {
             break v["fields"]["addr"].as_str().unwrap().to_string();
         }
     };

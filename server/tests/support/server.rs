@@ -233,3 +233,69 @@ pub fn saved(data: &Path, title: &str, player: &str) -> Value {
     let text = std::fs::read_to_string(data.join(format!("players/{title}/{player}.json"))).expect("player file saved");
     serde_json::from_str(&text).unwrap()
 }
+
+/// An in-process gateway (`citadel gateway`) on 127.0.0.1 sharing `data`
+/// (the world store) with the test's game servers, on an injected clock.
+pub struct Gateway {
+    pub addr: std::net::SocketAddr,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The configuration a test gateway starts from (the game servers' secret).
+pub fn gateway_config(data: &Path) -> Config {
+    let mut config = Config { data_dir: data.to_path_buf(), titles: titles_dir(), ..Config::default() };
+    config.token_secret = Some("an e2e test secret of at least 32 chars".into());
+    config
+}
+
+pub async fn start_gateway(config: Config, clock: Arc<ManualClock>) -> Gateway {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let r = citadel_server::gateway::run_with_clock(config, listener, stopped, clock).await;
+        if let Err(e) = &r {
+            eprintln!("the gateway on {addr} stopped with an error: {e:#}");
+        }
+        r
+    });
+    Gateway { addr, stop: Some(stop), done }
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs `body` (JSON) and returns the status and the answer.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new().post(self.url(path)).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.done)
+            .await
+            .expect("shutdown in time")
+            .unwrap()
+            .expect("clean exit");
+    }
+}
+
+/// Logs in at a game server with a gateway's game token; the answer.
+pub async fn login_with_token(server: &str, title: &str, token: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{server}/v1/{title}/login"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}

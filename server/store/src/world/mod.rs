@@ -465,6 +465,45 @@ pub trait Inbox {
     /// Marks an item claimed at `now_ms`; true for the one call that did
     /// (a second claim, from anywhere, gets false).
     async fn claim(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<bool, WorldError>;
+    /// Takes an item back (a refunded purchase): if no session claimed it
+    /// yet, it is marked claimed and revoked at `now_ms`, so that none ever
+    /// will (`Unclaimed`); `Claimed` when a session claimed it already
+    /// (what it granted must be taken back in the player's state);
+    /// `Missing` when there is no such item.
+    async fn revoke_inbox(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<InboxRevoke, WorldError>;
+}
+
+/// Purchases the gateway recorded from payment providers' notifications
+/// (docs/gateway.md): each recorded once by its provider's payment id,
+/// then delivered through the player's inbox, maybe revoked later.
+pub trait Payments {
+    /// Records `payment` unless one of that provider and id is there
+    /// already (`false`: nothing is written).
+    async fn record_payment(&self, payment: &Payment) -> Result<bool, WorldError>;
+    async fn payment(&self, provider: &str, id: &str) -> Result<Option<Payment>, WorldError>;
+    /// Moves a payment from `from` to `to` at `at_ms` (its `delivered_ms`
+    /// or `revoked_ms`, with `reason` for a revocation); `false` when it
+    /// is not in state `from` (another gateway moved it first).
+    async fn payment_moved(
+        &self,
+        provider: &str,
+        id: &str,
+        from: PaymentState,
+        to: PaymentState,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<bool, WorldError>;
+    /// Payments recorded and not yet delivered, oldest first, at most `limit`.
+    async fn undelivered(&self, limit: usize) -> Result<Vec<Payment>, WorldError>;
+    /// Payments newest first, of one account, or one player of a title, or
+    /// all (customer support), created before `before_ms` when given, at
+    /// most `limit` (capped at [`PAGE_MAX`]).
+    async fn payments(
+        &self,
+        of: PaymentsOf<'_>,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Payment>, WorldError>;
 }
 
 /// Player accounts (docs/gateway.md): a person across titles and devices.
@@ -493,11 +532,97 @@ pub trait Accounts {
 }
 }
 
+/// What [`Inbox::revoke_inbox`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxRevoke {
+    Missing,
+    Unclaimed,
+    Claimed,
+}
+
+/// Whose payments [`Payments::payments`] lists.
+#[derive(Debug, Clone, Copy)]
+pub enum PaymentsOf<'a> {
+    All,
+    Account(&'a str),
+    Player { title: &'a str, player: &'a str },
+}
+
+/// Where a payment is: recorded (its notification answered), delivered to
+/// the player's inbox, or revoked (refunded, charged back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentState {
+    Recorded,
+    Delivered,
+    Revoked,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Recorded => "recorded",
+            PaymentState::Delivered => "delivered",
+            PaymentState::Revoked => "revoked",
+        }
+    }
+}
+
+/// One purchase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The provider's name (`[[gateway.payments]]`).
+    pub provider: String,
+    /// The provider's payment id.
+    pub id: String,
+    pub account: String,
+    pub title: String,
+    /// The account's player in the title.
+    pub player: String,
+    /// The product bought (the title's store.json `products`).
+    pub product: String,
+    /// What it grants, fixed when it was recorded.
+    #[serde(default)]
+    pub resources: BTreeMap<String, i64>,
+    #[serde(default)]
+    pub items: BTreeMap<String, i64>,
+    /// The price paid, in the currency's smallest unit, as the provider said.
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub currency: String,
+    pub state: PaymentState,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub delivered_ms: Option<i64>,
+    #[serde(default)]
+    pub revoked_ms: Option<i64>,
+    /// `refund` or `chargeback`.
+    #[serde(default)]
+    pub revoked_reason: String,
+}
+
+/// `p` moved to `to` at `at_ms` (for [`Payments::payment_moved`]).
+pub(crate) fn moved(p: &mut Payment, to: PaymentState, at_ms: i64, reason: &str) {
+    p.state = to;
+    match to {
+        PaymentState::Recorded => {}
+        PaymentState::Delivered => p.delivered_ms = Some(at_ms),
+        PaymentState::Revoked => {
+            p.revoked_ms = Some(at_ms);
+            p.revoked_reason = reason.to_string();
+        }
+    }
+}
+
 /// Everything servers share: every role of the world store. A backend
 /// implements each role; decorators come with [`crate::decorate`].
-pub trait WorldStore: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + Accounts {}
+pub trait WorldStore: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + Accounts + Payments {}
 
-impl<T: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + Accounts + ?Sized> WorldStore for T {}
+impl<T: Locks + Servers + Players + Scores + Raids + Clans + Audit + Inbox + Accounts + Payments + ?Sized> WorldStore
+    for T
+{
+}
 
 /// A player account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -551,6 +676,10 @@ pub struct InboxItem {
     /// When the player's session claimed it; `None` until then.
     #[serde(default)]
     pub claimed_ms: Option<i64>,
+    /// When it was taken back before any session claimed it (a refunded
+    /// purchase); it is then claimed too, and never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<i64>,
 }
 
 /// What [`Inbox::put_inbox`] did.

@@ -56,6 +56,7 @@ pub struct MongoWorld {
     accounts: mongodb::Collection<Document>,
     identities: mongodb::Collection<Document>,
     title_players: mongodb::Collection<Document>,
+    payments: mongodb::Collection<Document>,
 }
 
 /// How long to wait for a MongoDB server at start and per operation
@@ -104,6 +105,7 @@ impl MongoWorld {
             accounts: db.collection("accounts"),
             identities: db.collection("identities"),
             title_players: db.collection("title_players"),
+            payments: db.collection("payments"),
         };
         w.create_indexes().await?;
         Ok(w)
@@ -135,6 +137,14 @@ impl MongoWorld {
             .await
             .map_err(mongo)?;
         self.servers.create_index(index(doc! { "heartbeat_ms": 1 }, false)).await.map_err(mongo)?;
+        for keys in [
+            doc! { "state": 1, "created_ms": 1 },
+            doc! { "created_ms": -1 },
+            doc! { "account": 1, "created_ms": -1 },
+            doc! { "title": 1, "player": 1, "created_ms": -1 },
+        ] {
+            self.payments.create_index(index(keys, false)).await.map_err(mongo)?;
+        }
         self.identities.create_index(index(doc! { "account": 1, "linked_ms": 1 }, false)).await.map_err(mongo)?;
         self.inbox
             .create_index(index(doc! { "title": 1, "player": 1, "created_ms": 1 }, false))
@@ -922,6 +932,100 @@ impl Inbox for MongoWorld {
             .map_err(mongo)?;
         Ok(r.modified_count == 1)
     }
+
+    async fn revoke_inbox(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<InboxRevoke, WorldError> {
+        let key = format!("{title}/{player}/{id}");
+        let r = self
+            .inbox
+            .update_one(
+                doc! { "_id": &key, "claimed": false },
+                doc! { "$set": { "claimed": true, "claimed_ms": now_ms, "revoked_ms": now_ms } },
+            )
+            .await
+            .map_err(mongo)?;
+        if r.modified_count == 1 {
+            return Ok(InboxRevoke::Unclaimed);
+        }
+        let found = self.inbox.find_one(doc! { "_id": &key }).await.map_err(mongo)?;
+        Ok(if found.is_some() { InboxRevoke::Claimed } else { InboxRevoke::Missing })
+    }
+}
+
+#[async_trait]
+impl Payments for MongoWorld {
+    async fn record_payment(&self, payment: &Payment) -> Result<bool, WorldError> {
+        let d = doc! {
+            "_id": payment_id(&payment.provider, &payment.id), "account": &payment.account,
+            "title": &payment.title, "player": &payment.player, "state": payment.state.as_str(),
+            "created_ms": payment.created_ms, "doc": to_json(payment)?,
+        };
+        match self.payments.insert_one(d).await {
+            Ok(_) => Ok(true),
+            Err(e) if duplicate_key(&e) => Ok(false),
+            Err(e) => Err(mongo(e)),
+        }
+    }
+
+    async fn payment(&self, provider: &str, id: &str) -> Result<Option<Payment>, WorldError> {
+        let d = self.payments.find_one(doc! { "_id": payment_id(provider, id) }).await.map_err(mongo)?;
+        d.as_ref().map(decode).transpose()
+    }
+
+    async fn payment_moved(
+        &self,
+        provider: &str,
+        id: &str,
+        from: PaymentState,
+        to: PaymentState,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<bool, WorldError> {
+        let key = payment_id(provider, id);
+        let Some(d) = self.payments.find_one(doc! { "_id": &key, "state": from.as_str() }).await.map_err(mongo)? else {
+            return Ok(false);
+        };
+        let mut p: Payment = decode(&d)?;
+        moved(&mut p, to, at_ms, reason);
+        let r = self
+            .payments
+            .update_one(
+                doc! { "_id": &key, "state": from.as_str() },
+                doc! { "$set": { "state": to.as_str(), "doc": to_json(&p)? } },
+            )
+            .await
+            .map_err(mongo)?;
+        Ok(r.modified_count == 1)
+    }
+
+    async fn undelivered(&self, limit: usize) -> Result<Vec<Payment>, WorldError> {
+        let filter = doc! { "state": PaymentState::Recorded.as_str() };
+        let docs = self.all(&self.payments, filter, doc! { "created_ms": 1, "_id": 1 }, 0, page(limit) as i64).await?;
+        docs.iter().map(decode).collect()
+    }
+
+    async fn payments(
+        &self,
+        of: PaymentsOf<'_>,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Payment>, WorldError> {
+        let mut filter = match of {
+            PaymentsOf::All => doc! {},
+            PaymentsOf::Account(a) => doc! { "account": a },
+            PaymentsOf::Player { title, player } => doc! { "title": title, "player": player },
+        };
+        if let Some(before) = before_ms {
+            filter.insert("created_ms", doc! { "$lt": before });
+        }
+        let docs =
+            self.all(&self.payments, filter, doc! { "created_ms": -1, "_id": -1 }, 0, page(limit) as i64).await?;
+        docs.iter().map(decode).collect()
+    }
+}
+
+/// A payment's `_id`: provider names have no spaces.
+fn payment_id(provider: &str, id: &str) -> String {
+    format!("{provider} {id}")
 }
 
 /// An inbox item: its document, and the claim kept beside it.
@@ -933,6 +1037,7 @@ fn inbox_of(d: &Document) -> Result<InboxItem, WorldError> {
         _ => number(d, "claimed").is_some_and(|n| n != 0),
     };
     item.claimed_ms = if claimed { number(d, "claimed_ms") } else { None };
+    item.revoked_ms = number(d, "revoked_ms");
     Ok(item)
 }
 

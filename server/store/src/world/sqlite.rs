@@ -114,6 +114,14 @@ impl SqliteWorld {
              );
              CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox (title, player, created_ms);
              CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS payments (
+                 provider TEXT NOT NULL, id TEXT NOT NULL, account TEXT NOT NULL, title TEXT NOT NULL,
+                 player TEXT NOT NULL, state TEXT NOT NULL, created_ms INTEGER NOT NULL, doc TEXT NOT NULL,
+                 PRIMARY KEY (provider, id));
+             CREATE INDEX IF NOT EXISTS payments_by_state ON payments (state, created_ms);
+             CREATE INDEX IF NOT EXISTS payments_by_time ON payments (created_ms);
+             CREATE INDEX IF NOT EXISTS payments_by_account ON payments (account, created_ms);
+             CREATE INDEX IF NOT EXISTS payments_by_player ON payments (title, player, created_ms);
              CREATE TABLE IF NOT EXISTS identities (
                  provider TEXT NOT NULL, subject TEXT NOT NULL, account TEXT NOT NULL, linked_ms INTEGER NOT NULL,
                  doc TEXT NOT NULL, PRIMARY KEY (provider, subject)
@@ -1030,6 +1038,145 @@ impl Inbox for SqliteWorld {
             .map(|n| n == 1)
         })
         .await
+    }
+
+    async fn revoke_inbox(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<InboxRevoke, WorldError> {
+        let (title, player, id) = (title.to_string(), player.to_string(), id.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimed: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT claimed_ms FROM inbox WHERE title = ?1 AND player = ?2 AND id = ?3",
+                    params![title, player, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let found = match claimed {
+                None => InboxRevoke::Missing,
+                Some(Some(_)) => InboxRevoke::Claimed,
+                Some(None) => {
+                    tx.execute(
+                        "UPDATE inbox SET claimed_ms = ?4, doc = json_set(doc, '$.revoked_ms', ?4)
+                         WHERE title = ?1 AND player = ?2 AND id = ?3",
+                        params![title, player, id, now_ms],
+                    )?;
+                    InboxRevoke::Unclaimed
+                }
+            };
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Payments for SqliteWorld {
+    async fn record_payment(&self, payment: &Payment) -> Result<bool, WorldError> {
+        let (p, doc) = (payment.clone(), to_json(payment)?);
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO payments (provider, id, account, title, player, state, created_ms, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![p.provider, p.id, p.account, p.title, p.player, p.state.as_str(), p.created_ms, doc],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn payment(&self, provider: &str, id: &str) -> Result<Option<Payment>, WorldError> {
+        self.one_doc("SELECT doc FROM payments WHERE provider = ?1 AND id = ?2", &[provider, id]).await
+    }
+
+    async fn payment_moved(
+        &self,
+        provider: &str,
+        id: &str,
+        from: PaymentState,
+        to: PaymentState,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<bool, WorldError> {
+        let (provider, id, reason) = (provider.to_string(), id.to_string(), reason.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let doc: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM payments WHERE provider = ?1 AND id = ?2 AND state = ?3",
+                    params![provider, id, from.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(doc) = doc else { return Ok(Ok(false)) };
+            let mut p: Payment = match serde_json::from_str(&doc) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(WorldError::Db(format!("payment {provider} {id} does not decode: {e}")))),
+            };
+            moved(&mut p, to, at_ms, &reason);
+            let doc = match serde_json::to_string(&p) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(WorldError::Db(e.to_string()))),
+            };
+            tx.execute(
+                "UPDATE payments SET state = ?3, doc = ?4 WHERE provider = ?1 AND id = ?2",
+                params![provider, id, to.as_str(), doc],
+            )?;
+            tx.commit()?;
+            Ok(Ok(true))
+        })
+        .await?
+    }
+
+    async fn undelivered(&self, limit: usize) -> Result<Vec<Payment>, WorldError> {
+        let limit = page(limit) as i64;
+        let docs = self
+            .with(move |c| {
+                let mut q = c.prepare_cached(
+                    "SELECT doc FROM payments WHERE state = 'recorded' ORDER BY created_ms, provider, id LIMIT ?1",
+                )?;
+                let rows = q.query_map(params![limit], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        docs.iter().map(|d| from_json(d)).collect()
+    }
+
+    async fn payments(
+        &self,
+        of: PaymentsOf<'_>,
+        before_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Payment>, WorldError> {
+        let (limit, before) = (page(limit) as i64, before_ms.unwrap_or(i64::MAX));
+        let (sql, a, b): (&'static str, String, String) = match of {
+            PaymentsOf::All => (
+                "SELECT doc FROM payments WHERE created_ms < ?1 AND ?2 = ?3
+                 ORDER BY created_ms DESC, provider DESC, id DESC LIMIT ?4",
+                String::new(),
+                String::new(),
+            ),
+            PaymentsOf::Account(account) => (
+                "SELECT doc FROM payments WHERE created_ms < ?1 AND account = ?2 AND ?3 = ?3
+                 ORDER BY created_ms DESC, provider DESC, id DESC LIMIT ?4",
+                account.to_string(),
+                String::new(),
+            ),
+            PaymentsOf::Player { title, player } => (
+                "SELECT doc FROM payments WHERE created_ms < ?1 AND title = ?2 AND player = ?3
+                 ORDER BY created_ms DESC, provider DESC, id DESC LIMIT ?4",
+                title.to_string(),
+                player.to_string(),
+            ),
+        };
+        let docs = self
+            .with(move |c| {
+                let mut q = c.prepare_cached(sql)?;
+                let rows = q.query_map(params![before, a, b, limit], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        docs.iter().map(|d| from_json(d)).collect()
     }
 }
 
