@@ -102,6 +102,8 @@ pub async fn run(opts: ClusterOptions, stop: impl std::future::Future<Output = (
             .arg("--server-dir")
             .arg(opts.data_dir.join(format!("server-{}", i + 1)))
             .env("CITADEL_NATS_URL", &nats_url)
+            // A development cluster: players log in with bare names.
+            .env("CITADEL_DEV_LOGIN", "true")
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting game server {}", i + 1))?;
         servers.push(Process { name: format!("server {}", i + 1), child });

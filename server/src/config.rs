@@ -217,7 +217,11 @@ pub struct Config {
     /// see docs/operations.md). SIGHUP and the admin API reload either way.
     pub watch_titles: bool,
     /// Accept `login` with a bare player name (embedded and test setups).
-    pub dev_login: bool,
+    /// When not set: on with the embedded world store and bus (one
+    /// server, `citadel serve` on a fresh clone), off with `[mongodb]` or
+    /// `[nats]` (a fleet, where players log in through the gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_login: Option<bool>,
     /// How long a session token stays valid.
     pub token_ttl_seconds: u64,
     /// How often a session with unsaved changes is saved.
@@ -281,7 +285,7 @@ impl Default for Config {
             admin_token: None,
             admin_users: Vec::new(),
             watch_titles: true,
-            dev_login: true,
+            dev_login: None,
             token_ttl_seconds: 24 * 3600,
             save_interval_seconds: 30,
             idle_timeout_seconds: 300,
@@ -325,6 +329,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 ];
 
 impl Config {
+    /// Whether `login` takes a bare player name: as configured, else only
+    /// on the embedded defaults (no `[mongodb]`, no `[nats]`).
+    pub fn dev_login(&self) -> bool {
+        self.dev_login.unwrap_or(self.mongodb.is_none() && self.nats.is_none())
+    }
+
     /// Where this server keeps its journal and identity.
     pub fn server_dir(&self) -> PathBuf {
         self.server_dir.clone().unwrap_or_else(|| self.data_dir.join("server"))
@@ -362,7 +372,7 @@ impl Config {
             self.token_secret_previous = Some(v);
         }
         if let Some(v) = get("CITADEL_DEV_LOGIN") {
-            self.dev_login = matches!(v.as_str(), "1" | "true" | "yes");
+            self.dev_login = Some(matches!(v.as_str(), "1" | "true" | "yes"));
         }
         if let Some(v) = get("CITADEL_ADMIN_TOKEN") {
             self.admin_token = Some(v);
@@ -511,5 +521,25 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_name_logins_are_on_for_the_embedded_defaults_and_off_in_a_fleet_unless_set() {
+        assert!(Config::default().dev_login(), "citadel serve on a fresh clone");
+        let mut fleet = Config::default();
+        fleet.apply_env(|k| (k == "CITADEL_NATS_URL").then(|| "nats://10.0.0.5:4222".into())).unwrap();
+        assert!(!fleet.dev_login(), "a server on NATS takes game tokens only");
+        let mut mongo = Config::default();
+        mongo.apply_env(|k| (k == "CITADEL_MONGODB_URI").then(|| "mongodb://10.0.0.6".into())).unwrap();
+        assert!(!mongo.dev_login());
+        fleet.apply_env(|k| (k == "CITADEL_DEV_LOGIN").then(|| "true".into())).unwrap();
+        assert!(fleet.dev_login(), "unless configured");
+        let off: Config = toml::from_str("dev_login = false").unwrap();
+        assert!(!off.dev_login());
     }
 }

@@ -226,7 +226,10 @@ fn serve(data: &std::path::Path, name: &str, nats: &support::Nats) -> (support::
     let prefix = format!("cluster{}", std::process::id());
     std::fs::write(
         &config,
-        format!("idle_timeout_seconds = 1\n[nats]\nurl = \"{}\"\nsubject_prefix = \"{prefix}\"\n", nats.url),
+        format!(
+            "idle_timeout_seconds = 1\ndev_login = true\n[nats]\nurl = \"{}\"\nsubject_prefix = \"{prefix}\"\n",
+            nats.url
+        ),
     )
     .unwrap();
     let (process, addr) = support::serve_in(&config, data, &data.join("titles"), &data.join(name));

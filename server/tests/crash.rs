@@ -408,7 +408,7 @@ fn jetstream_world(nats: &support::Nats, name: &str, idle_seconds: u64, prefix: 
     std::fs::write(
         &config,
         format!(
-            "save_interval_seconds = 3600\nidle_timeout_seconds = {idle_seconds}\nlock_ttl_seconds = 3\nlogin_lock_wait_seconds = 0\njournal_store = \"jetstream\"\n[limits]\nrequests_per_second_max = 100000\n[nats]\nurl = \"{}\"\nsubject_prefix = \"{prefix}\"\n",
+            "save_interval_seconds = 3600\nidle_timeout_seconds = {idle_seconds}\nlock_ttl_seconds = 3\nlogin_lock_wait_seconds = 0\njournal_store = \"jetstream\"\ndev_login = true\n[limits]\nrequests_per_second_max = 100000\n[nats]\nurl = \"{}\"\nsubject_prefix = \"{prefix}\"\n",
             nats.url
         ),
     )

@@ -56,7 +56,7 @@ fn config_layers_file_then_environment() {
         _ => None,
     })
     .unwrap();
-    assert_eq!((c.data_dir.to_str().unwrap(), c.dev_login), ("/srv/b", false));
+    assert_eq!((c.data_dir.to_str().unwrap(), c.dev_login()), ("/srv/b", false));
     c.check().unwrap();
     assert!(c.clone().apply_env(|k| (k == "CITADEL_LISTEN").then(|| "nonsense".into())).is_err());
     assert!(c.s3.is_none(), "player files stay on disk unless told otherwise");

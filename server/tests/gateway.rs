@@ -107,7 +107,7 @@ async fn cluster_of_one(
 ) -> (Server, Gateway, Arc<ManualClock>, std::path::PathBuf) {
     let data = fresh_data(name);
     let clock = Arc::new(ManualClock(AtomicI64::new(START)));
-    let server = start_at(data.clone(), clock.clone(), |c| c.dev_login = false).await;
+    let server = start_at(data.clone(), clock.clone(), |c| c.dev_login = Some(false)).await;
     wait_for_server(&data).await;
     let mut config = gateway_config(&data);
     tweak(&mut config);
@@ -382,7 +382,7 @@ async fn payments_grant_once_reach_offline_players_survive_a_gateway_restart_and
     // Ann goes offline: her session is saved and closed with the server.
     let server = {
         let data = server.stop().await;
-        start_at(data, clock.clone(), |c| c.dev_login = false).await
+        start_at(data, clock.clone(), |c| c.dev_login = Some(false)).await
     };
     // One notification delivered three times grants once.
     let body = bought("pay_1", &ann["account"], "founders_bundle");
@@ -424,7 +424,7 @@ async fn payments_grant_once_reach_offline_players_survive_a_gateway_restart_and
     assert!(w.account(ann["account"].as_str().unwrap()).await.unwrap().unwrap().flagged);
     let server = {
         let data = server.stop().await;
-        start_at(data, clock.clone(), |c| c.dev_login = false).await
+        start_at(data, clock.clone(), |c| c.dev_login = Some(false)).await
     };
     let refunded = state_of(&g, &server, &ann).await;
     assert_eq!(refunded["resources"]["gems"], gems, "{refunded}");

@@ -120,6 +120,7 @@ async fn member_with(
     let prefix = format!("test{}", std::process::id());
     start_at(data.to_path_buf(), std::sync::Arc::new(ManualClock(START.into())), move |c| {
         c.server_dir = Some(dir);
+        c.dev_login = Some(true);
         c.nats = Some(citadel_server::config::NatsConfig {
             url,
             credentials: None,

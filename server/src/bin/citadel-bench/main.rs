@@ -36,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod chat;
+mod gateway;
 mod journal;
 mod pushes;
 
@@ -107,6 +108,10 @@ struct Args {
     /// Measure logins instead of actions: every player logs in once.
     #[arg(long)]
     logins: bool,
+    /// Measure guest logins at a gateway (`--addr`) instead: `--players`
+    /// new guests, then each logs back in; `--server-pid` is the gateway's.
+    #[arg(long)]
+    gateway_logins: bool,
     /// Logins in flight at once (for `--logins`).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -821,6 +826,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.seed {
         return seed(&args, dir);
+    }
+    if args.gateway_logins {
+        let report = gateway::logins(&args).await?;
+        println!("{}", if args.json { report.to_string() } else { serde_json::to_string_pretty(&report)? });
+        return Ok(());
     }
     if args.jetstream_baseline {
         let url = args.nats.clone().context("--jetstream-baseline needs --nats")?;
