@@ -554,6 +554,11 @@ async fn accounts_link_identities_once_and_keep_one_player_per_title(w: World) {
     assert_eq!(w.title_player("acc-ann", "mini", "later").await.unwrap(), p, "kept");
     assert_eq!(w.title_player("acc-ann", "fort", "f1").await.unwrap(), "f1", "another title, another player");
     assert_eq!(w.title_player("acc-bob", "mini", "b1").await.unwrap(), "b1", "another account");
+    // A login in one call: recorded, and the same player.
+    assert_eq!(w.enter("acc-ann", "mini", "other", 900).await.unwrap(), p);
+    assert_eq!(w.account("acc-ann").await.unwrap().unwrap().last_login_ms, 900);
+    assert_eq!(w.enter("acc-bob", "fort", "b2", 950).await.unwrap(), "b2", "a first login to a title");
+    assert!(w.enter("acc-nobody", "mini", "n1", 950).await.is_err());
 }
 
 async fn an_inbox_item_is_revoked_only_while_unclaimed(w: World) {

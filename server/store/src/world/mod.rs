@@ -529,6 +529,10 @@ pub trait Accounts {
     /// The account's player in `title`: the one stored, or else `player`,
     /// stored now. Two racing calls get the same answer.
     async fn title_player(&self, account: &str, title: &str, player: &str) -> Result<String, WorldError>;
+    /// A login of `account` to `title` at `now_ms`, in one call (the
+    /// gateway's every login): [`Accounts::account_login`], then the
+    /// account's player as [`Accounts::title_player`] answers it.
+    async fn enter(&self, account: &str, title: &str, player: &str, now_ms: i64) -> Result<String, WorldError>;
 }
 }
 

@@ -1200,6 +1200,11 @@ impl Accounts for MongoWorld {
         d.and_then(|d| d.get_str("player").ok().map(str::to_string))
             .ok_or_else(|| WorldError::Db(format!("{id}: the player of a title vanished")))
     }
+
+    async fn enter(&self, account: &str, title: &str, player: &str, now_ms: i64) -> Result<String, WorldError> {
+        self.account_login(account, now_ms).await?;
+        self.title_player(account, title, player).await
+    }
 }
 
 /// An identity's `_id`: provider and subject, neither of which can hold

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -15,11 +14,17 @@ use super::*;
 /// SQLite backend.
 #[derive(Debug, Clone)]
 pub struct SqliteWorld {
-    /// One connection: SQLite runs one write transaction at a time anyway.
-    /// Callers queue for it here, asynchronously, rather than each on a
-    /// blocking thread of its own.
-    conn: Arc<tokio::sync::Mutex<Connection>>,
+    /// One connection, on a thread of its own: SQLite runs one write
+    /// transaction at a time anyway. Callers queue their calls here and
+    /// await the answer; under load the thread runs call after call without
+    /// going to sleep, instead of one blocking-pool handoff each. The queue
+    /// is as long as the calls awaited at once, which the server's own
+    /// limits (connections, sessions) bound.
+    jobs: std::sync::mpsc::Sender<Job>,
 }
+
+/// One call, run on the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// How long a writer waits for another process's transaction, in ms. Lock
 /// transactions are a few statements long; 5 s means something is stuck.
@@ -158,7 +163,19 @@ impl SqliteWorld {
                 }
             }
         }
-        Ok(SqliteWorld { conn: Arc::new(tokio::sync::Mutex::new(conn)) })
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("citadel-sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                // Ends when the last handle to the store is dropped.
+                while let Ok(job) = queue.recv() {
+                    // A call that panics loses its own answer, not the store.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })
+            .map_err(|e| WorldError::Db(format!("starting the SQLite thread: {e}")))?;
+        Ok(SqliteWorld { jobs })
     }
 
     /// The `doc` of the one row `sql` selects with `keys`, decoded.
@@ -178,10 +195,13 @@ impl SqliteWorld {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, WorldError> {
-        let mut conn = self.conn.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || f(&mut conn).map_err(db))
-            .await
-            .map_err(|e| WorldError::Db(e.to_string()))?
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c| {
+            let _ = answer.send(f(c).map_err(db));
+        });
+        let gone = || WorldError::Db("the SQLite world store's thread stopped".into());
+        self.jobs.send(job).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
     }
 }
 
@@ -1313,19 +1333,56 @@ impl Accounts for SqliteWorld {
 
     async fn title_player(&self, account: &str, title: &str, player: &str) -> Result<String, WorldError> {
         let (account, title, player) = (account.to_string(), title.to_string(), player.to_string());
-        self.with(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO title_players (account, title, player) VALUES (?1, ?2, ?3)",
-                params![account, title, player],
-            )?;
-            c.query_row(
-                "SELECT player FROM title_players WHERE account = ?1 AND title = ?2",
-                params![account, title],
-                |r| r.get(0),
-            )
-        })
-        .await
+        self.with(move |c| title_player_in(c, &account, &title, &player)).await
     }
+
+    async fn enter(&self, account: &str, title: &str, player: &str, now_ms: i64) -> Result<String, WorldError> {
+        let (account, title, player) = (account.to_string(), title.to_string(), player.to_string());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Err(e) = change_account(&tx, &account, |a| a.last_login_ms = a.last_login_ms.max(now_ms))? {
+                return Ok(Err(e));
+            }
+            let found = title_player_in(&tx, &account, &title, &player)?;
+            tx.commit()?;
+            Ok(Ok(found))
+        })
+        .await?
+    }
+}
+
+/// The account's player in `title`, `player` stored if none was.
+fn title_player_in(c: &Connection, account: &str, title: &str, player: &str) -> Result<String, rusqlite::Error> {
+    c.execute(
+        "INSERT OR IGNORE INTO title_players (account, title, player) VALUES (?1, ?2, ?3)",
+        params![account, title, player],
+    )?;
+    c.query_row("SELECT player FROM title_players WHERE account = ?1 AND title = ?2", params![account, title], |r| {
+        r.get(0)
+    })
+}
+
+/// Reads, changes and writes back one account inside `tx`; the inner
+/// error when there is no such account or it does not decode.
+fn change_account(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    change: impl FnOnce(&mut Account),
+) -> Result<Result<(), WorldError>, rusqlite::Error> {
+    let doc: Option<String> =
+        tx.query_row("SELECT doc FROM accounts WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+    let Some(doc) = doc else { return Ok(Err(WorldError::Db(format!("no account {id}")))) };
+    let mut account: Account = match serde_json::from_str(&doc) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(WorldError::Db(format!("account {id} does not decode: {e}")))),
+    };
+    change(&mut account);
+    let doc = match serde_json::to_string(&account) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(WorldError::Db(e.to_string()))),
+    };
+    tx.execute("UPDATE accounts SET doc = ?2 WHERE id = ?1", params![id, doc])?;
+    Ok(Ok(()))
 }
 
 impl SqliteWorld {
@@ -1338,21 +1395,11 @@ impl SqliteWorld {
         let id = id.to_string();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let doc: Option<String> =
-                tx.query_row("SELECT doc FROM accounts WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
-            let Some(doc) = doc else { return Ok(Err(WorldError::Db(format!("no account {id}")))) };
-            let mut account: Account = match serde_json::from_str(&doc) {
-                Ok(a) => a,
-                Err(e) => return Ok(Err(WorldError::Db(format!("account {id} does not decode: {e}")))),
-            };
-            change(&mut account);
-            let doc = match serde_json::to_string(&account) {
-                Ok(d) => d,
-                Err(e) => return Ok(Err(WorldError::Db(e.to_string()))),
-            };
-            tx.execute("UPDATE accounts SET doc = ?2 WHERE id = ?1", params![id, doc])?;
-            tx.commit()?;
-            Ok(Ok(()))
+            let changed = change_account(&tx, &id, change)?;
+            if changed.is_ok() {
+                tx.commit()?;
+            }
+            Ok(changed)
         })
         .await?
     }
