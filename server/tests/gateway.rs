@@ -601,3 +601,122 @@ async fn logins_spread_over_three_servers_by_load_and_skip_draining_and_dead_one
         "only the live, non-draining server: {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_killed_amid_payment_notifications_still_grants_each_payment_exactly_once() {
+    let data = fresh_data("gw-pay-kill");
+    std::fs::create_dir_all(&data).unwrap();
+    let titles = support::server::titles_dir();
+    let config = data.join("citadel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ntitles = {:?}\ndev_login = false\n\n[gateway]\n\
+             logins_per_address_per_minute = 100000\nlogins_per_account_per_minute = 1000\n\n\
+             [[gateway.payments]]\nname = \"paybox\"\nsecrets = [\"{PAY_SECRET}\"]\n",
+            data.display().to_string(),
+            titles.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (_server, _) = support::serve_in(&config, &data, &titles, &data.join("server-a"));
+    let w = SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
+    for _ in 0..400 {
+        if !w.servers(0, i64::MAX).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let args: [&std::ffi::OsStr; 4] =
+        ["--config".as_ref(), config.as_os_str(), "--listen".as_ref(), "127.0.0.1:0".as_ref()];
+    let (mut first, addr) = support::citadel_command("gateway", &args, "the gateway listens");
+    let url = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let buyers = guests(&http, &url, 5).await;
+    let control = guests(&http, &url, 1).await.remove(0);
+    let now_s = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let notifications: Vec<Value> =
+        (0..50).map(|k| bought(&format!("pay_{k}"), &buyers[k % 5]["account"], "gem_pouch")).collect();
+    let client = http.clone();
+    let send = move |url: String, body: Value| {
+        let http = client.clone();
+        async move {
+            let text = body.to_string();
+            http.post(format!("{url}/payments/paybox"))
+                .header("webhook-signature", signed(&text, PAY_SECRET, now_s()))
+                .body(text)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    // The provider sends them all, eight at a time; the gateway is killed
+    // (SIGKILL) once a dozen are answered.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let sending = {
+        use futures_util::StreamExt;
+        let (answered, url) = (answered.clone(), url.clone());
+        let notifications = notifications.clone();
+        let send = send.clone();
+        tokio::spawn(async move {
+            futures_util::stream::iter(notifications)
+                .map(|n| {
+                    let (send, url, answered) = (send.clone(), url.clone(), answered.clone());
+                    async move {
+                        if send(url, n).await == Some(200) {
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+                .buffer_unordered(8)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    while answered.load(Ordering::SeqCst) < 12 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    first.kill();
+    sending.await.unwrap();
+    let before: Vec<_> = w.payments(citadel_store::world::PaymentsOf::All, None, 100).await.unwrap();
+    assert!(before.len() < 50, "killed before every notification was recorded: {}", before.len());
+    let left = before.iter().filter(|p| p.state == PaymentState::Recorded).count();
+    eprintln!("killed with {} payments recorded, {left} of them not delivered", before.len());
+    // A new gateway, and the provider sends again what was not answered
+    // (here: everything again, as a provider unsure of its answers may).
+    let (_second, addr) = support::citadel_command("gateway", &args, "the gateway listens");
+    let url = format!("http://{addr}");
+    for n in &notifications {
+        assert_eq!(send(url.clone(), n.clone()).await, Some(200), "{n}");
+    }
+    let all = w.payments(citadel_store::world::PaymentsOf::All, None, 100).await.unwrap();
+    assert_eq!(all.len(), 50);
+    assert!(all.iter().all(|p| p.state == PaymentState::Delivered), "{all:?}");
+    // Each buyer gets ten pouches of 80 gems, no more, no fewer.
+    let state_here = |who: Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r: Value = http
+                .post(format!("{url}/v1/fort/login/guest"))
+                .json(&json!({ "device": who["device"], "secret": who["secret"] }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let (status, v) =
+                login_with_token(r["server"]["address"].as_str().unwrap(), "fort", r["token"].as_str().unwrap()).await;
+            assert_eq!(status, 200, "{v}");
+            (r["player"].as_str().unwrap().to_string(), v["state"]["resources"]["gems"].as_i64().unwrap())
+        }
+    };
+    let (_, gems) = state_here(control).await;
+    for b in buyers {
+        let (player, got) = state_here(b).await;
+        assert_eq!(got, gems + 10 * 80, "{player}");
+        let inbox = w.inbox("fort", &player, now_s() * 1000, 100).await.unwrap();
+        assert_eq!(inbox.iter().filter(|i| i.kind == "purchase").count(), 10, "{player}");
+    }
+}
