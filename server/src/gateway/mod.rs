@@ -465,6 +465,11 @@ pub async fn run_with_clock(
         decoy,
     });
     let stop = CancellationToken::new();
+    // Products change with the titles' data: reloaded as the servers do.
+    if gateway.config.watch_titles {
+        crate::watch::spawn(gateway.titles.clone(), &gateway.config.titles, stop.clone())?;
+    }
+    crate::watch::on_sighup(gateway.titles.clone(), stop.clone())?;
     payments::spawn_sweep(gateway.clone(), stop.clone());
     let limits = crate::listener::ConnLimits::of(&gateway.config.limits);
     let addr = listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
