@@ -230,6 +230,13 @@ async fn map_places_moves_and_finds_neighbours(w: World) {
     assert_eq!(w.near("t", &at(5, 5), 2, 1).await.unwrap().len(), 1);
     let counts = w.region_counts("t", &["plain".to_string(), "hills".to_string()]).await.unwrap();
     assert_eq!(counts, BTreeMap::from([("plain".to_string(), 4), ("hills".to_string(), 0)]));
+    // A move to another region counts there; a refused one nowhere.
+    assert!(w.place("t", "c", &Position { region: "hills".into(), x: 1, y: 1 }).await.unwrap());
+    assert!(!w.place("t", "e", &at(5, 5)).await.unwrap());
+    let counts = w.region_counts("t", &["plain".to_string(), "hills".to_string()]).await.unwrap();
+    assert_eq!(counts, BTreeMap::from([("plain".to_string(), 3), ("hills".to_string(), 1)]));
+    let other = w.region_counts("other", &["plain".to_string()]).await.unwrap();
+    assert_eq!(other, BTreeMap::from([("plain".to_string(), 1)]), "per title");
 }
 
 /// Many players racing for one spot: exactly one gets it.
@@ -719,4 +726,31 @@ fn many_servers_open_one_sqlite_file_at_once() {
     for o in opened {
         o.join().unwrap().expect("opened");
     }
+}
+
+/// A database from before bases were counted per region: its bases are
+/// counted when a server opens it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_database_gains_its_region_counts_at_open() {
+    use citadel_store::world::Scores;
+    let p = std::env::temp_dir().join(format!("{}.sqlite3", support::unique("citadel-world-counts")));
+    let w = SqliteWorld::open(&p).unwrap();
+    let at = |x| Position { region: "plain".into(), x, y: 0 };
+    for (i, who) in ["a", "b", "c"].iter().enumerate() {
+        assert!(w.place("t", who, &at(i as i32)).await.unwrap());
+    }
+    drop(w);
+    // What an older server left: the positions, no counts.
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute("DELETE FROM region_counts", []).unwrap();
+    drop(c);
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || SqliteWorld::open(&p).unwrap())
+        })
+        .collect();
+    let worlds: Vec<SqliteWorld> = opened.into_iter().map(|o| o.join().unwrap()).collect();
+    let counts = worlds[0].region_counts("t", &["plain".to_string()]).await.unwrap();
+    assert_eq!(counts, BTreeMap::from([("plain".to_string(), 3)]), "counted once, by whichever opened first");
 }

@@ -39,7 +39,7 @@ impl SqliteWorld {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| WorldError::Db(format!("creating {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path).map_err(db)?;
+        let mut conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(db)?;
         // WAL with synchronous = NORMAL: a commit survives the crash of any
         // process (what locks shared by processes need) and is not fsynced
@@ -78,6 +78,9 @@ impl SqliteWorld {
                  PRIMARY KEY (title, player)
              );
              CREATE UNIQUE INDEX IF NOT EXISTS positions_by_spot ON positions (title, region, x, y);
+             CREATE TABLE IF NOT EXISTS region_counts (
+                 title TEXT NOT NULL, region TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (title, region)
+             );
              CREATE TABLE IF NOT EXISTS raids (
                  id TEXT PRIMARY KEY, title TEXT NOT NULL, attacker TEXT NOT NULL, defender TEXT NOT NULL,
                  started_ms INTEGER NOT NULL, status TEXT NOT NULL, defender_applied INTEGER NOT NULL, doc TEXT NOT NULL
@@ -163,6 +166,22 @@ impl SqliteWorld {
                 }
             }
         }
+        // Databases made before bases were counted per region gain the
+        // counts once, from the positions there are (in one write
+        // transaction: two processes opening it at once count once).
+        let mut counted = || -> Result<(), rusqlite::Error> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let empty: i64 = tx.query_row("SELECT COUNT(*) FROM region_counts", [], |r| r.get(0))?;
+            if empty == 0 {
+                tx.execute(
+                    "INSERT INTO region_counts (title, region, n)
+                     SELECT title, region, COUNT(*) FROM positions GROUP BY title, region",
+                    [],
+                )?;
+            }
+            tx.commit()
+        };
+        counted().map_err(db)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("citadel-sqlite".into())
@@ -500,19 +519,38 @@ impl Scores for SqliteWorld {
     async fn place(&self, title: &str, player: &str, at: &Position) -> Result<bool, WorldError> {
         let (title, player, at) = (title.to_string(), player.to_string(), at.clone());
         self.with(move |c| {
-            let r = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let was: Option<String> = tx
+                .prepare_cached("SELECT region FROM positions WHERE title = ?1 AND player = ?2")?
+                .query_row(params![title, player], |r| r.get(0))
+                .optional()?;
+            let r = tx.prepare_cached(
                 "INSERT INTO positions (title, player, region, x, y) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (title, player) DO UPDATE SET region = excluded.region, x = excluded.x, y = excluded.y",
-                params![title, player, at.region, at.x, at.y],
-            );
+            )?
+            .execute(params![title, player, at.region, at.x, at.y]);
             match r {
-                Ok(_) => Ok(true),
+                Ok(_) => {}
                 // The spot's unique index: someone is there.
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    Ok(false)
+                    return Ok(false)
                 }
-                Err(e) => Err(e),
+                Err(e) => return Err(e),
             }
+            // Bases per region, kept here so that placing a new base never
+            // counts a region's rows (which grew with every player).
+            if was.as_deref() != Some(at.region.as_str()) {
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO region_counts (title, region, n) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (title, region) DO UPDATE SET n = n + excluded.n",
+                )?;
+                add.execute(params![title, at.region, 1])?;
+                if let Some(old) = &was {
+                    add.execute(params![title, old, -1])?;
+                }
+            }
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -567,8 +605,11 @@ impl Scores for SqliteWorld {
     async fn region_counts(&self, title: &str, regions: &[String]) -> Result<BTreeMap<String, i64>, WorldError> {
         let (title, regions) = (title.to_string(), regions.to_vec());
         self.with(move |c| {
-            let mut q = c.prepare_cached("SELECT count(*) FROM positions WHERE title = ?1 AND region = ?2")?;
-            regions.into_iter().map(|r| Ok((r.clone(), q.query_row(params![title, r], |row| row.get(0))?))).collect()
+            let mut q = c.prepare_cached("SELECT n FROM region_counts WHERE title = ?1 AND region = ?2")?;
+            regions
+                .into_iter()
+                .map(|r| Ok((r.clone(), q.query_row(params![title, r], |row| row.get(0)).optional()?.unwrap_or(0))))
+                .collect()
         })
         .await
     }
