@@ -524,11 +524,12 @@ impl Scores for SqliteWorld {
                 .prepare_cached("SELECT region FROM positions WHERE title = ?1 AND player = ?2")?
                 .query_row(params![title, player], |r| r.get(0))
                 .optional()?;
-            let r = tx.prepare_cached(
-                "INSERT INTO positions (title, player, region, x, y) VALUES (?1, ?2, ?3, ?4, ?5)
+            let r = tx
+                .prepare_cached(
+                    "INSERT INTO positions (title, player, region, x, y) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (title, player) DO UPDATE SET region = excluded.region, x = excluded.x, y = excluded.y",
-            )?
-            .execute(params![title, player, at.region, at.x, at.y]);
+                )?
+                .execute(params![title, player, at.region, at.x, at.y]);
             match r {
                 Ok(_) => {}
                 // The spot's unique index: someone is there.
