@@ -172,7 +172,7 @@ server_codes! {
     UnknownVersion => "unknown_version", 404, "no kept version of the title has that content version (GET /v1/{title}/data; admin API: also no earlier one to roll back to); GET /v1/titles names the current one";
     BadCredentials => "bad_credentials", 401, "gateway: no such device, or a wrong secret (the same answer for both, in the same time)";
     TooManyLogins => "too_many_logins", 429, "gateway: too many logins from this address, or for this device or account; the Retry-After header says when to try again";
-    NoServer => "no_server", 503, "gateway: no live, non-draining game server serves the title now; the Retry-After header says when to try again";
+    NoServer => "no_server", 503, "gateway: no live, non-draining game server serves the title now; the Retry-After header says when to try again (a new guest: details.device and details.secret, to retry with)";
     IdentityTaken => "identity_taken", 409, "gateway link: that platform identity is linked to another account already (log in with it instead)";
     LoginMethodDisabled => "login_method_disabled", 403, "gateway: this kind of login (guest, dev, an OpenID Connect issuer) is not configured";
     IdTokenMalformed => "id_token_malformed", 401, "gateway: the ID token is not a JWT (three base64url parts, a JSON header and claims)";

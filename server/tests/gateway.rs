@@ -299,6 +299,15 @@ async fn flawed_id_tokens_are_refused_each_with_its_code_and_change_nothing() {
     // heartbeats carry the time it was started at).
     assert_eq!((status, code(&v)), (503, "no_server"), "{v}");
     assert_eq!(issuer.fetches.load(Ordering::SeqCst), 3);
+    // A new device refused for want of a server keeps its credentials, so
+    // that its retry does not make another account.
+    let (status, v) = g.post("/v1/fort/login/guest", json!({})).await;
+    assert_eq!((status, code(&v)), (503, "no_server"), "{v}");
+    let (device, secret) = (v["error"]["details"]["device"].clone(), v["error"]["details"]["secret"].clone());
+    assert!(device.is_string() && secret.is_string(), "{v}");
+    let (status, v) = g.post("/v1/fort/login/guest", json!({ "device": device, "secret": secret })).await;
+    assert_eq!((status, code(&v)), (503, "no_server"), "the same device, still no server: {v}");
+    assert!(v["error"].get("details").is_none(), "{v}");
     g.stop().await;
     server.stop().await;
 }

@@ -193,10 +193,12 @@ impl Gateway {
             }
         }
         let server = self.assigner.pick(title, &player).await.map_err(internal)?.ok_or_else(|| {
-            Refused(
-                ApiError::new(Code::NoServer, format!("no live game server serves `{title}` now")),
-                Some(NO_SERVER_RETRY_AFTER_S),
-            )
+            let mut e = ApiError::new(Code::NoServer, format!("no live game server serves `{title}` now"));
+            if extra.as_object().is_some_and(|o| !o.is_empty()) {
+                // A new device keeps its credentials: it retries with them.
+                e = e.details(extra.clone());
+            }
+            Refused(e, Some(NO_SERVER_RETRY_AFTER_S))
         })?;
         let expires = now + self.config.gateway.game_token_ttl_seconds as i64 * 1000;
         let token = self.signer.issue(&Claims { t: title.to_string(), p: player.clone(), e: expires, i: now });
