@@ -253,7 +253,8 @@ struct LoginBody {
     token: Option<String>,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, ApiError> {
+/// A JSON body of at most `limit` bytes (the gateway's too).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, ApiError> {
     if body.len() > limit {
         return Err(ApiError::new(Code::MessageTooLarge, format!("{} bytes; the limit is {limit}", body.len())));
     }

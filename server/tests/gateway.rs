@@ -108,24 +108,51 @@ async fn cluster_of_one(
     let data = fresh_data(name);
     let clock = Arc::new(ManualClock(AtomicI64::new(START)));
     let server = start_at(data.clone(), clock.clone(), |c| c.dev_login = Some(false)).await;
-    wait_for_server(&data).await;
+    wait_for_servers(&data, 1).await;
     let mut config = gateway_config(&data);
     tweak(&mut config);
     let gateway = start_gateway(config, clock.clone()).await;
     (server, gateway, clock, data)
 }
 
-/// Waits until the game server's first heartbeat is in the world store
-/// (it is written as the server starts), so the gateway sees it.
-async fn wait_for_server(data: &std::path::Path) {
+/// Waits until `n` game servers' first heartbeats are in the world store
+/// (written as each starts), so the gateway sees them; their statuses.
+async fn wait_for_servers(data: &std::path::Path, n: usize) -> Vec<citadel_store::world::ServerStatus> {
     let w = SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
     for _ in 0..400 {
-        if !w.servers(0, i64::MAX).await.unwrap().is_empty() {
-            return;
+        let servers = w.servers(0, i64::MAX).await.unwrap();
+        if servers.len() >= n {
+            return servers;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    panic!("the game server never reported itself");
+    panic!("fewer than {n} game servers reported themselves");
+}
+
+/// A data folder and a configuration file for `citadel serve` processes
+/// (bare names off) and `citadel gateway` processes (limits far above the
+/// test's logins, then `gateway`, more of its section).
+fn fleet_config(name: &str, gateway: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let data = fresh_data(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let titles = support::server::titles_dir();
+    let config = data.join("citadel.toml");
+    let text = format!(
+        "data_dir = {:?}\ntitles = {:?}\ndev_login = false\n\n[gateway]\n\
+         logins_per_address_per_minute = 100000\nlogins_per_account_per_minute = 1000\n{gateway}",
+        data.display().to_string(),
+        titles.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    (data, titles, config)
+}
+
+/// `citadel gateway --config config` on a free port: the process and its URL.
+fn gateway_process(config: &std::path::Path) -> (support::Killed, String) {
+    let args: [&std::ffi::OsStr; 4] =
+        ["--config".as_ref(), config.as_os_str(), "--listen".as_ref(), "127.0.0.1:0".as_ref()];
+    let (process, addr) = support::citadel_command("gateway", &args, "the gateway listens");
+    (process, format!("http://{addr}"))
 }
 
 fn code(v: &Value) -> &str {
@@ -154,6 +181,7 @@ async fn a_guest_plays_comes_back_as_the_same_player_then_links_an_identity_for_
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["player"], player.as_str());
     let session = v["token"].as_str().unwrap().to_string();
+    let buildings_at_start = v["state"]["buildings"].as_array().unwrap().len();
     let r = reqwest::Client::new()
         .post(server.url("/v1/fort/login"))
         .json(&json!({ "player": player }))
@@ -164,13 +192,13 @@ async fn a_guest_plays_comes_back_as_the_same_player_then_links_an_identity_for_
     assert_eq!(code(&r.json().await.unwrap()), "dev_login_disabled");
     let (status, v) = login_with_token(&server.url(""), "other", first["token"].as_str().unwrap()).await;
     assert_eq!((status, code(&v)), (404, "unknown_title"), "{v}");
-    // Plays: a tithe (10 gold for 1 gem).
-    let (status, v) = server.act("fort", &session, "custom", json!({ "name": "tithe" })).await;
-    assert_eq!(status, 200, "{v}");
-    let gems = v["result"]["events"].to_string();
-    assert!(!gems.is_empty());
+    // Plays: builds a lumber mill.
+    let (status, v) =
+        server.act("fort", &session, "build", json!({ "building": "lumber_mill", "x": 10, "y": 10 })).await;
+    assert_eq!((status, v["ok"].clone()), (200, json!(true)), "{v}");
     let (_, v) = server.act("fort", &session, "get_state", Value::Null).await;
-    let gems_after_tithe = v["result"]["state"]["resources"]["gems"].clone();
+    let played = v["result"]["state"]["buildings"].clone();
+    assert_eq!(played.as_array().unwrap().len(), buildings_at_start + 1, "the mill is there");
     // Quits, comes back with the device secret: the same account and player.
     let again = g.post("/v1/fort/login/guest", json!({ "device": device, "secret": secret })).await;
     assert_eq!(again.0, 200, "{}", again.1);
@@ -179,7 +207,7 @@ async fn a_guest_plays_comes_back_as_the_same_player_then_links_an_identity_for_
     assert!(again.1.get("secret").is_none(), "the secret is given once: {}", again.1);
     let (status, v) = login_with_token(&server.url(""), "fort", again.1["token"].as_str().unwrap()).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["state"]["resources"]["gems"], gems_after_tithe, "the same player's state");
+    assert_eq!(v["state"]["buildings"], played, "the same player's state");
     // A wrong secret and an unknown device get the same answer.
     let wrong = g.post("/v1/fort/login/guest", json!({ "device": device, "secret": "not it" })).await;
     let unknown = g.post("/v1/fort/login/guest", json!({ "device": "d-unknown", "secret": secret })).await;
@@ -199,7 +227,7 @@ async fn a_guest_plays_comes_back_as_the_same_player_then_links_an_identity_for_
     assert_eq!((v["account"].clone(), v["player"].clone()), (first["account"].clone(), json!(player)));
     let (status, v) = login_with_token(&server.url(""), "fort", v["token"].as_str().unwrap()).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["state"]["resources"]["gems"], gems_after_tithe, "the same progress on the new device");
+    assert_eq!(v["state"]["buildings"], played, "the same progress on the new device");
     // The identity is taken: another guest cannot link it.
     let other = guest(&g).await;
     let (status, v) = g
@@ -515,38 +543,14 @@ async fn guests(http: &reqwest::Client, url: &str, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logins_spread_over_three_servers_by_load_and_skip_draining_and_dead_ones() {
-    let data = fresh_data("gw-spread");
-    std::fs::create_dir_all(&data).unwrap();
-    let titles = support::server::titles_dir();
-    let config = data.join("citadel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\ntitles = {:?}\ndev_login = false\n\n[gateway]\ndev_login = true\n\
-             logins_per_address_per_minute = 100000\nlogins_per_account_per_minute = 1000\n",
-            data.display().to_string(),
-            titles.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (data, titles, config) = fleet_config("gw-spread", "dev_login = true\n");
     let mut servers: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|n| support::serve_in(&config, &data, &titles, &data.join(format!("server-{n}"))))
         .collect();
-    let w = SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
-    for _ in 0..400 {
-        if w.servers(0, i64::MAX).await.unwrap().len() == 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let ids: Vec<(String, String)> =
-        w.servers(0, i64::MAX).await.unwrap().into_iter().map(|s| (s.id, s.address)).collect();
+    let ids: Vec<(String, String)> = wait_for_servers(&data, 3).await.into_iter().map(|s| (s.id, s.address)).collect();
     assert_eq!(ids.len(), 3, "{ids:?}");
-    let args: [&std::ffi::OsStr; 4] =
-        ["--config".as_ref(), config.as_os_str(), "--listen".as_ref(), "127.0.0.1:0".as_ref()];
-    let (_gateway, addr) = support::citadel_command("gateway", &args, "the gateway listens");
-    let url = format!("http://{addr}");
+    let (_gateway, url) = gateway_process(&config);
     let http = reqwest::Client::new();
     // 300 guests: spread evenly (no server more than 20% above the mean).
     let answers = guests(&http, &url, 300).await;
@@ -613,33 +617,14 @@ async fn logins_spread_over_three_servers_by_load_and_skip_draining_and_dead_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_gateway_killed_amid_payment_notifications_still_grants_each_payment_exactly_once() {
-    let data = fresh_data("gw-pay-kill");
-    std::fs::create_dir_all(&data).unwrap();
-    let titles = support::server::titles_dir();
-    let config = data.join("citadel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\ntitles = {:?}\ndev_login = false\n\n[gateway]\n\
-             logins_per_address_per_minute = 100000\nlogins_per_account_per_minute = 1000\n\n\
-             [[gateway.payments]]\nname = \"paybox\"\nsecrets = [\"{PAY_SECRET}\"]\n",
-            data.display().to_string(),
-            titles.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (data, titles, config) = fleet_config(
+        "gw-pay-kill",
+        &format!("\n[[gateway.payments]]\nname = \"paybox\"\nsecrets = [\"{PAY_SECRET}\"]\n"),
+    );
     let (_server, _) = support::serve_in(&config, &data, &titles, &data.join("server-a"));
+    wait_for_servers(&data, 1).await;
     let w = SqliteWorld::open(&data.join("world.sqlite3")).unwrap();
-    for _ in 0..400 {
-        if !w.servers(0, i64::MAX).await.unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let args: [&std::ffi::OsStr; 4] =
-        ["--config".as_ref(), config.as_os_str(), "--listen".as_ref(), "127.0.0.1:0".as_ref()];
-    let (mut first, addr) = support::citadel_command("gateway", &args, "the gateway listens");
-    let url = format!("http://{addr}");
+    let (mut first, url) = gateway_process(&config);
     let http = reqwest::Client::new();
     let buyers = guests(&http, &url, 5).await;
     let control = guests(&http, &url, 1).await.remove(0);
@@ -694,8 +679,7 @@ async fn a_gateway_killed_amid_payment_notifications_still_grants_each_payment_e
     eprintln!("killed with {} payments recorded, {left} of them not delivered", before.len());
     // A new gateway, and the provider sends again what was not answered
     // (here: everything again, as a provider unsure of its answers may).
-    let (_second, addr) = support::citadel_command("gateway", &args, "the gateway listens");
-    let url = format!("http://{addr}");
+    let (_second, url) = gateway_process(&config);
     for n in &notifications {
         assert_eq!(send(url.clone(), n.clone()).await, Some(200), "{n}");
     }

@@ -72,7 +72,15 @@ pub enum PasswordHash {
     Exact(Vec<u8>),
 }
 
-fn argon2(params: argon2::Params) -> argon2::Argon2<'static> {
+/// An argon2id PHC string of `secret` with `params` and a random salt.
+pub(crate) fn phc(secret: &str, params: argon2::Params) -> std::io::Result<String> {
+    use argon2::PasswordHasher;
+    let salt = argon2::password_hash::SaltString::encode_b64(&random::<16>()?).map_err(std::io::Error::other)?;
+    Ok(argon2(params).hash_password(secret.as_bytes(), &salt).map_err(std::io::Error::other)?.to_string())
+}
+
+/// argon2id, version 0x13, with `params` (console passwords; guest secrets).
+pub(crate) fn argon2(params: argon2::Params) -> argon2::Argon2<'static> {
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
@@ -99,11 +107,9 @@ impl PasswordHash {
 
     /// A new argon2id hash of `password` with a random salt.
     pub fn make(password: &str) -> std::io::Result<String> {
-        use argon2::PasswordHasher;
-        let salt = argon2::password_hash::SaltString::encode_b64(&random::<16>()?).map_err(std::io::Error::other)?;
         let params =
             argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None).map_err(std::io::Error::other)?;
-        Ok(argon2(params).hash_password(password.as_bytes(), &salt).map_err(std::io::Error::other)?.to_string())
+        phc(password, params)
     }
 
     /// Whether this is a hash made before argon2id (worth replacing).
@@ -129,11 +135,11 @@ impl PasswordHash {
     }
 }
 
-/// Bytes from the operating system's randomness.
-fn random<const N: usize>() -> std::io::Result<[u8; N]> {
-    use std::io::Read;
+/// Bytes from the operating system's randomness (admin sessions and
+/// salts; the gateway's devices, secrets and ids).
+pub(crate) fn random<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut out = [0u8; N];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut out)?;
+    getrandom::fill(&mut out).map_err(std::io::Error::other)?;
     Ok(out)
 }
 

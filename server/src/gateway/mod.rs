@@ -120,41 +120,32 @@ fn internal(e: impl std::fmt::Display) -> Refused {
 
 /// Random bytes from the operating system.
 fn random<const N: usize>() -> Result<[u8; N], Refused> {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(internal)?;
-    Ok(out)
+    crate::admin::auth::random().map_err(internal)
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn guest_argon2() -> argon2::Argon2<'static> {
-    let params = argon2::Params::new(GUEST_HASH_MEMORY_KIB, GUEST_HASH_PASSES, GUEST_HASH_LANES, None)
-        .unwrap_or_else(|_| argon2::Params::default());
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+fn guest_params() -> argon2::Params {
+    argon2::Params::new(GUEST_HASH_MEMORY_KIB, GUEST_HASH_PASSES, GUEST_HASH_LANES, None)
+        .unwrap_or_else(|_| argon2::Params::default())
 }
 
 /// An argon2id PHC string of a guest secret.
 fn hash_secret(secret: &str) -> Result<String, Refused> {
-    use argon2::PasswordHasher;
-    let salt = argon2::password_hash::SaltString::encode_b64(&random::<16>()?).map_err(internal)?;
-    Ok(guest_argon2().hash_password(secret.as_bytes(), &salt).map_err(internal)?.to_string())
+    crate::admin::auth::phc(secret, guest_params()).map_err(internal)
 }
 
 /// Whether `secret` matches `hash` (argon2's own constant-time check).
 fn secret_matches(secret: &str, hash: &str) -> bool {
     use argon2::PasswordVerifier;
     argon2::password_hash::PasswordHash::new(hash)
-        .is_ok_and(|phc| guest_argon2().verify_password(secret.as_bytes(), &phc).is_ok())
+        .is_ok_and(|phc| crate::admin::auth::argon2(guest_params()).verify_password(secret.as_bytes(), &phc).is_ok())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], limit: usize) -> Result<T, Refused> {
-    if body.len() > limit {
-        return Err(ApiError::new(Code::MessageTooLarge, format!("{} bytes; the limit is {limit}", body.len())).into());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(Code::BadRequest, format!("not a valid request: {e}")).into())
+    Ok(crate::http::parse_json(body, limit)?)
 }
 
 impl Gateway {
