@@ -24,12 +24,21 @@ pub const BUSY_WARNING: f64 = 0.5;
 /// A server silent for three heartbeats is gone.
 pub const STALE_MS: i64 = 3 * HEARTBEAT_INTERVAL.as_millis() as i64;
 
+/// The shortest window a busy ratio is measured over. The first heartbeat
+/// goes out as the server starts, microseconds after the sampler: a ratio
+/// over so short a window is noise (any wake-up in it reads as a busy
+/// server) and steered a gateway's players away from a new server for a
+/// whole heartbeat. A shorter window reports the last ratio measured.
+const MIN_BUSY_WINDOW: Duration = Duration::from_secs(1);
+
 /// The share of wall time the runtime's workers spent busy since the last
 /// sample, 0 to 1 (tokio's per-worker busy time; "unhalted time").
 #[derive(Debug)]
 struct BusySampler {
     at: Instant,
     busy: Duration,
+    /// The last ratio measured over at least [`MIN_BUSY_WINDOW`]; 0 before.
+    last: f64,
 }
 
 impl BusySampler {
@@ -40,16 +49,20 @@ impl BusySampler {
     }
 
     fn new() -> BusySampler {
-        BusySampler { at: Instant::now(), busy: BusySampler::total().0 }
+        BusySampler { at: Instant::now(), busy: BusySampler::total().0, last: 0.0 }
     }
 
     fn sample(&mut self) -> f64 {
         let (busy, workers) = BusySampler::total();
         let now = Instant::now();
-        let wall = now.duration_since(self.at).as_secs_f64() * workers as f64;
-        let ratio = if wall > 0.0 { busy.saturating_sub(self.busy).as_secs_f64() / wall } else { 0.0 };
-        (self.at, self.busy) = (now, busy);
-        ratio.clamp(0.0, 1.0)
+        let elapsed = now.duration_since(self.at);
+        if elapsed < MIN_BUSY_WINDOW {
+            return self.last;
+        }
+        let wall = elapsed.as_secs_f64() * workers as f64;
+        let ratio = busy.saturating_sub(self.busy).as_secs_f64() / wall;
+        (self.at, self.busy, self.last) = (now, busy, ratio.clamp(0.0, 1.0));
+        self.last
     }
 }
 
@@ -92,4 +105,24 @@ pub fn spawn(deps: Arc<Deps>, sessions: Arc<Sessions>, address: String, stop: Ca
             tracing::warn!(error = %e, "removing this server's status failed; it goes stale");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ratio_needs_a_window_of_a_second_and_counts_busy_workers() {
+        let mut sampler = BusySampler::new();
+        // Busy right away: the first heartbeat's sample is not a measure.
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::spin_loop();
+        }
+        assert_eq!(sampler.sample(), 0.0, "a 50 ms window reports nothing measured yet");
+        tokio::time::sleep(MIN_BUSY_WINDOW).await;
+        let idle = sampler.sample();
+        assert!(idle > 0.0 && idle < 0.2, "mostly asleep for a second: {idle}");
+        assert_eq!(sampler.sample(), idle, "again at once: the last measure");
+    }
 }
