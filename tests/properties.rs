@@ -233,6 +233,12 @@ fn check_invariants(t: &Title, s: &PlayerState, prev_clock: i64) -> Result<(), S
     if &back != s || back.to_json() != text {
         return Err("JSON round trip is not exact".into());
     }
+    for format in citadel_runtime::FileFormat::ALL {
+        let (back, found) = PlayerState::decode(&s.encode(format)).map_err(|e| format!("{format}: {e}"))?;
+        if &back != s || found != Some(format) {
+            return Err(format!("{format} round trip is not exact"));
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Engine benchmarks (a bench binary, not a timed test): title load and
-//! validation, and rules-engine throughput for typical actions.
+//! validation, rules-engine throughput for typical actions, and player
+//! file encoding and decoding in every format against serde_json.
 //!
 //! Run: `cargo bench -p citadel-runtime --bench engine` (pin it to one core
 //! with `taskset -c 1` for stable numbers). Each result is reported as an
@@ -11,7 +12,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use citadel_runtime::{apply, new_player, Action, PlayerState, Rng, Title};
+use citadel_runtime::{apply, new_player, Action, FileFormat, PlayerState, Rng, Title};
 
 /// Runs `f` repeatedly for about `budget` and returns the median time of one
 /// call over `rounds` rounds (median of rounds resists noise).
@@ -198,6 +199,62 @@ fn main() {
         });
         report(&format!("{id}: upgrade + cancel, per action"), pair / 2, "decode", decode);
     }
+    println!();
+
+    // 4. Player files: encoding and decoding a small (new player) and a
+    //    50 KB file (a big base, as scripts/bench-server seeds it) in every
+    //    format, against serde_json on the same state (JSON without a
+    //    header, as files were before headers).
+    for (name, state) in [("new player", new_player(&t, now)), ("50 KB base", big_base(&t, now, 50))] {
+        let json = state.to_json();
+        let json_encode = measure(budget, rounds, || {
+            black_box(black_box(&state).to_json());
+        });
+        let json_decode = measure(budget, rounds, || {
+            black_box(PlayerState::from_json(black_box(&json)).ok());
+        });
+        report(&format!("{name}: serde_json encode ({} B, baseline)", json.len()), json_encode, "json", json_encode);
+        report(&format!("{name}: serde_json decode (baseline)"), json_decode, "json", json_decode);
+        for format in FileFormat::ALL {
+            let bytes = state.encode(format);
+            let encode = measure(budget, rounds, || {
+                black_box(black_box(&state).encode(format));
+            });
+            let decode = measure(budget, rounds, || {
+                black_box(PlayerState::decode(black_box(&bytes)).ok());
+            });
+            report(&format!("{name}: {format} encode ({} B)", bytes.len()), encode, "json", json_encode);
+            report(&format!("{name}: {format} decode"), decode, "json", json_decode);
+        }
+    }
+}
+
+/// A base of about `kb` KB of JSON, made as scripts/bench-server seeds its
+/// player files: the title's smallest building on every free cell of the
+/// grid's first rows, then flags for whatever size is left.
+fn big_base(t: &Title, now: i64, kb: usize) -> PlayerState {
+    let mut s = new_player(t, now);
+    let smallest = t.buildings.iter().min_by_key(|b| b.def.size.w * b.def.size.h).expect("buildings");
+    let (w, h) = (smallest.def.size.w, smallest.def.size.h);
+    let grid = &t.manifest.grid;
+    let mut y = grid.height - h;
+    'fill: while y >= 0 {
+        for x in (0..grid.width - w + 1).step_by(w as usize) {
+            if s.to_json().len() >= kb * 1024 {
+                break 'fill;
+            }
+            let id = s.next_building_id;
+            s.next_building_id += 1;
+            s.buildings.push(citadel_runtime::state::Building::completed(id, &smallest.def.id, 1, x, y, now));
+        }
+        y -= h;
+    }
+    let mut n = 0;
+    while s.to_json().len() < kb * 1024 {
+        s.flags.insert(format!("bench_padding_{n:06}"));
+        n += 1;
+    }
+    s
 }
 
 /// A mid-game player of any title: headquarters at level 3 (or its top),

@@ -8,6 +8,7 @@
 //! - [`format`]: the title format v1 as typed data.
 //! - [`title`]: the compiled [`Title`].
 //! - [`state`]: [`PlayerState`], its `format_version` and migrations.
+//! - [`state_file`]: a player file's bytes: its header (encoding, version, length, checksum) and encodings.
 //! - [`reconcile`]: bringing a player to a new version of the title's data.
 //! - [`clan`]: clan roles, ranks and permissions; paying for a founding.
 //! - [`raid`]: PvP raid results applied to attacker and defender; relocation; top score windows.
@@ -34,6 +35,7 @@ pub mod scenario;
 pub mod schema;
 pub mod spans;
 pub mod state;
+pub mod state_file;
 pub mod support;
 pub mod time;
 pub mod timing;
@@ -46,4 +48,5 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use load::{load, load_files, read_dir, TitleFiles};
 pub use rules::{advance, apply, login, new_player, Action, ActionError, ErrorCode, Event, Rng};
 pub use state::{PlayerState, StateError, STATE_FORMAT_VERSION};
+pub use state_file::FileFormat;
 pub use title::Title;

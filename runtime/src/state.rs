@@ -299,6 +299,24 @@ pub enum StateError {
     TooNew(u64),
     #[error("player file has no format_version")]
     NoVersion,
+    #[error("player file is not UTF-8 text where its format says JSON")]
+    NotUtf8,
+    #[error("not a player file: it starts with neither `{{` (JSON) nor `CITADEL-PLAYER ` (a header)")]
+    NotAPlayerFile,
+    #[error("player file header: {0}")]
+    Header(String),
+    #[error("player file is truncated or overwritten: its header says {header} bytes follow it, {actual} do")]
+    Length { header: u64, actual: u64 },
+    #[error("player file is corrupted: its bytes have checksum crc32={actual:08x}, its header says {header:08x}")]
+    Checksum { header: u32, actual: u32 },
+    #[error("player file header says format_version {header}, the state inside says {content}")]
+    VersionMismatch { header: u64, content: u64 },
+    #[error("player file's MessagePack does not decode: {0}")]
+    Msgpack(String),
+    #[error("player file's LZ4 data does not decompress: {0}")]
+    Decompress(String),
+    #[error("player file would decompress to {0} bytes, more than the {max} a state may have", max = crate::state_file::STATE_BYTES_MAX)]
+    TooBig(usize),
 }
 
 /// One migration step: from the version in its index + 1 to the next.
@@ -399,7 +417,12 @@ impl PlayerState {
                 return Ok(state);
             }
         }
-        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        PlayerState::from_value(serde_json::from_str(text)?)
+    }
+
+    /// A player state of any known version as a JSON tree, migrated to the
+    /// current one.
+    pub fn from_value(mut value: serde_json::Value) -> Result<PlayerState, StateError> {
         let obj = value.as_object_mut().ok_or(StateError::NoVersion)?;
         let version = obj.get("format_version").and_then(|v| v.as_u64()).ok_or(StateError::NoVersion)?;
         if version > u64::from(STATE_FORMAT_VERSION) {

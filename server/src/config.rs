@@ -244,6 +244,12 @@ pub struct Config {
     /// Where the journal's records live: `"file"` (default) or
     /// `"jetstream"` (NATS JetStream, with `[nats]`; see docs/operations.md).
     pub journal_store: JournalStore,
+    /// How player files (and their snapshots) are written: `"msgpack"`
+    /// (default), `"msgpack+lz4"`, `"json"` or `"json+lz4"`. Every file
+    /// names its format in a header, so files of every format (and plain
+    /// JSON from before headers) keep loading whatever this says; a file
+    /// is rewritten in this format at its next save.
+    pub player_file_format: citadel_runtime::FileFormat,
     /// Time every entry point (routes, messages, actions, storage, journal
     /// commits, world store calls) for `/metrics` and the admin API. Turn off only to measure
     /// what profiling costs.
@@ -293,6 +299,7 @@ impl Default for Config {
             login_lock_wait_seconds: 10,
             journal: true,
             journal_store: JournalStore::File,
+            player_file_format: citadel_runtime::FileFormat::MSGPACK,
             profiling: true,
             slow_request_ms: 200,
             mongodb: None,

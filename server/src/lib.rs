@@ -359,6 +359,7 @@ async fn open_journal(
             lock_wait: std::time::Duration::from_secs(config.login_lock_wait_seconds),
             now_ms,
             data_dir: &config.data_dir,
+            format: config.player_file_format,
         };
         let done = replay::replay(&deps, found.records).await.context("replaying the journal")?;
         tracing::info!(?done, dropped = found.bad_lines, "journal replayed");

@@ -88,6 +88,34 @@ enum Command {
     /// Read a password from standard input and print its hash, for an
     /// `admin_users` entry of the configuration (docs/operations.md).
     HashPassword,
+    /// Player files (docs/operations.md, Player files).
+    Player {
+        #[command(subcommand)]
+        command: PlayerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlayerCommand {
+    /// Print a player file of any format (json, msgpack, with or without
+    /// lz4, or plain JSON from before headers) as the state's JSON,
+    /// migrated to the current format_version; what the file is goes to
+    /// standard error. A corrupted file is an error naming what is wrong.
+    Show {
+        /// A player file or a snapshot on disk.
+        #[arg(value_name = "FILE", required_unless_present_all = ["title", "player"], conflicts_with_all = ["title", "player"])]
+        file: Option<PathBuf>,
+        /// The player's title, to read their file from the configured
+        /// store (the data folder, or S3).
+        #[arg(long, requires = "player")]
+        title: Option<String>,
+        /// The player, with --title.
+        #[arg(long, requires = "title")]
+        player: Option<String>,
+        /// TOML configuration file (where the store is), with --title.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -96,6 +124,9 @@ fn main() -> anyhow::Result<()> {
             (config, listen, data_dir, titles, server_dir, take_over, log_json)
         }
         Command::HashPassword => return hash_password(),
+        Command::Player { command: PlayerCommand::Show { file, title, player, config } } => {
+            return show_player(file, title, player, config)
+        }
         Command::Gateway { config, listen, log_json } => return gateway(config, listen, log_json),
         Command::Cluster { servers, port, nats_port, nats_server, data_dir, titles, config } => {
             let opts = citadel_server::cluster::ClusterOptions {
@@ -169,6 +200,27 @@ fn gateway(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, log_js
             .with_context(|| format!("listening on {}", cfg.gateway.listen))?;
         citadel_server::gateway::run(cfg, listener, shutdown_signal()).await
     })
+}
+
+fn show_player(
+    file: Option<PathBuf>,
+    title: Option<String>,
+    player: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use citadel_server::player_file::ShowSource;
+    let source = match (file, title, player) {
+        (Some(path), _, _) => ShowSource::Path(path),
+        (None, Some(title), Some(player)) => ShowSource::Player { title, player },
+        _ => anyhow::bail!("name a FILE, or --title and --player"),
+    };
+    let mut cfg = citadel_server::Config::from_file(config.as_deref())?;
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (json, about) = rt.block_on(citadel_server::player_file::show(&cfg, &source))?;
+    eprintln!("{about}");
+    println!("{json}");
+    Ok(())
 }
 
 fn hash_password() -> anyhow::Result<()> {

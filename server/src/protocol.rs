@@ -190,6 +190,7 @@ server_codes! {
     UnknownProduct => "unknown_product", 422, "payments: the title sells no product of that id (its store.json `products`)";
     UnknownAccount => "unknown_account", 422, "payments: no account of that id";
     UnknownPayment => "unknown_payment", 404, "payments: a refund or chargeback names a payment never recorded";
+    PlayerFileDamaged => "player_file_damaged", 500, "the player's file cannot be read (truncated, corrupted, or of a newer format than this server's); nothing was changed, and the message says what is wrong. Support restores an earlier snapshot (docs/operations.md, Player files)";
     Internal => "internal", 500, "something went wrong on the server; it has been logged";
 }
 

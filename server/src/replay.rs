@@ -57,6 +57,8 @@ pub struct ReplayDeps<'a> {
     pub lock_wait: Duration,
     pub now_ms: i64,
     pub data_dir: &'a Path,
+    /// How a player file replayed into is written.
+    pub format: citadel_runtime::FileFormat,
 }
 
 /// The title versions records ran on, each resolved once (from memory or
@@ -140,7 +142,8 @@ struct PlayerReplay {
 /// Applies every record not yet in its player's file and saves the files.
 /// Runs at start, before the server accepts anyone. A storage error stops
 /// the start (the journal stays for the next attempt). A record that can
-/// never apply (its title is gone, a record before it is missing) is
+/// never apply (its title is gone, a record before it is missing, the
+/// player's file is damaged) is
 /// logged and kept in `journal-orphans/` for support. A player held by
 /// another server is waited for a while; if that server has the records
 /// already (its takeover applied them), they are done, otherwise they are
@@ -228,12 +231,21 @@ async fn replay_player(
             let orphans = records.into_iter().map(|r| (r, "the player file does not exist".to_string())).collect();
             return Ok((PlayerReplay { done: Replayed::default(), orphans }, true));
         };
-        let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
-        let mut state = PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?;
+        let mut state = match PlayerState::decode(&bytes) {
+            Ok((state, _)) => state,
+            // Damaged for good: the file is left as it is and its records
+            // set aside with the others that cannot apply, so that one
+            // player's file does not keep the server from starting.
+            Err(e) => {
+                let why = format!("the player file cannot be read ({e}); restore a snapshot, then apply these by hand");
+                let orphans = records.into_iter().map(|r| (r, why.clone())).collect();
+                return Ok((PlayerReplay { done: Replayed::default(), orphans }, true));
+            }
+        };
         versions.resolve(deps.titles, &records).await;
         let (mut done, orphans) = reapply(deps.titles, versions, &mut state, records);
         if done.applied > 0 {
-            match deps.blobs.put(&blob_key, state.to_json().into_bytes(), Precondition::Matches(etag)).await {
+            match deps.blobs.put(&blob_key, state.encode(deps.format), Precondition::Matches(etag)).await {
                 Ok(_) => done.players = 1,
                 Err(BlobError::PreconditionFailed) => anyhow::bail!("{blob_key} changed during replay"),
                 Err(e) => return Err(e).with_context(|| format!("saving {blob_key}")),
@@ -266,10 +278,14 @@ async fn replay_player(
 async fn held_elsewhere(deps: &ReplayDeps<'_>, key: &Key, records: Vec<Record>) -> anyhow::Result<PlayerReplay> {
     let blob_key = blob_key(&key.0, &key.1);
     let seq = match deps.blobs.get(&blob_key).await? {
-        Some((bytes, _)) => {
-            let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{blob_key} is not UTF-8"))?;
-            PlayerState::from_json(&text).with_context(|| format!("reading {blob_key}"))?.seq
-        }
+        Some((bytes, _)) => match PlayerState::decode(&bytes) {
+            Ok((state, _)) => state.seq,
+            // Unreadable: nothing shows the records are in it; keep them.
+            Err(e) => {
+                tracing::error!(key = %blob_key, error = %e, "a player file cannot be read; its journal records are kept");
+                0
+            }
+        },
         None => 0,
     };
     let mut done = Replayed::default();
@@ -330,7 +346,7 @@ async fn apply_records(deps: &Deps, key: &Key, from: &str, records: Vec<Record>)
     }
     let blob_key = blob_key(&key.0, &key.1);
     deps.blobs
-        .put(&blob_key, state.to_json().into_bytes(), citadel_store::blob::Precondition::Matches(etag))
+        .put(&blob_key, state.encode(deps.config.player_file_format), citadel_store::blob::Precondition::Matches(etag))
         .await
         .map_err(|e| ApiError::new(Code::Internal, format!("saving {blob_key} after a takeover: {e}")))?;
     tracing::info!(title = %key.0, player = %key.1, server = %from, applied = done.applied, seq = state.seq, "took a player over with the operations their last server acknowledged");

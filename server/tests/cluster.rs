@@ -205,9 +205,7 @@ async fn one_command_runs_nats_and_three_servers_that_share_the_world_and_stop_t
     let status = cluster.0.wait().unwrap();
     assert!(status.success(), "{status:?}: {rest:?}");
     assert!(rest.iter().any(|l| l == "cluster stopped"), "{rest:?}");
-    let saved: Value =
-        serde_json::from_slice(&std::fs::read(data.join("players/mini/ann.json")).expect("ann's file was saved"))
-            .unwrap();
+    let saved = support::state_file(&data.join("players/mini/ann.json"));
     assert!(saved["buildings"].as_array().unwrap().iter().any(|b| b["building"] == "mine"), "the build was saved");
     for i in 1..=3 {
         let journal = data.join(format!("server-{i}/journal"));

@@ -100,13 +100,11 @@ async fn play(addr: String, player: String, acked_all: Arc<Counter>) -> (u64, u6
 }
 
 fn gems_on_disk(data: &Path, player: &str) -> i64 {
-    let text = std::fs::read_to_string(data.join(format!("players/mini/{player}.json"))).unwrap();
-    serde_json::from_str::<Value>(&text).unwrap()["resources"]["gems"].as_i64().unwrap()
+    support::state_file(&data.join(format!("players/mini/{player}.json")))["resources"]["gems"].as_i64().unwrap()
 }
 
 fn seq_on_disk(data: &Path, player: &str) -> u64 {
-    let text = std::fs::read_to_string(data.join(format!("players/mini/{player}.json"))).unwrap();
-    serde_json::from_str::<Value>(&text).unwrap()["seq"].as_u64().unwrap()
+    support::state_file(&data.join(format!("players/mini/{player}.json")))["seq"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,10 +114,12 @@ async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
     let data = temp("data");
     let config = data.join("citadel.toml");
     // Players are never saved while the server runs: every acknowledged
-    // action can only come back from the journal.
+    // action can only come back from the journal. Files in the compact
+    // format, compressed (the other tests run the default, msgpack).
     std::fs::write(
         &config,
-        "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\n[limits]\nrequests_per_second_max = 100000\n",
+        "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\nplayer_file_format = \"msgpack+lz4\"\n\
+         [limits]\nrequests_per_second_max = 100000\n",
     )
     .unwrap();
     let (mut server, addr) = serve(&data, &titles, &config);
@@ -149,6 +149,8 @@ async fn no_acknowledged_action_is_lost_or_applied_twice_after_sigkill() {
         let state = &login(&addr, p).await["state"];
         let applied = (state["resources"]["gems"].as_i64().unwrap() - START_GEMS) as u64;
         assert_eq!(on_disk as u64, applied, "{p}: replay saved the player before serving");
+        let bytes = std::fs::read(data.join(format!("players/mini/{p}.json"))).unwrap();
+        assert!(bytes.starts_with(b"CITADEL-PLAYER msgpack+lz4 "), "{p}: saved in the configured format");
         assert!(applied >= *acked, "{p}: {acked} acknowledged but only {applied} applied");
         assert!(applied <= *sent, "{p}: {applied} applied but only {sent} sent: something applied twice");
         // The client sends again, with the same key, what it never saw
@@ -216,6 +218,51 @@ async fn a_support_grant_survives_sigkill() {
     assert_eq!(gems_on_disk(&data, "helped"), START_GEMS + 9, "replayed from the journal");
     let state = &login(&addr, "helped").await["state"];
     assert_eq!(state["resources"]["gems"], START_GEMS + 9);
+    server.kill();
+}
+
+/// A player file damaged while its journal records wait (a disk error, a
+/// hand edit): the server still starts, sets the records aside for
+/// support with the reason, leaves the file as it is, and serves everyone
+/// else; the player is refused with `player_file_damaged`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_player_file_does_not_keep_the_server_from_starting_after_sigkill() {
+    let titles = temp("titles-damaged");
+    counting_title(&titles);
+    let data = temp("data-damaged");
+    let config = data.join("citadel.toml");
+    std::fs::write(&config, "save_interval_seconds = 3600\nidle_timeout_seconds = 3600\n").unwrap();
+    let (mut server, addr) = serve(&data, &titles, &config);
+    tithes_over_http(&addr, "hurt", 3).await;
+    tithes_over_http(&addr, "fine", 2).await;
+    server.kill(); // SIGKILL
+    let hurt = data.join("players/mini/hurt.json");
+    let mut bytes = std::fs::read(&hurt).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&hurt, &bytes).unwrap();
+    let (mut server, addr) = serve(&data, &titles, &config);
+    assert_eq!(gems_on_disk(&data, "fine"), START_GEMS + 2, "the others are replayed");
+    assert_eq!(std::fs::read(&hurt).unwrap(), bytes, "the damaged file is left as it was");
+    let orphans: Vec<_> = std::fs::read_dir(data.join("journal-orphans")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    let set_aside: Vec<Value> = std::fs::read_to_string(&orphans[0])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["record"]["player"] == "hurt")
+        .collect();
+    assert_eq!(set_aside.len(), 4, "the login and three tithes: {set_aside:?}");
+    assert!(set_aside.iter().all(|v| v["reason"].as_str().unwrap().contains("truncated")), "{set_aside:?}");
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/mini/login"))
+        .json(&json!({ "player": "hurt" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "player_file_damaged", "{v}");
+    assert_eq!(login(&addr, "fine").await["state"]["resources"]["gems"], START_GEMS + 2);
     server.kill();
 }
 

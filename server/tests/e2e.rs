@@ -560,7 +560,7 @@ async fn s3_flows(cfg: citadel_store::s3::S3Config) {
         async move {
             use citadel_store::blob::BlobStore;
             let (bytes, _) = store.get(&format!("players/mini/{player}.json")).await.unwrap().expect("saved in S3");
-            serde_json::from_slice::<Value>(&bytes).unwrap()
+            support::decoded(&bytes)
         }
     };
 

@@ -724,7 +724,8 @@ async fn a_gift_still_on_its_way_when_its_server_stopped_is_delivered_at_the_giv
     // As a server that died after taking the gold and before the inbox had
     // the gift leaves ann's file: the gift on its way.
     let file = data.join("players/mini/ann.json");
-    let mut ann: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    // Written back as plain JSON, as files were before headers: it loads.
+    let mut ann = support::state_file(&file);
     ann["gifts"]["outgoing"] = json!([{ "id": "gift:pending:1", "to": "bob", "clan": "keepers", "resources": { "gold": 25 }, "sent_ms": START }]);
     std::fs::write(&file, ann.to_string()).unwrap();
 

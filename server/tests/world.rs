@@ -338,8 +338,7 @@ async fn an_attacker_killed_mid_raid_leaves_the_defender_untouched() {
     assert_eq!(r["ok"], json!(true), "raidable again once the lease ran out: {r}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(r["result"]["lootable"]["gold"], 250, "dora lost nothing: {r}");
-    let stored: Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("players/mini/dora.json")).unwrap()).unwrap();
+    let stored = support::state_file(&data.join("players/mini/dora.json"));
     assert_eq!(
         (stored["resources"]["gold"].as_i64(), stored["battle_log"].as_array().map(Vec::len)),
         (Some(500), Some(0))

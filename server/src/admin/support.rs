@@ -493,14 +493,13 @@ async fn restore(
             format!("no snapshot `{}` of this player", b.snapshot),
         )));
     };
-    if bytes.len() > RESTORE_BYTES_MAX {
+    let (earlier, _) = PlayerState::decode(&bytes).map_err(|e| internal(format!("{key}: {e}")))?;
+    let size = earlier.to_json().len();
+    if size > RESTORE_BYTES_MAX {
         return Err(bad_request(format!(
-            "the snapshot is {} bytes; a restore is journaled whole, so at most {RESTORE_BYTES_MAX}",
-            bytes.len()
+            "the snapshot is {size} bytes of JSON; a restore is journaled whole, so at most {RESTORE_BYTES_MAX}"
         )));
     }
-    let text = String::from_utf8(bytes).map_err(|_| internal(format!("{key} is not UTF-8")))?;
-    let earlier = PlayerState::from_json(&text).map_err(|e| internal(format!("{key}: {e}")))?;
     let Some((current, _)) = state_of(&st, &title, &player).await? else {
         return Err(Fail::new(ApiError::new(Code::UnknownPlayer, format!("`{player}` never played `{title}`"))));
     };

@@ -428,8 +428,8 @@ mod tests {
         // Once storage comes back, shutdown saves everything.
         blobs.gate.add_permits(100);
         sessions.shutdown().await;
-        let text = std::fs::read_to_string(data.join("players/mini/a.json")).unwrap();
-        assert_eq!(PlayerState::from_json(&text).unwrap().seq, 5, "login, four get_state");
+        let bytes = std::fs::read(data.join("players/mini/a.json")).unwrap();
+        assert_eq!(PlayerState::decode(&bytes).unwrap().0.seq, 5, "login, four get_state");
     }
 
     /// A world store with one connection that every call takes in turn

@@ -121,7 +121,7 @@ impl Session {
         if due {
             self.state.snapshot_ms = now;
         }
-        let bytes = self.state.to_json().into_bytes();
+        let bytes = self.state.encode(deps.config.player_file_format);
         let snapshot = due.then(|| (self.key.clone(), bytes.clone()));
         let seq = self.state.seq;
         let durable = if self.in_flight.load(Ordering::Acquire) > 0 { Some(deps.journal.mark().await) } else { None };
@@ -175,7 +175,7 @@ impl Session {
     /// admin change, so that it can be undone).
     pub(super) async fn snapshot(&mut self, deps: &Deps, now: i64) {
         self.state.snapshot_ms = now;
-        let bytes = self.state.to_json().into_bytes();
+        let bytes = self.state.encode(deps.config.player_file_format);
         write_snapshot(&*deps.blobs, &self.key.0, &self.key.1, bytes, now, self.state.seq).await;
     }
 

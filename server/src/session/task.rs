@@ -283,7 +283,7 @@ impl Session {
                 state.snapshot_ms = deps.clock.now_ms();
                 let etag = deps
                     .blobs
-                    .put(blob_key, state.to_json().into_bytes(), Precondition::Absent)
+                    .put(blob_key, state.encode(deps.config.player_file_format), Precondition::Absent)
                     .await
                     .map_err(|e| ApiError::new(Code::Internal, format!("creating the player file: {e}")))?;
                 (state, etag)

@@ -122,7 +122,7 @@ pub(super) async fn apply_pending_defenses(
             raid::defend(title, &mut state, &o, now, &mut Rng::new(r.token as u64));
         }
     }
-    etag = write_player(&*deps.blobs, title.id(), defender, &state, etag).await?;
+    etag = write_player(&*deps.blobs, title.id(), defender, &state, etag, deps.config.player_file_format).await?;
     for r in &pending {
         deps.world.defense_applied(&r.id).await.map_err(internal)?;
     }
@@ -169,7 +169,15 @@ impl Session {
                     let mut next = self.state.clone();
                     match raid::attack(title, &mut next, &o, now, &mut Rng::new(0)) {
                         Ok(_) => {
-                            self.etag = write_player(&*deps.blobs, &tid, &me, &next, self.etag.clone()).await?;
+                            self.etag = write_player(
+                                &*deps.blobs,
+                                &tid,
+                                &me,
+                                &next,
+                                self.etag.clone(),
+                                deps.config.player_file_format,
+                            )
+                            .await?;
                             self.state = next;
                         }
                         Err(e) => {

@@ -3,7 +3,9 @@
 //! What sessions rely on: absent is absent, a write conditional on a
 //! version fails once the version moved on, create-only fails if present,
 //! and (on backends whose conditional writes are atomic: the filesystem and
-//! moto, not s3s-fs) of many racing writers exactly one wins.
+//! moto, not s3s-fs) of many racing writers exactly one wins; and player
+//! files of every format (`citadel_runtime::FileFormat`) and from before
+//! headers come back byte for byte.
 
 mod support;
 
@@ -59,8 +61,65 @@ async fn conformance(store: Arc<dyn BlobStore>, atomic: bool) {
     assert_eq!(store.list("snaps/mini/ann").await.unwrap(), ["snaps/mini/ann/002.json"]);
     assert!(matches!(store.list("../x").await, Err(BlobError::BadKey(_))));
     assert!(matches!(store.delete("a//b").await, Err(BlobError::BadKey(_))));
+    player_files(&*store).await;
     if atomic {
         races(store).await;
+    }
+}
+
+/// A player state of about `kb` KB of JSON: buildings and flags.
+fn player(kb: usize) -> citadel_runtime::PlayerState {
+    let mut s = citadel_runtime::PlayerState {
+        format_version: citadel_runtime::STATE_FORMAT_VERSION,
+        title: "mini".into(),
+        content_version: "0123456789abcdef".into(),
+        ..Default::default()
+    };
+    s.resources.insert("gold".into(), 123_456);
+    let mut i = 0;
+    while s.to_json().len() < kb * 1024 {
+        s.buildings.push(citadel_runtime::state::Building::completed(
+            i,
+            "farm",
+            3,
+            (i % 40) as i32,
+            (i / 40) as i32,
+            7,
+        ));
+        s.flags.insert(format!("flag_{i:05}"));
+        i += 1;
+    }
+    s
+}
+
+/// Player files of every format (binary ones hold every byte value) go
+/// in and come out byte for byte, and a plain JSON file from before
+/// headers is read and saved over in each format.
+async fn player_files(store: &dyn BlobStore) {
+    use citadel_runtime::{FileFormat, PlayerState};
+    let every_byte: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let e = store.put("players/mini/bytes.json", every_byte.clone(), Precondition::Absent).await.unwrap();
+    assert_eq!(store.get("players/mini/bytes.json").await.unwrap(), Some((every_byte, e)));
+    for kb in [1, 50] {
+        let state = player(kb);
+        for format in FileFormat::ALL {
+            let key = format!("players/mini/{kb}kb-{}.json", format.to_string().replace('+', "-"));
+            let bytes = state.encode(format);
+            let etag = store.put(&key, bytes.clone(), Precondition::Absent).await.unwrap();
+            let (got, got_etag) = store.get(&key).await.unwrap().expect("written");
+            assert_eq!((&got, &got_etag), (&bytes, &etag), "{format}, {kb} KB: byte for byte");
+            assert_eq!(PlayerState::decode(&got).unwrap(), (state.clone(), Some(format)), "{format}, {kb} KB");
+            // A file from before headers, saved over in this format.
+            let old = format!("players/mini/{kb}kb-old-{}.json", format.to_string().replace('+', "-"));
+            let etag = store.put(&old, state.to_json().into_bytes(), Precondition::Absent).await.unwrap();
+            let (got, etag2) = store.get(&old).await.unwrap().unwrap();
+            assert_eq!(etag, etag2);
+            let (read, found) = PlayerState::decode(&got).unwrap();
+            assert_eq!((&read, found), (&state, None), "plain JSON, {kb} KB");
+            store.put(&old, read.encode(format), Precondition::Matches(etag)).await.unwrap();
+            let (got, _) = store.get(&old).await.unwrap().unwrap();
+            assert_eq!(PlayerState::decode(&got).unwrap(), (state.clone(), Some(format)), "resaved as {format}");
+        }
     }
 }
 

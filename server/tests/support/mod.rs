@@ -16,6 +16,17 @@ mod services;
 #[allow(unused_imports)]
 pub use services::*;
 
+/// A player file's state, in whatever format it was written, as JSON.
+pub fn decoded(bytes: &[u8]) -> serde_json::Value {
+    let (state, _) = citadel_runtime::PlayerState::decode(bytes).expect("a player file");
+    serde_json::to_value(state).unwrap()
+}
+
+/// The state in the player file at `path`, as JSON.
+pub fn state_file(path: &Path) -> serde_json::Value {
+    decoded(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }

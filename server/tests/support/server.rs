@@ -230,8 +230,7 @@ impl Server {
 }
 
 pub fn saved(data: &Path, title: &str, player: &str) -> Value {
-    let text = std::fs::read_to_string(data.join(format!("players/{title}/{player}.json"))).expect("player file saved");
-    serde_json::from_str(&text).unwrap()
+    super::state_file(&data.join(format!("players/{title}/{player}.json")))
 }
 
 /// An in-process gateway (`citadel gateway`) on 127.0.0.1 sharing `data`

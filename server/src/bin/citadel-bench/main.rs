@@ -102,9 +102,13 @@ struct Args {
     /// plan their moves), and where `--seed` and `--reload-every-ms` read.
     #[arg(long, default_value = "titles")]
     titles: std::path::PathBuf,
-    /// Size of each seeded player file, in kilobytes.
+    /// Size of each seeded player file, in kilobytes (of JSON).
     #[arg(long, default_value_t = 50)]
     file_kb: usize,
+    /// The format of the seeded files (json, msgpack, json+lz4,
+    /// msgpack+lz4); without it, plain JSON as written before headers.
+    #[arg(long)]
+    file_format: Option<citadel_runtime::FileFormat>,
     /// Measure logins instead of actions: every player logs in once.
     #[arg(long)]
     logins: bool,
@@ -735,7 +739,10 @@ fn seed(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<()> {
         state.flags.insert(format!("bench_padding_{n:06}"));
         n += 1;
     }
-    let text = state.to_json();
+    let text = match args.file_format {
+        Some(format) => state.encode(format),
+        None => state.to_json().into_bytes(),
+    };
     let dir = data_dir.join("players").join(&args.title);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for i in 0..args.players {
