@@ -115,6 +115,8 @@ impl<'de> serde::Deserialize<'de> for FileFormat {
 pub struct Header {
     /// `None` for a file from before headers.
     pub format: Option<FileFormat>,
+    /// The header's; for a file from before headers, the JSON's (0 when
+    /// it has none).
     pub format_version: u64,
     /// Bytes after the header, as stored.
     pub length: usize,
@@ -175,11 +177,24 @@ impl PlayerState {
         let mismatch = |content: u64| StateError::VersionMismatch { header: header.format_version, content };
         let state = match format.encoding {
             Encoding::Json => {
-                let content = plain_json_version(encoded);
-                if content != header.format_version {
-                    return Err(mismatch(content));
+                let text = std::str::from_utf8(encoded).map_err(|_| StateError::NotUtf8)?;
+                // The current version parses straight into the typed state
+                // (one pass, as `from_json` does); anything else as a tree.
+                let current = u64::from(STATE_FORMAT_VERSION);
+                match serde_json::from_str::<PlayerState>(text) {
+                    Ok(state) if u64::from(state.format_version) != header.format_version => {
+                        return Err(mismatch(u64::from(state.format_version)))
+                    }
+                    Ok(state) if header.format_version == current => state,
+                    _ => {
+                        let value: serde_json::Value = serde_json::from_str(text)?;
+                        let content = value.get("format_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                        if content != header.format_version {
+                            return Err(mismatch(content));
+                        }
+                        PlayerState::from_value(value)?
+                    }
                 }
-                PlayerState::from_json(std::str::from_utf8(encoded).map_err(|_| StateError::NotUtf8)?)?
             }
             Encoding::Msgpack if header.format_version == u64::from(STATE_FORMAT_VERSION) => {
                 let state =
@@ -206,7 +221,11 @@ impl PlayerState {
     /// What a file's header says, checked against the bytes after it
     /// (length and checksum), without decoding the state.
     pub fn header(bytes: &[u8]) -> Result<Header, StateError> {
-        split(bytes).map(|(h, _)| h)
+        let (mut header, _) = split(bytes)?;
+        if header.format.is_none() {
+            header.format_version = plain_json_version(bytes);
+        }
+        Ok(header)
     }
 }
 
@@ -214,9 +233,9 @@ impl PlayerState {
 fn split(bytes: &[u8]) -> Result<(Header, &[u8]), StateError> {
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
     if start.is_some_and(|i| bytes[i] == b'{') {
-        // Before headers: the version is inside; `from_json` reads it.
-        let version = plain_json_version(bytes);
-        return Ok((Header { format: None, format_version: version, length: bytes.len() }, bytes));
+        // Before headers: the version is inside (`from_json` reads it; not
+        // parsed here, which would read the whole file twice).
+        return Ok((Header { format: None, format_version: 0, length: bytes.len() }, bytes));
     }
     let Some(rest) = bytes.strip_prefix(MAGIC.as_bytes()) else {
         return Err(StateError::NotAPlayerFile);
@@ -375,6 +394,11 @@ mod tests {
         let b = framed("msgpack", 6, &rmp_serde::to_vec_named(&v).unwrap());
         let (back, _) = PlayerState::decode(&b).unwrap();
         assert_eq!(back, s);
+        // The same in JSON.
+        let b = framed("json", 6, v.to_string().as_bytes());
+        let (back, _) = PlayerState::decode(&b).unwrap();
+        assert_eq!(back, s);
+        assert!(PlayerState::decode(&framed("json", 7, v.to_string().as_bytes())).is_err());
         // The header must name the version inside: 7 over a version 6 state
         // (a flipped digit) is refused, not migrated.
         let b = framed("msgpack", 7, &rmp_serde::to_vec_named(&v).unwrap());
