@@ -60,13 +60,14 @@ pub struct FileFormat {
 impl FileFormat {
     pub const JSON: FileFormat = FileFormat { encoding: Encoding::Json, compression: Compression::None };
     pub const MSGPACK: FileFormat = FileFormat { encoding: Encoding::Msgpack, compression: Compression::None };
+    pub const MSGPACK_LZ4: FileFormat = FileFormat { encoding: Encoding::Msgpack, compression: Compression::Lz4 };
 
     /// Every format, for tests and documentation.
     pub const ALL: [FileFormat; 4] = [
         FileFormat::JSON,
         FileFormat { encoding: Encoding::Json, compression: Compression::Lz4 },
         FileFormat::MSGPACK,
-        FileFormat { encoding: Encoding::Msgpack, compression: Compression::Lz4 },
+        FileFormat::MSGPACK_LZ4,
     ];
 
     /// The names [`FromStr`] takes.

@@ -244,8 +244,8 @@ pub struct Config {
     /// Where the journal's records live: `"file"` (default) or
     /// `"jetstream"` (NATS JetStream, with `[nats]`; see docs/operations.md).
     pub journal_store: JournalStore,
-    /// How player files (and their snapshots) are written: `"msgpack"`
-    /// (default), `"msgpack+lz4"`, `"json"` or `"json+lz4"`. Every file
+    /// How player files (and their snapshots) are written: `"msgpack+lz4"`
+    /// (default), `"msgpack"`, `"json"` or `"json+lz4"`. Every file
     /// names its format in a header, so files of every format (and plain
     /// JSON from before headers) keep loading whatever this says; a file
     /// is rewritten in this format at its next save.
@@ -299,7 +299,9 @@ impl Default for Config {
             login_lock_wait_seconds: 10,
             journal: true,
             journal_store: JournalStore::File,
-            player_file_format: citadel_runtime::FileFormat::MSGPACK,
+            // The fastest to log in with, and the smallest (docs/benchmarks.md,
+            // Player file formats).
+            player_file_format: citadel_runtime::FileFormat::MSGPACK_LZ4,
             profiling: true,
             slow_request_ms: 200,
             mongodb: None,
