@@ -41,6 +41,7 @@ impl SqliteWorld {
         }
         let mut conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
         // WAL with synchronous = NORMAL: a commit survives the crash of any
         // process (what locks shared by processes need) and is not fsynced
         // one by one; only an OS crash may lose the last commits, and with
@@ -157,10 +158,10 @@ impl SqliteWorld {
         // column. Two processes may race to add it: the loser's
         // "duplicate column" changes nothing.
         let has_duty: i64 = conn
-            .query_row("SELECT COUNT(*) FROM pragma_table_info('locks') WHERE name = 'recover_from'", [], |r| r.get(0))
+            .row("SELECT COUNT(*) FROM pragma_table_info('locks') WHERE name = 'recover_from'", [], |r| r.get(0))
             .map_err(db)?;
         if has_duty == 0 {
-            if let Err(e) = conn.execute("ALTER TABLE locks ADD COLUMN recover_from TEXT", []) {
+            if let Err(e) = conn.exec("ALTER TABLE locks ADD COLUMN recover_from TEXT", []) {
                 if !e.to_string().contains("duplicate column") {
                     return Err(db(e));
                 }
@@ -171,9 +172,9 @@ impl SqliteWorld {
         // transaction: two processes opening it at once count once).
         let mut counted = || -> Result<(), rusqlite::Error> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let empty: i64 = tx.query_row("SELECT COUNT(*) FROM region_counts", [], |r| r.get(0))?;
+            let empty: i64 = tx.row("SELECT COUNT(*) FROM region_counts", [], |r| r.get(0))?;
             if empty == 0 {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO region_counts (title, region, n)
                      SELECT title, region, COUNT(*) FROM positions GROUP BY title, region",
                     [],
@@ -205,7 +206,7 @@ impl SqliteWorld {
     ) -> Result<Option<T>, WorldError> {
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         let doc = self
-            .with(move |c| c.query_row(sql, rusqlite::params_from_iter(keys), |r| r.get::<_, String>(0)).optional())
+            .with(move |c| c.row(sql, rusqlite::params_from_iter(keys), |r| r.get::<_, String>(0)).optional())
             .await?;
         doc.as_deref().map(from_json).transpose()
     }
@@ -224,6 +225,39 @@ impl SqliteWorld {
     }
 }
 
+/// Prepared statements kept per connection: every statement this store
+/// runs (about 80) stays prepared, so none is parsed twice.
+const STATEMENTS_CACHED: usize = 160;
+
+/// Running a statement through the connection's cache of prepared
+/// statements. `Connection::execute` and `query_row` parse their SQL on
+/// every call: a tenth of a login's CPU at 10,000 players
+/// (docs/benchmarks.md, The login path).
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 #[async_trait]
 impl Locks for SqliteWorld {
     async fn acquire(&self, name: &str, owner: &str, ttl_ms: i64, now_ms: i64) -> Result<Option<Lease>, WorldError> {
@@ -233,7 +267,7 @@ impl Locks for SqliteWorld {
             // cannot both read "free" and both grant.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let held: Option<(String, i64, Option<String>)> = tx
-                .query_row("SELECT owner, expires_ms, recover_from FROM locks WHERE name = ?1", params![name], |r| {
+                .row("SELECT owner, expires_ms, recover_from FROM locks WHERE name = ?1", params![name], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()?;
@@ -245,9 +279,9 @@ impl Locks for SqliteWorld {
                 recover_from = duty_after(holder, expires, duty, now_ms);
             }
             let token: i64 =
-                tx.query_row("UPDATE fence SET last = last + 1 WHERE id = 1 RETURNING last", [], |r| r.get(0))?;
+                tx.row("UPDATE fence SET last = last + 1 WHERE id = 1 RETURNING last", [], |r| r.get(0))?;
             let expires_ms = now_ms + ttl_ms;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO locks (name, owner, token, expires_ms, recover_from) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token,
                      expires_ms = excluded.expires_ms, recover_from = excluded.recover_from",
@@ -263,7 +297,7 @@ impl Locks for SqliteWorld {
         let lease = lease.clone();
         self.with(move |c| {
             let expires_ms = now_ms + ttl_ms;
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE locks SET expires_ms = ?1 WHERE name = ?2 AND owner = ?3 AND token = ?4",
                 params![expires_ms, lease.name, lease.owner, lease.token],
             )?;
@@ -281,7 +315,7 @@ impl Locks for SqliteWorld {
             } else {
                 "DELETE FROM locks WHERE name = ?1 AND owner = ?2 AND token = ?3"
             };
-            c.execute(sql, params![lease.name, lease.owner, lease.token])?;
+            c.exec(sql, params![lease.name, lease.owner, lease.token])?;
             Ok(())
         })
         .await
@@ -290,7 +324,7 @@ impl Locks for SqliteWorld {
     async fn recovered(&self, lease: &Lease) -> Result<Option<Lease>, WorldError> {
         let lease = lease.clone();
         self.with(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE locks SET recover_from = NULL WHERE name = ?1 AND owner = ?2 AND token = ?3",
                 params![lease.name, lease.owner, lease.token],
             )?;
@@ -302,7 +336,7 @@ impl Locks for SqliteWorld {
     async fn holder(&self, name: &str, now_ms: i64) -> Result<Option<Lease>, WorldError> {
         let name = name.to_string();
         self.with(move |c| {
-            c.query_row(
+            c.row(
                 "SELECT owner, token, expires_ms, recover_from FROM locks WHERE name = ?1 AND expires_ms > ?2",
                 params![name, now_ms],
                 |r| {
@@ -326,7 +360,7 @@ impl Servers for SqliteWorld {
     async fn heartbeat(&self, status: &ServerStatus) -> Result<(), WorldError> {
         let (id, at, doc) = (status.id.clone(), status.heartbeat_ms, to_json(status)?);
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO servers (id, heartbeat_ms, doc) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, doc = excluded.doc",
                 params![id, at, doc],
@@ -339,8 +373,8 @@ impl Servers for SqliteWorld {
     async fn servers(&self, now_ms: i64, stale_ms: i64) -> Result<Vec<ServerStatus>, WorldError> {
         let docs = self
             .with(move |c| {
-                c.execute("DELETE FROM servers WHERE heartbeat_ms <= ?1", params![now_ms - stale_ms])?;
-                let mut q = c.prepare("SELECT doc FROM servers ORDER BY id")?;
+                c.exec("DELETE FROM servers WHERE heartbeat_ms <= ?1", params![now_ms - stale_ms])?;
+                let mut q = c.prepare_cached("SELECT doc FROM servers ORDER BY id")?;
                 let rows = q.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>();
                 rows
             })
@@ -350,13 +384,13 @@ impl Servers for SqliteWorld {
 
     async fn deregister(&self, id: &str) -> Result<(), WorldError> {
         let id = id.to_string();
-        self.with(move |c| c.execute("DELETE FROM servers WHERE id = ?1", params![id]).map(drop)).await
+        self.with(move |c| c.exec("DELETE FROM servers WHERE id = ?1", params![id]).map(drop)).await
     }
 
     async fn put_journal_home(&self, home: &JournalHome) -> Result<(), WorldError> {
         let (server, doc) = (home.server.clone(), to_json(home)?);
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO journal_homes (server, doc) VALUES (?1, ?2)
                  ON CONFLICT (server) DO UPDATE SET doc = excluded.doc",
                 params![server, doc],
@@ -376,7 +410,7 @@ impl Players for SqliteWorld {
     async fn put_info(&self, info: &PlayerInfo) -> Result<(), WorldError> {
         let (title, player, key, doc) = (info.title.clone(), info.player.clone(), name_key(&info.name), to_json(info)?);
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO players (title, player, name_key, doc) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (title, player) DO UPDATE SET name_key = excluded.name_key, doc = excluded.doc",
                 params![title, player, key, doc],
@@ -390,7 +424,7 @@ impl Players for SqliteWorld {
         let (title, player) = (title.to_string(), player.to_string());
         let doc = self
             .with(move |c| {
-                c.query_row("SELECT doc FROM players WHERE title = ?1 AND player = ?2", params![title, player], |r| {
+                c.row("SELECT doc FROM players WHERE title = ?1 AND player = ?2", params![title, player], |r| {
                     r.get::<_, String>(0)
                 })
                 .optional()
@@ -433,7 +467,7 @@ impl Players for SqliteWorld {
     async fn put_restriction(&self, r: &Restriction) -> Result<(), WorldError> {
         let (title, player, doc) = (r.title.clone(), r.player.clone(), to_json(r)?);
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO restrictions (title, player, doc) VALUES (?1, ?2, ?3)
                  ON CONFLICT (title, player) DO UPDATE SET doc = excluded.doc",
                 params![title, player, doc],
@@ -497,7 +531,7 @@ impl Scores for SqliteWorld {
             (board.title.to_string(), board.stat.to_string(), board.window.to_string(), player.to_string());
         self.with(move |c| {
             let value: Option<i64> = c
-                .query_row(
+                .row(
                     "SELECT value FROM scores WHERE title = ?1 AND stat = ?2 AND win = ?3 AND player = ?4",
                     params![title, stat, win, player],
                     |r| r.get(0),
@@ -505,7 +539,7 @@ impl Scores for SqliteWorld {
                 .optional()?;
             let Some(value) = value else { return Ok(None) };
             // Walks the index above the player only.
-            let above: i64 = c.query_row(
+            let above: i64 = c.row(
                 "SELECT count(*) FROM scores WHERE title = ?1 AND stat = ?2 AND win = ?3
                  AND (value > ?4 OR (value = ?4 AND player < ?5))",
                 params![title, stat, win, value, player],
@@ -559,11 +593,9 @@ impl Scores for SqliteWorld {
     async fn position(&self, title: &str, player: &str) -> Result<Option<Position>, WorldError> {
         let (title, player) = (title.to_string(), player.to_string());
         self.with(move |c| {
-            c.query_row(
-                "SELECT region, x, y FROM positions WHERE title = ?1 AND player = ?2",
-                params![title, player],
-                |r| Ok(Position { region: r.get(0)?, x: r.get(1)?, y: r.get(2)? }),
-            )
+            c.row("SELECT region, x, y FROM positions WHERE title = ?1 AND player = ?2", params![title, player], |r| {
+                Ok(Position { region: r.get(0)?, x: r.get(1)?, y: r.get(2)? })
+            })
             .optional()
         })
         .await
@@ -622,7 +654,7 @@ impl Raids for SqliteWorld {
         let raid = raid.clone();
         let doc = to_json(&raid)?;
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO raids (id, title, attacker, defender, started_ms, status, defender_applied, doc)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
@@ -645,7 +677,7 @@ impl Raids for SqliteWorld {
         let id = id.to_string();
         let doc = self
             .with(move |c| {
-                c.query_row("SELECT doc, defender_applied FROM raids WHERE id = ?1", params![id], raid_row).optional()
+                c.row("SELECT doc, defender_applied FROM raids WHERE id = ?1", params![id], raid_row).optional()
             })
             .await?;
         doc.as_ref().map(raid_from).transpose()
@@ -655,7 +687,7 @@ impl Raids for SqliteWorld {
         let (title, attacker) = (title.to_string(), attacker.to_string());
         let doc = self
             .with(move |c| {
-                c.query_row(
+                c.row(
                     "SELECT doc, defender_applied FROM raids WHERE title = ?1 AND attacker = ?2
                      ORDER BY started_ms DESC, id DESC LIMIT 1",
                     params![title, attacker],
@@ -670,7 +702,7 @@ impl Raids for SqliteWorld {
     async fn end_raid(&self, raid: &RaidRecord) -> Result<bool, WorldError> {
         let (id, status, doc) = (raid.id.clone(), status_name(raid.status), to_json(raid)?);
         self.with(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE raids SET status = ?2, doc = ?3 WHERE id = ?1 AND status = 'started'",
                 params![id, status, doc],
             )?;
@@ -696,8 +728,7 @@ impl Raids for SqliteWorld {
 
     async fn defense_applied(&self, id: &str) -> Result<(), WorldError> {
         let id = id.to_string();
-        self.with(move |c| c.execute("UPDATE raids SET defender_applied = 1 WHERE id = ?1", params![id]).map(drop))
-            .await
+        self.with(move |c| c.exec("UPDATE raids SET defender_applied = 1 WHERE id = ?1", params![id]).map(drop)).await
     }
 }
 
@@ -708,7 +739,7 @@ impl Clans for SqliteWorld {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let member: Option<String> = tx
-                .query_row(
+                .row(
                     "SELECT clan FROM clan_members WHERE title = ?1 AND player = ?2",
                     params![clan.title, founder],
                     |r| r.get(0),
@@ -717,7 +748,7 @@ impl Clans for SqliteWorld {
             if member.is_some() {
                 return Ok(Joined::AlreadyInClan);
             }
-            let inserted = tx.execute(
+            let inserted = tx.exec(
                 "INSERT OR IGNORE INTO clans (title, id, name, description, open, members, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
                 params![clan.title, clan.id, clan.name, clan.description, clan.open, clan.created_ms],
@@ -725,7 +756,7 @@ impl Clans for SqliteWorld {
             if inserted == 0 {
                 return Ok(Joined::NoClan);
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO clan_members (title, player, clan, role, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![clan.title, founder, clan.id, role, clan.created_ms],
             )?;
@@ -738,7 +769,7 @@ impl Clans for SqliteWorld {
     async fn clan(&self, title: &str, id: &str) -> Result<Option<Clan>, WorldError> {
         let (title, id) = (title.to_string(), id.to_string());
         self.with(move |c| {
-            c.query_row(
+            c.row(
                 "SELECT title, id, name, description, open, members, created_ms FROM clans WHERE title = ?1 AND id = ?2",
                 params![title, id],
                 clan_row,
@@ -751,7 +782,7 @@ impl Clans for SqliteWorld {
     async fn edit_clan(&self, title: &str, id: &str, description: &str, open: bool) -> Result<(), WorldError> {
         let (title, id, description) = (title.to_string(), id.to_string(), description.to_string());
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE clans SET description = ?3, open = ?4 WHERE title = ?1 AND id = ?2",
                 params![title, id, description, open],
             )
@@ -796,7 +827,7 @@ impl Clans for SqliteWorld {
     async fn membership(&self, title: &str, player: &str) -> Result<Option<Member>, WorldError> {
         let (title, player) = (title.to_string(), player.to_string());
         self.with(move |c| {
-            c.query_row(
+            c.row(
                 "SELECT clan, player, role, joined_ms FROM clan_members WHERE title = ?1 AND player = ?2",
                 params![title, player],
                 member_row,
@@ -811,12 +842,10 @@ impl Clans for SqliteWorld {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let members: Option<i64> = tx
-                .query_row("SELECT members FROM clans WHERE title = ?1 AND id = ?2", params![title, m.clan], |r| {
-                    r.get(0)
-                })
+                .row("SELECT members FROM clans WHERE title = ?1 AND id = ?2", params![title, m.clan], |r| r.get(0))
                 .optional()?;
             let Some(members) = members else { return Ok(Joined::NoClan) };
-            let inserted = tx.execute(
+            let inserted = tx.exec(
                 "INSERT OR IGNORE INTO clan_members (title, player, clan, role, joined_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![title, m.player, m.clan, m.role, m.joined_ms],
             )?;
@@ -826,7 +855,7 @@ impl Clans for SqliteWorld {
             if members >= capacity {
                 return Ok(Joined::Full);
             }
-            tx.execute("UPDATE clans SET members = members + 1 WHERE title = ?1 AND id = ?2", params![title, m.clan])?;
+            tx.exec("UPDATE clans SET members = members + 1 WHERE title = ?1 AND id = ?2", params![title, m.clan])?;
             tx.commit()?;
             Ok(Joined::Joined)
         })
@@ -837,15 +866,12 @@ impl Clans for SqliteWorld {
         let (title, clan, player) = (title.to_string(), clan.to_string(), player.to_string());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "DELETE FROM clan_members WHERE title = ?1 AND player = ?2 AND clan = ?3",
                 params![title, player, clan],
             )?;
             if n == 1 {
-                tx.execute(
-                    "UPDATE clans SET members = members - 1 WHERE title = ?1 AND id = ?2",
-                    params![title, clan],
-                )?;
+                tx.exec("UPDATE clans SET members = members - 1 WHERE title = ?1 AND id = ?2", params![title, clan])?;
             }
             tx.commit()?;
             Ok(n == 1)
@@ -856,7 +882,7 @@ impl Clans for SqliteWorld {
     async fn set_role(&self, title: &str, clan: &str, player: &str, role: &str) -> Result<bool, WorldError> {
         let (title, clan, player, role) = (title.to_string(), clan.to_string(), player.to_string(), role.to_string());
         self.with(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE clan_members SET role = ?4 WHERE title = ?1 AND player = ?2 AND clan = ?3",
                 params![title, player, clan, role],
             )?;
@@ -870,9 +896,9 @@ impl Clans for SqliteWorld {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for table in ["clan_members", "clan_asks", "clan_chat"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE title = ?1 AND clan = ?2"), params![title, clan])?;
+                tx.exec(&format!("DELETE FROM {table} WHERE title = ?1 AND clan = ?2"), params![title, clan])?;
             }
-            tx.execute("DELETE FROM clans WHERE title = ?1 AND id = ?2", params![title, clan])?;
+            tx.exec("DELETE FROM clans WHERE title = ?1 AND id = ?2", params![title, clan])?;
             tx.commit()
         })
         .await
@@ -881,7 +907,7 @@ impl Clans for SqliteWorld {
     async fn put_ask(&self, title: &str, clan: &str, ask: &ClanAsk) -> Result<(), WorldError> {
         let (title, clan, ask) = (title.to_string(), clan.to_string(), ask.clone());
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO clan_asks (title, clan, player, kind, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (title, clan, player, kind) DO UPDATE SET at_ms = excluded.at_ms",
                 params![title, clan, ask.player, ask_name(ask.kind), ask.at_ms],
@@ -894,7 +920,7 @@ impl Clans for SqliteWorld {
     async fn take_ask(&self, title: &str, clan: &str, player: &str, kind: Ask) -> Result<bool, WorldError> {
         let (title, clan, player) = (title.to_string(), clan.to_string(), player.to_string());
         self.with(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "DELETE FROM clan_asks WHERE title = ?1 AND clan = ?2 AND player = ?3 AND kind = ?4",
                 params![title, clan, player, ask_name(kind)],
             )?;
@@ -936,7 +962,7 @@ impl Clans for SqliteWorld {
         let (title, clan, player, text) = (title.to_string(), clan.to_string(), player.to_string(), text.to_string());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let recent: i64 = tx.query_row(
+            let recent: i64 = tx.row(
                 "SELECT count(*) FROM clan_chat WHERE title = ?1 AND clan = ?2 AND player = ?3 AND at_ms > ?4",
                 params![title, clan, player, now_ms - limits.rate_window_ms],
                 |r| r.get(0),
@@ -944,16 +970,16 @@ impl Clans for SqliteWorld {
             if recent >= limits.rate_max {
                 return Ok(None);
             }
-            let seq: i64 = tx.query_row(
+            let seq: i64 = tx.row(
                 "SELECT coalesce(max(seq), 0) + 1 FROM clan_chat WHERE title = ?1 AND clan = ?2",
                 params![title, clan],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO clan_chat (title, clan, seq, player, text, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![title, clan, seq, player, text, now_ms],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM clan_chat WHERE title = ?1 AND clan = ?2 AND seq <= ?3",
                 params![title, clan, seq - limits.history_max],
             )?;
@@ -993,7 +1019,7 @@ impl Audit for SqliteWorld {
     async fn audit(&self, e: &AuditEntry) -> Result<(), WorldError> {
         let (id, at, title, player, doc) = (e.id.clone(), e.at_ms, e.title.clone(), e.player.clone(), to_json(e)?);
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO audit (id, at_ms, title, player, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, at, title, player, doc],
             )
@@ -1045,11 +1071,11 @@ impl Inbox for SqliteWorld {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Expired items go first: they count for nothing.
-            tx.execute(
+            tx.exec(
                 "DELETE FROM inbox WHERE title = ?1 AND player = ?2 AND expires_ms <= ?3",
                 params![it.title, it.player, it.created_ms],
             )?;
-            let exists: i64 = tx.query_row(
+            let exists: i64 = tx.row(
                 "SELECT COUNT(*) FROM inbox WHERE title = ?1 AND player = ?2 AND id = ?3",
                 params![it.title, it.player, it.id],
                 |r| r.get(0),
@@ -1057,7 +1083,7 @@ impl Inbox for SqliteWorld {
             if exists > 0 {
                 return Ok(InboxPut::Exists);
             }
-            let waiting: i64 = tx.query_row(
+            let waiting: i64 = tx.row(
                 "SELECT COUNT(*) FROM inbox WHERE title = ?1 AND player = ?2 AND claimed_ms IS NULL",
                 params![it.title, it.player],
                 |r| r.get(0),
@@ -1065,7 +1091,7 @@ impl Inbox for SqliteWorld {
             if waiting >= cap as i64 {
                 return Ok(InboxPut::Full);
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO inbox (title, player, id, created_ms, expires_ms, claimed_ms, doc)
                  VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
                 params![it.title, it.player, it.id, it.created_ms, it.expires_ms, doc],
@@ -1093,7 +1119,7 @@ impl Inbox for SqliteWorld {
     async fn claim(&self, title: &str, player: &str, id: &str, now_ms: i64) -> Result<bool, WorldError> {
         let (title, player, id) = (title.to_string(), player.to_string(), id.to_string());
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE inbox SET claimed_ms = ?4 WHERE title = ?1 AND player = ?2 AND id = ?3 AND claimed_ms IS NULL",
                 params![title, player, id, now_ms],
             )
@@ -1107,7 +1133,7 @@ impl Inbox for SqliteWorld {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let claimed: Option<Option<i64>> = tx
-                .query_row(
+                .row(
                     "SELECT claimed_ms FROM inbox WHERE title = ?1 AND player = ?2 AND id = ?3",
                     params![title, player, id],
                     |r| r.get(0),
@@ -1117,7 +1143,7 @@ impl Inbox for SqliteWorld {
                 None => InboxRevoke::Missing,
                 Some(Some(_)) => InboxRevoke::Claimed,
                 Some(None) => {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE inbox SET claimed_ms = ?4, doc = json_set(doc, '$.revoked_ms', ?4)
                          WHERE title = ?1 AND player = ?2 AND id = ?3",
                         params![title, player, id, now_ms],
@@ -1137,7 +1163,7 @@ impl Payments for SqliteWorld {
     async fn record_payment(&self, payment: &Payment) -> Result<bool, WorldError> {
         let (p, doc) = (payment.clone(), to_json(payment)?);
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT OR IGNORE INTO payments (provider, id, account, title, player, state, created_ms, doc)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![p.provider, p.id, p.account, p.title, p.player, p.state.as_str(), p.created_ms, doc],
@@ -1164,7 +1190,7 @@ impl Payments for SqliteWorld {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let doc: Option<String> = tx
-                .query_row(
+                .row(
                     "SELECT doc FROM payments WHERE provider = ?1 AND id = ?2 AND state = ?3",
                     params![provider, id, from.as_str()],
                     |r| r.get(0),
@@ -1180,7 +1206,7 @@ impl Payments for SqliteWorld {
                 Ok(d) => d,
                 Err(e) => return Ok(Err(WorldError::Db(e.to_string()))),
             };
-            tx.execute(
+            tx.exec(
                 "UPDATE payments SET state = ?3, doc = ?4 WHERE provider = ?1 AND id = ?2",
                 params![provider, id, to.as_str(), doc],
             )?;
@@ -1317,14 +1343,14 @@ impl Accounts for SqliteWorld {
         let (adoc, idoc) = (to_json(account)?, to_json(identity)?);
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "INSERT OR IGNORE INTO identities (provider, subject, account, linked_ms, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![i.provider, i.subject, a.id, i.linked_ms, idoc],
             )?;
             if n == 0 {
                 return Ok(false);
             }
-            tx.execute("INSERT INTO accounts (id, doc) VALUES (?1, ?2)", params![a.id, adoc])?;
+            tx.exec("INSERT INTO accounts (id, doc) VALUES (?1, ?2)", params![a.id, adoc])?;
             tx.commit()?;
             Ok(true)
         })
@@ -1342,7 +1368,7 @@ impl Accounts for SqliteWorld {
     async fn link_identity(&self, identity: &Identity) -> Result<bool, WorldError> {
         let (i, doc) = (identity.clone(), to_json(identity)?);
         self.with(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT OR IGNORE INTO identities (provider, subject, account, linked_ms, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![i.provider, i.subject, i.account, i.linked_ms, doc],
             )
@@ -1395,13 +1421,11 @@ impl Accounts for SqliteWorld {
 
 /// The account's player in `title`, `player` stored if none was.
 fn title_player_in(c: &Connection, account: &str, title: &str, player: &str) -> Result<String, rusqlite::Error> {
-    c.execute(
+    c.exec(
         "INSERT OR IGNORE INTO title_players (account, title, player) VALUES (?1, ?2, ?3)",
         params![account, title, player],
     )?;
-    c.query_row("SELECT player FROM title_players WHERE account = ?1 AND title = ?2", params![account, title], |r| {
-        r.get(0)
-    })
+    c.row("SELECT player FROM title_players WHERE account = ?1 AND title = ?2", params![account, title], |r| r.get(0))
 }
 
 /// Reads, changes and writes back one account inside `tx`; the inner
@@ -1411,8 +1435,7 @@ fn change_account(
     id: &str,
     change: impl FnOnce(&mut Account),
 ) -> Result<Result<(), WorldError>, rusqlite::Error> {
-    let doc: Option<String> =
-        tx.query_row("SELECT doc FROM accounts WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
+    let doc: Option<String> = tx.row("SELECT doc FROM accounts WHERE id = ?1", params![id], |r| r.get(0)).optional()?;
     let Some(doc) = doc else { return Ok(Err(WorldError::Db(format!("no account {id}")))) };
     let mut account: Account = match serde_json::from_str(&doc) {
         Ok(a) => a,
@@ -1423,7 +1446,7 @@ fn change_account(
         Ok(d) => d,
         Err(e) => return Ok(Err(WorldError::Db(e.to_string()))),
     };
-    tx.execute("UPDATE accounts SET doc = ?2 WHERE id = ?1", params![id, doc])?;
+    tx.exec("UPDATE accounts SET doc = ?2 WHERE id = ?1", params![id, doc])?;
     Ok(Ok(()))
 }
 
