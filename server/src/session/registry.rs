@@ -39,9 +39,14 @@ impl Bucket {
     }
 }
 
+/// Where a session's requests queue. Messages are boxed: the channel's
+/// first block holds 32 of them per session whether or not they come, and
+/// a message inline is 200-odd bytes.
+type Queue = mpsc::Sender<Box<Msg>>;
+
 pub(super) struct Entry {
     generation: u64,
-    tx: mpsc::Sender<Msg>,
+    tx: Queue,
     bucket: Arc<Mutex<Bucket>>,
 }
 
@@ -181,7 +186,7 @@ impl Sessions {
         }
         let key = (title.to_string(), player.to_string());
         let (tx, rx) = oneshot::channel();
-        let mut msg = Some(make(tx));
+        let mut msg = Some(Box::new(make(tx)));
         // A session found closing is replaced by a new one; twice is enough
         // (the second is always fresh).
         for _ in 0..2 {
@@ -217,7 +222,7 @@ impl Sessions {
     }
 
     /// The live session for `key`, started if needed.
-    fn entry(self: &Arc<Self>, key: &Key) -> Result<(mpsc::Sender<Msg>, Arc<Mutex<Bucket>>), ApiError> {
+    fn entry(self: &Arc<Self>, key: &Key) -> Result<(Queue, Arc<Mutex<Bucket>>), ApiError> {
         let mut live = lock(&self.live);
         if let Some(e) = live.get(key) {
             if !e.tx.is_closed() {
@@ -255,7 +260,7 @@ impl Sessions {
         key: Key,
         generation: u64,
         title: Title,
-        rx: mpsc::Receiver<Msg>,
+        rx: mpsc::Receiver<Box<Msg>>,
         file_lock: Arc<tokio::sync::Mutex<()>>,
     ) {
         self.clone().run_inner(key.clone(), generation, title, rx, file_lock.clone()).await;

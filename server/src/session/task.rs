@@ -46,18 +46,22 @@ impl Sessions {
     /// out leave the live map, answer every request still queued, save,
     /// release the player lock if the save succeeded, and release the file
     /// lock.
+    /// The task's future holds the session between requests, so what only
+    /// a request, a save or a wake-up needs is boxed for its duration:
+    /// inline, those made every idle session's task 14.6 KB
+    /// (docs/benchmarks.md, Memory per player).
     pub(super) async fn run_inner(
         self: Arc<Self>,
         key: Key,
         generation: u64,
         title: Title,
-        mut rx: mpsc::Receiver<Msg>,
+        mut rx: mpsc::Receiver<Box<Msg>>,
         file_lock: Arc<tokio::sync::Mutex<()>>,
     ) {
         let _file = file_lock.lock_owned().await;
         let deps = self.deps.clone();
         let blob_key = blob_key(&key.0, &key.1);
-        let mut session = match Session::load(&deps, &title, &key, &blob_key).await {
+        let mut session = match Box::pin(Session::load(&deps, &title, &key, &blob_key)).await {
             Ok(s) => s,
             Err(e) => {
                 // Refusals the player or an operator expects (locked
@@ -72,7 +76,7 @@ impl Sessions {
                 self.leave(&key, generation);
                 rx.close();
                 while let Some(m) = rx.recv().await {
-                    answer(m, Err(e.clone()));
+                    answer(*m, Err(e.clone()));
                 }
                 return;
             }
@@ -95,8 +99,8 @@ impl Sessions {
         let mut saving: Option<Background<SaveOutcome>> = None;
         let mut renewing: Option<Background<RenewOutcome>> = None;
         deps.connections.session_started(&key.0, &key.1);
-        session.claim_inbox(&deps, &title).await;
-        session.deliver_gifts(&deps, &title).await;
+        Box::pin(session.claim_inbox(&deps, &title)).await;
+        Box::pin(session.deliver_gifts(&deps, &title)).await;
         let gifts_ready = session.gifts_ready.clone();
         let mut wake_not_before = tokio::time::Instant::now();
         loop {
@@ -105,7 +109,7 @@ impl Sessions {
                 biased;
                 msg = rx.recv() => match msg {
                     Some(m) => {
-                        session.handle(&deps, &title, m).await;
+                        Box::pin(session.handle(&deps, &title, *m)).await;
                         deadline = tokio::time::Instant::now() + idle;
                         if session.ending {
                             break;
@@ -116,17 +120,17 @@ impl Sessions {
                 _ = self.closing.cancelled() => break,
                 out = background(&mut saving) => {
                     saving = None;
-                    session.saved(&deps, out).await;
+                    Box::pin(session.saved(&deps, out)).await;
                 }
                 out = background(&mut renewing) => {
                     renewing = None;
                     session.renewed(out);
                 }
-                _ = save_tick.tick(), if saving.is_none() => saving = session.start_save(&deps, &blob_key).await,
+                _ = save_tick.tick(), if saving.is_none() => saving = Box::pin(session.start_save(&deps, &blob_key)).await,
                 _ = renew_tick.tick(), if renewing.is_none() => renewing = session.start_renew(&deps),
-                _ = gifts_ready.notify.notified() => session.deliver_gifts(&deps, &title).await,
+                _ = gifts_ready.notify.notified() => Box::pin(session.deliver_gifts(&deps, &title)).await,
                 _ = sleep_until(wake), if wake.is_some() => {
-                    if !session.wake(&deps, &title).await {
+                    if !Box::pin(session.wake(&deps, &title)).await {
                         wake_not_before = tokio::time::Instant::now() + WAKE_RETRY;
                     }
                 }
@@ -137,7 +141,7 @@ impl Sessions {
                         deadline = tokio::time::Instant::now() + idle;
                         continue;
                     }
-                    session.save_now(&deps, &blob_key, saving.take()).await;
+                    Box::pin(session.save_now(&deps, &blob_key, saving.take())).await;
                     if !session.unsaved(&deps) {
                         break;
                     }
@@ -150,12 +154,12 @@ impl Sessions {
         self.leave(&key, generation);
         rx.close();
         while let Some(m) = rx.recv().await {
-            session.handle(&deps, &title, m).await;
+            Box::pin(session.handle(&deps, &title, *m)).await;
         }
         if let Some(r) = renewing.take() {
             session.renewed(r.await);
         }
-        session.save_now(&deps, &blob_key, saving.take()).await;
+        Box::pin(session.save_now(&deps, &blob_key, saving.take())).await;
         // The profile's last seen time is when the player left.
         let current = deps.titles.get(&key.0).unwrap_or_else(|| title.clone());
         session.publish(&deps, &current, true).await;
