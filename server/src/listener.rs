@@ -30,6 +30,24 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// transient, and retrying at once would spin.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Connections the kernel holds for the server before it accepts them
+/// (the listen backlog; the kernel caps it at `net.core.somaxconn`, 4,096
+/// by default). When a restart brings every player back at once, a
+/// backlog of tokio's default 1,024 overflows and the kernel drops the
+/// rest of the connection attempts; their clients retry only after a
+/// second or more (docs/benchmarks.md, the login storm).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`] (and address
+/// reuse, so that a restarted server can bind while old connections of
+/// its predecessor linger in TIME_WAIT).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Why the server closed a connection itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {

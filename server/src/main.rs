@@ -167,8 +167,7 @@ fn main() -> anyhow::Result<()> {
                 citadel_server::run_taking_over(cfg, listener, shutdown_signal(), old).await
             }
             None => {
-                let listener = tokio::net::TcpListener::bind(cfg.listen)
-                    .await
+                let listener = citadel_server::listener::bind(cfg.listen)
                     .with_context(|| format!("listening on {}", cfg.listen))?;
                 citadel_server::run(cfg, listener, shutdown_signal()).await
             }
@@ -195,8 +194,7 @@ fn gateway(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>, log_js
     }
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.gateway.listen)
-            .await
+        let listener = citadel_server::listener::bind(cfg.gateway.listen)
             .with_context(|| format!("listening on {}", cfg.gateway.listen))?;
         citadel_server::gateway::run(cfg, listener, shutdown_signal()).await
     })

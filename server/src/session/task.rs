@@ -61,7 +61,10 @@ impl Sessions {
         let _file = file_lock.lock_owned().await;
         let deps = self.deps.clone();
         let blob_key = blob_key(&key.0, &key.1);
-        let mut session = match Box::pin(Session::load(&deps, &title, &key, &blob_key)).await {
+        // Starting a session takes a turn (see `STARTS_AT_ONCE`) until the
+        // request that started it is answered.
+        let mut turn = self.turns.acquire().await.ok();
+        let mut session = match Box::pin(Session::load(&deps, &self.turns, &mut turn, &title, &key, &blob_key)).await {
             Ok(s) => s,
             Err(e) => {
                 // Refusals the player or an operator expects (locked
@@ -103,7 +106,14 @@ impl Sessions {
         Box::pin(session.deliver_gifts(&deps, &title)).await;
         let gifts_ready = session.gifts_ready.clone();
         let mut wake_not_before = tokio::time::Instant::now();
+        if let Ok(m) = rx.try_recv() {
+            Box::pin(session.handle(&deps, &title, *m)).await;
+        }
+        drop(turn);
         loop {
+            if session.ending {
+                break;
+            }
             let wake = session.next_wake(&deps).map(|w| w.max(wake_not_before));
             tokio::select! {
                 biased;
@@ -111,9 +121,6 @@ impl Sessions {
                     Some(m) => {
                         Box::pin(session.handle(&deps, &title, *m)).await;
                         deadline = tokio::time::Instant::now() + idle;
-                        if session.ending {
-                            break;
-                        }
                     }
                     None => break,
                 },
@@ -206,7 +213,14 @@ pub(crate) fn banned(r: &citadel_store::world::Restriction) -> ApiError {
 }
 
 impl Session {
-    pub(super) async fn load(deps: &Deps, title: &Title, key: &Key, blob_key: &str) -> Result<Session, ApiError> {
+    pub(super) async fn load<'t>(
+        deps: &Deps,
+        turns: &'t tokio::sync::Semaphore,
+        turn: &mut Option<tokio::sync::SemaphorePermit<'t>>,
+        title: &Title,
+        key: &Key,
+        blob_key: &str,
+    ) -> Result<Session, ApiError> {
         let seed = {
             use std::hash::{BuildHasher, Hash, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -233,7 +247,10 @@ impl Session {
             match got.map_err(|e| ApiError::new(Code::Internal, e.to_string()))? {
                 Some(lease) => break lease,
                 None if wait => {
+                    // No turn while waiting: others start meanwhile.
+                    *turn = None;
                     tokio::time::sleep(pause).await;
+                    *turn = turns.acquire().await.ok();
                     pause = (pause * 2).min(LOCK_RETRY_MAX);
                 }
                 None => return Err(ApiError::new(Code::PlayerLocked, "the player is logged in on another server")),

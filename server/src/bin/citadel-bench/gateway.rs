@@ -40,7 +40,7 @@ fn signing_baseline() -> f64 {
 
 /// Runs `n` calls of `one` (given the index) `concurrency` at a time; the
 /// answers that came back, the errors, and the wall time.
-async fn phase<F, Fut>(n: usize, concurrency: usize, one: F) -> (Vec<Value>, Vec<String>, f64)
+pub(crate) async fn phase<F, Fut>(n: usize, concurrency: usize, one: F) -> (Vec<Value>, Vec<String>, f64)
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<Value>> + Send,

@@ -39,6 +39,7 @@ mod chat;
 mod gateway;
 mod journal;
 mod pushes;
+mod waves;
 
 /// Simulated players at most; each holds a socket and two tasks.
 const PLAYERS_MAX: usize = 50_000;
@@ -116,6 +117,18 @@ struct Args {
     /// new guests, then each logs back in; `--server-pid` is the gateway's.
     #[arg(long)]
     gateway_logins: bool,
+    /// The login storm (see `waves.rs`): this many players with seeded
+    /// files log in at the same instant while `--players` others play.
+    #[arg(long, value_name = "PLAYERS")]
+    storm: Option<usize>,
+    /// Measure logouts with saves instead (see `waves.rs`): the seeded
+    /// `--players` log in, send one request each and all reach the
+    /// server's idle timeout together.
+    #[arg(long)]
+    logouts: bool,
+    /// With `--logouts`: the server's `idle_timeout_seconds`.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
     /// Logins in flight at once (for `--logins`).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -828,8 +841,8 @@ async fn main() -> anyhow::Result<()> {
         bail!("--action must be move or ping");
     }
     let mix = args.title.contains(',');
-    if mix && (args.seed.is_some() || args.logins || args.reload_every_ms > 0) {
-        bail!("--seed, --logins and --reload-every-ms take one --title, not a mix");
+    if mix && (args.seed.is_some() || args.logins || args.logouts || args.storm.is_some() || args.reload_every_ms > 0) {
+        bail!("--seed, --logins, --logouts, --storm and --reload-every-ms take one --title, not a mix");
     }
     if let Some(dir) = &args.seed {
         return seed(&args, dir);
@@ -860,9 +873,26 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.logouts {
+        let report = waves::logouts(Arc::new(args.clone())).await?;
+        println!("{}", if args.json { report.to_string() } else { serde_json::to_string_pretty(&report)? });
+        return Ok(());
+    }
     let mut args = args;
     args.plans = args.title.split(',').map(|t| Plan::of(&args.titles, t.trim())).collect::<anyhow::Result<_>>()?;
     let args = Arc::new(args);
+    if let Some(n) = args.storm {
+        if n == 0 || n > PLAYERS_MAX {
+            bail!("--storm must be 1 to {PLAYERS_MAX}");
+        }
+        let report = waves::storm(args.clone(), n).await?;
+        println!("{}", if args.json { report.to_string() } else { serde_json::to_string_pretty(&report)? });
+        let errors = report["storm"]["errors"].as_u64().unwrap_or(0);
+        if errors > 0 {
+            bail!("{errors} of {n} players of the storm did not get to play: {}", report["storm"]["error_kinds"]);
+        }
+        return Ok(());
+    }
     let title_reloads = if args.reload_every_ms > 0 { Some(reload_all(&args, 10).await?) } else { None };
     let before = args.server_pid.and_then(process_usage);
     let mut game =
