@@ -267,6 +267,39 @@ async fn the_map_places_moves_and_finds_bases() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn every_spot_of_the_map_fills_and_a_full_map_still_lets_players_in() {
+    let data = fresh_data("world-full-map");
+    let titles = raid_titles(&data);
+    let s = start(data.clone(), |c| {
+        quick(titles)(c);
+        // One player asks where each of 257 others is.
+        c.limits.requests_per_second_max = 1000;
+    })
+    .await;
+    // The mini title's map is one region of 16 by 16 spots: as many players
+    // as spots each get one, the last ones included (random tries alone
+    // missed the last free spots of a crowded region).
+    let (watcher, _) = s.login("mini", "p0").await;
+    let mut spots = std::collections::HashSet::new();
+    for n in 0..256 {
+        let player = format!("p{n}");
+        if n > 0 {
+            s.login("mini", &player).await;
+        }
+        let (_, info) = s.act("mini", &watcher, "player_info", json!({ "player": player })).await;
+        let at = &info["result"]["position"];
+        assert_eq!(at["region"], "plain", "{player} has a spot: {info}");
+        assert!(spots.insert((at["x"].as_i64().unwrap(), at["y"].as_i64().unwrap())), "{player}: a spot taken twice");
+    }
+    // The map is full: the next player plays, with no spot.
+    let (_, login) = s.login("mini", "one-too-many").await;
+    assert!(login["state"].is_object(), "{login}");
+    let (_, info) = s.act("mini", &watcher, "player_info", json!({ "player": "one-too-many" })).await;
+    assert!(info["result"]["position"].is_null(), "{info}");
+    s.stop().await;
+}
+
 // ------------------------------------------------------------ processes
 
 /// A `citadel serve` process on the shared `data` folder with its own

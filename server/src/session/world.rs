@@ -31,13 +31,21 @@ use crate::deps::Deps;
 use crate::player_file::write_player;
 use crate::protocol::{answer as serialize, Answer, ApiError, Code, WindowKind, WorldCommand};
 use citadel_store::blob::Etag;
-use citadel_store::world::{Board, PlayerInfo, Position, RaidRecord, RaidStatus, WorldError};
+use citadel_store::world::{Board, PlayerInfo, Position, RaidRecord, RaidStatus, WorldError, PAGE_MAX};
 
 /// Longest name prefix `search_players` takes (names are short).
 const PREFIX_BYTES_MAX: usize = 64;
-/// Random spots tried when placing a new base before giving up for now
-/// (the next session start tries again).
-const PLACE_TRIES: usize = 64;
+/// Random spots tried in a region when placing a new base, before the
+/// region is searched: while it is mostly free, one or two do.
+const PLACE_TRIES: usize = 8;
+/// The side of the squares a crowded region is searched in, one read of
+/// the bases in a square at a time: 81 spots, fewer than a page of the
+/// world store (`PAGE_MAX`), so one read returns every base in it. A
+/// region of 64 by 64 is 64 squares: placing a base costs at most that
+/// many reads however full the map (64 random tries, each a write, placed
+/// nobody once it was nearly full, and made every login cost 128 failed
+/// writes; docs/benchmarks.md).
+const SEARCH_SIDE: i32 = 9;
 /// How long `raid_end` extends the raid's lock for its writes: enough for
 /// a defender file read, a world commit and a write on slow storage.
 pub(super) const RAID_WRITE_MS: i64 = 30_000;
@@ -229,15 +237,55 @@ impl Session {
             for _ in 0..PLACE_TRIES {
                 let x = (rng.next_u64() % region.width as u64) as i32;
                 let y = (rng.next_u64() % region.height as u64) as i32;
-                let at = Position { region: region.id.clone(), x, y };
-                if deps.world.place(title.id(), &self.key.1, &at).await.map_err(internal)? {
-                    crate::relay::map_change(deps, title.id(), "placed", &self.key.1, &at, None).await;
+                if let Some(at) = self.place_at(deps, title, &region.id, x, y).await? {
+                    return Ok(Some(at));
+                }
+            }
+            // A crowded region: every square of it, from a random one, for
+            // a spot that no base holds.
+            let cols = (region.width + SEARCH_SIDE - 1) / SEARCH_SIDE;
+            let squares = cols * ((region.height + SEARCH_SIDE - 1) / SEARCH_SIDE);
+            let first = (rng.next_u64() % squares as u64) as i32;
+            for k in 0..squares {
+                let square = (first + k) % squares;
+                let (x0, y0) = ((square % cols) * SEARCH_SIDE, (square / cols) * SEARCH_SIDE);
+                let r = SEARCH_SIDE / 2;
+                let center = Position { region: region.id.clone(), x: x0 + r, y: y0 + r };
+                let bases = deps.world.near(title.id(), &center, r, PAGE_MAX).await.map_err(internal)?;
+                let taken: std::collections::HashSet<(i32, i32)> =
+                    bases.iter().map(|b| (b.position.x, b.position.y)).collect();
+                let free: Vec<(i32, i32)> = (y0..(y0 + SEARCH_SIDE).min(region.height))
+                    .flat_map(|y| (x0..(x0 + SEARCH_SIDE).min(region.width)).map(move |x| (x, y)))
+                    .filter(|p| !taken.contains(p))
+                    .collect();
+                if free.is_empty() {
+                    continue;
+                }
+                let (x, y) = free[(rng.next_u64() % free.len() as u64) as usize];
+                if let Some(at) = self.place_at(deps, title, &region.id, x, y).await? {
                     return Ok(Some(at));
                 }
             }
         }
         tracing::warn!(title = %title.id(), player = %self.key.1, "no free spot found on the map");
         Ok(None)
+    }
+
+    /// Puts the player's base on one spot; `None` if it is taken.
+    async fn place_at(
+        &self,
+        deps: &Deps,
+        title: &Title,
+        region: &str,
+        x: i32,
+        y: i32,
+    ) -> Result<Option<Position>, ApiError> {
+        let at = Position { region: region.to_string(), x, y };
+        if !deps.world.place(title.id(), &self.key.1, &at).await.map_err(internal)? {
+            return Ok(None);
+        }
+        crate::relay::map_change(deps, title.id(), "placed", &self.key.1, &at, None).await;
+        Ok(Some(at))
     }
 
     /// Writes the public profile and score changes, if anything public
