@@ -43,6 +43,11 @@ mod waves;
 
 /// Simulated players at most; each holds a socket and two tasks.
 const PLAYERS_MAX: usize = 50_000;
+/// Players logging in and connecting at once before a run: each holds a
+/// login connection until its WebSocket is open, and all at once would
+/// need two sockets per player, past this machine's 20,000 open files per
+/// process with 15,000 players.
+const CONNECTING_MAX: usize = 256;
 /// Longest run.
 const DURATION_SECONDS_MAX: u64 = 3600;
 
@@ -433,6 +438,8 @@ impl Tally {
 /// burst of overdue sends.
 struct Start {
     ready: std::sync::atomic::AtomicUsize,
+    /// Players logging in and connecting at once (see [`CONNECTING_MAX`]).
+    connecting: tokio::sync::Semaphore,
     /// (start, start of measuring, end) of the sending window, once
     /// everyone is ready.
     go: tokio::sync::watch::Receiver<Option<(Instant, Instant, Instant)>>,
@@ -449,6 +456,7 @@ impl Start {
 async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, out: Arc<Mutex<Outcome>>) {
     let name = format!("{}-{n}", args.prefix);
     let plan = &args.plans[n % args.plans.len()];
+    let connecting = start.connecting.acquire().await;
     let token = match post(addr, &format!("/v1/{}/login", plan.title), &json!({ "player": name })).await {
         Ok(v) => v["token"].as_str().unwrap_or_default().to_string(),
         Err(_) => {
@@ -463,6 +471,7 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
         start.arrive();
         return;
     };
+    drop(connecting);
     start.arrive();
     let mut go = start.go.clone();
     let window = match go.wait_for(Option::is_some).await {
@@ -560,7 +569,11 @@ async fn player(args: Arc<Args>, addr: SocketAddr, n: usize, start: Arc<Start>, 
 async fn run(args: Arc<Args>, addr: SocketAddr, pid: Option<u32>) -> Outcome {
     let out = Arc::new(Mutex::new(Outcome::default()));
     let (go_tx, go) = tokio::sync::watch::channel(None);
-    let start = Arc::new(Start { ready: std::sync::atomic::AtomicUsize::new(0), go });
+    let start = Arc::new(Start {
+        ready: std::sync::atomic::AtomicUsize::new(0),
+        connecting: tokio::sync::Semaphore::new(CONNECTING_MAX),
+        go,
+    });
     let mut tasks = Vec::with_capacity(args.players);
     for n in 0..args.players {
         tasks.push(tokio::spawn(player(args.clone(), addr, n, start.clone(), out.clone())));
