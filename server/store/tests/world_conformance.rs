@@ -754,3 +754,30 @@ async fn an_older_database_gains_its_region_counts_at_open() {
     let counts = worlds[0].region_counts("t", &["plain".to_string()]).await.unwrap();
     assert_eq!(counts, BTreeMap::from([("plain".to_string(), 3)]), "counted once, by whichever opened first");
 }
+
+/// Calls run on the caller's thread and never checkpoint: the store's own
+/// thread copies the write-ahead log into the database file within a few
+/// seconds, or the log would grow for as long as the server runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_reaches_the_database_file() {
+    use citadel_store::world::Players;
+    let p = std::env::temp_dir().join(format!("{}.sqlite3", support::unique("citadel-world-wal")));
+    let w = SqliteWorld::open(&p).unwrap();
+    let before = std::fs::metadata(&p).unwrap().len();
+    // 2,000 players of about 1 KB each: 2 MB, below SQLite's own automatic
+    // checkpoint (1,000 pages, 4 MB), which would hide a missing one.
+    for i in 0..2_000 {
+        let mut one = info("t", &format!("p{i}"), &format!("name{i}"), 1);
+        one.name = format!("{}{}", one.name, "x".repeat(1_000));
+        w.put_info(&one).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut size = std::fs::metadata(&p).unwrap().len();
+    while size < before + 2_000_000 {
+        assert!(std::time::Instant::now() < deadline, "the database file stayed at {size} bytes (from {before})");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        size = std::fs::metadata(&p).unwrap().len();
+    }
+    let back = w.info("t", "p1999").await.unwrap().expect("stored");
+    assert!(back.name.starts_with("name1999x"));
+}
