@@ -142,23 +142,30 @@ pub struct TitleData {
     pub(crate) index: Index,
 }
 
+/// Id -> position, for the index below. Keys are the title's own ids
+/// (fixed at load; a player's input only looks them up, never adds one),
+/// so a fast non-keyed hash is safe: every building of a state is looked
+/// up each time its production is worked out, and SipHash was about 4% of
+/// a login's CPU (docs/benchmarks.md).
+pub(crate) type IdMap = HashMap<String, usize, rustc_hash::FxBuildHasher>;
+
 /// Id -> position lookups, built once at load.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    pub(crate) resources: HashMap<String, usize>,
-    pub(crate) capacities: HashMap<String, usize>,
-    pub(crate) buildings: HashMap<String, usize>,
-    pub(crate) units: HashMap<String, usize>,
-    pub(crate) research: HashMap<String, usize>,
-    pub(crate) items: HashMap<String, usize>,
-    pub(crate) offers: HashMap<String, usize>,
-    pub(crate) products: HashMap<String, usize>,
-    pub(crate) quests: HashMap<String, usize>,
-    pub(crate) loot: HashMap<String, usize>,
-    pub(crate) modifiers: HashMap<String, usize>,
-    pub(crate) jobs: HashMap<String, usize>,
-    pub(crate) achievements: HashMap<String, usize>,
-    pub(crate) events: HashMap<String, usize>,
+    pub(crate) resources: IdMap,
+    pub(crate) capacities: IdMap,
+    pub(crate) buildings: IdMap,
+    pub(crate) units: IdMap,
+    pub(crate) research: IdMap,
+    pub(crate) items: IdMap,
+    pub(crate) offers: IdMap,
+    pub(crate) products: IdMap,
+    pub(crate) quests: IdMap,
+    pub(crate) loot: IdMap,
+    pub(crate) modifiers: IdMap,
+    pub(crate) jobs: IdMap,
+    pub(crate) achievements: IdMap,
+    pub(crate) events: IdMap,
 }
 
 /// A loaded title. Immutable; clone freely.
