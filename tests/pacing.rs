@@ -58,7 +58,7 @@ fn play_minute(t: &Title, s: &mut citadel_runtime::PlayerState, now: i64, rng: &
             .buildings
             .iter()
             .filter(|b| worth_upgrading(t, &b.building))
-            .map(|b| (b.level, b.id, b.building.clone()))
+            .map(|b| (b.level, b.id, b.building.to_string()))
             .collect();
         ids.sort();
         for (level, id, kind) in ids {

@@ -247,7 +247,7 @@ pub fn resolve(
         .map(|b| {
             let level = title.building(&b.building).and_then(|d| d.def.levels.get(b.level as usize - 1));
             let mut m = citadel_dsl::Map::new();
-            m.insert("building".into(), b.building.clone().into());
+            m.insert("building".into(), b.building.as_str().into());
             m.insert("level".into(), i64::from(b.level).into());
             m.insert("hitpoints".into(), level.map_or(0, |l| l.hitpoints).into());
             m.insert("stats".into(), level.map_or_else(|| amounts_map(&Amounts::new()), |l| amounts_map(&l.stats)));

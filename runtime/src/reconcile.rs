@@ -102,7 +102,7 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
     rename_keys(&mut s.research, &renamed.research, u32::max, "research", &mut changes);
     rename_keys(&mut s.purchases, &renamed.offers, |a: u32, b| a.saturating_add(b), "offer", &mut changes);
     for b in &mut s.buildings {
-        if let Some(new) = renamed.buildings.get(&b.building) {
+        if let Some(new) = renamed.buildings.get(b.building.as_str()) {
             changes.push(change(&[
                 ("kind", text("renamed")),
                 ("of", text("building")),
@@ -110,7 +110,7 @@ pub fn reconcile(title: &Title, s: &mut PlayerState, now: i64, rng: &mut Rng) ->
                 ("to", text(new)),
                 ("id", Dynamic::from(i64::from(b.id))),
             ]));
-            b.building.clone_from(new);
+            b.building = new.into();
         }
     }
     for o in &mut s.training {

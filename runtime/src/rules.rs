@@ -1389,7 +1389,7 @@ pub fn advance(title: &Title, s: &mut PlayerState, now_ms: i64, rng: &mut Rng) -
                 let Some(up) = b.upgrade.take() else { break };
                 b.level = up.to_level;
                 b.since_ms = t;
-                let (building, level) = (b.building.clone(), b.level);
+                let (building, level) = (b.building.to_string(), b.level);
                 let xp =
                     title.building(&building).and_then(|d| d.def.levels.get(level as usize - 1)).map_or(0, |l| l.xp);
                 s.xp = s.xp.saturating_add(xp);
@@ -1513,7 +1513,7 @@ fn act(
             let def = title.building(building).ok_or_else(|| unknown(title, IdKind::Building, building))?;
             let hq = hq_level(title, s);
             let max = def.def.max_count.get(hq.max(1) as usize - 1).copied().unwrap_or(0);
-            let count = s.buildings.iter().filter(|b| &b.building == building).count() as u32;
+            let count = s.buildings.iter().filter(|b| b.building == building).count() as u32;
             if count >= max {
                 return err(
                     ErrorCode::LimitReached,
@@ -1534,7 +1534,7 @@ fn act(
             s.next_building_id += 1;
             s.buildings.push(Building {
                 id,
-                building: building.clone(),
+                building: building.as_str().into(),
                 level: 0,
                 x: *x,
                 y: *y,
