@@ -319,9 +319,19 @@ async fn a_map_watcher_on_one_server_sees_a_base_placed_and_moved_on_another_wit
     // The whole plain (16 by 16): every base on it is in view.
     let r = ask(&mut w, 1, "map_watch", json!({ "region": region, "x": 8, "y": 8, "radius": 8 }), &mut pushes).await;
     assert_eq!(r["result"]["watching"]["radius"], 8, "{r}");
+    // Cid's own base was placed at its login, just before the watch began;
+    // the bus may deliver that change after it began (the watcher then
+    // sees a base it already has): not what this test looks for.
+    let own = |p: &Value| p["change"] == "placed" && p["player"] == "cid";
+    pushes.retain(|p| !own(p));
     let sent = std::time::Instant::now();
     let (ta, _) = a.login("mini", "ann").await;
-    let got = push_within(&mut w, Duration::from_secs(1)).await;
+    let got = loop {
+        let got = push_within(&mut w, Duration::from_secs(1)).await;
+        if !own(&got) {
+            break got;
+        }
+    };
     assert!(sent.elapsed() < Duration::from_secs(1));
     assert_eq!(
         (got["event"].as_str(), got["change"].as_str(), got["player"].as_str()),
